@@ -1,0 +1,244 @@
+//! Configuration: the YAML file (`raw`), `${VAR}` substitution (`interp`),
+//! positions for error messages (`positions`), and validation into the
+//! runtime [`Snapshot`] (`validate`).
+//!
+//! A `Snapshot` is immutable and complete: it cannot exist half-initialised,
+//! every name it holds refers to something that exists. Reload builds a new
+//! one (fallible) and swaps it in (infallible), see `crate::reload`.
+
+mod interp;
+mod positions;
+mod raw;
+mod validate;
+
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use indexmap::IndexMap;
+
+use crate::dialect::Dialect;
+use crate::upstream::Endpoint;
+
+pub use validate::DEFAULT_MAX_BODY_BYTES;
+
+/// One problem in a config file, with where it is.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ConfigError {
+    /// YAML path such as `routes[1].target`; empty for whole-file errors.
+    pub path: String,
+    pub line: Option<usize>,
+    pub column: Option<usize>,
+    pub message: String,
+}
+
+impl ConfigError {
+    pub(crate) fn at_line(line: usize, message: impl Into<String>) -> Self {
+        Self { path: String::new(), line: Some(line), column: None, message: message.into() }
+    }
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if !self.path.is_empty() {
+            write!(f, "{}: ", self.path)?;
+        }
+        write!(f, "{}", self.message)?;
+        match (self.line, self.column) {
+            (Some(l), Some(c)) => write!(f, " (line {l}, column {c})"),
+            (Some(l), None) => write!(f, " (line {l})"),
+            _ => Ok(()),
+        }
+    }
+}
+
+/// Every error of one load attempt.
+#[derive(Debug, Clone)]
+pub struct ConfigErrors {
+    pub file: PathBuf,
+    pub errors: Vec<ConfigError>,
+}
+
+impl fmt::Display for ConfigErrors {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let n = self.errors.len();
+        writeln!(f, "{}: {n} error{}", self.file.display(), if n == 1 { "" } else { "s" })?;
+        for e in &self.errors {
+            writeln!(f, "  - {e}")?;
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for ConfigErrors {}
+
+/// A secret value (API key). Never printed.
+#[derive(Clone, PartialEq)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("[redacted]")
+    }
+}
+
+/// Where access-log lines go.
+#[derive(Debug, Clone, PartialEq)]
+pub enum AccessLog {
+    Stdout,
+    Off,
+    File(PathBuf),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Timeouts {
+    pub connect: Duration,
+    pub first_byte: Duration,
+    pub idle: Duration,
+    pub total: Duration,
+}
+
+/// How modelgate authenticates to a provider.
+#[derive(Debug, Clone)]
+pub enum Auth {
+    /// Forward the client's own auth headers unchanged.
+    Passthrough,
+    /// Inject this key (read from `env` when the snapshot was built);
+    /// `None` when the variable was not set, which fails each request clearly.
+    Inject { env: String, key: Option<Secret> },
+}
+
+#[derive(Debug)]
+pub struct Provider {
+    pub name: String,
+    pub kind: Dialect,
+    pub endpoint: Arc<Endpoint>,
+    pub auth: Auth,
+    pub timeouts: Timeouts,
+    pub local: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Prices {
+    pub input_usd_per_mtok: f64,
+    pub output_usd_per_mtok: f64,
+    pub cached_input_usd_per_mtok: f64,
+    pub cache_write_usd_per_mtok: f64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Capability {
+    Tools,
+    Json,
+    Vision,
+    Streaming,
+    Embeddings,
+    Reasoning,
+}
+
+impl Capability {
+    pub const ALL: [(&'static str, Capability); 6] = [
+        ("tools", Capability::Tools),
+        ("json", Capability::Json),
+        ("vision", Capability::Vision),
+        ("streaming", Capability::Streaming),
+        ("embeddings", Capability::Embeddings),
+        ("reasoning", Capability::Reasoning),
+    ];
+}
+
+#[derive(Debug)]
+pub struct Model {
+    pub name: String,
+    /// Index into `Snapshot::providers`.
+    pub provider: usize,
+    /// The upstream model id.
+    pub id: String,
+    pub prices: Prices,
+    pub context_tokens: Option<u64>,
+    pub max_output_tokens: Option<u64>,
+    pub capabilities: Vec<Capability>,
+    pub quality: u8,
+    pub fallbacks: Vec<String>,
+}
+
+#[derive(Debug)]
+pub struct RouteMatch {
+    pub model: Option<wildmatch::WildMatch>,
+    pub app: Option<wildmatch::WildMatch>,
+    pub task: Option<String>,
+    pub dialect: Option<Dialect>,
+}
+
+#[derive(Debug)]
+pub struct Route {
+    pub name: String,
+    pub matcher: RouteMatch,
+    /// Model name (a key of `Snapshot::models`).
+    pub target: String,
+    pub fallbacks: Vec<String>,
+}
+
+#[derive(Debug, Clone, Copy)]
+pub struct Listen {
+    pub gateway: SocketAddr,
+    pub admin: SocketAddr,
+}
+
+/// The whole validated configuration: what one request sees from start to end.
+#[derive(Debug)]
+pub struct Snapshot {
+    pub listen: Listen,
+    pub state_dir: PathBuf,
+    pub max_body_bytes: usize,
+    pub access_log: AccessLog,
+    pub providers: Vec<Provider>,
+    pub models: IndexMap<String, Model>,
+    pub routes: Vec<Route>,
+    /// Index of the provider that serves unrouted requests of each dialect.
+    pub default_provider: [Option<usize>; Dialect::COUNT],
+}
+
+impl Snapshot {
+    pub fn provider(&self, name: &str) -> Option<&Provider> {
+        self.providers.iter().find(|p| p.name == name)
+    }
+
+    pub fn default_provider_for(&self, dialect: Dialect) -> Option<&Provider> {
+        self.default_provider[dialect as usize].map(|i| &self.providers[i])
+    }
+
+    /// Names of providers whose `api_key_env` is not set; logged at start.
+    pub fn missing_keys(&self) -> impl Iterator<Item = (&str, &str)> {
+        self.providers.iter().filter_map(|p| match &p.auth {
+            Auth::Inject { env, key: None } => Some((p.name.as_str(), env.as_str())),
+            _ => None,
+        })
+    }
+}
+
+/// Load and validate a config file, reading `${VAR}`s from the process env.
+pub fn load_file(path: &Path) -> Result<Snapshot, ConfigErrors> {
+    let wrap = |errors| ConfigErrors { file: path.to_path_buf(), errors };
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| wrap(vec![ConfigError { path: String::new(), line: None, column: None, message: format!("cannot read file: {e}") }]))?;
+    load_str(&text, &|k| std::env::var(k).ok()).map_err(wrap)
+}
+
+/// Load and validate config text. Relative paths (state_dir, ca_file,
+/// access_log) are relative to the working directory, as on the command line.
+pub fn load_str(text: &str, env: &dyn Fn(&str) -> Option<String>) -> Result<Snapshot, Vec<ConfigError>> {
+    let text = interp::interpolate(text, env)?;
+    validate::validate(&text, env)
+}
+
+/// The config compiled into the binary: used by `modelgate run` without `-c`.
+pub const EMBEDDED_DEFAULT: &str = include_str!("../../conf/modelgate.yaml");

@@ -1,0 +1,401 @@
+//! Raw YAML → runtime [`Snapshot`], reporting every error at once.
+//!
+//! Each section (each provider, model and route) is deserialized on its own,
+//! so one typo does not hide the next; every error carries its YAML path and
+//! the line/column found through [`PositionIndex`].
+
+use std::collections::HashSet;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use indexmap::IndexMap;
+use serde::de::DeserializeOwned;
+use serde_yaml::Value;
+
+use super::positions::PositionIndex;
+use super::raw::{RawListen, RawModel, RawProvider, RawRoute};
+use super::*;
+use crate::dialect::Dialect;
+use crate::upstream::Endpoint;
+
+pub const DEFAULT_MAX_BODY_BYTES: usize = 32 * 1024 * 1024;
+const TOP_KEYS: &[&str] = &["listen", "state_dir", "max_body_bytes", "access_log", "providers", "models", "routes"];
+
+struct Ctx {
+    idx: PositionIndex,
+    errors: Vec<ConfigError>,
+}
+
+impl Ctx {
+    fn err(&mut self, path: impl Into<String>, message: impl Into<String>) {
+        let path = path.into();
+        let pos = self.idx.find(&path);
+        self.errors.push(ConfigError {
+            path,
+            line: pos.map(|p| p.line),
+            column: pos.map(|p| p.column),
+            message: message.into(),
+        });
+    }
+
+    /// Deserialize one section, recording its error (with the exact path
+    /// inside the section) instead of failing the whole load.
+    fn section<T: DeserializeOwned>(&mut self, path: &str, value: Value) -> Option<T> {
+        match serde_path_to_error::deserialize::<_, T>(value) {
+            Ok(t) => Some(t),
+            Err(e) => {
+                let inner = e.path().to_string();
+                let message = e.inner().to_string();
+                let mut full = join(path, if inner == "." { "" } else { &inner });
+                if let Some(field) = unknown_field(&message) {
+                    full = join(&full, field);
+                }
+                self.err(full, message);
+                None
+            }
+        }
+    }
+}
+
+fn join(a: &str, b: &str) -> String {
+    match (a.is_empty(), b.is_empty()) {
+        (true, _) => b.to_string(),
+        (_, true) => a.to_string(),
+        _ if b.starts_with('[') => format!("{a}{b}"),
+        _ => format!("{a}.{b}"),
+    }
+}
+
+/// serde says "unknown field `x`, expected ..."; the path should name `x`.
+fn unknown_field(message: &str) -> Option<&str> {
+    let rest = message.strip_prefix("unknown field `")?;
+    rest.split('`').next()
+}
+
+pub fn validate(text: &str, env: &dyn Fn(&str) -> Option<String>) -> Result<Snapshot, Vec<ConfigError>> {
+    let mut cx = Ctx { idx: PositionIndex::build(text), errors: Vec::new() };
+    let doc: Value = match serde_yaml::from_str(text) {
+        Ok(v) => v,
+        Err(e) => {
+            let loc = e.location();
+            return Err(vec![ConfigError {
+                path: String::new(),
+                line: loc.as_ref().map(|l| l.line()),
+                column: loc.as_ref().map(|l| l.column()),
+                message: format!("not valid YAML: {e}"),
+            }]);
+        }
+    };
+    let top = match doc {
+        Value::Mapping(m) => m,
+        Value::Null => serde_yaml::Mapping::new(),
+        _ => return Err(vec![ConfigError::at_line(1, "the config must be a YAML mapping (listen:, providers:, models:, routes: …)")]),
+    };
+
+    let mut sections: IndexMap<String, Value> = IndexMap::new();
+    for (k, v) in top {
+        let Some(key) = k.as_str().map(str::to_string) else {
+            cx.err("", "top-level keys must be strings");
+            continue;
+        };
+        if TOP_KEYS.contains(&key.as_str()) {
+            sections.insert(key, v);
+        } else {
+            cx.err(&key, format!("unknown key `{key}`; expected one of: {}", TOP_KEYS.join(", ")));
+        }
+    }
+    let mut take = |k: &str| sections.shift_remove(k).filter(|v| !v.is_null());
+
+    let listen_raw: RawListen = take("listen").and_then(|v| cx.section("listen", v)).unwrap_or_default();
+    let state_dir: String = take("state_dir").and_then(|v| cx.section("state_dir", v)).unwrap_or_else(|| "./data".into());
+    let max_body: u64 = take("max_body_bytes").and_then(|v| cx.section("max_body_bytes", v)).unwrap_or(DEFAULT_MAX_BODY_BYTES as u64);
+    let access_log: String = take("access_log").and_then(|v| cx.section("access_log", v)).unwrap_or_else(|| "stdout".into());
+    let raw_providers: IndexMap<String, Value> = take("providers").and_then(|v| cx.section("providers", v)).unwrap_or_default();
+    let raw_models: IndexMap<String, Value> = take("models").and_then(|v| cx.section("models", v)).unwrap_or_default();
+    let raw_routes: Vec<Value> = take("routes").and_then(|v| cx.section("routes", v)).unwrap_or_default();
+
+    let listen = listen_of(&mut cx, listen_raw);
+    if max_body == 0 {
+        cx.err("max_body_bytes", "must be greater than 0");
+    }
+    let access_log = match access_log.as_str() {
+        "stdout" => AccessLog::Stdout,
+        "off" => AccessLog::Off,
+        "" => {
+            cx.err("access_log", "must be `stdout`, `off`, or a file path");
+            AccessLog::Off
+        }
+        path => AccessLog::File(PathBuf::from(path)),
+    };
+
+    // Providers.
+    let mut providers = Vec::new();
+    let mut provider_defaults: Vec<bool> = Vec::new();
+    let mut provider_names: Vec<String> = Vec::new();
+    for (name, v) in raw_providers {
+        let path = format!("providers.{name}");
+        provider_names.push(name.clone());
+        let Some(raw) = cx.section::<RawProvider>(&path, v) else { continue };
+        if let Some(p) = provider_of(&mut cx, &path, name, raw.default, raw, env) {
+            provider_defaults.push(p.1);
+            providers.push(p.0);
+        }
+    }
+    if provider_names.is_empty() {
+        cx.err("providers", "no providers configured; add at least one (see conf/modelgate.yaml)");
+    }
+    let mut default_provider = [None; Dialect::COUNT];
+    for d in Dialect::ALL {
+        let of_kind: Vec<usize> = (0..providers.len()).filter(|&i| providers[i].kind == d).collect();
+        let flagged: Vec<usize> = of_kind.iter().copied().filter(|&i| provider_defaults[i]).collect();
+        if flagged.len() > 1 {
+            let names: Vec<&str> = flagged.iter().map(|&i| providers[i].name.as_str()).collect();
+            cx.err(format!("providers.{}.default", names[1]), format!("only one {d} provider may be `default: true` (found: {})", names.join(", ")));
+        }
+        default_provider[d as usize] = flagged
+            .first()
+            .copied()
+            .or_else(|| of_kind.iter().copied().find(|&i| providers[i].name == d.as_str()))
+            .or_else(|| of_kind.first().copied());
+    }
+
+    // Models.
+    let mut models = IndexMap::new();
+    let model_names: Vec<String> = raw_models.keys().cloned().collect();
+    for (name, v) in raw_models {
+        let path = format!("models.{name}");
+        let Some(raw) = cx.section::<RawModel>(&path, v) else { continue };
+        if let Some(m) = model_of(&mut cx, &path, &name, raw, &providers, &provider_names, &model_names) {
+            models.insert(name, m);
+        }
+    }
+
+    // Routes.
+    let mut routes = Vec::new();
+    let mut route_names = HashSet::new();
+    for (i, v) in raw_routes.into_iter().enumerate() {
+        let path = format!("routes[{i}]");
+        let Some(raw) = cx.section::<RawRoute>(&path, v) else { continue };
+        if !route_names.insert(raw.name.clone()) {
+            cx.err(format!("{path}.name"), format!("route name `{}` is used twice; names must be unique", raw.name));
+        }
+        if let Some(r) = route_of(&mut cx, &path, raw, &models, &providers, &model_names) {
+            routes.push(r);
+        }
+    }
+
+    if !cx.errors.is_empty() {
+        return Err(cx.errors);
+    }
+    Ok(Snapshot {
+        listen,
+        state_dir: PathBuf::from(state_dir),
+        max_body_bytes: usize::try_from(max_body).unwrap_or(usize::MAX),
+        access_log,
+        providers,
+        models,
+        routes,
+        default_provider,
+    })
+}
+
+fn addr(cx: &mut Ctx, path: &str, value: Option<String>, default: &str) -> SocketAddr {
+    let v = value.unwrap_or_else(|| default.to_string());
+    v.parse().unwrap_or_else(|_| {
+        cx.err(path, format!("`{v}` is not a listen address; write IP:PORT, e.g. {default}"));
+        SocketAddr::from(([127, 0, 0, 1], 0))
+    })
+}
+
+fn listen_of(cx: &mut Ctx, raw: RawListen) -> Listen {
+    let gateway = addr(cx, "listen.gateway", raw.gateway, "127.0.0.1:8080");
+    let admin = addr(cx, "listen.admin", raw.admin, "127.0.0.1:9090");
+    if gateway == admin && gateway.port() != 0 {
+        cx.err("listen.admin", format!("admin and gateway both listen on {gateway}; give them different ports"));
+    }
+    Listen { gateway, admin }
+}
+
+fn provider_of(
+    cx: &mut Ctx,
+    path: &str,
+    name: String,
+    default: bool,
+    raw: RawProvider,
+    env: &dyn Fn(&str) -> Option<String>,
+) -> Option<(Provider, bool)> {
+    let before = cx.errors.len();
+    let kind = Dialect::parse(&raw.kind).unwrap_or_else(|| {
+        cx.err(format!("{path}.kind"), format!("unknown provider kind `{}`; expected one of: openai, anthropic", raw.kind));
+        Dialect::OpenAi
+    });
+    let ca = match &raw.ca_file {
+        None => None,
+        Some(f) => match crate::upstream::tls::load_ca_bundle(f) {
+            Ok(ca) => Some(ca),
+            Err(e) => {
+                cx.err(format!("{path}.ca_file"), e);
+                None
+            }
+        },
+    };
+    let endpoint = match Endpoint::parse(&raw.base_url, ca) {
+        Ok(e) => Some(e),
+        Err(e) => {
+            cx.err(format!("{path}.base_url"), e);
+            None
+        }
+    };
+    let auth = match raw.api_key_env {
+        None => Auth::Passthrough,
+        Some(var) if var.is_empty() => {
+            cx.err(format!("{path}.api_key_env"), "must name an environment variable (or be removed to forward the client's key)");
+            Auth::Passthrough
+        }
+        Some(var) => Auth::Inject { key: env(&var).filter(|k| !k.is_empty()).map(Secret), env: var },
+    };
+    let mut ms = |field: &str, v: Option<u64>, default: u64| {
+        let v = v.unwrap_or(default);
+        if v == 0 {
+            cx.err(format!("{path}.{field}"), "must be greater than 0 milliseconds");
+        }
+        Duration::from_millis(v)
+    };
+    let timeouts = Timeouts {
+        connect: ms("connect_timeout_ms", raw.connect_timeout_ms, 3_000),
+        first_byte: ms("first_byte_timeout_ms", raw.first_byte_timeout_ms, 60_000),
+        idle: ms("idle_timeout_ms", raw.idle_timeout_ms, 30_000),
+        total: ms("total_timeout_ms", raw.total_timeout_ms, 600_000),
+    };
+    if cx.errors.len() != before {
+        return None;
+    }
+    let endpoint = Arc::new(endpoint?);
+    Some((Provider { name, kind, endpoint, auth, timeouts, local: raw.local }, default))
+}
+
+fn price(cx: &mut Ctx, path: &str, field: &str, v: Option<f64>) -> Option<f64> {
+    match v {
+        Some(p) if !(p.is_finite() && p >= 0.0) => {
+            cx.err(format!("{path}.{field}"), format!("must be a price ≥ 0 in USD per million tokens, got {p}"));
+            None
+        }
+        other => other,
+    }
+}
+
+fn model_of(
+    cx: &mut Ctx,
+    path: &str,
+    name: &str,
+    raw: RawModel,
+    providers: &[Provider],
+    provider_names: &[String],
+    model_names: &[String],
+) -> Option<Model> {
+    let before = cx.errors.len();
+    let provider = providers.iter().position(|p| p.name == raw.provider);
+    if provider.is_none() && !provider_names.contains(&raw.provider) {
+        cx.err(format!("{path}.provider"), format!("unknown provider `{}`; defined providers: {}", raw.provider, provider_names.join(", ")));
+    }
+    let mut required = |field: &str, v: Option<f64>| {
+        if v.is_none() {
+            cx.err(path, format!("missing `{field}`: set the list price in USD per million tokens (0 for a local model)"));
+        }
+        price(cx, path, field, v).unwrap_or(0.0)
+    };
+    let input = required("input_usd_per_mtok", raw.input_usd_per_mtok);
+    let output = required("output_usd_per_mtok", raw.output_usd_per_mtok);
+    let cached = price(cx, path, "cached_input_usd_per_mtok", raw.cached_input_usd_per_mtok).unwrap_or(input);
+    let is_anthropic = provider.map(|i| providers[i].kind == Dialect::Anthropic).unwrap_or(false);
+    // Anthropic bills 5-minute cache writes at 1.25× the input price.
+    let write_default = if is_anthropic { input * 1.25 } else { input };
+    let cache_write = price(cx, path, "cache_write_usd_per_mtok", raw.cache_write_usd_per_mtok).unwrap_or(write_default);
+    let mut capabilities = Vec::new();
+    for (i, c) in raw.capabilities.iter().enumerate() {
+        match Capability::ALL.iter().find(|(n, _)| n == c) {
+            Some((_, cap)) => capabilities.push(*cap),
+            None => {
+                let known: Vec<&str> = Capability::ALL.iter().map(|(n, _)| *n).collect();
+                cx.err(format!("{path}.capabilities[{i}]"), format!("unknown capability `{c}`; expected one of: {}", known.join(", ")));
+            }
+        }
+    }
+    let quality = raw.quality.unwrap_or(1);
+    if quality > 10 {
+        cx.err(format!("{path}.quality"), "must be between 0 and 10");
+    }
+    if raw.context_tokens == Some(0) {
+        cx.err(format!("{path}.context_tokens"), "must be greater than 0");
+    }
+    check_model_list(cx, &format!("{path}.fallbacks"), &raw.fallbacks, model_names, Some(name));
+    if cx.errors.len() != before {
+        return None;
+    }
+    Some(Model {
+        name: name.to_string(),
+        provider: provider?,
+        id: raw.id.unwrap_or_else(|| name.to_string()),
+        prices: Prices { input_usd_per_mtok: input, output_usd_per_mtok: output, cached_input_usd_per_mtok: cached, cache_write_usd_per_mtok: cache_write },
+        context_tokens: raw.context_tokens,
+        max_output_tokens: raw.max_output_tokens,
+        capabilities,
+        quality,
+        fallbacks: raw.fallbacks,
+    })
+}
+
+fn check_model_list(cx: &mut Ctx, path: &str, list: &[String], model_names: &[String], this: Option<&str>) {
+    for (i, m) in list.iter().enumerate() {
+        if !model_names.contains(m) {
+            cx.err(format!("{path}[{i}]"), format!("unknown model `{m}`; defined models: {}", model_names.join(", ")));
+        } else if Some(m.as_str()) == this {
+            cx.err(format!("{path}[{i}]"), format!("model `{m}` cannot fall back to itself"));
+        }
+    }
+}
+
+fn route_of(
+    cx: &mut Ctx,
+    path: &str,
+    raw: RawRoute,
+    models: &IndexMap<String, Model>,
+    providers: &[Provider],
+    model_names: &[String],
+) -> Option<Route> {
+    let before = cx.errors.len();
+    if raw.name.trim().is_empty() {
+        cx.err(format!("{path}.name"), "must not be empty");
+    }
+    let dialect = raw.match_.dialect.as_deref().and_then(|d| {
+        let parsed = Dialect::parse(d);
+        if parsed.is_none() {
+            cx.err(format!("{path}.match.dialect"), format!("unknown dialect `{d}`; expected one of: openai, anthropic"));
+        }
+        parsed
+    });
+    if !model_names.contains(&raw.target) {
+        cx.err(format!("{path}.target"), format!("unknown model `{}`; defined models: {}", raw.target, model_names.join(", ")));
+    } else if let (Some(d), Some(m)) = (dialect, models.get(&raw.target)) {
+        let kind = providers[m.provider].kind;
+        if kind != d {
+            cx.err(
+                format!("{path}.target"),
+                format!("model `{}` speaks the {kind} dialect but this route matches {d} requests; cross-dialect translation is not supported yet, pick a {d} model", raw.target),
+            );
+        }
+    }
+    check_model_list(cx, &format!("{path}.fallbacks"), &raw.fallbacks, model_names, None);
+    if cx.errors.len() != before {
+        return None;
+    }
+    let glob = |s: Option<String>| s.map(|g| wildmatch::WildMatch::new(&g));
+    Some(Route {
+        name: raw.name,
+        matcher: RouteMatch { model: glob(raw.match_.model), app: glob(raw.match_.app), task: raw.match_.task, dialect },
+        target: raw.target,
+        fallbacks: raw.fallbacks,
+    })
+}

@@ -1,0 +1,166 @@
+//! Server-sent events passing through: split the byte stream into events as
+//! they complete, read usage from them, and drop the usage-only chunk that
+//! modelgate asked for on the client's behalf. Events are forwarded as soon as
+//! their terminating blank line arrives; nothing waits for the end.
+
+use bytes::{Bytes, BytesMut};
+
+use crate::usage::{RawUsage, UsageCarrier};
+
+/// Observes (and optionally filters) one SSE response stream.
+#[derive(Debug)]
+pub struct StreamTap {
+    buf: BytesMut,
+    /// Where to resume looking for an event boundary in `buf`.
+    scanned: usize,
+    usage: RawUsage,
+    drop_usage_only: bool,
+    pub events: u64,
+}
+
+/// Length of the first complete event in `buf` (delimiter included), looking
+/// from `from` on.
+fn event_end(buf: &[u8], from: usize) -> Option<usize> {
+    let mut i = from;
+    while i + 1 < buf.len() {
+        match (buf[i], buf[i + 1]) {
+            (b'\n', b'\n') | (b'\r', b'\r') => return Some(i + 2),
+            (b'\r', b'\n') if buf.get(i + 2..i + 4) == Some(b"\r\n") => return Some(i + 4),
+            _ => i += 1,
+        }
+    }
+    None
+}
+
+/// The `data:` payload of one event (multiple data lines joined by `\n`).
+fn data_of(event: &[u8]) -> Vec<u8> {
+    let mut data = Vec::new();
+    for line in event.split(|&b| b == b'\n') {
+        let line = line.strip_suffix(b"\r").unwrap_or(line);
+        if let Some(d) = line.strip_prefix(b"data:") {
+            if !data.is_empty() {
+                data.push(b'\n');
+            }
+            data.extend_from_slice(d.strip_prefix(b" ").unwrap_or(d));
+        }
+    }
+    data
+}
+
+impl StreamTap {
+    /// `drop_usage_only`: remove OpenAI's final `choices: []` usage chunk
+    /// (set when modelgate added `stream_options.include_usage` itself).
+    pub fn new(drop_usage_only: bool) -> Self {
+        Self { buf: BytesMut::new(), scanned: 0, usage: RawUsage::default(), drop_usage_only, events: 0 }
+    }
+
+    /// Feed bytes from upstream; returns what to send to the client now
+    /// (complete events only; an incomplete tail is held until it completes).
+    pub fn feed(&mut self, chunk: &[u8]) -> Bytes {
+        self.buf.extend_from_slice(chunk);
+        let mut ends = Vec::new();
+        let mut pos = 0;
+        let mut from = self.scanned;
+        while let Some(end) = event_end(&self.buf, from) {
+            ends.push((pos, end));
+            pos = end;
+            from = end;
+        }
+        self.scanned = self.buf.len().saturating_sub(3).max(pos);
+        if ends.is_empty() {
+            return Bytes::new();
+        }
+        let region = self.buf.split_to(pos).freeze();
+        self.scanned -= pos;
+        let keep: Vec<bool> = ends.iter().map(|&(s, e)| self.observe(&region[s..e])).collect();
+        if keep.iter().all(|k| *k) {
+            return region;
+        }
+        let mut out = BytesMut::with_capacity(region.len());
+        for (&(s, e), k) in ends.iter().zip(keep) {
+            if k {
+                out.extend_from_slice(&region[s..e]);
+            }
+        }
+        out.freeze()
+    }
+
+    /// The stream ended: return any unterminated tail as it was.
+    pub fn finish(&mut self) -> Bytes {
+        if self.buf.is_empty() {
+            return Bytes::new();
+        }
+        let tail = self.buf.split().freeze();
+        if self.observe(&tail) {
+            tail
+        } else {
+            Bytes::new()
+        }
+    }
+
+    /// Usage seen so far (merged across events).
+    pub fn usage(&self) -> Option<RawUsage> {
+        (!self.usage.is_empty()).then_some(self.usage)
+    }
+
+    /// Record what the event says; false when it must not reach the client.
+    fn observe(&mut self, event: &[u8]) -> bool {
+        self.events += 1;
+        let data = data_of(event);
+        if data.first() != Some(&b'{') {
+            return true;
+        }
+        let Some(c) = UsageCarrier::parse(&data) else { return true };
+        for u in c.usages() {
+            self.usage.merge(u);
+        }
+        let usage_only = c.usage.is_some() && c.choices.as_ref().is_some_and(|ch| ch.is_empty());
+        !(self.drop_usage_only && usage_only)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::dialect::Dialect;
+    use crate::usage::Usage;
+
+    const OPENAI: &str = "data: {\"id\":\"c1\",\"choices\":[{\"index\":0,\"delta\":{\"content\":\"Hi\"}}],\"usage\":null}\n\n\
+data: {\"id\":\"c1\",\"choices\":[],\"usage\":{\"prompt_tokens\":9,\"completion_tokens\":2}}\n\n\
+data: [DONE]\n\n";
+
+    #[test]
+    fn drops_usage_only_chunk_but_keeps_its_usage() {
+        let mut tap = StreamTap::new(true);
+        let mut out = Vec::new();
+        // Feed in awkward 7-byte pieces: boundaries inside events and delimiters.
+        for piece in OPENAI.as_bytes().chunks(7) {
+            out.extend_from_slice(&tap.feed(piece));
+        }
+        out.extend_from_slice(&tap.finish());
+        let text = String::from_utf8(out).unwrap();
+        assert!(text.contains("\"Hi\""));
+        assert!(!text.contains("prompt_tokens"));
+        assert!(text.ends_with("data: [DONE]\n\n"));
+        assert_eq!(tap.usage().unwrap().normalize(Dialect::OpenAi), Usage { input: 9, output: 2, ..Default::default() });
+    }
+
+    #[test]
+    fn forwards_everything_byte_identical_when_not_dropping() {
+        let mut tap = StreamTap::new(false);
+        let mut out = Vec::new();
+        for piece in OPENAI.as_bytes().chunks(5) {
+            out.extend_from_slice(&tap.feed(piece));
+        }
+        out.extend_from_slice(&tap.finish());
+        assert_eq!(out, OPENAI.as_bytes());
+        assert_eq!(tap.events, 3);
+    }
+
+    #[test]
+    fn an_event_is_released_as_soon_as_it_completes() {
+        let mut tap = StreamTap::new(false);
+        assert!(tap.feed(b"event: ping\r\ndata: {}\r\n").is_empty());
+        assert_eq!(&tap.feed(b"\r\nevent: x")[..], b"event: ping\r\ndata: {}\r\n\r\n");
+    }
+}

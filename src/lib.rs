@@ -1,0 +1,18 @@
+//! modelgate: a sidecar reverse proxy that governs an application's outbound
+//! LLM API traffic. See README.md for the user view and DESIGN notes in the
+//! module docs; folders follow the request pipeline:
+//! `proxy` (listeners) → `dialect` (what the client speaks) → `policy`
+//! (which model) → `upstream` (the call) → `usage` (tokens and cost) →
+//! `metrics` / `accesslog`. `config` and `reload` own the snapshot.
+
+pub mod accesslog;
+pub mod admin;
+pub mod config;
+pub mod dialect;
+pub mod metrics;
+pub mod policy;
+pub mod proxy;
+pub mod reload;
+pub mod server;
+pub mod upstream;
+pub mod usage;

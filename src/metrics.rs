@@ -1,0 +1,132 @@
+//! Every metric modelgate exports, declared once and described at start.
+//!
+//! Labels come from closed sets only: dialect, provider and model names from
+//! config (`other` for a model the config does not know), route names (`none`
+//! when no route matched), status codes, outcome/reason labels. Never user
+//! text, API keys or unbounded ids.
+
+use std::collections::BTreeMap;
+use std::fmt::Write;
+use std::sync::Mutex;
+
+use metrics::{counter, describe_counter, describe_histogram, histogram, Unit};
+use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
+
+pub const REQUESTS: &str = "modelgate_requests_total";
+pub const TOKENS: &str = "modelgate_tokens_total";
+pub const COST: &str = "modelgate_cost_usd_total";
+pub const UPSTREAM_DURATION: &str = "modelgate_upstream_duration_seconds";
+pub const OVERHEAD: &str = "modelgate_overhead_seconds";
+pub const ATTEMPTS: &str = "modelgate_attempts_total";
+pub const STREAM_ERRORS: &str = "modelgate_stream_errors_total";
+pub const CONFIG_RELOADS: &str = "modelgate_config_reloads_total";
+pub const CONFIG_RELOAD_FAILURES: &str = "modelgate_config_reload_failures_total";
+
+/// Install the global Prometheus recorder and describe every metric.
+/// Returns the handle `/metrics` renders from.
+pub fn install() -> Result<PrometheusHandle, String> {
+    // Overhead is sub-millisecond when healthy: fine buckets at the low end.
+    let overhead_buckets = [0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.5];
+    let upstream_buckets = [0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0];
+    let handle = PrometheusBuilder::new()
+        .set_buckets_for_metric(Matcher::Full(OVERHEAD.into()), &overhead_buckets)
+        .and_then(|b| b.set_buckets_for_metric(Matcher::Full(UPSTREAM_DURATION.into()), &upstream_buckets))
+        .map_err(|e| e.to_string())?
+        .install_recorder()
+        .map_err(|e| e.to_string())?;
+    describe();
+    Ok(handle)
+}
+
+fn describe() {
+    describe_counter!(REQUESTS, "Requests answered, by client dialect, serving provider and model, route and HTTP status.");
+    describe_counter!(TOKENS, Unit::Count, "Tokens reported by providers, by kind: input, cached, cache_write, output.");
+    describe_histogram!(UPSTREAM_DURATION, Unit::Seconds, "Time from sending a request upstream to the end of its response.");
+    describe_histogram!(OVERHEAD, Unit::Seconds, "Time spent inside modelgate: from the request body received to the upstream call, plus after the upstream response ended.");
+    describe_counter!(ATTEMPTS, "Upstream attempts by model and outcome (ok, status code class, or failure reason).");
+    describe_counter!(STREAM_ERRORS, "Streams that failed after the first byte was sent to the client, by reason.");
+    describe_counter!(CONFIG_RELOADS, "Successful config reloads.");
+    describe_counter!(CONFIG_RELOAD_FAILURES, "Config reloads rejected because the new file was invalid (the old config stays).");
+}
+
+/// Labels of one answered request.
+pub struct RequestLabels<'a> {
+    pub dialect: &'static str,
+    pub provider: &'a str,
+    pub model: &'a str,
+    pub route: &'a str,
+    pub status: u16,
+}
+
+pub fn request(l: &RequestLabels<'_>) {
+    counter!(REQUESTS,
+        "dialect" => l.dialect, "provider" => l.provider.to_string(), "model" => l.model.to_string(),
+        "route" => l.route.to_string(), "status" => l.status.to_string())
+    .increment(1);
+}
+
+pub fn usage(provider: &str, model: &str, u: &crate::usage::Usage, cost_usd: f64) {
+    for (kind, n) in [("input", u.input), ("cached", u.cached_input), ("cache_write", u.cache_write), ("output", u.output)] {
+        if n > 0 {
+            counter!(TOKENS, "provider" => provider.to_string(), "model" => model.to_string(), "kind" => kind).increment(n);
+        }
+    }
+    COST_USD.add(provider, model, cost_usd);
+}
+
+/// Counters of USD amounts. The `metrics` crate's counters are integers, so
+/// float counters are kept here and rendered after the exporter's output,
+/// with the Prometheus `counter` type.
+pub struct FloatCounters {
+    name: &'static str,
+    help: &'static str,
+    values: Mutex<BTreeMap<(String, String), f64>>,
+}
+
+pub static COST_USD: FloatCounters = FloatCounters {
+    name: COST,
+    help: "Cost in USD of served requests, computed from reported usage and the model's prices.",
+    values: Mutex::new(BTreeMap::new()),
+};
+
+impl FloatCounters {
+    pub fn add(&self, provider: &str, model: &str, v: f64) {
+        if let Ok(mut m) = self.values.lock() {
+            *m.entry((provider.to_string(), model.to_string())).or_insert(0.0) += v;
+        }
+    }
+
+    pub fn render(&self, out: &mut String) {
+        let Ok(m) = self.values.lock() else { return };
+        let _ = writeln!(out, "# HELP {} {}\n# TYPE {} counter", self.name, self.help, self.name);
+        for ((provider, model), v) in m.iter() {
+            let _ = writeln!(out, "{}{{provider=\"{}\",model=\"{}\"}} {}", self.name, provider, model, v);
+        }
+    }
+}
+
+/// The full `/metrics` text.
+pub fn render(handle: &PrometheusHandle) -> String {
+    let mut out = handle.render();
+    COST_USD.render(&mut out);
+    out
+}
+
+pub fn attempt(model: &str, outcome: &'static str) {
+    counter!(ATTEMPTS, "model" => model.to_string(), "outcome" => outcome).increment(1);
+}
+
+pub fn stream_error(reason: &'static str) {
+    counter!(STREAM_ERRORS, "reason" => reason).increment(1);
+}
+
+pub fn durations(upstream: Option<std::time::Duration>, overhead: std::time::Duration) {
+    if let Some(u) = upstream {
+        histogram!(UPSTREAM_DURATION).record(u.as_secs_f64());
+    }
+    histogram!(OVERHEAD).record(overhead.as_secs_f64());
+}
+
+pub fn reload(ok: bool) {
+    counter!(if ok { CONFIG_RELOADS } else { CONFIG_RELOAD_FAILURES }).increment(1);
+}

@@ -1,0 +1,486 @@
+//! The base-URL gateway: Pingora's `ProxyHttp`, answering every request from
+//! `request_filter` (DESIGN.md decision 1).
+//!
+//! Phases of one request, all in [`Gateway::handle`]:
+//! 1. path → dialect and API; read the whole body (size limit)
+//! 2. parse the model call, classify (app, task), plan attempts
+//! 3. per attempt: rewrite `model`, call upstream; a connect failure,
+//!    timeout, 429 or 5xx before anything was sent moves to the next attempt
+//! 4. relay: SSE event by event (usage read on the fly), JSON whole (usage
+//!    and cost known before the header goes out)
+//! 5. account: metrics and one access-log line
+
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime};
+
+use arc_swap::ArcSwap;
+use async_trait::async_trait;
+use bytes::{Bytes, BytesMut};
+use pingora::connectors::http::Connector;
+use pingora::http::{RequestHeader, ResponseHeader};
+use pingora::upstreams::peer::HttpPeer;
+use pingora_proxy::{ProxyHttp, Session};
+
+use super::body::JsonBody;
+use crate::accesslog::{AccessLogger, Record};
+use crate::config::{Auth, Provider, Snapshot};
+use crate::dialect::sse::StreamTap;
+use crate::dialect::{classify_path, Api, Dialect, ErrorKind, GatewayError, Incoming};
+use crate::metrics;
+use crate::policy::{self, Attempt, RequestFacts};
+use crate::upstream::{self, AttemptError, Exchange};
+use crate::usage::{RawUsage, UsageCarrier};
+
+/// Largest non-streamed upstream response modelgate buffers (to read usage).
+const MAX_RESPONSE_BYTES: usize = 256 * 1024 * 1024;
+
+/// Request headers never forwarded upstream (hop-by-hop, or ours to set).
+const DROP_REQUEST: &[&str] =
+    &["host", "content-length", "transfer-encoding", "connection", "keep-alive", "proxy-connection", "proxy-authorization", "te", "trailer", "upgrade", "accept-encoding"];
+/// Response headers never relayed as they are.
+const DROP_RESPONSE: &[&str] = &["content-length", "transfer-encoding", "connection", "keep-alive", "proxy-connection", "te", "trailer", "upgrade"];
+
+pub struct Gateway {
+    state: Arc<ArcSwap<Snapshot>>,
+    connector: Connector,
+    log: AccessLogger,
+}
+
+/// Why handling stopped early.
+enum Stop {
+    /// Answer the client with this error in its dialect.
+    Answer(GatewayError),
+    /// The client went away; nothing more to write.
+    ClientGone,
+}
+
+impl From<GatewayError> for Stop {
+    fn from(e: GatewayError) -> Self {
+        Stop::Answer(e)
+    }
+}
+
+/// Per-request bookkeeping shared by the phases.
+struct Req {
+    dialect: Dialect,
+    body_done: Instant,
+    pre_upstream: Duration,
+    upstream: Option<Duration>,
+    upstream_end: Option<Instant>,
+    route: String,
+    rec: Record,
+}
+
+impl Gateway {
+    pub fn new(state: Arc<ArcSwap<Snapshot>>) -> Self {
+        Self { state, connector: Connector::new(None), log: AccessLogger::default() }
+    }
+
+    async fn handle(&self, session: &mut Session, snap: &Snapshot, r: &mut Req) -> Result<(), Stop> {
+        let head = session.req_header();
+        let incoming = classify_path(head.uri.path(), head.uri.query()).ok_or_else(|| {
+            GatewayError::new(404, ErrorKind::NotFound, "unknown_endpoint", format!(
+                "modelgate has no endpoint {}: point an OpenAI client at http://<modelgate>/v1 and an Anthropic client at http://<modelgate>/anthropic",
+                head.uri.path()
+            ))
+        })?;
+        r.dialect = incoming.dialect;
+        r.rec.dialect = incoming.dialect.as_str();
+        r.rec.api = incoming.api.as_str();
+        r.rec.app = header(head, "x-modelgate-app").unwrap_or("default").to_string();
+        r.rec.task = header(head, "x-modelgate-task").map(str::to_string);
+        let is_post = head.method == http::Method::POST;
+
+        let body = read_body(session, snap.max_body_bytes).await?;
+        r.body_done = Instant::now();
+
+        let mut json = if incoming.api.is_model_call() && is_post { Some(JsonBody::parse(body.clone())?) } else { None };
+        let requested = json.as_ref().map(|j| j.model()).transpose()?.flatten();
+        r.rec.requested_model = requested.clone();
+        r.rec.stream = json.as_ref().is_some_and(|j| j.stream());
+        let facts = RequestFacts { dialect: incoming.dialect, model: requested.as_deref(), app: &r.rec.app, task: r.rec.task.as_deref() };
+        let plan = policy::plan(snap, &facts).ok_or_else(|| {
+            GatewayError::new(502, ErrorKind::Upstream, "no_provider", format!(
+                "no {d} provider is configured; add a provider with `kind: {d}` to the config",
+                d = incoming.dialect
+            ))
+        })?;
+        r.route = plan.route_label().to_string();
+        r.rec.route = r.route.clone();
+
+        let mut tried: Vec<String> = Vec::new();
+        let mut last_error: Option<GatewayError> = None;
+        for (i, attempt) in plan.attempts.iter().enumerate() {
+            let last = i + 1 == plan.attempts.len();
+            let provider = &snap.providers[attempt.provider];
+            let label = attempt.model_label();
+            r.rec.attempts = i + 1;
+            r.rec.model = Some(label.to_string());
+            r.rec.provider = Some(provider.name.clone());
+
+            let key = match &provider.auth {
+                Auth::Passthrough => None,
+                Auth::Inject { key: Some(k), .. } => Some(k.expose()),
+                Auth::Inject { env, key: None } => {
+                    metrics::attempt(label, "missing_key");
+                    tried.push(format!("{label}: no API key"));
+                    last_error = Some(GatewayError::new(401, ErrorKind::Authentication, "missing_provider_key", format!(
+                        "modelgate has no API key for provider `{}`: the environment variable {env} named by its api_key_env is not set in modelgate's environment. Set it and restart modelgate, or remove api_key_env to forward the client's own key.",
+                        provider.name
+                    )));
+                    continue;
+                }
+            };
+
+            // The body for this attempt: only `model` (and the usage request
+            // of OpenAI streams) may change.
+            let mut drop_usage_only = false;
+            let bytes = match json.as_mut() {
+                Some(j) => {
+                    if let Some(m) = attempt.model {
+                        if requested.as_deref() != Some(m.id.as_str()) {
+                            j.set_model(&m.id);
+                        }
+                    }
+                    if r.rec.stream && provider.kind == Dialect::OpenAi && matches!(incoming.api, Api::ChatCompletions | Api::Completions) {
+                        drop_usage_only = j.ensure_stream_usage();
+                    }
+                    j.to_bytes()
+                }
+                None => body.clone(),
+            };
+            let req = upstream_request(session.req_header(), provider, &incoming, key, bytes.len(), is_post)?;
+            if i == 0 {
+                r.pre_upstream = r.body_done.elapsed();
+            }
+
+            match upstream::send(&self.connector, &provider.endpoint, &provider.timeouts, &req, &bytes).await {
+                Err(e) => {
+                    metrics::attempt(label, e.reason());
+                    tracing::warn!(model = label, provider = %provider.name, error = %e, "upstream attempt failed");
+                    tried.push(format!("{label}: {}", e.reason()));
+                    last_error = Some(attempt_error(&e, &tried));
+                    r.rec.error = Some(e.reason().to_string());
+                }
+                Ok(ex) => {
+                    let status = ex.header.status.as_u16();
+                    if (status == 429 || status >= 500) && !last {
+                        metrics::attempt(label, status_class(status));
+                        tracing::warn!(model = label, provider = %provider.name, status, "upstream answered with a retryable status; trying the next model");
+                        tried.push(format!("{label}: {status}"));
+                        ex.finish(&self.connector).await;
+                        continue;
+                    }
+                    metrics::attempt(label, status_class(status));
+                    r.rec.error = None;
+                    return self.relay(session, ex, attempt, provider, drop_usage_only, r).await;
+                }
+            }
+        }
+        Err(Stop::Answer(last_error.unwrap_or_else(|| {
+            GatewayError::new(502, ErrorKind::Upstream, "no_attempt", "no model could be tried for this request")
+        })))
+    }
+
+    /// Send the upstream response to the client and account for it.
+    async fn relay(
+        &self,
+        session: &mut Session,
+        mut ex: Exchange,
+        attempt: &Attempt<'_>,
+        provider: &Provider,
+        drop_usage_only: bool,
+        r: &mut Req,
+    ) -> Result<(), Stop> {
+        let status = ex.header.status.as_u16();
+        let sse = ex.header.headers.get(http::header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).is_some_and(|ct| ct.starts_with("text/event-stream"));
+        let mut resp = ResponseHeader::build(status, None).map_err(internal)?;
+        for (name, value) in ex.header.headers.iter() {
+            if !DROP_RESPONSE.contains(&name.as_str()) {
+                resp.append_header(name.clone(), value.clone()).map_err(internal)?;
+            }
+        }
+        self.tag(&mut resp, Some((attempt, provider)), r)?;
+        r.rec.status = status;
+
+        let usage: Option<RawUsage>;
+        if sse {
+            if !session.is_http2() {
+                resp.insert_header("transfer-encoding", "chunked").map_err(internal)?;
+            }
+            session.write_response_header(Box::new(resp), false).await.map_err(|_| Stop::ClientGone)?;
+            let mut tap = StreamTap::new(drop_usage_only);
+            let mut client_gone = false;
+            loop {
+                match ex.chunk().await {
+                    Ok(Some(c)) => {
+                        let out = tap.feed(&c);
+                        if !out.is_empty() && session.write_response_body(Some(out), false).await.is_err() {
+                            client_gone = true;
+                            break;
+                        }
+                    }
+                    Ok(None) => {
+                        let tail = tap.finish();
+                        client_gone = session.write_response_body(Some(tail), true).await.is_err();
+                        break;
+                    }
+                    Err(e) => {
+                        // After the first byte there is no falling back: end
+                        // the stream with an explicit error the SDKs raise.
+                        metrics::stream_error(e.reason());
+                        tracing::warn!(error = %e, "upstream stream failed after the response started");
+                        r.rec.error = Some(e.reason().to_string());
+                        let err = attempt_error(&e, &[format!("{}: {}", attempt.model_label(), e.reason())]);
+                        let _ = session.write_response_body(Some(stream_error_event(r.dialect, &err)), true).await;
+                        break;
+                    }
+                }
+            }
+            r.upstream_end = Some(Instant::now());
+            usage = tap.usage();
+            if client_gone {
+                metrics::stream_error("client_closed");
+                r.rec.error = Some("client_closed".into());
+            }
+        } else {
+            let mut buf = BytesMut::new();
+            loop {
+                match ex.chunk().await {
+                    Ok(Some(c)) if buf.len() + c.len() > MAX_RESPONSE_BYTES => {
+                        return Err(Stop::Answer(GatewayError::new(502, ErrorKind::Upstream, "response_too_large", "the upstream response is larger than 256 MiB")));
+                    }
+                    Ok(Some(c)) => buf.extend_from_slice(&c),
+                    Ok(None) => break,
+                    Err(e) => {
+                        r.rec.error = Some(e.reason().to_string());
+                        return Err(Stop::Answer(attempt_error(&e, &[format!("{}: {}", attempt.model_label(), e.reason())])));
+                    }
+                }
+            }
+            r.upstream_end = Some(Instant::now());
+            let body = buf.freeze();
+            usage = if (200..300).contains(&status) { UsageCarrier::parse(&body).and_then(|c| c.usages().last().copied()) } else { None };
+            if let (Some(u), Some(m)) = (usage, attempt.model) {
+                let cost = u.normalize(provider.kind).cost_usd(&m.prices);
+                resp.insert_header("x-modelgate-cost-usd", cost.to_string()).map_err(internal)?;
+            }
+            resp.insert_header("content-length", body.len().to_string()).map_err(internal)?;
+            session.write_response_header(Box::new(resp), body.is_empty()).await.map_err(|_| Stop::ClientGone)?;
+            if !body.is_empty() {
+                session.write_response_body(Some(body), true).await.map_err(|_| Stop::ClientGone)?;
+            }
+        }
+        r.upstream = Some(ex.started.elapsed());
+        ex.finish(&self.connector).await;
+
+        if let Some(raw) = usage {
+            let u = raw.normalize(provider.kind);
+            r.rec.usage_reported = true;
+            r.rec.input_tokens = u.input;
+            r.rec.cached_input_tokens = u.cached_input;
+            r.rec.cache_write_tokens = u.cache_write;
+            r.rec.output_tokens = u.output;
+            if let Some(m) = attempt.model {
+                let cost = u.cost_usd(&m.prices);
+                r.rec.cost_usd = Some(cost);
+                metrics::usage(&provider.name, &m.name, &u, cost);
+            } else {
+                metrics::usage(&provider.name, "other", &u, 0.0);
+            }
+        }
+        Ok(())
+    }
+
+    /// Add the `x-modelgate-*` response headers.
+    fn tag(&self, resp: &mut ResponseHeader, served: Option<(&Attempt<'_>, &Provider)>, r: &Req) -> Result<(), Stop> {
+        if let Some((a, p)) = served {
+            resp.insert_header("x-modelgate-model", a.model.map(|m| m.name.as_str()).or(r.rec.requested_model.as_deref()).unwrap_or("")).map_err(internal)?;
+            resp.insert_header("x-modelgate-provider", p.name.as_str()).map_err(internal)?;
+        }
+        resp.insert_header("x-modelgate-route", r.route.as_str()).map_err(internal)?;
+        resp.insert_header("x-modelgate-attempts", r.rec.attempts.to_string()).map_err(internal)?;
+        Ok(())
+    }
+
+    async fn answer_error(&self, session: &mut Session, e: &GatewayError, r: &mut Req) {
+        r.rec.status = e.status;
+        r.rec.error.get_or_insert_with(|| e.code.to_string());
+        let body = e.body(r.dialect);
+        let Ok(mut resp) = ResponseHeader::build(e.status, Some(6)) else { return };
+        let _ = resp.insert_header("content-type", "application/json");
+        let _ = resp.insert_header("content-length", body.len().to_string());
+        let _ = self.tag(&mut resp, None, r);
+        if session.write_response_header(Box::new(resp), false).await.is_ok() {
+            let _ = session.write_response_body(Some(body), true).await;
+        }
+    }
+
+    fn account(&self, snap: &Snapshot, r: &mut Req, started: Instant) {
+        let now = Instant::now();
+        let post = r.upstream_end.map(|e| now.saturating_duration_since(e)).unwrap_or_default();
+        let overhead = if r.upstream_end.is_some() { r.pre_upstream + post } else { r.body_done.elapsed() };
+        r.rec.ts = humantime::format_rfc3339_millis(SystemTime::now()).to_string();
+        r.rec.duration_ms = ms(started.elapsed());
+        r.rec.upstream_ms = r.upstream.map(ms);
+        r.rec.overhead_ms = ms(overhead);
+        metrics::request(&metrics::RequestLabels {
+            dialect: r.dialect.as_str(),
+            provider: r.rec.provider.as_deref().unwrap_or("none"),
+            model: r.rec.model.as_deref().unwrap_or("none"),
+            route: &r.route,
+            status: r.rec.status,
+        });
+        metrics::durations(r.upstream, overhead);
+        self.log.write(&snap.access_log, &r.rec);
+    }
+}
+
+#[async_trait]
+impl ProxyHttp for Gateway {
+    type CTX = ();
+
+    fn new_ctx(&self) -> Self::CTX {}
+
+    async fn upstream_peer(&self, _session: &mut Session, _ctx: &mut ()) -> pingora::Result<Box<HttpPeer>> {
+        // Never reached: request_filter answers every request.
+        Err(pingora::Error::explain(pingora::ErrorType::InternalError, "modelgate answers from request_filter"))
+    }
+
+    async fn request_filter(&self, session: &mut Session, _ctx: &mut ()) -> pingora::Result<bool> {
+        let started = Instant::now();
+        // One snapshot for the whole request, even if a reload happens meanwhile.
+        let snap = self.state.load_full();
+        let head = session.req_header();
+        let mut r = Req {
+            dialect: Dialect::OpenAi,
+            body_done: started,
+            pre_upstream: Duration::ZERO,
+            upstream: None,
+            upstream_end: None,
+            route: "none".into(),
+            rec: Record { method: head.method.to_string(), path: head.uri.path().to_string(), route: "none".into(), ..Default::default() },
+        };
+        match self.handle(session, &snap, &mut r).await {
+            Ok(()) => {}
+            Err(Stop::Answer(e)) => self.answer_error(session, &e, &mut r).await,
+            Err(Stop::ClientGone) => {
+                r.rec.status = 499;
+                r.rec.error = Some("client_closed".into());
+            }
+        }
+        self.account(&snap, &mut r, started);
+        Ok(true)
+    }
+}
+
+fn header<'a>(h: &'a RequestHeader, name: &str) -> Option<&'a str> {
+    h.headers.get(name).and_then(|v| v.to_str().ok()).map(str::trim).filter(|v| !v.is_empty())
+}
+
+fn internal(e: Box<pingora::Error>) -> Stop {
+    Stop::Answer(GatewayError::new(500, ErrorKind::Internal, "internal", format!("modelgate could not build the response: {e}")))
+}
+
+fn ms(d: Duration) -> f64 {
+    (d.as_secs_f64() * 1e6).round() / 1e3
+}
+
+fn status_class(status: u16) -> &'static str {
+    match status {
+        200..=299 => "ok",
+        429 => "429",
+        400..=499 => "4xx",
+        _ => "5xx",
+    }
+}
+
+/// The client-facing error for a failed attempt: 504 for timeouts, else 502,
+/// listing everything that was tried.
+fn attempt_error(e: &AttemptError, tried: &[String]) -> GatewayError {
+    let (status, kind) = if e.is_timeout() { (504, ErrorKind::Timeout) } else { (502, ErrorKind::Upstream) };
+    GatewayError::new(status, kind, e.reason(), format!("upstream failed ({e}); tried: {}", tried.join("; ")))
+}
+
+/// An error event that ends a stream, in the client's dialect.
+fn stream_error_event(dialect: Dialect, e: &GatewayError) -> Bytes {
+    let body = String::from_utf8_lossy(&e.body(dialect)).into_owned();
+    Bytes::from(match dialect {
+        Dialect::OpenAi => format!("data: {body}\n\n"),
+        Dialect::Anthropic => format!("event: error\ndata: {body}\n\n"),
+    })
+}
+
+/// Read the whole request body, refusing more than `limit` bytes.
+async fn read_body(session: &mut Session, limit: usize) -> Result<Bytes, Stop> {
+    let too_large = |n: String| {
+        GatewayError::new(413, ErrorKind::TooLarge, "body_too_large", format!(
+            "the request body is {n} bytes, over modelgate's limit of {limit} bytes; send a smaller request or raise max_body_bytes in the config"
+        ))
+    };
+    let declared = session.req_header().headers.get(http::header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()?.parse::<usize>().ok());
+    if let Some(n) = declared {
+        if n > limit {
+            drain_or_close(session, limit).await;
+            return Err(too_large(n.to_string()).into());
+        }
+    }
+    let mut buf = BytesMut::with_capacity(declared.unwrap_or(0));
+    while let Some(chunk) = session.read_request_body().await.map_err(|_| Stop::ClientGone)? {
+        if buf.len() + chunk.len() > limit {
+            drain_or_close(session, limit).await;
+            return Err(too_large(format!("more than {limit}")).into());
+        }
+        buf.extend_from_slice(&chunk);
+    }
+    Ok(buf.freeze())
+}
+
+/// Before answering 413: read and discard a moderately oversized body so the
+/// client sees the answer instead of a reset; close on anything bigger.
+async fn drain_or_close(session: &mut Session, limit: usize) {
+    let mut left = limit.saturating_mul(4).min(512 * 1024 * 1024);
+    loop {
+        match session.read_request_body().await {
+            Ok(Some(c)) if c.len() <= left => left -= c.len(),
+            Ok(None) => return,
+            _ => break,
+        }
+    }
+    session.set_keepalive(None);
+}
+
+/// The upstream request header: the client's method, path under the
+/// provider's base path, and headers minus hop-by-hop and `x-modelgate-*`;
+/// auth replaced when modelgate injects the provider key.
+fn upstream_request(
+    client: &RequestHeader,
+    provider: &Provider,
+    incoming: &Incoming,
+    key: Option<&str>,
+    body_len: usize,
+    has_body: bool,
+) -> Result<RequestHeader, Stop> {
+    let path = format!("{}{}", provider.endpoint.base_path, incoming.upstream_path);
+    let mut req = RequestHeader::build(client.method.clone(), path.as_bytes(), Some(client.headers.len() + 4)).map_err(internal)?;
+    for (name, value) in client.headers.iter() {
+        let n = name.as_str();
+        if DROP_REQUEST.contains(&n) || n.starts_with("x-modelgate-") || (key.is_some() && (n == "authorization" || n == "x-api-key")) {
+            continue;
+        }
+        req.append_header(name.clone(), value.clone()).map_err(internal)?;
+    }
+    req.insert_header("host", provider.endpoint.authority.as_str()).map_err(internal)?;
+    req.insert_header("accept-encoding", "identity").map_err(internal)?;
+    if has_body || body_len > 0 {
+        req.insert_header("content-length", body_len.to_string()).map_err(internal)?;
+    }
+    if let Some(k) = key {
+        match provider.kind {
+            Dialect::OpenAi => req.insert_header("authorization", format!("Bearer {k}")),
+            Dialect::Anthropic => req.insert_header("x-api-key", k),
+        }
+        .map_err(internal)?;
+    }
+    Ok(req)
+}

@@ -1,0 +1,53 @@
+//! Assemble and run the Pingora server: gateway and admin listeners, and the
+//! config watcher as a background service (threads started before
+//! `run_forever` would be lost when daemonising).
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use arc_swap::ArcSwap;
+use pingora::server::configuration::ServerConf;
+use pingora::server::Server;
+use pingora::services::background::background_service;
+use pingora::services::listening::Service;
+
+use crate::admin::Admin;
+use crate::config::Snapshot;
+use crate::proxy::gateway::Gateway;
+use crate::reload::Reloader;
+
+/// Start serving `snap`; `config_path` enables hot reload. Never returns
+/// while the server runs; an `Err` means it could not start.
+pub fn run(snap: Snapshot, config_path: Option<PathBuf>) -> Result<(), String> {
+    for (provider, env) in snap.missing_keys() {
+        tracing::warn!(provider, env, "api_key_env is not set; requests to this provider will fail with 401 until it is set and modelgate restarted");
+    }
+    if let Err(e) = std::fs::create_dir_all(&snap.state_dir) {
+        tracing::warn!(dir = %snap.state_dir.display(), error = %e, "cannot create state_dir");
+    }
+    let metrics = crate::metrics::install()?;
+    let listen = snap.listen;
+    let state = Arc::new(ArcSwap::from_pointee(snap));
+
+    let conf = ServerConf {
+        threads: std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2),
+        // Stop accepting at once on SIGTERM, then give in-flight streams time.
+        grace_period_seconds: Some(0),
+        graceful_shutdown_timeout_seconds: Some(30),
+        ..ServerConf::default()
+    };
+    let mut server = Server::new_with_opt_and_conf(None, conf);
+    server.bootstrap();
+
+    let mut gateway = pingora_proxy::http_proxy_service_with_name(&server.configuration, Gateway::new(state.clone()), "gateway");
+    gateway.add_tcp(&listen.gateway.to_string());
+    let mut admin = Service::new("admin".to_string(), Admin { metrics, state: state.clone() });
+    admin.add_tcp(&listen.admin.to_string());
+    server.add_service(gateway);
+    server.add_service(admin);
+    if let Some(path) = config_path {
+        server.add_service(background_service("config watcher", Reloader { path, state }));
+    }
+    tracing::info!(gateway = %listen.gateway, admin = %listen.admin, "modelgate listening");
+    server.run_forever()
+}

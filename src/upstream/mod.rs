@@ -1,0 +1,235 @@
+//! Calls to providers through Pingora's connector (same pool and TLS stack
+//! as the proxy). The gateway drives attempts itself (DESIGN.md decision 1);
+//! this module owns one attempt: connect, send the whole body, wait for the
+//! response header, then hand out body chunks under the idle/total timeouts.
+//!
+//! It never decides about fallback; it classifies what went wrong so the
+//! caller can.
+
+pub mod tls;
+
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use pingora::connectors::http::Connector;
+use pingora::http::{RequestHeader, ResponseHeader};
+use pingora::protocols::http::client::HttpSession;
+use pingora::protocols::tls::CaType;
+use pingora::upstreams::peer::HttpPeer;
+use tokio::time::timeout;
+
+use crate::config::Timeouts;
+
+/// How long a resolved provider address is reused before asking DNS again.
+const DNS_TTL: Duration = Duration::from_secs(30);
+/// How long an idle upstream connection stays in the pool.
+const POOL_IDLE: Duration = Duration::from_secs(90);
+
+/// A provider's network address, parsed from its `base_url`.
+#[derive(Debug)]
+pub struct Endpoint {
+    pub tls: bool,
+    pub host: String,
+    pub port: u16,
+    /// Path prefix from the base URL, without trailing slash (`/v1` or ``).
+    pub base_path: String,
+    /// Value for the `Host` header.
+    pub authority: String,
+    ca: Option<Arc<CaType>>,
+    resolved: Mutex<Option<(Instant, SocketAddr)>>,
+}
+
+impl Endpoint {
+    pub fn parse(url: &str, ca: Option<Arc<CaType>>) -> Result<Self, String> {
+        let uri: http::Uri = url.parse().map_err(|e| format!("`{url}` is not a URL: {e}"))?;
+        let tls = match uri.scheme_str() {
+            Some("https") => true,
+            Some("http") => false,
+            _ => return Err(format!("`{url}` must start with https:// (or http:// for a local provider)")),
+        };
+        let host = uri.host().filter(|h| !h.is_empty()).ok_or_else(|| format!("`{url}` has no host"))?;
+        if uri.query().is_some() {
+            return Err(format!("`{url}` must not have a query string"));
+        }
+        let default_port = if tls { 443 } else { 80 };
+        let port = uri.port_u16().unwrap_or(default_port);
+        let authority = if port == default_port { host.to_string() } else { format!("{host}:{port}") };
+        Ok(Self {
+            tls,
+            host: host.trim_start_matches('[').trim_end_matches(']').to_string(),
+            port,
+            base_path: uri.path().trim_end_matches('/').to_string(),
+            authority,
+            ca,
+            resolved: Mutex::new(None),
+        })
+    }
+
+    async fn address(&self) -> Result<SocketAddr, AttemptError> {
+        if let Ok(guard) = self.resolved.lock() {
+            if let Some((at, addr)) = *guard {
+                if at.elapsed() < DNS_TTL {
+                    return Ok(addr);
+                }
+            }
+        }
+        let addr = tokio::net::lookup_host((self.host.as_str(), self.port))
+            .await
+            .ok()
+            .and_then(|mut it| it.next())
+            .ok_or_else(|| AttemptError::Connect(format!("cannot resolve {}", self.host)))?;
+        if let Ok(mut guard) = self.resolved.lock() {
+            *guard = Some((Instant::now(), addr));
+        }
+        Ok(addr)
+    }
+
+    async fn peer(&self, t: &Timeouts) -> Result<HttpPeer, AttemptError> {
+        let mut peer = HttpPeer::new(self.address().await?, self.tls, self.host.clone());
+        peer.options.connection_timeout = Some(t.connect);
+        peer.options.total_connection_timeout = Some(t.connect);
+        peer.options.ca = self.ca.clone();
+        Ok(peer)
+    }
+}
+
+/// Why one attempt failed. `reason()` is the metrics/log label.
+#[derive(Debug, thiserror::Error)]
+pub enum AttemptError {
+    #[error("could not connect: {0}")]
+    Connect(String),
+    #[error("connect timeout")]
+    ConnectTimeout,
+    #[error("no response header within the first-byte timeout")]
+    FirstByteTimeout,
+    #[error("no data within the idle timeout")]
+    IdleTimeout,
+    #[error("total timeout reached")]
+    TotalTimeout,
+    #[error("upstream connection failed: {0}")]
+    Io(String),
+}
+
+impl AttemptError {
+    pub fn reason(&self) -> &'static str {
+        match self {
+            AttemptError::Connect(_) => "connect",
+            AttemptError::ConnectTimeout => "connect_timeout",
+            AttemptError::FirstByteTimeout => "first_byte_timeout",
+            AttemptError::IdleTimeout => "idle_timeout",
+            AttemptError::TotalTimeout => "total_timeout",
+            AttemptError::Io(_) => "io",
+        }
+    }
+
+    pub fn is_timeout(&self) -> bool {
+        matches!(self, Self::ConnectTimeout | Self::FirstByteTimeout | Self::IdleTimeout | Self::TotalTimeout)
+    }
+}
+
+/// An upstream response whose header has arrived; the body is read on demand.
+pub struct Exchange {
+    session: Option<HttpSession>,
+    peer: HttpPeer,
+    pub header: ResponseHeader,
+    idle: Duration,
+    deadline: Instant,
+    pub started: Instant,
+}
+
+/// Send one request and wait for the response header.
+///
+/// A pooled connection that the server already closed fails on first use;
+/// that is retried once on a fresh connection, since the body is in memory.
+pub async fn send(
+    connector: &Connector,
+    endpoint: &Endpoint,
+    t: &Timeouts,
+    req: &RequestHeader,
+    body: &Bytes,
+) -> Result<Exchange, AttemptError> {
+    let started = Instant::now();
+    let deadline = started + t.total;
+    let peer = endpoint.peer(t).await?;
+    let mut tries = 0;
+    loop {
+        tries += 1;
+        let (mut session, reused) = match timeout(t.connect, connector.get_http_session(&peer)).await {
+            Err(_) => return Err(AttemptError::ConnectTimeout),
+            Ok(Err(e)) if e.etype() == &pingora::ErrorType::ConnectTimedout => return Err(AttemptError::ConnectTimeout),
+            Ok(Err(e)) => return Err(AttemptError::Connect(e.to_string())),
+            Ok(Ok(s)) => s,
+        };
+        let first_byte = t.first_byte.min(deadline.saturating_duration_since(Instant::now()));
+        let sent = async {
+            session.write_request_header(Box::new(req.clone())).await?;
+            if !body.is_empty() {
+                session.write_request_body(body.clone(), true).await?;
+            }
+            session.finish_request_body().await?;
+            session.read_response_header().await
+        };
+        match timeout(first_byte, sent).await {
+            Err(_) => {
+                return Err(if first_byte < t.first_byte { AttemptError::TotalTimeout } else { AttemptError::FirstByteTimeout });
+            }
+            Ok(Err(e)) if reused && tries == 1 => {
+                tracing::debug!(error = %e, "pooled upstream connection failed; retrying on a new one");
+                continue;
+            }
+            Ok(Err(e)) => return Err(AttemptError::Io(e.to_string())),
+            Ok(Ok(())) => {}
+        }
+        let Some(header) = session.response_header().cloned() else {
+            return Err(AttemptError::Io("response without header".into()));
+        };
+        return Ok(Exchange { session: Some(session), peer, header, idle: t.idle, deadline, started });
+    }
+}
+
+impl Exchange {
+    /// Next body chunk; `None` at the end of the body.
+    pub async fn chunk(&mut self) -> Result<Option<Bytes>, AttemptError> {
+        let Some(session) = self.session.as_mut() else { return Ok(None) };
+        let left = self.deadline.saturating_duration_since(Instant::now());
+        let wait = self.idle.min(left);
+        match timeout(wait, session.read_response_body()).await {
+            Err(_) if wait < self.idle => Err(AttemptError::TotalTimeout),
+            Err(_) => Err(AttemptError::IdleTimeout),
+            Ok(Err(e)) => Err(AttemptError::Io(e.to_string())),
+            Ok(Ok(c)) => Ok(c),
+        }
+    }
+
+    /// Return the connection to the pool when its response was read to the
+    /// end; otherwise it is closed (dropping a half-read connection is the
+    /// only safe choice).
+    pub async fn finish(mut self, connector: &Connector) {
+        if let Some(mut session) = self.session.take() {
+            if session.response_done() {
+                connector.release_http_session(session, &self.peer, Some(POOL_IDLE)).await;
+            } else {
+                session.shutdown().await;
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn base_urls_parse() {
+        let e = Endpoint::parse("https://api.openai.com/v1/", None).unwrap();
+        assert_eq!((e.tls, e.host.as_str(), e.port, e.base_path.as_str(), e.authority.as_str()), (true, "api.openai.com", 443, "/v1", "api.openai.com"));
+        let e = Endpoint::parse("http://127.0.0.1:11434/v1", None).unwrap();
+        assert_eq!((e.tls, e.port, e.authority.as_str()), (false, 11434, "127.0.0.1:11434"));
+        let e = Endpoint::parse("https://api.anthropic.com", None).unwrap();
+        assert_eq!(e.base_path, "");
+        assert!(Endpoint::parse("ftp://x", None).is_err());
+        assert!(Endpoint::parse("api.openai.com/v1", None).is_err());
+    }
+}

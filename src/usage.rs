@@ -1,0 +1,161 @@
+//! Token usage as providers report it, normalised, and its cost.
+//!
+//! Providers count cached input differently: OpenAI's `prompt_tokens`
+//! includes cached tokens, Anthropic's `input_tokens` excludes cache reads
+//! and writes. [`Usage`] always holds disjoint counts so cost is a plain sum.
+
+use serde::Deserialize;
+
+use crate::config::Prices;
+use crate::dialect::Dialect;
+
+/// Disjoint token counts of one request.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Usage {
+    /// Input tokens billed at the full input price.
+    pub input: u64,
+    /// Input tokens read from the provider's prompt cache.
+    pub cached_input: u64,
+    /// Input tokens written to the prompt cache (Anthropic).
+    pub cache_write: u64,
+    pub output: u64,
+}
+
+impl Usage {
+    /// Cost in USD at `prices` (USD per million tokens).
+    pub fn cost_usd(&self, p: &Prices) -> f64 {
+        (self.input as f64 * p.input_usd_per_mtok
+            + self.cached_input as f64 * p.cached_input_usd_per_mtok
+            + self.cache_write as f64 * p.cache_write_usd_per_mtok
+            + self.output as f64 * p.output_usd_per_mtok)
+            / 1_000_000.0
+    }
+
+    pub fn total_input(&self) -> u64 {
+        self.input + self.cached_input + self.cache_write
+    }
+}
+
+#[derive(Debug, Default, Clone, Copy, Deserialize)]
+pub struct Details {
+    pub cached_tokens: Option<u64>,
+}
+
+/// The union of the usage objects of both dialects' JSON and SSE events.
+/// Fields seen later override earlier ones (Anthropic's `message_delta`
+/// carries the final cumulative counts).
+#[derive(Debug, Default, Clone, Copy, Deserialize)]
+pub struct RawUsage {
+    pub prompt_tokens: Option<u64>,
+    pub completion_tokens: Option<u64>,
+    pub input_tokens: Option<u64>,
+    pub output_tokens: Option<u64>,
+    pub prompt_tokens_details: Option<Details>,
+    pub input_tokens_details: Option<Details>,
+    pub cache_read_input_tokens: Option<u64>,
+    pub cache_creation_input_tokens: Option<u64>,
+}
+
+impl RawUsage {
+    pub fn merge(&mut self, later: &RawUsage) {
+        macro_rules! take {
+            ($($f:ident),*) => { $( if later.$f.is_some() { self.$f = later.$f; } )* };
+        }
+        take!(prompt_tokens, completion_tokens, input_tokens, output_tokens, prompt_tokens_details, input_tokens_details, cache_read_input_tokens, cache_creation_input_tokens);
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.prompt_tokens.is_none() && self.input_tokens.is_none() && self.output_tokens.is_none() && self.completion_tokens.is_none()
+    }
+
+    pub fn normalize(&self, dialect: Dialect) -> Usage {
+        match dialect {
+            Dialect::OpenAi => {
+                let total = self.prompt_tokens.or(self.input_tokens).unwrap_or(0);
+                let cached = self
+                    .prompt_tokens_details
+                    .or(self.input_tokens_details)
+                    .and_then(|d| d.cached_tokens)
+                    .unwrap_or(0)
+                    .min(total);
+                Usage {
+                    input: total - cached,
+                    cached_input: cached,
+                    cache_write: 0,
+                    output: self.completion_tokens.or(self.output_tokens).unwrap_or(0),
+                }
+            }
+            Dialect::Anthropic => Usage {
+                input: self.input_tokens.unwrap_or(0),
+                cached_input: self.cache_read_input_tokens.unwrap_or(0),
+                cache_write: self.cache_creation_input_tokens.unwrap_or(0),
+                output: self.output_tokens.unwrap_or(0),
+            },
+        }
+    }
+}
+
+/// The parts of a JSON body or SSE event that carry usage, in any dialect:
+/// top-level `usage` (OpenAI chat/completions/embeddings, Anthropic
+/// `message_delta` and non-streamed messages, Responses JSON), `message.usage`
+/// (Anthropic `message_start`), `response.usage` (Responses stream events).
+#[derive(Debug, Default, Deserialize)]
+pub struct UsageCarrier {
+    pub usage: Option<RawUsage>,
+    pub message: Option<Nested>,
+    pub response: Option<Nested>,
+    /// Present on OpenAI chunks; empty on the usage-only final chunk.
+    pub choices: Option<Vec<serde::de::IgnoredAny>>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+pub struct Nested {
+    pub usage: Option<RawUsage>,
+}
+
+impl UsageCarrier {
+    pub fn parse(json: &[u8]) -> Option<Self> {
+        serde_json::from_slice(json).ok()
+    }
+
+    /// All usage objects it carries, outermost last.
+    pub fn usages(&self) -> impl Iterator<Item = &RawUsage> {
+        [self.message.as_ref().and_then(|m| m.usage.as_ref()), self.response.as_ref().and_then(|r| r.usage.as_ref()), self.usage.as_ref()]
+            .into_iter()
+            .flatten()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const PRICES: Prices = Prices { input_usd_per_mtok: 2.5, output_usd_per_mtok: 10.0, cached_input_usd_per_mtok: 1.25, cache_write_usd_per_mtok: 3.125 };
+
+    #[test]
+    fn openai_cached_tokens_are_part_of_prompt_tokens() {
+        let c = UsageCarrier::parse(br#"{"usage":{"prompt_tokens":1000,"completion_tokens":200,"prompt_tokens_details":{"cached_tokens":400}}}"#).unwrap();
+        let u = c.usage.unwrap().normalize(Dialect::OpenAi);
+        assert_eq!(u, Usage { input: 600, cached_input: 400, cache_write: 0, output: 200 });
+        // 600×2.5 + 400×1.25 + 200×10 = 1500 + 500 + 2000 = 4000 per Mtok
+        assert!((u.cost_usd(&PRICES) - 0.004).abs() < 1e-12);
+    }
+
+    #[test]
+    fn anthropic_stream_usage_merges_start_and_delta() {
+        let start = UsageCarrier::parse(br#"{"type":"message_start","message":{"usage":{"input_tokens":50,"cache_read_input_tokens":10,"cache_creation_input_tokens":5,"output_tokens":1}}}"#).unwrap();
+        let delta = UsageCarrier::parse(br#"{"type":"message_delta","usage":{"output_tokens":42}}"#).unwrap();
+        let mut raw = RawUsage::default();
+        for u in start.usages().chain(delta.usages()) {
+            raw.merge(u);
+        }
+        assert_eq!(raw.normalize(Dialect::Anthropic), Usage { input: 50, cached_input: 10, cache_write: 5, output: 42 });
+    }
+
+    #[test]
+    fn responses_api_usage_is_nested_in_response() {
+        let c = UsageCarrier::parse(br#"{"type":"response.completed","response":{"usage":{"input_tokens":7,"output_tokens":3,"input_tokens_details":{"cached_tokens":2}}}}"#).unwrap();
+        let u = c.usages().next().unwrap().normalize(Dialect::OpenAi);
+        assert_eq!(u, Usage { input: 5, cached_input: 2, cache_write: 0, output: 3 });
+    }
+}
