@@ -50,7 +50,7 @@ impl PositionIndex {
 }
 
 enum Frame {
-    Map { path: String, key: Option<String> },
+    Map { path: String, key: Option<String>, keys_seen: usize },
     Seq { path: String, next: usize },
 }
 
@@ -84,13 +84,19 @@ impl Recv {
                 *next += 1;
                 Some(p)
             }
-            Some(Frame::Map { path, key }) => match key.take() {
+            Some(Frame::Map { path, key, keys_seen }) => match key.take() {
                 Some(k) => Some(join(path, &k)),
                 None => {
                     // This event is a key. Complex (non-scalar) keys are not
                     // used by our schema; index them under a placeholder.
                     let k = scalar.unwrap_or("?").to_string();
                     self.map.insert(join(path, &k), pos(mark));
+                    // A block mapping's start mark is at its first `:`;
+                    // point the mapping itself at its first key instead.
+                    if *keys_seen == 0 {
+                        self.map.insert(path.clone(), pos(mark));
+                    }
+                    *keys_seen += 1;
                     *key = Some(k);
                     None
                 }
@@ -115,7 +121,7 @@ impl MarkedEventReceiver for Recv {
             Event::MappingStart(..) => {
                 let p = self.node_path(None, mark).unwrap_or_default();
                 self.map.entry(p.clone()).or_insert(pos(mark));
-                self.stack.push(Frame::Map { path: p, key: None });
+                self.stack.push(Frame::Map { path: p, key: None, keys_seen: 0 });
             }
             Event::SequenceStart(..) => {
                 let p = self.node_path(None, mark).unwrap_or_default();

@@ -50,7 +50,9 @@ impl Ctx {
                 let message = e.inner().to_string();
                 let mut full = join(path, if inner == "." { "" } else { &inner });
                 if let Some(field) = unknown_field(&message) {
-                    full = join(&full, field);
+                    if !full.ends_with(field) {
+                        full = join(&full, field);
+                    }
                 }
                 self.err(full, message);
                 None

@@ -1,0 +1,293 @@
+//! A scripted mock LLM provider speaking the real OpenAI and Anthropic wire
+//! formats (JSON and SSE event sequences), for tests and benchmarks.
+//!
+//! Paths: `/v1/chat/completions`, `/v1/completions`, `/v1/responses`,
+//! `/v1/embeddings`, `GET /v1/models` (OpenAI) and `/v1/messages`
+//! (Anthropic). It records every request, echoes the `model` it received,
+//! reports fixed usage, and can be scripted per call: a status to answer,
+//! a delay before the header, or a gate that holds a stream after its first
+//! event until the test releases it.
+#![allow(dead_code)]
+
+use std::collections::VecDeque;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use axum::body::{Body, Bytes};
+use axum::extract::State;
+use axum::http::{HeaderMap, Method, Uri};
+use axum::serve::ListenerExt;
+use axum::response::Response;
+use serde_json::{json, Value};
+use tokio::sync::Semaphore;
+
+/// Usage the mock reports on every model call.
+pub const PROMPT_TOKENS: u64 = 1200;
+pub const CACHED_TOKENS: u64 = 200;
+pub const COMPLETION_TOKENS: u64 = 300;
+
+#[derive(Debug, Clone)]
+pub struct Recorded {
+    pub method: String,
+    pub path: String,
+    pub headers: HeaderMap,
+    pub body: Bytes,
+}
+
+impl Recorded {
+    pub fn json(&self) -> Value {
+        serde_json::from_slice(&self.body).unwrap_or(Value::Null)
+    }
+}
+
+/// What the mock does for one call.
+#[derive(Debug, Clone, Default)]
+pub enum Script {
+    /// The normal, successful answer.
+    #[default]
+    Ok,
+    /// Answer with this status and a provider-shaped error body.
+    Status(u16),
+    /// Wait before sending the response header.
+    Delay(Duration),
+    /// Stream: send the first event, then wait for `Mock::release()`.
+    Gated,
+    /// Stream: send the first event, then cut the connection.
+    Cut,
+}
+
+#[derive(Default)]
+struct Inner {
+    requests: Vec<Recorded>,
+    scripts: VecDeque<Script>,
+}
+
+#[derive(Clone)]
+pub struct Mock {
+    pub addr: SocketAddr,
+    inner: Arc<Mutex<Inner>>,
+    gate: Arc<Semaphore>,
+}
+
+impl Mock {
+    pub async fn start() -> Mock {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind mock");
+        let addr = listener.local_addr().unwrap();
+        let mock = Mock { addr, inner: Arc::default(), gate: Arc::new(Semaphore::new(0)) };
+        let app = axum::Router::new().fallback(handle).layer(axum::extract::DefaultBodyLimit::disable()).with_state(mock.clone());
+        tokio::spawn(async move {
+            let listener = listener.tap_io(|tcp| {
+                let _ = tcp.set_nodelay(true);
+            });
+            axum::serve(listener, app).await.ok();
+        });
+        mock
+    }
+
+    /// `http://127.0.0.1:PORT`
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// Queue scripts for the next calls, in order; later calls answer `Ok`.
+    pub fn script(&self, s: impl IntoIterator<Item = Script>) {
+        self.inner.lock().unwrap().scripts.extend(s);
+    }
+
+    pub fn requests(&self) -> Vec<Recorded> {
+        self.inner.lock().unwrap().requests.clone()
+    }
+
+    pub fn calls(&self) -> usize {
+        self.inner.lock().unwrap().requests.len()
+    }
+
+    pub fn last(&self) -> Recorded {
+        self.requests().pop().expect("the mock received no request")
+    }
+
+    /// Let one gated stream continue.
+    pub fn release(&self) {
+        self.gate.add_permits(1);
+    }
+}
+
+fn sse(events: Vec<String>, script: Script, gate: Arc<Semaphore>) -> Response {
+    let stream = async_stream(events, script, gate);
+    Response::builder()
+        .header("content-type", "text/event-stream")
+        .header("cache-control", "no-cache")
+        .body(Body::from_stream(stream))
+        .unwrap()
+}
+
+fn async_stream(events: Vec<String>, script: Script, gate: Arc<Semaphore>) -> impl futures_util::Stream<Item = Result<Bytes, std::io::Error>> {
+    futures_util::stream::unfold((0usize, events, script, gate), |(i, events, script, gate)| async move {
+        if i >= events.len() {
+            return None;
+        }
+        if i == 1 {
+            match script {
+                Script::Gated => {
+                    gate.acquire().await.ok()?.forget();
+                }
+                Script::Cut => {
+                    // Let the first event reach the client before the cut.
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    return Some((Err(std::io::Error::other("cut")), (events.len(), events, script, gate)));
+                }
+                _ => {}
+            }
+        }
+        let item = Bytes::from(events[i].clone());
+        Some((Ok(item), (i + 1, events, script, gate)))
+    })
+}
+
+fn json_response(status: u16, v: Value) -> Response {
+    Response::builder()
+        .status(status)
+        .header("content-type", "application/json")
+        .header("x-request-id", "req_mock")
+        .body(Body::from(v.to_string()))
+        .unwrap()
+}
+
+async fn handle(State(mock): State<Mock>, method: Method, uri: Uri, headers: HeaderMap, body: Bytes) -> Response {
+    let script = {
+        let mut inner = mock.inner.lock().unwrap();
+        inner.requests.push(Recorded { method: method.to_string(), path: uri.to_string(), headers: headers.clone(), body: body.clone() });
+        inner.scripts.pop_front().unwrap_or_default()
+    };
+    let anthropic = uri.path() == "/v1/messages";
+    match script {
+        Script::Status(code) => {
+            let err = if anthropic {
+                json!({"type": "error", "error": {"type": if code == 529 { "overloaded_error" } else { "api_error" }, "message": format!("mock {code}")}})
+            } else {
+                json!({"error": {"message": format!("mock {code}"), "type": "server_error", "param": null, "code": null}})
+            };
+            return json_response(code, err);
+        }
+        Script::Delay(d) => tokio::time::sleep(d).await,
+        _ => {}
+    }
+    if method == Method::GET && uri.path() == "/v1/models" {
+        return json_response(200, json!({"object": "list", "data": [{"id": "gpt-4o-mini", "object": "model", "created": 1, "owned_by": "openai"}]}));
+    }
+    let req: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
+    let model = req["model"].as_str().unwrap_or("unknown").to_string();
+    let stream = req["stream"] == json!(true);
+    let gate = mock.gate.clone();
+    match uri.path() {
+        "/v1/chat/completions" if stream => sse(openai_chat_stream(&model, req["stream_options"]["include_usage"] == json!(true)), script, gate),
+        "/v1/chat/completions" => json_response(200, openai_chat(&model)),
+        "/v1/completions" => json_response(200, json!({
+            "id": "cmpl-mock", "object": "text_completion", "created": 1, "model": model,
+            "choices": [{"text": "Hello", "index": 0, "logprobs": null, "finish_reason": "stop"}],
+            "usage": openai_usage()})),
+        "/v1/embeddings" => json_response(200, json!({
+            "object": "list", "data": [{"object": "embedding", "index": 0, "embedding": [0.1, 0.2]}],
+            "model": model, "usage": {"prompt_tokens": PROMPT_TOKENS, "total_tokens": PROMPT_TOKENS}})),
+        "/v1/responses" if stream => sse(responses_stream(&model), script, gate),
+        "/v1/responses" => json_response(200, responses_json(&model)),
+        "/v1/messages" if stream => sse(anthropic_stream(&model), script, gate),
+        "/v1/messages" => json_response(200, anthropic_message(&model)),
+        _ => json_response(404, json!({"error": {"message": format!("mock has no {}", uri.path()), "type": "invalid_request_error", "param": null, "code": null}})),
+    }
+}
+
+fn openai_usage() -> Value {
+    json!({"prompt_tokens": PROMPT_TOKENS, "completion_tokens": COMPLETION_TOKENS, "total_tokens": PROMPT_TOKENS + COMPLETION_TOKENS,
+           "prompt_tokens_details": {"cached_tokens": CACHED_TOKENS, "audio_tokens": 0},
+           "completion_tokens_details": {"reasoning_tokens": 0, "audio_tokens": 0, "accepted_prediction_tokens": 0, "rejected_prediction_tokens": 0}})
+}
+
+fn openai_chat(model: &str) -> Value {
+    json!({
+        "id": "chatcmpl-mock", "object": "chat.completion", "created": 1731000000, "model": model,
+        "choices": [{"index": 0, "message": {"role": "assistant", "content": "Hello from the mock", "refusal": null}, "logprobs": null, "finish_reason": "stop"}],
+        "usage": openai_usage(), "system_fingerprint": "fp_mock", "service_tier": "default"
+    })
+}
+
+fn data(v: Value) -> String {
+    format!("data: {v}\n\n")
+}
+
+fn openai_chat_stream(model: &str, include_usage: bool) -> Vec<String> {
+    let chunk = |delta: Value, finish: Value| {
+        let mut c = json!({"id": "chatcmpl-mock", "object": "chat.completion.chunk", "created": 1731000000, "model": model, "system_fingerprint": "fp_mock",
+            "choices": [{"index": 0, "delta": delta, "logprobs": null, "finish_reason": finish}]});
+        if include_usage {
+            c["usage"] = Value::Null;
+        }
+        data(c)
+    };
+    let mut ev = vec![
+        chunk(json!({"role": "assistant", "content": "", "refusal": null}), Value::Null),
+        chunk(json!({"content": "Hello"}), Value::Null),
+        chunk(json!({"content": " from the mock"}), Value::Null),
+        chunk(json!({}), json!("stop")),
+    ];
+    if include_usage {
+        ev.push(data(json!({"id": "chatcmpl-mock", "object": "chat.completion.chunk", "created": 1731000000, "model": model,
+            "system_fingerprint": "fp_mock", "choices": [], "usage": openai_usage()})));
+    }
+    ev.push("data: [DONE]\n\n".into());
+    ev
+}
+
+fn responses_json(model: &str) -> Value {
+    json!({
+        "id": "resp_mock", "object": "response", "created_at": 1731000000, "status": "completed", "model": model,
+        "output": [{"type": "message", "id": "msg_mock", "status": "completed", "role": "assistant",
+                    "content": [{"type": "output_text", "text": "Hello from the mock", "annotations": []}]}],
+        "usage": {"input_tokens": PROMPT_TOKENS, "input_tokens_details": {"cached_tokens": CACHED_TOKENS},
+                  "output_tokens": COMPLETION_TOKENS, "output_tokens_details": {"reasoning_tokens": 0},
+                  "total_tokens": PROMPT_TOKENS + COMPLETION_TOKENS}
+    })
+}
+
+fn responses_stream(model: &str) -> Vec<String> {
+    let ev = |name: &str, v: Value| format!("event: {name}\ndata: {v}\n\n");
+    let mut created = responses_json(model);
+    created["status"] = json!("in_progress");
+    created["output"] = json!([]);
+    created["usage"] = Value::Null;
+    vec![
+        ev("response.created", json!({"type": "response.created", "sequence_number": 0, "response": created})),
+        ev("response.output_text.delta", json!({"type": "response.output_text.delta", "sequence_number": 1, "item_id": "msg_mock", "output_index": 0, "content_index": 0, "delta": "Hello from the mock"})),
+        ev("response.completed", json!({"type": "response.completed", "sequence_number": 2, "response": responses_json(model)})),
+    ]
+}
+
+fn anthropic_usage() -> Value {
+    json!({"input_tokens": PROMPT_TOKENS - CACHED_TOKENS, "cache_creation_input_tokens": 0, "cache_read_input_tokens": CACHED_TOKENS, "output_tokens": COMPLETION_TOKENS})
+}
+
+fn anthropic_message(model: &str) -> Value {
+    json!({
+        "id": "msg_mock", "type": "message", "role": "assistant", "model": model,
+        "content": [{"type": "text", "text": "Hello from the mock"}],
+        "stop_reason": "end_turn", "stop_sequence": null, "usage": anthropic_usage()
+    })
+}
+
+fn anthropic_stream(model: &str) -> Vec<String> {
+    let ev = |name: &str, v: Value| format!("event: {name}\ndata: {v}\n\n");
+    let mut start_usage = anthropic_usage();
+    start_usage["output_tokens"] = json!(1);
+    vec![
+        ev("message_start", json!({"type": "message_start", "message": {"id": "msg_mock", "type": "message", "role": "assistant", "model": model,
+            "content": [], "stop_reason": null, "stop_sequence": null, "usage": start_usage}})),
+        ev("content_block_start", json!({"type": "content_block_start", "index": 0, "content_block": {"type": "text", "text": ""}})),
+        ev("ping", json!({"type": "ping"})),
+        ev("content_block_delta", json!({"type": "content_block_delta", "index": 0, "delta": {"type": "text_delta", "text": "Hello"}})),
+        ev("content_block_delta", json!({"type": "content_block_delta", "index": 0, "delta": {"type": "text_delta", "text": " from the mock"}})),
+        ev("content_block_stop", json!({"type": "content_block_stop", "index": 0})),
+        ev("message_delta", json!({"type": "message_delta", "delta": {"stop_reason": "end_turn", "stop_sequence": null}, "usage": {"output_tokens": COMPLETION_TOKENS}})),
+        ev("message_stop", json!({"type": "message_stop"})),
+    ]
+}

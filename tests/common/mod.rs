@@ -1,0 +1,193 @@
+//! Test harness: start the real `modelgate` binary on free loopback ports
+//! with a temp config, wait until it is ready, and kill it on drop.
+#![allow(dead_code)]
+
+pub mod mock;
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+pub use mock::{Mock, Script};
+
+/// A free loopback port (bound on 127.0.0.1:0, then released).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+/// A config with one OpenAI-kind and one Anthropic-kind provider, both the
+/// mock, the given models/routes YAML appended.
+pub fn config_for(mock: &Mock, rest: &str) -> String {
+    format!(
+        "providers:\n  openai:\n    kind: openai\n    base_url: {m}/v1\n  anthropic:\n    kind: anthropic\n    base_url: {m}\n{rest}",
+        m = mock.url()
+    )
+}
+
+pub const MODELS: &str = r#"
+models:
+  gpt-4o:
+    provider: openai
+    input_usd_per_mtok: 2.5
+    cached_input_usd_per_mtok: 1.25
+    output_usd_per_mtok: 10
+    fallbacks: [gpt-4o-mini]
+  gpt-4o-mini:
+    provider: openai
+    input_usd_per_mtok: 0.15
+    cached_input_usd_per_mtok: 0.075
+    output_usd_per_mtok: 0.6
+  claude-sonnet:
+    provider: anthropic
+    id: claude-sonnet-4-5-20250929
+    input_usd_per_mtok: 3
+    cached_input_usd_per_mtok: 0.3
+    output_usd_per_mtok: 15
+  claude-haiku:
+    provider: anthropic
+    id: claude-haiku-4-5-20251001
+    input_usd_per_mtok: 1
+    cached_input_usd_per_mtok: 0.1
+    output_usd_per_mtok: 5
+routes:
+  - name: mini
+    match: { model: "gpt-4o*" }
+    target: gpt-4o-mini
+  - name: cheap-claude
+    match: { model: "claude-sonnet*" }
+    target: claude-haiku
+"#;
+
+pub struct Modelgate {
+    child: Child,
+    pub dir: tempfile::TempDir,
+    pub config: PathBuf,
+    pub gateway: String,
+    pub admin: String,
+}
+
+impl Modelgate {
+    /// Start with `yaml` (without `listen:`, which is added) and `env`.
+    pub fn start(yaml: &str) -> Modelgate {
+        Self::start_with_env(yaml, &[])
+    }
+
+    pub fn start_with_env(yaml: &str, env: &[(&str, &str)]) -> Modelgate {
+        // A port picked by binding :0 can be taken again before modelgate
+        // binds it; try a few times with fresh ports.
+        for _ in 0..5 {
+            if let Some(mg) = Self::try_start(yaml, env) {
+                return mg;
+            }
+        }
+        panic!("modelgate did not start; see the stderr printed above");
+    }
+
+    fn try_start(yaml: &str, env: &[(&str, &str)]) -> Option<Modelgate> {
+        let dir = tempfile::tempdir().unwrap();
+        let (g, a) = (free_port(), free_port());
+        let text = format!(
+            "listen:\n  gateway: 127.0.0.1:{g}\n  admin: 127.0.0.1:{a}\nstate_dir: {}\naccess_log: {}\n{yaml}",
+            dir.path().join("state").display(),
+            dir.path().join("access.log").display()
+        );
+        let config = dir.path().join("modelgate.yaml");
+        std::fs::write(&config, text).unwrap();
+        let stderr = std::fs::File::create(dir.path().join("stderr.log")).unwrap();
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_modelgate"));
+        cmd.args(["run", "-c"]).arg(&config).stdout(Stdio::null()).stderr(stderr).env("MODELGATE_LOG", "info");
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        let child = cmd.spawn().expect("spawn modelgate");
+        let mut mg = Modelgate { child, dir, config, gateway: format!("http://127.0.0.1:{g}"), admin: format!("http://127.0.0.1:{a}") };
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = mg.child.try_wait() {
+                eprintln!("modelgate exited early:\n{}", mg.stderr());
+                return None;
+            }
+            let ready = std::net::TcpStream::connect(&mg.gateway[7..]).is_ok() && http_get(&format!("{}/readyz", mg.admin)).is_some_and(|(s, _)| s == 200);
+            if ready {
+                return Some(mg);
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        eprintln!("modelgate not ready in time:\n{}", mg.stderr());
+        None
+    }
+
+    pub fn stderr(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("stderr.log")).unwrap_or_default()
+    }
+
+    /// Access-log records written so far.
+    pub fn access_log(&self) -> Vec<serde_json::Value> {
+        std::fs::read_to_string(self.dir.path().join("access.log"))
+            .unwrap_or_default()
+            .lines()
+            .filter_map(|l| serde_json::from_str(l).ok())
+            .collect()
+    }
+
+    /// Wait until the access log has at least `n` records (it is written
+    /// right after the response, so a client may see the answer first).
+    pub fn wait_access_log(&self, n: usize) -> Vec<serde_json::Value> {
+        let deadline = Instant::now() + Duration::from_secs(5);
+        loop {
+            let recs = self.access_log();
+            if recs.len() >= n || Instant::now() > deadline {
+                return recs;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    pub fn metrics(&self) -> String {
+        http_get(&format!("{}/metrics", self.admin)).map(|(_, b)| b).unwrap_or_default()
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    pub fn signal(&self, sig: &str) {
+        Command::new("kill").args([&format!("-{sig}"), &self.pid().to_string()]).status().unwrap();
+    }
+
+    pub fn config_path(&self) -> &Path {
+        &self.config
+    }
+}
+
+impl Drop for Modelgate {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Minimal blocking GET for readiness and metrics (no client dependency).
+pub fn http_get(url: &str) -> Option<(u16, String)> {
+    use std::io::{Read, Write};
+    let rest = url.strip_prefix("http://")?;
+    let (host, path) = rest.split_once('/').map(|(h, p)| (h, format!("/{p}"))).unwrap_or((rest, "/".into()));
+    let mut s = std::net::TcpStream::connect(host).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+    write!(s, "GET {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n").ok()?;
+    let mut buf = Vec::new();
+    s.read_to_end(&mut buf).ok()?;
+    let text = String::from_utf8_lossy(&buf).into_owned();
+    let status = text.split_whitespace().nth(1)?.parse().ok()?;
+    let body = text.split_once("\r\n\r\n").map(|(_, b)| b.to_string()).unwrap_or_default();
+    Some((status, body))
+}
+
+/// Sum of a Prometheus series' values whose labels include all of `labels`.
+pub fn metric_sum(text: &str, name: &str, labels: &[(&str, &str)]) -> f64 {
+    text.lines()
+        .filter(|l| l.starts_with(name) && l[name.len()..].starts_with(['{', ' ']))
+        .filter(|l| labels.iter().all(|(k, v)| l.contains(&format!("{k}=\"{v}\""))))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
