@@ -1,1 +1,189 @@
-fn main() {}
+//! Load benchmark: modelgate's overhead over calling the upstream directly.
+//!
+//! The same load (N requests at concurrency C) is sent first straight to the
+//! in-process mock provider, then through a real `modelgate` process to that
+//! same mock, for a JSON and a streaming (SSE) request. It prints latency
+//! percentiles, the added latency and the throughput ratio; there is no
+//! pass/fail threshold. Everything listens on 127.0.0.1.
+//!
+//! Run: `cargo bench --bench load`; knobs: MG_BENCH_REQUESTS (default 20000
+//! per phase), MG_BENCH_CONCURRENCY (default 32). The mock, modelgate and this
+//! driver share the machine's cores, so figures are relative, not absolute.
+
+// The integration-test harness (mock provider + modelgate launcher); the
+// bench uses only part of it.
+#[allow(unused_imports)]
+#[path = "../tests/common/mod.rs"]
+mod common;
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+
+const WARMUP: usize = 500;
+const BODY_SIZE: usize = 1024;
+
+fn env_usize(name: &str, default: usize) -> usize {
+    match std::env::var(name) {
+        Ok(v) => v.parse().ok().filter(|&n| n > 0).unwrap_or_else(|| panic!("{name} must be a positive integer, got {v:?}")),
+        Err(_) => default,
+    }
+}
+
+/// A chat request padded so the serialized body is ~1 KiB.
+fn request_body(stream: bool) -> Bytes {
+    let make = |content: String| {
+        let mut v = serde_json::json!({"model": "gpt-4o", "messages": [{"role": "user", "content": content}]});
+        if stream {
+            v["stream"] = serde_json::json!(true);
+        }
+        v.to_string()
+    };
+    let pad = BODY_SIZE.saturating_sub(make(String::new()).len());
+    Bytes::from(make("x".repeat(pad)))
+}
+
+/// One request, body read to the end. Non-200 answers, transport errors and
+/// truncated streams are failures (a figure, not a panic).
+async fn one(client: &reqwest::Client, url: &str, body: Bytes, stream: bool) -> Result<(), String> {
+    let r = client
+        .post(url)
+        .header("content-type", "application/json")
+        .header("authorization", "Bearer sk-bench")
+        .body(body)
+        .send()
+        .await
+        .map_err(|e| format!("send: {e}"))?;
+    let status = r.status();
+    let bytes = r.bytes().await.map_err(|e| format!("body: {e}"))?;
+    if status != 200 {
+        let text = String::from_utf8_lossy(&bytes[..bytes.len().min(200)]).into_owned();
+        return Err(format!("status {status}: {text}"));
+    }
+    if stream && !bytes.ends_with(b"data: [DONE]\n\n") {
+        return Err("stream ended without [DONE]".into());
+    }
+    Ok(())
+}
+
+struct Phase {
+    latencies: Vec<Duration>,
+    failures: Vec<String>,
+    wall: Duration,
+}
+
+/// `n` requests from `concurrency` tasks pulling from a shared counter, so
+/// the load stays closed-loop at exactly `concurrency` in flight.
+async fn run(client: &reqwest::Client, url: &str, body: &Bytes, stream: bool, n: usize, concurrency: usize) -> Phase {
+    let next = Arc::new(AtomicUsize::new(0));
+    let start = Instant::now();
+    let workers: Vec<_> = (0..concurrency)
+        .map(|_| {
+            let (client, url, body, next) = (client.clone(), url.to_string(), body.clone(), next.clone());
+            tokio::spawn(async move {
+                let mut latencies = Vec::with_capacity(n / concurrency + 1);
+                let mut failures = Vec::new();
+                while next.fetch_add(1, Ordering::Relaxed) < n {
+                    let t = Instant::now();
+                    match one(&client, &url, body.clone(), stream).await {
+                        Ok(()) => latencies.push(t.elapsed()),
+                        Err(e) => failures.push(e),
+                    }
+                }
+                (latencies, failures)
+            })
+        })
+        .collect();
+    let mut phase = Phase { latencies: Vec::with_capacity(n), failures: Vec::new(), wall: Duration::ZERO };
+    for w in workers {
+        let (l, f) = w.await.expect("load worker panicked");
+        phase.latencies.extend(l);
+        phase.failures.extend(f);
+    }
+    phase.wall = start.elapsed();
+    phase
+}
+
+struct Stats {
+    p50: f64,
+    p99: f64,
+    mean: f64,
+    rps: f64,
+}
+
+fn ms(d: Duration) -> f64 {
+    d.as_secs_f64() * 1e3
+}
+
+fn stats(p: &mut Phase) -> Stats {
+    p.latencies.sort_unstable();
+    let l = &p.latencies;
+    // Nearest-rank percentile over successful requests.
+    let pct = |q: f64| l.get(((q * l.len() as f64).ceil() as usize).saturating_sub(1)).map_or(f64::NAN, |d| ms(*d));
+    let mean = if l.is_empty() { f64::NAN } else { ms(l.iter().sum::<Duration>()) / l.len() as f64 };
+    // Throughput counts every request sent, failed or not.
+    let rps = (l.len() + p.failures.len()) as f64 / p.wall.as_secs_f64();
+    Stats { p50: pct(0.50), p99: pct(0.99), mean, rps }
+}
+
+fn row(name: &str, p: &Phase, s: &Stats) {
+    println!("{name:<22}{:>8.3}{:>9.3}{:>10.3}{:>9.0}{:>7}", s.p50, s.p99, s.mean, s.rps, p.failures.len());
+    if let Some(first) = p.failures.first() {
+        println!("  first failure: {first}");
+    }
+}
+
+#[tokio::main]
+async fn main() {
+    let n = env_usize("MG_BENCH_REQUESTS", 20_000);
+    let concurrency = env_usize("MG_BENCH_CONCURRENCY", 32);
+
+    let mock = common::Mock::start().await;
+    let yaml = common::config_for(&mock, common::MODELS);
+    // Modelgate::start polls readiness with blocking sleeps; keep it off the
+    // runtime's worker threads (the mock is already serving on them).
+    let mg = tokio::task::spawn_blocking(move || common::Modelgate::start(&yaml)).await.expect("start modelgate");
+
+    // no_proxy: never route loopback traffic through an HTTP(S)_PROXY from
+    // the environment. Default reqwest features here mean HTTP/1.1 only.
+    let client = reqwest::Client::builder()
+        .no_proxy()
+        .timeout(Duration::from_secs(30))
+        .pool_max_idle_per_host(concurrency)
+        .build()
+        .expect("build HTTP client");
+
+    // Make sure the proxied path really goes through modelgate's route.
+    let probe = client
+        .post(format!("{}/v1/chat/completions", mg.gateway))
+        .header("content-type", "application/json")
+        .body(request_body(false))
+        .send()
+        .await
+        .expect("probe request through modelgate");
+    let routed = probe.headers().get("x-modelgate-model").and_then(|v| v.to_str().ok()).map(str::to_owned);
+    assert!(probe.status() == 200 && routed.as_deref() == Some("gpt-4o-mini"), "modelgate probe failed: {} {:?}\n{}", probe.status(), routed, mg.stderr());
+
+    println!("modelgate load benchmark: {n} requests/phase, concurrency {concurrency}, {} B body", request_body(false).len());
+    println!("{:<22}{:>8}{:>9}{:>10}{:>9}{:>7}", "phase", "p50 ms", "p99 ms", "mean ms", "req/s", "fail");
+    for (kind, stream) in [("json", false), ("stream", true)] {
+        let body = request_body(stream);
+        let mut results = Vec::new();
+        for (label, base) in [("direct", mock.url()), ("via modelgate", mg.gateway.clone())] {
+            let url = format!("{base}/v1/chat/completions");
+            // Warm-up: open pooled connections and fault in code paths.
+            run(&client, &url, &body, stream, WARMUP, concurrency).await;
+            let mut phase = run(&client, &url, &body, stream, n, concurrency).await;
+            let s = stats(&mut phase);
+            row(&format!("{kind} {label}"), &phase, &s);
+            results.push(s);
+        }
+        let (d, p) = (&results[0], &results[1]);
+        println!("  added latency p50 {:+.3} ms, p99 {:+.3} ms; throughput ratio {:.2}", p.p50 - d.p50, p.p99 - d.p99, p.rps / d.rps);
+    }
+    // Sanity: each proxied request should reach the mock exactly once.
+    let expected = 1 + 2 * 2 * (WARMUP + n);
+    println!("mock saw {} upstream calls (expected {expected})", mock.calls());
+}

@@ -6,7 +6,8 @@
 //! (Anthropic). It records every request, echoes the `model` it received,
 //! reports fixed usage, and can be scripted per call: a status to answer,
 //! a delay before the header, or a gate that holds a stream after its first
-//! event until the test releases it.
+//! event until the test releases it. A request header `x-mock-script: cut`
+//! or `x-mock-script: status:503` scripts that one call.
 #![allow(dead_code)]
 
 use std::collections::VecDeque;
@@ -158,7 +159,14 @@ async fn handle(State(mock): State<Mock>, method: Method, uri: Uri, headers: Hea
     let script = {
         let mut inner = mock.inner.lock().unwrap();
         inner.requests.push(Recorded { method: method.to_string(), path: uri.to_string(), headers: headers.clone(), body: body.clone() });
-        inner.scripts.pop_front().unwrap_or_default()
+        let queued = inner.scripts.pop_front().unwrap_or_default();
+        // Clients that cannot reach the mock's API (the SDK tests) script a
+        // call with a header, which modelgate forwards like any other.
+        match headers.get("x-mock-script").and_then(|v| v.to_str().ok()) {
+            Some("cut") => Script::Cut,
+            Some(s) => s.strip_prefix("status:").and_then(|c| c.parse().ok()).map(Script::Status).unwrap_or(queued),
+            None => queued,
+        }
     };
     let anthropic = uri.path() == "/v1/messages";
     match script {

@@ -8,6 +8,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+#[allow(unused_imports)]
 pub use mock::{Mock, Script};
 
 /// A free loopback port (bound on 127.0.0.1:0, then released).

@@ -1,0 +1,72 @@
+//! `modelgate check`: every shipped config is valid, and a broken one gets
+//! every error at once with its YAML path and line (golden output).
+
+use std::process::Command;
+
+fn check(path: &std::path::Path) -> (bool, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_modelgate")).args(["check", "-c"]).arg(path).output().unwrap();
+    (out.status.success(), format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr)))
+}
+
+#[test]
+fn every_shipped_config_is_valid() {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("conf");
+    let mut n = 0;
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let path = entry.unwrap().path();
+        if path.extension().is_some_and(|e| e == "yaml" || e == "yml") {
+            let (ok, out) = check(&path);
+            assert!(ok, "{out}");
+            n += 1;
+        }
+    }
+    assert!(n >= 1);
+    // The built-in defaults are the shipped file.
+    assert!(modelgate::config::load_str(modelgate::config::EMBEDDED_DEFAULT, &|_| None).is_ok());
+}
+
+const BROKEN: &str = "\
+providers:
+  openai: { kind: openai, base_url: \"https://api.openai.com/v1\" }
+  local: { kind: ollama, base_url: \"http://127.0.0.1:11434/v1\" }
+models:
+  gpt-4o-mini:
+    provider: openai
+    input_usd_per_mtok: 0.15
+    output_usd_per_mtok: 0.6
+routes:
+  - name: cheap
+    match: { model: \"gpt-4o*\" }
+    target: gpt-4o-mini
+    budgt_usd: 3
+  - name: planning
+    target: gpt-5
+";
+
+#[test]
+fn three_mistakes_are_all_reported_with_their_lines() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("broken.yaml");
+    std::fs::write(&path, BROKEN).unwrap();
+    let (ok, out) = check(&path);
+    assert!(!ok);
+    let want = format!(
+        "{}: 3 errors
+  - providers.local.kind: unknown provider kind `ollama`; expected one of: openai, anthropic (line 3, column 12)
+  - routes[0].budgt_usd: unknown field `budgt_usd`, expected one of `name`, `match`, `target`, `fallbacks` (line 13, column 5)
+  - routes[1].target: unknown model `gpt-5`; defined models: gpt-4o-mini (line 15, column 5)
+",
+        path.display()
+    );
+    assert_eq!(out, want);
+}
+
+#[test]
+fn env_vars_are_substituted_and_unset_ones_reported() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("env.yaml");
+    std::fs::write(&path, "providers:\n  openai: { kind: openai, base_url: \"${MG_TEST_BASE:-https://api.openai.com/v1}\" }\nstate_dir: ${MG_TEST_UNSET_DIR}\n").unwrap();
+    let (ok, out) = check(&path);
+    assert!(!ok);
+    assert!(out.contains("environment variable `MG_TEST_UNSET_DIR` is not set") && out.contains("(line 3)"), "{out}");
+}

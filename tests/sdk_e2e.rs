@@ -1,0 +1,43 @@
+//! The official `openai` and `anthropic` Python SDKs against the release
+//! binary (tests/sdk/sdk_e2e.py holds the client side). The SDKs live in the
+//! repo's `.venv`, which `scripts/test` creates.
+
+mod common;
+
+use std::path::PathBuf;
+
+use common::{config_for, Mock, Modelgate, MODELS};
+
+fn python() -> PathBuf {
+    if let Some(p) = std::env::var_os("MODELGATE_PYTHON") {
+        return p.into();
+    }
+    let p = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(".venv/bin/python");
+    assert!(p.exists(), "{} is missing: run scripts/test, which creates the venv with the openai and anthropic SDKs", p.display());
+    p
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn official_sdks_work_through_modelgate() {
+    let mock = Mock::start().await;
+    let mg = Modelgate::start(&format!("max_body_bytes: 2097152\n{}", config_for(&mock, MODELS)));
+    let out = tokio::process::Command::new(python())
+        .arg(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/sdk/sdk_e2e.py"))
+        .env("MG_GATEWAY", &mg.gateway)
+        .env("MG_ADMIN", &mg.admin)
+        .env_remove("OPENAI_BASE_URL")
+        .env_remove("ANTHROPIC_BASE_URL")
+        .output()
+        .await
+        .expect("run python");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    println!("{stdout}");
+    assert!(out.status.success(), "SDK checks failed:\n{stdout}\n{}\nmodelgate stderr:\n{}", String::from_utf8_lossy(&out.stderr), mg.stderr());
+    assert!(stdout.contains("all SDK checks passed"));
+
+    // What the provider received: the routed models, never the requested ones.
+    let models: Vec<String> = mock.requests().iter().filter_map(|r| r.json()["model"].as_str().map(String::from)).collect();
+    assert!(!models.is_empty());
+    assert!(models.iter().all(|m| m == "gpt-4o-mini" || m == "claude-haiku-4-5-20251001"), "{models:?}");
+    assert!(mock.requests().iter().any(|r| r.headers.get("user-agent").is_some_and(|ua| ua.to_str().unwrap_or("").starts_with("Anthropic/Python"))));
+}
