@@ -1,0 +1,40 @@
+# Shared by scripts/run and scripts/test: install what a fresh Debian machine
+# with only the Rust toolchain lacks. Sourced, not run.
+
+as_root() {
+  if [ "$(id -u)" = 0 ]; then "$@"; elif command -v sudo >/dev/null; then sudo "$@"; else
+    echo "need root to run: $*" >&2; return 1; fi
+}
+
+apt_updated=""
+apt_install() {
+  if [ -z "$apt_updated" ]; then
+    as_root env DEBIAN_FRONTEND=noninteractive apt-get update -qq
+    apt_updated=1
+  fi
+  as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "$@" >/dev/null
+}
+
+# Pingora builds zlib-ng with cmake and a C compiler.
+ensure_build_deps() {
+  local missing=()
+  command -v cmake >/dev/null || missing+=(cmake)
+  command -v cc >/dev/null || missing+=(build-essential)
+  if [ ${#missing[@]} -gt 0 ]; then
+    echo "installing ${missing[*]} …"
+    apt_install "${missing[@]}"
+  fi
+}
+
+# A local venv (.venv) with the pinned official SDKs used by the e2e tests.
+ensure_python_venv() {
+  if ! command -v python3 >/dev/null; then apt_install python3 python3-venv; fi
+  if [ ! -x .venv/bin/python ] || ! .venv/bin/python -c 'import sys' 2>/dev/null; then
+    rm -rf .venv
+    python3 -m venv .venv 2>/dev/null || { apt_install python3-venv && python3 -m venv .venv; }
+  fi
+  if ! .venv/bin/python -m pip install -q --disable-pip-version-check -r tests/sdk/requirements.txt; then
+    echo "could not install the Python SDKs into .venv" >&2
+    return 1
+  fi
+}
