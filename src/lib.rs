@@ -5,6 +5,8 @@
 //! (which model) → `upstream` (the call) → `usage` (tokens and cost) →
 //! `metrics` / `accesslog`. `config` and `reload` own the snapshot.
 
+#![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used, clippy::panic))]
+
 pub mod accesslog;
 pub mod admin;
 pub mod config;

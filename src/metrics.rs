@@ -100,7 +100,29 @@ impl FloatCounters {
         let Ok(m) = self.values.lock() else { return };
         let _ = writeln!(out, "# HELP {} {}\n# TYPE {} counter", self.name, self.help, self.name);
         for ((provider, model), v) in m.iter() {
-            let _ = writeln!(out, "{}{{provider=\"{}\",model=\"{}\"}} {}", self.name, provider, model, v);
+            let _ = writeln!(out, "{}{{provider=\"{}\",model=\"{}\"}} {}", self.name, escape(provider), escape(model), v);
+        }
+    }
+}
+
+/// Prometheus label-value escaping (config names may hold any character).
+fn escape(v: &str) -> String {
+    v.replace('\\', "\\\\").replace('"', "\\\"").replace('\n', "\\n")
+}
+
+/// Drains histogram samples into their buckets every few seconds, so memory
+/// stays flat even when nobody scrapes `/metrics`.
+pub struct Upkeep(pub PrometheusHandle);
+
+#[async_trait::async_trait]
+impl pingora::services::background::BackgroundService for Upkeep {
+    async fn start(&self, mut shutdown: pingora::server::ShutdownWatch) {
+        let mut tick = tokio::time::interval(std::time::Duration::from_secs(5));
+        loop {
+            tokio::select! {
+                _ = shutdown.changed() => return,
+                _ = tick.tick() => self.0.run_upkeep(),
+            }
         }
     }
 }

@@ -41,10 +41,11 @@ pub fn run(snap: Snapshot, config_path: Option<PathBuf>) -> Result<(), String> {
 
     let mut gateway = pingora_proxy::http_proxy_service_with_name(&server.configuration, Gateway::new(state.clone()), "gateway");
     gateway.add_tcp(&listen.gateway.to_string());
-    let mut admin = Service::new("admin".to_string(), Admin { metrics, state: state.clone() });
+    let mut admin = Service::new("admin".to_string(), Admin { metrics: metrics.clone(), state: state.clone() });
     admin.add_tcp(&listen.admin.to_string());
     server.add_service(gateway);
     server.add_service(admin);
+    server.add_service(background_service("metrics upkeep", crate::metrics::Upkeep(metrics)));
     if let Some(path) = config_path {
         server.add_service(background_service("config watcher", Reloader { path, state }));
     }
