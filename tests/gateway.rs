@@ -19,6 +19,11 @@ async fn setup() -> (Mock, Modelgate) {
     (mock, mg)
 }
 
+/// POST a JSON body and return the response (any status).
+async fn post_json(url: impl reqwest::IntoUrl, body: &Value) -> reqwest::Response {
+    client().post(url).json(body).send().await.expect("request to modelgate")
+}
+
 fn header<'a>(r: &'a reqwest::Response, name: &str) -> &'a str {
     r.headers().get(name).and_then(|v| v.to_str().ok()).unwrap_or("")
 }
@@ -137,12 +142,7 @@ impl Chunks {
 async fn openai_stream_is_forwarded_event_by_event_and_usage_is_counted() {
     let (mock, mg) = setup().await;
     mock.script([Script::Gated]);
-    let r = client()
-        .post(format!("{}/v1/chat/completions", mg.gateway))
-        .json(&json!({"model": "gpt-4o", "stream": true, "messages": [{"role": "user", "content": "hi"}]}))
-        .send()
-        .await
-        .unwrap();
+    let r = post_json(format!("{}/v1/chat/completions", mg.gateway), &json!({"model": "gpt-4o", "stream": true, "messages": [{"role": "user", "content": "hi"}]})).await;
     assert_eq!(r.status(), 200);
     assert_eq!(header(&r, "content-type"), "text/event-stream");
     assert_eq!(header(&r, "x-modelgate-model"), "gpt-4o-mini");
@@ -169,12 +169,7 @@ async fn openai_stream_is_forwarded_event_by_event_and_usage_is_counted() {
 #[tokio::test]
 async fn openai_stream_keeps_usage_chunk_when_client_asked() {
     let (_mock, mg) = setup().await;
-    let r = client()
-        .post(format!("{}/v1/chat/completions", mg.gateway))
-        .json(&json!({"model": "gpt-4o-mini", "stream": true, "stream_options": {"include_usage": true}, "messages": []}))
-        .send()
-        .await
-        .unwrap();
+    let r = post_json(format!("{}/v1/chat/completions", mg.gateway), &json!({"model": "gpt-4o-mini", "stream": true, "stream_options": {"include_usage": true}, "messages": []})).await;
     let text = r.text().await.unwrap();
     assert!(text.contains("\"prompt_tokens\":1200"));
 }
@@ -183,12 +178,7 @@ async fn openai_stream_keeps_usage_chunk_when_client_asked() {
 async fn anthropic_stream_events_pass_through_and_usage_merges() {
     let (mock, mg) = setup().await;
     mock.script([Script::Gated]);
-    let r = client()
-        .post(format!("{}/anthropic/v1/messages", mg.gateway))
-        .json(&json!({"model": "claude-sonnet-4-5", "max_tokens": 50, "stream": true, "messages": [{"role": "user", "content": "hi"}]}))
-        .send()
-        .await
-        .unwrap();
+    let r = post_json(format!("{}/anthropic/v1/messages", mg.gateway), &json!({"model": "claude-sonnet-4-5", "max_tokens": 50, "stream": true, "messages": [{"role": "user", "content": "hi"}]})).await;
     assert_eq!(r.status(), 200);
     let mut chunks = Chunks::new(r);
     let mut text = String::new();
@@ -207,15 +197,15 @@ async fn anthropic_stream_events_pass_through_and_usage_merges() {
 async fn responses_embeddings_and_passthrough_endpoints() {
     let (mock, mg) = setup().await;
     let c = client();
-    let r = c.post(format!("{}/v1/responses", mg.gateway)).json(&json!({"model": "gpt-4o", "input": "hi"})).send().await.unwrap();
+    let r = post_json(format!("{}/v1/responses", mg.gateway), &json!({"model": "gpt-4o", "input": "hi"})).await;
     assert_eq!(header(&r, "x-modelgate-model"), "gpt-4o-mini");
     assert!(r.headers().contains_key("x-modelgate-cost-usd"));
     assert_eq!(mock.last().path, "/v1/responses");
-    let r = c.post(format!("{}/v1/responses", mg.gateway)).json(&json!({"model": "gpt-4o", "input": "hi", "stream": true})).send().await.unwrap();
+    let r = post_json(format!("{}/v1/responses", mg.gateway), &json!({"model": "gpt-4o", "input": "hi", "stream": true})).await;
     let text = r.text().await.unwrap();
     assert!(text.contains("response.completed"));
     assert!(mock.last().json().get("stream_options").is_none(), "the Responses API reports usage itself");
-    let r = c.post(format!("{}/v1/embeddings", mg.gateway)).json(&json!({"model": "text-embedding-3-small", "input": "hi"})).send().await.unwrap();
+    let r = post_json(format!("{}/v1/embeddings", mg.gateway), &json!({"model": "text-embedding-3-small", "input": "hi"})).await;
     assert_eq!(r.status(), 200);
     let r = c.get(format!("{}/v1/models?limit=5", mg.gateway)).send().await.unwrap();
     assert_eq!(r.status(), 200);
@@ -234,7 +224,7 @@ async fn large_bodies_are_rewritten_intact_and_oversized_ones_get_413() {
     for size in [1usize << 20, 8 << 20] {
         let filler: String = (0..size).map(|i| (b'a' + (i % 26) as u8) as char).collect();
         let body = json!({"model": "gpt-4o", "messages": [{"role": "user", "content": filler}]});
-        let r = c.post(format!("{}/v1/chat/completions", mg.gateway)).json(&body).send().await.unwrap();
+        let r = post_json(format!("{}/v1/chat/completions", mg.gateway), &body).await;
         assert_eq!(r.status(), 200, "{size} bytes");
         let up = mock.last().json();
         assert_eq!(up["model"], "gpt-4o-mini");
@@ -272,7 +262,7 @@ async fn bad_requests_get_errors_in_the_clients_dialect() {
     let e: Value = r.json().await.unwrap();
     assert_eq!(e["error"]["type"], "invalid_request_error");
     assert!(e["error"]["message"].as_str().unwrap().contains("JSON object"));
-    let r = c.post(format!("{}/v1/chat/completions", mg.gateway)).json(&json!({"model": 4})).send().await.unwrap();
+    let r = post_json(format!("{}/v1/chat/completions", mg.gateway), &json!({"model": 4})).await;
     assert_eq!(r.status(), 400);
     let r = c.get(format!("{}/nope", mg.gateway)).send().await.unwrap();
     assert_eq!(r.status(), 404);
@@ -306,22 +296,21 @@ async fn configured_keys_replace_client_auth_and_missing_keys_fail_clearly() {
 async fn retryable_failures_fall_back_and_client_errors_do_not() {
     let mock = Mock::start().await;
     let mg = Modelgate::start(&config_for(&mock, MODELS.split("routes:").next().unwrap()));
-    let c = client();
     let req = json!({"model": "gpt-4o", "messages": []});
     mock.script([Script::Status(503)]);
-    let r = c.post(format!("{}/v1/chat/completions", mg.gateway)).json(&req).send().await.unwrap();
+    let r = post_json(format!("{}/v1/chat/completions", mg.gateway), &req).await;
     assert_eq!(r.status(), 200);
     assert_eq!(header(&r, "x-modelgate-model"), "gpt-4o-mini");
     assert_eq!(header(&r, "x-modelgate-attempts"), "2");
     let models: Vec<String> = mock.requests().iter().map(|r| r.json()["model"].as_str().unwrap().to_string()).collect();
     assert_eq!(models, ["gpt-4o", "gpt-4o-mini"]);
     mock.script([Script::Status(400)]);
-    let r = c.post(format!("{}/v1/chat/completions", mg.gateway)).json(&req).send().await.unwrap();
+    let r = post_json(format!("{}/v1/chat/completions", mg.gateway), &req).await;
     assert_eq!(r.status(), 400, "a client error is returned, not retried");
     assert_eq!(mock.calls(), 3);
     // Every attempt fails: the last upstream answer comes back.
     mock.script([Script::Status(429), Script::Status(503)]);
-    let r = c.post(format!("{}/v1/chat/completions", mg.gateway)).json(&req).send().await.unwrap();
+    let r = post_json(format!("{}/v1/chat/completions", mg.gateway), &req).await;
     assert_eq!((r.status().as_u16(), header(&r, "x-modelgate-attempts")), (503, "2"));
 }
 
@@ -334,14 +323,13 @@ async fn unreachable_and_slow_providers_get_502_and_504() {
         mock.url()
     );
     let mg = Modelgate::start(&yaml);
-    let c = client();
-    let r = c.post(format!("{}/v1/chat/completions", mg.gateway)).json(&json!({"model": "gpt-4o"})).send().await.unwrap();
+    let r = post_json(format!("{}/v1/chat/completions", mg.gateway), &json!({"model": "gpt-4o"})).await;
     assert_eq!(r.status(), 502);
     let e: Value = r.json().await.unwrap();
     assert_eq!(e["error"]["code"], "connect");
     assert!(e["error"]["message"].as_str().unwrap().contains("tried: other: connect"), "{e}");
     mock.script([Script::Delay(Duration::from_secs(2))]);
-    let r = c.post(format!("{}/anthropic/v1/messages", mg.gateway)).json(&json!({"model": "claude-x", "max_tokens": 5})).send().await.unwrap();
+    let r = post_json(format!("{}/anthropic/v1/messages", mg.gateway), &json!({"model": "claude-x", "max_tokens": 5})).await;
     assert_eq!(r.status(), 504);
     let e: Value = r.json().await.unwrap();
     assert_eq!(e["error"]["type"], "timeout_error");
@@ -351,14 +339,14 @@ async fn unreachable_and_slow_providers_get_502_and_504() {
 async fn a_stream_cut_midway_ends_with_an_error_event() {
     let (mock, mg) = setup().await;
     mock.script([Script::Cut]);
-    let r = client().post(format!("{}/v1/chat/completions", mg.gateway)).json(&json!({"model": "gpt-4o", "stream": true})).send().await.unwrap();
+    let r = post_json(format!("{}/v1/chat/completions", mg.gateway), &json!({"model": "gpt-4o", "stream": true})).await;
     let mut text = String::new();
     Chunks::new(r).rest(&mut text).await;
     assert!(text.contains("\"role\":\"assistant\""));
     assert!(text.contains("\"error\""), "{text}");
     assert!(!text.contains("[DONE]"), "a cut stream must not look complete");
     mock.script([Script::Cut]);
-    let r = client().post(format!("{}/anthropic/v1/messages", mg.gateway)).json(&json!({"model": "claude-x", "stream": true, "max_tokens": 5})).send().await.unwrap();
+    let r = post_json(format!("{}/anthropic/v1/messages", mg.gateway), &json!({"model": "claude-x", "stream": true, "max_tokens": 5})).await;
     let mut text = String::new();
     Chunks::new(r).rest(&mut text).await;
     assert!(text.contains("event: error"), "{text}");
@@ -366,7 +354,7 @@ async fn a_stream_cut_midway_ends_with_an_error_event() {
 }
 
 async fn routed_model(mg: &Modelgate) -> String {
-    let r = client().post(format!("{}/v1/chat/completions", mg.gateway)).json(&json!({"model": "gpt-4o"})).send().await.unwrap();
+    let r = post_json(format!("{}/v1/chat/completions", mg.gateway), &json!({"model": "gpt-4o"})).await;
     header(&r, "x-modelgate-model").to_string()
 }
 
