@@ -22,6 +22,16 @@ pub struct Record {
     pub model: Option<String>,
     pub provider: Option<String>,
     pub route: String,
+    /// Routing mode the decision used.
+    pub mode: &'static str,
+    /// Complexity score (model calls only).
+    pub complexity: Option<u8>,
+    /// Estimated input tokens, when routing needed to count them.
+    pub est_input_tokens: Option<u64>,
+    /// Split arm the request landed in.
+    pub arm: Option<String>,
+    /// Shadow mode: the model routing would have chosen.
+    pub shadow_model: Option<String>,
     pub status: u16,
     pub attempts: usize,
     pub stream: bool,

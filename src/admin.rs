@@ -1,24 +1,34 @@
 //! The admin listener: `/metrics` (Prometheus text), `/healthz` (the process
-//! answers), `/readyz` (a config is loaded and at least one provider exists).
+//! answers), `/readyz` (a config is loaded and at least one provider exists),
+//! `/admin/overrides` (runtime route targets) and `/admin/route` (explain a
+//! routing decision). Mutating endpoints need `Authorization: Bearer <token>`
+//! with the token from the variable named by `admin_token_env`.
 
 use std::sync::Arc;
 
 use arc_swap::ArcSwap;
 use async_trait::async_trait;
-use http::{Response, StatusCode};
+use bytes::{Bytes, BytesMut};
+use http::{Method, Response, StatusCode};
 use metrics_exporter_prometheus::PrometheusHandle;
 use pingora::apps::http_app::ServeHttp;
 use pingora::protocols::http::ServerSession;
+use serde::Deserialize;
 use serde_json::json;
 
 use crate::config::Snapshot;
+use crate::policy::explain;
+use crate::policy::OverrideStore;
 
 pub struct Admin {
     pub metrics: PrometheusHandle,
     pub state: Arc<ArcSwap<Snapshot>>,
+    pub overrides: Arc<OverrideStore>,
 }
 
-fn reply(status: StatusCode, content_type: &str, body: Vec<u8>) -> Response<Vec<u8>> {
+type Reply = Response<Vec<u8>>;
+
+fn reply(status: StatusCode, content_type: &str, body: Vec<u8>) -> Reply {
     let mut resp = Response::new(body);
     *resp.status_mut() = status;
     if let Ok(v) = content_type.parse() {
@@ -30,27 +40,159 @@ fn reply(status: StatusCode, content_type: &str, body: Vec<u8>) -> Response<Vec<
     resp
 }
 
-fn json_reply(status: StatusCode, v: serde_json::Value) -> Response<Vec<u8>> {
+fn json_reply(status: StatusCode, v: serde_json::Value) -> Reply {
     reply(status, "application/json", v.to_string().into_bytes())
+}
+
+fn error(status: StatusCode, message: impl Into<String>) -> Reply {
+    json_reply(status, json!({"error": message.into()}))
+}
+
+/// Equal length and bytes, without an early exit on the first difference.
+fn same_secret(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+async fn read_body(session: &mut ServerSession, limit: usize) -> Result<Bytes, Reply> {
+    let mut buf = BytesMut::new();
+    loop {
+        match session.read_request_body().await {
+            Ok(Some(c)) if buf.len() + c.len() > limit => return Err(error(StatusCode::PAYLOAD_TOO_LARGE, format!("the body is over {limit} bytes"))),
+            Ok(Some(c)) => buf.extend_from_slice(&c),
+            Ok(None) => return Ok(buf.freeze()),
+            Err(e) => return Err(error(StatusCode::BAD_REQUEST, format!("cannot read the request body: {e}"))),
+        }
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SetOverride {
+    target: String,
+    note: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RouteQuery {
+    #[serde(default = "default_path")]
+    path: String,
+    #[serde(default)]
+    headers: indexmap::IndexMap<String, String>,
+    body: serde_json::Value,
+}
+
+fn default_path() -> String {
+    "/v1/chat/completions".into()
+}
+
+impl Admin {
+    fn authorize(&self, snap: &Snapshot, session: &ServerSession) -> Result<(), Reply> {
+        let Some((var, token)) = &snap.admin_token else {
+            return Err(error(StatusCode::FORBIDDEN, "mutating admin endpoints are disabled: set `admin_token_env: SOME_VAR` in the config and SOME_VAR in modelgate's environment"));
+        };
+        let Some(token) = token else {
+            return Err(error(StatusCode::FORBIDDEN, format!("mutating admin endpoints are disabled: {var} (admin_token_env) is not set in modelgate's environment")));
+        };
+        let given = session.req_header().headers.get(http::header::AUTHORIZATION).and_then(|v| v.to_str().ok()).and_then(|v| v.strip_prefix("Bearer "));
+        match given {
+            Some(g) if same_secret(g.trim().as_bytes(), token.expose().as_bytes()) => Ok(()),
+            Some(_) => Err(error(StatusCode::UNAUTHORIZED, "wrong admin token")),
+            None => Err(error(StatusCode::UNAUTHORIZED, format!("send `Authorization: Bearer <token>` with the token from {var}"))),
+        }
+    }
+
+    fn list_overrides(&self, snap: &Snapshot) -> Reply {
+        let list: Vec<serde_json::Value> = self
+            .overrides
+            .load()
+            .iter()
+            .map(|(route, o)| {
+                let problem = crate::policy::overrides::check(snap, route, &o.target).err();
+                json!({"route": route, "target": o.target, "set_at": o.set_at, "note": o.note, "active": problem.is_none(), "problem": problem})
+            })
+            .collect();
+        json_reply(StatusCode::OK, json!({"overrides": list}))
+    }
+
+    async fn overrides(&self, session: &mut ServerSession, snap: &Snapshot, method: &Method, route: &str) -> Reply {
+        if let Err(r) = self.authorize(snap, session) {
+            return r;
+        }
+        if *method == Method::DELETE {
+            return match self.overrides.remove(route) {
+                Ok(true) => json_reply(StatusCode::OK, json!({"removed": route})),
+                Ok(false) => error(StatusCode::NOT_FOUND, format!("route `{route}` has no override")),
+                Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, e),
+            };
+        }
+        let body = match read_body(session, 64 * 1024).await {
+            Ok(b) => b,
+            Err(r) => return r,
+        };
+        let req: SetOverride = match serde_json::from_slice(&body) {
+            Ok(r) => r,
+            Err(e) => return error(StatusCode::BAD_REQUEST, format!("send a JSON body like {{\"target\": \"gpt-4o-mini\", \"note\": \"why\"}} ({e})")),
+        };
+        match self.overrides.set(snap, route, &req.target, req.note) {
+            Ok(o) => {
+                tracing::info!(route, target = %o.target, "route override set");
+                json_reply(StatusCode::OK, json!({"route": route, "target": o.target, "set_at": o.set_at, "note": o.note}))
+            }
+            Err(e) if e.starts_with("cannot save") => error(StatusCode::INTERNAL_SERVER_ERROR, e),
+            Err(e) => error(StatusCode::BAD_REQUEST, e),
+        }
+    }
+
+    async fn route(&self, session: &mut ServerSession, snap: &Snapshot) -> Reply {
+        let body = match read_body(session, snap.max_body_bytes).await {
+            Ok(b) => b,
+            Err(r) => return r,
+        };
+        let q: RouteQuery = match serde_json::from_slice(&body) {
+            Ok(q) => q,
+            Err(e) => return error(StatusCode::BAD_REQUEST, format!("send {{\"path\": \"/v1/chat/completions\", \"headers\": {{\"x-modelgate-app\": \"…\"}}, \"body\": {{…the model request…}}}} ({e})")),
+        };
+        let mut headers = http::HeaderMap::new();
+        for (k, v) in &q.headers {
+            match (http::HeaderName::from_bytes(k.as_bytes()), http::HeaderValue::from_str(v)) {
+                (Ok(k), Ok(v)) => {
+                    headers.append(k, v);
+                }
+                _ => return error(StatusCode::BAD_REQUEST, format!("`{k}: {v}` is not a valid header")),
+            }
+        }
+        let request_body = Bytes::from(q.body.to_string());
+        json_reply(StatusCode::OK, explain::explain(snap, &self.overrides.load(), &q.path, &headers, request_body))
+    }
 }
 
 #[async_trait]
 impl ServeHttp for Admin {
-    async fn response(&self, session: &mut ServerSession) -> Response<Vec<u8>> {
-        let head = session.req_header();
-        if head.method != http::Method::GET {
-            return json_reply(StatusCode::METHOD_NOT_ALLOWED, json!({"error": "the admin endpoints answer GET"}));
+    async fn response(&self, session: &mut ServerSession) -> Reply {
+        let snap = self.state.load_full();
+        let method = session.req_header().method.clone();
+        let path = session.req_header().uri.path().to_string();
+        if let Some(rest) = path.strip_prefix("/admin/overrides/") {
+            let route = percent_encoding::percent_decode_str(rest).decode_utf8_lossy().into_owned();
+            return match method {
+                Method::PUT | Method::DELETE => self.overrides(session, &snap, &method, &route).await,
+                _ => error(StatusCode::METHOD_NOT_ALLOWED, "use PUT to set a route's override and DELETE to remove it"),
+            };
         }
-        match head.uri.path() {
-            "/metrics" => reply(StatusCode::OK, "text/plain; version=0.0.4", crate::metrics::render(&self.metrics).into_bytes()),
-            "/healthz" => reply(StatusCode::OK, "text/plain", b"ok\n".to_vec()),
-            "/readyz" => {
-                let snap = self.state.load();
+        match (method, path.as_str()) {
+            (Method::GET, "/metrics") => reply(StatusCode::OK, "text/plain; version=0.0.4", crate::metrics::render(&self.metrics).into_bytes()),
+            (Method::GET, "/healthz") => reply(StatusCode::OK, "text/plain", b"ok\n".to_vec()),
+            (Method::GET, "/readyz") => {
                 let ready = !snap.providers.is_empty();
                 let status = if ready { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
                 json_reply(status, json!({"ready": ready, "providers": snap.providers.len(), "models": snap.models.len(), "routes": snap.routes.len()}))
             }
-            other => json_reply(StatusCode::NOT_FOUND, json!({"error": format!("no admin endpoint {other}; try /metrics, /healthz or /readyz")})),
+            (Method::GET, "/admin/overrides") => self.list_overrides(&snap),
+            (Method::POST, "/admin/route") => self.route(session, &snap).await,
+            (_, "/metrics" | "/healthz" | "/readyz" | "/admin/overrides") => error(StatusCode::METHOD_NOT_ALLOWED, format!("{path} answers GET")),
+            (_, "/admin/route") => error(StatusCode::METHOD_NOT_ALLOWED, "/admin/route answers POST"),
+            (_, other) => error(StatusCode::NOT_FOUND, format!("no admin endpoint {other}; try /metrics, /healthz, /readyz, /admin/overrides, /admin/route")),
         }
     }
 }

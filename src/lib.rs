@@ -9,6 +9,7 @@
 
 pub mod accesslog;
 pub mod admin;
+pub mod body;
 pub mod config;
 pub mod dialect;
 pub mod metrics;

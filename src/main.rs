@@ -5,6 +5,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 use modelgate::config::{self, ConfigErrors};
+use modelgate::policy::{explain, OverrideStore};
 
 #[derive(Parser)]
 #[command(name = "modelgate", version, about = "A sidecar proxy that routes, budgets and accounts for an app's LLM API calls.", long_about = None)]
@@ -30,6 +31,30 @@ enum Command {
         #[arg(short, long, value_name = "FILE")]
         config: PathBuf,
     },
+    /// Explain how a request would be routed: classification (app, task,
+    /// complexity, tokens), each route tried and why it matched or not,
+    /// candidates dropped and why, scores, and the final plan. Reads saved
+    /// admin overrides from the config's state_dir.
+    Route {
+        /// The YAML config file (default: the built-in defaults).
+        #[arg(short, long, value_name = "FILE")]
+        config: Option<PathBuf>,
+        /// The request body (JSON); `-` reads standard input.
+        #[arg(short, long, value_name = "FILE")]
+        request: PathBuf,
+        /// The request path: which API and dialect the body is for.
+        #[arg(short, long, default_value = "/v1/chat/completions")]
+        path: String,
+        /// A request header, `Name: value` (repeatable), e.g. x-modelgate-app: billing.
+        #[arg(short = 'H', long = "header", value_name = "K:V")]
+        headers: Vec<String>,
+        /// Print JSON instead of text.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Print the SHA-256 of an API key read from standard input, the form
+    /// `routing.app_keys` uses (the key itself is never stored).
+    HashKey,
 }
 
 fn init_logging() {
@@ -40,6 +65,40 @@ fn init_logging() {
 
 fn print_errors(e: &ConfigErrors) {
     eprint!("{e}");
+}
+
+fn load(config: &Option<PathBuf>) -> Result<config::Snapshot, ConfigErrors> {
+    match config {
+        Some(path) => config::load_file(path),
+        None => config::load_str(config::EMBEDDED_DEFAULT, &|k| std::env::var(k).ok()).map_err(|errors| ConfigErrors { file: "<built-in defaults>".into(), errors }),
+    }
+}
+
+fn route(config: Option<PathBuf>, request: PathBuf, path: String, headers: Vec<String>, as_json: bool) -> Result<ExitCode, String> {
+    let snap = load(&config).map_err(|e| e.to_string())?;
+    let body = if request.as_os_str() == "-" {
+        let mut b = Vec::new();
+        std::io::Read::read_to_end(&mut std::io::stdin(), &mut b).map_err(|e| format!("cannot read standard input: {e}"))?;
+        b
+    } else {
+        std::fs::read(&request).map_err(|e| format!("cannot read {}: {e}", request.display()))?
+    };
+    let mut map = http::HeaderMap::new();
+    for h in &headers {
+        let (k, v) = h.split_once(':').ok_or_else(|| format!("--header `{h}`: write it as Name: value"))?;
+        let name = http::HeaderName::from_bytes(k.trim().as_bytes()).map_err(|_| format!("--header `{h}`: `{}` is not a header name", k.trim()))?;
+        let value = http::HeaderValue::from_str(v.trim()).map_err(|_| format!("--header `{h}`: invalid value"))?;
+        map.append(name, value);
+    }
+    let overrides = OverrideStore::open(&snap.state_dir)?;
+    let e = explain::explain(&snap, &overrides.load(), &path, &map, body.into());
+    if as_json {
+        println!("{}", serde_json::to_string_pretty(&e).unwrap_or_default());
+    } else {
+        print!("{}", explain::render_text(&e));
+    }
+    let refused = e.get("refused").is_some() || e["decision"].get("refused").is_some();
+    Ok(if refused { ExitCode::from(2) } else { ExitCode::SUCCESS })
 }
 
 fn main() -> ExitCode {
@@ -60,12 +119,7 @@ fn main() -> ExitCode {
         },
         Command::Run { config } => {
             init_logging();
-            let loaded = match &config {
-                Some(path) => config::load_file(path),
-                None => config::load_str(config::EMBEDDED_DEFAULT, &|k| std::env::var(k).ok())
-                    .map_err(|errors| ConfigErrors { file: "<built-in defaults>".into(), errors }),
-            };
-            let snap = match loaded {
+            let snap = match load(&config) {
                 Ok(s) => s,
                 Err(e) => {
                     print_errors(&e);
@@ -79,6 +133,19 @@ fn main() -> ExitCode {
                     ExitCode::FAILURE
                 }
             }
+        }
+        Command::Route { config, request, path, headers, json } => route(config, request, path, headers, json).unwrap_or_else(|e| {
+            eprintln!("modelgate: {e}");
+            ExitCode::FAILURE
+        }),
+        Command::HashKey => {
+            let mut key = String::new();
+            if let Err(e) = std::io::stdin().read_line(&mut key) {
+                eprintln!("modelgate: cannot read standard input: {e}");
+                return ExitCode::FAILURE;
+            }
+            println!("sha256:{}", modelgate::policy::classify::key_hash(key.trim()));
+            ExitCode::SUCCESS
         }
     }
 }

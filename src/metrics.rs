@@ -19,6 +19,8 @@ pub const UPSTREAM_DURATION: &str = "modelgate_upstream_duration_seconds";
 pub const OVERHEAD: &str = "modelgate_overhead_seconds";
 pub const ATTEMPTS: &str = "modelgate_attempts_total";
 pub const STREAM_ERRORS: &str = "modelgate_stream_errors_total";
+pub const SPLIT_ARMS: &str = "modelgate_split_assignments_total";
+pub const SHADOW_DECISIONS: &str = "modelgate_shadow_decisions_total";
 pub const CONFIG_RELOADS: &str = "modelgate_config_reloads_total";
 pub const CONFIG_RELOAD_FAILURES: &str = "modelgate_config_reload_failures_total";
 
@@ -45,6 +47,8 @@ fn describe() {
     describe_histogram!(OVERHEAD, Unit::Seconds, "Time spent inside modelgate: from the request body received to the upstream call, plus after the upstream response ended.");
     describe_counter!(ATTEMPTS, "Upstream attempts by model and outcome (ok, status code class, or failure reason).");
     describe_counter!(STREAM_ERRORS, "Streams that failed after the first byte was sent to the client, by reason.");
+    describe_counter!(SPLIT_ARMS, "Requests assigned to each arm of a split route.");
+    describe_counter!(SHADOW_DECISIONS, "Shadow-mode decisions: the model routing would have chosen (`refused` when it would refuse), by route; the request itself was forwarded unchanged.");
     describe_counter!(CONFIG_RELOADS, "Successful config reloads.");
     describe_counter!(CONFIG_RELOAD_FAILURES, "Config reloads rejected because the new file was invalid (the old config stays).");
 }
@@ -147,6 +151,14 @@ pub fn durations(upstream: Option<std::time::Duration>, overhead: std::time::Dur
         histogram!(UPSTREAM_DURATION).record(u.as_secs_f64());
     }
     histogram!(OVERHEAD).record(overhead.as_secs_f64());
+}
+
+pub fn split_arm(route: &str, arm: &str) {
+    counter!(SPLIT_ARMS, "route" => route.to_string(), "arm" => arm.to_string()).increment(1);
+}
+
+pub fn shadow_decision(route: &str, model: &str) {
+    counter!(SHADOW_DECISIONS, "route" => route.to_string(), "model" => model.to_string()).increment(1);
 }
 
 pub fn reload(ok: bool) {

@@ -13,6 +13,7 @@ use pingora::services::listening::Service;
 
 use crate::admin::Admin;
 use crate::config::Snapshot;
+use crate::policy::OverrideStore;
 use crate::proxy::gateway::Gateway;
 use crate::reload::Reloader;
 
@@ -24,6 +25,12 @@ pub fn run(snap: Snapshot, config_path: Option<PathBuf>) -> Result<(), String> {
     }
     if let Err(e) = std::fs::create_dir_all(&snap.state_dir) {
         tracing::warn!(dir = %snap.state_dir.display(), error = %e, "cannot create state_dir");
+    }
+    let overrides = Arc::new(OverrideStore::open(&snap.state_dir)?);
+    for (route, o) in overrides.load().iter() {
+        if let Err(e) = crate::policy::overrides::check(&snap, route, &o.target) {
+            tracing::warn!(route, target = %o.target, problem = %e, "saved route override does not apply to this config; it stays saved but inactive");
+        }
     }
     let metrics = crate::metrics::install()?;
     let listen = snap.listen;
@@ -39,9 +46,9 @@ pub fn run(snap: Snapshot, config_path: Option<PathBuf>) -> Result<(), String> {
     let mut server = Server::new_with_opt_and_conf(None, conf);
     server.bootstrap();
 
-    let mut gateway = pingora_proxy::http_proxy_service_with_name(&server.configuration, Gateway::new(state.clone()), "gateway");
+    let mut gateway = pingora_proxy::http_proxy_service_with_name(&server.configuration, Gateway::new(state.clone(), overrides.clone()), "gateway");
     gateway.add_tcp(&listen.gateway.to_string());
-    let mut admin = Service::new("admin".to_string(), Admin { metrics: metrics.clone(), state: state.clone() });
+    let mut admin = Service::new("admin".to_string(), Admin { metrics: metrics.clone(), state: state.clone(), overrides });
     admin.add_tcp(&listen.admin.to_string());
     server.add_service(gateway);
     server.add_service(admin);

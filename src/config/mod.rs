@@ -9,6 +9,7 @@
 mod interp;
 mod positions;
 mod raw;
+mod routing;
 mod validate;
 
 use std::fmt;
@@ -22,6 +23,7 @@ use indexmap::IndexMap;
 use crate::dialect::Dialect;
 use crate::upstream::Endpoint;
 
+pub use routing::*;
 pub use validate::DEFAULT_MAX_BODY_BYTES;
 
 /// One problem in a config file, with where it is.
@@ -153,6 +155,18 @@ impl Capability {
         ("embeddings", Capability::Embeddings),
         ("reasoning", Capability::Reasoning),
     ];
+
+    pub fn parse(s: &str) -> Option<Capability> {
+        Self::ALL.iter().find(|(n, _)| *n == s).map(|(_, c)| *c)
+    }
+
+    pub fn as_str(self) -> &'static str {
+        Self::ALL.iter().find(|(_, c)| *c == self).map(|(n, _)| *n).unwrap_or("?")
+    }
+
+    pub fn names() -> String {
+        Self::ALL.map(|(n, _)| n).join(", ")
+    }
 }
 
 #[derive(Debug)]
@@ -167,24 +181,22 @@ pub struct Model {
     pub max_output_tokens: Option<u64>,
     pub capabilities: Vec<Capability>,
     pub quality: u8,
+    /// Typical time to first token, a hint for latency scoring.
+    pub latency_ms: Option<u64>,
     pub fallbacks: Vec<String>,
 }
 
-#[derive(Debug)]
-pub struct RouteMatch {
-    pub model: Option<wildmatch::WildMatch>,
-    pub app: Option<wildmatch::WildMatch>,
-    pub task: Option<String>,
-    pub dialect: Option<Dialect>,
-}
+impl Model {
+    /// Whether the model lists `c` (a model without a capability list is
+    /// assumed to have them all).
+    pub fn has(&self, c: Capability) -> bool {
+        self.capabilities.is_empty() || self.capabilities.contains(&c)
+    }
 
-#[derive(Debug)]
-pub struct Route {
-    pub name: String,
-    pub matcher: RouteMatch,
-    /// Model name (a key of `Snapshot::models`).
-    pub target: String,
-    pub fallbacks: Vec<String>,
+    /// Blended list price: (3 × input + output) / 4, USD per million tokens.
+    pub fn blended_usd_per_mtok(&self) -> f64 {
+        (3.0 * self.prices.input_usd_per_mtok + self.prices.output_usd_per_mtok) / 4.0
+    }
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -203,6 +215,10 @@ pub struct Snapshot {
     pub providers: Vec<Provider>,
     pub models: IndexMap<String, Model>,
     pub routes: Vec<Route>,
+    pub routing: Routing,
+    /// The bearer token for mutating admin endpoints: the variable named by
+    /// `admin_token_env` and its value (`None` when unset).
+    pub admin_token: Option<(String, Option<Secret>)>,
     /// Index of the provider that serves unrouted requests of each dialect.
     pub default_provider: [Option<usize>; Dialect::COUNT],
 }
@@ -210,6 +226,15 @@ pub struct Snapshot {
 impl Snapshot {
     pub fn provider(&self, name: &str) -> Option<&Provider> {
         self.providers.iter().find(|p| p.name == name)
+    }
+
+    /// Whether `model`'s provider runs on this host.
+    pub fn is_local(&self, model: &Model) -> bool {
+        self.providers[model.provider].local
+    }
+
+    pub fn dialect_of(&self, model: &Model) -> Dialect {
+        self.providers[model.provider].kind
     }
 
     pub fn default_provider_for(&self, dialect: Dialect) -> Option<&Provider> {

@@ -2,6 +2,7 @@
 //! (CONFIG.md) with defaults and `deny_unknown_fields`. Nothing here is
 //! trusted; `validate` turns it into the runtime `Snapshot`.
 
+use indexmap::IndexMap;
 use serde::Deserialize;
 
 #[derive(Debug, Deserialize, Default)]
@@ -42,8 +43,17 @@ pub struct RawModel {
     #[serde(default)]
     pub capabilities: Vec<String>,
     pub quality: Option<u8>,
+    pub latency_ms: Option<u64>,
     #[serde(default)]
     pub fallbacks: Vec<String>,
+}
+
+/// A number range written as `5`, `"<=3"`, `">=4"`, `"<8"`, `">2"` or `"4-7"`.
+#[derive(Debug, Deserialize, Clone)]
+#[serde(untagged)]
+pub enum RawRange {
+    Exact(u64),
+    Text(String),
 }
 
 #[derive(Debug, Deserialize, Default)]
@@ -53,6 +63,39 @@ pub struct RawMatch {
     pub app: Option<String>,
     pub task: Option<String>,
     pub dialect: Option<String>,
+    pub complexity: Option<RawRange>,
+    pub tokens: Option<RawRange>,
+    pub stream: Option<bool>,
+    pub tools: Option<bool>,
+    #[serde(default)]
+    pub header: IndexMap<String, String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawTier {
+    pub max_complexity: u8,
+    pub model: String,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawSelect {
+    pub candidates: Vec<String>,
+    #[serde(default)]
+    pub require: Vec<String>,
+    pub mode: Option<String>,
+    pub max_usd_per_mtok: Option<f64>,
+    #[serde(default)]
+    pub local_only: bool,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawArm {
+    pub model: String,
+    pub weight: f64,
+    pub name: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -61,7 +104,78 @@ pub struct RawRoute {
     pub name: String,
     #[serde(default, rename = "match")]
     pub match_: RawMatch,
-    pub target: String,
+    pub target: Option<String>,
+    pub tiers: Option<Vec<RawTier>>,
+    pub select: Option<RawSelect>,
+    pub split: Option<Vec<RawArm>>,
     #[serde(default)]
     pub fallbacks: Vec<String>,
+    #[serde(default)]
+    pub shadow: bool,
+    pub mode: Option<String>,
+    pub client_models: Option<Vec<String>>,
+}
+
+#[derive(Debug, Deserialize, Clone, Copy)]
+#[serde(deny_unknown_fields)]
+pub struct RawWeights {
+    pub cost: f64,
+    pub quality: f64,
+    pub latency: f64,
+}
+
+/// One task rule: every condition given must hold.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawTaskRule {
+    pub task: String,
+    pub path: Option<String>,
+    pub model: Option<String>,
+    pub system_contains: Option<String>,
+    pub system_regex: Option<String>,
+    pub tools: Option<bool>,
+    pub response_format: Option<bool>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawKeywordGroup {
+    pub score: u8,
+    pub words: Vec<String>,
+}
+
+#[derive(Debug, Deserialize, Clone, Copy)]
+#[serde(deny_unknown_fields)]
+pub struct RawBump {
+    pub over: u64,
+    pub add: u8,
+}
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct RawComplexity {
+    pub keyword_match: Option<String>,
+    pub keywords: Option<Vec<RawKeywordGroup>>,
+    pub default_score: Option<u8>,
+    pub long_conversation: Option<RawBump>,
+    pub many_questions: Option<RawBump>,
+    pub long_message: Option<RawBump>,
+}
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct RawRouting {
+    pub mode: Option<String>,
+    #[serde(default)]
+    pub shadow: bool,
+    #[serde(default)]
+    pub weights: IndexMap<String, RawWeights>,
+    #[serde(default)]
+    pub app_keys: IndexMap<String, String>,
+    #[serde(default)]
+    pub tasks: Vec<RawTaskRule>,
+    #[serde(default)]
+    pub complexity: RawComplexity,
+    #[serde(default)]
+    pub client_models: Vec<String>,
 }

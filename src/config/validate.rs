@@ -21,7 +21,9 @@ use crate::dialect::Dialect;
 use crate::upstream::Endpoint;
 
 pub const DEFAULT_MAX_BODY_BYTES: usize = 32 * 1024 * 1024;
-const TOP_KEYS: &[&str] = &["listen", "state_dir", "max_body_bytes", "access_log", "providers", "models", "routes"];
+const TOP_KEYS: &[&str] = &["listen", "state_dir", "max_body_bytes", "access_log", "admin_token_env", "providers", "models", "routes", "routing"];
+
+mod routes;
 
 struct Ctx {
     idx: PositionIndex,
@@ -117,6 +119,8 @@ pub fn validate(text: &str, env: &dyn Fn(&str) -> Option<String>) -> Result<Snap
     let raw_providers: IndexMap<String, Value> = take("providers").and_then(|v| cx.section("providers", v)).unwrap_or_default();
     let raw_models: IndexMap<String, Value> = take("models").and_then(|v| cx.section("models", v)).unwrap_or_default();
     let raw_routes: Vec<Value> = take("routes").and_then(|v| cx.section("routes", v)).unwrap_or_default();
+    let raw_routing: super::raw::RawRouting = take("routing").and_then(|v| cx.section("routing", v)).unwrap_or_default();
+    let admin_token_env: Option<String> = take("admin_token_env").and_then(|v| cx.section("admin_token_env", v));
 
     let listen = listen_of(&mut cx, listen_raw);
     if max_body == 0 {
@@ -183,10 +187,19 @@ pub fn validate(text: &str, env: &dyn Fn(&str) -> Option<String>) -> Result<Snap
         if !route_names.insert(raw.name.clone()) {
             cx.err(format!("{path}.name"), format!("route name `{}` is used twice; names must be unique", raw.name));
         }
-        if let Some(r) = route_of(&mut cx, &path, raw, &models, &providers, &model_names) {
+        if let Some(r) = routes::route_of(&mut cx, &path, raw, &models, &providers, &model_names) {
             routes.push(r);
         }
     }
+    let routing = routes::routing_of(&mut cx, raw_routing);
+    let admin_token = match admin_token_env {
+        Some(var) if var.trim().is_empty() => {
+            cx.err("admin_token_env", "must name an environment variable holding the admin bearer token");
+            None
+        }
+        Some(var) => Some((var.clone(), env(&var).filter(|t| !t.is_empty()).map(Secret))),
+        None => None,
+    };
 
     if !cx.errors.is_empty() {
         return Err(cx.errors);
@@ -199,6 +212,8 @@ pub fn validate(text: &str, env: &dyn Fn(&str) -> Option<String>) -> Result<Snap
         providers,
         models,
         routes,
+        routing,
+        admin_token,
         default_provider,
     })
 }
@@ -315,16 +330,7 @@ fn model_of(
     // Anthropic bills 5-minute cache writes at 1.25× the input price.
     let write_default = if is_anthropic { input * 1.25 } else { input };
     let cache_write = price(cx, path, "cache_write_usd_per_mtok", raw.cache_write_usd_per_mtok).unwrap_or(write_default);
-    let mut capabilities = Vec::new();
-    for (i, c) in raw.capabilities.iter().enumerate() {
-        match Capability::ALL.iter().find(|(n, _)| n == c) {
-            Some((_, cap)) => capabilities.push(*cap),
-            None => {
-                let known: Vec<&str> = Capability::ALL.iter().map(|(n, _)| *n).collect();
-                cx.err(format!("{path}.capabilities[{i}]"), format!("unknown capability `{c}`; expected one of: {}", known.join(", ")));
-            }
-        }
-    }
+    let capabilities = capabilities_of(cx, &format!("{path}.capabilities"), &raw.capabilities);
     let quality = raw.quality.unwrap_or(1);
     if quality > 10 {
         cx.err(format!("{path}.quality"), "must be between 0 and 10");
@@ -345,6 +351,7 @@ fn model_of(
         max_output_tokens: raw.max_output_tokens,
         capabilities,
         quality,
+        latency_ms: raw.latency_ms,
         fallbacks: raw.fallbacks,
     })
 }
@@ -359,45 +366,13 @@ fn check_model_list(cx: &mut Ctx, path: &str, list: &[String], model_names: &[St
     }
 }
 
-fn route_of(
-    cx: &mut Ctx,
-    path: &str,
-    raw: RawRoute,
-    models: &IndexMap<String, Model>,
-    providers: &[Provider],
-    model_names: &[String],
-) -> Option<Route> {
-    let before = cx.errors.len();
-    if raw.name.trim().is_empty() {
-        cx.err(format!("{path}.name"), "must not be empty");
-    }
-    let dialect = raw.match_.dialect.as_deref().and_then(|d| {
-        let parsed = Dialect::parse(d);
-        if parsed.is_none() {
-            cx.err(format!("{path}.match.dialect"), format!("unknown dialect `{d}`; expected one of: openai, anthropic"));
-        }
-        parsed
-    });
-    if !model_names.contains(&raw.target) {
-        cx.err(format!("{path}.target"), format!("unknown model `{}`; defined models: {}", raw.target, model_names.join(", ")));
-    } else if let (Some(d), Some(m)) = (dialect, models.get(&raw.target)) {
-        let kind = providers[m.provider].kind;
-        if kind != d {
-            cx.err(
-                format!("{path}.target"),
-                format!("model `{}` speaks the {kind} dialect but this route matches {d} requests; cross-dialect translation is not supported yet, pick a {d} model", raw.target),
-            );
+fn capabilities_of(cx: &mut Ctx, path: &str, names: &[String]) -> Vec<Capability> {
+    let mut out = Vec::new();
+    for (i, c) in names.iter().enumerate() {
+        match Capability::parse(c) {
+            Some(cap) => out.push(cap),
+            None => cx.err(format!("{path}[{i}]"), format!("unknown capability `{c}`; expected one of: {}", Capability::names())),
         }
     }
-    check_model_list(cx, &format!("{path}.fallbacks"), &raw.fallbacks, model_names, None);
-    if cx.errors.len() != before {
-        return None;
-    }
-    let glob = |s: Option<String>| s.map(|g| wildmatch::WildMatch::new(&g));
-    Some(Route {
-        name: raw.name,
-        matcher: RouteMatch { model: glob(raw.match_.model), app: glob(raw.match_.app), task: raw.match_.task, dialect },
-        target: raw.target,
-        fallbacks: raw.fallbacks,
-    })
+    out
 }

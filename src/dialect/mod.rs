@@ -124,6 +124,8 @@ pub fn classify_path(path: &str, query: Option<&str>) -> Option<Incoming> {
 pub enum ErrorKind {
     InvalidRequest,
     Authentication,
+    /// Refused by policy (e.g. local-only mode, a model the client may not pick).
+    PermissionDenied,
     NotFound,
     TooLarge,
     RateLimited,
@@ -154,6 +156,7 @@ impl GatewayError {
                 let ty = match self.kind {
                     ErrorKind::InvalidRequest | ErrorKind::NotFound | ErrorKind::TooLarge => "invalid_request_error",
                     ErrorKind::Authentication => "authentication_error",
+                    ErrorKind::PermissionDenied => "permission_error",
                     ErrorKind::RateLimited => "rate_limit_error",
                     ErrorKind::Upstream | ErrorKind::Timeout | ErrorKind::Internal => "server_error",
                 };
@@ -163,6 +166,7 @@ impl GatewayError {
                 let ty = match self.kind {
                     ErrorKind::InvalidRequest => "invalid_request_error",
                     ErrorKind::Authentication => "authentication_error",
+                    ErrorKind::PermissionDenied => "permission_error",
                     ErrorKind::NotFound => "not_found_error",
                     ErrorKind::TooLarge => "request_too_large",
                     ErrorKind::RateLimited => "rate_limit_error",

@@ -21,13 +21,13 @@ use pingora::http::{RequestHeader, ResponseHeader};
 use pingora::upstreams::peer::HttpPeer;
 use pingora_proxy::{ProxyHttp, Session};
 
-use super::body::JsonBody;
 use crate::accesslog::{AccessLogger, Record};
+use crate::body::JsonBody;
 use crate::config::{Auth, Provider, Snapshot};
 use crate::dialect::sse::StreamTap;
 use crate::dialect::{classify_path, Api, Dialect, ErrorKind, GatewayError, Incoming};
 use crate::metrics;
-use crate::policy::{self, Attempt, RequestFacts};
+use crate::policy::{self, Attempt, OverrideStore};
 use crate::upstream::{self, AttemptError, Exchange};
 use crate::usage::{RawUsage, UsageCarrier};
 
@@ -42,6 +42,7 @@ const DROP_RESPONSE: &[&str] = &["content-length", "transfer-encoding", "connect
 
 pub struct Gateway {
     state: Arc<ArcSwap<Snapshot>>,
+    overrides: Arc<OverrideStore>,
     connector: Connector,
     log: AccessLogger,
 }
@@ -72,8 +73,8 @@ struct Req {
 }
 
 impl Gateway {
-    pub fn new(state: Arc<ArcSwap<Snapshot>>) -> Self {
-        Self { state, connector: Connector::new(None), log: AccessLogger::default() }
+    pub fn new(state: Arc<ArcSwap<Snapshot>>, overrides: Arc<OverrideStore>) -> Self {
+        Self { state, overrides, connector: Connector::new(None), log: AccessLogger::default() }
     }
 
     async fn handle(&self, session: &mut Session, snap: &Snapshot, r: &mut Req) -> Result<(), Stop> {
@@ -87,8 +88,6 @@ impl Gateway {
         r.dialect = incoming.dialect;
         r.rec.dialect = incoming.dialect.as_str();
         r.rec.api = incoming.api.as_str();
-        r.rec.app = header(head, "x-modelgate-app").unwrap_or("default").to_string();
-        r.rec.task = header(head, "x-modelgate-task").map(str::to_string);
         let is_post = head.method == http::Method::POST;
 
         let body = read_body(session, snap.max_body_bytes).await?;
@@ -98,15 +97,33 @@ impl Gateway {
         let requested = json.as_ref().map(|j| j.model()).transpose()?.flatten();
         r.rec.requested_model = requested.clone();
         r.rec.stream = json.as_ref().is_some_and(|j| j.stream());
-        let facts = RequestFacts { dialect: incoming.dialect, model: requested.as_deref(), app: &r.rec.app, task: r.rec.task.as_deref() };
-        let plan = policy::plan(snap, &facts).ok_or_else(|| {
-            GatewayError::new(502, ErrorKind::Upstream, "no_provider", format!(
-                "no {d} provider is configured; add a provider with `kind: {d}` to the config",
-                d = incoming.dialect
-            ))
-        })?;
-        r.route = plan.route_label().to_string();
+        let overrides = self.overrides.load();
+        let head = session.req_header();
+        let decision = {
+            let facts = policy::classify(snap, incoming.dialect, incoming.api, head.uri.path(), &head.headers, json.as_ref(), body.len(), requested.as_deref())?;
+            r.rec.app = facts.app.clone();
+            r.rec.task = facts.task.clone();
+            if json.is_some() {
+                r.rec.complexity = Some(facts.complexity.value);
+            }
+            let d = policy::decide(snap, &overrides, &facts, None);
+            r.rec.est_input_tokens = facts.tokens_if_counted().map(|t| t.count);
+            d?
+        };
+        r.route = decision.route_label().to_string();
         r.rec.route = r.route.clone();
+        r.rec.mode = decision.mode.as_str();
+        r.rec.arm = decision.arm.map(str::to_string);
+        r.rec.shadow_model = decision.shadow.clone();
+        if let Some(arm) = decision.arm {
+            metrics::split_arm(&r.route, arm);
+        }
+        if let Some(would) = &decision.shadow {
+            metrics::shadow_decision(&r.route, would);
+        }
+        // Shadow mode forwards the body byte for byte.
+        let pristine = decision.shadow.is_some();
+        let plan = decision;
 
         let mut tried: Vec<String> = Vec::new();
         let mut last_error: Option<GatewayError> = None;
@@ -142,7 +159,7 @@ impl Gateway {
                             j.set_model(&m.id);
                         }
                     }
-                    if r.rec.stream && provider.kind == Dialect::OpenAi && matches!(incoming.api, Api::ChatCompletions | Api::Completions) {
+                    if !pristine && r.rec.stream && provider.kind == Dialect::OpenAi && matches!(incoming.api, Api::ChatCompletions | Api::Completions) {
                         drop_usage_only = j.ensure_stream_usage();
                     }
                     j.to_bytes()
@@ -299,6 +316,15 @@ impl Gateway {
             resp.insert_header("x-modelgate-provider", p.name.as_str()).map_err(internal)?;
         }
         resp.insert_header("x-modelgate-route", r.route.as_str()).map_err(internal)?;
+        if let Some(arm) = &r.rec.arm {
+            resp.insert_header("x-modelgate-arm", arm.as_str()).map_err(internal)?;
+        }
+        if let Some(would) = &r.rec.shadow_model {
+            resp.insert_header("x-modelgate-shadow-model", would.as_str()).map_err(internal)?;
+        }
+        if let Some(c) = r.rec.complexity {
+            resp.insert_header("x-modelgate-complexity", c.to_string()).map_err(internal)?;
+        }
         resp.insert_header("x-modelgate-attempts", r.rec.attempts.to_string()).map_err(internal)?;
         Ok(())
     }
@@ -372,10 +398,6 @@ impl ProxyHttp for Gateway {
         self.account(&snap, &mut r, started);
         Ok(true)
     }
-}
-
-fn header<'a>(h: &'a RequestHeader, name: &str) -> Option<&'a str> {
-    h.headers.get(name).and_then(|v| v.to_str().ok()).map(str::trim).filter(|v| !v.is_empty())
 }
 
 fn internal(e: Box<pingora::Error>) -> Stop {

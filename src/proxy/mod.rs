@@ -1,6 +1,4 @@
 //! Listeners that accept client traffic. `gateway` is the base-URL mode:
-//! Pingora's `ProxyHttp` answering every request itself; `body` is the
-//! request-body view that rewrites only what it must.
+//! Pingora's `ProxyHttp` answering every request itself.
 
-mod body;
 pub mod gateway;

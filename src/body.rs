@@ -40,6 +40,16 @@ impl JsonBody {
         }
     }
 
+    /// The raw text of a top-level field.
+    pub fn field(&self, key: &str) -> Option<&RawValue> {
+        self.fields.get(key).map(|v| &**v)
+    }
+
+    /// Whether the body was rewritten.
+    pub fn changed(&self) -> bool {
+        self.changed
+    }
+
     /// `stream: true`.
     pub fn stream(&self) -> bool {
         self.fields.get("stream").is_some_and(|v| v.get().trim() == "true")

@@ -1,0 +1,402 @@
+//! Classification: what routing knows about a request (app, task,
+//! complexity, size, client controls), computed once per request.
+//!
+//! Cheap by construction: the body's top-level fields are already split
+//! (`JsonBody`); messages are read as borrowed slices and only the last user
+//! message's text is decoded. Input tokens are counted lazily, only when a
+//! route or the context guard needs them (see `tokens`).
+
+use std::borrow::Cow;
+use std::cell::OnceCell;
+
+use http::HeaderMap;
+use serde::Deserialize;
+use serde_json::value::RawValue;
+use sha2::{Digest, Sha256};
+
+use super::tokens::{self, Tokens};
+use crate::body::JsonBody;
+use crate::config::{Complexity, KeywordMatch, Mode, Snapshot};
+use crate::dialect::{Api, Dialect, ErrorKind, GatewayError};
+
+/// Where a classification value came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Source {
+    Header,
+    ApiKey,
+    /// Index into `routing.tasks`.
+    Rule(usize),
+    Default,
+}
+
+impl Source {
+    pub fn describe(self) -> String {
+        match self {
+            Source::Header => "header".into(),
+            Source::ApiKey => "API key (routing.app_keys)".into(),
+            Source::Rule(i) => format!("routing.tasks[{i}]"),
+            Source::Default => "default".into(),
+        }
+    }
+}
+
+/// The complexity score with what produced it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Score {
+    pub value: u8,
+    pub base: u8,
+    /// (group, keyword) of `routing.complexity.keywords` that set the base.
+    pub keyword: Option<(usize, usize)>,
+    pub messages: usize,
+    pub question_marks: usize,
+    pub chars: usize,
+}
+
+/// Requests a client makes through `x-modelgate-*` headers.
+#[derive(Debug, Clone, Default)]
+pub struct Controls {
+    pub model: Option<String>,
+    pub tier_max: bool,
+    pub mode: Option<Mode>,
+}
+
+pub struct Facts<'a> {
+    pub dialect: Dialect,
+    pub api: Api,
+    pub path: &'a str,
+    pub headers: &'a HeaderMap,
+    /// The body's `model`.
+    pub model: Option<&'a str>,
+    pub app: String,
+    pub app_source: Source,
+    pub task: Option<String>,
+    pub task_source: Source,
+    pub complexity: Score,
+    pub stream: bool,
+    pub tools: bool,
+    pub response_format: bool,
+    /// The end user: `user`, `safety_identifier` or `metadata.user_id`.
+    pub user: Option<String>,
+    /// The output budget the client asked for.
+    pub max_tokens: Option<u64>,
+    pub controls: Controls,
+    body: Option<&'a JsonBody>,
+    body_len: usize,
+    tokens_model: Option<&'a str>,
+    tokens: OnceCell<Tokens>,
+}
+
+impl Facts<'_> {
+    /// An upper bound on the input tokens that costs nothing: a token is at
+    /// least one byte of the body.
+    pub fn tokens_upper_bound(&self) -> u64 {
+        self.body_len as u64
+    }
+
+    /// The estimated input tokens (counted on first use).
+    pub fn tokens(&self) -> Tokens {
+        *self.tokens.get_or_init(|| match self.body {
+            Some(b) => tokens::estimate(b, self.api, self.tokens_model),
+            None => Tokens { count: 0, exact: true },
+        })
+    }
+
+    /// The estimate if it was computed.
+    pub fn tokens_if_counted(&self) -> Option<Tokens> {
+        self.tokens.get().copied()
+    }
+
+    pub fn header(&self, name: &str) -> Option<&str> {
+        header(self.headers, name)
+    }
+}
+
+fn header<'h>(h: &'h HeaderMap, name: &str) -> Option<&'h str> {
+    h.get(name).and_then(|v| v.to_str().ok()).map(str::trim).filter(|v| !v.is_empty())
+}
+
+fn bad_header(name: &str, msg: String) -> GatewayError {
+    GatewayError::new(400, ErrorKind::InvalidRequest, "invalid_modelgate_header", format!("{name}: {msg}"))
+}
+
+/// The request's classification. `body` is the parsed JSON of a model call
+/// (`None` for other requests); `body_len` its size in bytes.
+pub fn classify<'a>(
+    snap: &'a Snapshot,
+    dialect: Dialect,
+    api: Api,
+    path: &'a str,
+    headers: &'a HeaderMap,
+    body: Option<&'a JsonBody>,
+    body_len: usize,
+    model: Option<&'a str>,
+) -> Result<Facts<'a>, GatewayError> {
+    let routing = &snap.routing;
+    let controls = Controls {
+        model: header(headers, "x-modelgate-model").map(str::to_string),
+        tier_max: match header(headers, "x-modelgate-tier") {
+            None => false,
+            Some(v) if v.eq_ignore_ascii_case("max") => true,
+            Some(v) => return Err(bad_header("x-modelgate-tier", format!("`{v}` is not a tier request; send `max` to escalate to the route's strongest model"))),
+        },
+        mode: match header(headers, "x-modelgate-mode") {
+            None => None,
+            Some(v) => Some(Mode::parse(v).ok_or_else(|| bad_header("x-modelgate-mode", format!("unknown routing mode `{v}`; expected one of: {}", Mode::names())))?),
+        },
+    };
+
+    let (app, app_source) = if let Some(a) = header(headers, "x-modelgate-app") {
+        (a.to_string(), Source::Header)
+    } else if let Some(a) = app_from_key(headers, routing) {
+        (a, Source::ApiKey)
+    } else {
+        ("default".to_string(), Source::Default)
+    };
+
+    let prompt = body.map(|b| Prompt::read(b, api, dialect, !routing.tasks.is_empty())).unwrap_or_default();
+    let tools = body.and_then(|b| b.field("tools")).is_some_and(|t| !matches!(t.get().trim(), "null" | "[]"));
+    let response_format = body.is_some_and(has_response_format);
+
+    let (task, task_source) = if let Some(t) = header(headers, "x-modelgate-task") {
+        (Some(t.to_string()), Source::Header)
+    } else {
+        let lower = prompt.system.to_lowercase();
+        let hit = routing.tasks.iter().position(|r| {
+            r.path.as_ref().is_none_or(|g| g.matches(path))
+                && r.model.as_ref().is_none_or(|g| model.is_some_and(|m| g.matches(m)))
+                && r.system_contains.as_ref().is_none_or(|s| lower.contains(s.as_str()))
+                && r.system_regex.as_ref().is_none_or(|re| re.is_match(&prompt.system))
+                && r.tools.is_none_or(|t| t == tools)
+                && r.response_format.is_none_or(|f| f == response_format)
+        });
+        match hit {
+            Some(i) => (Some(routing.tasks[i].task.clone()), Source::Rule(i)),
+            None => (None, Source::Default),
+        }
+    };
+
+    let complexity = score(&routing.complexity, &prompt.last_user, prompt.messages);
+    let field_str = |k: &str| body.and_then(|b| b.field(k)).and_then(|v| serde_json::from_str::<String>(v.get()).ok());
+    let user = field_str("user").or_else(|| field_str("safety_identifier")).or_else(|| {
+        #[derive(Deserialize)]
+        struct Meta {
+            user_id: Option<String>,
+        }
+        body.and_then(|b| b.field("metadata")).and_then(|m| serde_json::from_str::<Meta>(m.get()).ok()).and_then(|m| m.user_id)
+    });
+    let max_tokens = ["max_completion_tokens", "max_tokens", "max_output_tokens"]
+        .iter()
+        .find_map(|k| body.and_then(|b| b.field(k)).and_then(|v| v.get().trim().parse::<u64>().ok()));
+    // Count with the tokenizer of the model the request names (its upstream id
+    // when it is a configured model).
+    let tokens_model = model.map(|m| snap.models.get(m).map(|c| c.id.as_str()).unwrap_or(m));
+
+    Ok(Facts {
+        dialect,
+        api,
+        path,
+        headers,
+        model,
+        app,
+        app_source,
+        task,
+        task_source,
+        complexity,
+        stream: body.is_some_and(JsonBody::stream),
+        tools,
+        response_format,
+        user,
+        max_tokens,
+        controls,
+        body,
+        body_len,
+        tokens_model,
+        tokens: OnceCell::new(),
+    })
+}
+
+/// The hex SHA-256 of the client's API key, if it is mapped to an app.
+fn app_from_key(headers: &HeaderMap, routing: &crate::config::Routing) -> Option<String> {
+    if routing.app_keys.is_empty() {
+        return None;
+    }
+    let key = header(headers, "authorization")
+        .and_then(|v| v.strip_prefix("Bearer ").or_else(|| v.strip_prefix("bearer ")))
+        .or_else(|| header(headers, "x-api-key"))
+        .or_else(|| header(headers, "x-goog-api-key"))?;
+    routing.app_keys.get(&key_hash(key.trim())).cloned()
+}
+
+/// How an API key is named in `routing.app_keys`: lowercase hex SHA-256.
+pub fn key_hash(key: &str) -> String {
+    hex::encode(Sha256::digest(key.as_bytes()))
+}
+
+fn has_response_format(b: &JsonBody) -> bool {
+    if b.field("response_format").is_some_and(|v| v.get().trim() != "null") {
+        return true;
+    }
+    // Responses API: text.format of a type other than plain text.
+    #[derive(Deserialize)]
+    struct Text<'a> {
+        #[serde(borrow)]
+        format: Option<Format<'a>>,
+    }
+    #[derive(Deserialize)]
+    struct Format<'a> {
+        #[serde(borrow, rename = "type")]
+        kind: Option<Cow<'a, str>>,
+    }
+    b.field("text")
+        .and_then(|t| serde_json::from_str::<Text<'_>>(t.get()).ok())
+        .and_then(|t| t.format)
+        .is_some_and(|f| f.kind.as_deref().is_some_and(|k| k != "text"))
+}
+
+/// One message, with its content left as raw JSON.
+#[derive(Deserialize)]
+pub(super) struct Msg<'a> {
+    #[serde(borrow, default)]
+    pub role: Option<Cow<'a, str>>,
+    #[serde(borrow, default)]
+    pub content: Option<&'a RawValue>,
+}
+
+#[derive(Deserialize)]
+struct Part<'a> {
+    #[serde(borrow, default)]
+    text: Option<Cow<'a, str>>,
+}
+
+/// The text of a message content: a string, or the `text` of its parts.
+fn text_of(raw: &RawValue) -> String {
+    let s = raw.get().trim_start();
+    if s.starts_with('"') {
+        serde_json::from_str::<String>(s).unwrap_or_default()
+    } else if s.starts_with('[') {
+        let parts: Vec<Part<'_>> = serde_json::from_str(s).unwrap_or_default();
+        let texts: Vec<&str> = parts.iter().filter_map(|p| p.text.as_deref()).collect();
+        texts.join("\n")
+    } else {
+        String::new()
+    }
+}
+
+fn is_system(role: Option<&str>) -> bool {
+    matches!(role, Some("system" | "developer"))
+}
+
+/// What the scorer and task rules read from the prompt.
+#[derive(Default)]
+struct Prompt {
+    last_user: String,
+    /// Conversation messages, system prompts not counted.
+    messages: usize,
+    system: String,
+}
+
+impl Prompt {
+    fn read(b: &JsonBody, api: Api, dialect: Dialect, want_system: bool) -> Prompt {
+        let mut p = Prompt::default();
+        let list_field = match api {
+            Api::ChatCompletions | Api::Messages => "messages",
+            Api::Responses => "input",
+            Api::Completions => "prompt",
+            Api::Embeddings => "input",
+            Api::Other => return p,
+        };
+        let Some(raw) = b.field(list_field) else { return p };
+        if raw.get().trim_start().starts_with('"') {
+            p.last_user = text_of(raw);
+            p.messages = 1;
+        } else if matches!(api, Api::ChatCompletions | Api::Messages | Api::Responses) {
+            let msgs: Vec<Msg<'_>> = serde_json::from_str(raw.get()).unwrap_or_default();
+            p.messages = msgs.iter().filter(|m| !is_system(m.role.as_deref())).count();
+            // The last user message with text (tool results carry none).
+            p.last_user = msgs
+                .iter()
+                .rev()
+                .filter(|m| m.role.as_deref() == Some("user"))
+                .filter_map(|m| m.content.map(text_of))
+                .find(|t| !t.is_empty())
+                .unwrap_or_default();
+            if want_system {
+                let texts: Vec<String> = msgs.iter().filter(|m| is_system(m.role.as_deref())).filter_map(|m| m.content.map(text_of)).collect();
+                p.system = texts.join("\n");
+            }
+        }
+        if want_system {
+            let extra = match (dialect, api) {
+                (Dialect::Anthropic, _) => b.field("system"),
+                (_, Api::Responses) => b.field("instructions"),
+                _ => None,
+            };
+            if let Some(s) = extra {
+                let t = text_of(s);
+                if !t.is_empty() {
+                    p.system = if p.system.is_empty() { t } else { format!("{t}\n{}", p.system) };
+                }
+            }
+        }
+        p
+    }
+}
+
+/// The complexity score of a message (the seed's heuristic by default):
+/// the first keyword group found sets the base, then bumps for a long
+/// conversation, several questions and a long message; capped at 10.
+pub fn score(rules: &Complexity, message: &str, messages: usize) -> Score {
+    let lower = message.to_lowercase();
+    let words: Vec<&str> = match rules.keyword_match {
+        KeywordMatch::Word => lower.split(|c: char| !c.is_alphanumeric() && c != '\'').filter(|w| !w.is_empty()).collect(),
+        KeywordMatch::Substring => Vec::new(),
+    };
+    let found = |kw: &str| match rules.keyword_match {
+        KeywordMatch::Substring => lower.contains(kw),
+        KeywordMatch::Word => words.contains(&kw),
+    };
+    let keyword = rules.groups.iter().enumerate().find_map(|(g, (_, kws))| kws.iter().position(|k| found(k)).map(|k| (g, k)));
+    let base = keyword.map(|(g, _)| rules.groups[g].0).unwrap_or(rules.default_score);
+    let question_marks = message.matches('?').count();
+    let chars = message.chars().count();
+    let mut value = base;
+    for (measured, bump) in [(messages, rules.long_conversation), (question_marks, rules.many_questions), (chars, rules.long_message)] {
+        if measured as u64 > bump.over {
+            value = value.saturating_add(bump.add).min(10);
+        }
+    }
+    Score { value: value.min(10), base, keyword, messages, question_marks, chars }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn s(msg: &str, messages: usize) -> u8 {
+        score(&Complexity::default(), msg, messages).value
+    }
+
+    #[test]
+    fn the_seeds_examples_score_as_the_seed_says() {
+        assert_eq!(s("add task to call john", 1), 2);
+        assert_eq!(s("show urgent Avenue tasks due this week", 1), 4);
+        assert_eq!(s("analyze my productivity patterns", 1), 9);
+        assert_eq!(s("hello there", 1), 5);
+        // Long conversation (+2), several questions (+2), long message (+1).
+        assert_eq!(s("add task to call john", 11), 4);
+        assert_eq!(s("what is due? and when?", 1), 6);
+        let long = format!("show {}", "x".repeat(200));
+        assert_eq!(s(&long, 1), 5);
+        assert_eq!(s("why? how? really?", 12), 10, "capped at 10");
+    }
+
+    #[test]
+    fn first_matching_group_wins_and_word_mode_avoids_substrings() {
+        // "explain what ..." hits the retrieval group first, as in the seed.
+        assert_eq!(s("explain what happened", 1), 4);
+        let word = Complexity { keyword_match: KeywordMatch::Word, ..Complexity::default() };
+        assert_eq!(score(&Complexity::default(), "my address book", 1).base, 2, "substring: `add` in `address`");
+        assert_eq!(score(&word, "my address book", 1).base, 5);
+        assert_eq!(score(&word, "add milk", 1).keyword, Some((0, 0)));
+    }
+}
