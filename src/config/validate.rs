@@ -358,12 +358,19 @@ fn model_of(
 
 fn check_model_list(cx: &mut Ctx, path: &str, list: &[String], model_names: &[String], this: Option<&str>) {
     for (i, m) in list.iter().enumerate() {
-        if !model_names.contains(m) {
-            cx.err(format!("{path}[{i}]"), format!("unknown model `{m}`; defined models: {}", model_names.join(", ")));
-        } else if Some(m.as_str()) == this {
+        if check_model(cx, &format!("{path}[{i}]"), m, model_names) && Some(m.as_str()) == this {
             cx.err(format!("{path}[{i}]"), format!("model `{m}` cannot fall back to itself"));
         }
     }
+}
+
+/// Whether `m` names a defined model (an error at `path` if not).
+fn check_model(cx: &mut Ctx, path: &str, m: &str, model_names: &[String]) -> bool {
+    let known = model_names.iter().any(|n| n == m);
+    if !known {
+        cx.err(path, format!("unknown model `{m}`; defined models: {}", model_names.join(", ")));
+    }
+    known
 }
 
 fn capabilities_of(cx: &mut Ctx, path: &str, names: &[String]) -> Vec<Capability> {

@@ -83,7 +83,8 @@ pub struct Facts<'a> {
     body: Option<&'a JsonBody>,
     body_len: usize,
     tokens_model: Option<&'a str>,
-    tokens: OnceCell<Tokens>,
+    /// Raw counts per BPE family, made on first use.
+    counts: [OnceCell<u64>; 2],
 }
 
 impl Facts<'_> {
@@ -93,17 +94,23 @@ impl Facts<'_> {
         self.body_len as u64
     }
 
-    /// The estimated input tokens (counted on first use).
+    /// The estimated input tokens for the requested model.
     pub fn tokens(&self) -> Tokens {
-        *self.tokens.get_or_init(|| match self.body {
-            Some(b) => tokens::estimate(b, self.api, self.tokens_model),
-            None => Tokens { count: 0, exact: true },
-        })
+        self.tokens_for(self.tokens_model)
     }
 
-    /// The estimate if it was computed.
+    /// The estimated input tokens for a model (upstream id): its own
+    /// tokenizer, or the o200k count with a margin.
+    pub fn tokens_for(&self, model: Option<&str>) -> Tokens {
+        let (family, exact) = tokens::family(model);
+        let n = *self.counts[family as usize].get_or_init(|| self.body.map(|b| tokens::count(b, self.api, family)).unwrap_or(0));
+        tokens::scaled(n, exact)
+    }
+
+    /// The requested model's estimate, if routing needed a count.
     pub fn tokens_if_counted(&self) -> Option<Tokens> {
-        self.tokens.get().copied()
+        let (family, exact) = tokens::family(self.tokens_model);
+        self.counts[family as usize].get().map(|n| tokens::scaled(*n, exact))
     }
 
     pub fn header(&self, name: &str) -> Option<&str> {
@@ -211,7 +218,7 @@ pub fn classify<'a>(
         body,
         body_len,
         tokens_model,
-        tokens: OnceCell::new(),
+        counts: [OnceCell::new(), OnceCell::new()],
     })
 }
 

@@ -228,7 +228,7 @@ fn fit(snap: &Snapshot, m: &Model, f: &Facts<'_>, mode: Mode) -> Result<(), Unfi
         let out = f.max_tokens.unwrap_or(0);
         // Count tokens only when the free upper bound does not settle it.
         if f.tokens_upper_bound().saturating_add(out) > context {
-            let need = f.tokens().count.saturating_add(out);
+            let need = f.tokens_for(Some(&m.id)).count.saturating_add(out);
             if need > context {
                 return Err(Unfit::Context { need, context });
             }

@@ -7,6 +7,9 @@
 //!   tokenizers produce more tokens than o200k for the same text; the 20 %
 //!   margin keeps the context guard on the safe side.
 //!
+//! A request is counted once per BPE family it needs (usually once), and
+//! each candidate model's context check uses its own family and margin.
+//!
 //! Counted: the text of every message and system prompt, tool definitions
 //! (as their JSON text), 4 tokens per message plus 3 for the reply primer,
 //! and 1,000 tokens per image. Base64 image data is never tokenized.
@@ -30,12 +33,33 @@ pub struct Tokens {
     pub exact: bool,
 }
 
-fn bpe(t: Tokenizer) -> Option<&'static CoreBPE> {
-    match t {
-        Tokenizer::Cl100kBase => Some(tiktoken_rs::cl100k_base_singleton()),
-        Tokenizer::O200kBase | Tokenizer::O200kHarmony => Some(tiktoken_rs::o200k_base_singleton()),
-        _ => None,
+/// The BPE a count is made with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Family {
+    O200k = 0,
+    Cl100k = 1,
+}
+
+/// The tokenizer family for a model id, and whether it is that model's own
+/// tokenizer (else the count is approximated from o200k).
+pub fn family(model: Option<&str>) -> (Family, bool) {
+    match model.and_then(get_tokenizer) {
+        Some(Tokenizer::O200kBase | Tokenizer::O200kHarmony) => (Family::O200k, true),
+        Some(Tokenizer::Cl100kBase) => (Family::Cl100k, true),
+        _ => (Family::O200k, false),
     }
+}
+
+fn bpe(f: Family) -> &'static CoreBPE {
+    match f {
+        Family::O200k => tiktoken_rs::o200k_base_singleton(),
+        Family::Cl100k => tiktoken_rs::cl100k_base_singleton(),
+    }
+}
+
+/// Scale a raw count for the model: exact, or with the safety margin.
+pub fn scaled(count: u64, exact: bool) -> Tokens {
+    Tokens { count: if exact { count } else { (count as f64 * OTHER_MODEL_FACTOR).ceil() as u64 }, exact }
 }
 
 /// Load the tokenizers now rather than on the first request that needs them.
@@ -67,8 +91,9 @@ fn collect(v: &Value, out: &mut String) -> u64 {
     }
 }
 
-/// Estimate the input tokens of a request body for `model` (upstream id).
-pub fn estimate(body: &JsonBody, api: Api, model: Option<&str>) -> Tokens {
+/// Count the input tokens of a request body with `family`'s BPE (text,
+/// framing and images; no margin).
+pub fn count(body: &JsonBody, api: Api, family: Family) -> u64 {
     let mut text = String::new();
     let mut images = 0;
     let mut messages = 0u64;
@@ -92,14 +117,8 @@ pub fn estimate(body: &JsonBody, api: Api, model: Option<&str>) -> Tokens {
     if let Some(tools) = body.field("tools") {
         text.push_str(tools.get());
     }
-    let (bpe, exact) = match model.and_then(get_tokenizer).and_then(bpe) {
-        Some(b) => (b, true),
-        None => (tiktoken_rs::o200k_base_singleton(), false),
-    };
-    let counted = bpe.count_ordinary(&text) as u64;
-    let text_tokens = if exact { counted } else { (counted as f64 * OTHER_MODEL_FACTOR).ceil() as u64 };
     let framing = if matches!(api, Api::ChatCompletions | Api::Messages | Api::Responses) { messages * PER_MESSAGE + PRIMER } else { 0 };
-    Tokens { count: text_tokens + framing + images * PER_IMAGE, exact }
+    bpe(family).count_ordinary(&text) as u64 + framing + images * PER_IMAGE
 }
 
 #[cfg(test)]
@@ -115,16 +134,18 @@ mod tests {
     fn openai_models_use_their_tokenizer_and_others_get_a_margin() {
         let b = body(r#"{"model":"gpt-4o","messages":[{"role":"user","content":"Hello world"}]}"#);
         // "Hello world\n" is 3 o200k tokens; 1 message → 4 + 3 framing.
-        let t = estimate(&b, Api::ChatCompletions, Some("gpt-4o"));
-        assert_eq!(t, Tokens { count: 3 + 4 + 3, exact: true });
-        let t = estimate(&b, Api::ChatCompletions, Some("claude-3-5-haiku-20241022"));
-        assert_eq!(t, Tokens { count: 4 + 4 + 3, exact: false });
+        let n = count(&b, Api::ChatCompletions, Family::O200k);
+        assert_eq!(n, 3 + 4 + 3);
+        assert_eq!(family(Some("gpt-4o")), (Family::O200k, true));
+        assert_eq!(family(Some("gpt-4")), (Family::Cl100k, true));
+        assert_eq!(family(Some("claude-3-5-haiku-20241022")), (Family::O200k, false));
+        assert_eq!(scaled(n, false), Tokens { count: 12, exact: false });
     }
 
     #[test]
     fn images_count_flat_and_base64_is_not_tokenized() {
         let b = body(r#"{"messages":[{"role":"user","content":[{"type":"text","text":"hi"},{"type":"image_url","image_url":{"url":"data:image/png;base64,AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA"}}]}]}"#);
-        let t = estimate(&b, Api::ChatCompletions, Some("gpt-4o"));
-        assert!(t.count > 1_000 && t.count < 1_020, "{t:?}");
+        let n = count(&b, Api::ChatCompletions, Family::O200k);
+        assert!(n > 1_000 && n < 1_020, "{n}");
     }
 }

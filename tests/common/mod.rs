@@ -65,6 +65,17 @@ pub struct Modelgate {
     pub config: PathBuf,
     pub gateway: String,
     pub admin: String,
+    env: Vec<(String, String)>,
+}
+
+fn spawn(config: &Path, dir: &Path, env: &[(&str, &str)]) -> Child {
+    let stderr = std::fs::OpenOptions::new().create(true).append(true).open(dir.join("stderr.log")).unwrap();
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_modelgate"));
+    cmd.args(["run", "-c"]).arg(config).stdout(Stdio::null()).stderr(stderr).env("MODELGATE_LOG", "info");
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    cmd.spawn().expect("spawn modelgate")
 }
 
 impl Modelgate {
@@ -94,28 +105,36 @@ impl Modelgate {
         );
         let config = dir.path().join("modelgate.yaml");
         std::fs::write(&config, text).unwrap();
-        let stderr = std::fs::File::create(dir.path().join("stderr.log")).unwrap();
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_modelgate"));
-        cmd.args(["run", "-c"]).arg(&config).stdout(Stdio::null()).stderr(stderr).env("MODELGATE_LOG", "info");
-        for (k, v) in env {
-            cmd.env(k, v);
-        }
-        let child = cmd.spawn().expect("spawn modelgate");
-        let mut mg = Modelgate { child, dir, config, gateway: format!("http://127.0.0.1:{g}"), admin: format!("http://127.0.0.1:{a}") };
+        let child = spawn(&config, dir.path(), env);
+        let mut mg = Modelgate { child, dir, config, gateway: format!("http://127.0.0.1:{g}"), admin: format!("http://127.0.0.1:{a}"), env: env.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect() };
+        mg.wait_ready().then_some(mg)
+    }
+
+    fn wait_ready(&mut self) -> bool {
         let deadline = Instant::now() + Duration::from_secs(20);
         while Instant::now() < deadline {
-            if let Ok(Some(_)) = mg.child.try_wait() {
-                eprintln!("modelgate exited early:\n{}", mg.stderr());
-                return None;
+            if let Ok(Some(_)) = self.child.try_wait() {
+                eprintln!("modelgate exited early:\n{}", self.stderr());
+                return false;
             }
-            let ready = std::net::TcpStream::connect(&mg.gateway[7..]).is_ok() && http_get(&format!("{}/readyz", mg.admin)).is_some_and(|(s, _)| s == 200);
+            let ready = std::net::TcpStream::connect(&self.gateway[7..]).is_ok() && http_get(&format!("{}/readyz", self.admin)).is_some_and(|(s, _)| s == 200);
             if ready {
-                return Some(mg);
+                return true;
             }
             std::thread::sleep(Duration::from_millis(50));
         }
-        eprintln!("modelgate not ready in time:\n{}", mg.stderr());
-        None
+        eprintln!("modelgate not ready in time:\n{}", self.stderr());
+        false
+    }
+
+    /// Stop the process and start it again on the same config, ports and
+    /// state directory.
+    pub fn restart(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let env: Vec<(&str, &str)> = self.env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+        self.child = spawn(&self.config, self.dir.path(), &env);
+        assert!(self.wait_ready(), "modelgate did not come back after a restart");
     }
 
     pub fn stderr(&self) -> String {

@@ -6,7 +6,7 @@ use indexmap::IndexMap;
 use wildmatch::WildMatch;
 
 use super::super::raw::{RawBump, RawComplexity, RawMatch, RawRange, RawRoute, RawRouting, RawSelect};
-use super::{capabilities_of, check_model_list, Ctx};
+use super::{capabilities_of, check_model, check_model_list, Ctx};
 use crate::config::*;
 use crate::dialect::Dialect;
 
@@ -122,7 +122,7 @@ pub(super) fn route_of(
         return None;
     }
     let target = if let Some(t) = raw.target {
-        check_model_list(cx, &format!("{path}.target"), std::slice::from_ref(&t), model_names, None);
+        check_model(cx, &format!("{path}.target"), &t, model_names);
         Target::Model(t)
     } else if let Some(tiers) = raw.tiers {
         let tpath = format!("{path}.tiers");
@@ -131,7 +131,7 @@ pub(super) fn route_of(
         }
         let mut prev: Option<u8> = None;
         for (i, t) in tiers.iter().enumerate() {
-            check_model_list(cx, &format!("{tpath}[{i}].model"), std::slice::from_ref(&t.model), model_names, None);
+            check_model(cx, &format!("{tpath}[{i}].model"), &t.model, model_names);
             if t.max_complexity > 10 {
                 cx.err(format!("{tpath}[{i}].max_complexity"), "complexity scores run from 0 to 10");
             }
@@ -161,7 +161,7 @@ pub(super) fn route_of(
         }
         let mut out: Vec<Arm> = Vec::new();
         for (i, a) in arms.into_iter().enumerate() {
-            check_model_list(cx, &format!("{spath}[{i}].model"), std::slice::from_ref(&a.model), model_names, None);
+            check_model(cx, &format!("{spath}[{i}].model"), &a.model, model_names);
             if !(a.weight.is_finite() && a.weight >= 0.0) {
                 cx.err(format!("{spath}[{i}].weight"), format!("must be a number ≥ 0, got {}", a.weight));
             }
