@@ -41,3 +41,52 @@ async fn official_sdks_work_through_modelgate() {
     assert!(models.iter().all(|m| m == "gpt-4o-mini" || m == "claude-haiku-4-5-20251001"), "{models:?}");
     assert!(mock.requests().iter().any(|r| r.headers.get("user-agent").is_some_and(|ua| ua.to_str().unwrap_or("").starts_with("Anthropic/Python"))));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn official_sdks_see_routing_decisions() {
+    let mock = Mock::start().await;
+    let local = Mock::start().await;
+    let conf = format!(
+        r#"
+providers:
+  openai: {{ kind: openai, base_url: "{m}/v1" }}
+  anthropic: {{ kind: anthropic, base_url: "{m}" }}
+  ollama: {{ kind: openai, base_url: "{l}/v1", local: true }}
+models:
+  gpt-4o-mini: {{ provider: openai, input_usd_per_mtok: 0.15, output_usd_per_mtok: 0.6, quality: 2 }}
+  mid: {{ provider: openai, input_usd_per_mtok: 0.8, output_usd_per_mtok: 4, quality: 3 }}
+  gpt-4o: {{ provider: openai, input_usd_per_mtok: 2.5, output_usd_per_mtok: 10, quality: 4 }}
+  claude-haiku: {{ provider: anthropic, input_usd_per_mtok: 1, output_usd_per_mtok: 5 }}
+  llama: {{ provider: ollama, input_usd_per_mtok: 0, output_usd_per_mtok: 0, context_tokens: 4096, quality: 1 }}
+routes:
+  - {{ name: hr, match: {{ app: hr }}, target: gpt-4o-mini, fallbacks: [llama], mode: local-only }}
+  - name: by-complexity
+    match: {{ model: "gpt-4o*" }}
+    tiers:
+      - {{ max_complexity: 3, model: gpt-4o-mini }}
+      - {{ max_complexity: 7, model: mid }}
+      - {{ max_complexity: 10, model: gpt-4o }}
+  - {{ name: hr-claude, match: {{ app: hr, dialect: anthropic }}, target: claude-haiku, mode: local-only }}
+routing:
+  client_models: ["gpt-4o"]
+"#,
+        m = mock.url(),
+        l = local.url()
+    );
+    let mg = Modelgate::start(&conf);
+    let out = tokio::process::Command::new(python())
+        .arg(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/sdk/sdk_routing.py"))
+        .env("MG_GATEWAY", &mg.gateway)
+        .env_remove("OPENAI_BASE_URL")
+        .env_remove("ANTHROPIC_BASE_URL")
+        .output()
+        .await
+        .expect("run python");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    println!("{stdout}");
+    assert!(out.status.success(), "SDK routing checks failed:\n{stdout}\n{}\nmodelgate stderr:\n{}", String::from_utf8_lossy(&out.stderr), mg.stderr());
+    assert!(stdout.contains("all SDK routing checks passed"));
+    // The local-only app's requests reached only the local provider.
+    assert_eq!(local.calls(), 1);
+    assert!(mock.requests().iter().all(|r| r.json()["messages"][0]["content"] != "summarise my leave policy"));
+}

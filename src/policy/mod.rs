@@ -431,6 +431,12 @@ impl<'s> Chain<'s> {
         Chain { attempts: Vec::new(), rejected: Vec::new(), seen: Vec::new() }
     }
 
+    /// Add `m`, already checked.
+    fn accept(&mut self, m: &'s Model) {
+        self.seen.push(&m.name);
+        self.attempts.push(Attempt { model: Some(m), provider: m.provider });
+    }
+
     /// Add `m` if it fits; returns whether it was added.
     fn offer(&mut self, snap: &Snapshot, m: &'s Model, f: &Facts<'_>, mode: Mode, role: &'static str, tr: &mut Tr<'_>) -> bool {
         if self.seen.contains(&m.name.as_str()) {
@@ -535,12 +541,18 @@ fn routed<'s>(
     };
     let mut chain = Chain::new();
     let mut head: Option<&Model> = None;
-    for m in &p.models {
-        if head.is_some() && !p.all {
-            break;
+    if p.all {
+        // A select's ranked candidates have passed every check already.
+        for m in &p.models {
+            chain.accept(m);
         }
-        if chain.offer(snap, m, f, mode, "target", tr) && head.is_none() {
-            head = Some(m);
+        head = p.models.first().copied();
+    } else {
+        for m in &p.models {
+            if chain.offer(snap, m, f, mode, "target", tr) {
+                head = Some(m);
+                break;
+            }
         }
     }
     chain.offer_names(snap, &route.fallbacks, f, mode, "route fallback", tr);

@@ -62,12 +62,6 @@ pub fn scaled(count: u64, exact: bool) -> Tokens {
     Tokens { count: if exact { count } else { (count as f64 * OTHER_MODEL_FACTOR).ceil() as u64 }, exact }
 }
 
-/// Load the tokenizers now rather than on the first request that needs them.
-pub fn warm_up() {
-    let _ = tiktoken_rs::o200k_base_singleton();
-    let _ = tiktoken_rs::cl100k_base_singleton();
-}
-
 /// Keys whose string values are ids, kinds or binary data, not prompt text.
 const SKIP_KEYS: &[&str] = &["type", "role", "id", "tool_call_id", "tool_use_id", "cache_control", "signature", "detail", "media_type"];
 const IMAGE_TYPES: &[&str] = &["image_url", "image", "input_image"];
