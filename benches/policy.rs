@@ -1,0 +1,90 @@
+//! The cost of routing one request, against the cost of parsing its body
+//! (the baseline every request pays anyway), in the same run.
+//!
+//! Run: `cargo bench --bench policy` (MG_BENCH_ITERS, default 200000).
+//! Prints ns per request for: body parse (baseline), classify, classify +
+//! decide on a tiers route, and on a select route, and the ratio of each to
+//! the baseline.
+
+use std::hint::black_box;
+use std::time::Instant;
+
+use bytes::Bytes;
+use modelgate::body::JsonBody;
+use modelgate::dialect::{classify_path, Api};
+use modelgate::policy::{classify, decide, Overrides};
+
+const CONF: &str = r#"
+providers:
+  openai: { kind: openai, base_url: "http://127.0.0.1:1/v1" }
+  ollama: { kind: openai, base_url: "http://127.0.0.1:3/v1", local: true }
+models:
+  gpt-4o: { provider: openai, input_usd_per_mtok: 2.5, output_usd_per_mtok: 10, context_tokens: 128000, quality: 4, fallbacks: [gpt-4o-mini] }
+  gpt-4o-mini: { provider: openai, input_usd_per_mtok: 0.15, output_usd_per_mtok: 0.6, context_tokens: 128000, quality: 2 }
+  mid: { provider: openai, input_usd_per_mtok: 0.8, output_usd_per_mtok: 4, context_tokens: 200000, quality: 3 }
+  llama: { provider: ollama, input_usd_per_mtok: 0, output_usd_per_mtok: 0, context_tokens: 8192, quality: 1 }
+routes:
+  - { name: planning, match: { task: planning }, target: gpt-4o }
+  - { name: billing, match: { app: "billing-*" }, target: gpt-4o-mini }
+  - { name: extraction, match: { task: extraction }, select: { candidates: [gpt-4o, gpt-4o-mini, mid, llama] } }
+  - name: by-complexity
+    match: { model: "gpt-4o*" }
+    tiers:
+      - { max_complexity: 3, model: gpt-4o-mini }
+      - { max_complexity: 7, model: mid }
+      - { max_complexity: 10, model: gpt-4o }
+"#;
+
+fn body() -> Bytes {
+    let mut msgs = vec![serde_json::json!({"role": "system", "content": "You are a helpful task assistant. Answer briefly."})];
+    for i in 0..6 {
+        msgs.push(serde_json::json!({"role": if i % 2 == 0 { "user" } else { "assistant" }, "content": "Sure, here is what I found in your task list for this week."}));
+    }
+    msgs.push(serde_json::json!({"role": "user", "content": "show urgent Avenue tasks due this week, sorted by due date please"}));
+    Bytes::from(serde_json::json!({"model": "gpt-4o", "temperature": 0.2, "messages": msgs}).to_string())
+}
+
+fn time(iters: u32, mut f: impl FnMut()) -> f64 {
+    for _ in 0..iters / 10 {
+        f();
+    }
+    let t = Instant::now();
+    for _ in 0..iters {
+        f();
+    }
+    t.elapsed().as_nanos() as f64 / f64::from(iters)
+}
+
+fn main() {
+    let iters: u32 = std::env::var("MG_BENCH_ITERS").ok().and_then(|v| v.parse().ok()).unwrap_or(200_000);
+    let snap = modelgate::config::load_str(CONF, &|_| None).expect("bench config");
+    let overrides = Overrides::new();
+    let raw = body();
+    let path = "/v1/chat/completions";
+    let inc = classify_path(path, None).expect("path");
+    let headers = http::HeaderMap::new();
+    let mut task_headers = http::HeaderMap::new();
+    task_headers.insert("x-modelgate-task", http::HeaderValue::from_static("extraction"));
+
+    let parse = time(iters, || {
+        black_box(JsonBody::parse(black_box(raw.clone())).ok());
+    });
+    let parsed = JsonBody::parse(raw.clone()).expect("body");
+    let model = parsed.model().ok().flatten();
+    let classify_only = time(iters, || {
+        black_box(classify(&snap, inc.dialect, Api::ChatCompletions, path, &headers, Some(&parsed), raw.len(), model.as_deref()).ok());
+    });
+    let tiers = time(iters, || {
+        let f = classify(&snap, inc.dialect, Api::ChatCompletions, path, &headers, Some(&parsed), raw.len(), model.as_deref()).expect("classify");
+        black_box(decide(&snap, &overrides, &f, None).ok().map(|d| d.attempts.len()));
+    });
+    let select = time(iters, || {
+        let f = classify(&snap, inc.dialect, Api::ChatCompletions, path, &task_headers, Some(&parsed), raw.len(), model.as_deref()).expect("classify");
+        black_box(decide(&snap, &overrides, &f, None).ok().map(|d| d.attempts.len()));
+    });
+    println!("policy benchmark: {iters} iterations, {} B body (8 messages)", raw.len());
+    println!("{:<34}{:>10}{:>8}", "step", "ns/req", "ratio");
+    for (name, ns) in [("body parse (baseline)", parse), ("classify", classify_only), ("classify + decide (tiers)", tiers), ("classify + decide (select, 4)", select)] {
+        println!("{name:<34}{ns:>10.0}{:>8.2}", ns / parse);
+    }
+}
