@@ -17,12 +17,10 @@ fn python() -> PathBuf {
     p
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn official_sdks_work_through_modelgate() {
-    let mock = Mock::start().await;
-    let mg = Modelgate::start(&format!("max_body_bytes: 2097152\n{}", config_for(&mock, MODELS)));
+/// Run `tests/sdk/<script>` against `mg`; fails the test if it fails.
+async fn run_script(script: &str, mg: &Modelgate) -> String {
     let out = tokio::process::Command::new(python())
-        .arg(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/sdk/sdk_e2e.py"))
+        .arg(format!("{}/tests/sdk/{script}", env!("CARGO_MANIFEST_DIR")))
         .env("MG_GATEWAY", &mg.gateway)
         .env("MG_ADMIN", &mg.admin)
         .env_remove("OPENAI_BASE_URL")
@@ -30,10 +28,17 @@ async fn official_sdks_work_through_modelgate() {
         .output()
         .await
         .expect("run python");
-    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
     println!("{stdout}");
-    assert!(out.status.success(), "SDK checks failed:\n{stdout}\n{}\nmodelgate stderr:\n{}", String::from_utf8_lossy(&out.stderr), mg.stderr());
-    assert!(stdout.contains("all SDK checks passed"));
+    assert!(out.status.success(), "{script} failed:\n{stdout}\n{}\nmodelgate stderr:\n{}", String::from_utf8_lossy(&out.stderr), mg.stderr());
+    stdout
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn official_sdks_work_through_modelgate() {
+    let mock = Mock::start().await;
+    let mg = Modelgate::start(&format!("max_body_bytes: 2097152\n{}", config_for(&mock, MODELS)));
+    assert!(run_script("sdk_e2e.py", &mg).await.contains("all SDK checks passed"));
 
     // What the provider received: the routed models, never the requested ones.
     let models: Vec<String> = mock.requests().iter().filter_map(|r| r.json()["model"].as_str().map(String::from)).collect();
@@ -74,18 +79,7 @@ routing:
         l = local.url()
     );
     let mg = Modelgate::start(&conf);
-    let out = tokio::process::Command::new(python())
-        .arg(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/sdk/sdk_routing.py"))
-        .env("MG_GATEWAY", &mg.gateway)
-        .env_remove("OPENAI_BASE_URL")
-        .env_remove("ANTHROPIC_BASE_URL")
-        .output()
-        .await
-        .expect("run python");
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    println!("{stdout}");
-    assert!(out.status.success(), "SDK routing checks failed:\n{stdout}\n{}\nmodelgate stderr:\n{}", String::from_utf8_lossy(&out.stderr), mg.stderr());
-    assert!(stdout.contains("all SDK routing checks passed"));
+    assert!(run_script("sdk_routing.py", &mg).await.contains("all SDK routing checks passed"));
     // The local-only app's requests reached only the local provider.
     assert_eq!(local.calls(), 1);
     assert!(mock.requests().iter().all(|r| r.json()["messages"][0]["content"] != "summarise my leave policy"));
