@@ -28,6 +28,9 @@ pub struct Admin {
 
 type Reply = Response<Vec<u8>>;
 
+/// The largest body `POST /admin/route` reads.
+const EXPLAIN_MAX_BODY: usize = 1024 * 1024;
+
 fn reply(status: StatusCode, content_type: &str, body: Vec<u8>) -> Reply {
     let mut resp = Response::new(body);
     *resp.status_mut() = status;
@@ -145,7 +148,8 @@ impl Admin {
     }
 
     async fn route(&self, session: &mut ServerSession, snap: &Snapshot) -> Reply {
-        let body = match read_body(session, snap.max_body_bytes).await {
+        // Unauthenticated: keep what one call can make modelgate buffer small.
+        let body = match read_body(session, snap.max_body_bytes.min(EXPLAIN_MAX_BODY)).await {
             Ok(b) => b,
             Err(r) => return r,
         };

@@ -12,6 +12,7 @@ pub mod admin;
 pub mod body;
 pub mod config;
 pub mod dialect;
+pub mod fsutil;
 pub mod metrics;
 pub mod policy;
 pub mod proxy;

@@ -160,6 +160,11 @@ routing:
 
     assert_eq!(cloud.calls(), 0, "local-only sent a request to a cloud provider");
     assert_eq!(local.calls(), 3);
+    // Refusals are logged with the mode that refused them.
+    let log = mg.wait_access_log(7);
+    let refused: Vec<&Value> = log.iter().filter(|l| l["status"].as_u64().is_some_and(|s| s >= 400)).collect();
+    assert_eq!(refused.len(), 4);
+    assert!(refused.iter().all(|l| l["mode"] == "local-only" && l["route"] == "none"), "{refused:?}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -71,7 +71,6 @@ routes:
       - {{ max_complexity: 3, model: gpt-4o-mini }}
       - {{ max_complexity: 7, model: mid }}
       - {{ max_complexity: 10, model: gpt-4o }}
-  - {{ name: hr-claude, match: {{ app: hr, dialect: anthropic }}, target: claude-haiku, mode: local-only }}
 routing:
   client_models: ["gpt-4o"]
 "#,

@@ -361,6 +361,9 @@ fn check_model_list(cx: &mut Ctx, path: &str, list: &[String], model_names: &[St
         if check_model(cx, &format!("{path}[{i}]"), m, model_names) && Some(m.as_str()) == this {
             cx.err(format!("{path}[{i}]"), format!("model `{m}` cannot fall back to itself"));
         }
+        if list[..i].contains(m) {
+            cx.err(format!("{path}[{i}]"), format!("model `{m}` is listed twice"));
+        }
     }
 }
 

@@ -91,7 +91,13 @@ impl Facts<'_> {
     /// An upper bound on the input tokens that costs nothing: a token is at
     /// least one byte of the body.
     pub fn tokens_upper_bound(&self) -> u64 {
-        self.body_len as u64
+        // A token is at least one byte of the body, except images (a flat
+        // 1,000 each): with any image the bound is unknown.
+        let has_image = self.body.is_some_and(|b| memchr::memmem::find(&b.to_bytes(), b"image").is_some());
+        if has_image {
+            return u64::MAX;
+        }
+        tokens::scaled(self.body_len as u64, false).count
     }
 
     /// The estimated input tokens for the requested model.
@@ -240,10 +246,8 @@ pub fn key_hash(key: &str) -> String {
 }
 
 fn has_response_format(b: &JsonBody) -> bool {
-    if b.field("response_format").is_some_and(|v| v.get().trim() != "null") {
-        return true;
-    }
-    // Responses API: text.format of a type other than plain text.
+    // Chat Completions `response_format`, or the Responses API's
+    // `text.format`, of a type other than plain text.
     #[derive(Deserialize)]
     struct Text<'a> {
         #[serde(borrow)]
@@ -254,10 +258,10 @@ fn has_response_format(b: &JsonBody) -> bool {
         #[serde(borrow, rename = "type")]
         kind: Option<Cow<'a, str>>,
     }
-    b.field("text")
-        .and_then(|t| serde_json::from_str::<Text<'_>>(t.get()).ok())
-        .and_then(|t| t.format)
-        .is_some_and(|f| f.kind.as_deref().is_some_and(|k| k != "text"))
+    let structured = |f: Format<'_>| f.kind.as_deref().is_some_and(|k| k != "text");
+    let chat = b.field("response_format").and_then(|v| serde_json::from_str::<Option<Format<'_>>>(v.get()).ok()).flatten();
+    let responses = b.field("text").and_then(|t| serde_json::from_str::<Text<'_>>(t.get()).ok()).and_then(|t| t.format);
+    chat.or(responses).is_some_and(structured)
 }
 
 /// One message, with its content left as raw JSON.

@@ -72,7 +72,7 @@ pub fn explain(snap: &Snapshot, overrides: &Overrides, path: &str, headers: &Hea
                 json!({"model": a.model_label(), "provider": p.name, "upstream_model": a.model.map(|m| m.id.as_str()).or(model.as_deref())})
             }).collect::<Vec<_>>(),
         }),
-        Err(e) => json!({"refused": refusal(e)}),
+        Err(e) => json!({"refused": refusal(&e.error)}),
     };
     json!({
         "request": {"path": path, "dialect": incoming.dialect.as_str(), "api": incoming.api.as_str(), "model": model},

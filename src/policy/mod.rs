@@ -318,6 +318,14 @@ struct Primary<'s> {
     models: Vec<&'s Model>,
     all: bool,
     arm: Option<&'s str>,
+    /// Select candidates that were filtered out.
+    rejected: Vec<(&'s Model, Unfit)>,
+}
+
+impl<'s> Primary<'s> {
+    fn one(models: Vec<&'s Model>, arm: Option<&'s str>) -> Self {
+        Primary { models, all: false, arm, rejected: Vec::new() }
+    }
 }
 
 fn strongest<'s>(ms: impl Iterator<Item = &'s Model>) -> Option<&'s Model> {
@@ -331,7 +339,7 @@ fn primary<'s>(snap: &'s Snapshot, route: &'s Route, f: &Facts<'_>, mode: Mode, 
     match &route.target {
         Target::Model(m) => {
             tr.target(|| format!("target: {m}"));
-            Primary { models: get(m).into_iter().collect(), all: false, arm: None }
+            Primary::one(get(m).into_iter().collect(), None)
         }
         Target::Tiers(tiers) => {
             let score = f.complexity.value;
@@ -345,14 +353,18 @@ fn primary<'s>(snap: &'s Snapshot, route: &'s Route, f: &Facts<'_>, mode: Mode, 
             });
             // The chosen tier, then the tiers above, then below.
             let order = (chosen..tiers.len()).chain((0..chosen).rev());
-            Primary { models: order.filter_map(|i| get(&tiers[i].model)).collect(), all: false, arm: None }
+            Primary::one(order.filter_map(|i| get(&tiers[i].model)).collect(), None)
         }
         Target::Select(s) => {
             let mut kept: Vec<&Model> = Vec::new();
+            let mut rejected = Vec::new();
             for m in s.candidates.iter().filter_map(|n| get(n)) {
                 match select_fit(snap, s, m, f).and_then(|()| fit(snap, m, f, mode)) {
                     Ok(()) => kept.push(m),
-                    Err(u) => tr.candidate(&m.name, "candidate", false, || u.describe(snap, m, f), None),
+                    Err(u) => {
+                        tr.candidate(&m.name, "candidate", false, || u.describe(snap, m, f), None);
+                        rejected.push((m, u));
+                    }
                 }
             }
             let parts = scores(snap, &kept, mode);
@@ -376,7 +388,7 @@ fn primary<'s>(snap: &'s Snapshot, route: &'s Route, f: &Facts<'_>, mode: Mode, 
                     tr.candidate(&m.name, "candidate", true, || format!("score {:.3}", p.total), Some(*p));
                 }
             }
-            Primary { models: ranked.into_iter().map(|(m, _)| m).collect(), all: true, arm: None }
+            Primary { models: ranked.into_iter().map(|(m, _)| m).collect(), all: true, arm: None, rejected }
         }
         Target::Split(arms) => {
             let arm = if max {
@@ -393,7 +405,7 @@ fn primary<'s>(snap: &'s Snapshot, route: &'s Route, f: &Facts<'_>, mode: Mode, 
                 });
                 a
             };
-            Primary { models: get(&arm.model).into_iter().collect(), all: false, arm: Some(arm.name.as_str()) }
+            Primary::one(get(&arm.model).into_iter().collect(), Some(arm.name.as_str()))
         }
     }
 }
@@ -419,22 +431,18 @@ fn mode_for(snap: &Snapshot, route: Option<&Route>, f: &Facts<'_>, tr: &mut Tr<'
     mode
 }
 
-/// Turn an ordered model list into attempts: every model passes `fit`.
+/// Turn an ordered model list into attempts: every model passes `fit`
+/// (and the route's `select` filters, fallbacks included), once.
 struct Chain<'s> {
     attempts: Vec<Attempt<'s>>,
     rejected: Vec<(&'s Model, Unfit)>,
     seen: Vec<&'s str>,
+    select: Option<&'s Select>,
 }
 
 impl<'s> Chain<'s> {
-    fn new() -> Self {
-        Chain { attempts: Vec::new(), rejected: Vec::new(), seen: Vec::new() }
-    }
-
-    /// Add `m`, already checked.
-    fn accept(&mut self, m: &'s Model) {
-        self.seen.push(&m.name);
-        self.attempts.push(Attempt { model: Some(m), provider: m.provider });
+    fn new(select: Option<&'s Select>) -> Self {
+        Chain { attempts: Vec::new(), rejected: Vec::new(), seen: Vec::new(), select }
     }
 
     /// Add `m` if it fits; returns whether it was added.
@@ -443,7 +451,8 @@ impl<'s> Chain<'s> {
             return false;
         }
         self.seen.push(&m.name);
-        match fit(snap, m, f, mode) {
+        let verdict = self.select.map_or(Ok(()), |s| select_fit(snap, s, m, f)).and_then(|()| fit(snap, m, f, mode));
+        match verdict {
             Ok(()) => {
                 tr.candidate(&m.name, role, true, || "fits".into(), None);
                 self.attempts.push(Attempt { model: Some(m), provider: m.provider });
@@ -491,7 +500,7 @@ impl<'s> Chain<'s> {
 /// provider with the body unchanged.
 fn unrouted<'s>(snap: &'s Snapshot, f: &Facts<'_>, mode: Mode, tr: &mut Tr<'_>) -> Result<Vec<Attempt<'s>>, GatewayError> {
     if let Some(m) = f.model.and_then(|n| snap.models.get(n)).filter(|m| snap.dialect_of(m) == f.dialect) {
-        let mut chain = Chain::new();
+        let mut chain = Chain::new(None);
         chain.offer(snap, m, f, mode, "requested", tr);
         chain.offer_names(snap, &m.fallbacks, f, mode, "model fallback", tr);
         return chain.finish(snap, f, mode);
@@ -529,24 +538,32 @@ fn routed<'s>(
             let allowed = route.client_models.as_ref().unwrap_or(&snap.routing.client_models);
             client_model(snap, want, allowed, Some(route))?;
             tr.target(|| format!("x-modelgate-model: {want} (allowed by config)"));
-            Primary { models: snap.models.get(want).into_iter().collect(), all: false, arm: None }
+            Primary::one(snap.models.get(want).into_iter().collect(), None)
         }
         None => match over {
             Some(m) => {
                 tr.target(|| format!("target: {} (admin override)", m.name));
-                Primary { models: vec![m], all: false, arm: None }
+                Primary::one(vec![m], None)
             }
             None => primary(snap, route, f, mode, tr),
         },
     };
-    let mut chain = Chain::new();
+    let select = match &route.target {
+        Target::Select(s) => Some(s),
+        _ => None,
+    };
+    let mut chain = Chain::new(select);
     let mut head: Option<&Model> = None;
     if p.all {
-        // A select's ranked candidates have passed every check already.
+        // A select's ranked candidates are traced with their scores already.
         for m in &p.models {
-            chain.accept(m);
+            chain.offer(snap, m, f, mode, "candidate", &mut Tr(None));
         }
         head = p.models.first().copied();
+        for (m, u) in p.rejected {
+            chain.seen.push(&m.name);
+            chain.rejected.push((m, u));
+        }
     } else {
         for m in &p.models {
             if chain.offer(snap, m, f, mode, "target", tr) {
@@ -576,8 +593,23 @@ fn client_model(snap: &Snapshot, want: &str, allowed: &[wildmatch::WildMatch], r
     Ok(())
 }
 
+/// A request routing refuses, with what was decided before the refusal
+/// (for the access log).
+#[derive(Debug)]
+pub struct Refused<'s> {
+    pub route: Option<&'s Route>,
+    pub mode: Mode,
+    pub error: GatewayError,
+}
+
+impl From<Refused<'_>> for GatewayError {
+    fn from(r: Refused<'_>) -> Self {
+        r.error
+    }
+}
+
 /// Decide the plan for a classified request.
-pub fn decide<'s>(snap: &'s Snapshot, overrides: &'s Overrides, f: &Facts<'_>, trace: Option<&mut Trace>) -> Result<Decision<'s>, GatewayError> {
+pub fn decide<'s>(snap: &'s Snapshot, overrides: &'s Overrides, f: &Facts<'_>, trace: Option<&mut Trace>) -> Result<Decision<'s>, Refused<'s>> {
     let mut tr = Tr(trace);
     let mut route: Option<&Route> = None;
     for r in &snap.routes {
@@ -591,23 +623,27 @@ pub fn decide<'s>(snap: &'s Snapshot, overrides: &'s Overrides, f: &Facts<'_>, t
         }
     }
     let mode = mode_for(snap, route, f, &mut tr);
+    let refused = |error| Refused { route, mode, error };
     let Some(route) = route else {
-        if let Some(want) = &f.controls.model {
-            client_model(snap, want, &snap.routing.client_models, None)?;
-            let mut chain = Chain::new();
-            tr.target(|| format!("x-modelgate-model: {want} (allowed by routing.client_models)"));
-            if let Some(m) = snap.models.get(want) {
-                chain.offer(snap, m, f, mode, "target", &mut tr);
-                chain.offer_names(snap, &m.fallbacks, f, mode, "model fallback", &mut tr);
+        let attempts = match &f.controls.model {
+            Some(want) => {
+                client_model(snap, want, &snap.routing.client_models, None).map_err(refused)?;
+                tr.target(|| format!("x-modelgate-model: {want} (allowed by routing.client_models)"));
+                let mut chain = Chain::new(None);
+                if let Some(m) = snap.models.get(want) {
+                    chain.offer(snap, m, f, mode, "target", &mut tr);
+                    chain.offer_names(snap, &m.fallbacks, f, mode, "model fallback", &mut tr);
+                }
+                chain.finish(snap, f, mode)
             }
-            let attempts = chain.finish(snap, f, mode)?;
-            return Ok(Decision { route: None, mode, arm: None, shadow: None, overridden: false, attempts });
-        }
-        if f.controls.tier_max {
-            tr.note(|| "x-modelgate-tier: max has no effect: no route matched".into());
-        }
-        let attempts = unrouted(snap, f, mode, &mut tr)?;
-        return Ok(Decision { route: None, mode, arm: None, shadow: None, overridden: false, attempts });
+            None => {
+                if f.controls.tier_max {
+                    tr.note(|| "x-modelgate-tier: max has no effect: no route matched".into());
+                }
+                unrouted(snap, f, mode, &mut tr)
+            }
+        };
+        return Ok(Decision { route: None, mode, arm: None, shadow: None, overridden: false, attempts: attempts.map_err(refused)? });
     };
 
     // An admin override replaces the route's target (if it still applies
@@ -620,24 +656,25 @@ pub fn decide<'s>(snap: &'s Snapshot, overrides: &'s Overrides, f: &Facts<'_>, t
         tr.note(|| format!("admin override (set {}): route `{}` → {}", o.set_at, route.name, m.name));
     }
     let over = over.map(|(_, m)| m);
-    let shadow = route.shadow || snap.routing.shadow;
     let routed = routed(snap, route, over, f, mode, &mut tr);
-    if shadow {
-        let would = match &routed {
-            Ok((a, _)) => a.first().map(|a| a.model_label().to_string()).unwrap_or_default(),
-            Err(e) => {
-                tr.note(|| format!("shadow: routing would refuse: {}", e.message));
-                "refused".into()
-            }
-        };
-        tr.note(|| format!("shadow mode: would send to {would}; forwarding the request unchanged"));
-        let arm = routed.ok().and_then(|(_, arm)| arm);
-        let mut quiet = Tr(None);
-        let attempts = unrouted(snap, f, mode, if tr.on() { &mut tr } else { &mut quiet })?;
-        return Ok(Decision { route: Some(route), mode, arm, shadow: Some(would), overridden: over.is_some(), attempts });
+    if !(route.shadow || snap.routing.shadow) {
+        let (attempts, arm) = routed.map_err(refused)?;
+        return Ok(Decision { route: Some(route), mode, arm, shadow: None, overridden: over.is_some(), attempts });
     }
-    let (attempts, arm) = routed?;
-    Ok(Decision { route: Some(route), mode, arm, shadow: None, overridden: over.is_some(), attempts })
+    let would = match &routed {
+        Ok((a, _)) => a.first().map(|a| a.model_label().to_string()).unwrap_or_default(),
+        Err(e) => {
+            tr.note(|| format!("shadow: routing would refuse: {}", e.message));
+            "refused".into()
+        }
+    };
+    tr.note(|| format!("shadow mode: would send to {would}; forwarding the request unchanged"));
+    let arm = routed.ok().and_then(|(_, arm)| arm);
+    // Forwarded as if no route matched: the global mode (or the header),
+    // not the route's.
+    let mode = mode_for(snap, None, f, &mut Tr(None));
+    let attempts = unrouted(snap, f, mode, &mut tr).map_err(|error| Refused { route: Some(route), mode, error })?;
+    Ok(Decision { route: Some(route), mode, arm, shadow: Some(would), overridden: over.is_some(), attempts })
 }
 
 #[cfg(test)]

@@ -3,8 +3,10 @@
 //! reloads, and in `state_dir/overrides.json`, so they survive restarts.
 //!
 //! Readers take the current map lock-free (`ArcSwap`); writers serialize on a
-//! mutex, write the file atomically (temp file + rename) and only then swap,
-//! so the file and memory never disagree.
+//! mutex, write the file atomically and durably (`fsutil::write_atomic`)
+//! and only then swap, so the file and memory never disagree. A corrupt
+//! file stops the start with a clear message rather than silently dropping
+//! overrides an operator set (often to route around an incident).
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
@@ -115,14 +117,8 @@ fn read(file: &Path) -> Result<Overrides, String> {
 }
 
 fn write(file: &Path, map: &Overrides) -> Result<(), String> {
-    let fail = |e: std::io::Error| format!("cannot save {}: {e}", file.display());
-    if let Some(dir) = file.parent() {
-        std::fs::create_dir_all(dir).map_err(fail)?;
-    }
-    let tmp = file.with_extension("json.tmp");
     let text = serde_json::to_vec_pretty(map).map_err(|e| e.to_string())?;
-    std::fs::write(&tmp, text).map_err(fail)?;
-    std::fs::rename(&tmp, file).map_err(fail)
+    crate::fsutil::write_atomic(file, &text).map_err(|e| format!("cannot save {}: {e}", file.display()))
 }
 
 #[cfg(test)]

@@ -271,3 +271,69 @@ fn routes_apply_only_to_dialects_their_models_speak() {
     let o = decide_with(&s, &Overrides::new(), "/v1/messages", &[("x-modelgate-task", "planning")], body).unwrap();
     assert_eq!((o.route.as_str(), o.plan.clone()), ("none", vec!["other".to_string()]));
 }
+
+const CONF2: &str = r#"
+providers:
+  openai: { kind: openai, base_url: "http://127.0.0.1:1/v1" }
+  ollama: { kind: openai, base_url: "http://127.0.0.1:3/v1", local: true }
+models:
+  gpt-4o-mini: { provider: openai, input_usd_per_mtok: 0.15, output_usd_per_mtok: 0.6, context_tokens: 128000 }
+  small: { provider: openai, input_usd_per_mtok: 0.1, output_usd_per_mtok: 0.1, context_tokens: 400 }
+  llama: { provider: ollama, input_usd_per_mtok: 0, output_usd_per_mtok: 0, context_tokens: 40, capabilities: [streaming] }
+routes:
+  - { name: local-select, match: { app: a }, select: { candidates: [llama], local_only: true }, fallbacks: [gpt-4o-mini] }
+  - { name: json-select, match: { app: b }, select: { candidates: [llama], require: [json] } }
+  - { name: small-first, match: { app: c }, tiers: [ { max_complexity: 10, model: small } ], fallbacks: [gpt-4o-mini] }
+  - { name: shadowed, match: { app: s }, target: llama, mode: local-only, shadow: true }
+"#;
+
+fn run2(app: &str, body: &str) -> Result<Out, GatewayError> {
+    let s = crate::config::load_str(CONF2, &|_| None).unwrap();
+    decide_with(&s, &Overrides::new(), "/v1/chat/completions", &[("x-modelgate-app", app)], body)
+}
+
+#[test]
+fn a_selects_filters_hold_for_its_fallbacks_and_rejections_are_named() {
+    // local_only keeps the cloud fallback out of the plan.
+    assert_eq!(run2("a", &chat("gpt-4o-mini", "hi")).unwrap().plan, ["llama"]);
+    // Too big for llama: the refusal names both models and why.
+    let e = run2("a", &chat("gpt-4o-mini", &"word ".repeat(100))).unwrap_err();
+    assert_eq!(e.code, "context_length_exceeded");
+    assert!(e.message.contains("llama: needs ~"), "{}", e.message);
+    assert!(e.message.contains("gpt-4o-mini: provider `openai` is not local (select.local_only)"), "{}", e.message);
+    // A candidate dropped by `require` is in the error, not an empty list.
+    let e = run2("b", &chat("gpt-4o-mini", "hi")).unwrap_err();
+    assert_eq!(e.code, "no_model");
+    assert!(e.message.contains("llama: lacks the `json` capability"), "{}", e.message);
+}
+
+#[test]
+fn images_count_against_the_context_window() {
+    let text = serde_json::json!({"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "describe"}]}).to_string();
+    assert_eq!(run2("c", &text).unwrap().plan[0], "small");
+    // A 1,000-token image in a ~150-byte body does not fit 400 tokens.
+    let image = serde_json::json!({"model": "gpt-4o-mini", "messages": [{"role": "user", "content": [
+        {"type": "text", "text": "describe"}, {"type": "image_url", "image_url": {"url": "https://example.com/a.png"}}
+    ]}]}).to_string();
+    assert_eq!(run2("c", &image).unwrap().plan, ["gpt-4o-mini"]);
+}
+
+#[test]
+fn plain_text_response_format_is_not_structured_output() {
+    let s = snap();
+    let task = |rf: serde_json::Value| {
+        let body = serde_json::json!({"model": "gpt-4o", "messages": [{"role": "user", "content": "add it"}], "response_format": rf}).to_string();
+        decide_with(&s, &Overrides::new(), "/v1/chat/completions", &[], &body).unwrap().route
+    };
+    assert_eq!(task(serde_json::json!({"type": "json_object"})), "extraction");
+    assert_eq!(task(serde_json::json!({"type": "text"})), "by-complexity");
+    assert_eq!(task(serde_json::Value::Null), "by-complexity");
+}
+
+#[test]
+fn shadow_forwards_under_the_global_mode_not_the_routes() {
+    // The route is local-only; the unchanged request still goes to the
+    // cloud model it names, as it would with routing off.
+    let o = run2("s", &chat("gpt-4o-mini", "hi")).unwrap();
+    assert_eq!((o.plan[0].as_str(), o.shadow.as_deref()), ("gpt-4o-mini", Some("llama")));
+}

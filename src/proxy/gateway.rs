@@ -108,7 +108,12 @@ impl Gateway {
             }
             let d = policy::decide(snap, &overrides, &facts, None);
             r.rec.est_input_tokens = facts.tokens_if_counted().map(|t| t.count);
-            d?
+            d.map_err(|refused| {
+                r.route = refused.route.map(|r| r.name.as_str()).unwrap_or("none").to_string();
+                r.rec.route = r.route.clone();
+                r.rec.mode = refused.mode.as_str();
+                refused.error
+            })?
         };
         r.route = decision.route_label().to_string();
         r.rec.route = r.route.clone();
@@ -154,7 +159,9 @@ impl Gateway {
             let mut drop_usage_only = false;
             let bytes = match json.as_mut() {
                 Some(j) => {
-                    if let Some(m) = attempt.model {
+                    // Shadow mode sends the first attempt byte for byte;
+                    // a fallback must name its own model.
+                    if let Some(m) = attempt.model.filter(|_| !(pristine && i == 0)) {
                         if requested.as_deref() != Some(m.id.as_str()) {
                             j.set_model(&m.id);
                         }

@@ -57,10 +57,10 @@ def anthropic_tests():
     client = anthropic.Anthropic(base_url=f"{GW}/anthropic", api_key="sk-ant-test", max_retries=0)
     msg = client.messages.create(model="claude-haiku", max_tokens=50, messages=user("hi"))
     check(msg.content[0].text == "Hello from the mock", "anthropic: unrouted request served")
-    hr = anthropic.Anthropic(base_url=f"{GW}/anthropic", api_key="sk-ant-test", max_retries=0, default_headers={"x-modelgate-app": "hr"})
+    hr = anthropic.Anthropic(base_url=f"{GW}/anthropic", api_key="sk-ant-test", max_retries=0, default_headers={"x-modelgate-mode": "local-only"})
     try:
         hr.messages.create(model="claude-haiku", max_tokens=50, messages=user("hi"))
-        check(False, "anthropic: local-only with no local Anthropic model is refused")
+        check(False, "anthropic: local-only (request header) with no local Anthropic model is refused")
     except anthropic.PermissionDeniedError as e:
         check(e.status_code == 403 and "local-only" in e.message, "anthropic: local-only refusal → PermissionDeniedError")
 

@@ -96,6 +96,14 @@ fn select_of(cx: &mut Ctx, path: &str, s: RawSelect, model_names: &[String]) -> 
     Select { candidates: s.candidates, require, max_usd_per_mtok: s.max_usd_per_mtok, local_only: s.local_only }
 }
 
+/// Names that go out in response headers (route, split arm) must be
+/// visible ASCII.
+fn header_safe(cx: &mut Ctx, path: &str, name: &str) {
+    if !name.bytes().all(|b| (0x20..0x7f).contains(&b)) {
+        cx.err(path, format!("`{name}` is sent in response headers, so it may only use visible ASCII characters"));
+    }
+}
+
 pub(super) fn route_of(
     cx: &mut Ctx,
     path: &str,
@@ -108,6 +116,7 @@ pub(super) fn route_of(
     if raw.name.trim().is_empty() {
         cx.err(format!("{path}.name"), "must not be empty");
     }
+    header_safe(cx, &format!("{path}.name"), &raw.name);
     let matcher = match_of(cx, &format!("{path}.match"), raw.match_);
     let mut mode = raw.mode.as_deref().and_then(|m| mode_of(cx, &format!("{path}.mode"), m));
 
@@ -166,6 +175,7 @@ pub(super) fn route_of(
                 cx.err(format!("{spath}[{i}].weight"), format!("must be a number ≥ 0, got {}", a.weight));
             }
             let name = a.name.unwrap_or_else(|| a.model.clone());
+            header_safe(cx, &format!("{spath}[{i}].name"), &name);
             if out.iter().any(|o| o.name == name) {
                 cx.err(format!("{spath}[{i}]"), format!("two arms are called `{name}`; give them distinct `name`s"));
             }
@@ -194,6 +204,13 @@ pub(super) fn route_of(
         }
         Some(d) => dialects[d as usize] = true,
         None => spoken.iter().for_each(|d| dialects[*d as usize] = true),
+    }
+    if mode == Some(Mode::LocalOnly) {
+        let all = target.models().into_iter().chain(raw.fallbacks.iter().map(String::as_str));
+        if !all.filter_map(|m| models.get(m)).any(|m| providers[m.provider].local) {
+            cx.err(format!("{path}.mode"), "this route is local-only but none of its models is on a provider with `local: true`, so it would refuse every request; add a local model or change the mode");
+            return None;
+        }
     }
     let client_models = raw.client_models.map(|v| v.iter().map(|g| WildMatch::new(g)).collect());
     Some(Route { name: raw.name, matcher, target, fallbacks: raw.fallbacks, shadow: raw.shadow, mode, client_models, dialects })
@@ -323,5 +340,27 @@ mod tests {
         assert!(p("11-12").unwrap_err().contains("above"));
         assert!(p("lots").unwrap_err().contains("not a range"));
         assert_eq!(parse_range(&RawRange::Text(">1000".into()), u64::MAX), Ok(Range { min: 1001, max: u64::MAX }));
+    }
+
+    #[test]
+    fn plans_that_cannot_work_are_config_errors() {
+        let conf = |routes: &str| {
+            let text = format!(
+                "providers:\n  openai: {{ kind: openai, base_url: \"http://127.0.0.1:1/v1\" }}\nmodels:\n  a: {{ provider: openai, input_usd_per_mtok: 1, output_usd_per_mtok: 1 }}\n  b: {{ provider: openai, input_usd_per_mtok: 1, output_usd_per_mtok: 1 }}\nroutes:\n{routes}"
+            );
+            let errs = crate::config::load_str(&text, &|_| None).err().unwrap_or_default();
+            errs.iter().map(|e| format!("{}: {}", e.path, e.message)).collect::<Vec<_>>().join("\n")
+        };
+        let e = conf("  - { name: r, select: { candidates: [a, b, a] } }");
+        assert!(e.contains("routes[0].select.candidates[2]: model `a` is listed twice"), "{e}");
+        let e = conf("  - { name: r, target: a, fallbacks: [b, b] }");
+        assert!(e.contains("routes[0].fallbacks[1]: model `b` is listed twice"), "{e}");
+        let e = conf("  - { name: \"café\", target: a }");
+        assert!(e.contains("routes[0].name: `café` is sent in response headers"), "{e}");
+        let e = conf("  - { name: r, split: [ { model: a, weight: 1, name: \"arm\\nX\" } ] }");
+        assert!(e.contains("routes[0].split[0].name"), "{e}");
+        let e = conf("  - { name: r, target: a, mode: local-only, fallbacks: [b] }");
+        assert!(e.contains("routes[0].mode: this route is local-only but none of its models"), "{e}");
+        assert_eq!(conf("  - { name: r, target: a, fallbacks: [b] }"), "");
     }
 }
