@@ -32,6 +32,8 @@ pub struct Record {
     pub arm: Option<String>,
     /// Shadow mode: the model routing would have chosen.
     pub shadow_model: Option<String>,
+    /// The budget whose `on_exceed: downgrade` moved this request.
+    pub downgraded_by: Option<String>,
     pub status: u16,
     pub attempts: usize,
     pub stream: bool,

@@ -1,7 +1,8 @@
 //! The admin listener: `/metrics` (Prometheus text), `/healthz` (the process
 //! answers), `/readyz` (a config is loaded and at least one provider exists),
-//! `/admin/overrides` (runtime route targets) and `/admin/route` (explain a
-//! routing decision). Mutating endpoints need `Authorization: Bearer <token>`
+//! `/admin/budgets` (spend against each budget), `/admin/usage` (cost,
+//! tokens and savings by provider, model, app and route), `/admin/overrides`
+//! (runtime route targets) and `/admin/route` (explain a routing decision). Mutating endpoints need `Authorization: Bearer <token>`
 //! with the token from the variable named by `admin_token_env`.
 
 use std::sync::Arc;
@@ -16,7 +17,8 @@ use pingora::protocols::http::ServerSession;
 use serde::Deserialize;
 use serde_json::json;
 
-use crate::config::Snapshot;
+use crate::budget::Budgets;
+use crate::config::{Snapshot, Window};
 use crate::policy::explain;
 use crate::policy::OverrideStore;
 
@@ -24,6 +26,7 @@ pub struct Admin {
     pub metrics: PrometheusHandle,
     pub state: Arc<ArcSwap<Snapshot>>,
     pub overrides: Arc<OverrideStore>,
+    pub budgets: Budgets,
 }
 
 type Reply = Response<Vec<u8>>;
@@ -185,7 +188,20 @@ impl ServeHttp for Admin {
             };
         }
         match (method, path.as_str()) {
-            (Method::GET, "/metrics") => reply(StatusCode::OK, "text/plain; version=0.0.4", crate::metrics::render(&self.metrics).into_bytes()),
+            (Method::GET, "/metrics") => {
+                let mut text = crate::metrics::render(&self.metrics);
+                self.budgets.render_metrics(&mut text);
+                reply(StatusCode::OK, "text/plain; version=0.0.4", text.into_bytes())
+            }
+            (Method::GET, "/admin/budgets") => json_reply(StatusCode::OK, self.budgets.report().await),
+            (Method::GET, "/admin/usage") => {
+                let query = session.req_header().uri.query().unwrap_or("");
+                let window = query.split('&').find_map(|kv| kv.strip_prefix("window=")).unwrap_or("day");
+                match Window::parse(window).filter(|w| matches!(w, Window::Day | Window::Month)) {
+                    Some(w) => json_reply(StatusCode::OK, self.budgets.usage(w)),
+                    None => error(StatusCode::BAD_REQUEST, format!("window `{window}`: use ?window=day or ?window=month")),
+                }
+            }
             (Method::GET, "/healthz") => reply(StatusCode::OK, "text/plain", b"ok\n".to_vec()),
             (Method::GET, "/readyz") => {
                 let ready = !snap.providers.is_empty();
@@ -194,9 +210,9 @@ impl ServeHttp for Admin {
             }
             (Method::GET, "/admin/overrides") => self.list_overrides(&snap),
             (Method::POST, "/admin/route") => self.route(session, &snap).await,
-            (_, "/metrics" | "/healthz" | "/readyz" | "/admin/overrides") => error(StatusCode::METHOD_NOT_ALLOWED, format!("{path} answers GET")),
+            (_, "/metrics" | "/healthz" | "/readyz" | "/admin/overrides" | "/admin/budgets" | "/admin/usage") => error(StatusCode::METHOD_NOT_ALLOWED, format!("{path} answers GET")),
             (_, "/admin/route") => error(StatusCode::METHOD_NOT_ALLOWED, "/admin/route answers POST"),
-            (_, other) => error(StatusCode::NOT_FOUND, format!("no admin endpoint {other}; try /metrics, /healthz, /readyz, /admin/overrides, /admin/route")),
+            (_, other) => error(StatusCode::NOT_FOUND, format!("no admin endpoint {other}; try /metrics, /healthz, /readyz, /admin/budgets, /admin/usage, /admin/overrides, /admin/route")),
         }
     }
 }

@@ -11,7 +11,6 @@ use crate::dialect::{ErrorKind, GatewayError};
 pub struct JsonBody {
     original: Bytes,
     fields: IndexMap<String, Box<RawValue>>,
-    changed: bool,
 }
 
 fn invalid(message: String) -> GatewayError {
@@ -27,7 +26,7 @@ impl JsonBody {
                 invalid(format!("the request body is not valid JSON ({e}); send a JSON object with Content-Type: application/json"))
             }
         })?;
-        Ok(Self { original, fields, changed: false })
+        Ok(Self { original, fields })
     }
 
     /// The `model` field. A present but non-string `model` is an error.
@@ -45,9 +44,9 @@ impl JsonBody {
         self.fields.get(key).map(|v| &**v)
     }
 
-    /// Whether the body was rewritten.
-    pub fn changed(&self) -> bool {
-        self.changed
+    /// The body as the client sent it.
+    pub fn original(&self) -> &Bytes {
+        &self.original
     }
 
     /// `stream: true`.
@@ -55,39 +54,44 @@ impl JsonBody {
         self.fields.get("stream").is_some_and(|v| v.get().trim() == "true")
     }
 
-    fn set(&mut self, key: &str, value: &impl serde::Serialize) {
-        if let Ok(raw) = serde_json::value::to_raw_value(value) {
-            self.fields.insert(key.to_string(), raw);
-            self.changed = true;
-        }
-    }
-
-    pub fn set_model(&mut self, model: &str) {
-        self.set("model", &model);
-    }
-
-    /// Make an OpenAI stream report usage. Returns true when modelgate added
-    /// the request (so the usage-only chunk must be hidden from the client).
-    pub fn ensure_stream_usage(&mut self) -> bool {
-        let mut opts: serde_json::Map<String, serde_json::Value> = self
-            .fields
-            .get("stream_options")
-            .and_then(|r| serde_json::from_str(r.get()).ok())
-            .unwrap_or_default();
+    /// `stream_options` with `include_usage: true`, when the body lacks it.
+    fn usage_request(&self) -> Option<Box<RawValue>> {
+        let mut opts: serde_json::Map<String, serde_json::Value> =
+            self.fields.get("stream_options").and_then(|r| serde_json::from_str(r.get()).ok()).unwrap_or_default();
         if opts.get("include_usage") == Some(&serde_json::Value::Bool(true)) {
-            return false;
+            return None;
         }
         opts.insert("include_usage".into(), serde_json::Value::Bool(true));
-        self.set("stream_options", &opts);
-        true
+        serde_json::value::to_raw_value(&opts).ok()
     }
 
-    /// The bytes to send: the original when nothing changed.
-    pub fn to_bytes(&self) -> Bytes {
-        if !self.changed {
-            return self.original.clone();
+    /// The bytes for one upstream attempt: `model` replaced when `model` is
+    /// given and differs, and (with `stream_usage`) an OpenAI stream asked
+    /// to report usage. The original bytes when nothing changes. The flag
+    /// says whether modelgate added the usage request (so the usage-only
+    /// chunk must be hidden from the client).
+    pub fn render(&self, model: Option<&str>, stream_usage: bool) -> (Bytes, bool) {
+        let current = self.fields.get("model").and_then(|r| serde_json::from_str::<String>(r.get()).ok());
+        let model = model.filter(|m| current.as_deref() != Some(*m)).and_then(|m| serde_json::value::to_raw_value(m).ok());
+        let usage = if stream_usage { self.usage_request() } else { None };
+        if model.is_none() && usage.is_none() {
+            return (self.original.clone(), false);
         }
-        serde_json::to_vec(&self.fields).map(Bytes::from).unwrap_or_else(|_| self.original.clone())
+        let mut edits: Vec<(&str, &RawValue)> = Vec::with_capacity(2);
+        if let Some(m) = &model {
+            edits.push(("model", m));
+        }
+        if let Some(u) = &usage {
+            edits.push(("stream_options", u));
+        }
+        let kept = self.fields.iter().map(|(k, v)| (k.as_str(), edits.iter().find(|(e, _)| e == k).map(|(_, r)| *r).unwrap_or(&**v)));
+        let added = edits.iter().filter(|(k, _)| !self.fields.contains_key(*k)).copied();
+        let mut out = Vec::with_capacity(self.original.len() + 64);
+        let mut ser = serde_json::Serializer::new(&mut out);
+        match serde::Serializer::collect_map(&mut ser, kept.chain(added)) {
+            Ok(()) => (Bytes::from(out), usage.is_some()),
+            Err(_) => (self.original.clone(), false),
+        }
     }
 }
 
@@ -98,10 +102,10 @@ mod tests {
     #[test]
     fn rewrite_changes_only_model() {
         let src = br#"{"model":"gpt-4o","messages":[{"role":"user","content":"hi \u00e9"}],"x_unknown":{"a":[1,2.50]},"temperature":0.2}"#;
-        let mut b = JsonBody::parse(Bytes::from_static(src)).unwrap();
-        assert_eq!(b.to_bytes(), Bytes::from_static(src), "unchanged body is forwarded byte-identical");
-        b.set_model("gpt-4o-mini");
-        let out = b.to_bytes();
+        let b = JsonBody::parse(Bytes::from_static(src)).unwrap();
+        assert_eq!(b.render(None, false).0, Bytes::from_static(src), "unchanged body is forwarded byte-identical");
+        assert_eq!(b.render(Some("gpt-4o"), false).0, Bytes::from_static(src), "the same model is no change");
+        let out = b.render(Some("gpt-4o-mini"), false).0;
         let mut want: serde_json::Value = serde_json::from_slice(src).unwrap();
         want["model"] = "gpt-4o-mini".into();
         assert_eq!(serde_json::from_slice::<serde_json::Value>(&out).unwrap(), want);
@@ -112,13 +116,18 @@ mod tests {
 
     #[test]
     fn stream_usage_is_added_once_and_merged() {
-        let mut b = JsonBody::parse(Bytes::from_static(br#"{"model":"m","stream":true,"stream_options":{"x":1}}"#)).unwrap();
+        let b = JsonBody::parse(Bytes::from_static(br#"{"model":"m","stream":true,"stream_options":{"x":1}}"#)).unwrap();
         assert!(b.stream());
-        assert!(b.ensure_stream_usage());
-        let v: serde_json::Value = serde_json::from_slice(&b.to_bytes()).unwrap();
+        let (bytes, added) = b.render(Some("n"), true);
+        assert!(added);
+        let v: serde_json::Value = serde_json::from_slice(&bytes).unwrap();
         assert_eq!(v["stream_options"], serde_json::json!({"x":1,"include_usage":true}));
-        let mut b = JsonBody::parse(Bytes::from_static(br#"{"stream":true,"stream_options":{"include_usage":true}}"#)).unwrap();
-        assert!(!b.ensure_stream_usage());
+        assert_eq!(v["model"], "n");
+        let b = JsonBody::parse(Bytes::from_static(br#"{"stream":true}"#)).unwrap();
+        let v: serde_json::Value = serde_json::from_slice(&b.render(Some("m"), true).0).unwrap();
+        assert_eq!(v, serde_json::json!({"stream":true,"model":"m","stream_options":{"include_usage":true}}));
+        let b = JsonBody::parse(Bytes::from_static(br#"{"stream":true,"stream_options":{"include_usage":true}}"#)).unwrap();
+        assert!(!b.render(None, true).1);
     }
 
     #[test]

@@ -10,6 +10,7 @@
 pub mod accesslog;
 pub mod admin;
 pub mod body;
+pub mod budget;
 pub mod config;
 pub mod dialect;
 pub mod fsutil;

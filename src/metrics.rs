@@ -23,6 +23,16 @@ pub const SPLIT_ARMS: &str = "modelgate_split_assignments_total";
 pub const SHADOW_DECISIONS: &str = "modelgate_shadow_decisions_total";
 pub const CONFIG_RELOADS: &str = "modelgate_config_reloads_total";
 pub const CONFIG_RELOAD_FAILURES: &str = "modelgate_config_reload_failures_total";
+pub const SAVINGS: &str = "modelgate_savings_usd_total";
+pub const UPGRADE_COST: &str = "modelgate_upgrade_cost_usd_total";
+pub const BUDGET_SPENT: &str = "modelgate_budget_spent_usd";
+pub const BUDGET_LIMIT: &str = "modelgate_budget_limit_usd";
+pub const BUDGET_RESERVED: &str = "modelgate_budget_reserved_usd";
+pub const BUDGET_WARNINGS: &str = "modelgate_budget_warnings_total";
+pub const BUDGET_EXCEEDED: &str = "modelgate_budget_exceeded_total";
+pub const SPEND_SPIKES: &str = "modelgate_spend_spikes_total";
+pub const LEDGER_ERRORS: &str = "modelgate_ledger_errors_total";
+pub const BUDGET_STORE_UP: &str = "modelgate_budget_store_up";
 
 /// Install the global Prometheus recorder and describe every metric.
 /// Returns the handle `/metrics` renders from.
@@ -51,6 +61,11 @@ fn describe() {
     describe_counter!(SHADOW_DECISIONS, "Shadow-mode decisions: the model routing would have chosen (`refused` when it would refuse), by route; the request itself was forwarded unchanged.");
     describe_counter!(CONFIG_RELOADS, "Successful config reloads.");
     describe_counter!(CONFIG_RELOAD_FAILURES, "Config reloads rejected because the new file was invalid (the old config stays).");
+    describe_counter!(BUDGET_WARNINGS, "Budget warnings, by budget and level: `warn` (spend passed warn_at) and `exceeded` (first request over the limit in a window).");
+    describe_counter!(BUDGET_EXCEEDED, "Requests a used-up budget acted on, by budget and action (reject, downgrade).");
+    describe_counter!(SPEND_SPIKES, "Spend spikes: the last hour's spend went over spend_spike.factor × the average hour before it.");
+    describe_counter!(LEDGER_ERRORS, "Spend-ledger entries that could not be written to state_dir.");
+    metrics::describe_gauge!(BUDGET_STORE_UP, "1 while the shared budget store (Redis) answers, 0 while it is unreachable.");
 }
 
 /// Labels of one answered request.
@@ -84,33 +99,50 @@ pub fn usage(provider: &str, model: &str, u: &crate::usage::Usage, cost_usd: f64
 pub struct FloatCounters {
     name: &'static str,
     help: &'static str,
+    labels: (&'static str, &'static str),
     values: Mutex<BTreeMap<(String, String), f64>>,
 }
 
 pub static COST_USD: FloatCounters = FloatCounters {
     name: COST,
     help: "Cost in USD of served requests, computed from reported usage and the model's prices.",
+    labels: ("provider", "model"),
+    values: Mutex::new(BTreeMap::new()),
+};
+
+pub static SAVINGS_USD: FloatCounters = FloatCounters {
+    name: SAVINGS,
+    help: "USD saved by routing: the cost the same tokens would have had at the model the client asked for, minus the actual cost (requests served by a cheaper model).",
+    labels: ("requested", "model"),
+    values: Mutex::new(BTreeMap::new()),
+};
+
+pub static UPGRADE_USD: FloatCounters = FloatCounters {
+    name: UPGRADE_COST,
+    help: "USD spent above the requested model's price when routing chose a pricier model (e.g. x-modelgate-tier: max).",
+    labels: ("requested", "model"),
     values: Mutex::new(BTreeMap::new()),
 };
 
 impl FloatCounters {
-    pub fn add(&self, provider: &str, model: &str, v: f64) {
+    pub fn add(&self, a: &str, b: &str, v: f64) {
         if let Ok(mut m) = self.values.lock() {
-            *m.entry((provider.to_string(), model.to_string())).or_insert(0.0) += v;
+            *m.entry((a.to_string(), b.to_string())).or_insert(0.0) += v;
         }
     }
 
     pub fn render(&self, out: &mut String) {
         let Ok(m) = self.values.lock() else { return };
         let _ = writeln!(out, "# HELP {} {}\n# TYPE {} counter", self.name, self.help, self.name);
-        for ((provider, model), v) in m.iter() {
-            let _ = writeln!(out, "{}{{provider=\"{}\",model=\"{}\"}} {}", self.name, escape(provider), escape(model), v);
+        let (la, lb) = self.labels;
+        for ((a, b), v) in m.iter() {
+            let _ = writeln!(out, "{}{{{la}=\"{}\",{lb}=\"{}\"}} {}", self.name, escape(a), escape(b), v);
         }
     }
 }
 
 /// Prometheus label-value escaping (config names may hold any character).
-fn escape(v: &str) -> String {
+pub fn escape(v: &str) -> String {
     v.replace('\\', "\\\\").replace('"', "\\\"").replace('\n', "\\n")
 }
 
@@ -135,7 +167,39 @@ impl pingora::services::background::BackgroundService for Upkeep {
 pub fn render(handle: &PrometheusHandle) -> String {
     let mut out = handle.render();
     COST_USD.render(&mut out);
+    SAVINGS_USD.render(&mut out);
+    UPGRADE_USD.render(&mut out);
     out
+}
+
+/// Savings (or extra cost) of serving `model` instead of `requested`.
+pub fn savings(requested: &str, model: &str, requested_cost: f64, cost: f64) {
+    let d = requested_cost - cost;
+    if d > 0.0 {
+        SAVINGS_USD.add(requested, model, d);
+    } else if d < 0.0 {
+        UPGRADE_USD.add(requested, model, -d);
+    }
+}
+
+pub fn budget_warning(budget: &str, level: &'static str) {
+    counter!(BUDGET_WARNINGS, "budget" => budget.to_string(), "level" => level).increment(1);
+}
+
+pub fn budget_exceeded(budget: &str, action: &'static str) {
+    counter!(BUDGET_EXCEEDED, "budget" => budget.to_string(), "action" => action).increment(1);
+}
+
+pub fn spend_spike() {
+    counter!(SPEND_SPIKES).increment(1);
+}
+
+pub fn ledger_error() {
+    counter!(LEDGER_ERRORS).increment(1);
+}
+
+pub fn budget_store(up: bool) {
+    metrics::gauge!(BUDGET_STORE_UP).set(if up { 1.0 } else { 0.0 });
 }
 
 pub fn attempt(model: &str, outcome: &'static str) {

@@ -19,22 +19,29 @@ use pingora::server::ShutdownWatch;
 use pingora::services::background::BackgroundService;
 use tokio::signal::unix::{signal, SignalKind};
 
+use crate::budget::Budgets;
 use crate::config::{self, Snapshot};
 use crate::metrics;
 
 const DEBOUNCE: Duration = Duration::from_millis(250);
 
 /// Load `path` and swap it in. Returns whether the new config was applied.
-pub fn reload(path: &Path, state: &ArcSwap<Snapshot>, why: &str) -> bool {
+pub fn reload(path: &Path, state: &ArcSwap<Snapshot>, budgets: &Budgets, why: &str) -> bool {
     match config::load_file(path) {
         Ok(new) => {
             let old = state.load();
             if new.listen.gateway != old.listen.gateway || new.listen.admin != old.listen.admin {
                 tracing::warn!("listen addresses changed in {}; they take effect only after a restart", path.display());
             }
+            if new.budget_store != old.budget_store || new.state_dir != old.state_dir {
+                tracing::warn!("budget_store or state_dir changed in {}; they take effect only after a restart", path.display());
+            }
             for (provider, env) in new.missing_keys() {
                 tracing::warn!(provider, env, "api_key_env is not set; requests to this provider will fail with 401");
             }
+            // Limits apply at once; spend carries over (recounted from the
+            // ledger for a budget whose scope or window changed).
+            budgets.sync(&new);
             let routes = new.routes.len();
             state.store(Arc::new(new));
             metrics::reload(true);
@@ -54,6 +61,7 @@ pub fn reload(path: &Path, state: &ArcSwap<Snapshot>, why: &str) -> bool {
 pub struct Reloader {
     pub path: PathBuf,
     pub state: Arc<ArcSwap<Snapshot>>,
+    pub budgets: Budgets,
 }
 
 #[async_trait]
@@ -92,12 +100,12 @@ impl BackgroundService for Reloader {
                     while rx.try_recv().is_ok() {}
                     let now = std::fs::read(&self.path).ok();
                     if now.is_some() && now != last {
-                        reload(&self.path, &self.state, "file change");
+                        reload(&self.path, &self.state, &self.budgets, "file change");
                         last = now;
                     }
                 }
                 Some(()) = async { match hup.as_mut() { Some(h) => h.recv().await, None => std::future::pending().await } } => {
-                    reload(&self.path, &self.state, "SIGHUP");
+                    reload(&self.path, &self.state, &self.budgets, "SIGHUP");
                     last = std::fs::read(&self.path).ok();
                 }
             }

@@ -12,6 +12,7 @@ use pingora::services::background::background_service;
 use pingora::services::listening::Service;
 
 use crate::admin::Admin;
+use crate::budget::Budgets;
 use crate::config::Snapshot;
 use crate::policy::OverrideStore;
 use crate::proxy::gateway::Gateway;
@@ -33,6 +34,7 @@ pub fn run(snap: Snapshot, config_path: Option<PathBuf>) -> Result<(), String> {
         }
     }
     let metrics = crate::metrics::install()?;
+    let budgets = Budgets::open(&snap)?;
     let listen = snap.listen;
     let state = Arc::new(ArcSwap::from_pointee(snap));
 
@@ -46,15 +48,17 @@ pub fn run(snap: Snapshot, config_path: Option<PathBuf>) -> Result<(), String> {
     let mut server = Server::new_with_opt_and_conf(None, conf);
     server.bootstrap();
 
-    let mut gateway = pingora_proxy::http_proxy_service_with_name(&server.configuration, Gateway::new(state.clone(), overrides.clone()), "gateway");
+    let mut gateway = pingora_proxy::http_proxy_service_with_name(&server.configuration, Gateway::new(state.clone(), overrides.clone(), budgets.clone()), "gateway");
     gateway.add_tcp(&listen.gateway.to_string());
-    let mut admin = Service::new("admin".to_string(), Admin { metrics: metrics.clone(), state: state.clone(), overrides });
+    let mut admin = Service::new("admin".to_string(), Admin { metrics: metrics.clone(), state: state.clone(), overrides, budgets: budgets.clone() });
     admin.add_tcp(&listen.admin.to_string());
     server.add_service(gateway);
     server.add_service(admin);
     server.add_service(background_service("metrics upkeep", crate::metrics::Upkeep(metrics)));
+    let fsync = state.load().budget_store.fsync_interval;
+    server.add_service(background_service("budget upkeep", crate::budget::Upkeep { budgets: budgets.clone(), fsync }));
     if let Some(path) = config_path {
-        server.add_service(background_service("config watcher", Reloader { path, state }));
+        server.add_service(background_service("config watcher", Reloader { path, state, budgets }));
     }
     tracing::info!(gateway = %listen.gateway, admin = %listen.admin, "modelgate listening");
     server.run_forever()

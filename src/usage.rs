@@ -95,6 +95,38 @@ impl RawUsage {
     }
 }
 
+/// Text a stream event adds to the answer (for estimating the output of a
+/// stream that ends without usage).
+#[derive(Debug, Default, Deserialize)]
+pub struct ChoiceDelta {
+    pub delta: Option<OpenAiDelta>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+pub struct OpenAiDelta {
+    pub content: Option<String>,
+    pub reasoning_content: Option<String>,
+    pub tool_calls: Option<Vec<ToolCallDelta>>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+pub struct ToolCallDelta {
+    pub function: Option<FunctionDelta>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+pub struct FunctionDelta {
+    pub arguments: Option<String>,
+}
+
+/// Anthropic `content_block_delta.delta` or a Responses `*.delta` string.
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+pub enum EventDelta {
+    Text(String),
+    Block { text: Option<String>, partial_json: Option<String>, thinking: Option<String> },
+}
+
 /// The parts of a JSON body or SSE event that carry usage, in any dialect:
 /// top-level `usage` (OpenAI chat/completions/embeddings, Anthropic
 /// `message_delta` and non-streamed messages, Responses JSON), `message.usage`
@@ -105,7 +137,11 @@ pub struct UsageCarrier {
     pub message: Option<Nested>,
     pub response: Option<Nested>,
     /// Present on OpenAI chunks; empty on the usage-only final chunk.
-    pub choices: Option<Vec<serde::de::IgnoredAny>>,
+    pub choices: Option<Vec<ChoiceDelta>>,
+    /// Anthropic and Responses event type.
+    #[serde(rename = "type")]
+    pub kind: Option<String>,
+    pub delta: Option<EventDelta>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -116,6 +152,30 @@ pub struct Nested {
 impl UsageCarrier {
     pub fn parse(json: &[u8]) -> Option<Self> {
         serde_json::from_slice(json).ok()
+    }
+
+    /// Bytes of answer text (content, reasoning, tool arguments) it adds.
+    pub fn text_bytes(&self) -> u64 {
+        let len = |s: &Option<String>| s.as_ref().map_or(0, |s| s.len() as u64);
+        let choices: u64 = self
+            .choices
+            .iter()
+            .flatten()
+            .filter_map(|c| c.delta.as_ref())
+            .map(|d| len(&d.content) + len(&d.reasoning_content) + d.tool_calls.iter().flatten().filter_map(|t| t.function.as_ref()).map(|f| len(&f.arguments)).sum::<u64>())
+            .sum();
+        let delta = match &self.delta {
+            Some(EventDelta::Text(t)) => t.len() as u64,
+            Some(EventDelta::Block { text, partial_json, thinking }) => len(text) + len(partial_json) + len(thinking),
+            None => 0,
+        };
+        choices + delta
+    }
+
+    /// Whether this event ends the answer (Anthropic `message_stop`,
+    /// Responses `response.completed` / `.incomplete` / `.failed`).
+    pub fn is_terminal(&self) -> bool {
+        matches!(self.kind.as_deref(), Some("message_stop" | "response.completed" | "response.incomplete" | "response.failed"))
     }
 
     /// All usage objects it carries, outermost last.

@@ -6,6 +6,7 @@
 //! every name it holds refers to something that exists. Reload builds a new
 //! one (fallible) and swaps it in (infallible), see `crate::reload`.
 
+mod budget;
 mod interp;
 mod positions;
 mod raw;
@@ -23,6 +24,7 @@ use indexmap::IndexMap;
 use crate::dialect::Dialect;
 use crate::upstream::Endpoint;
 
+pub use budget::*;
 pub use routing::*;
 pub use validate::DEFAULT_MAX_BODY_BYTES;
 
@@ -221,6 +223,11 @@ pub struct Snapshot {
     pub admin_token: Option<(String, Option<Secret>)>,
     /// Index of the provider that serves unrouted requests of each dialect.
     pub default_provider: [Option<usize>; Dialect::COUNT],
+    pub budgets: Vec<Budget>,
+    pub budget_store: BudgetStore,
+    /// Calendar windows of budgets and usage reports.
+    pub timezone: jiff::tz::TimeZone,
+    pub spike: Spike,
 }
 
 impl Snapshot {

@@ -179,3 +179,53 @@ pub struct RawRouting {
     #[serde(default)]
     pub client_models: Vec<String>,
 }
+
+/// `scope: global` or `scope: { provider: X, app: Y }`.
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+pub enum RawScope {
+    Word(String),
+    Map(RawScopeMap),
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawScopeMap {
+    pub provider: Option<String>,
+    pub model: Option<String>,
+    pub app: Option<String>,
+    pub task: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawBudget {
+    pub name: String,
+    pub scope: Option<RawScope>,
+    pub window: String,
+    pub limit_usd: Option<f64>,
+    pub limit_tokens: Option<u64>,
+    pub limit_requests: Option<u64>,
+    pub warn_at: Option<f64>,
+    pub on_exceed: Option<String>,
+    pub downgrade_to: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawBudgetStore {
+    pub kind: String,
+    pub url: Option<String>,
+    pub on_unavailable: Option<String>,
+    pub timeout_ms: Option<u64>,
+    pub key_prefix: Option<String>,
+    pub fsync_interval_ms: Option<u64>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawSpike {
+    pub factor: Option<f64>,
+    pub baseline_hours: Option<u32>,
+    pub min_usd: Option<f64>,
+}

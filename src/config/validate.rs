@@ -21,8 +21,11 @@ use crate::dialect::Dialect;
 use crate::upstream::Endpoint;
 
 pub const DEFAULT_MAX_BODY_BYTES: usize = 32 * 1024 * 1024;
-const TOP_KEYS: &[&str] = &["listen", "state_dir", "max_body_bytes", "access_log", "admin_token_env", "providers", "models", "routes", "routing"];
+const TOP_KEYS: &[&str] = &[
+    "listen", "state_dir", "max_body_bytes", "access_log", "admin_token_env", "providers", "models", "routes", "routing", "budgets", "budget_store", "timezone", "spend_spike",
+];
 
+mod budgets;
 mod routes;
 
 struct Ctx {
@@ -121,6 +124,10 @@ pub fn validate(text: &str, env: &dyn Fn(&str) -> Option<String>) -> Result<Snap
     let raw_routes: Vec<Value> = take("routes").and_then(|v| cx.section("routes", v)).unwrap_or_default();
     let raw_routing: super::raw::RawRouting = take("routing").and_then(|v| cx.section("routing", v)).unwrap_or_default();
     let admin_token_env: Option<String> = take("admin_token_env").and_then(|v| cx.section("admin_token_env", v));
+    let raw_budgets: Vec<Value> = take("budgets").and_then(|v| cx.section("budgets", v)).unwrap_or_default();
+    let raw_store = take("budget_store").and_then(|v| cx.section("budget_store", v));
+    let raw_tz: Option<String> = take("timezone").and_then(|v| cx.section("timezone", v));
+    let raw_spike = take("spend_spike").and_then(|v| cx.section("spend_spike", v));
 
     let listen = listen_of(&mut cx, listen_raw);
     if max_body == 0 {
@@ -201,6 +208,19 @@ pub fn validate(text: &str, env: &dyn Fn(&str) -> Option<String>) -> Result<Snap
         None => None,
     };
 
+    let mut budget_names = HashSet::new();
+    let mut budgets = Vec::new();
+    for (i, v) in raw_budgets.into_iter().enumerate() {
+        let path = format!("budgets[{i}]");
+        let Some(raw) = cx.section(&path, v) else { continue };
+        if let Some(b) = budgets::budget_of(&mut cx, &path, raw, &mut budget_names, &providers, &models) {
+            budgets.push(b);
+        }
+    }
+    let budget_store = budgets::store_of(&mut cx, raw_store);
+    let timezone = budgets::timezone_of(&mut cx, raw_tz);
+    let spike = budgets::spike_of(&mut cx, raw_spike);
+
     if !cx.errors.is_empty() {
         return Err(cx.errors);
     }
@@ -215,6 +235,10 @@ pub fn validate(text: &str, env: &dyn Fn(&str) -> Option<String>) -> Result<Snap
         routing,
         admin_token,
         default_provider,
+        budgets,
+        budget_store,
+        timezone,
+        spike,
     })
 }
 

@@ -129,6 +129,10 @@ pub enum ErrorKind {
     NotFound,
     TooLarge,
     RateLimited,
+    /// A spend budget is used up (retrying before it resets does not help).
+    BudgetExceeded,
+    /// modelgate cannot serve right now (e.g. its budget store is away).
+    Unavailable,
     Upstream,
     Timeout,
     Internal,
@@ -142,11 +146,18 @@ pub struct GatewayError {
     /// Short machine-readable code, also the `reason` label in metrics.
     pub code: &'static str,
     pub message: String,
+    /// Seconds for a `Retry-After` header.
+    pub retry_after: Option<u64>,
 }
 
 impl GatewayError {
     pub fn new(status: u16, kind: ErrorKind, code: &'static str, message: impl Into<String>) -> Self {
-        Self { status, kind, code, message: message.into() }
+        Self { status, kind, code, message: message.into(), retry_after: None }
+    }
+
+    pub fn retry_after(mut self, secs: u64) -> Self {
+        self.retry_after = Some(secs);
+        self
     }
 
     /// The error body in the client's dialect.
@@ -158,7 +169,9 @@ impl GatewayError {
                     ErrorKind::Authentication => "authentication_error",
                     ErrorKind::PermissionDenied => "permission_error",
                     ErrorKind::RateLimited => "rate_limit_error",
-                    ErrorKind::Upstream | ErrorKind::Timeout | ErrorKind::Internal => "server_error",
+                    // OpenAI's own type for a spent quota.
+                    ErrorKind::BudgetExceeded => "insufficient_quota",
+                    ErrorKind::Upstream | ErrorKind::Timeout | ErrorKind::Internal | ErrorKind::Unavailable => "server_error",
                 };
                 json!({"error": {"message": self.message, "type": ty, "param": null, "code": self.code}})
             }
@@ -169,9 +182,9 @@ impl GatewayError {
                     ErrorKind::PermissionDenied => "permission_error",
                     ErrorKind::NotFound => "not_found_error",
                     ErrorKind::TooLarge => "request_too_large",
-                    ErrorKind::RateLimited => "rate_limit_error",
+                    ErrorKind::RateLimited | ErrorKind::BudgetExceeded => "rate_limit_error",
                     ErrorKind::Timeout => "timeout_error",
-                    ErrorKind::Upstream | ErrorKind::Internal => "api_error",
+                    ErrorKind::Upstream | ErrorKind::Internal | ErrorKind::Unavailable => "api_error",
                 };
                 json!({"type": "error", "error": {"type": ty, "message": self.message}})
             }

@@ -16,6 +16,12 @@ pub struct StreamTap {
     usage: RawUsage,
     drop_usage_only: bool,
     pub events: u64,
+    /// The answer's last event was seen (`[DONE]`, `message_stop`,
+    /// `response.completed` …): what follows adds nothing.
+    pub terminal: bool,
+    /// Bytes of answer text seen, for estimating output tokens when the
+    /// stream ends without usage.
+    pub text_bytes: u64,
 }
 
 /// Length of the first complete event in `buf` (delimiter included), looking
@@ -51,7 +57,7 @@ impl StreamTap {
     /// `drop_usage_only`: remove OpenAI's final `choices: []` usage chunk
     /// (set when modelgate added `stream_options.include_usage` itself).
     pub fn new(drop_usage_only: bool) -> Self {
-        Self { buf: BytesMut::new(), scanned: 0, usage: RawUsage::default(), drop_usage_only, events: 0 }
+        Self { buf: BytesMut::new(), scanned: 0, usage: RawUsage::default(), drop_usage_only, events: 0, terminal: false, text_bytes: 0 }
     }
 
     /// Feed bytes from upstream; returns what to send to the client now
@@ -108,9 +114,14 @@ impl StreamTap {
         self.events += 1;
         let data = data_of(event);
         if data.first() != Some(&b'{') {
+            if data == b"[DONE]" {
+                self.terminal = true;
+            }
             return true;
         }
         let Some(c) = UsageCarrier::parse(&data) else { return true };
+        self.text_bytes += c.text_bytes();
+        self.terminal |= c.is_terminal();
         for u in c.usages() {
             self.usage.merge(u);
         }
@@ -142,6 +153,8 @@ data: [DONE]\n\n";
         assert!(text.contains("\"Hi\""));
         assert!(!text.contains("prompt_tokens"));
         assert!(text.ends_with("data: [DONE]\n\n"));
+        assert!(tap.terminal);
+        assert_eq!(tap.text_bytes, 2);
         assert_eq!(tap.usage().unwrap().normalize(Dialect::OpenAi), Usage { input: 9, output: 2, ..Default::default() });
     }
 
@@ -155,6 +168,17 @@ data: [DONE]\n\n";
         out.extend_from_slice(&tap.finish());
         assert_eq!(out, OPENAI.as_bytes());
         assert_eq!(tap.events, 3);
+    }
+
+    #[test]
+    fn anthropic_text_and_tool_deltas_are_measured_and_message_stop_ends() {
+        let mut tap = StreamTap::new(false);
+        tap.feed(b"event: content_block_delta\ndata: {\"type\":\"content_block_delta\",\"index\":0,\"delta\":{\"type\":\"text_delta\",\"text\":\"Hello\"}}\n\n");
+        tap.feed(b"event: content_block_delta\ndata: {\"type\":\"content_block_delta\",\"index\":1,\"delta\":{\"type\":\"input_json_delta\",\"partial_json\":\"{\\\"a\\\":1}\"}}\n\n");
+        assert!(!tap.terminal);
+        assert_eq!(tap.text_bytes, 5 + 7);
+        tap.feed(b"event: message_stop\ndata: {\"type\":\"message_stop\"}\n\n");
+        assert!(tap.terminal);
     }
 
     #[test]

@@ -7,7 +7,7 @@
 //! route or the context guard needs them (see `tokens`).
 
 use std::borrow::Cow;
-use std::cell::OnceCell;
+use std::sync::OnceLock;
 
 use http::HeaderMap;
 use serde::Deserialize;
@@ -84,7 +84,7 @@ pub struct Facts<'a> {
     body_len: usize,
     tokens_model: Option<&'a str>,
     /// Raw counts per BPE family, made on first use.
-    counts: [OnceCell<u64>; 2],
+    counts: [OnceLock<u64>; 2],
 }
 
 impl Facts<'_> {
@@ -93,7 +93,7 @@ impl Facts<'_> {
     pub fn tokens_upper_bound(&self) -> u64 {
         // A token is at least one byte of the body, except images (a flat
         // 1,000 each): with any image the bound is unknown.
-        let has_image = self.body.is_some_and(|b| memchr::memmem::find(&b.to_bytes(), b"image").is_some());
+        let has_image = self.body.is_some_and(|b| memchr::memmem::find(b.original(), b"image").is_some());
         if has_image {
             return u64::MAX;
         }
@@ -224,7 +224,7 @@ pub fn classify<'a>(
         body,
         body_len,
         tokens_model,
-        counts: [OnceCell::new(), OnceCell::new()],
+        counts: [OnceLock::new(), OnceLock::new()],
     })
 }
 

@@ -31,7 +31,7 @@ use sha2::{Digest, Sha256};
 pub use classify::{classify, Facts, Score, Source};
 pub use overrides::{OverrideStore, Overrides};
 
-use crate::config::{Arm, Capability, Mode, Model, Route, Select, Snapshot, Target};
+use crate::config::{Arm, Capability, Downgrade, Mode, Model, Route, Select, Snapshot, Target};
 use crate::dialect::{Dialect, ErrorKind, GatewayError};
 
 /// One upstream attempt.
@@ -675,6 +675,50 @@ pub fn decide<'s>(snap: &'s Snapshot, overrides: &'s Overrides, f: &Facts<'_>, t
     let mode = mode_for(snap, None, f, &mut Tr(None));
     let attempts = unrouted(snap, f, mode, &mut tr).map_err(|error| Refused { route: Some(route), mode, error })?;
     Ok(Decision { route: Some(route), mode, arm, shadow: Some(would), overridden: over.is_some(), attempts })
+}
+
+/// Every model a route names (targets, tiers, candidates, arms, fallbacks).
+fn route_models<'s>(snap: &'s Snapshot, route: &'s Route) -> Vec<&'s Model> {
+    let names: Vec<&String> = match &route.target {
+        Target::Model(m) => vec![m],
+        Target::Tiers(t) => t.iter().map(|t| &t.model).collect(),
+        Target::Select(s) => s.candidates.iter().collect(),
+        Target::Split(a) => a.iter().map(|a| &a.model).collect(),
+    };
+    names.into_iter().chain(&route.fallbacks).filter_map(|n| snap.models.get(n)).collect()
+}
+
+/// The attempt that serves a request after a budget's `on_exceed:
+/// downgrade`: the named model, or the cheapest model the request's route
+/// names (without a route: any configured model), that can serve it under
+/// the same mode and filters as the original plan.
+pub fn downgrade<'s>(snap: &'s Snapshot, d: &Decision<'s>, f: &Facts<'_>, to: &Downgrade) -> Result<Attempt<'s>, GatewayError> {
+    let select = d.route.and_then(|r| match &r.target {
+        Target::Select(s) => Some(s),
+        _ => None,
+    });
+    let mut chain = Chain::new(select);
+    let mut off = Tr(None);
+    match to {
+        Downgrade::Model(name) => {
+            if let Some(m) = snap.models.get(name) {
+                chain.offer(snap, m, f, d.mode, "downgrade", &mut off);
+            }
+        }
+        Downgrade::Cheapest => {
+            let mut ms = match d.route {
+                Some(r) => route_models(snap, r),
+                None => snap.models.values().collect(),
+            };
+            ms.sort_by(|a, b| a.blended_usd_per_mtok().total_cmp(&b.blended_usd_per_mtok()));
+            for m in ms {
+                if chain.offer(snap, m, f, d.mode, "downgrade", &mut off) {
+                    break;
+                }
+            }
+        }
+    }
+    chain.finish(snap, f, d.mode).map(|a| a[0])
 }
 
 #[cfg(test)]

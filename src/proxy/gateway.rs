@@ -23,13 +23,18 @@ use pingora_proxy::{ProxyHttp, Session};
 
 use crate::accesslog::{AccessLogger, Record};
 use crate::body::JsonBody;
-use crate::config::{Auth, Provider, Snapshot};
+use crate::budget::{Budgets, Charge, Entry, Hold, Verdict};
+use crate::config::{nanos, Amounts, Auth, Model, Provider, Snapshot};
 use crate::dialect::sse::StreamTap;
 use crate::dialect::{classify_path, Api, Dialect, ErrorKind, GatewayError, Incoming};
 use crate::metrics;
-use crate::policy::{self, Attempt, OverrideStore};
+use crate::policy::{self, Attempt, Facts, OverrideStore};
 use crate::upstream::{self, AttemptError, Exchange};
 use crate::usage::{RawUsage, UsageCarrier};
+
+/// Output tokens reserved for a request that sets no max_tokens, on a model
+/// without `max_output_tokens`.
+pub const DEFAULT_MAX_OUTPUT_TOKENS: u64 = 16_384;
 
 /// Largest non-streamed upstream response modelgate buffers (to read usage).
 const MAX_RESPONSE_BYTES: usize = 256 * 1024 * 1024;
@@ -43,6 +48,7 @@ const DROP_RESPONSE: &[&str] = &["content-length", "transfer-encoding", "connect
 pub struct Gateway {
     state: Arc<ArcSwap<Snapshot>>,
     overrides: Arc<OverrideStore>,
+    budgets: Budgets,
     connector: Connector,
     log: AccessLogger,
 }
@@ -61,6 +67,37 @@ impl From<GatewayError> for Stop {
     }
 }
 
+/// The attempt whose response is being relayed, and its reservation.
+struct Served<'a, 's> {
+    attempt: &'a Attempt<'s>,
+    provider: &'s Provider,
+    facts: &'a Facts<'a>,
+    hold: Hold,
+    snap: &'s Snapshot,
+}
+
+/// What an attempt may charge to budgets: input tokens (estimated for the
+/// model's tokenizer) at the dearer of input and cache-write prices, plus
+/// the output the client allows (max_tokens, else the model's
+/// max_output_tokens, else 16,384) at the output price. Counting tokens is
+/// skipped when no budget applies.
+fn charge<'a>(snap: &'a Snapshot, f: &'a Facts<'_>, a: &Attempt<'a>, p: &'a Provider) -> Charge<'a> {
+    let model = a.model.map(|m| m.name.as_str());
+    let applies = snap.budgets.iter().any(|b| b.scope.matches(&p.name, model, &f.app, f.task.as_deref()));
+    let worst = if applies { worst_case(f, a.model) } else { Amounts::default() };
+    Charge { provider: &p.name, model, app: &f.app, task: f.task.as_deref(), worst }
+}
+
+fn worst_case(f: &Facts<'_>, m: Option<&Model>) -> Amounts {
+    let input = f.tokens_for(m.map(|m| m.id.as_str())).count;
+    let output = f.max_tokens.or(m.and_then(|m| m.max_output_tokens)).unwrap_or(DEFAULT_MAX_OUTPUT_TOKENS);
+    let usd = m.map_or(0.0, |m| {
+        let p = &m.prices;
+        (input as f64 * p.input_usd_per_mtok.max(p.cache_write_usd_per_mtok) + output as f64 * p.output_usd_per_mtok) / 1e6
+    });
+    Amounts { nanos: nanos(usd), tokens: input.saturating_add(output), requests: 1 }
+}
+
 /// Per-request bookkeeping shared by the phases.
 struct Req {
     dialect: Dialect,
@@ -73,8 +110,8 @@ struct Req {
 }
 
 impl Gateway {
-    pub fn new(state: Arc<ArcSwap<Snapshot>>, overrides: Arc<OverrideStore>) -> Self {
-        Self { state, overrides, connector: Connector::new(None), log: AccessLogger::default() }
+    pub fn new(state: Arc<ArcSwap<Snapshot>>, overrides: Arc<OverrideStore>, budgets: Budgets) -> Self {
+        Self { state, overrides, budgets, connector: Connector::new(None), log: AccessLogger::default() }
     }
 
     async fn handle(&self, session: &mut Session, snap: &Snapshot, r: &mut Req) -> Result<(), Stop> {
@@ -93,28 +130,28 @@ impl Gateway {
         let body = read_body(session, snap.max_body_bytes).await?;
         r.body_done = Instant::now();
 
-        let mut json = if incoming.api.is_model_call() && is_post { Some(JsonBody::parse(body.clone())?) } else { None };
+        let json = if incoming.api.is_model_call() && is_post { Some(JsonBody::parse(body.clone())?) } else { None };
         let requested = json.as_ref().map(|j| j.model()).transpose()?.flatten();
         r.rec.requested_model = requested.clone();
         r.rec.stream = json.as_ref().is_some_and(|j| j.stream());
         let overrides = self.overrides.load();
+        // Owned copies, so the classification can live across the writes.
         let head = session.req_header();
-        let decision = {
-            let facts = policy::classify(snap, incoming.dialect, incoming.api, head.uri.path(), &head.headers, json.as_ref(), body.len(), requested.as_deref())?;
-            r.rec.app = facts.app.clone();
-            r.rec.task = facts.task.clone();
-            if json.is_some() {
-                r.rec.complexity = Some(facts.complexity.value);
-            }
-            let d = policy::decide(snap, &overrides, &facts, None);
-            r.rec.est_input_tokens = facts.tokens_if_counted().map(|t| t.count);
-            d.map_err(|refused| {
-                r.route = refused.route.map(|r| r.name.as_str()).unwrap_or("none").to_string();
-                r.rec.route = r.route.clone();
-                r.rec.mode = refused.mode.as_str();
-                refused.error
-            })?
-        };
+        let (path, headers) = (head.uri.path().to_string(), head.headers.clone());
+        let facts = policy::classify(snap, incoming.dialect, incoming.api, &path, &headers, json.as_ref(), body.len(), requested.as_deref())?;
+        r.rec.app = facts.app.clone();
+        r.rec.task = facts.task.clone();
+        if json.is_some() {
+            r.rec.complexity = Some(facts.complexity.value);
+        }
+        let decision = policy::decide(snap, &overrides, &facts, None);
+        r.rec.est_input_tokens = facts.tokens_if_counted().map(|t| t.count);
+        let decision = decision.map_err(|refused| {
+            r.route = refused.route.map(|r| r.name.as_str()).unwrap_or("none").to_string();
+            r.rec.route = r.route.clone();
+            r.rec.mode = refused.mode.as_str();
+            refused.error
+        })?;
         r.route = decision.route_label().to_string();
         r.rec.route = r.route.clone();
         r.rec.mode = decision.mode.as_str();
@@ -128,17 +165,21 @@ impl Gateway {
         }
         // Shadow mode forwards the body byte for byte.
         let pristine = decision.shadow.is_some();
-        let plan = decision;
 
+        let mut attempts = decision.attempts.clone();
+        let mut downgraded_by: Option<String> = None;
         let mut tried: Vec<String> = Vec::new();
         let mut last_error: Option<GatewayError> = None;
-        for (i, attempt) in plan.attempts.iter().enumerate() {
-            let last = i + 1 == plan.attempts.len();
+        let mut i = 0;
+        while i < attempts.len() {
+            let attempt = attempts[i];
+            let last = i + 1 == attempts.len();
             let provider = &snap.providers[attempt.provider];
             let label = attempt.model_label();
             r.rec.attempts = i + 1;
             r.rec.model = Some(label.to_string());
             r.rec.provider = Some(provider.name.clone());
+            i += 1;
 
             let key = match &provider.auth {
                 Auth::Passthrough => None,
@@ -154,32 +195,47 @@ impl Gateway {
                 }
             };
 
+            // Budgets: reserve this attempt's worst case before calling.
+            let hold = match json.as_ref() {
+                Some(_) => match self.budgets.admit(&charge(snap, &facts, &attempt, provider), downgraded_by.is_some()).await {
+                    Verdict::Go(h) => h,
+                    Verdict::Downgrade { budget, to } => {
+                        let a = policy::downgrade(snap, &decision, &facts, &to).map_err(|e| {
+                            GatewayError::new(e.status, e.kind, e.code, format!("budget `{budget}` is used up and moves requests to a cheaper model, but none can serve this one: {}", e.message))
+                        })?;
+                        tracing::debug!(budget, from = label, to = a.model_label(), "budget downgrade");
+                        r.rec.downgraded_by = Some(budget.clone());
+                        downgraded_by = Some(budget);
+                        // The downgrade model replaces the rest of the plan.
+                        attempts.truncate(i - 1);
+                        attempts.push(a);
+                        i -= 1;
+                        continue;
+                    }
+                    Verdict::Refuse(e) => return Err(e.into()),
+                },
+                None => Hold::none(),
+            };
+
             // The body for this attempt: only `model` (and the usage request
-            // of OpenAI streams) may change.
-            let mut drop_usage_only = false;
-            let bytes = match json.as_mut() {
+            // of OpenAI streams) may change. Shadow mode sends the first
+            // attempt byte for byte; a fallback must name its own model.
+            let (bytes, drop_usage_only) = match json.as_ref() {
                 Some(j) => {
-                    // Shadow mode sends the first attempt byte for byte;
-                    // a fallback must name its own model.
-                    if let Some(m) = attempt.model.filter(|_| !(pristine && i == 0)) {
-                        if requested.as_deref() != Some(m.id.as_str()) {
-                            j.set_model(&m.id);
-                        }
-                    }
-                    if !pristine && r.rec.stream && provider.kind == Dialect::OpenAi && matches!(incoming.api, Api::ChatCompletions | Api::Completions) {
-                        drop_usage_only = j.ensure_stream_usage();
-                    }
-                    j.to_bytes()
+                    let model = attempt.model.filter(|_| !(pristine && i == 1 && downgraded_by.is_none())).map(|m| m.id.as_str());
+                    let usage = !pristine && r.rec.stream && provider.kind == Dialect::OpenAi && matches!(incoming.api, Api::ChatCompletions | Api::Completions);
+                    j.render(model, usage)
                 }
-                None => body.clone(),
+                None => (body.clone(), false),
             };
             let req = upstream_request(session.req_header(), provider, &incoming, key, bytes.len(), is_post)?;
-            if i == 0 {
+            if i == 1 {
                 r.pre_upstream = r.body_done.elapsed();
             }
 
             match upstream::send(&self.connector, &provider.endpoint, &provider.timeouts, &req, &bytes).await {
                 Err(e) => {
+                    drop(hold);
                     metrics::attempt(label, e.reason());
                     tracing::warn!(model = label, provider = %provider.name, error = %e, "upstream attempt failed");
                     tried.push(format!("{label}: {}", e.reason()));
@@ -189,6 +245,7 @@ impl Gateway {
                 Ok(ex) => {
                     let status = ex.header.status.as_u16();
                     if (status == 429 || status >= 500) && !last {
+                        drop(hold);
                         metrics::attempt(label, status_class(status));
                         tracing::warn!(model = label, provider = %provider.name, status, "upstream answered with a retryable status; trying the next model");
                         tried.push(format!("{label}: {status}"));
@@ -197,7 +254,8 @@ impl Gateway {
                     }
                     metrics::attempt(label, status_class(status));
                     r.rec.error = None;
-                    return self.relay(session, ex, attempt, provider, drop_usage_only, r).await;
+                    let served = Served { attempt: &attempt, provider, facts: &facts, hold, snap };
+                    return self.relay(session, ex, served, drop_usage_only, r).await;
                 }
             }
         }
@@ -206,16 +264,9 @@ impl Gateway {
         })))
     }
 
-    /// Send the upstream response to the client and account for it.
-    async fn relay(
-        &self,
-        session: &mut Session,
-        mut ex: Exchange,
-        attempt: &Attempt<'_>,
-        provider: &Provider,
-        drop_usage_only: bool,
-        r: &mut Req,
-    ) -> Result<(), Stop> {
+    /// Send the upstream response to the client and account for it. Spend
+    /// is settled (ledger written) before the response's last bytes go out.
+    async fn relay(&self, session: &mut Session, mut ex: Exchange, mut s: Served<'_, '_>, drop_usage_only: bool, r: &mut Req) -> Result<(), Stop> {
         let status = ex.header.status.as_u16();
         let sse = ex.header.headers.get(http::header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).is_some_and(|ct| ct.starts_with("text/event-stream"));
         let mut resp = ResponseHeader::build(status, None).map_err(internal)?;
@@ -224,29 +275,42 @@ impl Gateway {
                 resp.append_header(name.clone(), value.clone()).map_err(internal)?;
             }
         }
-        self.tag(&mut resp, Some((attempt, provider)), r)?;
+        self.tag(&mut resp, Some((s.attempt, s.provider)), r)?;
         r.rec.status = status;
+        let ok = (200..300).contains(&status);
 
-        let usage: Option<RawUsage>;
         if sse {
             if !session.is_http2() {
                 resp.insert_header("transfer-encoding", "chunked").map_err(internal)?;
             }
             session.write_response_header(Box::new(resp), false).await.map_err(|_| Stop::ClientGone)?;
             let mut tap = StreamTap::new(drop_usage_only);
-            let mut client_gone = false;
+            let mut settled = false;
             loop {
                 match ex.chunk().await {
                     Ok(Some(c)) => {
                         let out = tap.feed(&c);
+                        // The answer is complete at the client with its last
+                        // event: settle before that event leaves.
+                        if tap.terminal && !settled {
+                            settled = true;
+                            self.settle(&mut s, ok, tap.usage(), tap.text_bytes, r).await;
+                        }
                         if !out.is_empty() && session.write_response_body(Some(out), false).await.is_err() {
-                            client_gone = true;
+                            metrics::stream_error("client_closed");
+                            r.rec.error = Some("client_closed".into());
                             break;
                         }
                     }
                     Ok(None) => {
                         let tail = tap.finish();
-                        client_gone = session.write_response_body(Some(tail), true).await.is_err();
+                        if !settled {
+                            settled = true;
+                            self.settle(&mut s, ok, tap.usage(), tap.text_bytes, r).await;
+                        }
+                        if session.write_response_body(Some(tail), true).await.is_err() {
+                            r.rec.error = Some("client_closed".into());
+                        }
                         break;
                     }
                     Err(e) => {
@@ -255,17 +319,20 @@ impl Gateway {
                         metrics::stream_error(e.reason());
                         tracing::warn!(error = %e, "upstream stream failed after the response started");
                         r.rec.error = Some(e.reason().to_string());
-                        let err = attempt_error(&e, &[format!("{}: {}", attempt.model_label(), e.reason())]);
+                        if !settled {
+                            settled = true;
+                            self.settle(&mut s, ok, tap.usage(), tap.text_bytes, r).await;
+                        }
+                        let err = attempt_error(&e, &[format!("{}: {}", s.attempt.model_label(), e.reason())]);
                         let _ = session.write_response_body(Some(stream_error_event(r.dialect, &err)), true).await;
                         break;
                     }
                 }
             }
             r.upstream_end = Some(Instant::now());
-            usage = tap.usage();
-            if client_gone {
-                metrics::stream_error("client_closed");
-                r.rec.error = Some("client_closed".into());
+            if !settled {
+                // The client went away mid-stream: count what was produced.
+                self.settle(&mut s, ok, tap.usage(), tap.text_bytes, r).await;
             }
         } else {
             let mut buf = BytesMut::new();
@@ -278,15 +345,14 @@ impl Gateway {
                     Ok(None) => break,
                     Err(e) => {
                         r.rec.error = Some(e.reason().to_string());
-                        return Err(Stop::Answer(attempt_error(&e, &[format!("{}: {}", attempt.model_label(), e.reason())])));
+                        return Err(Stop::Answer(attempt_error(&e, &[format!("{}: {}", s.attempt.model_label(), e.reason())])));
                     }
                 }
             }
             r.upstream_end = Some(Instant::now());
             let body = buf.freeze();
-            usage = if (200..300).contains(&status) { UsageCarrier::parse(&body).and_then(|c| c.usages().last().copied()) } else { None };
-            if let (Some(u), Some(m)) = (usage, attempt.model) {
-                let cost = u.normalize(provider.kind).cost_usd(&m.prices);
+            let usage = if ok { UsageCarrier::parse(&body).and_then(|c| c.usages().last().copied()) } else { None };
+            if let Some(cost) = self.settle(&mut s, ok, usage, 0, r).await {
                 resp.insert_header("x-modelgate-cost-usd", cost.to_string()).map_err(internal)?;
             }
             resp.insert_header("content-length", body.len().to_string()).map_err(internal)?;
@@ -297,23 +363,74 @@ impl Gateway {
         }
         r.upstream = Some(ex.started.elapsed());
         ex.finish(&self.connector).await;
+        Ok(())
+    }
 
-        if let Some(raw) = usage {
-            let u = raw.normalize(provider.kind);
-            r.rec.usage_reported = true;
-            r.rec.input_tokens = u.input;
-            r.rec.cached_input_tokens = u.cached_input;
-            r.rec.cache_write_tokens = u.cache_write;
-            r.rec.output_tokens = u.output;
-            if let Some(m) = attempt.model {
-                let cost = u.cost_usd(&m.prices);
-                r.rec.cost_usd = Some(cost);
-                metrics::usage(&provider.name, &m.name, &u, cost);
-            } else {
-                metrics::usage(&provider.name, "other", &u, 0.0);
+    /// Account for a relayed response: usage as reported (or estimated when
+    /// a stream ended without it), cost, savings, metrics, and the budget
+    /// settlement with its ledger entry. A non-2xx answer without usage
+    /// costs nothing and only releases the reservation. Returns the cost
+    /// when the model's prices are known.
+    async fn settle(&self, s: &mut Served<'_, '_>, ok: bool, raw: Option<RawUsage>, text_bytes: u64, r: &mut Req) -> Option<f64> {
+        let hold = std::mem::replace(&mut s.hold, Hold::none());
+        let reported = raw.map(|u| u.normalize(s.provider.kind));
+        if !ok && reported.is_none() {
+            drop(hold);
+            return None;
+        }
+        let model = s.attempt.model;
+        // Output counted from the text seen (~4 bytes a token) when the
+        // provider's figure is missing or short (a cut stream).
+        let est_output = text_bytes.div_ceil(4);
+        let mut u = reported.unwrap_or_default();
+        let mut estimated = false;
+        if u.total_input() == 0 && r.rec.stream {
+            u.input = s.facts.tokens_for(model.map(|m| m.id.as_str())).count;
+            estimated = true;
+        }
+        if est_output > u.output && (reported.is_none() || r.rec.error.is_some()) {
+            u.output = est_output;
+            estimated = true;
+        }
+        r.rec.usage_reported = reported.is_some() && !estimated;
+        r.rec.input_tokens = u.input;
+        r.rec.cached_input_tokens = u.cached_input;
+        r.rec.cache_write_tokens = u.cache_write;
+        r.rec.output_tokens = u.output;
+        let cost = model.map(|m| u.cost_usd(&m.prices));
+        let requested = r.rec.requested_model.as_deref().and_then(|n| s.snap.models.get(n));
+        let requested_cost = match requested {
+            Some(q) => u.cost_usd(&q.prices),
+            None => cost.unwrap_or(0.0),
+        };
+        let label = s.attempt.model_label();
+        metrics::usage(&s.provider.name, label, &u, cost.unwrap_or(0.0));
+        if let (Some(q), Some(c)) = (requested, cost) {
+            if q.name != label {
+                metrics::savings(&q.name, label, requested_cost, c);
             }
         }
-        Ok(())
+        r.rec.cost_usd = cost;
+        let entry = Entry {
+            ts: hold.admitted_at(),
+            app: r.rec.app.clone(),
+            task: r.rec.task.clone(),
+            route: r.route.clone(),
+            provider: s.provider.name.clone(),
+            model: label.to_string(),
+            requested: r.rec.requested_model.clone().filter(|q| q != label),
+            input: u.input,
+            cached: u.cached_input,
+            cache_write: u.cache_write,
+            output: u.output,
+            cost_usd: cost.unwrap_or(0.0),
+            requested_cost_usd: requested_cost,
+            estimated,
+            downgraded_by: r.rec.downgraded_by.clone(),
+        };
+        let actual = crate::budget::charged(&entry);
+        self.budgets.settle(hold, actual, &entry).await;
+        cost
     }
 
     /// Add the `x-modelgate-*` response headers.
@@ -329,6 +446,9 @@ impl Gateway {
         if let Some(would) = &r.rec.shadow_model {
             resp.insert_header("x-modelgate-shadow-model", would.as_str()).map_err(internal)?;
         }
+        if let Some(budget) = &r.rec.downgraded_by {
+            resp.insert_header("x-modelgate-downgraded-by", budget.as_str()).map_err(internal)?;
+        }
         if let Some(c) = r.rec.complexity {
             resp.insert_header("x-modelgate-complexity", c.to_string()).map_err(internal)?;
         }
@@ -343,6 +463,14 @@ impl Gateway {
         let Ok(mut resp) = ResponseHeader::build(e.status, Some(6)) else { return };
         let _ = resp.insert_header("content-type", "application/json");
         let _ = resp.insert_header("content-length", body.len().to_string());
+        if let Some(secs) = e.retry_after {
+            let _ = resp.insert_header("retry-after", secs.to_string());
+        }
+        if e.kind == ErrorKind::BudgetExceeded {
+            // The official SDKs would retry a 429; this one lasts until the
+            // window resets.
+            let _ = resp.insert_header("x-should-retry", "false");
+        }
         let _ = self.tag(&mut resp, None, r);
         if session.write_response_header(Box::new(resp), false).await.is_ok() {
             let _ = session.write_response_body(Some(body), true).await;

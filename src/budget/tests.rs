@@ -1,0 +1,107 @@
+use super::*;
+use crate::config::{Downgrade, Scope};
+
+fn budget(name: &str, usd_limit: f64, on_exceed: OnExceed) -> Budget {
+    Budget { name: name.into(), scope: Scope::default(), window: Window::Day, limits: Limits { nanos: Some(nanos(usd_limit)), ..Default::default() }, warn_at: 0.8, on_exceed }
+}
+
+fn seen(i: usize, spent: u64, reserved: u64) -> Seen {
+    Seen { i, spent: Amounts { nanos: spent, ..Default::default() }, reserved: Amounts { nanos: reserved, ..Default::default() }, end: 0 }
+}
+
+#[test]
+fn judge_counts_reservations_and_prefers_downgrade_then_reject() {
+    let defs = vec![budget("hard", 1.0, OnExceed::Reject), budget("soft", 0.5, OnExceed::Downgrade(Downgrade::Cheapest)), budget("note", 0.1, OnExceed::Warn)];
+    let worst = Amounts { nanos: nanos(0.2), tokens: 0, requests: 1 };
+    // 0.7 spent + 0.2 reserved + 0.2 > 1.0: over the hard cap.
+    assert!(matches!(judge(&defs[..1], &[seen(0, nanos(0.7), nanos(0.2))], worst, false), Judged::Refuse { i: 0, what: "usd", .. }));
+    assert!(matches!(judge(&defs[..1], &[seen(0, nanos(0.5), nanos(0.2))], worst, false), Judged::Go { .. }));
+    // The soft cap downgrades first; once downgraded it no longer blocks.
+    let all = [seen(0, nanos(0.7), nanos(0.2)), seen(1, nanos(0.4), 0), seen(2, nanos(0.4), 0)];
+    assert!(matches!(judge(&defs, &all, worst, false), Judged::Downgrade(1)));
+    assert!(matches!(judge(&defs, &all, worst, true), Judged::Refuse { i: 0, .. }));
+    match judge(&defs, &[seen(1, nanos(0.4), 0), seen(2, nanos(0.4), 0)], worst, true) {
+        Judged::Go { over_warn_only } => assert_eq!(over_warn_only, vec![1, 2]),
+        _ => panic!("a downgraded request passes soft and warn budgets"),
+    }
+}
+
+fn snapshot(dir: &std::path::Path, budgets: &str) -> Snapshot {
+    let yaml = format!(
+        "state_dir: {}\nproviders:\n  openai: {{ kind: openai, base_url: \"http://127.0.0.1:9/v1\" }}\nmodels:\n  m: {{ provider: openai, input_usd_per_mtok: 1, output_usd_per_mtok: 1 }}\nbudgets:\n{budgets}",
+        dir.display()
+    );
+    crate::config::load_str(&yaml, &|_| None).unwrap()
+}
+
+fn charge(worst_usd: f64) -> Charge<'static> {
+    Charge { provider: "openai", model: Some("m"), app: "default", task: None, worst: Amounts { nanos: nanos(worst_usd), tokens: 10, requests: 1 } }
+}
+
+fn entry(ts: String, cost: f64) -> Entry {
+    Entry { ts, app: "default".into(), route: "none".into(), provider: "openai".into(), model: "m".into(), input: 5, output: 5, cost_usd: cost, requested_cost_usd: cost, ..Default::default() }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn concurrent_admission_never_reserves_past_the_limit_and_holds_release() {
+    let dir = tempfile::tempdir().unwrap();
+    let b = Budgets::open(&snapshot(dir.path(), "  - { name: cap, window: day, limit_usd: 1 }\n")).unwrap();
+    let mut tasks = Vec::new();
+    for _ in 0..64 {
+        let b = b.clone();
+        tasks.push(tokio::spawn(async move {
+            match b.admit(&charge(0.1), false).await {
+                Verdict::Go(h) => {
+                    tokio::task::yield_now().await;
+                    let e = entry(h.admitted_at(), 0.1);
+                    b.settle(h, charged(&e), &e).await;
+                    true
+                }
+                _ => false,
+            }
+        }));
+    }
+    let mut admitted = 0;
+    for t in tasks {
+        admitted += usize::from(t.await.unwrap());
+    }
+    assert_eq!(admitted, 10, "exactly limit / worst case requests fit");
+    let r = b.report().await;
+    assert_eq!(r["budgets"][0]["spent_usd"], 1.0);
+    assert_eq!(r["budgets"][0]["reserved_usd"], 0.0);
+    assert_eq!(r["budgets"][0]["state"], "exceeded");
+    // A dropped hold (an error path) gives its reservation back.
+    let b2 = Budgets::open(&snapshot(tempfile::tempdir().unwrap().path(), "  - { name: cap, window: day, limit_usd: 1 }\n")).unwrap();
+    let Verdict::Go(h) = b2.admit(&charge(0.6), false).await else { panic!() };
+    assert!(matches!(b2.admit(&charge(0.6), false).await, Verdict::Refuse(_)));
+    drop(h);
+    assert!(matches!(b2.admit(&charge(0.6), false).await, Verdict::Go(_)));
+}
+
+#[tokio::test]
+async fn spend_is_replayed_from_the_ledger_and_survives_scope_changes() {
+    let dir = tempfile::tempdir().unwrap();
+    let snap = snapshot(dir.path(), "  - { name: day, window: day, limit_usd: 5 }\n");
+    let b = Budgets::open(&snap).unwrap();
+    for _ in 0..3 {
+        let Verdict::Go(h) = b.admit(&charge(0.5), false).await else { panic!() };
+        let e = entry(h.admitted_at(), 0.25);
+        b.settle(h, charged(&e), &e).await;
+    }
+    // Yesterday's entry counts in the month, not the day.
+    {
+        let e = entry((Timestamp::now() - jiff::SignedDuration::from_hours(48)).to_string(), 1.0);
+        let mut g = b.inner.ledger.lock();
+        b.inner.ledger.append(&mut g, &e).unwrap();
+    }
+    drop(b);
+    let again = Budgets::open(&snap).unwrap();
+    assert_eq!(again.report().await["budgets"][0]["spent_usd"], 0.75);
+    // A new budget added by a reload counts what is already in the ledger.
+    again.sync(&snapshot(dir.path(), "  - { name: day, window: day, limit_usd: 2 }\n  - { name: app, scope: { app: default }, window: day, limit_usd: 9 }\n"));
+    let r = again.report().await;
+    assert_eq!((r["budgets"][0]["spent_usd"].as_f64(), r["budgets"][0]["limit_usd"].as_f64()), (Some(0.75), Some(2.0)));
+    assert_eq!(r["budgets"][1]["spent_usd"], 0.75);
+    let day = again.usage(Window::Day);
+    assert_eq!(day["total"]["requests"], 3);
+}

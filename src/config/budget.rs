@@ -1,0 +1,199 @@
+//! Runtime budget config: budgets, where spend is kept, calendar windows.
+
+use std::fmt;
+use std::time::Duration;
+
+/// A spend amount: USD in nano-dollars (exact integer sums), tokens, requests.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Amounts {
+    pub nanos: u64,
+    pub tokens: u64,
+    pub requests: u64,
+}
+
+impl Amounts {
+    pub fn add(self, o: Amounts) -> Amounts {
+        Amounts { nanos: self.nanos.saturating_add(o.nanos), tokens: self.tokens.saturating_add(o.tokens), requests: self.requests.saturating_add(o.requests) }
+    }
+
+    pub fn sub(self, o: Amounts) -> Amounts {
+        Amounts { nanos: self.nanos.saturating_sub(o.nanos), tokens: self.tokens.saturating_sub(o.tokens), requests: self.requests.saturating_sub(o.requests) }
+    }
+}
+
+/// USD → nano-dollars (rounded; negative and NaN become 0).
+pub fn nanos(usd: f64) -> u64 {
+    if usd.is_finite() && usd > 0.0 {
+        (usd * 1e9).round() as u64
+    } else {
+        0
+    }
+}
+
+pub fn usd(nanos: u64) -> f64 {
+    nanos as f64 / 1e9
+}
+
+/// Limits of one budget; `None` is unlimited. At least one is set.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Limits {
+    pub nanos: Option<u64>,
+    pub tokens: Option<u64>,
+    pub requests: Option<u64>,
+}
+
+impl Limits {
+    /// The first limit `a` goes over, as (what, limit), e.g. ("usd", 10e9).
+    pub fn over(&self, a: Amounts) -> Option<(&'static str, u64)> {
+        [("usd", self.nanos, a.nanos), ("tokens", self.tokens, a.tokens), ("requests", self.requests, a.requests)]
+            .into_iter()
+            .find_map(|(what, limit, v)| limit.filter(|l| v > *l).map(|l| (what, l)))
+    }
+
+    /// The highest used fraction of any limit.
+    pub fn fraction(&self, a: Amounts) -> f64 {
+        [(self.nanos, a.nanos), (self.tokens, a.tokens), (self.requests, a.requests)]
+            .into_iter()
+            .filter_map(|(l, v)| l.map(|l| if l == 0 { f64::INFINITY } else { v as f64 / l as f64 }))
+            .fold(0.0, f64::max)
+    }
+}
+
+/// Which requests a budget counts: every field given must match (none given
+/// is global).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Hash)]
+pub struct Scope {
+    pub provider: Option<String>,
+    pub model: Option<String>,
+    pub app: Option<String>,
+    pub task: Option<String>,
+}
+
+impl Scope {
+    pub fn matches(&self, provider: &str, model: Option<&str>, app: &str, task: Option<&str>) -> bool {
+        self.provider.as_deref().is_none_or(|p| p == provider)
+            && self.model.as_deref().is_none_or(|m| Some(m) == model)
+            && self.app.as_deref().is_none_or(|a| a == app)
+            && self.task.as_deref().is_none_or(|t| Some(t) == task)
+    }
+}
+
+impl fmt::Display for Scope {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let parts: Vec<String> = [("provider", &self.provider), ("model", &self.model), ("app", &self.app), ("task", &self.task)]
+            .into_iter()
+            .filter_map(|(k, v)| v.as_ref().map(|v| format!("{k}={v}")))
+            .collect();
+        if parts.is_empty() {
+            f.write_str("global")
+        } else {
+            f.write_str(&parts.join(","))
+        }
+    }
+}
+
+/// A calendar window in the configured time zone.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Window {
+    Hour,
+    Day,
+    /// Monday 00:00 to Monday 00:00.
+    Week,
+    Month,
+}
+
+impl Window {
+    pub const ALL: [Window; 4] = [Window::Hour, Window::Day, Window::Week, Window::Month];
+
+    pub fn parse(s: &str) -> Option<Window> {
+        Self::ALL.into_iter().find(|w| w.as_str() == s)
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Window::Hour => "hour",
+            Window::Day => "day",
+            Window::Week => "week",
+            Window::Month => "month",
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Downgrade {
+    Model(String),
+    /// The cheapest model the request's route allows.
+    Cheapest,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum OnExceed {
+    Warn,
+    Downgrade(Downgrade),
+    Reject,
+}
+
+impl OnExceed {
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            OnExceed::Warn => "warn",
+            OnExceed::Downgrade(_) => "downgrade",
+            OnExceed::Reject => "reject",
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Budget {
+    pub name: String,
+    pub scope: Scope,
+    pub window: Window,
+    pub limits: Limits,
+    /// Fraction of a limit at which a warning is logged (0 < warn_at ≤ 1).
+    pub warn_at: f64,
+    pub on_exceed: OnExceed,
+}
+
+/// What happens to requests while a shared store cannot be reached.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OnUnavailable {
+    /// Keep serving with local accounting; reconcile when it returns.
+    FailOpen,
+    /// Refuse requests that a budget applies to.
+    FailClosed,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum StoreKind {
+    File,
+    Redis { url: String, on_unavailable: OnUnavailable, timeout: Duration, key_prefix: String },
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct BudgetStore {
+    pub kind: StoreKind,
+    /// How often the ledger is fsynced (zero: after every entry).
+    pub fsync_interval: Duration,
+}
+
+impl Default for BudgetStore {
+    fn default() -> Self {
+        Self { kind: StoreKind::File, fsync_interval: Duration::from_millis(1000) }
+    }
+}
+
+/// Spend-spike alerting: last hour's spend over `factor` × the average hour
+/// of the `baseline_hours` before it.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Spike {
+    pub factor: f64,
+    pub baseline_hours: u32,
+    /// Below this last-hour spend no alert fires.
+    pub min_usd: f64,
+}
+
+impl Default for Spike {
+    fn default() -> Self {
+        Self { factor: 2.0, baseline_hours: 24, min_usd: 0.0 }
+    }
+}
