@@ -55,6 +55,68 @@ enum Command {
     /// Print the SHA-256 of an API key read from standard input, the form
     /// `routing.app_keys` uses (the key itself is never stored).
     HashKey,
+    /// Show each budget of a running modelgate: spent, reserved, limit,
+    /// remaining, state and when it resets (from GET /admin/budgets).
+    Status {
+        #[command(flatten)]
+        admin: AdminArgs,
+        /// Print the admin API's JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Show cost, tokens and requests by provider, model, app and route,
+    /// with the savings against the models clients asked for (from GET
+    /// /admin/usage).
+    Cost {
+        #[command(flatten)]
+        admin: AdminArgs,
+        /// The calendar window: day or month.
+        #[arg(short, long, default_value = "day", value_parser = ["day", "month"])]
+        window: String,
+        /// Print the admin API's JSON instead of tables.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+/// Where the running modelgate's admin API is.
+#[derive(clap::Args)]
+struct AdminArgs {
+    /// Admin base URL, e.g. http://127.0.0.1:9090.
+    #[arg(long, value_name = "URL")]
+    admin: Option<String>,
+    /// Read the admin address from this config (listen.admin).
+    #[arg(short, long, value_name = "FILE", conflicts_with = "admin")]
+    config: Option<PathBuf>,
+}
+
+impl AdminArgs {
+    fn base(&self) -> Result<String, String> {
+        if let Some(a) = &self.admin {
+            return Ok(a.trim_end_matches('/').to_string());
+        }
+        let snap = load(&self.config).map_err(|e| e.to_string())?;
+        let addr = snap.listen.admin;
+        let host = if addr.ip().is_unspecified() { "127.0.0.1".to_string() } else { addr.ip().to_string() };
+        Ok(if addr.is_ipv6() && !addr.ip().is_unspecified() { format!("http://[{host}]:{}", addr.port()) } else { format!("http://{host}:{}", addr.port()) })
+    }
+}
+
+fn report(admin: &AdminArgs, path: &str, as_json: bool, render: fn(&serde_json::Value) -> String) -> ExitCode {
+    match admin.base().and_then(|base| modelgate::cli_report::fetch(&format!("{base}{path}"))) {
+        Ok(v) => {
+            if as_json {
+                println!("{}", serde_json::to_string_pretty(&v).unwrap_or_default());
+            } else {
+                print!("{}", render(&v));
+            }
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("modelgate: {e}");
+            ExitCode::FAILURE
+        }
+    }
 }
 
 fn init_logging() {
@@ -138,6 +200,8 @@ fn main() -> ExitCode {
             eprintln!("modelgate: {e}");
             ExitCode::FAILURE
         }),
+        Command::Status { admin, json } => report(&admin, "/admin/budgets", json, modelgate::cli_report::render_status),
+        Command::Cost { admin, window, json } => report(&admin, &format!("/admin/usage?window={window}"), json, modelgate::cli_report::render_cost),
         Command::HashKey => {
             let mut key = String::new();
             if let Err(e) = std::io::stdin().read_line(&mut key) {
