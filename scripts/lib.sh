@@ -26,6 +26,12 @@ ensure_build_deps() {
   fi
 }
 
+# The shared-budget tests start a real redis-server (on a Unix socket).
+ensure_redis() {
+  command -v redis-server >/dev/null || { echo "installing redis-server …"; apt_install redis-server; }
+  # Debian starts a system instance on install; the tests never use it.
+}
+
 # A local venv (.venv) with the pinned official SDKs used by the e2e tests.
 ensure_python_venv() {
   if ! command -v python3 >/dev/null; then apt_install python3 python3-venv; fi

@@ -1,0 +1,192 @@
+//! Shared budgets in a real `redis-server` (started here on a Unix socket in
+//! a temp dir, so no port is taken): two modelgate processes under
+//! concurrent load never overrun one cap; stopping Redis gives fail_open /
+//! fail_closed behaviour and both recover when it returns.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::{http_get, Mock, Modelgate};
+use serde_json::{json, Value};
+
+const COST: f64 = 0.015;
+
+struct Redis {
+    child: Child,
+    dir: PathBuf,
+}
+
+impl Redis {
+    fn start(dir: &Path) -> Redis {
+        let bin = which("redis-server").expect("redis-server is not installed: run the suite with scripts/test, which installs it");
+        let sock = dir.join("redis.sock");
+        let _ = std::fs::remove_file(&sock);
+        let child = Command::new(bin)
+            .args(["--port", "0", "--unixsocket"])
+            .arg(&sock)
+            .args(["--dir"])
+            .arg(dir)
+            .args(["--appendonly", "yes", "--appendfsync", "always", "--save", ""])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start redis-server");
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while std::os::unix::net::UnixStream::connect(&sock).is_err() {
+            assert!(Instant::now() < deadline, "redis-server did not start");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        Redis { child, dir: dir.to_path_buf() }
+    }
+
+    fn url(&self) -> String {
+        format!("redis+unix://{}", self.dir.join("redis.sock").display())
+    }
+
+    fn stop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for Redis {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+fn which(bin: &str) -> Option<PathBuf> {
+    std::env::var_os("PATH").and_then(|p| std::env::split_paths(&p).map(|d| d.join(bin)).find(|f| f.is_file()))
+}
+
+fn config(mock: &Mock, redis: &Redis, on_unavailable: &str, limit: f64) -> String {
+    format!(
+        r#"
+budget_store: {{ kind: redis, url: "{url}", on_unavailable: {on_unavailable}, timeout_ms: 300 }}
+providers:
+  openai: {{ kind: openai, base_url: "{m}/v1" }}
+models:
+  gpt-4o: {{ provider: openai, input_usd_per_mtok: 10, output_usd_per_mtok: 10, max_output_tokens: 400 }}
+budgets:
+  - {{ name: fleet-day, window: day, limit_usd: {limit}, on_exceed: reject }}
+"#,
+        url = redis.url(),
+        m = mock.url()
+    )
+}
+
+fn chat() -> Value {
+    json!({"model": "gpt-4o", "max_tokens": 300, "messages": [{"role": "user", "content": "count these words please ".repeat(325)}]})
+}
+
+fn report(mg: &Modelgate) -> Value {
+    let (status, body) = http_get(&format!("{}/admin/budgets", mg.admin)).expect("admin answers");
+    assert_eq!(status, 200);
+    serde_json::from_str(&body).unwrap()
+}
+
+fn f(v: &Value) -> f64 {
+    v.as_f64().unwrap_or_else(|| panic!("not a number: {v}"))
+}
+
+async fn post(client: &reqwest::Client, mg: &Modelgate) -> (u16, Value) {
+    let r = client.post(format!("{}/v1/chat/completions", mg.gateway)).json(&chat()).send().await.unwrap();
+    let status = r.status().as_u16();
+    (status, r.json().await.unwrap_or(Value::Null))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn two_sidecars_share_one_cap_under_concurrent_load() {
+    let dir = tempfile::tempdir().unwrap();
+    let redis = Redis::start(dir.path());
+    let mock = Mock::start().await;
+    let a = Modelgate::start(&config(&mock, &redis, "fail_closed", 0.5));
+    let b = Modelgate::start(&config(&mock, &redis, "fail_closed", 0.5));
+    let client = reqwest::Client::new();
+    let mut tasks = Vec::new();
+    for i in 0..300 {
+        let (c, gw) = (client.clone(), if i % 2 == 0 { a.gateway.clone() } else { b.gateway.clone() });
+        tasks.push(tokio::spawn(async move {
+            let r = c.post(format!("{gw}/v1/chat/completions")).json(&chat()).send().await.unwrap();
+            r.status().as_u16()
+        }));
+    }
+    let mut ok = 0;
+    for t in tasks {
+        match t.await.unwrap() {
+            200 => ok += 1,
+            429 => {}
+            s => panic!("unexpected status {s}"),
+        }
+    }
+    assert!(ok > 0);
+    // Alone, each sidecar would have admitted 31 requests; together they
+    // share the one cap.
+    assert!(ok as f64 * COST <= 0.5, "{ok} requests served: over the shared cap");
+    assert_eq!(mock.calls(), ok);
+    for mg in [&a, &b] {
+        let r = report(mg);
+        assert_eq!(r["store"]["available"], true);
+        let bud = &r["budgets"][0];
+        assert!((f(&bud["spent_usd"]) - ok as f64 * COST).abs() < 1e-9, "both see the fleet's spend: {bud}");
+        assert_eq!(f(&bud["reserved_usd"]), 0.0);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn redis_outage_follows_fail_open_or_fail_closed_and_both_recover() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut redis = Redis::start(dir.path());
+    let mock = Mock::start().await;
+    let open = Modelgate::start(&config(&mock, &redis, "fail_open", 10.0));
+    let closed = Modelgate::start(&config(&mock, &redis, "fail_closed", 10.0));
+    let client = reqwest::Client::new();
+    for mg in [&open, &closed] {
+        assert_eq!(post(&client, mg).await.0, 200);
+    }
+
+    redis.stop();
+    // fail_closed refuses quickly with a clear error; fail_open serves.
+    let started = Instant::now();
+    let (status, body) = post(&client, &closed).await;
+    assert_eq!(status, 503, "{body}");
+    assert_eq!(body["error"]["code"], "budget_store_unavailable");
+    assert!(body["error"]["message"].as_str().unwrap().contains("fail_closed"));
+    assert!(started.elapsed() < Duration::from_secs(3), "no hang while Redis is down");
+    for _ in 0..3 {
+        assert_eq!(post(&client, &open).await.0, 200);
+    }
+    let r = report(&open);
+    assert_eq!(r["store"]["available"], false);
+    assert!(common::metric_sum(&open.metrics(), "modelgate_budget_store_up", &[]) == 0.0);
+
+    redis = Redis::start(dir.path());
+    // Both recover: fail_closed serves again, and fail_open's spend during
+    // the outage is replayed into Redis.
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        let (status, _) = post(&client, &closed).await;
+        if status == 200 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "fail_closed sidecar did not recover");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    // 2 before the outage, 3 during (fail_open), 1 after = 6 served.
+    let want = 6.0 * COST;
+    loop {
+        let r = report(&open);
+        let spent = f(&r["budgets"][0]["spent_usd"]);
+        if r["store"]["available"] == true && (spent - want).abs() < 1e-9 {
+            assert_eq!(f(&r["budgets"][0]["reserved_usd"]), 0.0);
+            break;
+        }
+        assert!(Instant::now() < deadline, "outage spend not reconciled: {r}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert_eq!(mock.calls(), 6);
+    drop(redis);
+}
