@@ -105,3 +105,25 @@ async fn spend_is_replayed_from_the_ledger_and_survives_scope_changes() {
     let day = again.usage(Window::Day);
     assert_eq!(day["total"]["requests"], 3);
 }
+
+#[test]
+fn a_spend_spike_is_the_last_hour_over_factor_times_the_baseline_hour() {
+    let mut book = Book { spike: Spike { factor: 2.0, baseline_hours: 24, min_usd: 0.0 }, ..Default::default() };
+    let now = Timestamp::from_second(1_800_000_000).unwrap();
+    let minute = now.as_second() / 60;
+    // $1 an hour for the 24 hours before the last one.
+    for h in 1..=24 {
+        *book.minutes.entry(minute - 60 * h - 30).or_default() += nanos(1.0);
+    }
+    *book.minutes.entry(minute - 5).or_default() += nanos(1.5);
+    book.spike_check(now);
+    assert!(!book.spiking, "1.5× is not a spike at factor 2");
+    *book.minutes.entry(minute - 1).or_default() += nanos(1.0);
+    book.spike_check(now);
+    assert!(book.spiking, "$2.50 in the last hour vs $1 average is");
+    // No history: no alert (a first hour is not a spike).
+    let mut fresh = Book { spike: Spike::default(), ..Default::default() };
+    *fresh.minutes.entry(minute).or_default() += nanos(5.0);
+    fresh.spike_check(now);
+    assert!(!fresh.spiking);
+}

@@ -283,7 +283,11 @@ impl Gateway {
             if !session.is_http2() {
                 resp.insert_header("transfer-encoding", "chunked").map_err(internal)?;
             }
-            session.write_response_header(Box::new(resp), false).await.map_err(|_| Stop::ClientGone)?;
+            if session.write_response_header(Box::new(resp), false).await.is_err() {
+                // Gone before the first byte: the provider still read the input.
+                self.settle(&mut s, ok, None, 0, r).await;
+                return Err(Stop::ClientGone);
+            }
             let mut tap = StreamTap::new(drop_usage_only);
             let mut settled = false;
             loop {
