@@ -172,6 +172,16 @@ fn main() -> ExitCode {
                 for (provider, env) in s.missing_keys() {
                     println!("  note: provider `{provider}` reads its key from {env}, which is not set here");
                 }
+                if s.budgets.iter().any(|b| b.limits.nanos.is_some() || b.limits.tokens.is_some()) {
+                    let open: Vec<&str> = s.models.values().filter(|m| m.max_output_tokens.is_none()).map(|m| m.name.as_str()).collect();
+                    if !open.is_empty() {
+                        println!(
+                            "  note: budgets reserve a request's worst case; without max_tokens in the request these models reserve {} output tokens (set max_output_tokens to their real maximum): {}",
+                            modelgate::proxy::gateway::DEFAULT_MAX_OUTPUT_TOKENS,
+                            open.join(", ")
+                        );
+                    }
+                }
                 ExitCode::SUCCESS
             }
             Err(e) => {

@@ -127,3 +127,26 @@ fn a_spend_spike_is_the_last_hour_over_factor_times_the_baseline_hour() {
     fresh.spike_check(now);
     assert!(!fresh.spiking);
 }
+
+#[test]
+fn budget_config_mistakes_are_named_with_their_path() {
+    let bad = |budgets: &str, extra: &str| -> Vec<String> {
+        let yaml = format!(
+            "{extra}providers:\n  openai: {{ kind: openai, base_url: \"http://127.0.0.1:9/v1\" }}\nmodels:\n  m: {{ provider: openai, input_usd_per_mtok: 1, output_usd_per_mtok: 1 }}\nbudgets:\n{budgets}"
+        );
+        crate::config::load_str(&yaml, &|_| None).err().unwrap_or_default().iter().map(|e| e.to_string()).collect()
+    };
+    let e = bad("  - { name: a, window: fortnight, limit_usd: 1 }\n  - { name: a, window: day }\n", "");
+    assert!(e.iter().any(|e| e.starts_with("budgets[0].window: unknown window `fortnight`")), "{e:?}");
+    assert!(e.iter().any(|e| e.starts_with("budgets[1].name: budget name `a` is used twice")), "{e:?}");
+    assert!(e.iter().any(|e| e.starts_with("budgets[1]: a budget needs a limit")), "{e:?}");
+    let e = bad("  - { name: a, window: day, limit_usd: -1, on_exceed: downgrade }\n", "");
+    assert!(e.iter().any(|e| e.starts_with("budgets[0].limit_usd: must be a positive amount")), "{e:?}");
+    assert!(e.iter().any(|e| e.starts_with("budgets[0].downgrade_to: on_exceed: downgrade needs `downgrade_to`")), "{e:?}");
+    let e = bad("  - { name: a, scope: { provider: nope, model: m }, window: day, limit_usd: 1, on_exceed: downgrade, downgrade_to: m }\n", "");
+    assert!(e.iter().any(|e| e.starts_with("budgets[0].scope.provider: unknown provider `nope`")), "{e:?}");
+    assert!(e.iter().any(|e| e.starts_with("budgets[0].downgrade_to: this budget counts model `m` only")), "{e:?}");
+    let e = bad("  - { name: a, window: day, limit_usd: 1 }\n", "timezone: Mars/Olympus\nbudget_store: { kind: redis, url: \"localhost:6379\" }\n");
+    assert!(e.iter().any(|e| e.starts_with("timezone: unknown time zone `Mars/Olympus`")), "{e:?}");
+    assert!(e.iter().any(|e| e.starts_with("budget_store.url: `localhost:6379` is not a Redis URL")), "{e:?}");
+}
