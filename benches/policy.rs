@@ -3,14 +3,16 @@
 //!
 //! Run: `cargo bench --bench policy` (MG_BENCH_ITERS, default 200000).
 //! Prints ns per request for: body parse (baseline), classify, classify +
-//! decide on a tiers route, and on a select route, and the ratio of each to
-//! the baseline.
+//! decide on a tiers route, and on a select route, the budget step (worst
+//! case with a real token count, reserve, settle with a ledger append to a
+//! temp dir), and the ratio of each to the baseline.
 
 use std::hint::black_box;
 use std::time::Instant;
 
 use bytes::Bytes;
 use modelgate::body::JsonBody;
+use modelgate::budget::{charged, worst_case, Budgets, Charge, Entry, Verdict};
 use modelgate::dialect::{classify_path, Api};
 use modelgate::policy::{classify, decide, Overrides};
 
@@ -33,6 +35,9 @@ routes:
       - { max_complexity: 3, model: gpt-4o-mini }
       - { max_complexity: 7, model: mid }
       - { max_complexity: 10, model: gpt-4o }
+budgets:
+  - { name: day, window: day, limit_usd: 1000000 }
+  - { name: openai-month, scope: { provider: openai }, window: month, limit_usd: 1000000 }
 "#;
 
 fn body() -> Bytes {
@@ -57,7 +62,8 @@ fn time(iters: u32, mut f: impl FnMut()) -> f64 {
 
 fn main() {
     let iters: u32 = std::env::var("MG_BENCH_ITERS").ok().and_then(|v| v.parse().ok()).unwrap_or(200_000);
-    let snap = modelgate::config::load_str(CONF, &|_| None).expect("bench config");
+    let state = std::env::temp_dir().join(format!("modelgate-bench-{}", std::process::id()));
+    let snap = modelgate::config::load_str(&format!("state_dir: {}\n{CONF}", state.display()), &|_| None).expect("bench config");
     let overrides = Overrides::new();
     let raw = body();
     let path = "/v1/chat/completions";
@@ -82,9 +88,40 @@ fn main() {
         let f = classify(&snap, inc.dialect, Api::ChatCompletions, path, &task_headers, Some(&parsed), raw.len(), model.as_deref()).expect("classify");
         black_box(decide(&snap, &overrides, &f, None).ok().map(|d| d.attempts.len()));
     });
+    let budgets = Budgets::open(&snap).expect("budgets");
+    let rt = tokio::runtime::Builder::new_current_thread().build().expect("runtime");
+    let gpt4o = snap.models.get("gpt-4o");
+    let budget = time(iters, || {
+        let f = classify(&snap, inc.dialect, Api::ChatCompletions, path, &headers, Some(&parsed), raw.len(), model.as_deref()).expect("classify");
+        let c = Charge { provider: "openai", model: Some("gpt-4o"), app: &f.app, task: None, worst: worst_case(&f, gpt4o, false), exact: false };
+        rt.block_on(async {
+            if let Verdict::Go(h) = budgets.admit(&c, false).await {
+                let e = Entry { ts: h.admitted_at(), app: f.app.clone(), route: "by-complexity".into(), provider: "openai".into(), model: "gpt-4o".into(), input: 120, output: 30, cost_usd: 0.0006, requested_cost_usd: 0.0006, ..Default::default() };
+                budgets.settle(h, charged(&e), &e).await;
+            }
+        });
+    });
+    let counted = time(iters / 10, || {
+        let f = classify(&snap, inc.dialect, Api::ChatCompletions, path, &headers, Some(&parsed), raw.len(), model.as_deref()).expect("classify");
+        let c = Charge { provider: "openai", model: Some("gpt-4o"), app: &f.app, task: None, worst: worst_case(&f, gpt4o, true), exact: true };
+        rt.block_on(async {
+            if let Verdict::Go(h) = budgets.admit(&c, false).await {
+                let e = Entry { ts: h.admitted_at(), app: f.app.clone(), route: "by-complexity".into(), provider: "openai".into(), model: "gpt-4o".into(), input: 120, output: 30, cost_usd: 0.0006, requested_cost_usd: 0.0006, ..Default::default() };
+                budgets.settle(h, charged(&e), &e).await;
+            }
+        });
+    });
+    let _ = std::fs::remove_dir_all(&state);
     println!("policy benchmark: {iters} iterations, {} B body (8 messages)", raw.len());
-    println!("{:<34}{:>10}{:>8}", "step", "ns/req", "ratio");
-    for (name, ns) in [("body parse (baseline)", parse), ("classify", classify_only), ("classify + decide (tiers)", tiers), ("classify + decide (select, 4)", select)] {
-        println!("{name:<34}{ns:>10.0}{:>8.2}", ns / parse);
+    println!("{:<44}{:>10}{:>8}", "step", "ns/req", "ratio");
+    for (name, ns) in [
+        ("body parse (baseline)", parse),
+        ("classify", classify_only),
+        ("classify + decide (tiers)", tiers),
+        ("classify + decide (select, 4)", select),
+        ("classify + budget (bound, reserve, settle)", budget),
+        ("  … with a token count (near a limit)", counted),
+    ] {
+        println!("{name:<44}{ns:>10.0}{:>8.2}", ns / parse);
     }
 }

@@ -177,7 +177,7 @@ fn main() -> ExitCode {
                     if !open.is_empty() {
                         println!(
                             "  note: budgets reserve a request's worst case; without max_tokens in the request these models reserve {} output tokens (set max_output_tokens to their real maximum): {}",
-                            modelgate::proxy::gateway::DEFAULT_MAX_OUTPUT_TOKENS,
+                            modelgate::budget::DEFAULT_MAX_OUTPUT_TOKENS,
                             open.join(", ")
                         );
                     }

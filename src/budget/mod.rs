@@ -24,6 +24,27 @@ use crate::dialect::{ErrorKind, GatewayError};
 pub use ledger::{Entry, Ledger};
 use shared::Shared;
 
+/// Output tokens reserved for a request that sets no max_tokens, on a model
+/// without `max_output_tokens`.
+pub const DEFAULT_MAX_OUTPUT_TOKENS: u64 = 16_384;
+
+/// The most an attempt on `m` can cost: input tokens at the dearer of its
+/// input and cache-write prices,
+/// plus the output the client allows (max_tokens, else the model's
+/// max_output_tokens, else [`DEFAULT_MAX_OUTPUT_TOKENS`]) at the output
+/// price. Input tokens are the free upper bound (a token is at least a byte
+/// of the body) unless `exact`, which runs the tokenizer. A model the
+/// config does not know has no price (only tokens and requests count).
+pub fn worst_case(f: &crate::policy::Facts<'_>, m: Option<&crate::config::Model>, exact: bool) -> Amounts {
+    let input = if exact { f.tokens_for(m.map(|m| m.id.as_str())).count } else { f.tokens_upper_bound() };
+    let output = f.max_tokens.or(m.and_then(|m| m.max_output_tokens)).unwrap_or(DEFAULT_MAX_OUTPUT_TOKENS);
+    let usd = m.map_or(0.0, |m| {
+        let p = &m.prices;
+        (input as f64 * p.input_usd_per_mtok.max(p.cache_write_usd_per_mtok) + output as f64 * p.output_usd_per_mtok) / 1e6
+    });
+    Amounts { nanos: nanos(usd), tokens: input.saturating_add(output), requests: 1 }
+}
+
 /// What a request (one attempt) would charge, and to whom.
 #[derive(Debug, Clone, Copy)]
 pub struct Charge<'a> {
@@ -31,8 +52,11 @@ pub struct Charge<'a> {
     pub model: Option<&'a str>,
     pub app: &'a str,
     pub task: Option<&'a str>,
-    /// Worst case: estimated input × input price + max output × output price.
+    /// Worst case: input tokens × input price + max output × output price.
     pub worst: Amounts,
+    /// `worst` counts input tokens with the tokenizer (else it is the free
+    /// byte bound, good enough while it fits).
+    pub exact: bool,
 }
 
 /// The outcome of admission.
@@ -43,6 +67,9 @@ pub enum Verdict {
     /// with its downgrade model instead.
     Downgrade { budget: String, to: crate::config::Downgrade },
     Refuse(GatewayError),
+    /// The free upper bound does not fit: count tokens (`exact`) and ask
+    /// again. Nothing was reserved or recorded.
+    Recount,
 }
 
 /// Budget state shared by the gateway, the admin API and the ledger syncer.
@@ -86,11 +113,15 @@ struct Cell {
     requested_nanos: u64,
 }
 
+/// Joins provider, model, app and route into one usage-cell key.
+const KEY_SEP: &str = "\u{1f}";
+
 #[derive(Debug, Default)]
 struct UsageWindow {
     start: i64,
     end: i64,
-    cells: HashMap<(String, String, String, String), Cell>,
+    /// By `provider␟model␟app␟route`.
+    cells: HashMap<String, Cell>,
 }
 
 #[derive(Default)]
@@ -104,6 +135,8 @@ struct Book {
     /// Spend per minute (Unix minute → nano-USD), for spike detection.
     minutes: BTreeMap<i64, u64>,
     spiking: bool,
+    /// The minute of the last spike check.
+    spike_checked: Option<i64>,
     next_gen: u64,
     loaded: bool,
 }
@@ -236,24 +269,36 @@ impl Book {
     fn record(&mut self, e: &Entry, at: Timestamp, now: Timestamp) {
         let cost = nanos(e.cost_usd);
         let secs = at.as_second();
+        let key = [e.provider.as_str(), e.model.as_str(), e.app.as_str(), e.route.as_str()].join(KEY_SEP);
         for u in self.usage_at(now).iter_mut() {
-            if (u.start..u.end).contains(&secs) {
-                let cell = u.cells.entry((e.provider.clone(), e.model.clone(), e.app.clone(), e.route.clone())).or_default();
-                cell.requests += 1;
-                cell.input += e.input + e.cached + e.cache_write;
-                cell.output += e.output;
-                cell.nanos += cost;
-                cell.requested_nanos += nanos(e.requested_cost_usd);
+            if !(u.start..u.end).contains(&secs) {
+                continue;
             }
+            let cell = match u.cells.get_mut(key.as_str()) {
+                Some(c) => c,
+                None => u.cells.entry(key.clone()).or_default(),
+            };
+            cell.requests += 1;
+            cell.input += e.input + e.cached + e.cache_write;
+            cell.output += e.output;
+            cell.nanos += cost;
+            cell.requested_nanos += nanos(e.requested_cost_usd);
         }
         *self.minutes.entry(secs.div_euclid(60)).or_default() += cost;
     }
 
-    /// Spend in the last hour vs the average hour of the baseline before it.
+    /// Spend in the last hour vs the average hour of the baseline before it
+    /// (checked at most once a minute).
     fn spike_check(&mut self, now: Timestamp) {
         let minute = now.as_second().div_euclid(60);
+        if self.spike_checked == Some(minute) {
+            return;
+        }
+        self.spike_checked = Some(minute);
         let base = i64::from(self.spike.baseline_hours) * 60;
-        self.minutes = self.minutes.split_off(&(minute - 60 - base));
+        while self.minutes.first_key_value().is_some_and(|(m, _)| *m < minute - 59 - base) {
+            self.minutes.pop_first();
+        }
         let last_hour: u64 = self.minutes.range(minute - 59..).map(|(_, v)| v).sum();
         let before: u64 = self.minutes.range(minute - 59 - base..minute - 59).map(|(_, v)| v).sum();
         let avg = before as f64 / f64::from(self.spike.baseline_hours);
@@ -274,14 +319,16 @@ impl Book {
 
     /// Log (once per window) and count a budget crossing `warn_at`.
     fn warn_check(&mut self, i: usize, now: Timestamp) {
-        let def = self.defs[i].clone();
+        let (limits, warn_at) = (self.defs[i].limits, self.defs[i].warn_at);
         let c = self.counter(i, now);
-        if !c.warned && def.limits.fraction(c.spent) >= def.warn_at {
-            c.warned = true;
-            let spent = c.spent;
-            crate::metrics::budget_warning(&def.name, "warn");
-            tracing::warn!(budget = %def.name, scope = %def.scope, window = def.window.as_str(), spent_usd = usd(spent.nanos), limit_usd = def.limits.nanos.map(usd), warn_at = def.warn_at, "budget passed its warning level");
+        if c.warned || limits.fraction(c.spent) < warn_at {
+            return;
         }
+        c.warned = true;
+        let spent = c.spent;
+        let def = &self.defs[i];
+        crate::metrics::budget_warning(&def.name, "warn");
+        tracing::warn!(budget = %def.name, scope = %def.scope, window = def.window.as_str(), spent_usd = usd(spent.nanos), limit_usd = def.limits.nanos.map(usd), warn_at, "budget passed its warning level");
     }
 }
 
@@ -401,6 +448,9 @@ impl Inner {
     /// Turn a judgement into a verdict; on `Go`, reserve in the local book
     /// (also the mirror of a shared reservation).
     fn conclude(self: &Arc<Self>, book: &mut Book, judged: Judged, seen: &[Seen], c: &Charge<'_>, now: Timestamp, remote: bool) -> Verdict {
+        if !c.exact && !matches!(&judged, Judged::Go { over_warn_only } if over_warn_only.is_empty()) {
+            return Verdict::Recount;
+        }
         match judged {
             Judged::Go { over_warn_only } => {
                 for i in over_warn_only {
@@ -755,10 +805,9 @@ impl Budgets {
         let u = &book.usage_at(now)[slot];
         let mut total = Cell::default();
         let mut by: [BTreeMap<String, Cell>; 4] = Default::default();
-        for ((provider, model, app, route), c) in &u.cells {
-            for (map, key) in by.iter_mut().zip([provider, model, app, route]) {
-                let e = map.entry(key.clone()).or_default();
-                add_cell(e, c);
+        for (key, c) in &u.cells {
+            for (map, part) in by.iter_mut().zip(key.split(KEY_SEP)) {
+                add_cell(map.entry(part.to_string()).or_default(), c);
             }
             add_cell(&mut total, c);
         }

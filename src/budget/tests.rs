@@ -35,7 +35,7 @@ fn snapshot(dir: &std::path::Path, budgets: &str) -> Snapshot {
 }
 
 fn charge(worst_usd: f64) -> Charge<'static> {
-    Charge { provider: "openai", model: Some("m"), app: "default", task: None, worst: Amounts { nanos: nanos(worst_usd), tokens: 10, requests: 1 } }
+    Charge { provider: "openai", model: Some("m"), app: "default", task: None, worst: Amounts { nanos: nanos(worst_usd), tokens: 10, requests: 1 }, exact: true }
 }
 
 fn entry(ts: String, cost: f64) -> Entry {
@@ -120,7 +120,9 @@ fn a_spend_spike_is_the_last_hour_over_factor_times_the_baseline_hour() {
     assert!(!book.spiking, "1.5× is not a spike at factor 2");
     *book.minutes.entry(minute - 1).or_default() += nanos(1.0);
     book.spike_check(now);
-    assert!(book.spiking, "$2.50 in the last hour vs $1 average is");
+    assert!(!book.spiking, "checked at most once a minute");
+    book.spike_check(Timestamp::from_second(now.as_second() + 60).unwrap());
+    assert!(book.spiking, "$2.50 in the last hour vs $1 average is a spike");
     // No history: no alert (a first hour is not a spike).
     let mut fresh = Book { spike: Spike::default(), ..Default::default() };
     *fresh.minutes.entry(minute).or_default() += nanos(5.0);

@@ -24,7 +24,7 @@ use pingora_proxy::{ProxyHttp, Session};
 use crate::accesslog::{AccessLogger, Record};
 use crate::body::JsonBody;
 use crate::budget::{Budgets, Charge, Entry, Hold, Verdict};
-use crate::config::{nanos, Amounts, Auth, Model, Provider, Snapshot};
+use crate::config::{Amounts, Auth, Provider, Snapshot};
 use crate::dialect::sse::StreamTap;
 use crate::dialect::{classify_path, Api, Dialect, ErrorKind, GatewayError, Incoming};
 use crate::metrics;
@@ -32,9 +32,6 @@ use crate::policy::{self, Attempt, Facts, OverrideStore};
 use crate::upstream::{self, AttemptError, Exchange};
 use crate::usage::{RawUsage, UsageCarrier};
 
-/// Output tokens reserved for a request that sets no max_tokens, on a model
-/// without `max_output_tokens`.
-pub const DEFAULT_MAX_OUTPUT_TOKENS: u64 = 16_384;
 
 /// Largest non-streamed upstream response modelgate buffers (to read usage).
 const MAX_RESPONSE_BYTES: usize = 256 * 1024 * 1024;
@@ -74,28 +71,6 @@ struct Served<'a, 's> {
     facts: &'a Facts<'a>,
     hold: Hold,
     snap: &'s Snapshot,
-}
-
-/// What an attempt may charge to budgets: input tokens (estimated for the
-/// model's tokenizer) at the dearer of input and cache-write prices, plus
-/// the output the client allows (max_tokens, else the model's
-/// max_output_tokens, else 16,384) at the output price. Counting tokens is
-/// skipped when no budget applies.
-fn charge<'a>(snap: &'a Snapshot, f: &'a Facts<'_>, a: &Attempt<'a>, p: &'a Provider) -> Charge<'a> {
-    let model = a.model.map(|m| m.name.as_str());
-    let applies = snap.budgets.iter().any(|b| b.scope.matches(&p.name, model, &f.app, f.task.as_deref()));
-    let worst = if applies { worst_case(f, a.model) } else { Amounts::default() };
-    Charge { provider: &p.name, model, app: &f.app, task: f.task.as_deref(), worst }
-}
-
-fn worst_case(f: &Facts<'_>, m: Option<&Model>) -> Amounts {
-    let input = f.tokens_for(m.map(|m| m.id.as_str())).count;
-    let output = f.max_tokens.or(m.and_then(|m| m.max_output_tokens)).unwrap_or(DEFAULT_MAX_OUTPUT_TOKENS);
-    let usd = m.map_or(0.0, |m| {
-        let p = &m.prices;
-        (input as f64 * p.input_usd_per_mtok.max(p.cache_write_usd_per_mtok) + output as f64 * p.output_usd_per_mtok) / 1e6
-    });
-    Amounts { nanos: nanos(usd), tokens: input.saturating_add(output), requests: 1 }
 }
 
 /// Per-request bookkeeping shared by the phases.
@@ -197,7 +172,7 @@ impl Gateway {
 
             // Budgets: reserve this attempt's worst case before calling.
             let hold = match json.as_ref() {
-                Some(_) => match self.budgets.admit(&charge(snap, &facts, &attempt, provider), downgraded_by.is_some()).await {
+                Some(_) => match self.admit(snap, &facts, &attempt, provider, downgraded_by.is_some()).await {
                     Verdict::Go(h) => h,
                     Verdict::Downgrade { budget, to } => {
                         let a = policy::downgrade(snap, &decision, &facts, &to).map_err(|e| {
@@ -213,6 +188,7 @@ impl Gateway {
                         continue;
                     }
                     Verdict::Refuse(e) => return Err(e.into()),
+                    Verdict::Recount => return Err(GatewayError::new(500, ErrorKind::Internal, "budget_admission", "budget admission asked for a recount with exact token counts").into()),
                 },
                 None => Hold::none(),
             };
@@ -262,6 +238,28 @@ impl Gateway {
         Err(Stop::Answer(last_error.unwrap_or_else(|| {
             GatewayError::new(502, ErrorKind::Upstream, "no_attempt", "no model could be tried for this request")
         })))
+    }
+
+    /// Reserve what the attempt may charge to the budgets that apply to it
+    /// (see `budget::worst_case`): first with the free byte bound on input,
+    /// counting tokens only when that does not fit; nothing at all when no
+    /// budget applies.
+    async fn admit(&self, snap: &Snapshot, f: &Facts<'_>, a: &Attempt<'_>, p: &Provider, downgraded: bool) -> Verdict {
+        let model = a.model.map(|m| m.name.as_str());
+        let mut c = Charge { provider: &p.name, model, app: &f.app, task: f.task.as_deref(), worst: Amounts::default(), exact: true };
+        if !snap.budgets.iter().any(|b| b.scope.matches(&p.name, model, &f.app, f.task.as_deref())) {
+            return Verdict::Go(Hold::none());
+        }
+        c.worst = crate::budget::worst_case(f, a.model, false);
+        c.exact = false;
+        match self.budgets.admit(&c, downgraded).await {
+            Verdict::Recount => {
+                c.worst = crate::budget::worst_case(f, a.model, true);
+                c.exact = true;
+                self.budgets.admit(&c, downgraded).await
+            }
+            v => v,
+        }
     }
 
     /// Send the upstream response to the client and account for it. Spend
