@@ -91,26 +91,20 @@ fn main() {
     let budgets = Budgets::open(&snap).expect("budgets");
     let rt = tokio::runtime::Builder::new_current_thread().build().expect("runtime");
     let gpt4o = snap.models.get("gpt-4o");
-    let budget = time(iters, || {
+    // One request's budget step as the gateway runs it: worst case,
+    // reserve, settle with a ledger append.
+    let mut budget_step = |exact: bool| {
         let f = classify(&snap, inc.dialect, Api::ChatCompletions, path, &headers, Some(&parsed), raw.len(), model.as_deref()).expect("classify");
-        let c = Charge { provider: "openai", model: Some("gpt-4o"), app: &f.app, task: None, worst: worst_case(&f, gpt4o, false), exact: false };
+        let c = Charge { provider: "openai", model: Some("gpt-4o"), app: &f.app, task: None, worst: worst_case(&f, gpt4o, exact), exact };
         rt.block_on(async {
             if let Verdict::Go(h) = budgets.admit(&c, false).await {
                 let e = Entry { ts: h.admitted_at(), app: f.app.clone(), route: "by-complexity".into(), provider: "openai".into(), model: "gpt-4o".into(), input: 120, output: 30, cost_usd: 0.0006, requested_cost_usd: 0.0006, ..Default::default() };
                 budgets.settle(h, charged(&e), &e).await;
             }
         });
-    });
-    let counted = time(iters / 10, || {
-        let f = classify(&snap, inc.dialect, Api::ChatCompletions, path, &headers, Some(&parsed), raw.len(), model.as_deref()).expect("classify");
-        let c = Charge { provider: "openai", model: Some("gpt-4o"), app: &f.app, task: None, worst: worst_case(&f, gpt4o, true), exact: true };
-        rt.block_on(async {
-            if let Verdict::Go(h) = budgets.admit(&c, false).await {
-                let e = Entry { ts: h.admitted_at(), app: f.app.clone(), route: "by-complexity".into(), provider: "openai".into(), model: "gpt-4o".into(), input: 120, output: 30, cost_usd: 0.0006, requested_cost_usd: 0.0006, ..Default::default() };
-                budgets.settle(h, charged(&e), &e).await;
-            }
-        });
-    });
+    };
+    let budget = time(iters, || budget_step(false));
+    let counted = time(iters / 10, || budget_step(true));
     let _ = std::fs::remove_dir_all(&state);
     println!("policy benchmark: {iters} iterations, {} B body (8 messages)", raw.len());
     println!("{:<44}{:>10}{:>8}", "step", "ns/req", "ratio");

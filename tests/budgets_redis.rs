@@ -65,7 +65,7 @@ fn which(bin: &str) -> Option<PathBuf> {
 fn config(mock: &Mock, redis: &Redis, on_unavailable: &str, limit: f64) -> String {
     format!(
         r#"
-budget_store: {{ kind: redis, url: "{url}", on_unavailable: {on_unavailable}, timeout_ms: 300 }}
+budget_store: {{ kind: redis, url: "{url}", on_unavailable: {on_unavailable}, timeout_ms: 1000 }}
 providers:
   openai: {{ kind: openai, base_url: "{m}/v1" }}
 models:
@@ -111,15 +111,15 @@ async fn two_sidecars_share_one_cap_under_concurrent_load() {
         let (c, gw) = (client.clone(), if i % 2 == 0 { a.gateway.clone() } else { b.gateway.clone() });
         tasks.push(tokio::spawn(async move {
             let r = c.post(format!("{gw}/v1/chat/completions")).json(&chat()).send().await.unwrap();
-            r.status().as_u16()
+            (r.status().as_u16(), r.text().await.unwrap_or_default())
         }));
     }
     let mut ok = 0;
     for t in tasks {
         match t.await.unwrap() {
-            200 => ok += 1,
-            429 => {}
-            s => panic!("unexpected status {s}"),
+            (200, _) => ok += 1,
+            (429, _) => {}
+            (s, body) => panic!("unexpected status {s}: {body}\n{}\n{}", a.stderr(), b.stderr()),
         }
     }
     assert!(ok > 0);

@@ -689,16 +689,20 @@ impl Budgets {
             let keys: Vec<(String, i64, i64)> = hold.entries.iter().map(|e| (e.name.clone(), e.start, e.end)).collect();
             let member = if hold.remote { hold.id.clone() } else { String::new() };
             if !keys.is_empty() {
-                if let Some(states) = shared.settle(member, hold.amounts, keys.clone(), actual).await {
-                    let mut book = inner.book();
-                    for ((name, start, _), (spent, reserved)) in keys.iter().zip(states) {
-                        if let Some(i) = book.defs.iter().position(|d| &d.name == name) {
-                            let c = book.counter(i, now);
-                            if c.start == *start {
-                                c.spent = spent;
-                                c.reserved = reserved;
-                            }
-                        }
+                let states = shared.settle(member, hold.amounts, keys.clone(), actual).await;
+                let mut book = inner.book();
+                for (k, (name, start, _)) in keys.iter().enumerate() {
+                    let Some(i) = book.defs.iter().position(|d| &d.name == name) else { continue };
+                    let c = book.counter(i, now);
+                    if c.start != *start {
+                        continue;
+                    }
+                    match &states {
+                        // Mirror the shared counts.
+                        Some(states) => (c.spent, c.reserved) = states[k],
+                        // Queued for Redis: count it locally meanwhile.
+                        None if hold.remote => c.spent = c.spent.add(actual),
+                        None => {}
                     }
                 }
             }

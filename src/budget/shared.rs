@@ -30,6 +30,9 @@ const HOLD_TTL: Duration = Duration::from_secs(15 * 60);
 const KEY_GRACE_SECS: i64 = 86_400;
 /// Settlements kept while Redis is away; the oldest are dropped beyond this.
 const MAX_PENDING: usize = 100_000;
+/// Calls in a row that time out before Redis counts as unreachable (a
+/// dropped or refused connection counts at once).
+const TIMEOUTS_TO_DOWN: u32 = 3;
 
 const RESERVE: &str = r#"
 local now = tonumber(ARGV[1])
@@ -120,6 +123,8 @@ pub struct Shared {
     reserve: Script,
     settle: Script,
     state: Arc<Mutex<State>>,
+    /// One connection attempt at a time (no herd of connects under load).
+    connecting: Arc<tokio::sync::Mutex<()>>,
 }
 
 #[derive(Default)]
@@ -128,6 +133,8 @@ struct State {
     /// Since when Redis is considered unreachable.
     down: Option<Instant>,
     pending: VecDeque<Pending>,
+    /// Consecutive calls that timed out.
+    timeouts: u32,
 }
 
 type Counts = Vec<(Amounts, Amounts)>;
@@ -159,6 +166,7 @@ impl Shared {
             reserve: Script::new(RESERVE),
             settle: Script::new(SETTLE),
             state: Arc::new(Mutex::new(State::default())),
+            connecting: Arc::new(tokio::sync::Mutex::new(())),
         })
     }
 
@@ -172,20 +180,35 @@ impl Shared {
         [c, h]
     }
 
-    /// A connection, or an error at once while Redis is marked down.
-    async fn conn(&self) -> Result<MultiplexedConnection, String> {
-        {
-            let s = self.state();
-            if s.down.is_some() {
-                return Err(format!("Redis at {} is unreachable", self.url));
-            }
-            if let Some(c) = &s.conn {
-                return Ok(c.clone());
-            }
+    /// Our timeout for connecting and for each answer (the crate's default
+    /// answer timeout is 500 ms).
+    fn conn_config(&self) -> redis::AsyncConnectionConfig {
+        redis::AsyncConnectionConfig::new().set_connection_timeout(Some(self.timeout)).set_response_timeout(Some(self.timeout))
+    }
+
+    /// The connection if there is one; an error at once while Redis is
+    /// marked down.
+    fn current(&self) -> Result<Option<MultiplexedConnection>, String> {
+        let s = self.state();
+        if s.down.is_some() {
+            return Err(format!("Redis at {} is unreachable", self.url));
         }
-        match tokio::time::timeout(self.timeout, self.client.get_multiplexed_async_connection()).await {
+        Ok(s.conn.clone())
+    }
+
+    /// A connection (made once, shared by all calls).
+    async fn conn(&self) -> Result<MultiplexedConnection, String> {
+        if let Some(c) = self.current()? {
+            return Ok(c);
+        }
+        let _one = self.connecting.lock().await;
+        if let Some(c) = self.current()? {
+            return Ok(c);
+        }
+        match tokio::time::timeout(self.timeout, self.client.get_multiplexed_async_connection_with_config(&self.conn_config())).await {
             Ok(Ok(c)) => {
                 self.state().conn = Some(c.clone());
+                crate::metrics::budget_store(true);
                 Ok(c)
             }
             Ok(Err(e)) => Err(self.fail(e.to_string())),
@@ -193,7 +216,26 @@ impl Shared {
         }
     }
 
+    /// Record a failed call: Redis is down after a connection failure or
+    /// a few timeouts in a row.
     fn fail(&self, why: String) -> String {
+        self.mark_down(&why);
+        format!("Redis at {}: {why}", self.url)
+    }
+
+    fn timed_out(&self, why: String) -> String {
+        let down = {
+            let mut s = self.state();
+            s.timeouts += 1;
+            s.timeouts >= TIMEOUTS_TO_DOWN
+        };
+        if down {
+            self.mark_down(&why);
+        }
+        format!("Redis at {}: {why}", self.url)
+    }
+
+    fn mark_down(&self, why: &str) {
         let mut s = self.state();
         if s.down.is_none() {
             tracing::error!(url = %self.url, error = %why, "budget store (Redis) unavailable");
@@ -201,15 +243,20 @@ impl Shared {
         }
         s.down.get_or_insert_with(Instant::now);
         s.conn = None;
-        format!("Redis at {}: {why}", self.url)
+        s.timeouts = 0;
     }
 
     async fn run(&self, inv: redis::ScriptInvocation<'_>) -> Result<Vec<i64>, String> {
         let mut conn = self.conn().await?;
         match tokio::time::timeout(self.timeout, inv.invoke_async::<Vec<i64>>(&mut conn)).await {
-            Ok(Ok(v)) => Ok(v),
-            Ok(Err(e)) => Err(self.fail(e.to_string())),
-            Err(_) => Err(self.fail(format!("no answer within {} ms", self.timeout.as_millis()))),
+            Ok(Ok(v)) => {
+                self.state().timeouts = 0;
+                Ok(v)
+            }
+            Ok(Err(e)) if e.is_timeout() => Err(self.timed_out(e.to_string())),
+            Ok(Err(e)) if e.is_io_error() || e.is_connection_dropped() || e.is_connection_refusal() || e.is_unrecoverable_error() => Err(self.fail(e.to_string())),
+            Ok(Err(e)) => Err(format!("Redis at {}: {e}", self.url)),
+            Err(_) => Err(self.timed_out(format!("no answer within {} ms", self.timeout.as_millis()))),
         }
     }
 
@@ -287,6 +334,7 @@ impl Shared {
             reserve: Script::new(RESERVE),
             settle: Script::new(SETTLE),
             state: self.state.clone(),
+            connecting: self.connecting.clone(),
         }
     }
 
@@ -319,7 +367,7 @@ impl Shared {
     pub async fn reconcile(&self) {
         let was_down = self.state().down.is_some();
         if was_down {
-            let ok = match tokio::time::timeout(self.timeout, self.client.get_multiplexed_async_connection()).await {
+            let ok = match tokio::time::timeout(self.timeout, self.client.get_multiplexed_async_connection_with_config(&self.conn_config())).await {
                 Ok(Ok(mut c)) => {
                     let ping: Result<Result<String, _>, _> = tokio::time::timeout(self.timeout, redis::cmd("PING").query_async(&mut c)).await;
                     ping.is_ok_and(|r| r.is_ok()).then_some(c)

@@ -71,6 +71,8 @@ struct Served<'a, 's> {
     facts: &'a Facts<'a>,
     hold: Hold,
     snap: &'s Snapshot,
+    /// A model call (JSON body): accounted and written to the ledger.
+    model_call: bool,
 }
 
 /// Per-request bookkeeping shared by the phases.
@@ -230,7 +232,7 @@ impl Gateway {
                     }
                     metrics::attempt(label, status_class(status));
                     r.rec.error = None;
-                    let served = Served { attempt: &attempt, provider, facts: &facts, hold, snap };
+                    let served = Served { attempt: &attempt, provider, facts: &facts, hold, snap, model_call: json.is_some() };
                     return self.relay(session, ex, served, drop_usage_only, r).await;
                 }
             }
@@ -354,7 +356,9 @@ impl Gateway {
             r.upstream_end = Some(Instant::now());
             let body = buf.freeze();
             let usage = if ok { UsageCarrier::parse(&body).and_then(|c| c.usages().last().copied()) } else { None };
-            if let Some(cost) = self.settle(&mut s, ok, usage, 0, r).await {
+            // Without usage, the answer's size bounds its output.
+            let text_bytes = if usage.is_none() { body.len() as u64 } else { 0 };
+            if let Some(cost) = self.settle(&mut s, ok, usage, text_bytes, r).await {
                 resp.insert_header("x-modelgate-cost-usd", cost.to_string()).map_err(internal)?;
             }
             resp.insert_header("content-length", body.len().to_string()).map_err(internal)?;
@@ -376,17 +380,18 @@ impl Gateway {
     async fn settle(&self, s: &mut Served<'_, '_>, ok: bool, raw: Option<RawUsage>, text_bytes: u64, r: &mut Req) -> Option<f64> {
         let hold = std::mem::replace(&mut s.hold, Hold::none());
         let reported = raw.map(|u| u.normalize(s.provider.kind));
-        if !ok && reported.is_none() {
+        if !s.model_call || (!ok && reported.is_none()) {
             drop(hold);
             return None;
         }
         let model = s.attempt.model;
-        // Output counted from the text seen (~4 bytes a token) when the
-        // provider's figure is missing or short (a cut stream).
+        // Without the provider's figures: input from the tokenizer, output
+        // from the text seen (~4 bytes a token), also when a cut stream's
+        // reported output is short.
         let est_output = text_bytes.div_ceil(4);
         let mut u = reported.unwrap_or_default();
         let mut estimated = false;
-        if u.total_input() == 0 && r.rec.stream {
+        if u.total_input() == 0 {
             u.input = s.facts.tokens_for(model.map(|m| m.id.as_str())).count;
             estimated = true;
         }
