@@ -627,7 +627,7 @@ impl Budgets {
         };
         let id = inner.next_id();
         match shared.reserve(&id, &keys, &flags, c.worst, now).await {
-            Ok(states) => {
+            Ok((reserved, states)) => {
                 let mut book = inner.book();
                 let seen: Vec<Seen> = idx.iter().zip(&states).map(|(&i, (spent, reserved))| Seen { i, spent: *spent, reserved: *reserved, end: keys.iter().find(|k| k.0 == book.defs[i].name).map(|k| k.2).unwrap_or(0) }).collect();
                 // Mirror the shared counts locally (for fail-open and reports).
@@ -642,7 +642,15 @@ impl Budgets {
                         h.id = id;
                         Verdict::Go(h)
                     }
-                    other => other,
+                    other => {
+                        // Redis reserved (no blocking budget was over) but
+                        // admission asks for a recount: give it back.
+                        if reserved {
+                            drop(book);
+                            shared.settle_later(id, c.worst, keys, Amounts::default());
+                        }
+                        other
+                    }
                 }
             }
             Err(e) => match shared.on_unavailable {

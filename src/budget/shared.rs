@@ -261,18 +261,19 @@ impl Shared {
     }
 
     /// Check and (when no blocking budget is over) reserve `worst` in every
-    /// budget. Returns each budget's (spent, reserved) before this request.
-    pub async fn reserve(&self, id: &str, keys: &[(String, i64, i64)], flags: &[(Limits, bool)], worst: Amounts, now: Timestamp) -> Result<Counts, String> {
+    /// budget. Returns whether it reserved, and each budget's (spent,
+    /// reserved) before this request.
+    pub async fn reserve(&self, id: &str, keys: &[(String, i64, i64)], flags: &[(Limits, bool)], worst: Amounts, now: Timestamp) -> Result<(bool, Counts), String> {
         self.script(Some(id), keys, flags, worst, now).await
     }
 
     /// Current (spent, reserved) of each budget, expired holds purged.
     pub async fn read(&self, keys: &[(String, i64, i64)], now: Timestamp) -> Result<Counts, String> {
         let flags: Vec<(Limits, bool)> = keys.iter().map(|_| (Limits::default(), false)).collect();
-        self.script(None, keys, &flags, Amounts::default(), now).await
+        self.script(None, keys, &flags, Amounts::default(), now).await.map(|(_, c)| c)
     }
 
-    async fn script(&self, id: Option<&str>, keys: &[(String, i64, i64)], flags: &[(Limits, bool)], worst: Amounts, now: Timestamp) -> Result<Counts, String> {
+    async fn script(&self, id: Option<&str>, keys: &[(String, i64, i64)], flags: &[(Limits, bool)], worst: Amounts, now: Timestamp) -> Result<(bool, Counts), String> {
         let now_ms = now.as_millisecond();
         let member = format!("{}|{}|{}|{}", id.unwrap_or(""), worst.nanos, worst.tokens, worst.requests);
         let mut inv = self.reserve.prepare_invoke();
@@ -286,7 +287,8 @@ impl Shared {
             inv.arg(limit_arg(limits.nanos)).arg(limit_arg(limits.tokens)).arg(limit_arg(limits.requests)).arg(if *block { "1" } else { "0" }).arg(end + KEY_GRACE_SECS);
         }
         let v = self.run(inv).await?;
-        Ok(counts(v.get(1..).unwrap_or_default()))
+        let reserved = id.is_some() && v.first() == Some(&0);
+        Ok((reserved, counts(v.get(1..).unwrap_or_default())))
     }
 
     /// Release a reservation (`member` empty: none) and add `actual` to
