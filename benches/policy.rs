@@ -93,7 +93,7 @@ fn main() {
     let gpt4o = snap.models.get("gpt-4o");
     // One request's budget step as the gateway runs it: worst case,
     // reserve, settle with a ledger append.
-    let mut budget_step = |exact: bool| {
+    let budget_step = |exact: bool| {
         let f = classify(&snap, inc.dialect, Api::ChatCompletions, path, &headers, Some(&parsed), raw.len(), model.as_deref()).expect("classify");
         let c = Charge { provider: "openai", model: Some("gpt-4o"), app: &f.app, task: None, worst: worst_case(&f, gpt4o, exact), exact };
         rt.block_on(async {

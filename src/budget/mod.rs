@@ -353,7 +353,7 @@ fn judge(defs: &[Budget], seen: &[Seen], worst: Amounts, downgraded: bool) -> Ju
     let mut refuse = None;
     let mut warn_only = Vec::new();
     for s in seen {
-        let Some((what, limit)) = defs[s.i].limits.over(s.spent.add(s.reserved).add(worst)) else { continue };
+        let Some((what, limit)) = defs[s.i].limits.over(s.spent + s.reserved + worst) else { continue };
         match &defs[s.i].on_exceed {
             OnExceed::Reject => {
                 refuse.get_or_insert((s.i, what, limit));
@@ -466,7 +466,7 @@ impl Inner {
                 for s in seen {
                     let name = book.defs[s.i].name.clone();
                     let ctr = book.counter(s.i, now);
-                    ctr.reserved = ctr.reserved.add(c.worst);
+                    ctr.reserved = ctr.reserved + c.worst;
                     entries.push(HoldEntry { name, gen: ctr.gen, start: ctr.start, end: ctr.end });
                 }
                 Verdict::Go(Hold { inner: Some(self.clone()), at: now, id: self.next_id(), amounts: c.worst, entries, remote, done: false })
@@ -503,7 +503,7 @@ impl Inner {
     fn unreserve(&self, book: &mut Book, h: &Hold) {
         for e in &h.entries {
             if let Some(c) = book.counters.get_mut(&e.name).filter(|c| c.gen == e.gen) {
-                c.reserved = c.reserved.sub(h.amounts);
+                c.reserved = c.reserved - h.amounts;
             }
         }
     }
@@ -584,7 +584,7 @@ impl Budgets {
                     let hit = d.scope.matches(&e.provider, Some(e.model.as_str()), &e.app, e.task.as_deref());
                     let name = d.name.clone();
                     if let Some(c) = book.counters.get_mut(&name).filter(|c| hit && (c.start..c.end).contains(&at.as_second())) {
-                        c.spent = c.spent.add(charged(e));
+                        c.spent = c.spent + charged(e);
                     }
                 }
             }
@@ -685,7 +685,7 @@ impl Budgets {
                 if let Some(i) = book.defs.iter().position(|d| d.name == e.name) {
                     let c = book.counter(i, now);
                     if local_counts && c.start == e.start {
-                        c.spent = c.spent.add(actual);
+                        c.spent = c.spent + actual;
                     }
                     book.warn_check(i, now);
                 }
@@ -709,7 +709,7 @@ impl Budgets {
                         // Mirror the shared counts.
                         Some(states) => (c.spent, c.reserved) = states[k],
                         // Queued for Redis: count it locally meanwhile.
-                        None if hold.remote => c.spent = c.spent.add(actual),
+                        None if hold.remote => c.spent = c.spent + actual,
                         None => {}
                     }
                 }

@@ -11,12 +11,18 @@ pub struct Amounts {
     pub requests: u64,
 }
 
-impl Amounts {
-    pub fn add(self, o: Amounts) -> Amounts {
+/// Saturating: counts never wrap.
+impl std::ops::Add for Amounts {
+    type Output = Amounts;
+    fn add(self, o: Amounts) -> Amounts {
         Amounts { nanos: self.nanos.saturating_add(o.nanos), tokens: self.tokens.saturating_add(o.tokens), requests: self.requests.saturating_add(o.requests) }
     }
+}
 
-    pub fn sub(self, o: Amounts) -> Amounts {
+/// Saturating: a release never takes a count below zero.
+impl std::ops::Sub for Amounts {
+    type Output = Amounts;
+    fn sub(self, o: Amounts) -> Amounts {
         Amounts { nanos: self.nanos.saturating_sub(o.nanos), tokens: self.tokens.saturating_sub(o.tokens), requests: self.requests.saturating_sub(o.requests) }
     }
 }

@@ -32,7 +32,6 @@ use crate::policy::{self, Attempt, Facts, OverrideStore};
 use crate::upstream::{self, AttemptError, Exchange};
 use crate::usage::{RawUsage, UsageCarrier};
 
-
 /// Largest non-streamed upstream response modelgate buffers (to read usage).
 const MAX_RESPONSE_BYTES: usize = 256 * 1024 * 1024;
 
