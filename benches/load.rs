@@ -7,7 +7,9 @@
 //! pass/fail threshold. Everything listens on 127.0.0.1.
 //!
 //! Run: `cargo bench --bench load`; knobs: MG_BENCH_REQUESTS (default 20000
-//! per phase), MG_BENCH_CONCURRENCY (default 32). The mock, modelgate and this
+//! per phase), MG_BENCH_CONCURRENCY (default 32), MG_BENCH_BUDGETS=1 (two
+//! budgets that apply to every request: reserve, settle and a ledger append
+//! on each). The mock, modelgate and this
 //! driver share the machine's cores, so figures are relative, not absolute.
 
 // The integration-test harness (mock provider + modelgate launcher); the
@@ -141,7 +143,11 @@ async fn main() {
     let concurrency = env_usize("MG_BENCH_CONCURRENCY", 32);
 
     let mock = common::Mock::start().await;
-    let yaml = common::config_for(&mock, common::MODELS);
+    let budgets = std::env::var("MG_BENCH_BUDGETS").is_ok_and(|v| v == "1");
+    let mut yaml = common::config_for(&mock, common::MODELS);
+    if budgets {
+        yaml.push_str("budgets:\n  - { name: day, window: day, limit_usd: 1000000 }\n  - { name: openai-month, scope: { provider: openai }, window: month, limit_usd: 1000000 }\n");
+    }
     // Modelgate::start polls readiness with blocking sleeps; keep it off the
     // runtime's worker threads (the mock is already serving on them).
     let mg = tokio::task::spawn_blocking(move || common::Modelgate::start(&yaml)).await.expect("start modelgate");
@@ -166,7 +172,7 @@ async fn main() {
     let routed = probe.headers().get("x-modelgate-model").and_then(|v| v.to_str().ok()).map(str::to_owned);
     assert!(probe.status() == 200 && routed.as_deref() == Some("gpt-4o-mini"), "modelgate probe failed: {} {:?}\n{}", probe.status(), routed, mg.stderr());
 
-    println!("modelgate load benchmark: {n} requests/phase, concurrency {concurrency}, {} B body", request_body(false).len());
+    println!("modelgate load benchmark: {n} requests/phase, concurrency {concurrency}, {} B body, budgets {}", request_body(false).len(), if budgets { "on" } else { "off" });
     println!("{:<22}{:>8}{:>9}{:>10}{:>9}{:>7}", "phase", "p50 ms", "p99 ms", "mean ms", "req/s", "fail");
     for (kind, stream) in [("json", false), ("stream", true)] {
         let body = request_body(stream);
@@ -182,6 +188,13 @@ async fn main() {
         }
         let (d, p) = (&results[0], &results[1]);
         println!("  added latency p50 {:+.3} ms, p99 {:+.3} ms; throughput ratio {:.2}", p.p50 - d.p50, p.p99 - d.p99, p.rps / d.rps);
+    }
+    // modelgate's own account of the time spent inside it (access log).
+    let mut own: Vec<f64> = mg.access_log().iter().filter_map(|r| r["overhead_ms"].as_f64()).collect();
+    own.sort_by(f64::total_cmp);
+    if !own.is_empty() {
+        let q = |p: f64| own[((own.len() - 1) as f64 * p) as usize];
+        println!("inside modelgate (access log overhead_ms): p50 {:.3} ms, p99 {:.3} ms over {} requests", q(0.5), q(0.99), own.len());
     }
     // Sanity: each proxied request should reach the mock exactly once.
     let expected = 1 + 2 * 2 * (WARMUP + n);

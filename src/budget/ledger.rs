@@ -130,7 +130,9 @@ impl Ledger {
         if !self.dirty.swap(false, Ordering::AcqRel) {
             return;
         }
-        if let Some((_, f)) = self.lock().as_ref() {
+        // fsync a duplicate handle, so appends do not wait for the disk.
+        let file = self.lock().as_ref().and_then(|(_, f)| f.try_clone().ok());
+        if let Some(f) = file {
             if let Err(e) = f.sync_data() {
                 tracing::error!(error = %e, "cannot fsync the spend ledger");
             }
