@@ -20,5 +20,6 @@ pub mod policy;
 pub mod proxy;
 pub mod reload;
 pub mod server;
+pub mod translate;
 pub mod upstream;
 pub mod usage;

@@ -33,6 +33,7 @@ pub const BUDGET_EXCEEDED: &str = "modelgate_budget_exceeded_total";
 pub const SPEND_SPIKES: &str = "modelgate_spend_spikes_total";
 pub const LEDGER_ERRORS: &str = "modelgate_ledger_errors_total";
 pub const BUDGET_STORE_UP: &str = "modelgate_budget_store_up";
+pub const TRANSLATION_DROPPED: &str = "modelgate_translation_dropped_total";
 
 /// Install the global Prometheus recorder and describe every metric.
 /// Returns the handle `/metrics` renders from.
@@ -65,6 +66,7 @@ fn describe() {
     describe_counter!(BUDGET_EXCEEDED, "Requests a used-up budget acted on, by budget and action (reject, downgrade).");
     describe_counter!(SPEND_SPIKES, "Spend spikes: the last hour's spend went over spend_spike.factor × the average hour before it.");
     describe_counter!(LEDGER_ERRORS, "Spend-ledger entries that could not be written to state_dir.");
+    describe_counter!(TRANSLATION_DROPPED, "Request fields dropped because the serving model's dialect cannot carry them, by field.");
     metrics::describe_gauge!(BUDGET_STORE_UP, "1 while the shared budget store (Redis) answers, 0 while it is unreachable.");
 }
 
@@ -180,6 +182,10 @@ pub fn savings(requested: &str, model: &str, requested_cost: f64, cost: f64) {
     } else if d < 0.0 {
         UPGRADE_USD.add(requested, model, -d);
     }
+}
+
+pub fn translation_dropped(field: &'static str) {
+    counter!(TRANSLATION_DROPPED, "field" => field).increment(1);
 }
 
 pub fn budget_warning(budget: &str, level: &'static str) {

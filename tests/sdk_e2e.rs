@@ -108,3 +108,35 @@ budgets:
     // Refused requests never reached the provider: 2 + 1 + 2 served.
     assert_eq!(mock.calls(), 5);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn official_sdks_are_served_by_models_of_the_other_dialect() {
+    let mock = Mock::start().await;
+    let conf = format!(
+        r#"
+providers:
+  openai: {{ kind: openai, base_url: "{m}/v1" }}
+  anthropic: {{ kind: anthropic, base_url: "{m}" }}
+models:
+  gpt-4o-mini: {{ provider: openai, input_usd_per_mtok: 0.15, output_usd_per_mtok: 0.6 }}
+  claude-haiku: {{ provider: anthropic, id: claude-haiku-4-5-20251001, input_usd_per_mtok: 1, output_usd_per_mtok: 5 }}
+"#,
+        m = mock.url()
+    );
+    let mg = Modelgate::start(&conf);
+    assert!(run_script("sdk_translate.py", &mg).await.contains("all SDK translation checks passed"));
+    let reqs = mock.requests();
+    // The openai SDK's tool-result turn reached Anthropic as tool_use / tool_result blocks.
+    let to_anthropic: Vec<serde_json::Value> = reqs.iter().filter(|r| r.path == "/v1/messages").map(|r| r.json()).collect();
+    assert!(to_anthropic.iter().all(|b| b["model"] == "claude-haiku-4-5-20251001" && b["max_tokens"].as_u64().is_some()));
+    assert!(to_anthropic.iter().any(|b| b["messages"][1]["content"][0]["type"] == "tool_use" && b["messages"][2]["content"][0]["type"] == "tool_result"), "{to_anthropic:?}");
+    assert!(reqs.iter().filter(|r| r.path == "/v1/messages").all(|r| r.headers.get("anthropic-version").is_some()));
+    // The anthropic SDK's system prompt and tools reached OpenAI in its shape.
+    let to_openai: Vec<serde_json::Value> = reqs.iter().filter(|r| r.path == "/v1/chat/completions").map(|r| r.json()).collect();
+    assert!(to_openai.iter().any(|b| b["messages"][0] == serde_json::json!({"role": "system", "content": "Be brief."})));
+    assert!(to_openai.iter().any(|b| b["tools"][0]["function"]["name"] == "get_weather"));
+    assert!(to_openai.iter().any(|b| b["messages"].as_array().unwrap().iter().any(|m| m["role"] == "tool" && m["tool_call_id"] == "call_mock1")));
+    // Cost is computed on the provider's usage: the access log has it.
+    let log = mg.wait_access_log(1);
+    assert!(log.iter().filter(|r| r["provider"] == "anthropic" && r["status"] == 200).all(|r| r["input_tokens"] == 1000 && r["output_tokens"] == 300));
+}

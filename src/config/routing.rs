@@ -168,9 +168,11 @@ pub struct Route {
     /// Models a client may ask for with `x-modelgate-model` when this route
     /// matches (`None`: the global `routing.client_models`).
     pub client_models: Option<Vec<WildMatch>>,
-    /// Request dialects the route applies to: `match.dialect`, else the
-    /// dialects its target models speak.
+    /// Request dialects the route applies to: `match.dialect`, else all.
     pub dialects: [bool; Dialect::COUNT],
+    /// Dialects its target models speak (a request of another dialect is
+    /// translated where its API allows).
+    pub speaks: [bool; Dialect::COUNT],
 }
 
 /// A rule that names the task of requests that carry no `x-modelgate-task`.

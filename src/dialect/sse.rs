@@ -26,7 +26,7 @@ pub struct StreamTap {
 
 /// Length of the first complete event in `buf` (delimiter included), looking
 /// from `from` on.
-fn event_end(buf: &[u8], from: usize) -> Option<usize> {
+pub(crate) fn event_end(buf: &[u8], from: usize) -> Option<usize> {
     let mut i = from;
     while i + 1 < buf.len() {
         match (buf[i], buf[i + 1]) {
@@ -39,7 +39,7 @@ fn event_end(buf: &[u8], from: usize) -> Option<usize> {
 }
 
 /// The `data:` payload of one event (multiple data lines joined by `\n`).
-fn data_of(event: &[u8]) -> Vec<u8> {
+pub(crate) fn data_of(event: &[u8]) -> Vec<u8> {
     let mut data = Vec::new();
     for line in event.split(|&b| b == b'\n') {
         let line = line.strip_suffix(b"\r").unwrap_or(line);

@@ -33,6 +33,7 @@ pub use overrides::{OverrideStore, Overrides};
 
 use crate::config::{Arm, Capability, Downgrade, Mode, Model, Route, Select, Snapshot, Target};
 use crate::dialect::{Dialect, ErrorKind, GatewayError};
+use crate::translate;
 
 /// One upstream attempt.
 #[derive(Debug, Clone, Copy)]
@@ -153,7 +154,8 @@ enum Miss {
 fn route_check(r: &Route, f: &Facts<'_>) -> Result<(), Miss> {
     let m = &r.matcher;
     let ok = |c: bool, miss| if c { Ok(()) } else { Err(miss) };
-    ok(r.dialects[f.dialect as usize], Miss::Dialect)?;
+    let reachable = Dialect::ALL.iter().any(|d| r.speaks[*d as usize] && translate::can_translate(f.api, f.dialect, *d));
+    ok(r.dialects[f.dialect as usize] && reachable, Miss::Dialect)?;
     let model = f.model.ok_or(Miss::NoModel)?;
     ok(m.model.as_ref().is_none_or(|g| g.matches(model)), Miss::Model)?;
     ok(m.app.as_ref().is_none_or(|g| g.matches(&f.app)), Miss::App)?;
@@ -172,7 +174,8 @@ fn describe_miss(r: &Route, f: &Facts<'_>, miss: Miss) -> String {
     let m = &r.matcher;
     let opt = |v: Option<&str>| v.map(|s| format!("`{s}`")).unwrap_or_else(|| "none".into());
     match miss {
-        Miss::Dialect => format!("request is {}; the route serves {}", f.dialect, dialect_list(r)),
+        Miss::Dialect if !r.dialects[f.dialect as usize] => format!("request is {}; the route matches {} requests", f.dialect, dialect_list(&r.dialects)),
+        Miss::Dialect => format!("request is {} {}; the route's models speak {} and this API is not translated", f.dialect, f.api.as_str(), dialect_list(&r.speaks)),
         Miss::NoModel => "the request names no model".into(),
         Miss::Model => format!("model {} does not match `{}`", opt(f.model), m.model.as_ref().map(|g| g.to_string()).unwrap_or_default()),
         Miss::App => format!("app `{}` does not match `{}`", f.app, m.app.as_ref().map(|g| g.to_string()).unwrap_or_default()),
@@ -188,8 +191,8 @@ fn describe_miss(r: &Route, f: &Facts<'_>, miss: Miss) -> String {
     }
 }
 
-fn dialect_list(r: &Route) -> String {
-    let ds: Vec<&str> = Dialect::ALL.iter().filter(|d| r.dialects[**d as usize]).map(|d| d.as_str()).collect();
+fn dialect_list(set: &[bool; Dialect::COUNT]) -> String {
+    let ds: Vec<&str> = Dialect::ALL.iter().filter(|d| set[**d as usize]).map(|d| d.as_str()).collect();
     ds.join(", ")
 }
 
@@ -206,7 +209,7 @@ enum Unfit {
 impl Unfit {
     fn describe(&self, snap: &Snapshot, m: &Model, f: &Facts<'_>) -> String {
         match self {
-            Unfit::Dialect(d) => format!("speaks {d} and the request is {}; cross-dialect translation is not supported yet", f.dialect),
+            Unfit::Dialect(d) => format!("speaks {d} and the request is {} {}, which is not translated", f.dialect, f.api.as_str()),
             Unfit::NotLocal(why) => format!("provider `{}` is not local ({why})", snap.providers[m.provider].name),
             Unfit::Context { need, context } => format!("needs ~{need} tokens (input + max_tokens) but its context window is {context}"),
             Unfit::Lacks(c) => format!("lacks the `{}` capability", c.as_str()),
@@ -218,7 +221,7 @@ impl Unfit {
 /// The checks every planned model passes.
 fn fit(snap: &Snapshot, m: &Model, f: &Facts<'_>, mode: Mode) -> Result<(), Unfit> {
     let d = snap.dialect_of(m);
-    if d != f.dialect {
+    if !translate::can_translate(f.api, f.dialect, d) {
         return Err(Unfit::Dialect(d));
     }
     if mode == Mode::LocalOnly && !snap.is_local(m) {
@@ -499,7 +502,7 @@ impl<'s> Chain<'s> {
 /// the request's dialect) with its fallbacks, else the dialect's default
 /// provider with the body unchanged.
 fn unrouted<'s>(snap: &'s Snapshot, f: &Facts<'_>, mode: Mode, tr: &mut Tr<'_>) -> Result<Vec<Attempt<'s>>, GatewayError> {
-    if let Some(m) = f.model.and_then(|n| snap.models.get(n)).filter(|m| snap.dialect_of(m) == f.dialect) {
+    if let Some(m) = f.model.and_then(|n| snap.models.get(n)).filter(|m| translate::can_translate(f.api, f.dialect, snap.dialect_of(m))) {
         let mut chain = Chain::new(None);
         chain.offer(snap, m, f, mode, "requested", tr);
         chain.offer_names(snap, &m.fallbacks, f, mode, "model fallback", tr);

@@ -96,8 +96,8 @@ fn the_seeds_examples_land_in_their_tiers() {
     assert_eq!((o.plan[0].as_str(), o.complexity), ("mid", 4));
     let o = run(&[], &chat("gpt-4o", "analyze my productivity patterns")).unwrap();
     assert_eq!((o.plan[0].as_str(), o.complexity), ("gpt-4o", 9));
-    // gpt-4o's own fallbacks follow, minus haiku (another dialect).
-    assert_eq!(o.plan, ["gpt-4o", "gpt-4o-mini"]);
+    // gpt-4o's own fallbacks follow; haiku (Anthropic) by translation.
+    assert_eq!(o.plan, ["gpt-4o", "haiku", "gpt-4o-mini"]);
     // A long multi-question conversation is bumped up a tier: 4 + 2 + 2.
     let mut msgs: Vec<serde_json::Value> = (0..11).map(|i| serde_json::json!({"role": if i % 2 == 0 {"user"} else {"assistant"}, "content": "ok"})).collect();
     msgs.push(serde_json::json!({"role": "user", "content": "which tasks are late? and who owns them?"}));
@@ -122,7 +122,7 @@ fn app_and_task_come_from_headers_keys_and_rules() {
     let body = serde_json::json!({"model": "x", "response_format": {"type": "json_object"}, "messages": [{"role": "user", "content": "hi"}]}).to_string();
     assert_eq!(run(&[], &body).unwrap().route, "extraction");
     let body = serde_json::json!({"model": "x", "messages": [{"role": "system", "content": "You are the PLANNER."}, {"role": "user", "content": "hi"}]}).to_string();
-    assert_eq!(run(&[], &body).unwrap().plan, ["gpt-4o", "gpt-4o-mini"]);
+    assert_eq!(run(&[], &body).unwrap().plan, ["gpt-4o", "haiku", "gpt-4o-mini"]);
     // The header wins over rules.
     assert_eq!(run(&[("x-modelgate-task", "other")], &body).unwrap().route, "none");
 }
@@ -148,7 +148,8 @@ fn select_scores_by_mode_and_filters_by_capability_and_context() {
     // Tools needed: mid and llama lack them.
     let b = serde_json::json!({"model": "x", "response_format": {"type": "json_object"}, "tools": [{"type": "function", "function": {"name": "f"}}], "messages": [{"role": "user", "content": "hi"}]}).to_string();
     let p = run(&[], &b).unwrap().plan;
-    assert!(p.iter().all(|m| m == "gpt-4o" || m == "gpt-4o-mini"), "{p:?}");
+    assert!(p.iter().all(|m| m == "gpt-4o" || m == "gpt-4o-mini" || m == "haiku"), "{p:?}");
+    assert!(p.iter().take(2).all(|m| m == "gpt-4o" || m == "gpt-4o-mini"), "the candidates first, then gpt-4o's fallbacks: {p:?}");
     // Context guard: llama holds 40 tokens; 100 max_tokens do not fit.
     let b = serde_json::json!({"model": "x", "max_tokens": 100, "response_format": {"type": "json_object"}, "messages": [{"role": "user", "content": "hi"}]}).to_string();
     let p = decide_with(&snap(), &Overrides::new(), "/v1/chat/completions", &[("x-modelgate-mode", "local-preferred")], &b).unwrap().plan;
@@ -237,7 +238,7 @@ fn shadow_reports_but_plans_the_unchanged_request() {
     let o = run(&[("x-modelgate-app", "watched")], &chat("gpt-4o", "analyze this")).unwrap();
     assert_eq!(o.route, "watch");
     assert_eq!(o.shadow.as_deref(), Some("gpt-4o-mini"));
-    assert_eq!(o.plan, ["gpt-4o", "gpt-4o-mini"], "the requested model and its own fallbacks");
+    assert_eq!(o.plan, ["gpt-4o", "haiku", "gpt-4o-mini"], "the requested model and its own fallbacks");
 }
 
 #[test]
@@ -265,10 +266,16 @@ fn overrides_replace_a_routes_target() {
 }
 
 #[test]
-fn routes_apply_only_to_dialects_their_models_speak() {
+fn routes_serve_other_dialects_where_translation_allows() {
     let s = snap();
+    // An Anthropic Messages request is translated for the route's OpenAI model.
     let body = r#"{"model":"claude-x","max_tokens":10,"messages":[{"role":"user","content":"hi"}]}"#;
     let o = decide_with(&s, &Overrides::new(), "/v1/messages", &[("x-modelgate-task", "planning")], body).unwrap();
+    assert_eq!((o.route.as_str(), o.plan[0].as_str()), ("planning", "gpt-4o"));
+    // Embeddings are not translated: an OpenAI-only route does not serve them
+    // for another dialect, and an Anthropic model is never planned for them.
+    let body = r#"{"model":"haiku","input":"hi"}"#;
+    let o = decide_with(&s, &Overrides::new(), "/v1/embeddings", &[], body).unwrap();
     assert_eq!((o.route.as_str(), o.plan.clone()), ("none", vec!["other".to_string()]));
 }
 

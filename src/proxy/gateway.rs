@@ -30,6 +30,7 @@ use crate::dialect::{classify_path, Api, Dialect, ErrorKind, GatewayError, Incom
 use crate::metrics;
 use crate::policy::{self, Attempt, Facts, OverrideStore};
 use crate::upstream::{self, AttemptError, Exchange};
+use crate::translate;
 use crate::usage::{RawUsage, UsageCarrier};
 
 /// Largest non-streamed upstream response modelgate buffers (to read usage).
@@ -72,6 +73,8 @@ struct Served<'a, 's> {
     snap: &'s Snapshot,
     /// A model call (JSON body): accounted and written to the ledger.
     model_call: bool,
+    /// The request was translated for a provider of another dialect.
+    translated: Option<translate::Chat>,
 }
 
 /// Per-request bookkeeping shared by the phases.
@@ -197,15 +200,26 @@ impl Gateway {
             // The body for this attempt: only `model` (and the usage request
             // of OpenAI streams) may change. Shadow mode sends the first
             // attempt byte for byte; a fallback must name its own model.
-            let (bytes, drop_usage_only) = match json.as_ref() {
-                Some(j) => {
+            // A model of another dialect gets the request translated.
+            let mut translated: Option<translate::Chat> = None;
+            let (bytes, drop_usage_only) = match (json.as_ref(), attempt.model) {
+                (Some(_), Some(m)) if provider.kind != incoming.dialect => {
+                    let max = m.max_output_tokens.unwrap_or(translate::DEFAULT_MAX_TOKENS);
+                    let (bytes, chat) = translate::request(&body, incoming.dialect, provider.kind, &m.id, max)?;
+                    translated = Some(chat);
+                    (bytes, false)
+                }
+                (Some(j), _) => {
                     let model = attempt.model.filter(|_| !(pristine && i == 1 && downgraded_by.is_none())).map(|m| m.id.as_str());
                     let usage = !pristine && r.rec.stream && provider.kind == Dialect::OpenAi && matches!(incoming.api, Api::ChatCompletions | Api::Completions);
                     j.render(model, usage)
                 }
-                None => (body.clone(), false),
+                (None, _) => (body.clone(), false),
             };
-            let req = upstream_request(session.req_header(), provider, &incoming, key, bytes.len(), is_post)?;
+            let req = match translated {
+                Some(_) => translated_request(session.req_header(), provider, key, bytes.len())?,
+                None => upstream_request(session.req_header(), provider, &incoming, key, bytes.len(), is_post)?,
+            };
             if i == 1 {
                 r.pre_upstream = r.body_done.elapsed();
             }
@@ -231,7 +245,7 @@ impl Gateway {
                     }
                     metrics::attempt(label, status_class(status));
                     r.rec.error = None;
-                    let served = Served { attempt: &attempt, provider, facts: &facts, hold, snap, model_call: json.is_some() };
+                    let served = Served { attempt: &attempt, provider, facts: &facts, hold, snap, model_call: json.is_some(), translated };
                     return self.relay(session, ex, served, drop_usage_only, r).await;
                 }
             }
@@ -288,11 +302,15 @@ impl Gateway {
                 return Err(Stop::ClientGone);
             }
             let mut tap = StreamTap::new(drop_usage_only);
+            let mut tr = s.translated.as_ref().map(|chat| translate::Translator::new(s.provider.kind, r.dialect, chat));
             let mut settled = false;
             loop {
                 match ex.chunk().await {
                     Ok(Some(c)) => {
-                        let out = tap.feed(&c);
+                        let mut out = tap.feed(&c);
+                        if let Some(t) = tr.as_mut() {
+                            out = t.feed(&out);
+                        }
                         // The answer is complete at the client with its last
                         // event: settle before that event leaves.
                         if tap.terminal && !settled {
@@ -306,7 +324,12 @@ impl Gateway {
                         }
                     }
                     Ok(None) => {
-                        let tail = tap.finish();
+                        let mut tail = tap.finish();
+                        if let Some(t) = tr.as_mut() {
+                            let mut b = BytesMut::from(&t.feed(&tail)[..]);
+                            b.extend_from_slice(&t.finish());
+                            tail = b.freeze();
+                        }
                         if !settled {
                             settled = true;
                             self.settle(&mut s, ok, tap.usage(), tap.text_bytes, r).await;
@@ -353,12 +376,23 @@ impl Gateway {
                 }
             }
             r.upstream_end = Some(Instant::now());
-            let body = buf.freeze();
+            let mut body = buf.freeze();
             let usage = if ok { UsageCarrier::parse(&body).and_then(|c| c.usages().last().copied()) } else { None };
             // Without usage, the answer's size bounds its output.
             let text_bytes = if usage.is_none() { body.len() as u64 } else { 0 };
             if let Some(cost) = self.settle(&mut s, ok, usage, text_bytes, r).await {
                 resp.insert_header("x-modelgate-cost-usd", cost.to_string()).map_err(internal)?;
+            }
+            if s.translated.is_some() {
+                // The answer (or the provider's error) in the client's dialect.
+                body = match (ok, translate::answer(&body, s.provider.kind, r.dialect)) {
+                    (true, Some(b)) => b,
+                    (true, None) => {
+                        return Err(Stop::Answer(GatewayError::new(502, ErrorKind::Upstream, "invalid_upstream_answer", format!("the {} provider's answer could not be read for translation", s.provider.kind))))
+                    }
+                    (false, _) => translate::error(&body, status, s.provider.kind, r.dialect),
+                };
+                resp.insert_header("content-type", "application/json").map_err(internal)?;
             }
             resp.insert_header("content-length", body.len().to_string()).map_err(internal)?;
             session.write_response_header(Box::new(resp), body.is_empty()).await.map_err(|_| Stop::ClientGone)?;
@@ -611,6 +645,48 @@ async fn drain_or_close(session: &mut Session, limit: usize) {
         }
     }
     session.set_keepalive(None);
+}
+
+/// The upstream request header of a translated call: POST to the provider's
+/// chat endpoint, the client's own headers minus auth and the other
+/// dialect's, the client's key moved to this dialect's auth header unless
+/// modelgate injects one.
+fn translated_request(client: &RequestHeader, provider: &Provider, key: Option<&str>, body_len: usize) -> Result<RequestHeader, Stop> {
+    let endpoint = match provider.kind {
+        Dialect::OpenAi => "/chat/completions",
+        Dialect::Anthropic => "/v1/messages",
+    };
+    let path = format!("{}{endpoint}", provider.endpoint.base_path);
+    let mut req = RequestHeader::build(http::Method::POST, path.as_bytes(), Some(client.headers.len() + 4)).map_err(internal)?;
+    let client_key = client
+        .headers
+        .get("x-api-key")
+        .and_then(|v| v.to_str().ok())
+        .or_else(|| client.headers.get("authorization").and_then(|v| v.to_str().ok()).and_then(|v| v.strip_prefix("Bearer ")))
+        .map(str::trim);
+    for (name, value) in client.headers.iter() {
+        let n = name.as_str();
+        let foreign = n.starts_with("anthropic-") || n.starts_with("openai-") || n == "authorization" || n == "x-api-key" || n == "content-type";
+        if DROP_REQUEST.contains(&n) || n.starts_with("x-modelgate-") || foreign {
+            continue;
+        }
+        req.append_header(name.clone(), value.clone()).map_err(internal)?;
+    }
+    req.insert_header("host", provider.endpoint.authority.as_str()).map_err(internal)?;
+    req.insert_header("accept-encoding", "identity").map_err(internal)?;
+    req.insert_header("content-type", "application/json").map_err(internal)?;
+    req.insert_header("content-length", body_len.to_string()).map_err(internal)?;
+    if let Some(k) = key.or(client_key) {
+        match provider.kind {
+            Dialect::OpenAi => req.insert_header("authorization", format!("Bearer {k}")),
+            Dialect::Anthropic => req.insert_header("x-api-key", k),
+        }
+        .map_err(internal)?;
+    }
+    if provider.kind == Dialect::Anthropic {
+        req.insert_header("anthropic-version", "2023-06-01").map_err(internal)?;
+    }
+    Ok(req)
 }
 
 /// The upstream request header: the client's method, path under the

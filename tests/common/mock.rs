@@ -188,6 +188,19 @@ async fn handle(State(mock): State<Mock>, method: Method, uri: Uri, headers: Hea
     let model = req["model"].as_str().unwrap_or("unknown").to_string();
     let stream = req["stream"] == json!(true);
     let gate = mock.gate.clone();
+    // With tools offered and no tool result yet, the answer calls the
+    // first tool with {"city": "Paris"}.
+    let last = req["messages"].as_array().and_then(|m| m.last()).cloned().unwrap_or(Value::Null);
+    let has_result = last["role"] == "tool" || last["content"].as_array().is_some_and(|c| c.iter().any(|b| b["type"] == "tool_result"));
+    let tool = req["tools"].as_array().and_then(|t| t.first()).map(|t| t["function"]["name"].as_str().or(t["name"].as_str()).unwrap_or("tool").to_string()).filter(|_| !has_result);
+    if let Some(tool) = tool {
+        return match (uri.path(), stream) {
+            ("/v1/chat/completions", false) => json_response(200, openai_tool_call(&model, &tool)),
+            ("/v1/chat/completions", true) => sse(openai_tool_stream(&model, &tool), script, gate),
+            ("/v1/messages", false) => json_response(200, anthropic_tool_use(&model, &tool)),
+            (_, _) => sse(anthropic_tool_stream(&model, &tool), script, gate),
+        };
+    }
     match uri.path() {
         "/v1/chat/completions" if stream => sse(openai_chat_stream(&model, req["stream_options"]["include_usage"] == json!(true)), script, gate),
         "/v1/chat/completions" => json_response(200, openai_chat(&model)),
@@ -296,6 +309,56 @@ fn anthropic_stream(model: &str) -> Vec<String> {
         ev("content_block_delta", json!({"type": "content_block_delta", "index": 0, "delta": {"type": "text_delta", "text": " from the mock"}})),
         ev("content_block_stop", json!({"type": "content_block_stop", "index": 0})),
         ev("message_delta", json!({"type": "message_delta", "delta": {"stop_reason": "end_turn", "stop_sequence": null}, "usage": {"output_tokens": COMPLETION_TOKENS}})),
+        ev("message_stop", json!({"type": "message_stop"})),
+    ]
+}
+
+fn openai_tool_call(model: &str, tool: &str) -> Value {
+    json!({
+        "id": "chatcmpl-mock", "object": "chat.completion", "created": 1731000000, "model": model,
+        "choices": [{"index": 0, "message": {"role": "assistant", "content": null, "refusal": null,
+            "tool_calls": [{"id": "call_mock1", "type": "function", "function": {"name": tool, "arguments": "{\"city\": \"Paris\"}"}}]},
+            "logprobs": null, "finish_reason": "tool_calls"}],
+        "usage": openai_usage()
+    })
+}
+
+fn openai_tool_stream(model: &str, tool: &str) -> Vec<String> {
+    let chunk = |delta: Value, finish: Value| data(json!({"id": "chatcmpl-mock", "object": "chat.completion.chunk", "created": 1731000000, "model": model,
+        "choices": [{"index": 0, "delta": delta, "logprobs": null, "finish_reason": finish}]}));
+    vec![
+        chunk(json!({"role": "assistant", "content": null, "tool_calls": [{"index": 0, "id": "call_mock1", "type": "function", "function": {"name": tool, "arguments": ""}}]}), Value::Null),
+        chunk(json!({"tool_calls": [{"index": 0, "function": {"arguments": "{\"city\": "}}]}), Value::Null),
+        chunk(json!({"tool_calls": [{"index": 0, "function": {"arguments": "\"Paris\"}"}}]}), Value::Null),
+        chunk(json!({}), json!("tool_calls")),
+        data(json!({"id": "chatcmpl-mock", "object": "chat.completion.chunk", "created": 1731000000, "model": model, "choices": [], "usage": openai_usage()})),
+        "data: [DONE]\n\n".into(),
+    ]
+}
+
+fn anthropic_tool_use(model: &str, tool: &str) -> Value {
+    json!({
+        "id": "msg_mock", "type": "message", "role": "assistant", "model": model,
+        "content": [{"type": "text", "text": "Let me check."}, {"type": "tool_use", "id": "toolu_mock1", "name": tool, "input": {"city": "Paris"}}],
+        "stop_reason": "tool_use", "stop_sequence": null, "usage": anthropic_usage()
+    })
+}
+
+fn anthropic_tool_stream(model: &str, tool: &str) -> Vec<String> {
+    let ev = |name: &str, v: Value| format!("event: {name}\ndata: {v}\n\n");
+    let mut start_usage = anthropic_usage();
+    start_usage["output_tokens"] = json!(1);
+    vec![
+        ev("message_start", json!({"type": "message_start", "message": {"id": "msg_mock", "type": "message", "role": "assistant", "model": model,
+            "content": [], "stop_reason": null, "stop_sequence": null, "usage": start_usage}})),
+        ev("content_block_start", json!({"type": "content_block_start", "index": 0, "content_block": {"type": "text", "text": ""}})),
+        ev("content_block_delta", json!({"type": "content_block_delta", "index": 0, "delta": {"type": "text_delta", "text": "Let me check."}})),
+        ev("content_block_stop", json!({"type": "content_block_stop", "index": 0})),
+        ev("content_block_start", json!({"type": "content_block_start", "index": 1, "content_block": {"type": "tool_use", "id": "toolu_mock1", "name": tool, "input": {}}})),
+        ev("content_block_delta", json!({"type": "content_block_delta", "index": 1, "delta": {"type": "input_json_delta", "partial_json": "{\"city\": "}})),
+        ev("content_block_delta", json!({"type": "content_block_delta", "index": 1, "delta": {"type": "input_json_delta", "partial_json": "\"Paris\"}"}})),
+        ev("content_block_stop", json!({"type": "content_block_stop", "index": 1})),
+        ev("message_delta", json!({"type": "message_delta", "delta": {"stop_reason": "tool_use", "stop_sequence": null}, "usage": {"output_tokens": COMPLETION_TOKENS}})),
         ev("message_stop", json!({"type": "message_stop"})),
     ]
 }

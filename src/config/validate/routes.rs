@@ -193,18 +193,16 @@ pub(super) fn route_of(
 
     // Which request dialects the route applies to.
     let spoken: Vec<Dialect> = target.models().iter().filter_map(|m| models.get(*m)).map(|m| providers[m.provider].kind).collect();
-    let mut dialects = [false; Dialect::COUNT];
-    match matcher.dialect {
-        Some(d) if !spoken.contains(&d) => {
-            cx.err(
-                format!("{path}.{}", target.kind()),
-                format!("no model of this route speaks the {d} dialect its match asks for; cross-dialect translation is not supported yet, pick {d} models"),
-            );
-            return None;
+    let mut speaks = [false; Dialect::COUNT];
+    spoken.iter().for_each(|d| speaks[*d as usize] = true);
+    let dialects = match matcher.dialect {
+        Some(d) => {
+            let mut only = [false; Dialect::COUNT];
+            only[d as usize] = true;
+            only
         }
-        Some(d) => dialects[d as usize] = true,
-        None => spoken.iter().for_each(|d| dialects[*d as usize] = true),
-    }
+        None => [true; Dialect::COUNT],
+    };
     if mode == Some(Mode::LocalOnly) {
         let all = target.models().into_iter().chain(raw.fallbacks.iter().map(String::as_str));
         if !all.filter_map(|m| models.get(m)).any(|m| providers[m.provider].local) {
@@ -213,7 +211,7 @@ pub(super) fn route_of(
         }
     }
     let client_models = raw.client_models.map(|v| v.iter().map(|g| WildMatch::new(g)).collect());
-    Some(Route { name: raw.name, matcher, target, fallbacks: raw.fallbacks, shadow: raw.shadow, mode, client_models, dialects })
+    Some(Route { name: raw.name, matcher, target, fallbacks: raw.fallbacks, shadow: raw.shadow, mode, client_models, dialects, speaks })
 }
 
 fn bump(cx: &mut Ctx, path: &str, raw: Option<RawBump>, default: Bump) -> Bump {

@@ -1,0 +1,414 @@
+//! Anthropic Messages: request reader/writer, answer reader/writer, stream
+//! reader and writer.
+
+use bytes::BytesMut;
+use serde_json::{json, Map, Value};
+
+use super::*;
+
+const CARRIED: &[&str] = &["model", "messages", "system", "tools", "tool_choice", "max_tokens", "temperature", "top_p", "stop_sequences", "stream", "metadata"];
+/// Dropped and counted: knobs an OpenAI-dialect model has no field for.
+const DROPPABLE: &[&str] = &["top_k", "service_tier", "container", "mcp_servers", "context_management"];
+
+pub fn read_request(v: &Value) -> Result<Chat, GatewayError> {
+    let obj = v.as_object().ok_or_else(|| bad("the request body must be a JSON object"))?;
+    let mut c = Chat::default();
+    for k in obj.keys() {
+        if CARRIED.contains(&k.as_str()) {
+            continue;
+        }
+        match DROPPABLE.iter().find(|d| **d == k) {
+            Some(d) => c.dropped.push(d),
+            None if k == "thinking" && v["thinking"]["type"] == "disabled" => {}
+            None if k == "thinking" => return Err(bad("`thinking` (extended thinking) cannot be carried to an OpenAI-dialect model; route this request to an Anthropic model")),
+            None => return Err(bad(format!("`{k}` cannot be translated for a model of another dialect; remove it or route this request to an Anthropic model"))),
+        }
+    }
+    match &v["system"] {
+        Value::Null => {}
+        s => c.system.push(text_of(s)),
+    }
+    for m in v["messages"].as_array().ok_or_else(|| bad("`messages` must be an array"))? {
+        let role = match m["role"].as_str() {
+            Some("user") => Role::User,
+            Some("assistant") => Role::Assistant,
+            other => return Err(bad(format!("message role `{}` is not user or assistant", other.unwrap_or("?")))),
+        };
+        let parts = match &m["content"] {
+            Value::String(s) => vec![Part::Text(s.clone())],
+            Value::Array(blocks) => blocks.iter().map(block).collect::<Result<Vec<_>, _>>()?.into_iter().flatten().collect(),
+            _ => Vec::new(),
+        };
+        c.messages.push(Message { role, parts });
+    }
+    for t in v["tools"].as_array().into_iter().flatten() {
+        if t.get("type").is_some_and(|ty| ty != "custom") {
+            return Err(bad(format!("server tool `{}` cannot be translated; only custom tools can", t["type"].as_str().unwrap_or("?"))));
+        }
+        c.tools.push(Tool {
+            name: t["name"].as_str().unwrap_or_default().to_string(),
+            description: t["description"].as_str().map(str::to_string),
+            parameters: if t["input_schema"].is_object() { t["input_schema"].clone() } else { json!({"type": "object", "properties": {}}) },
+        });
+    }
+    let tc = &v["tool_choice"];
+    c.tool_choice = match tc["type"].as_str() {
+        Some("auto") => Some(ToolChoice::Auto),
+        Some("any") => Some(ToolChoice::Required),
+        Some("none") => Some(ToolChoice::None),
+        Some("tool") => tc["name"].as_str().map(|n| ToolChoice::Tool(n.to_string())),
+        _ => None,
+    };
+    if tc["disable_parallel_tool_use"] == true {
+        c.parallel_tool_calls = Some(false);
+    }
+    c.max_tokens = v["max_tokens"].as_u64();
+    c.temperature = v["temperature"].as_f64();
+    c.top_p = v["top_p"].as_f64();
+    c.stop = v["stop_sequences"].as_array().into_iter().flatten().filter_map(|s| s.as_str().map(str::to_string)).collect();
+    c.stream = v["stream"] == true;
+    c.stream_usage = true;
+    c.user = v["metadata"]["user_id"].as_str().map(str::to_string);
+    Ok(c)
+}
+
+/// One content block; `None` for blocks that carry nothing to translate.
+fn block(b: &Value) -> Result<Option<Part>, GatewayError> {
+    Ok(match b["type"].as_str() {
+        Some("text") => Some(Part::Text(b["text"].as_str().unwrap_or_default().to_string())),
+        Some("image") => {
+            let s = &b["source"];
+            Some(Part::Image(match s["type"].as_str() {
+                Some("base64") => format!("data:{};base64,{}", s["media_type"].as_str().unwrap_or("image/png"), s["data"].as_str().unwrap_or_default()),
+                _ => s["url"].as_str().unwrap_or_default().to_string(),
+            }))
+        }
+        Some("tool_use") => Some(Part::ToolCall {
+            id: b["id"].as_str().unwrap_or_default().to_string(),
+            name: b["name"].as_str().unwrap_or_default().to_string(),
+            arguments: b["input"].to_string(),
+        }),
+        Some("tool_result") => Some(Part::ToolResult {
+            id: b["tool_use_id"].as_str().unwrap_or_default().to_string(),
+            content: text_of(&b["content"]),
+            is_error: b["is_error"] == true,
+        }),
+        // Earlier thinking is the model's own scratch work; other dialects cannot take it back.
+        Some("thinking" | "redacted_thinking") => None,
+        other => return Err(bad(format!("content block `{}` cannot be translated (text, image, tool_use and tool_result can)", other.unwrap_or("?")))),
+    })
+}
+
+pub fn write_request(c: &Chat, default_max: u64) -> Result<Value, GatewayError> {
+    let mut messages: Vec<Value> = Vec::new();
+    for m in &c.messages {
+        let role = match m.role {
+            Role::User => "user",
+            Role::Assistant => "assistant",
+        };
+        let mut blocks = Vec::new();
+        for p in &m.parts {
+            blocks.push(match p {
+                Part::Text(t) => json!({"type": "text", "text": t}),
+                Part::Image(url) => match url.strip_prefix("data:").and_then(|r| r.split_once(";base64,")) {
+                    Some((media, data)) => json!({"type": "image", "source": {"type": "base64", "media_type": media, "data": data}}),
+                    None => json!({"type": "image", "source": {"type": "url", "url": url}}),
+                },
+                Part::ToolCall { id, name, arguments } => json!({"type": "tool_use", "id": id, "name": name, "input": parse_args(name, arguments)?}),
+                Part::ToolResult { id, content, is_error } => json!({"type": "tool_result", "tool_use_id": id, "content": content, "is_error": is_error}),
+            });
+        }
+        if blocks.is_empty() {
+            continue;
+        }
+        // Anthropic wants alternating roles: merge consecutive ones (tool
+        // results and the next user text become one user turn).
+        match messages.last_mut() {
+            Some(last) if last["role"] == role => {
+                if let Some(a) = last["content"].as_array_mut() {
+                    a.extend(blocks);
+                }
+            }
+            _ => messages.push(json!({"role": role, "content": blocks})),
+        }
+    }
+    let mut out = Map::new();
+    out.insert("model".into(), json!(c.model));
+    out.insert("max_tokens".into(), json!(c.max_tokens.unwrap_or(default_max)));
+    if !c.system.is_empty() {
+        out.insert("system".into(), json!(c.system.join("\n\n")));
+    }
+    out.insert("messages".into(), Value::Array(messages));
+    if let Some(t) = c.temperature {
+        // OpenAI allows 0–2, Anthropic 0–1.
+        out.insert("temperature".into(), json!(t.min(1.0)));
+    }
+    if let Some(p) = c.top_p {
+        out.insert("top_p".into(), json!(p));
+    }
+    if !c.stop.is_empty() {
+        out.insert("stop_sequences".into(), json!(c.stop));
+    }
+    if !c.tools.is_empty() {
+        let tools: Vec<Value> = c
+            .tools
+            .iter()
+            .map(|t| {
+                let mut v = json!({"name": t.name, "input_schema": t.parameters});
+                if let Some(d) = &t.description {
+                    v["description"] = json!(d);
+                }
+                v
+            })
+            .collect();
+        out.insert("tools".into(), Value::Array(tools));
+    }
+    let mut choice = match &c.tool_choice {
+        Some(ToolChoice::Auto) => Some(json!({"type": "auto"})),
+        Some(ToolChoice::None) => Some(json!({"type": "none"})),
+        Some(ToolChoice::Required) => Some(json!({"type": "any"})),
+        Some(ToolChoice::Tool(n)) => Some(json!({"type": "tool", "name": n})),
+        None => None,
+    };
+    if c.parallel_tool_calls == Some(false) && !c.tools.is_empty() {
+        let ch = choice.get_or_insert_with(|| json!({"type": "auto"}));
+        ch["disable_parallel_tool_use"] = json!(true);
+    }
+    if let Some(ch) = choice {
+        out.insert("tool_choice".into(), ch);
+    }
+    if let Some(u) = &c.user {
+        out.insert("metadata".into(), json!({"user_id": u}));
+    }
+    if c.stream {
+        out.insert("stream".into(), json!(true));
+    }
+    Ok(Value::Object(out))
+}
+
+fn finish_of(s: &str) -> Finish {
+    match s {
+        "max_tokens" | "model_context_window_exceeded" => Finish::Length,
+        "tool_use" => Finish::ToolCalls,
+        "stop_sequence" => Finish::StopSequence,
+        "refusal" => Finish::ContentFilter,
+        _ => Finish::Stop,
+    }
+}
+
+fn finish_str(f: Finish) -> &'static str {
+    match f {
+        Finish::Stop => "end_turn",
+        Finish::Length => "max_tokens",
+        Finish::ToolCalls => "tool_use",
+        Finish::StopSequence => "stop_sequence",
+        Finish::ContentFilter => "refusal",
+    }
+}
+
+fn usage_of(u: &Value) -> Usage {
+    let raw: crate::usage::RawUsage = serde_json::from_value(u.clone()).unwrap_or_default();
+    raw.normalize(Dialect::Anthropic)
+}
+
+fn usage_json(u: &Usage) -> Value {
+    json!({"input_tokens": u.input, "output_tokens": u.output, "cache_read_input_tokens": u.cached_input, "cache_creation_input_tokens": u.cache_write})
+}
+
+pub fn read_answer(v: &Value) -> Option<Answer> {
+    let mut parts = Vec::new();
+    for b in v["content"].as_array()? {
+        match b["type"].as_str() {
+            Some("text") => parts.push(Part::Text(b["text"].as_str().unwrap_or_default().to_string())),
+            Some("tool_use") => parts.push(Part::ToolCall {
+                id: b["id"].as_str().unwrap_or_default().to_string(),
+                name: b["name"].as_str().unwrap_or_default().to_string(),
+                arguments: b["input"].to_string(),
+            }),
+            _ => {}
+        }
+    }
+    Some(Answer {
+        id: v["id"].as_str().unwrap_or("msg_modelgate").to_string(),
+        model: v["model"].as_str().unwrap_or_default().to_string(),
+        parts,
+        finish: finish_of(v["stop_reason"].as_str().unwrap_or("end_turn")),
+        usage: usage_of(&v["usage"]),
+    })
+}
+
+pub fn write_answer(a: &Answer) -> Value {
+    let content: Vec<Value> = a
+        .parts
+        .iter()
+        .filter_map(|p| match p {
+            Part::Text(t) => Some(json!({"type": "text", "text": t})),
+            Part::ToolCall { id, name, arguments } => Some(json!({"type": "tool_use", "id": id, "name": name, "input": serde_json::from_str::<Value>(arguments).unwrap_or(json!({}))})),
+            _ => None,
+        })
+        .collect();
+    let id = if a.id.starts_with("msg_") { a.id.clone() } else { format!("msg_{}", a.id) };
+    json!({"id": id, "type": "message", "role": "assistant", "model": a.model, "content": content,
+           "stop_reason": finish_str(a.finish), "stop_sequence": null, "usage": usage_json(&a.usage)})
+}
+
+/// Reads Anthropic stream events into neutral events.
+#[derive(Default)]
+pub struct Reader {
+    /// Anthropic block index → our tool index (tool_use blocks only).
+    tools: Vec<(u64, usize)>,
+    usage: Usage,
+}
+
+impl Reader {
+    pub fn read(&mut self, data: &[u8]) -> Vec<Event> {
+        let mut out = Vec::new();
+        let Ok(v) = serde_json::from_slice::<Value>(data) else { return out };
+        match v["type"].as_str() {
+            Some("message_start") => {
+                let m = &v["message"];
+                self.usage = usage_of(&m["usage"]);
+                out.push(Event::Start { id: m["id"].as_str().unwrap_or_default().to_string(), model: m["model"].as_str().unwrap_or_default().to_string() });
+            }
+            Some("content_block_start") => {
+                let b = &v["content_block"];
+                if b["type"] == "tool_use" {
+                    let index = self.tools.len();
+                    self.tools.push((v["index"].as_u64().unwrap_or(0), index));
+                    out.push(Event::ToolStart { index, id: b["id"].as_str().unwrap_or_default().to_string(), name: b["name"].as_str().unwrap_or_default().to_string() });
+                } else if let Some(t) = b["text"].as_str().filter(|t| !t.is_empty()) {
+                    out.push(Event::Text(t.to_string()));
+                }
+            }
+            Some("content_block_delta") => {
+                let d = &v["delta"];
+                match d["type"].as_str() {
+                    Some("text_delta") => out.push(Event::Text(d["text"].as_str().unwrap_or_default().to_string())),
+                    Some("input_json_delta") => {
+                        let bi = v["index"].as_u64().unwrap_or(0);
+                        if let Some(&(_, index)) = self.tools.iter().find(|(b, _)| *b == bi) {
+                            out.push(Event::ToolArgs { index, json: d["partial_json"].as_str().unwrap_or_default().to_string() });
+                        }
+                    }
+                    _ => {}
+                }
+            }
+            Some("message_delta") => {
+                let later = usage_of(&v["usage"]);
+                // message_delta carries cumulative output (and, lately, input) counts.
+                self.usage.output = later.output;
+                if later.total_input() > 0 {
+                    self.usage = Usage { output: later.output, ..later };
+                }
+                if let Some(r) = v["delta"]["stop_reason"].as_str() {
+                    out.push(Event::Finish(finish_of(r)));
+                }
+                out.push(Event::Usage(self.usage));
+            }
+            Some("message_stop") => out.push(Event::End),
+            Some("error") => out.push(Event::Error { kind: ErrorKind::Upstream, message: v["error"]["message"].as_str().unwrap_or("upstream stream error").to_string() }),
+            _ => {}
+        }
+        out
+    }
+}
+
+/// Writes neutral events as Anthropic stream events.
+pub struct AnthropicStream {
+    id: String,
+    model: String,
+    started: bool,
+    /// The open content block: its index and whether it is text.
+    open: Option<(usize, bool)>,
+    next_block: usize,
+    /// Our tool index → Anthropic block index.
+    tool_blocks: Vec<usize>,
+    finish: Option<Finish>,
+    usage: Usage,
+    done: bool,
+}
+
+impl AnthropicStream {
+    pub fn new(model: &str) -> Self {
+        AnthropicStream { id: String::new(), model: model.to_string(), started: false, open: None, next_block: 0, tool_blocks: Vec::new(), finish: None, usage: Usage::default(), done: false }
+    }
+
+    fn start(&mut self, out: &mut BytesMut) {
+        if self.started {
+            return;
+        }
+        self.started = true;
+        if self.id.is_empty() {
+            self.id = "msg_modelgate".into();
+        }
+        let m = json!({"type": "message_start", "message": {"id": self.id, "type": "message", "role": "assistant", "model": self.model, "content": [],
+            "stop_reason": null, "stop_sequence": null, "usage": {"input_tokens": self.usage.input, "output_tokens": 1, "cache_read_input_tokens": self.usage.cached_input, "cache_creation_input_tokens": self.usage.cache_write}}});
+        sse_event(out, "message_start", &m);
+    }
+
+    fn close(&mut self, out: &mut BytesMut) {
+        if let Some((i, _)) = self.open.take() {
+            sse_event(out, "content_block_stop", &json!({"type": "content_block_stop", "index": i}));
+        }
+    }
+
+    pub fn write(&mut self, e: &Event, out: &mut BytesMut) {
+        match e {
+            Event::Start { id, model } => {
+                self.id = if id.starts_with("msg_") { id.clone() } else { format!("msg_{id}") };
+                if !model.is_empty() {
+                    self.model = model.clone();
+                }
+                self.start(out);
+            }
+            Event::Text(t) => {
+                self.start(out);
+                if !matches!(self.open, Some((_, true))) {
+                    self.close(out);
+                    let i = self.next_block;
+                    self.next_block += 1;
+                    self.open = Some((i, true));
+                    sse_event(out, "content_block_start", &json!({"type": "content_block_start", "index": i, "content_block": {"type": "text", "text": ""}}));
+                }
+                let i = self.open.map(|o| o.0).unwrap_or(0);
+                sse_event(out, "content_block_delta", &json!({"type": "content_block_delta", "index": i, "delta": {"type": "text_delta", "text": t}}));
+            }
+            Event::ToolStart { id, name, .. } => {
+                self.start(out);
+                self.close(out);
+                let i = self.next_block;
+                self.next_block += 1;
+                self.open = Some((i, false));
+                self.tool_blocks.push(i);
+                let id = if id.is_empty() { format!("toolu_modelgate_{i}") } else { id.clone() };
+                sse_event(out, "content_block_start", &json!({"type": "content_block_start", "index": i, "content_block": {"type": "tool_use", "id": id, "name": name, "input": {}}}));
+            }
+            Event::ToolArgs { index, json } => {
+                let Some(&i) = self.tool_blocks.get(*index) else { return };
+                sse_event(out, "content_block_delta", &json!({"type": "content_block_delta", "index": i, "delta": {"type": "input_json_delta", "partial_json": json}}));
+            }
+            Event::Finish(f) => self.finish = Some(*f),
+            Event::Usage(u) => self.usage = *u,
+            Event::Error { message, .. } => {
+                sse_event(out, "error", &json!({"type": "error", "error": {"type": "api_error", "message": message}}));
+                self.done = true;
+            }
+            Event::End => self.end(out),
+        }
+    }
+
+    /// Close the open block, then message_delta (stop reason, usage) and
+    /// message_stop.
+    pub fn end(&mut self, out: &mut BytesMut) {
+        if self.done {
+            return;
+        }
+        self.done = true;
+        self.start(out);
+        self.close(out);
+        let u = &self.usage;
+        sse_event(out, "message_delta", &json!({"type": "message_delta", "delta": {"stop_reason": finish_str(self.finish.unwrap_or(Finish::Stop)), "stop_sequence": null},
+            "usage": {"input_tokens": u.input, "output_tokens": u.output, "cache_read_input_tokens": u.cached_input, "cache_creation_input_tokens": u.cache_write}}));
+        sse_event(out, "message_stop", &json!({"type": "message_stop"}));
+    }
+}

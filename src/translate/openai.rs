@@ -1,0 +1,414 @@
+//! OpenAI Chat Completions: request reader/writer, answer reader/writer,
+//! stream reader and writer.
+
+use bytes::BytesMut;
+use serde_json::{json, Map, Value};
+
+use super::*;
+
+/// Fields read into the neutral form, or known to be safe to leave out.
+const CARRIED: &[&str] = &[
+    "model", "messages", "tools", "tool_choice", "parallel_tool_calls", "max_tokens", "max_completion_tokens", "temperature", "top_p", "stop", "stream",
+    "stream_options", "user", "n",
+];
+/// Sampling and reporting knobs other dialects lack: dropped and counted.
+const DROPPABLE: &[&str] =
+    &["frequency_penalty", "presence_penalty", "logit_bias", "logprobs", "top_logprobs", "seed", "service_tier", "store", "metadata", "prediction", "reasoning_effort", "modalities", "audio", "safety_identifier", "prompt_cache_key", "verbosity", "web_search_options"];
+
+pub fn read_request(v: &Value) -> Result<Chat, GatewayError> {
+    let obj = v.as_object().ok_or_else(|| bad("the request body must be a JSON object"))?;
+    let mut c = Chat::default();
+    for k in obj.keys() {
+        if CARRIED.contains(&k.as_str()) {
+            continue;
+        }
+        match DROPPABLE.iter().find(|d| **d == k) {
+            Some(d) => c.dropped.push(d),
+            None if k == "response_format" && v["response_format"]["type"] == "text" => {}
+            None if k == "response_format" => {
+                return Err(bad("`response_format` (JSON mode / structured output) cannot be carried to an Anthropic model; route this request to a model of the OpenAI dialect"))
+            }
+            None => return Err(bad(format!("`{k}` cannot be translated for a model of another dialect; remove it or route this request to an OpenAI-dialect model"))),
+        }
+    }
+    if v["n"].as_u64().is_some_and(|n| n > 1) {
+        return Err(bad("`n` > 1 (several choices) cannot be served by an Anthropic model"));
+    }
+    for m in v["messages"].as_array().ok_or_else(|| bad("`messages` must be an array"))? {
+        let role = m["role"].as_str().unwrap_or("");
+        match role {
+            "system" | "developer" => c.system.push(text_of(&m["content"])),
+            "user" => c.messages.push(Message { role: Role::User, parts: user_parts(&m["content"])? }),
+            "assistant" => {
+                let mut parts = Vec::new();
+                let text = text_of(&m["content"]);
+                if !text.is_empty() {
+                    parts.push(Part::Text(text));
+                }
+                for t in m["tool_calls"].as_array().into_iter().flatten() {
+                    parts.push(Part::ToolCall {
+                        id: t["id"].as_str().unwrap_or_default().to_string(),
+                        name: t["function"]["name"].as_str().unwrap_or_default().to_string(),
+                        arguments: t["function"]["arguments"].as_str().unwrap_or("{}").to_string(),
+                    });
+                }
+                c.messages.push(Message { role: Role::Assistant, parts });
+            }
+            "tool" => c.messages.push(Message {
+                role: Role::User,
+                parts: vec![Part::ToolResult { id: m["tool_call_id"].as_str().unwrap_or_default().to_string(), content: text_of(&m["content"]), is_error: false }],
+            }),
+            other => return Err(bad(format!("message role `{other}` cannot be translated (expected system, developer, user, assistant or tool)"))),
+        }
+    }
+    for t in v["tools"].as_array().into_iter().flatten() {
+        if t["type"] != "function" {
+            return Err(bad(format!("tool type `{}` cannot be translated; only function tools can", t["type"].as_str().unwrap_or("?"))));
+        }
+        let f = &t["function"];
+        c.tools.push(Tool {
+            name: f["name"].as_str().unwrap_or_default().to_string(),
+            description: f["description"].as_str().map(str::to_string),
+            parameters: if f["parameters"].is_object() { f["parameters"].clone() } else { json!({"type": "object", "properties": {}}) },
+        });
+    }
+    c.tool_choice = match &v["tool_choice"] {
+        Value::String(s) if s == "auto" => Some(ToolChoice::Auto),
+        Value::String(s) if s == "none" => Some(ToolChoice::None),
+        Value::String(s) if s == "required" => Some(ToolChoice::Required),
+        Value::Object(o) => o.get("function").and_then(|f| f["name"].as_str()).map(|n| ToolChoice::Tool(n.to_string())),
+        _ => None,
+    };
+    c.parallel_tool_calls = v["parallel_tool_calls"].as_bool();
+    c.max_tokens = v["max_completion_tokens"].as_u64().or(v["max_tokens"].as_u64());
+    c.temperature = v["temperature"].as_f64();
+    c.top_p = v["top_p"].as_f64();
+    c.stop = match &v["stop"] {
+        Value::String(s) => vec![s.clone()],
+        Value::Array(a) => a.iter().filter_map(|s| s.as_str().map(str::to_string)).collect(),
+        _ => Vec::new(),
+    };
+    c.stream = v["stream"] == true;
+    c.stream_usage = v["stream_options"]["include_usage"] == true;
+    c.user = v["user"].as_str().map(str::to_string);
+    Ok(c)
+}
+
+fn user_parts(content: &Value) -> Result<Vec<Part>, GatewayError> {
+    match content {
+        Value::String(s) => Ok(vec![Part::Text(s.clone())]),
+        Value::Array(a) => a
+            .iter()
+            .map(|p| match p["type"].as_str() {
+                Some("text") => Ok(Part::Text(p["text"].as_str().unwrap_or_default().to_string())),
+                Some("image_url") => Ok(Part::Image(p["image_url"]["url"].as_str().unwrap_or_default().to_string())),
+                other => Err(bad(format!("content part `{}` cannot be translated (text and image_url can)", other.unwrap_or("?")))),
+            })
+            .collect(),
+        _ => Ok(Vec::new()),
+    }
+}
+
+pub fn write_request(c: &Chat) -> Value {
+    let mut messages = Vec::new();
+    if !c.system.is_empty() {
+        messages.push(json!({"role": "system", "content": c.system.join("\n\n")}));
+    }
+    for m in &c.messages {
+        match m.role {
+            Role::Assistant => {
+                let text: Vec<&str> = m.parts.iter().filter_map(|p| if let Part::Text(t) = p { Some(t.as_str()) } else { None }).collect();
+                let calls: Vec<Value> = m
+                    .parts
+                    .iter()
+                    .filter_map(|p| match p {
+                        Part::ToolCall { id, name, arguments } => Some(json!({"id": id, "type": "function", "function": {"name": name, "arguments": arguments}})),
+                        _ => None,
+                    })
+                    .collect();
+                let mut msg = json!({"role": "assistant", "content": if text.is_empty() { Value::Null } else { Value::String(text.join("")) }});
+                if !calls.is_empty() {
+                    msg["tool_calls"] = Value::Array(calls);
+                }
+                messages.push(msg);
+            }
+            Role::User => {
+                // Tool results become `tool` messages; the rest one user message.
+                let mut content = Vec::new();
+                for p in &m.parts {
+                    match p {
+                        Part::ToolResult { id, content: text, .. } => messages.push(json!({"role": "tool", "tool_call_id": id, "content": text})),
+                        Part::Text(t) => content.push(json!({"type": "text", "text": t})),
+                        Part::Image(url) => content.push(json!({"type": "image_url", "image_url": {"url": url}})),
+                        Part::ToolCall { .. } => {}
+                    }
+                }
+                if content.len() == 1 && content[0]["type"] == "text" {
+                    messages.push(json!({"role": "user", "content": content[0]["text"]}));
+                } else if !content.is_empty() {
+                    messages.push(json!({"role": "user", "content": content}));
+                }
+            }
+        }
+    }
+    let mut out = Map::new();
+    out.insert("model".into(), json!(c.model));
+    out.insert("messages".into(), Value::Array(messages));
+    if let Some(n) = c.max_tokens {
+        out.insert("max_tokens".into(), json!(n));
+    }
+    if let Some(t) = c.temperature {
+        out.insert("temperature".into(), json!(t));
+    }
+    if let Some(p) = c.top_p {
+        out.insert("top_p".into(), json!(p));
+    }
+    if !c.stop.is_empty() {
+        out.insert("stop".into(), json!(c.stop));
+    }
+    if !c.tools.is_empty() {
+        let tools: Vec<Value> = c.tools.iter().map(|t| json!({"type": "function", "function": {"name": t.name, "description": t.description, "parameters": t.parameters}})).collect();
+        out.insert("tools".into(), Value::Array(tools));
+    }
+    if let Some(tc) = &c.tool_choice {
+        out.insert(
+            "tool_choice".into(),
+            match tc {
+                ToolChoice::Auto => json!("auto"),
+                ToolChoice::None => json!("none"),
+                ToolChoice::Required => json!("required"),
+                ToolChoice::Tool(n) => json!({"type": "function", "function": {"name": n}}),
+            },
+        );
+    }
+    if let Some(p) = c.parallel_tool_calls {
+        out.insert("parallel_tool_calls".into(), json!(p));
+    }
+    if let Some(u) = &c.user {
+        out.insert("user".into(), json!(u));
+    }
+    if c.stream {
+        out.insert("stream".into(), json!(true));
+        out.insert("stream_options".into(), json!({"include_usage": true}));
+    }
+    Value::Object(out)
+}
+
+fn finish_of(s: &str) -> Finish {
+    match s {
+        "length" => Finish::Length,
+        "tool_calls" | "function_call" => Finish::ToolCalls,
+        "content_filter" => Finish::ContentFilter,
+        _ => Finish::Stop,
+    }
+}
+
+fn finish_str(f: Finish) -> &'static str {
+    match f {
+        Finish::Stop | Finish::StopSequence => "stop",
+        Finish::Length => "length",
+        Finish::ToolCalls => "tool_calls",
+        Finish::ContentFilter => "content_filter",
+    }
+}
+
+fn usage_of(u: &Value) -> Usage {
+    let raw: crate::usage::RawUsage = serde_json::from_value(u.clone()).unwrap_or_default();
+    raw.normalize(Dialect::OpenAi)
+}
+
+fn usage_json(u: &Usage) -> Value {
+    let prompt = u.total_input();
+    json!({"prompt_tokens": prompt, "completion_tokens": u.output, "total_tokens": prompt + u.output, "prompt_tokens_details": {"cached_tokens": u.cached_input}})
+}
+
+pub fn read_answer(v: &Value) -> Option<Answer> {
+    let choice = v["choices"].get(0)?;
+    let msg = &choice["message"];
+    let mut parts = Vec::new();
+    if let Some(t) = msg["content"].as_str().filter(|t| !t.is_empty()) {
+        parts.push(Part::Text(t.to_string()));
+    }
+    for t in msg["tool_calls"].as_array().into_iter().flatten() {
+        parts.push(Part::ToolCall {
+            id: t["id"].as_str().unwrap_or_default().to_string(),
+            name: t["function"]["name"].as_str().unwrap_or_default().to_string(),
+            arguments: t["function"]["arguments"].as_str().unwrap_or("{}").to_string(),
+        });
+    }
+    Some(Answer {
+        id: v["id"].as_str().unwrap_or("chatcmpl-modelgate").to_string(),
+        model: v["model"].as_str().unwrap_or_default().to_string(),
+        parts,
+        finish: finish_of(choice["finish_reason"].as_str().unwrap_or("stop")),
+        usage: usage_of(&v["usage"]),
+    })
+}
+
+pub fn write_answer(a: &Answer) -> Value {
+    let text: String = a.parts.iter().filter_map(|p| if let Part::Text(t) = p { Some(t.as_str()) } else { None }).collect();
+    let calls: Vec<Value> = a
+        .parts
+        .iter()
+        .filter_map(|p| match p {
+            Part::ToolCall { id, name, arguments } => Some(json!({"id": id, "type": "function", "function": {"name": name, "arguments": arguments}})),
+            _ => None,
+        })
+        .collect();
+    let mut message = json!({"role": "assistant", "content": if text.is_empty() && !calls.is_empty() { Value::Null } else { Value::String(text) }, "refusal": null});
+    if !calls.is_empty() {
+        message["tool_calls"] = Value::Array(calls);
+    }
+    json!({
+        "id": a.id, "object": "chat.completion", "created": now_secs(), "model": a.model,
+        "choices": [{"index": 0, "message": message, "logprobs": null, "finish_reason": finish_str(a.finish)}],
+        "usage": usage_json(&a.usage),
+    })
+}
+
+/// Reads OpenAI chunks into neutral events.
+#[derive(Default)]
+pub struct Reader {
+    started: bool,
+    /// OpenAI tool-call index → ours (in order of appearance).
+    tools: Vec<u64>,
+}
+
+impl Reader {
+    pub fn read(&mut self, data: &[u8]) -> Vec<Event> {
+        let mut out = Vec::new();
+        if data == b"[DONE]" {
+            out.push(Event::End);
+            return out;
+        }
+        let Ok(v) = serde_json::from_slice::<Value>(data) else { return out };
+        if let Some(e) = v.get("error") {
+            out.push(Event::Error { kind: ErrorKind::Upstream, message: e["message"].as_str().unwrap_or("upstream stream error").to_string() });
+            return out;
+        }
+        if !self.started {
+            self.started = true;
+            out.push(Event::Start { id: v["id"].as_str().unwrap_or_default().to_string(), model: v["model"].as_str().unwrap_or_default().to_string() });
+        }
+        for ch in v["choices"].as_array().into_iter().flatten() {
+            let d = &ch["delta"];
+            if let Some(t) = d["content"].as_str().filter(|t| !t.is_empty()) {
+                out.push(Event::Text(t.to_string()));
+            }
+            for tc in d["tool_calls"].as_array().into_iter().flatten() {
+                let oi = tc["index"].as_u64().unwrap_or(0);
+                let index = match self.tools.iter().position(|i| *i == oi) {
+                    Some(i) => i,
+                    None => {
+                        self.tools.push(oi);
+                        let index = self.tools.len() - 1;
+                        out.push(Event::ToolStart {
+                            index,
+                            id: tc["id"].as_str().unwrap_or_default().to_string(),
+                            name: tc["function"]["name"].as_str().unwrap_or_default().to_string(),
+                        });
+                        index
+                    }
+                };
+                if let Some(a) = tc["function"]["arguments"].as_str().filter(|a| !a.is_empty()) {
+                    out.push(Event::ToolArgs { index, json: a.to_string() });
+                }
+            }
+            if let Some(f) = ch["finish_reason"].as_str() {
+                out.push(Event::Finish(finish_of(f)));
+            }
+        }
+        if v["usage"].is_object() {
+            out.push(Event::Usage(usage_of(&v["usage"])));
+        }
+        out
+    }
+}
+
+/// Writes neutral events as OpenAI chunks.
+pub struct OpenAiStream {
+    id: String,
+    model: String,
+    created: i64,
+    include_usage: bool,
+    started: bool,
+    finish: Option<Finish>,
+    usage: Option<Usage>,
+    done: bool,
+}
+
+impl OpenAiStream {
+    pub fn new(model: &str, include_usage: bool) -> Self {
+        OpenAiStream { id: String::new(), model: model.to_string(), created: now_secs(), include_usage, started: false, finish: None, usage: None, done: false }
+    }
+
+    fn chunk(&self, delta: Value, finish: Option<Finish>) -> Value {
+        let mut c = json!({"id": self.id, "object": "chat.completion.chunk", "created": self.created, "model": self.model,
+            "choices": [{"index": 0, "delta": delta, "logprobs": null, "finish_reason": finish.map(finish_str)}]});
+        if self.include_usage {
+            c["usage"] = Value::Null;
+        }
+        c
+    }
+
+    fn start(&mut self, out: &mut BytesMut) {
+        if !self.started {
+            self.started = true;
+            if self.id.is_empty() {
+                self.id = "chatcmpl-modelgate".into();
+            }
+            let c = self.chunk(json!({"role": "assistant", "content": ""}), None);
+            sse_data(out, &c);
+        }
+    }
+
+    pub fn write(&mut self, e: &Event, out: &mut BytesMut) {
+        match e {
+            Event::Start { id, model } => {
+                self.id = if id.starts_with("chatcmpl") { id.clone() } else { format!("chatcmpl-{id}") };
+                if !model.is_empty() {
+                    self.model = model.clone();
+                }
+                self.start(out);
+            }
+            Event::Text(t) => {
+                self.start(out);
+                let c = self.chunk(json!({"content": t}), None);
+                sse_data(out, &c);
+            }
+            Event::ToolStart { index, id, name } => {
+                self.start(out);
+                let c = self.chunk(json!({"tool_calls": [{"index": index, "id": id, "type": "function", "function": {"name": name, "arguments": ""}}]}), None);
+                sse_data(out, &c);
+            }
+            Event::ToolArgs { index, json } => {
+                self.start(out);
+                let c = self.chunk(json!({"tool_calls": [{"index": index, "function": {"arguments": json}}]}), None);
+                sse_data(out, &c);
+            }
+            Event::Finish(f) => self.finish = Some(*f),
+            Event::Usage(u) => self.usage = Some(*u),
+            Event::Error { message, .. } => {
+                sse_data(out, &json!({"error": {"message": message, "type": "server_error", "param": null, "code": "upstream_stream_error"}}));
+                self.done = true;
+            }
+            Event::End => self.end(out),
+        }
+    }
+
+    /// Finish chunk, usage chunk (when asked for), `[DONE]`.
+    pub fn end(&mut self, out: &mut BytesMut) {
+        if self.done {
+            return;
+        }
+        self.done = true;
+        self.start(out);
+        let c = self.chunk(json!({}), Some(self.finish.unwrap_or(Finish::Stop)));
+        sse_data(out, &c);
+        if self.include_usage {
+            let u = self.usage.unwrap_or_default();
+            sse_data(out, &json!({"id": self.id, "object": "chat.completion.chunk", "created": self.created, "model": self.model, "choices": [], "usage": usage_json(&u)}));
+        }
+        out.extend_from_slice(b"data: [DONE]\n\n");
+    }
+}
