@@ -1,0 +1,55 @@
+//! Cross-dialect fallback through the release binary: the seed's chain
+//! gpt-4o → claude-3-5-haiku → gpt-4o-mini, with the OpenAI provider failing.
+
+mod common;
+
+use common::{Mock, Modelgate, Script};
+use serde_json::{json, Value};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failing_openai_model_falls_back_to_claude_in_the_clients_dialect() {
+    let openai = Mock::start().await;
+    let anthropic = Mock::start().await;
+    let conf = format!(
+        r#"
+providers:
+  openai: {{ kind: openai, base_url: "{o}/v1" }}
+  anthropic: {{ kind: anthropic, base_url: "{a}" }}
+models:
+  gpt-4o: {{ provider: openai, input_usd_per_mtok: 2.5, output_usd_per_mtok: 10, fallbacks: [claude-3-5-haiku, gpt-4o-mini] }}
+  gpt-4o-mini: {{ provider: openai, input_usd_per_mtok: 0.15, output_usd_per_mtok: 0.6 }}
+  claude-3-5-haiku: {{ provider: anthropic, id: claude-3-5-haiku-20241022, input_usd_per_mtok: 0.8, output_usd_per_mtok: 4, max_output_tokens: 8192 }}
+"#,
+        o = openai.url(),
+        a = anthropic.url()
+    );
+    let mg = Modelgate::start(&conf);
+    let client = reqwest::Client::new();
+    for stream in [false, true] {
+        openai.script([Script::Status(503)]);
+        let r = client
+            .post(format!("{}/v1/chat/completions", mg.gateway))
+            .json(&json!({"model": "gpt-4o", "stream": stream, "messages": [{"role": "user", "content": "hi"}]}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200);
+        assert_eq!(r.headers()["x-modelgate-model"], "claude-3-5-haiku");
+        assert_eq!(r.headers()["x-modelgate-attempts"], "2");
+        let text = r.text().await.unwrap();
+        if stream {
+            assert!(text.contains("\"content\":\"Hello\"") && text.ends_with("data: [DONE]\n\n"), "{text}");
+        } else {
+            let v: Value = serde_json::from_str(&text).unwrap();
+            assert_eq!(v["object"], "chat.completion");
+            assert_eq!(v["choices"][0]["message"]["content"], "Hello from the mock");
+            assert_eq!(v["usage"]["prompt_tokens"], 1200);
+        }
+        let sent = anthropic.last().json();
+        assert_eq!((sent["model"].as_str(), sent["max_tokens"].as_u64()), (Some("claude-3-5-haiku-20241022"), Some(8192)));
+    }
+    // Cost is Claude's, on Claude's usage: 1000 × 0.8 + 200 × 0.8 + 300 × 4 per Mtok.
+    let log = mg.wait_access_log(2);
+    let cost = log[0]["cost_usd"].as_f64().unwrap();
+    assert!((cost - (1200.0 * 0.8 + 300.0 * 4.0) / 1e6).abs() < 1e-12, "{cost}");
+}
