@@ -165,6 +165,15 @@ fn route(config: Option<PathBuf>, request: PathBuf, path: String, headers: Vec<S
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    if !matches!(cli.command, Command::Run { .. }) {
+        // A CLI piped into `head` ends quietly, as Unix tools do, instead of
+        // panicking on a closed stdout. (The server keeps Rust's default of
+        // ignoring SIGPIPE: a client hanging up must never kill it.)
+        // SAFETY: called before any thread starts; SIG_DFL is a valid handler.
+        unsafe {
+            libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+        }
+    }
     match cli.command {
         Command::Check { config } => match config::load_file(&config) {
             Ok(s) => {

@@ -117,16 +117,8 @@ pub fn write_request(c: &Chat) -> Value {
     for m in &c.messages {
         match m.role {
             Role::Assistant => {
-                let text: Vec<&str> = m.parts.iter().filter_map(|p| if let Part::Text(t) = p { Some(t.as_str()) } else { None }).collect();
-                let calls: Vec<Value> = m
-                    .parts
-                    .iter()
-                    .filter_map(|p| match p {
-                        Part::ToolCall { id, name, arguments } => Some(json!({"id": id, "type": "function", "function": {"name": name, "arguments": arguments}})),
-                        _ => None,
-                    })
-                    .collect();
-                let mut msg = json!({"role": "assistant", "content": if text.is_empty() { Value::Null } else { Value::String(text.join("")) }});
+                let (text, calls) = text_and_calls(&m.parts);
+                let mut msg = json!({"role": "assistant", "content": if text.is_empty() { Value::Null } else { Value::String(text) }});
                 if !calls.is_empty() {
                     msg["tool_calls"] = Value::Array(calls);
                 }
@@ -245,16 +237,21 @@ pub fn read_answer(v: &Value) -> Option<Answer> {
     })
 }
 
-pub fn write_answer(a: &Answer) -> Value {
-    let text: String = a.parts.iter().filter_map(|p| if let Part::Text(t) = p { Some(t.as_str()) } else { None }).collect();
-    let calls: Vec<Value> = a
-        .parts
+/// An assistant turn's text (joined) and its tool calls in OpenAI's shape.
+fn text_and_calls(parts: &[Part]) -> (String, Vec<Value>) {
+    let text = parts.iter().filter_map(|p| if let Part::Text(t) = p { Some(t.as_str()) } else { None }).collect();
+    let calls = parts
         .iter()
         .filter_map(|p| match p {
             Part::ToolCall { id, name, arguments } => Some(json!({"id": id, "type": "function", "function": {"name": name, "arguments": arguments}})),
             _ => None,
         })
         .collect();
+    (text, calls)
+}
+
+pub fn write_answer(a: &Answer) -> Value {
+    let (text, calls) = text_and_calls(&a.parts);
     let mut message = json!({"role": "assistant", "content": if text.is_empty() && !calls.is_empty() { Value::Null } else { Value::String(text) }, "refusal": null});
     if !calls.is_empty() {
         message["tool_calls"] = Value::Array(calls);

@@ -191,6 +191,23 @@ pub(super) fn route_of(
         return None;
     }
 
+    // A plan whose every model lacks what every matched request needs
+    // cannot serve one of them.
+    for (needed, cap) in [(matcher.tools, Capability::Tools), (matcher.stream, Capability::Streaming)] {
+        if needed != Some(true) {
+            continue;
+        }
+        let planned: Vec<&Model> = target.models().into_iter().chain(raw.fallbacks.iter().map(String::as_str)).filter_map(|m| models.get(m)).collect();
+        if !planned.is_empty() && planned.iter().all(|m| !m.has(cap)) {
+            let names: Vec<&str> = planned.iter().map(|m| m.name.as_str()).collect();
+            cx.err(
+                format!("{path}.match"),
+                format!("every request this route matches needs the `{}` capability, which none of its models has ({}); add it to a model's capabilities or pick one that has it", cap.as_str(), names.join(", ")),
+            );
+            return None;
+        }
+    }
+
     // Which request dialects the route applies to.
     let spoken: Vec<Dialect> = target.models().iter().filter_map(|m| models.get(*m)).map(|m| providers[m.provider].kind).collect();
     let mut speaks = [false; Dialect::COUNT];
@@ -360,5 +377,17 @@ mod tests {
         let e = conf("  - { name: r, target: a, mode: local-only, fallbacks: [b] }");
         assert!(e.contains("routes[0].mode: this route is local-only but none of its models"), "{e}");
         assert_eq!(conf("  - { name: r, target: a, fallbacks: [b] }"), "");
+    }
+
+    #[test]
+    fn a_route_whose_models_lack_what_its_requests_need_is_an_error() {
+        let text = |caps: &str| {
+            format!(
+                "providers:\n  openai: {{ kind: openai, base_url: \"http://127.0.0.1:1/v1\" }}\nmodels:\n  a: {{ provider: openai, input_usd_per_mtok: 1, output_usd_per_mtok: 1, capabilities: [{caps}] }}\nroutes:\n  - {{ name: r, match: {{ tools: true }}, target: a }}\n"
+            )
+        };
+        let errs = crate::config::load_str(&text("streaming"), &|_| None).err().unwrap_or_default();
+        assert!(errs.iter().any(|e| e.path == "routes[0].match" && e.message.contains("`tools` capability")), "{errs:?}");
+        assert!(crate::config::load_str(&text("tools, streaming"), &|_| None).is_ok());
     }
 }
