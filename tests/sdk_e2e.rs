@@ -87,21 +87,18 @@ routing:
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn official_sdks_see_budget_refusals_and_downgrades() {
     let mock = Mock::start().await;
-    let conf = format!(
+    let conf = config_for(
+        &mock,
         r#"
-providers:
-  openai: {{ kind: openai, base_url: "{m}/v1" }}
-  anthropic: {{ kind: anthropic, base_url: "{m}" }}
 models:
-  gpt-4o: {{ provider: openai, input_usd_per_mtok: 2.5, output_usd_per_mtok: 10 }}
-  gpt-4o-mini: {{ provider: openai, input_usd_per_mtok: 0.15, output_usd_per_mtok: 0.6 }}
-  claude-haiku: {{ provider: anthropic, input_usd_per_mtok: 1, output_usd_per_mtok: 5 }}
+  gpt-4o: { provider: openai, input_usd_per_mtok: 2.5, output_usd_per_mtok: 10 }
+  gpt-4o-mini: { provider: openai, input_usd_per_mtok: 0.15, output_usd_per_mtok: 0.6 }
+  claude-haiku: { provider: anthropic, input_usd_per_mtok: 1, output_usd_per_mtok: 5 }
 budgets:
-  - {{ name: trial-app, scope: {{ app: trial }}, window: day, limit_requests: 2 }}
-  - {{ name: trial-a-app, scope: {{ app: trial-a }}, window: day, limit_requests: 1 }}
-  - {{ name: frugal-gpt-4o, scope: {{ app: frugal, model: gpt-4o }}, window: day, limit_requests: 1, on_exceed: downgrade, downgrade_to: gpt-4o-mini }}
+  - { name: trial-app, scope: { app: trial }, window: day, limit_requests: 2 }
+  - { name: trial-a-app, scope: { app: trial-a }, window: day, limit_requests: 1 }
+  - { name: frugal-gpt-4o, scope: { app: frugal, model: gpt-4o }, window: day, limit_requests: 1, on_exceed: downgrade, downgrade_to: gpt-4o-mini }
 "#,
-        m = mock.url()
     );
     let mg = Modelgate::start(&conf);
     assert!(run_script("sdk_budget.py", &mg).await.contains("all SDK budget checks passed"));
@@ -112,16 +109,13 @@ budgets:
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn official_sdks_are_served_by_models_of_the_other_dialect() {
     let mock = Mock::start().await;
-    let conf = format!(
+    let conf = config_for(
+        &mock,
         r#"
-providers:
-  openai: {{ kind: openai, base_url: "{m}/v1" }}
-  anthropic: {{ kind: anthropic, base_url: "{m}" }}
 models:
-  gpt-4o-mini: {{ provider: openai, input_usd_per_mtok: 0.15, output_usd_per_mtok: 0.6 }}
-  claude-haiku: {{ provider: anthropic, id: claude-haiku-4-5-20251001, input_usd_per_mtok: 1, output_usd_per_mtok: 5 }}
+  gpt-4o-mini: { provider: openai, input_usd_per_mtok: 0.15, output_usd_per_mtok: 0.6 }
+  claude-haiku: { provider: anthropic, id: claude-haiku-4-5-20251001, input_usd_per_mtok: 1, output_usd_per_mtok: 5 }
 "#,
-        m = mock.url()
     );
     let mg = Modelgate::start(&conf);
     assert!(run_script("sdk_translate.py", &mg).await.contains("all SDK translation checks passed"));

@@ -5,20 +5,13 @@ exact whatever the mock reports: app `trial` may make 2 requests a day
 (reject), app `trial-a` 1 (reject), and app `frugal` gets gpt-4o once a day,
 then gpt-4o-mini (downgrade).
 """
-import os
 import sys
 
 import anthropic
 import openai
 
-GW = os.environ["MG_GATEWAY"]
+from checks import GW, check
 MESSAGES = [{"role": "user", "content": "Say hello"}]
-
-
-def check(cond, what):
-    if not cond:
-        raise AssertionError(what)
-    print(f"ok - {what}")
 
 
 class Counter:

@@ -5,22 +5,14 @@ configured there to route gpt-4o* -> gpt-4o-mini and claude-sonnet* ->
 claude-haiku (claude-haiku-4-5-20251001) against a mock provider that reports
 1200 input tokens (200 of them cached) and 300 output tokens.
 """
-import os
 import sys
 import urllib.request
 
 import anthropic
 import openai
 
-GW = os.environ["MG_GATEWAY"]
-ADMIN = os.environ["MG_ADMIN"]
+from checks import ADMIN, GW, check
 MESSAGES = [{"role": "user", "content": "Say hello"}]
-
-
-def check(cond, what):
-    if not cond:
-        raise AssertionError(what)
-    print(f"ok - {what}")
 
 
 def openai_tests():

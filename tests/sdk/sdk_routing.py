@@ -5,19 +5,12 @@ modelgate is configured there with the seed's complexity tiers on gpt-4o*
 local model (llama, 4096-token context) is on an Ollama-style provider, and
 routing.client_models: [gpt-4o].
 """
-import os
 import sys
 
 import anthropic
 import openai
 
-GW = os.environ["MG_GATEWAY"]
-
-
-def check(cond, what):
-    if not cond:
-        raise AssertionError(what)
-    print(f"ok - {what}")
+from checks import GW, check
 
 
 def user(text):

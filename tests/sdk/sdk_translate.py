@@ -6,24 +6,17 @@ mock answers text, or calls the first tool offered with {"city": "Paris"};
 it reports 1200 input tokens (200 cached) and 300 output tokens.
 """
 import json
-import os
 import sys
 
 import anthropic
 import openai
 
-GW = os.environ["MG_GATEWAY"]
+from checks import GW, check
 MESSAGES = [{"role": "user", "content": "What is the weather in Paris?"}]
 OPENAI_TOOLS = [{"type": "function", "function": {"name": "get_weather", "description": "Weather for a city",
                  "parameters": {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]}}}]
 ANTHROPIC_TOOLS = [{"name": "get_weather", "description": "Weather for a city",
                     "input_schema": {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]}}]
-
-
-def check(cond, what):
-    if not cond:
-        raise AssertionError(what)
-    print(f"ok - {what}")
 
 
 def openai_client_on_anthropic_model():
