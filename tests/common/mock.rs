@@ -272,7 +272,6 @@ fn responses_json(model: &str) -> Value {
 }
 
 fn responses_stream(model: &str) -> Vec<String> {
-    let ev = |name: &str, v: Value| format!("event: {name}\ndata: {v}\n\n");
     let mut created = responses_json(model);
     created["status"] = json!("in_progress");
     created["output"] = json!([]);
@@ -296,13 +295,21 @@ fn anthropic_message(model: &str) -> Value {
     })
 }
 
+fn ev(name: &str, v: Value) -> String {
+    format!("event: {name}\ndata: {v}\n\n")
+}
+
+/// The `message_start` event every Anthropic stream opens with.
+fn anthropic_start(model: &str) -> String {
+    let mut usage = anthropic_usage();
+    usage["output_tokens"] = json!(1);
+    ev("message_start", json!({"type": "message_start", "message": {"id": "msg_mock", "type": "message", "role": "assistant", "model": model,
+        "content": [], "stop_reason": null, "stop_sequence": null, "usage": usage}}))
+}
+
 fn anthropic_stream(model: &str) -> Vec<String> {
-    let ev = |name: &str, v: Value| format!("event: {name}\ndata: {v}\n\n");
-    let mut start_usage = anthropic_usage();
-    start_usage["output_tokens"] = json!(1);
     vec![
-        ev("message_start", json!({"type": "message_start", "message": {"id": "msg_mock", "type": "message", "role": "assistant", "model": model,
-            "content": [], "stop_reason": null, "stop_sequence": null, "usage": start_usage}})),
+        anthropic_start(model),
         ev("content_block_start", json!({"type": "content_block_start", "index": 0, "content_block": {"type": "text", "text": ""}})),
         ev("ping", json!({"type": "ping"})),
         ev("content_block_delta", json!({"type": "content_block_delta", "index": 0, "delta": {"type": "text_delta", "text": "Hello"}})),
@@ -345,12 +352,8 @@ fn anthropic_tool_use(model: &str, tool: &str) -> Value {
 }
 
 fn anthropic_tool_stream(model: &str, tool: &str) -> Vec<String> {
-    let ev = |name: &str, v: Value| format!("event: {name}\ndata: {v}\n\n");
-    let mut start_usage = anthropic_usage();
-    start_usage["output_tokens"] = json!(1);
     vec![
-        ev("message_start", json!({"type": "message_start", "message": {"id": "msg_mock", "type": "message", "role": "assistant", "model": model,
-            "content": [], "stop_reason": null, "stop_sequence": null, "usage": start_usage}})),
+        anthropic_start(model),
         ev("content_block_start", json!({"type": "content_block_start", "index": 0, "content_block": {"type": "text", "text": ""}})),
         ev("content_block_delta", json!({"type": "content_block_delta", "index": 0, "delta": {"type": "text_delta", "text": "Let me check."}})),
         ev("content_block_stop", json!({"type": "content_block_stop", "index": 0})),
