@@ -41,7 +41,7 @@ pub struct Details {
     pub cached_tokens: Option<u64>,
 }
 
-/// The union of the usage objects of both dialects' JSON and SSE events.
+/// The union of the usage objects of every dialect's JSON and SSE events.
 /// Fields seen later override earlier ones (Anthropic's `message_delta`
 /// carries the final cumulative counts).
 #[derive(Debug, Default, Clone, Copy, Deserialize)]
@@ -54,6 +54,18 @@ pub struct RawUsage {
     pub input_tokens_details: Option<Details>,
     pub cache_read_input_tokens: Option<u64>,
     pub cache_creation_input_tokens: Option<u64>,
+    /// Gemini `usageMetadata` (prompt includes cached tokens; thoughts are
+    /// billed as output).
+    #[serde(rename = "promptTokenCount")]
+    pub prompt_token_count: Option<u64>,
+    #[serde(rename = "candidatesTokenCount")]
+    pub candidates_token_count: Option<u64>,
+    #[serde(rename = "cachedContentTokenCount")]
+    pub cached_content_token_count: Option<u64>,
+    #[serde(rename = "thoughtsTokenCount")]
+    pub thoughts_token_count: Option<u64>,
+    #[serde(rename = "toolUsePromptTokenCount")]
+    pub tool_use_prompt_token_count: Option<u64>,
 }
 
 impl RawUsage {
@@ -61,11 +73,30 @@ impl RawUsage {
         macro_rules! take {
             ($($f:ident),*) => { $( if later.$f.is_some() { self.$f = later.$f; } )* };
         }
-        take!(prompt_tokens, completion_tokens, input_tokens, output_tokens, prompt_tokens_details, input_tokens_details, cache_read_input_tokens, cache_creation_input_tokens);
+        take!(
+            prompt_tokens,
+            completion_tokens,
+            input_tokens,
+            output_tokens,
+            prompt_tokens_details,
+            input_tokens_details,
+            cache_read_input_tokens,
+            cache_creation_input_tokens,
+            prompt_token_count,
+            candidates_token_count,
+            cached_content_token_count,
+            thoughts_token_count,
+            tool_use_prompt_token_count
+        );
     }
 
     pub fn is_empty(&self) -> bool {
-        self.prompt_tokens.is_none() && self.input_tokens.is_none() && self.output_tokens.is_none() && self.completion_tokens.is_none()
+        self.prompt_tokens.is_none()
+            && self.input_tokens.is_none()
+            && self.output_tokens.is_none()
+            && self.completion_tokens.is_none()
+            && self.prompt_token_count.is_none()
+            && self.candidates_token_count.is_none()
     }
 
     pub fn normalize(&self, dialect: Dialect) -> Usage {
@@ -91,6 +122,16 @@ impl RawUsage {
                 cache_write: self.cache_creation_input_tokens.unwrap_or(0),
                 output: self.output_tokens.unwrap_or(0),
             },
+            Dialect::Gemini => {
+                let total = self.prompt_token_count.unwrap_or(0) + self.tool_use_prompt_token_count.unwrap_or(0);
+                let cached = self.cached_content_token_count.unwrap_or(0).min(total);
+                Usage {
+                    input: total - cached,
+                    cached_input: cached,
+                    cache_write: 0,
+                    output: self.candidates_token_count.unwrap_or(0) + self.thoughts_token_count.unwrap_or(0),
+                }
+            }
         }
     }
 }
@@ -127,13 +168,37 @@ pub enum EventDelta {
     Block { text: Option<String>, partial_json: Option<String>, thinking: Option<String> },
 }
 
+/// A Gemini candidate: its text and whether it is finished.
+#[derive(Debug, Default, Deserialize)]
+pub struct Candidate {
+    #[serde(rename = "finishReason")]
+    pub finish_reason: Option<String>,
+    pub content: Option<CandidateContent>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+pub struct CandidateContent {
+    #[serde(default)]
+    pub parts: Vec<CandidatePart>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+pub struct CandidatePart {
+    pub text: Option<String>,
+}
+
 /// The parts of a JSON body or SSE event that carry usage, in any dialect:
 /// top-level `usage` (OpenAI chat/completions/embeddings, Anthropic
 /// `message_delta` and non-streamed messages, Responses JSON), `message.usage`
-/// (Anthropic `message_start`), `response.usage` (Responses stream events).
+/// (Anthropic `message_start`), `response.usage` (Responses stream events),
+/// `usageMetadata` (Gemini).
 #[derive(Debug, Default, Deserialize)]
 pub struct UsageCarrier {
     pub usage: Option<RawUsage>,
+    #[serde(rename = "usageMetadata")]
+    pub usage_metadata: Option<RawUsage>,
+    /// Gemini chunks.
+    pub candidates: Option<Vec<Candidate>>,
     pub message: Option<Nested>,
     pub response: Option<Nested>,
     /// Present on OpenAI chunks; empty on the usage-only final chunk.
@@ -169,20 +234,28 @@ impl UsageCarrier {
             Some(EventDelta::Block { text, partial_json, thinking }) => len(text) + len(partial_json) + len(thinking),
             None => 0,
         };
-        choices + delta
+        let gemini: u64 = self.candidates.iter().flatten().filter_map(|c| c.content.as_ref()).flat_map(|c| &c.parts).map(|p| len(&p.text)).sum();
+        choices + delta + gemini
     }
 
     /// Whether this event ends the answer (Anthropic `message_stop`,
-    /// Responses `response.completed` / `.incomplete` / `.failed`).
+    /// Responses `response.completed` / `.incomplete` / `.failed`, a Gemini
+    /// chunk with a `finishReason`).
     pub fn is_terminal(&self) -> bool {
         matches!(self.kind.as_deref(), Some("message_stop" | "response.completed" | "response.incomplete" | "response.failed"))
+            || self.candidates.iter().flatten().any(|c| c.finish_reason.is_some())
     }
 
     /// All usage objects it carries, outermost last.
     pub fn usages(&self) -> impl Iterator<Item = &RawUsage> {
-        [self.message.as_ref().and_then(|m| m.usage.as_ref()), self.response.as_ref().and_then(|r| r.usage.as_ref()), self.usage.as_ref()]
-            .into_iter()
-            .flatten()
+        [
+            self.message.as_ref().and_then(|m| m.usage.as_ref()),
+            self.response.as_ref().and_then(|r| r.usage.as_ref()),
+            self.usage.as_ref(),
+            self.usage_metadata.as_ref(),
+        ]
+        .into_iter()
+        .flatten()
     }
 }
 
@@ -210,6 +283,17 @@ mod tests {
             raw.merge(u);
         }
         assert_eq!(raw.normalize(Dialect::Anthropic), Usage { input: 50, cached_input: 10, cache_write: 5, output: 42 });
+    }
+
+    #[test]
+    fn gemini_usage_metadata_counts_cached_inside_prompt_and_thoughts_as_output() {
+        let c = UsageCarrier::parse(br#"{"candidates":[{"content":{"role":"model","parts":[{"text":"Hi"}]},"finishReason":"STOP"}],"usageMetadata":{"promptTokenCount":1200,"candidatesTokenCount":300,"cachedContentTokenCount":200,"thoughtsTokenCount":50,"totalTokenCount":1550}}"#).unwrap();
+        assert!(c.is_terminal());
+        assert_eq!(c.text_bytes(), 2);
+        let u = c.usages().last().unwrap().normalize(Dialect::Gemini);
+        assert_eq!(u, Usage { input: 1000, cached_input: 200, cache_write: 0, output: 350 });
+        let first = UsageCarrier::parse(br#"{"candidates":[{"content":{"parts":[{"text":"Hi"}]}}],"usageMetadata":{"promptTokenCount":9}}"#).unwrap();
+        assert!(!first.is_terminal());
     }
 
     #[test]

@@ -269,7 +269,7 @@ fn provider_of(
 ) -> Option<(Provider, bool)> {
     let before = cx.errors.len();
     let kind = Dialect::parse(&raw.kind).unwrap_or_else(|| {
-        cx.err(format!("{path}.kind"), format!("unknown provider kind `{}`; expected one of: openai, anthropic", raw.kind));
+        cx.err(format!("{path}.kind"), format!("unknown provider kind `{}`; expected one of: openai, anthropic, gemini (OpenRouter and Ollama are openai)", raw.kind));
         Dialect::OpenAi
     });
     let ca = match &raw.ca_file {

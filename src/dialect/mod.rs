@@ -16,16 +16,18 @@ use serde_json::json;
 pub enum Dialect {
     OpenAi = 0,
     Anthropic = 1,
+    Gemini = 2,
 }
 
 impl Dialect {
-    pub const COUNT: usize = 2;
-    pub const ALL: [Dialect; Self::COUNT] = [Dialect::OpenAi, Dialect::Anthropic];
+    pub const COUNT: usize = 3;
+    pub const ALL: [Dialect; Self::COUNT] = [Dialect::OpenAi, Dialect::Anthropic, Dialect::Gemini];
 
     pub fn parse(s: &str) -> Option<Self> {
         match s {
             "openai" => Some(Self::OpenAi),
             "anthropic" => Some(Self::Anthropic),
+            "gemini" => Some(Self::Gemini),
             _ => None,
         }
     }
@@ -34,6 +36,7 @@ impl Dialect {
         match self {
             Self::OpenAi => "openai",
             Self::Anthropic => "anthropic",
+            Self::Gemini => "gemini",
         }
     }
 }
@@ -53,6 +56,8 @@ pub enum Api {
     Completions,
     Embeddings,
     Messages,
+    /// Gemini `generateContent` / `streamGenerateContent` (model in the path).
+    GenerateContent,
     Other,
 }
 
@@ -64,6 +69,7 @@ impl Api {
             Api::Completions => "completions",
             Api::Embeddings => "embeddings",
             Api::Messages => "messages",
+            Api::GenerateContent => "generate_content",
             Api::Other => "other",
         }
     }
@@ -79,8 +85,29 @@ impl Api {
 pub struct Incoming {
     pub dialect: Dialect,
     pub api: Api,
-    /// Path to append to the provider's base path (query included).
+    /// Path to append to the provider's base path (query included). For
+    /// Gemini's generate calls only the part after the model (`:method?query`).
     pub upstream_path: String,
+    /// The model named in the path (Gemini).
+    pub path_model: Option<String>,
+    /// The path asks for a stream (Gemini `streamGenerateContent`).
+    pub path_stream: bool,
+}
+
+impl Incoming {
+    /// The path under the provider's base path for an attempt at `model`
+    /// (its upstream id): Gemini generate calls name the model in the path.
+    pub fn upstream_path_for(&self, model: Option<&str>) -> String {
+        match (self.api, model.or(self.path_model.as_deref())) {
+            (Api::GenerateContent, Some(m)) => format!("/models/{m}{}", self.upstream_path),
+            _ => self.upstream_path.clone(),
+        }
+    }
+
+    /// A Gemini stream without `alt=sse` answers one JSON array, not events.
+    pub fn gemini_array_stream(&self) -> bool {
+        self.api == Api::GenerateContent && self.path_stream && !self.upstream_path.contains("alt=sse")
+    }
 }
 
 /// Map a gateway path to its dialect and API.
@@ -89,16 +116,32 @@ pub struct Incoming {
 ///   as the openai SDK's does), so `/v1/chat/completions` → `{base}/chat/completions`.
 /// - `/anthropic/v1/...` and `/v1/messages...` are Anthropic (`base_url`
 ///   without `/v1`, as the anthropic SDK's), so the `/v1/...` part is kept.
+/// - `/gemini/v1beta/...` (and `/gemini/v1/...`) is Gemini (`base_url` of
+///   Gemini providers ends in `/v1beta`); `models/{model}:generateContent`
+///   and `:streamGenerateContent` are routed on the model in the path.
 pub fn classify_path(path: &str, query: Option<&str>) -> Option<Incoming> {
     let with_query = |p: &str| match query {
         Some(q) => format!("{p}?{q}"),
         None => p.to_string(),
     };
-    let anthropic = |rest: &str| Incoming {
-        dialect: Dialect::Anthropic,
-        api: if rest == "/v1/messages" { Api::Messages } else { Api::Other },
-        upstream_path: with_query(rest),
-    };
+    let plain = |dialect, api, rest: &str| Incoming { dialect, api, upstream_path: with_query(rest), path_model: None, path_stream: false };
+    let anthropic = |rest: &str| plain(Dialect::Anthropic, if rest == "/v1/messages" { Api::Messages } else { Api::Other }, rest);
+    if let Some(rest) = path.strip_prefix("/gemini") {
+        let rest = rest.strip_prefix("/v1beta").or_else(|| rest.strip_prefix("/v1")).filter(|r| r.starts_with('/'))?;
+        let generate = rest.strip_prefix("/models/").and_then(|m| m.rsplit_once(':')).filter(|(m, method)| {
+            !m.is_empty() && !m.contains('/') && matches!(*method, "generateContent" | "streamGenerateContent")
+        });
+        return Some(match generate {
+            Some((model, method)) => Incoming {
+                dialect: Dialect::Gemini,
+                api: Api::GenerateContent,
+                upstream_path: with_query(&format!(":{method}")),
+                path_model: Some(model.to_string()),
+                path_stream: method == "streamGenerateContent",
+            },
+            None => plain(Dialect::Gemini, Api::Other, rest),
+        });
+    }
     if let Some(rest) = path.strip_prefix("/anthropic") {
         if rest.starts_with("/v1/") {
             return Some(anthropic(rest));
@@ -116,7 +159,7 @@ pub fn classify_path(path: &str, query: Option<&str>) -> Option<Incoming> {
         "/embeddings" => Api::Embeddings,
         _ => Api::Other,
     };
-    Some(Incoming { dialect: Dialect::OpenAi, api, upstream_path: with_query(rest) })
+    Some(plain(Dialect::OpenAi, api, rest))
 }
 
 /// What went wrong, in terms both dialects can express.
@@ -136,6 +179,22 @@ pub enum ErrorKind {
     Upstream,
     Timeout,
     Internal,
+}
+
+impl ErrorKind {
+    /// Google's canonical status name (Gemini error bodies).
+    pub fn grpc_status(self) -> &'static str {
+        match self {
+            ErrorKind::InvalidRequest | ErrorKind::TooLarge => "INVALID_ARGUMENT",
+            ErrorKind::Authentication => "UNAUTHENTICATED",
+            ErrorKind::PermissionDenied => "PERMISSION_DENIED",
+            ErrorKind::NotFound => "NOT_FOUND",
+            ErrorKind::RateLimited | ErrorKind::BudgetExceeded => "RESOURCE_EXHAUSTED",
+            ErrorKind::Unavailable | ErrorKind::Upstream => "UNAVAILABLE",
+            ErrorKind::Timeout => "DEADLINE_EXCEEDED",
+            ErrorKind::Internal => "INTERNAL",
+        }
+    }
 }
 
 /// An error modelgate itself answers with (not one relayed from upstream).
@@ -188,6 +247,7 @@ impl GatewayError {
                 };
                 json!({"type": "error", "error": {"type": ty, "message": self.message}})
             }
+            Dialect::Gemini => json!({"error": {"code": self.status, "message": self.message, "status": self.kind.grpc_status()}}),
         };
         Bytes::from(v.to_string())
     }
@@ -207,6 +267,13 @@ mod tests {
         assert_eq!((c.dialect, c.api), (Dialect::Anthropic, Api::Messages));
         let c = classify_path("/v1/models", None).unwrap();
         assert_eq!((c.dialect, c.api, c.upstream_path.as_str()), (Dialect::OpenAi, Api::Other, "/models"));
+        let c = classify_path("/gemini/v1beta/models/gemini-2.5-flash:streamGenerateContent", Some("alt=sse")).unwrap();
+        assert_eq!((c.dialect, c.api, c.path_model.as_deref(), c.path_stream), (Dialect::Gemini, Api::GenerateContent, Some("gemini-2.5-flash"), true));
+        assert_eq!(c.upstream_path_for(Some("gemini-2.0-flash")), "/models/gemini-2.0-flash:streamGenerateContent?alt=sse");
+        assert!(!c.gemini_array_stream());
+        let c = classify_path("/gemini/v1beta/models/gemini-2.5-flash:countTokens", None).unwrap();
+        assert_eq!((c.api, c.upstream_path_for(Some("x")).as_str()), (Api::Other, "/models/gemini-2.5-flash:countTokens"));
+        assert!(classify_path("/gemini/v2/models", None).is_none());
         assert!(classify_path("/v2/x", None).is_none());
         assert!(classify_path("/v1x", None).is_none());
     }

@@ -17,7 +17,7 @@ use sha2::{Digest, Sha256};
 use super::tokens::{self, Tokens};
 use crate::body::JsonBody;
 use crate::config::{Complexity, KeywordMatch, Mode, Snapshot};
-use crate::dialect::{Api, Dialect, ErrorKind, GatewayError};
+use crate::dialect::{Api, Dialect, ErrorKind, GatewayError, Incoming};
 
 /// Where a classification value came from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -136,14 +136,14 @@ fn bad_header(name: &str, msg: String) -> GatewayError {
 /// (`None` for other requests); `body_len` its size in bytes.
 pub fn classify<'a>(
     snap: &'a Snapshot,
-    dialect: Dialect,
-    api: Api,
+    incoming: &Incoming,
     path: &'a str,
     headers: &'a HeaderMap,
     body: Option<&'a JsonBody>,
     body_len: usize,
     model: Option<&'a str>,
 ) -> Result<Facts<'a>, GatewayError> {
+    let (dialect, api) = (incoming.dialect, incoming.api);
     let routing = &snap.routing;
     let controls = Controls {
         model: header(headers, "x-modelgate-model").map(str::to_string),
@@ -168,7 +168,8 @@ pub fn classify<'a>(
 
     let prompt = body.map(|b| Prompt::read(b, api, dialect, !routing.tasks.is_empty())).unwrap_or_default();
     let tools = body.and_then(|b| b.field("tools")).is_some_and(|t| !matches!(t.get().trim(), "null" | "[]"));
-    let response_format = body.is_some_and(has_response_format);
+    let gemini_config = body.filter(|_| api == Api::GenerateContent).and_then(GeminiConfig::read);
+    let response_format = body.is_some_and(has_response_format) || gemini_config.as_ref().is_some_and(GeminiConfig::structured);
 
     let (task, task_source) = if let Some(t) = header(headers, "x-modelgate-task") {
         (Some(t.to_string()), Source::Header)
@@ -199,7 +200,8 @@ pub fn classify<'a>(
     });
     let max_tokens = ["max_completion_tokens", "max_tokens", "max_output_tokens"]
         .iter()
-        .find_map(|k| body.and_then(|b| b.field(k)).and_then(|v| v.get().trim().parse::<u64>().ok()));
+        .find_map(|k| body.and_then(|b| b.field(k)).and_then(|v| v.get().trim().parse::<u64>().ok()))
+        .or(gemini_config.as_ref().and_then(|g| g.max_output_tokens));
     // Count with the tokenizer of the model the request names (its upstream id
     // when it is a configured model).
     let tokens_model = model.map(|m| snap.models.get(m).map(|c| c.id.as_str()).unwrap_or(m));
@@ -215,7 +217,7 @@ pub fn classify<'a>(
         task,
         task_source,
         complexity,
-        stream: body.is_some_and(JsonBody::stream),
+        stream: incoming.path_stream || body.is_some_and(JsonBody::stream),
         tools,
         response_format,
         user,
@@ -264,12 +266,36 @@ fn has_response_format(b: &JsonBody) -> bool {
     chat.or(responses).is_some_and(structured)
 }
 
-/// One message, with its content left as raw JSON.
+/// Gemini's `generationConfig` (camelCase or snake_case).
+#[derive(Deserialize)]
+struct GeminiConfig {
+    #[serde(alias = "max_output_tokens", rename = "maxOutputTokens")]
+    max_output_tokens: Option<u64>,
+    #[serde(alias = "response_mime_type", rename = "responseMimeType")]
+    response_mime_type: Option<String>,
+    #[serde(alias = "response_schema", rename = "responseSchema")]
+    response_schema: Option<serde::de::IgnoredAny>,
+    #[serde(alias = "response_json_schema", rename = "responseJsonSchema")]
+    response_json_schema: Option<serde::de::IgnoredAny>,
+}
+
+impl GeminiConfig {
+    fn read(b: &JsonBody) -> Option<Self> {
+        let raw = b.field("generationConfig").or_else(|| b.field("generation_config"))?;
+        serde_json::from_str(raw.get()).ok()
+    }
+
+    fn structured(&self) -> bool {
+        self.response_mime_type.as_deref() == Some("application/json") || self.response_schema.is_some() || self.response_json_schema.is_some()
+    }
+}
+
+/// One message, with its content left as raw JSON (Gemini: `parts`).
 #[derive(Deserialize)]
 pub(super) struct Msg<'a> {
     #[serde(borrow, default)]
     pub role: Option<Cow<'a, str>>,
-    #[serde(borrow, default)]
+    #[serde(borrow, default, alias = "parts")]
     pub content: Option<&'a RawValue>,
 }
 
@@ -279,10 +305,18 @@ struct Part<'a> {
     text: Option<Cow<'a, str>>,
 }
 
-/// The text of a message content: a string, or the `text` of its parts.
+/// The text of a message content: a string, the `text` of its parts, or of
+/// the `parts` of a Gemini content object.
 fn text_of(raw: &RawValue) -> String {
     let s = raw.get().trim_start();
-    if s.starts_with('"') {
+    if s.starts_with('{') {
+        #[derive(Deserialize)]
+        struct Content<'a> {
+            #[serde(borrow)]
+            parts: Option<&'a RawValue>,
+        }
+        serde_json::from_str::<Content<'_>>(s).ok().and_then(|c| c.parts).map(text_of).unwrap_or_default()
+    } else if s.starts_with('"') {
         serde_json::from_str::<String>(s).unwrap_or_default()
     } else if s.starts_with('[') {
         let parts: Vec<Part<'_>> = serde_json::from_str(s).unwrap_or_default();
@@ -314,13 +348,14 @@ impl Prompt {
             Api::Responses => "input",
             Api::Completions => "prompt",
             Api::Embeddings => "input",
+            Api::GenerateContent => "contents",
             Api::Other => return p,
         };
         let Some(raw) = b.field(list_field) else { return p };
         if raw.get().trim_start().starts_with('"') {
             p.last_user = text_of(raw);
             p.messages = 1;
-        } else if matches!(api, Api::ChatCompletions | Api::Messages | Api::Responses) {
+        } else if matches!(api, Api::ChatCompletions | Api::Messages | Api::Responses | Api::GenerateContent) {
             let msgs: Vec<Msg<'_>> = serde_json::from_str(raw.get()).unwrap_or_default();
             p.messages = msgs.iter().filter(|m| !is_system(m.role.as_deref())).count();
             // The last user message with text (tool results carry none).
@@ -340,6 +375,7 @@ impl Prompt {
             let extra = match (dialect, api) {
                 (Dialect::Anthropic, _) => b.field("system"),
                 (_, Api::Responses) => b.field("instructions"),
+                (_, Api::GenerateContent) => b.field("systemInstruction").or_else(|| b.field("system_instruction")),
                 _ => None,
             };
             if let Some(s) = extra {

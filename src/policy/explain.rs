@@ -47,10 +47,10 @@ pub fn explain(snap: &Snapshot, overrides: &Overrides, path: &str, headers: &Hea
         None
     };
     let model = match json_body.as_ref().map(|b| b.model()).transpose() {
-        Ok(m) => m.flatten(),
+        Ok(m) => incoming.path_model.clone().or(m.flatten()),
         Err(e) => return json!({"refused": refusal(&e)}),
     };
-    let facts = match classify(snap, incoming.dialect, incoming.api, path, headers, json_body.as_ref(), body.len(), model.as_deref()) {
+    let facts = match classify(snap, &incoming, path, headers, json_body.as_ref(), body.len(), model.as_deref()) {
         Ok(f) => f,
         Err(e) => return json!({"refused": refusal(&e)}),
     };

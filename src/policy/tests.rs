@@ -69,7 +69,7 @@ fn decide_with(s: &Snapshot, ov: &Overrides, path: &str, headers: &[(&str, &str)
     }
     let b = JsonBody::parse(Bytes::from(body.to_string())).unwrap();
     let model = b.model().unwrap();
-    let f = classify(s, inc.dialect, inc.api, path, &h, Some(&b), body.len(), model.as_deref())?;
+    let f = classify(s, &inc, path, &h, Some(&b), body.len(), model.as_deref())?;
     let d = decide(s, ov, &f, None)?;
     Ok(Out {
         route: d.route_label().to_string(),
@@ -116,7 +116,7 @@ fn app_and_task_come_from_headers_keys_and_rules() {
     let mut h = HeaderMap::new();
     h.insert("authorization", "Bearer test".parse().unwrap());
     let b = JsonBody::parse(Bytes::from(chat("gpt-4o", "hi"))).unwrap();
-    let f = classify(&s, inc.dialect, inc.api, "/v1/chat/completions", &h, Some(&b), 10, Some("gpt-4o")).unwrap();
+    let f = classify(&s, &inc, "/v1/chat/completions", &h, Some(&b), 10, Some("gpt-4o")).unwrap();
     assert_eq!((f.app.as_str(), f.app_source), ("keyed-app", Source::ApiKey));
     // Task rules: response_format → extraction; system prompt → planning.
     let body = serde_json::json!({"model": "x", "response_format": {"type": "json_object"}, "messages": [{"role": "user", "content": "hi"}]}).to_string();

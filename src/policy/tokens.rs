@@ -76,7 +76,8 @@ fn collect(v: &Value, out: &mut String) -> u64 {
         }
         Value::Array(a) => a.iter().map(|x| collect(x, out)).sum(),
         Value::Object(o) => {
-            if o.get("type").and_then(Value::as_str).is_some_and(|t| IMAGE_TYPES.contains(&t)) {
+            // Gemini: {"inlineData": …} / {"fileData": …} parts.
+            if o.get("type").and_then(Value::as_str).is_some_and(|t| IMAGE_TYPES.contains(&t)) || o.contains_key("inlineData") || o.contains_key("fileData") {
                 return 1;
             }
             o.iter().filter(|(k, _)| !SKIP_KEYS.contains(&k.as_str())).map(|(_, x)| collect(x, out)).sum()
@@ -96,6 +97,7 @@ pub fn count(body: &JsonBody, api: Api, family: Family) -> u64 {
         Api::Responses => &["input", "instructions"],
         Api::Completions => &["prompt"],
         Api::Embeddings => &["input"],
+        Api::GenerateContent => &["contents", "systemInstruction"],
         Api::Other => &[],
     };
     for (i, f) in fields.iter().enumerate() {
@@ -111,7 +113,7 @@ pub fn count(body: &JsonBody, api: Api, family: Family) -> u64 {
     if let Some(tools) = body.field("tools") {
         text.push_str(tools.get());
     }
-    let framing = if matches!(api, Api::ChatCompletions | Api::Messages | Api::Responses) { messages * PER_MESSAGE + PRIMER } else { 0 };
+    let framing = if matches!(api, Api::ChatCompletions | Api::Messages | Api::Responses | Api::GenerateContent) { messages * PER_MESSAGE + PRIMER } else { 0 };
     bpe(family).count_ordinary(&text) as u64 + framing + images * PER_IMAGE
 }
 

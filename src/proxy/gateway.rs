@@ -26,11 +26,11 @@ use crate::body::JsonBody;
 use crate::budget::{Budgets, Charge, Entry, Hold, Verdict};
 use crate::config::{Amounts, Auth, Provider, Snapshot};
 use crate::dialect::sse::StreamTap;
-use crate::dialect::{classify_path, Api, Dialect, ErrorKind, GatewayError, Incoming};
+use crate::dialect::{classify_path, Api, Dialect, ErrorKind, GatewayError};
 use crate::metrics;
 use crate::policy::{self, Attempt, Facts, OverrideStore};
 use crate::upstream::{self, AttemptError, Exchange};
-use crate::translate;
+use crate::translate::{self, Wire};
 use crate::usage::{RawUsage, UsageCarrier};
 
 /// Largest non-streamed upstream response modelgate buffers (to read usage).
@@ -73,8 +73,9 @@ struct Served<'a, 's> {
     snap: &'s Snapshot,
     /// A model call (JSON body): accounted and written to the ledger.
     model_call: bool,
-    /// The request was translated for a provider of another dialect.
-    translated: Option<translate::Chat>,
+    /// The request was translated for a provider of another dialect: the
+    /// client's format and the request in neutral form.
+    translated: Option<(Wire, translate::Chat)>,
 }
 
 /// Per-request bookkeeping shared by the phases.
@@ -110,14 +111,18 @@ impl Gateway {
         r.body_done = Instant::now();
 
         let json = if incoming.api.is_model_call() && is_post { Some(JsonBody::parse(body.clone())?) } else { None };
-        let requested = json.as_ref().map(|j| j.model()).transpose()?.flatten();
+        // Gemini names the model (and streaming) in the path.
+        let requested = match &incoming.path_model {
+            Some(m) => Some(m.clone()),
+            None => json.as_ref().map(|j| j.model()).transpose()?.flatten(),
+        };
         r.rec.requested_model = requested.clone();
-        r.rec.stream = json.as_ref().is_some_and(|j| j.stream());
+        r.rec.stream = incoming.path_stream || json.as_ref().is_some_and(|j| j.stream());
         let overrides = self.overrides.load();
         // Owned copies, so the classification can live across the writes.
         let head = session.req_header();
         let (path, headers) = (head.uri.path().to_string(), head.headers.clone());
-        let facts = policy::classify(snap, incoming.dialect, incoming.api, &path, &headers, json.as_ref(), body.len(), requested.as_deref())?;
+        let facts = policy::classify(snap, &incoming, &path, &headers, json.as_ref(), body.len(), requested.as_deref())?;
         r.rec.app = facts.app.clone();
         r.rec.task = facts.task.clone();
         if json.is_some() {
@@ -200,25 +205,38 @@ impl Gateway {
             // The body for this attempt: only `model` (and the usage request
             // of OpenAI streams) may change. Shadow mode sends the first
             // attempt byte for byte; a fallback must name its own model.
-            // A model of another dialect gets the request translated.
-            let mut translated: Option<translate::Chat> = None;
+            // A model of another dialect gets the request translated. Gemini
+            // names the model in the path, the others in the body.
+            let mut translated: Option<(Wire, translate::Chat)> = None;
+            let mut path_model = None;
             let (bytes, drop_usage_only) = match (json.as_ref(), attempt.model) {
                 (Some(_), Some(m)) if provider.kind != incoming.dialect => {
+                    let from = Wire::of_client(incoming.dialect, incoming.api).ok_or_else(|| {
+                        translate::bad(format!("{} {} calls cannot be translated for a {} model", incoming.dialect, incoming.api.as_str(), provider.kind))
+                    })?;
+                    if incoming.gemini_array_stream() {
+                        return Err(translate::bad("a streamGenerateContent call served by a model of another dialect needs `?alt=sse` (server-sent events), as Google's SDKs send").into());
+                    }
                     let max = m.max_output_tokens.unwrap_or(translate::DEFAULT_MAX_TOKENS);
-                    let (bytes, chat) = translate::request(&body, incoming.dialect, provider.kind, &m.id, max)?;
-                    translated = Some(chat);
+                    let (bytes, chat) = translate::request(&body, from, Wire::of_provider(provider.kind), &m.id, r.rec.stream, max)?;
+                    translated = Some((from, chat));
                     (bytes, false)
                 }
                 (Some(j), _) => {
                     let model = attempt.model.filter(|_| !(pristine && i == 1 && downgraded_by.is_none())).map(|m| m.id.as_str());
-                    let usage = !pristine && r.rec.stream && provider.kind == Dialect::OpenAi && matches!(incoming.api, Api::ChatCompletions | Api::Completions);
-                    j.render(model, usage)
+                    if incoming.dialect == Dialect::Gemini {
+                        path_model = model;
+                        (body.clone(), false)
+                    } else {
+                        let usage = !pristine && r.rec.stream && provider.kind == Dialect::OpenAi && matches!(incoming.api, Api::ChatCompletions | Api::Completions);
+                        j.render(model, usage)
+                    }
                 }
                 (None, _) => (body.clone(), false),
             };
-            let req = match translated {
-                Some(_) => translated_request(session.req_header(), provider, key, bytes.len())?,
-                None => upstream_request(session.req_header(), provider, &incoming, key, bytes.len(), is_post)?,
+            let req = match &translated {
+                Some((_, chat)) => translated_request(session.req_header(), provider, key, chat, bytes.len())?,
+                None => upstream_request(session.req_header(), provider, &incoming.upstream_path_for(path_model), key, bytes.len(), is_post)?,
             };
             if i == 1 {
                 r.pre_upstream = r.body_done.elapsed();
@@ -302,7 +320,7 @@ impl Gateway {
                 return Err(Stop::ClientGone);
             }
             let mut tap = StreamTap::new(drop_usage_only);
-            let mut tr = s.translated.as_ref().map(|chat| translate::Translator::new(s.provider.kind, r.dialect, chat));
+            let mut tr = s.translated.as_ref().map(|(client, chat)| translate::Translator::new(Wire::of_provider(s.provider.kind), *client, chat));
             let mut settled = false;
             loop {
                 match ex.chunk().await {
@@ -383,9 +401,9 @@ impl Gateway {
             if let Some(cost) = self.settle(&mut s, ok, usage, text_bytes, r).await {
                 resp.insert_header("x-modelgate-cost-usd", cost.to_string()).map_err(internal)?;
             }
-            if s.translated.is_some() {
+            if let Some((client, chat)) = &s.translated {
                 // The answer (or the provider's error) in the client's dialect.
-                body = match (ok, translate::answer(&body, s.provider.kind, r.dialect)) {
+                body = match (ok, translate::answer(&body, Wire::of_provider(s.provider.kind), *client, chat)) {
                     (true, Some(b)) => b,
                     (true, None) => {
                         return Err(Stop::Answer(GatewayError::new(502, ErrorKind::Upstream, "invalid_upstream_answer", format!("the {} provider's answer could not be read for translation", s.provider.kind))))
@@ -603,7 +621,7 @@ fn attempt_error(e: &AttemptError, tried: &[String]) -> GatewayError {
 fn stream_error_event(dialect: Dialect, e: &GatewayError) -> Bytes {
     let body = String::from_utf8_lossy(&e.body(dialect)).into_owned();
     Bytes::from(match dialect {
-        Dialect::OpenAi => format!("data: {body}\n\n"),
+        Dialect::OpenAi | Dialect::Gemini => format!("data: {body}\n\n"),
         Dialect::Anthropic => format!("event: error\ndata: {body}\n\n"),
     })
 }
@@ -651,10 +669,12 @@ async fn drain_or_close(session: &mut Session, limit: usize) {
 /// chat endpoint, the client's own headers minus auth and the other
 /// dialect's, the client's key moved to this dialect's auth header unless
 /// modelgate injects one.
-fn translated_request(client: &RequestHeader, provider: &Provider, key: Option<&str>, body_len: usize) -> Result<RequestHeader, Stop> {
+fn translated_request(client: &RequestHeader, provider: &Provider, key: Option<&str>, chat: &translate::Chat, body_len: usize) -> Result<RequestHeader, Stop> {
     let endpoint = match provider.kind {
-        Dialect::OpenAi => "/chat/completions",
-        Dialect::Anthropic => "/v1/messages",
+        Dialect::OpenAi => "/chat/completions".to_string(),
+        Dialect::Anthropic => "/v1/messages".to_string(),
+        Dialect::Gemini if chat.stream => format!("/models/{}:streamGenerateContent?alt=sse", chat.model),
+        Dialect::Gemini => format!("/models/{}:generateContent", chat.model),
     };
     let path = format!("{}{endpoint}", provider.endpoint.base_path);
     let mut req = RequestHeader::build(http::Method::POST, path.as_bytes(), Some(client.headers.len() + 4)).map_err(internal)?;
@@ -662,11 +682,12 @@ fn translated_request(client: &RequestHeader, provider: &Provider, key: Option<&
         .headers
         .get("x-api-key")
         .and_then(|v| v.to_str().ok())
+        .or_else(|| client.headers.get("x-goog-api-key").and_then(|v| v.to_str().ok()))
         .or_else(|| client.headers.get("authorization").and_then(|v| v.to_str().ok()).and_then(|v| v.strip_prefix("Bearer ")))
         .map(str::trim);
     for (name, value) in client.headers.iter() {
         let n = name.as_str();
-        let foreign = n.starts_with("anthropic-") || n.starts_with("openai-") || n == "authorization" || n == "x-api-key" || n == "content-type";
+        let foreign = n.starts_with("anthropic-") || n.starts_with("openai-") || n.starts_with("x-goog-") || AUTH_HEADERS.contains(&n) || n == "content-type";
         if DROP_REQUEST.contains(&n) || n.starts_with("x-modelgate-") || foreign {
             continue;
         }
@@ -677,11 +698,7 @@ fn translated_request(client: &RequestHeader, provider: &Provider, key: Option<&
     req.insert_header("content-type", "application/json").map_err(internal)?;
     req.insert_header("content-length", body_len.to_string()).map_err(internal)?;
     if let Some(k) = key.or(client_key) {
-        match provider.kind {
-            Dialect::OpenAi => req.insert_header("authorization", format!("Bearer {k}")),
-            Dialect::Anthropic => req.insert_header("x-api-key", k),
-        }
-        .map_err(internal)?;
+        set_auth(&mut req, provider.kind, k)?;
     }
     if provider.kind == Dialect::Anthropic {
         req.insert_header("anthropic-version", "2023-06-01").map_err(internal)?;
@@ -692,19 +709,12 @@ fn translated_request(client: &RequestHeader, provider: &Provider, key: Option<&
 /// The upstream request header: the client's method, path under the
 /// provider's base path, and headers minus hop-by-hop and `x-modelgate-*`;
 /// auth replaced when modelgate injects the provider key.
-fn upstream_request(
-    client: &RequestHeader,
-    provider: &Provider,
-    incoming: &Incoming,
-    key: Option<&str>,
-    body_len: usize,
-    has_body: bool,
-) -> Result<RequestHeader, Stop> {
-    let path = format!("{}{}", provider.endpoint.base_path, incoming.upstream_path);
+fn upstream_request(client: &RequestHeader, provider: &Provider, upstream_path: &str, key: Option<&str>, body_len: usize, has_body: bool) -> Result<RequestHeader, Stop> {
+    let path = format!("{}{upstream_path}", provider.endpoint.base_path);
     let mut req = RequestHeader::build(client.method.clone(), path.as_bytes(), Some(client.headers.len() + 4)).map_err(internal)?;
     for (name, value) in client.headers.iter() {
         let n = name.as_str();
-        if DROP_REQUEST.contains(&n) || n.starts_with("x-modelgate-") || (key.is_some() && (n == "authorization" || n == "x-api-key")) {
+        if DROP_REQUEST.contains(&n) || n.starts_with("x-modelgate-") || (key.is_some() && AUTH_HEADERS.contains(&n)) {
             continue;
         }
         req.append_header(name.clone(), value.clone()).map_err(internal)?;
@@ -715,11 +725,20 @@ fn upstream_request(
         req.insert_header("content-length", body_len.to_string()).map_err(internal)?;
     }
     if let Some(k) = key {
-        match provider.kind {
-            Dialect::OpenAi => req.insert_header("authorization", format!("Bearer {k}")),
-            Dialect::Anthropic => req.insert_header("x-api-key", k),
-        }
-        .map_err(internal)?;
+        set_auth(&mut req, provider.kind, k)?;
     }
     Ok(req)
+}
+
+/// Headers that carry a client's API key, in any dialect.
+const AUTH_HEADERS: &[&str] = &["authorization", "x-api-key", "x-goog-api-key"];
+
+/// Put `key` in the auth header of a provider of `kind`.
+fn set_auth(req: &mut RequestHeader, kind: Dialect, key: &str) -> Result<(), Stop> {
+    match kind {
+        Dialect::OpenAi => req.insert_header("authorization", format!("Bearer {key}")),
+        Dialect::Anthropic => req.insert_header("x-api-key", key),
+        Dialect::Gemini => req.insert_header("x-goog-api-key", key),
+    }
+    .map_err(internal)
 }

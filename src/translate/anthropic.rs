@@ -100,6 +100,9 @@ fn block(b: &Value) -> Result<Option<Part>, GatewayError> {
 }
 
 pub fn write_request(c: &Chat, default_max: u64) -> Result<Value, GatewayError> {
+    if c.json.is_some() {
+        return Err(bad("JSON mode / structured output cannot be carried to an Anthropic model (it has no such option); route this request to an OpenAI- or Gemini-dialect model"));
+    }
     let mut messages: Vec<Value> = Vec::new();
     for m in &c.messages {
         let role = match m.role {
@@ -243,7 +246,7 @@ pub fn write_answer(a: &Answer) -> Value {
         .iter()
         .filter_map(|p| match p {
             Part::Text(t) => Some(json!({"type": "text", "text": t})),
-            Part::ToolCall { id, name, arguments } => Some(json!({"type": "tool_use", "id": id, "name": name, "input": serde_json::from_str::<Value>(arguments).unwrap_or(json!({}))})),
+            Part::ToolCall { id, name, arguments } => Some(json!({"type": "tool_use", "id": id, "name": name, "input": args_value(arguments)})),
             _ => None,
         })
         .collect();

@@ -1,15 +1,18 @@
-//! Cross-dialect translation: an OpenAI Chat Completions request served by
-//! an Anthropic Messages model and the other way round, answers (JSON and
-//! streams, tool calls included) back in the client's dialect.
+//! Cross-dialect translation: a request in one client wire format (OpenAI
+//! Chat Completions or Responses, Anthropic Messages, Gemini
+//! generateContent) served by a provider of another dialect, the answer
+//! (JSON and streams, tool calls included) back in the client's format.
 //!
-//! Both sides go through one neutral form ([`Chat`] for requests,
-//! [`Answer`] for JSON answers, [`Event`] for stream events), so each
-//! dialect has one reader and one writer. Fields one side cannot carry are
+//! Every side goes through one neutral form ([`Chat`] for requests,
+//! [`Answer`] for JSON answers, [`Event`] for stream events), so each wire
+//! format has one reader and one writer. Fields one side cannot carry are
 //! dropped and counted (`modelgate_translation_dropped_total{field}`), or
 //! refused when dropping them would change the answer (README table).
 
 mod anthropic;
+mod gemini;
 mod openai;
+mod responses;
 
 use bytes::{Bytes, BytesMut};
 use serde_json::{json, Value};
@@ -22,12 +25,58 @@ use crate::usage::Usage;
 pub const DEFAULT_MAX_TOKENS: u64 = 4096;
 
 pub use anthropic::AnthropicStream;
+pub use gemini::GeminiStream;
 pub use openai::OpenAiStream;
+pub use responses::ResponsesStream;
+
+/// A body format on one side of a translation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Wire {
+    /// OpenAI Chat Completions (also what OpenAI-dialect providers are sent).
+    Chat,
+    /// OpenAI Responses (client side only).
+    Responses,
+    /// Anthropic Messages.
+    Messages,
+    /// Gemini generateContent / streamGenerateContent.
+    Gemini,
+}
+
+impl Wire {
+    /// The format of a client's model call, when it can be translated.
+    pub fn of_client(dialect: Dialect, api: Api) -> Option<Wire> {
+        match (dialect, api) {
+            (Dialect::OpenAi, Api::ChatCompletions) => Some(Wire::Chat),
+            (Dialect::OpenAi, Api::Responses) => Some(Wire::Responses),
+            (Dialect::Anthropic, Api::Messages) => Some(Wire::Messages),
+            (Dialect::Gemini, Api::GenerateContent) => Some(Wire::Gemini),
+            _ => None,
+        }
+    }
+
+    /// What a provider of `kind` is sent when a request is translated.
+    pub fn of_provider(kind: Dialect) -> Wire {
+        match kind {
+            Dialect::OpenAi => Wire::Chat,
+            Dialect::Anthropic => Wire::Messages,
+            Dialect::Gemini => Wire::Gemini,
+        }
+    }
+
+    pub fn dialect(self) -> Dialect {
+        match self {
+            Wire::Chat | Wire::Responses => Dialect::OpenAi,
+            Wire::Messages => Dialect::Anthropic,
+            Wire::Gemini => Dialect::Gemini,
+        }
+    }
+}
 
 /// Whether a request to `api` (client dialect `from`) can be served by a
-/// provider speaking `to`.
+/// provider speaking `to`: chat, responses, messages and generateContent
+/// calls translate to every provider dialect; other APIs only pass through.
 pub fn can_translate(api: Api, from: Dialect, to: Dialect) -> bool {
-    from == to || matches!((api, from, to), (Api::ChatCompletions, Dialect::OpenAi, Dialect::Anthropic) | (Api::Messages, Dialect::Anthropic, Dialect::OpenAi))
+    from == to || Wire::of_client(from, api).is_some()
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -67,6 +116,15 @@ pub enum ToolChoice {
     Tool(String),
 }
 
+/// Structured output the client asked for.
+#[derive(Debug, Clone, PartialEq)]
+pub enum JsonFormat {
+    /// Any JSON object (OpenAI `json_object`, Gemini `application/json`).
+    Object,
+    /// JSON matching a schema.
+    Schema { name: String, schema: Value, strict: bool },
+}
+
 /// A chat request in neutral form.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Chat {
@@ -80,6 +138,7 @@ pub struct Chat {
     pub temperature: Option<f64>,
     pub top_p: Option<f64>,
     pub stop: Vec<String>,
+    pub json: Option<JsonFormat>,
     pub stream: bool,
     /// The client asked for usage in its stream (OpenAI `include_usage`).
     pub stream_usage: bool,
@@ -127,19 +186,25 @@ pub(crate) fn bad(message: impl Into<String>) -> GatewayError {
     GatewayError::new(400, ErrorKind::InvalidRequest, "untranslatable_request", message)
 }
 
-/// Translate a client request body (`from` dialect) into the body for a
-/// provider speaking `to`, for `model` (the upstream id). `default_max`
-/// fills Anthropic's required `max_tokens`.
-pub fn request(body: &[u8], from: Dialect, to: Dialect, model: &str, default_max: u64) -> Result<(Bytes, Chat), GatewayError> {
+/// Translate a client request body (`from` format) into the body for a
+/// provider reading `to`, for `model` (the upstream id). `stream` is the
+/// client's wish (Gemini says it in the path, the others in the body).
+/// `default_max` fills Anthropic's required `max_tokens`.
+pub fn request(body: &[u8], from: Wire, to: Wire, model: &str, stream: bool, default_max: u64) -> Result<(Bytes, Chat), GatewayError> {
     let v: Value = serde_json::from_slice(body).map_err(|e| bad(format!("the request body is not valid JSON: {e}")))?;
     let mut chat = match from {
-        Dialect::OpenAi => openai::read_request(&v)?,
-        Dialect::Anthropic => anthropic::read_request(&v)?,
+        Wire::Chat => openai::read_request(&v)?,
+        Wire::Responses => responses::read_request(&v)?,
+        Wire::Messages => anthropic::read_request(&v)?,
+        Wire::Gemini => gemini::read_request(&v)?,
     };
     chat.model = model.to_string();
+    chat.stream |= stream;
     let out = match to {
-        Dialect::OpenAi => openai::write_request(&chat),
-        Dialect::Anthropic => anthropic::write_request(&chat, default_max)?,
+        Wire::Chat => openai::write_request(&mut chat),
+        Wire::Messages => anthropic::write_request(&chat, default_max)?,
+        Wire::Gemini => gemini::write_request(&mut chat)?,
+        Wire::Responses => return Err(bad("requests are never translated into the Responses format")),
     };
     for f in &chat.dropped {
         crate::metrics::translation_dropped(f);
@@ -150,16 +215,20 @@ pub fn request(body: &[u8], from: Dialect, to: Dialect, model: &str, default_max
     Ok((Bytes::from(out.to_string()), chat))
 }
 
-/// Translate a provider's JSON answer into the client's dialect.
-pub fn answer(body: &[u8], provider: Dialect, client: Dialect) -> Option<Bytes> {
+/// Translate a provider's JSON answer into the client's format.
+pub fn answer(body: &[u8], provider: Wire, client: Wire, chat: &Chat) -> Option<Bytes> {
     let v: Value = serde_json::from_slice(body).ok()?;
     let a = match provider {
-        Dialect::OpenAi => openai::read_answer(&v)?,
-        Dialect::Anthropic => anthropic::read_answer(&v)?,
+        Wire::Chat => openai::read_answer(&v)?,
+        Wire::Messages => anthropic::read_answer(&v)?,
+        Wire::Gemini => gemini::read_answer(&v)?,
+        Wire::Responses => return None,
     };
     let out = match client {
-        Dialect::OpenAi => openai::write_answer(&a),
-        Dialect::Anthropic => anthropic::write_answer(&a),
+        Wire::Chat => openai::write_answer(&a),
+        Wire::Responses => responses::write_answer(&a, chat),
+        Wire::Messages => anthropic::write_answer(&a),
+        Wire::Gemini => gemini::write_answer(&a),
     };
     Some(Bytes::from(out.to_string()))
 }
@@ -167,12 +236,11 @@ pub fn answer(body: &[u8], provider: Dialect, client: Dialect) -> Option<Bytes> 
 /// A provider's error body in the client's dialect, same status.
 pub fn error(body: &[u8], status: u16, provider: Dialect, client: Dialect) -> Bytes {
     let v: Value = serde_json::from_slice(body).unwrap_or(Value::Null);
-    let message = match provider {
-        Dialect::OpenAi => v["error"]["message"].as_str(),
-        Dialect::Anthropic => v["error"]["message"].as_str(),
-    }
-    .map(str::to_string)
-    .unwrap_or_else(|| String::from_utf8_lossy(body).chars().take(2000).collect());
+    // All three dialects put it at error.message.
+    let message = v["error"]["message"]
+        .as_str()
+        .map(str::to_string)
+        .unwrap_or_else(|| String::from_utf8_lossy(body).chars().take(2000).collect());
     let kind = match status {
         400 | 404 | 413 | 422 => ErrorKind::InvalidRequest,
         401 => ErrorKind::Authentication,
@@ -193,22 +261,28 @@ pub struct Translator {
 enum Reader {
     OpenAi(openai::Reader),
     Anthropic(anthropic::Reader),
+    Gemini(gemini::Reader),
 }
 
 enum Writer {
     OpenAi(OpenAiStream),
+    Responses(Box<ResponsesStream>),
     Anthropic(AnthropicStream),
+    Gemini(GeminiStream),
 }
 
 impl Translator {
-    pub fn new(provider: Dialect, client: Dialect, chat: &Chat) -> Self {
+    pub fn new(provider: Wire, client: Wire, chat: &Chat) -> Self {
         let reader = match provider {
-            Dialect::OpenAi => Reader::OpenAi(openai::Reader::default()),
-            Dialect::Anthropic => Reader::Anthropic(anthropic::Reader::default()),
+            Wire::Messages => Reader::Anthropic(anthropic::Reader::default()),
+            Wire::Gemini => Reader::Gemini(gemini::Reader::default()),
+            Wire::Chat | Wire::Responses => Reader::OpenAi(openai::Reader::default()),
         };
         let writer = match client {
-            Dialect::OpenAi => Writer::OpenAi(OpenAiStream::new(&chat.model, chat.stream_usage)),
-            Dialect::Anthropic => Writer::Anthropic(AnthropicStream::new(&chat.model)),
+            Wire::Chat => Writer::OpenAi(OpenAiStream::new(&chat.model, chat.stream_usage)),
+            Wire::Responses => Writer::Responses(Box::new(ResponsesStream::new(chat))),
+            Wire::Messages => Writer::Anthropic(AnthropicStream::new(&chat.model)),
+            Wire::Gemini => Writer::Gemini(GeminiStream::new(&chat.model)),
         };
         Translator { reader, writer }
     }
@@ -223,6 +297,7 @@ impl Translator {
             let evs = match &mut self.reader {
                 Reader::OpenAi(r) => r.read(&data),
                 Reader::Anthropic(r) => r.read(&data),
+                Reader::Gemini(r) => r.read(&data),
             };
             for e in evs {
                 self.write(&e, &mut out);
@@ -234,7 +309,9 @@ impl Translator {
     fn write(&mut self, e: &Event, out: &mut BytesMut) {
         match &mut self.writer {
             Writer::OpenAi(w) => w.write(e, out),
+            Writer::Responses(w) => w.write(e, out),
             Writer::Anthropic(w) => w.write(e, out),
+            Writer::Gemini(w) => w.write(e, out),
         }
     }
 
@@ -243,7 +320,9 @@ impl Translator {
         let mut out = BytesMut::new();
         match &mut self.writer {
             Writer::OpenAi(w) => w.end(&mut out),
+            Writer::Responses(w) => w.end(&mut out),
             Writer::Anthropic(w) => w.end(&mut out),
+            Writer::Gemini(w) => w.end(&mut out),
         }
         out.freeze()
     }
@@ -277,12 +356,23 @@ pub(crate) fn now_secs() -> i64 {
 }
 
 /// JSON for a tool call's arguments (a string in OpenAI, an object in
-/// Anthropic); invalid JSON is refused rather than guessed.
+/// Anthropic and Gemini); invalid JSON is refused rather than guessed.
 pub(crate) fn parse_args(name: &str, args: &str) -> Result<Value, GatewayError> {
     if args.trim().is_empty() {
         return Ok(json!({}));
     }
-    serde_json::from_str(args).map_err(|e| bad(format!("the arguments of tool call `{name}` are not valid JSON ({e}); Anthropic models need a JSON object")))
+    serde_json::from_str(args).map_err(|e| bad(format!("the arguments of tool call `{name}` are not valid JSON ({e}); Anthropic and Gemini models need a JSON object")))
+}
+
+/// Tool-call arguments for an answer: the object, or `{}` when a model
+/// streamed something that is not JSON.
+pub(crate) fn args_value(args: &str) -> Value {
+    serde_json::from_str::<Value>(args).ok().filter(Value::is_object).unwrap_or_else(|| json!({}))
+}
+
+/// The text of a turn's parts, joined.
+pub(crate) fn answer_text(parts: &[Part]) -> String {
+    parts.iter().filter_map(|p| if let Part::Text(t) = p { Some(t.as_str()) } else { None }).collect()
 }
 
 #[cfg(test)]

@@ -9,7 +9,7 @@ use super::*;
 /// Fields read into the neutral form, or known to be safe to leave out.
 const CARRIED: &[&str] = &[
     "model", "messages", "tools", "tool_choice", "parallel_tool_calls", "max_tokens", "max_completion_tokens", "temperature", "top_p", "stop", "stream",
-    "stream_options", "user", "n",
+    "stream_options", "user", "n", "response_format",
 ];
 /// Sampling and reporting knobs other dialects lack: dropped and counted.
 const DROPPABLE: &[&str] =
@@ -24,10 +24,6 @@ pub fn read_request(v: &Value) -> Result<Chat, GatewayError> {
         }
         match DROPPABLE.iter().find(|d| **d == k) {
             Some(d) => c.dropped.push(d),
-            None if k == "response_format" && v["response_format"]["type"] == "text" => {}
-            None if k == "response_format" => {
-                return Err(bad("`response_format` (JSON mode / structured output) cannot be carried to an Anthropic model; route this request to a model of the OpenAI dialect"))
-            }
             None => return Err(bad(format!("`{k}` cannot be translated for a model of another dialect; remove it or route this request to an OpenAI-dialect model"))),
         }
     }
@@ -91,7 +87,25 @@ pub fn read_request(v: &Value) -> Result<Chat, GatewayError> {
     c.stream = v["stream"] == true;
     c.stream_usage = v["stream_options"]["include_usage"] == true;
     c.user = v["user"].as_str().map(str::to_string);
+    let rf = &v["response_format"];
+    c.json = match rf["type"].as_str() {
+        None | Some("text") => None,
+        Some("json_object") => Some(JsonFormat::Object),
+        Some("json_schema") => {
+            let s = &rf["json_schema"];
+            Some(JsonFormat::Schema { name: s["name"].as_str().unwrap_or("answer").to_string(), schema: s["schema"].clone(), strict: s["strict"] == true })
+        }
+        Some(other) => return Err(bad(format!("response_format type `{other}` cannot be translated (text, json_object and json_schema can)"))),
+    };
     Ok(c)
+}
+
+/// Chat Completions' `response_format` for a structured-output request.
+pub(crate) fn response_format(f: &JsonFormat) -> Value {
+    match f {
+        JsonFormat::Object => json!({"type": "json_object"}),
+        JsonFormat::Schema { name, schema, strict } => json!({"type": "json_schema", "json_schema": {"name": name, "schema": schema, "strict": strict}}),
+    }
 }
 
 fn user_parts(content: &Value) -> Result<Vec<Part>, GatewayError> {
@@ -109,7 +123,7 @@ fn user_parts(content: &Value) -> Result<Vec<Part>, GatewayError> {
     }
 }
 
-pub fn write_request(c: &Chat) -> Value {
+pub fn write_request(c: &mut Chat) -> Value {
     let mut messages = Vec::new();
     if !c.system.is_empty() {
         messages.push(json!({"role": "system", "content": c.system.join("\n\n")}));
@@ -179,6 +193,9 @@ pub fn write_request(c: &Chat) -> Value {
     if let Some(u) = &c.user {
         out.insert("user".into(), json!(u));
     }
+    if let Some(f) = &c.json {
+        out.insert("response_format".into(), response_format(f));
+    }
     if c.stream {
         out.insert("stream".into(), json!(true));
         out.insert("stream_options".into(), json!({"include_usage": true}));
@@ -239,7 +256,7 @@ pub fn read_answer(v: &Value) -> Option<Answer> {
 
 /// An assistant turn's text (joined) and its tool calls in OpenAI's shape.
 fn text_and_calls(parts: &[Part]) -> (String, Vec<Value>) {
-    let text = parts.iter().filter_map(|p| if let Part::Text(t) = p { Some(t.as_str()) } else { None }).collect();
+    let text = answer_text(parts);
     let calls = parts
         .iter()
         .filter_map(|p| match p {

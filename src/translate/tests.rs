@@ -22,7 +22,7 @@ fn an_openai_request_becomes_the_anthropic_request_it_means() {
         "tools": [{"type": "function", "function": {"name": "look", "description": "Look closer", "parameters": {"type": "object", "properties": {"zoom": {"type": "integer"}}}}}],
         "tool_choice": "required", "parallel_tool_calls": false
     });
-    let (body, chat) = request(openai.to_string().as_bytes(), Dialect::OpenAi, Dialect::Anthropic, "claude-x", 4096).unwrap();
+    let (body, chat) = request(openai.to_string().as_bytes(), Wire::Chat, Wire::Messages, "claude-x", false, 4096).unwrap();
     assert_eq!(chat.dropped, vec!["logprobs", "seed"]);
     assert_eq!(
         to_json(&body),
@@ -55,7 +55,7 @@ fn an_anthropic_request_becomes_the_openai_request_it_means() {
         "tool_choice": {"type": "tool", "name": "look"},
         "metadata": {"user_id": "u-9"}
     });
-    let (body, chat) = request(anthropic.to_string().as_bytes(), Dialect::Anthropic, Dialect::OpenAi, "gpt-4o-mini", 4096).unwrap();
+    let (body, chat) = request(anthropic.to_string().as_bytes(), Wire::Messages, Wire::Chat, "gpt-4o-mini", false, 4096).unwrap();
     assert_eq!(chat.dropped, vec!["top_k"]);
     assert_eq!(
         to_json(&body),
@@ -78,13 +78,13 @@ fn an_anthropic_request_becomes_the_openai_request_it_means() {
 
 #[test]
 fn fields_that_would_change_the_answer_are_refused_with_the_reason() {
-    let e = request(br#"{"model":"x","n":2,"messages":[]}"#, Dialect::OpenAi, Dialect::Anthropic, "m", 10).unwrap_err();
+    let e = request(br#"{"model":"x","n":2,"messages":[]}"#, Wire::Chat, Wire::Messages, "m", false, 10).unwrap_err();
     assert!(e.message.contains("`n` > 1"), "{}", e.message);
-    let e = request(br#"{"model":"x","response_format":{"type":"json_object"},"messages":[]}"#, Dialect::OpenAi, Dialect::Anthropic, "m", 10).unwrap_err();
-    assert!(e.message.contains("response_format"));
-    let e = request(br#"{"model":"x","max_tokens":5,"thinking":{"type":"enabled","budget_tokens":1024},"messages":[]}"#, Dialect::Anthropic, Dialect::OpenAi, "m", 10).unwrap_err();
+    let e = request(br#"{"model":"x","response_format":{"type":"json_object"},"messages":[]}"#, Wire::Chat, Wire::Messages, "m", false, 10).unwrap_err();
+    assert!(e.message.contains("JSON mode"), "{}", e.message);
+    let e = request(br#"{"model":"x","max_tokens":5,"thinking":{"type":"enabled","budget_tokens":1024},"messages":[]}"#, Wire::Messages, Wire::Chat, "m", false, 10).unwrap_err();
     assert!(e.message.contains("thinking"));
-    let e = request(br#"{"model":"x","messages":[{"role":"assistant","tool_calls":[{"id":"1","type":"function","function":{"name":"f","arguments":"{oops"}}]}]}"#, Dialect::OpenAi, Dialect::Anthropic, "m", 10).unwrap_err();
+    let e = request(br#"{"model":"x","messages":[{"role":"assistant","tool_calls":[{"id":"1","type":"function","function":{"name":"f","arguments":"{oops"}}]}]}"#, Wire::Chat, Wire::Messages, "m", false, 10).unwrap_err();
     assert!(e.message.contains("not valid JSON"));
     assert_eq!(e.status, 400);
 }
@@ -94,13 +94,13 @@ fn answers_and_errors_keep_content_finish_and_usage() {
     let anthropic = json!({"id": "msg_1", "type": "message", "role": "assistant", "model": "claude-x",
         "content": [{"type": "text", "text": "Hi"}, {"type": "tool_use", "id": "toolu_1", "name": "f", "input": {"a": [1, 2]}}],
         "stop_reason": "tool_use", "usage": {"input_tokens": 10, "cache_read_input_tokens": 4, "cache_creation_input_tokens": 2, "output_tokens": 7}});
-    let o = to_json(&answer(anthropic.to_string().as_bytes(), Dialect::Anthropic, Dialect::OpenAi).unwrap());
+    let o = to_json(&answer(anthropic.to_string().as_bytes(), Wire::Messages, Wire::Chat, &Chat::default()).unwrap());
     assert_eq!(o["choices"][0]["message"]["content"], "Hi");
     assert_eq!(o["choices"][0]["message"]["tool_calls"][0]["function"]["arguments"], "{\"a\":[1,2]}");
     assert_eq!(o["choices"][0]["finish_reason"], "tool_calls");
     assert_eq!(o["usage"], json!({"prompt_tokens": 16, "completion_tokens": 7, "total_tokens": 23, "prompt_tokens_details": {"cached_tokens": 4}}));
     // And back: the same content and counts (cache writes fold into input on the OpenAI side).
-    let back = to_json(&answer(o.to_string().as_bytes(), Dialect::OpenAi, Dialect::Anthropic).unwrap());
+    let back = to_json(&answer(o.to_string().as_bytes(), Wire::Chat, Wire::Messages, &Chat::default()).unwrap());
     assert_eq!(back["content"][1]["input"], json!({"a": [1, 2]}));
     assert_eq!(back["stop_reason"], "tool_use");
     assert_eq!(back["usage"], json!({"input_tokens": 12, "output_tokens": 7, "cache_read_input_tokens": 4, "cache_creation_input_tokens": 0}));
@@ -110,7 +110,7 @@ fn answers_and_errors_keep_content_finish_and_usage() {
 
 /// Run provider SSE bytes through a translator in pieces of `step` bytes,
 /// the way the stream tap hands them over (whole events only).
-fn stream(provider: Dialect, client: Dialect, sse: &str, step: usize) -> String {
+fn stream(provider: Wire, client: Wire, sse: &str, step: usize) -> String {
     let chat = Chat { model: "m".into(), stream: true, stream_usage: true, ..Default::default() };
     let mut t = Translator::new(provider, client, &chat);
     let mut tap = crate::dialect::sse::StreamTap::new(false);
@@ -187,14 +187,14 @@ fn anthropic_assemble(sse: &str) -> (String, String, String, Option<String>) {
 fn streams_translate_event_by_event_both_ways() {
     let text: Vec<String> = vec!["Hel".into(), "lo".into()];
     let args: Vec<String> = vec!["{\"a\":".into(), "1}".into()];
-    let openai = stream(Dialect::Anthropic, Dialect::OpenAi, &anthropic_sse(&text, &args), 7);
+    let openai = stream(Wire::Messages, Wire::Chat, &anthropic_sse(&text, &args), 7);
     assert_eq!(openai_assemble(&openai), ("Hello".into(), "f".into(), "{\"a\":1}".into(), Some("tool_calls".into()), Some(5)));
     // Feed the OpenAI stream back to an Anthropic client.
-    let anthropic = stream(Dialect::OpenAi, Dialect::Anthropic, &openai, 11);
+    let anthropic = stream(Wire::Chat, Wire::Messages, &openai, 11);
     assert_eq!(anthropic_assemble(&anthropic), ("Hello".into(), "f".into(), "{\"a\":1}".into(), Some("tool_use".into())));
     // Output is produced as events arrive, not at the end.
     let chat = Chat { model: "m".into(), ..Default::default() };
-    let mut t = Translator::new(Dialect::Anthropic, Dialect::OpenAi, &chat);
+    let mut t = Translator::new(Wire::Messages, Wire::Chat, &chat);
     let first = t.feed(b"event: message_start\ndata: {\"type\":\"message_start\",\"message\":{\"id\":\"msg_1\",\"model\":\"c\",\"usage\":{\"input_tokens\":1}}}\n\nevent: content_block_delta\ndata: {\"type\":\"content_block_delta\",\"index\":0,\"delta\":{\"type\":\"text_delta\",\"text\":\"Hi\"}}\n\n");
     assert!(String::from_utf8_lossy(&first).contains("\"content\":\"Hi\""));
 }
@@ -214,11 +214,19 @@ proptest! {
         let mid = json_args.len() / 2;
         let cut = (0..=mid).rev().find(|i| json_args.is_char_boundary(*i)).unwrap_or(0);
         let pieces = vec![json_args[..cut].to_string(), json_args[cut..].to_string()];
-        let openai = stream(Dialect::Anthropic, Dialect::OpenAi, &anthropic_sse(&text, &pieces), step);
+        let openai = stream(Wire::Messages, Wire::Chat, &anthropic_sse(&text, &pieces), step);
         let (t, _, a, _, _) = openai_assemble(&openai);
         prop_assert_eq!(&t, &text.concat());
         prop_assert_eq!(serde_json::from_str::<Value>(&a).unwrap(), serde_json::to_value(&args).unwrap());
-        let back = stream(Dialect::OpenAi, Dialect::Anthropic, &openai, step);
+        // Through a Gemini client and on as a Gemini provider's stream.
+        let (gt, _, ga, _, _) = gemini_assemble(&stream(Wire::Chat, Wire::Gemini, &openai, step));
+        prop_assert_eq!(&gt, &text.concat());
+        prop_assert_eq!(&ga, &serde_json::to_value(&args).unwrap());
+        let via_gemini = stream(Wire::Gemini, Wire::Chat, &gemini_sse(&text, &ga), step);
+        let (t3, _, a3, _, _) = openai_assemble(&via_gemini);
+        prop_assert_eq!(&t3, &text.concat());
+        prop_assert_eq!(serde_json::from_str::<Value>(&a3).unwrap(), serde_json::to_value(&args).unwrap());
+        let back = stream(Wire::Chat, Wire::Messages, &openai, step);
         let (t2, _, a2, _) = anthropic_assemble(&back);
         prop_assert_eq!(t2, text.concat());
         prop_assert_eq!(serde_json::from_str::<Value>(&a2).unwrap(), serde_json::to_value(&args).unwrap());
@@ -231,21 +239,282 @@ proptest! {
         }
         let answer_json = json!({"id": "msg_1", "type": "message", "role": "assistant", "model": "c", "stop_reason": "tool_use",
             "content": content, "usage": {"input_tokens": 1, "output_tokens": 1}});
-        let o = to_json(&answer(answer_json.to_string().as_bytes(), Dialect::Anthropic, Dialect::OpenAi).unwrap());
-        let a = to_json(&answer(o.to_string().as_bytes(), Dialect::OpenAi, Dialect::Anthropic).unwrap());
+        let o = to_json(&answer(answer_json.to_string().as_bytes(), Wire::Messages, Wire::Chat, &Chat::default()).unwrap());
+        let a = to_json(&answer(o.to_string().as_bytes(), Wire::Chat, Wire::Messages, &Chat::default()).unwrap());
         prop_assert_eq!(&a["content"], &answer_json["content"]);
     }
 
     /// Arbitrary bytes never panic a reader.
     #[test]
     fn no_input_panics_the_translators(bytes in proptest::collection::vec(any::<u8>(), 0..400)) {
-        for (from, to) in [(Dialect::OpenAi, Dialect::Anthropic), (Dialect::Anthropic, Dialect::OpenAi)] {
-            let _ = request(&bytes, from, to, "m", 10);
-            let _ = answer(&bytes, from, to);
-            let _ = error(&bytes, 500, from, to);
+        let wires = [Wire::Chat, Wire::Responses, Wire::Messages, Wire::Gemini];
+        for (from, to) in wires.iter().flat_map(|a| wires.iter().map(move |b| (*a, *b))) {
+            let _ = request(&bytes, from, to, "m", true, 10);
+            let _ = answer(&bytes, from, to, &Chat::default());
+            let _ = error(&bytes, 500, from.dialect(), to.dialect());
             let mut t = Translator::new(from, to, &Chat::default());
             let _ = t.feed(&bytes);
             let _ = t.finish();
         }
     }
+}
+
+#[test]
+fn an_openai_request_becomes_the_gemini_request_it_means() {
+    let openai = json!({
+        "model": "gpt-4o", "temperature": 0.3, "top_p": 0.9, "stop": ["END"], "max_tokens": 100, "user": "u-1",
+        "messages": [
+            {"role": "system", "content": "Be brief."},
+            {"role": "user", "content": [{"type": "text", "text": "Look"}, {"type": "image_url", "image_url": {"url": "data:image/png;base64,iVBO"}}, {"type": "image_url", "image_url": {"url": "https://example.com/a.webp?x=1"}}]},
+            {"role": "assistant", "content": null, "tool_calls": [{"id": "call_1", "type": "function", "function": {"name": "look", "arguments": "{\"zoom\":2}"}}]},
+            {"role": "tool", "tool_call_id": "call_1", "content": "a cat"},
+            {"role": "tool", "tool_call_id": "call_9", "content": "{\"n\":1}"}
+        ],
+        "tools": [{"type": "function", "function": {"name": "look", "description": "Look closer", "parameters": {"type": "object", "properties": {"zoom": {"type": "integer"}}}}}],
+        "tool_choice": {"type": "function", "function": {"name": "look"}},
+        "response_format": {"type": "json_schema", "json_schema": {"name": "cat", "schema": {"type": "object"}, "strict": true}}
+    });
+    let (body, chat) = request(openai.to_string().as_bytes(), Wire::Chat, Wire::Gemini, "gemini-2.5-flash", true, 4096).unwrap();
+    assert_eq!(chat.dropped, vec!["user"]);
+    assert!(chat.stream, "Gemini streams are asked for in the path; the flag travels in the neutral form");
+    assert_eq!(
+        to_json(&body),
+        json!({
+            "contents": [
+                {"role": "user", "parts": [{"text": "Look"}, {"inlineData": {"mimeType": "image/png", "data": "iVBO"}}, {"fileData": {"mimeType": "image/webp", "fileUri": "https://example.com/a.webp?x=1"}}]},
+                {"role": "model", "parts": [{"functionCall": {"name": "look", "args": {"zoom": 2}}}]},
+                {"role": "user", "parts": [{"functionResponse": {"name": "look", "response": {"result": "a cat"}}}, {"functionResponse": {"name": "call_9", "response": {"n": 1}}}]}
+            ],
+            "systemInstruction": {"parts": [{"text": "Be brief."}]},
+            "tools": [{"functionDeclarations": [{"name": "look", "description": "Look closer", "parametersJsonSchema": {"type": "object", "properties": {"zoom": {"type": "integer"}}}}]}],
+            "toolConfig": {"functionCallingConfig": {"mode": "ANY", "allowedFunctionNames": ["look"]}},
+            "generationConfig": {"maxOutputTokens": 100, "temperature": 0.3, "topP": 0.9, "stopSequences": ["END"], "responseMimeType": "application/json", "responseJsonSchema": {"type": "object"}}
+        })
+    );
+}
+
+#[test]
+fn a_gemini_request_becomes_the_anthropic_request_it_means() {
+    // snake_case keys are read as well as camelCase; calls without ids get
+    // ids their responses are matched to by name.
+    let gemini = json!({
+        "system_instruction": {"parts": [{"text": "Be brief."}]},
+        "contents": [
+            {"role": "user", "parts": [{"text": "Weather in Paris and Rome?"}]},
+            {"role": "model", "parts": [{"functionCall": {"name": "weather", "args": {"city": "Paris"}}}, {"functionCall": {"name": "weather", "args": {"city": "Rome"}}}]},
+            {"role": "user", "parts": [{"functionResponse": {"name": "weather", "response": {"result": "sunny"}}}, {"functionResponse": {"name": "weather", "response": {"temp": 20}}}]}
+        ],
+        "tools": [{"functionDeclarations": [{"name": "weather", "parameters": {"type": "OBJECT", "properties": {"city": {"type": "STRING"}}, "required": ["city"]}}]}],
+        "toolConfig": {"functionCallingConfig": {"mode": "AUTO"}},
+        "generationConfig": {"maxOutputTokens": 64, "temperature": 0.5, "topK": 3, "stopSequences": ["x"]},
+        "safetySettings": [{"category": "HARM_CATEGORY_HARASSMENT", "threshold": "BLOCK_NONE"}]
+    });
+    let (body, chat) = request(gemini.to_string().as_bytes(), Wire::Gemini, Wire::Messages, "claude-x", false, 4096).unwrap();
+    assert_eq!(chat.dropped, vec!["safetySettings", "topK"]);
+    assert_eq!(
+        to_json(&body),
+        json!({
+            "model": "claude-x", "max_tokens": 64, "system": "Be brief.",
+            "messages": [
+                {"role": "user", "content": [{"type": "text", "text": "Weather in Paris and Rome?"}]},
+                {"role": "assistant", "content": [
+                    {"type": "tool_use", "id": "call_1_weather", "name": "weather", "input": {"city": "Paris"}},
+                    {"type": "tool_use", "id": "call_2_weather", "name": "weather", "input": {"city": "Rome"}}]},
+                {"role": "user", "content": [
+                    {"type": "tool_result", "tool_use_id": "call_1_weather", "content": "sunny", "is_error": false},
+                    {"type": "tool_result", "tool_use_id": "call_2_weather", "content": "{\"temp\":20}", "is_error": false}]}
+            ],
+            "temperature": 0.5, "stop_sequences": ["x"],
+            "tools": [{"name": "weather", "input_schema": {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]}}],
+            "tool_choice": {"type": "auto"}
+        })
+    );
+}
+
+#[test]
+fn a_responses_request_becomes_the_anthropic_request_it_means() {
+    let responses = json!({
+        "model": "gpt-4o", "instructions": "Be brief.", "max_output_tokens": 50, "store": false, "stream": true,
+        "input": [
+            {"role": "user", "content": [{"type": "input_text", "text": "Weather?"}, {"type": "input_image", "image_url": "https://example.com/sky.jpg"}]},
+            {"type": "function_call", "call_id": "call_1", "name": "weather", "arguments": "{\"city\":\"Paris\"}"},
+            {"type": "function_call_output", "call_id": "call_1", "output": "sunny"},
+            {"type": "message", "role": "assistant", "content": [{"type": "output_text", "text": "Sunny."}]},
+            {"role": "user", "content": "Thanks"}
+        ],
+        "tools": [{"type": "function", "name": "weather", "parameters": {"type": "object"}, "strict": true}],
+        "tool_choice": "auto"
+    });
+    let (body, chat) = request(responses.to_string().as_bytes(), Wire::Responses, Wire::Messages, "claude-x", false, 4096).unwrap();
+    assert_eq!(chat.dropped, vec!["store"]);
+    assert_eq!(
+        to_json(&body),
+        json!({
+            "model": "claude-x", "max_tokens": 50, "system": "Be brief.",
+            "messages": [
+                {"role": "user", "content": [{"type": "text", "text": "Weather?"}, {"type": "image", "source": {"type": "url", "url": "https://example.com/sky.jpg"}}]},
+                {"role": "assistant", "content": [{"type": "tool_use", "id": "call_1", "name": "weather", "input": {"city": "Paris"}}]},
+                {"role": "user", "content": [{"type": "tool_result", "tool_use_id": "call_1", "content": "sunny", "is_error": false}]},
+                {"role": "assistant", "content": [{"type": "text", "text": "Sunny."}]},
+                {"role": "user", "content": [{"type": "text", "text": "Thanks"}]}
+            ],
+            "tools": [{"name": "weather", "input_schema": {"type": "object"}}],
+            "tool_choice": {"type": "auto"},
+            "stream": true
+        })
+    );
+}
+
+#[test]
+fn gemini_and_responses_fields_that_would_change_the_answer_are_refused() {
+    let cases: [(&str, Wire, &str); 6] = [
+        (r#"{"contents":[{"parts":[{"text":"hi"}]}],"tools":[{"googleSearch":{}}]}"#, Wire::Gemini, "googleSearch"),
+        (r#"{"contents":[{"parts":[{"text":"hi"}]}],"cachedContent":"cachedContents/1"}"#, Wire::Gemini, "cachedContent"),
+        (r#"{"contents":[{"parts":[{"text":"hi"}]}],"generationConfig":{"candidateCount":2}}"#, Wire::Gemini, "candidateCount"),
+        (r#"{"model":"m","input":"hi","previous_response_id":"resp_1"}"#, Wire::Responses, "previous_response_id"),
+        (r#"{"model":"m","input":"hi","tools":[{"type":"web_search"}]}"#, Wire::Responses, "web_search"),
+        (r#"{"model":"m","input":"hi","text":{"format":{"type":"json_object"}}}"#, Wire::Responses, "JSON mode"),
+    ];
+    for (body, from, needle) in cases {
+        let e = request(body.as_bytes(), from, Wire::Messages, "claude-x", false, 10).unwrap_err();
+        assert!(e.message.contains(needle), "{needle}: {}", e.message);
+        assert_eq!(e.status, 400);
+    }
+    // Structured output reaches the models that have it.
+    let (b, _) = request(br#"{"contents":[{"parts":[{"text":"hi"}]}],"generationConfig":{"responseMimeType":"application/json"}}"#, Wire::Gemini, Wire::Chat, "gpt-4o", false, 10).unwrap();
+    assert_eq!(to_json(&b)["response_format"], json!({"type": "json_object"}));
+}
+
+#[test]
+fn gemini_answers_translate_with_usage_both_ways() {
+    let gemini = json!({
+        "candidates": [{"content": {"role": "model", "parts": [{"text": "thinking", "thought": true}, {"text": "Let me check."}, {"functionCall": {"name": "weather", "args": {"city": "Paris"}}}]}, "finishReason": "STOP", "index": 0}],
+        "usageMetadata": {"promptTokenCount": 1200, "candidatesTokenCount": 300, "cachedContentTokenCount": 200, "thoughtsTokenCount": 20, "totalTokenCount": 1520},
+        "modelVersion": "gemini-2.5-flash", "responseId": "abc"
+    });
+    let o = to_json(&answer(gemini.to_string().as_bytes(), Wire::Gemini, Wire::Chat, &Chat::default()).unwrap());
+    assert_eq!(o["choices"][0]["message"]["content"], "Let me check.");
+    assert_eq!(o["choices"][0]["message"]["tool_calls"][0]["function"], json!({"name": "weather", "arguments": "{\"city\":\"Paris\"}"}));
+    assert_eq!(o["choices"][0]["finish_reason"], "tool_calls");
+    // Thoughts are billed as output.
+    assert_eq!(o["usage"], json!({"prompt_tokens": 1200, "completion_tokens": 320, "total_tokens": 1520, "prompt_tokens_details": {"cached_tokens": 200}}));
+    let back = to_json(&answer(o.to_string().as_bytes(), Wire::Chat, Wire::Gemini, &Chat::default()).unwrap());
+    assert_eq!(back["candidates"][0]["content"]["parts"][1]["functionCall"]["args"], json!({"city": "Paris"}));
+    assert_eq!(back["candidates"][0]["finishReason"], "STOP");
+    assert_eq!(back["usageMetadata"], json!({"promptTokenCount": 1200, "candidatesTokenCount": 320, "totalTokenCount": 1520, "cachedContentTokenCount": 200}));
+    let length = json!({"candidates": [{"content": {"parts": [{"text": "cut"}]}, "finishReason": "MAX_TOKENS"}], "usageMetadata": {"promptTokenCount": 1}});
+    let a = to_json(&answer(length.to_string().as_bytes(), Wire::Gemini, Wire::Messages, &Chat::default()).unwrap());
+    assert_eq!(a["stop_reason"], "max_tokens");
+    let e = to_json(&error(br#"{"error":{"code":429,"message":"Resource exhausted","status":"RESOURCE_EXHAUSTED"}}"#, 429, Dialect::Gemini, Dialect::Anthropic));
+    assert_eq!(e["error"]["type"], "rate_limit_error");
+    let e = to_json(&error(br#"{"error":{"message":"bad"}}"#, 400, Dialect::OpenAi, Dialect::Gemini));
+    assert_eq!(e["error"]["status"], "INVALID_ARGUMENT");
+    assert_eq!(e["error"]["code"], 400);
+}
+
+#[test]
+fn a_responses_client_gets_a_responses_answer() {
+    let anthropic = json!({"id": "msg_1", "type": "message", "role": "assistant", "model": "claude-x",
+        "content": [{"type": "text", "text": "Hi"}, {"type": "tool_use", "id": "toolu_1", "name": "f", "input": {"a": 1}}],
+        "stop_reason": "tool_use", "usage": {"input_tokens": 10, "cache_read_input_tokens": 4, "output_tokens": 7}});
+    let chat = Chat { model: "claude-x".into(), max_tokens: Some(99), ..Default::default() };
+    let r = to_json(&answer(anthropic.to_string().as_bytes(), Wire::Messages, Wire::Responses, &chat).unwrap());
+    assert_eq!(r["object"], "response");
+    assert_eq!(r["status"], "completed");
+    assert_eq!(r["output"][0]["content"][0], json!({"type": "output_text", "text": "Hi", "annotations": [], "logprobs": []}));
+    assert_eq!(r["output"][1]["type"], "function_call");
+    assert_eq!((r["output"][1]["call_id"].as_str(), r["output"][1]["arguments"].as_str()), (Some("toolu_1"), Some("{\"a\":1}")));
+    assert_eq!(r["usage"]["input_tokens"], 14);
+    assert_eq!(r["usage"]["input_tokens_details"]["cached_tokens"], 4);
+    assert_eq!(r["max_output_tokens"], 99);
+}
+
+fn gemini_sse(text: &[String], args: &Value) -> String {
+    let mut s = String::new();
+    for t in text {
+        s += &format!("data: {}\r\n\r\n", json!({"candidates": [{"content": {"role": "model", "parts": [{"text": t}]}, "index": 0}], "usageMetadata": {"promptTokenCount": 9}, "modelVersion": "gemini-x", "responseId": "r1"}));
+    }
+    s += &format!("data: {}\r\n\r\n", json!({"candidates": [{"content": {"role": "model", "parts": [{"functionCall": {"name": "f", "args": args}}]}, "index": 0}], "modelVersion": "gemini-x"}));
+    s += &format!("data: {}\r\n\r\n", json!({"candidates": [{"content": {"role": "model", "parts": [{"text": ""}]}, "finishReason": "STOP", "index": 0}], "usageMetadata": {"promptTokenCount": 9, "candidatesTokenCount": 5, "totalTokenCount": 14}, "modelVersion": "gemini-x"}));
+    s
+}
+
+/// What a Gemini client assembles from a chunk stream.
+fn gemini_assemble(sse: &str) -> (String, String, Value, Option<String>, Option<u64>) {
+    let (mut text, mut name, mut args, mut finish, mut out_tokens) = (String::new(), String::new(), Value::Null, None, None);
+    for line in sse.lines().filter_map(|l| l.strip_prefix("data: ")) {
+        let v: Value = serde_json::from_str(line).unwrap();
+        for p in v["candidates"][0]["content"]["parts"].as_array().into_iter().flatten() {
+            text += p["text"].as_str().unwrap_or("");
+            if p["functionCall"].is_object() {
+                name += p["functionCall"]["name"].as_str().unwrap();
+                args = p["functionCall"]["args"].clone();
+            }
+        }
+        if let Some(f) = v["candidates"][0]["finishReason"].as_str() {
+            finish = Some(f.to_string());
+            out_tokens = v["usageMetadata"]["candidatesTokenCount"].as_u64();
+        }
+    }
+    (text, name, args, finish, out_tokens)
+}
+
+#[test]
+fn gemini_streams_translate_both_ways() {
+    let text: Vec<String> = vec!["Hel".into(), "lo".into()];
+    let openai = stream(Wire::Gemini, Wire::Chat, &gemini_sse(&text, &json!({"a": 1})), 13);
+    assert_eq!(openai_assemble(&openai), ("Hello".into(), "f".into(), "{\"a\":1}".into(), Some("tool_calls".into()), Some(5)));
+    // An Anthropic stream (argument fragments) to a Gemini client: the call
+    // arrives whole, then the finishing chunk with usage.
+    let args: Vec<String> = vec!["{\"a\":".into(), "1}".into()];
+    let g = stream(Wire::Messages, Wire::Gemini, &anthropic_sse(&text, &args), 5);
+    assert_eq!(gemini_assemble(&g), ("Hello".into(), "f".into(), json!({"a": 1}), Some("STOP".into()), Some(5)));
+}
+
+/// What the openai SDK's Responses stream helper accumulates: output items
+/// by index, text deltas and argument deltas into them; the final response.
+fn responses_assemble(sse: &str) -> (String, String, Option<String>, Value) {
+    let (mut text, mut args, mut status, mut last) = (String::new(), String::new(), None, Value::Null);
+    let mut seq = 0;
+    let mut items: Vec<String> = Vec::new();
+    for line in sse.lines().filter_map(|l| l.strip_prefix("data: ")) {
+        let v: Value = serde_json::from_str(line).unwrap();
+        assert_eq!(v["sequence_number"], seq, "{line}");
+        seq += 1;
+        match v["type"].as_str().unwrap() {
+            "response.output_item.added" => {
+                assert_eq!(v["output_index"], items.len(), "{line}");
+                items.push(v["item"]["id"].as_str().unwrap().to_string());
+            }
+            "response.output_text.delta" => {
+                assert_eq!(items[v["output_index"].as_u64().unwrap() as usize], v["item_id"].as_str().unwrap());
+                text += v["delta"].as_str().unwrap();
+            }
+            "response.function_call_arguments.delta" => args += v["delta"].as_str().unwrap(),
+            "response.completed" | "response.incomplete" => {
+                status = v["response"]["status"].as_str().map(str::to_string);
+                last = v["response"].clone();
+            }
+            _ => {}
+        }
+    }
+    (text, args, status, last)
+}
+
+#[test]
+fn a_responses_client_gets_responses_stream_events() {
+    let text: Vec<String> = vec!["Hel".into(), "lo".into()];
+    let args: Vec<String> = vec!["{\"a\":".into(), "1}".into()];
+    let chat = Chat { model: "m".into(), stream: true, ..Default::default() };
+    let mut t = Translator::new(Wire::Messages, Wire::Responses, &chat);
+    let mut tap = crate::dialect::sse::StreamTap::new(false);
+    let mut out = t.feed(&tap.feed(anthropic_sse(&text, &args).as_bytes())).to_vec();
+    out.extend_from_slice(&t.finish());
+    let sse = String::from_utf8(out).unwrap();
+    let (text, args, status, last) = responses_assemble(&sse);
+    assert_eq!((text.as_str(), args.as_str(), status.as_deref()), ("Hello", "{\"a\":1}", Some("completed")));
+    assert_eq!(last["output"][0]["content"][0]["text"], "Hello");
+    assert_eq!(last["output"][1]["arguments"], "{\"a\":1}");
+    assert_eq!(last["usage"]["output_tokens"], 5);
+    assert!(sse.starts_with("event: response.created\n"), "{sse}");
 }
