@@ -1,7 +1,7 @@
 """Cross-dialect answers as the official SDKs see them (run by tests/sdk_e2e.rs).
 
 modelgate serves `claude-haiku` (an Anthropic-dialect provider) to the openai
-SDK and `gpt-4o-mini` (an OpenAI-dialect provider) to the anthropic SDK. The
+SDK (Chat Completions and Responses) and `gpt-4o-mini` (an OpenAI-dialect provider) to the anthropic SDK. The
 mock answers text, or calls the first tool offered with {"city": "Paris"};
 it reports 1200 input tokens (200 cached) and 300 output tokens.
 """
@@ -66,6 +66,46 @@ def openai_client_on_anthropic_model():
         check(e.status_code == 429 and "mock 429" in e.message, "openai→anthropic: the provider's error in the OpenAI shape")
 
 
+def responses_client_on_anthropic_model():
+    """The openai SDK's Responses API served by an Anthropic-dialect model."""
+    client = openai.OpenAI(base_url=f"{GW}/v1", api_key="sk-test", max_retries=0)
+    tools = [{"type": "function", "name": "get_weather", "description": "Weather for a city",
+              "parameters": {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]}}]
+    r = client.responses.create(model="claude-haiku", instructions="Be brief.", input="What is the weather in Paris?", max_output_tokens=100)
+    check(r.status == "completed" and r.output_text == "Hello from the mock", "responses→anthropic: output_text")
+    check(r.usage.input_tokens == 1200 and r.usage.output_tokens == 300 and r.usage.input_tokens_details.cached_tokens == 200, "responses→anthropic: usage as the provider reported")
+
+    events = list(client.responses.create(model="claude-haiku", input="What is the weather in Paris?", stream=True))
+    text = "".join(e.delta for e in events if e.type == "response.output_text.delta")
+    check(text == "Hello from the mock" and events[-1].type == "response.completed", "responses→anthropic stream: text deltas and response.completed")
+    check(events[-1].response.usage.output_tokens == 300, "responses→anthropic stream: usage in response.completed")
+
+    r = client.responses.create(model="claude-haiku", input="What is the weather in Paris?", tools=tools)
+    calls = [o for o in r.output if o.type == "function_call"]
+    check(len(calls) == 1 and calls[0].name == "get_weather" and json.loads(calls[0].arguments) == {"city": "Paris"}, "responses→anthropic: function_call item")
+
+    # The SDK's stream helper accumulates items and argument deltas.
+    with client.responses.stream(model="claude-haiku", input="What is the weather in Paris?", tools=tools) as s:
+        arg_deltas = [e.delta for e in s if e.type == "response.function_call_arguments.delta"]
+        final = s.get_final_response()
+    call = [o for o in final.output if o.type == "function_call"][0]
+    check(len(arg_deltas) >= 2 and "".join(arg_deltas) == call.arguments and call.call_id == "toolu_mock1", "responses→anthropic stream: streamed function-call arguments")
+
+    follow = [
+        {"role": "user", "content": "What is the weather in Paris?"},
+        {"type": "function_call", "call_id": call.call_id, "name": "get_weather", "arguments": call.arguments},
+        {"type": "function_call_output", "call_id": call.call_id, "output": "18 C and sunny"},
+    ]
+    r = client.responses.create(model="claude-haiku", input=follow, tools=tools)
+    check(r.output_text == "Hello from the mock", "responses→anthropic: function_call_output round trip")
+
+    try:
+        client.responses.create(model="claude-haiku", input="hi", previous_response_id="resp_123")
+        check(False, "responses→anthropic: previous_response_id is refused")
+    except openai.BadRequestError as e:
+        check("previous_response_id" in e.message, "responses→anthropic: server-side state is refused clearly")
+
+
 def anthropic_client_on_openai_model():
     client = anthropic.Anthropic(base_url=f"{GW}/anthropic", api_key="sk-ant-test", max_retries=0)
     raw = client.messages.with_raw_response.create(model="gpt-4o-mini", max_tokens=100, system="Be brief.", messages=MESSAGES)
@@ -104,6 +144,7 @@ def anthropic_client_on_openai_model():
 
 if __name__ == "__main__":
     openai_client_on_anthropic_model()
+    responses_client_on_anthropic_model()
     anthropic_client_on_openai_model()
     print("all SDK translation checks passed")
     sys.exit(0)
