@@ -10,9 +10,10 @@ fn check(path: &std::path::Path) -> (bool, String) {
 
 #[test]
 fn every_shipped_config_is_valid() {
-    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("conf");
+    let conf = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("conf");
     let mut n = 0;
-    for entry in std::fs::read_dir(dir).unwrap() {
+    let files = std::fs::read_dir(&conf).unwrap().chain(std::fs::read_dir(conf.join("examples")).unwrap());
+    for entry in files {
         let path = entry.unwrap().path();
         if path.extension().is_some_and(|e| e == "yaml" || e == "yml") {
             let (ok, out) = check(&path);
@@ -20,7 +21,7 @@ fn every_shipped_config_is_valid() {
             n += 1;
         }
     }
-    assert!(n >= 1);
+    assert!(n >= 6, "the default config and the examples");
     // The built-in defaults are the shipped file.
     assert!(modelgate::config::load_str(modelgate::config::EMBEDDED_DEFAULT, &|_| None).is_ok());
 }
@@ -52,7 +53,7 @@ fn three_mistakes_are_all_reported_with_their_lines() {
     assert!(!ok);
     let want = format!(
         "{}: 3 errors
-  - providers.local.kind: unknown provider kind `ollama`; expected one of: openai, anthropic (line 3, column 12)
+  - providers.local.kind: unknown provider kind `ollama`; expected one of: openai, anthropic, gemini (OpenRouter and Ollama are openai) (line 3, column 12)
   - routes[0].budgt_usd: unknown field `budgt_usd`, expected one of `name`, `match`, `target`, `tiers`, `select`, `split`, `fallbacks`, `shadow`, `mode`, `client_models` (line 13, column 5)
   - routes[1].target: unknown model `gpt-5`; defined models: gpt-4o-mini (line 15, column 5)
 ",

@@ -1,4 +1,4 @@
-//! The official `openai` and `anthropic` Python SDKs against the release
+//! The official `openai`, `anthropic` and `google-genai` Python SDKs against the release
 //! binary (tests/sdk/sdk_e2e.py holds the client side). The SDKs live in the
 //! repo's `.venv`, which `scripts/test` creates.
 
@@ -133,4 +133,45 @@ models:
     // Cost is computed on the provider's usage: the access log has it.
     let log = mg.wait_access_log(1);
     assert!(log.iter().filter(|r| r["provider"] == "anthropic" && r["status"] == 200).all(|r| r["input_tokens"] == 1000 && r["output_tokens"] == 300));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn gemini_sdk_through_modelgate() {
+    let mock = Mock::start().await;
+    let conf = format!(
+        r#"
+providers:
+  openai: {{ kind: openai, base_url: "{m}/v1" }}
+  anthropic: {{ kind: anthropic, base_url: "{m}" }}
+  gemini: {{ kind: gemini, base_url: "{m}/v1beta" }}
+models:
+  gemini-flash: {{ provider: gemini, id: gemini-2.5-flash, input_usd_per_mtok: 0.3, output_usd_per_mtok: 2.5, cached_input_usd_per_mtok: 0.075 }}
+  gpt-4o-mini: {{ provider: openai, input_usd_per_mtok: 0.15, output_usd_per_mtok: 0.6 }}
+  claude-haiku: {{ provider: anthropic, id: claude-haiku-4-5-20251001, input_usd_per_mtok: 1, output_usd_per_mtok: 5 }}
+"#,
+        m = mock.url()
+    );
+    let mg = Modelgate::start(&conf);
+    assert!(run_script("sdk_gemini.py", &mg).await.contains("all gemini SDK checks passed"));
+
+    // What the providers received: the routed model ids, each in its own dialect.
+    let reqs = mock.requests();
+    let paths: Vec<&str> = reqs.iter().map(|r| r.path.as_str()).collect();
+    assert!(paths.iter().any(|p| p.starts_with("/v1beta/models/gemini-2.5-flash:generateContent")), "{paths:?}");
+    assert!(paths.contains(&"/v1beta/models/gemini-2.5-flash:streamGenerateContent?alt=sse"), "{paths:?}");
+    assert!(reqs.iter().any(|r| r.path == "/v1/chat/completions" && r.json()["model"] == "gpt-4o-mini"), "{paths:?}");
+    assert!(reqs.iter().any(|r| r.path == "/v1/messages" && r.json()["model"] == "claude-haiku-4-5-20251001"), "{paths:?}");
+    let to_gemini: Vec<_> = reqs.iter().filter(|r| r.path.starts_with("/v1beta/")).collect();
+    assert!(to_gemini.iter().all(|r| r.headers.get("x-goog-api-key").is_some()), "a Gemini request without x-goog-api-key");
+    // The openai SDK's tools reached Gemini as function declarations.
+    assert!(to_gemini.iter().any(|r| r.json()["tools"][0]["functionDeclarations"][0]["name"] == "get_weather" && r.headers.get("authorization").is_none()));
+    // Cost on Gemini's own usage, whatever the client's dialect: 1000 input
+    // + 200 cached + 300 output at gemini-flash prices.
+    let log = mg.wait_access_log(1);
+    let served: Vec<_> = log.iter().filter(|r| r["model"] == "gemini-flash" && r["status"] == 200).collect();
+    assert!(served.iter().any(|r| r["dialect"] == "openai") && served.iter().any(|r| r["dialect"] == "anthropic") && served.iter().any(|r| r["dialect"] == "gemini"));
+    for r in served {
+        assert_eq!((r["input_tokens"].as_u64(), r["cached_input_tokens"].as_u64(), r["output_tokens"].as_u64()), (Some(1000), Some(200), Some(300)), "{r}");
+        assert!((r["cost_usd"].as_f64().unwrap() - 0.001065).abs() < 1e-9, "{r}");
+    }
 }

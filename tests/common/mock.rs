@@ -1,13 +1,17 @@
-//! A scripted mock LLM provider speaking the real OpenAI and Anthropic wire
-//! formats (JSON and SSE event sequences), for tests and benchmarks.
+//! A scripted mock LLM provider speaking the real OpenAI, Anthropic and
+//! Gemini wire formats (JSON and SSE event sequences), for tests and
+//! benchmarks.
 //!
 //! Paths: `/v1/chat/completions`, `/v1/completions`, `/v1/responses`,
-//! `/v1/embeddings`, `GET /v1/models` (OpenAI) and `/v1/messages`
-//! (Anthropic). It records every request, echoes the `model` it received,
-//! reports fixed usage, and can be scripted per call: a status to answer,
-//! a delay before the header, or a gate that holds a stream after its first
-//! event until the test releases it. A request header `x-mock-script: cut`
-//! or `x-mock-script: status:503` scripts that one call.
+//! `/v1/embeddings`, `GET /v1/models` (OpenAI), `/v1/messages` (Anthropic),
+//! and `/v1beta/models/{model}:generateContent`,
+//! `/v1beta/models/{model}:streamGenerateContent?alt=sse`, `GET /v1beta/models`
+//! (Gemini Developer API). It records every request, echoes the model it
+//! received, reports fixed usage, and can be scripted per call: a status to
+//! answer (with that provider's error body), a delay before the header, or a
+//! gate that holds a stream after its first event until the test releases it.
+//! A request header `x-mock-script: cut` or `x-mock-script: status:503`
+//! scripts that one call.
 #![allow(dead_code)]
 
 use std::collections::VecDeque;
@@ -169,10 +173,14 @@ async fn handle(State(mock): State<Mock>, method: Method, uri: Uri, headers: Hea
         }
     };
     let anthropic = uri.path() == "/v1/messages";
+    // Gemini: `/v1beta/models/{model}:{method}`, the model in the path.
+    let gemini = uri.path().strip_prefix("/v1beta/models/").and_then(|r| r.split_once(':'));
     match script {
         Script::Status(code) => {
             let err = if anthropic {
                 json!({"type": "error", "error": {"type": if code == 529 { "overloaded_error" } else { "api_error" }, "message": format!("mock {code}")}})
+            } else if uri.path().starts_with("/v1beta/") {
+                json!({"error": {"code": code, "message": format!("mock {code}"), "status": gemini_status(code)}})
             } else {
                 json!({"error": {"message": format!("mock {code}"), "type": "server_error", "param": null, "code": null}})
             };
@@ -184,15 +192,31 @@ async fn handle(State(mock): State<Mock>, method: Method, uri: Uri, headers: Hea
     if method == Method::GET && uri.path() == "/v1/models" {
         return json_response(200, json!({"object": "list", "data": [{"id": "gpt-4o-mini", "object": "model", "created": 1, "owned_by": "openai"}]}));
     }
+    if method == Method::GET && uri.path() == "/v1beta/models" {
+        return json_response(200, json!({"models": [{"name": "models/gemini-2.5-flash", "version": "001", "displayName": "Gemini 2.5 Flash",
+            "inputTokenLimit": 1048576, "outputTokenLimit": 65536, "supportedGenerationMethods": ["generateContent", "countTokens"], "thinking": true}]}));
+    }
     let req: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
     let model = req["model"].as_str().unwrap_or("unknown").to_string();
     let stream = req["stream"] == json!(true);
     let gate = mock.gate.clone();
     // With tools offered and no tool result yet, the answer calls the
     // first tool with {"city": "Paris"}.
-    let last = req["messages"].as_array().and_then(|m| m.last()).cloned().unwrap_or(Value::Null);
-    let has_result = last["role"] == "tool" || last["content"].as_array().is_some_and(|c| c.iter().any(|b| b["type"] == "tool_result"));
-    let tool = req["tools"].as_array().and_then(|t| t.first()).map(|t| t["function"]["name"].as_str().or(t["name"].as_str()).unwrap_or("tool").to_string()).filter(|_| !has_result);
+    let last = req["messages"].as_array().or(req["contents"].as_array()).and_then(|m| m.last()).cloned().unwrap_or(Value::Null);
+    let has_result = last["role"] == "tool"
+        || last["content"].as_array().is_some_and(|c| c.iter().any(|b| b["type"] == "tool_result"))
+        || last["parts"].as_array().is_some_and(|p| p.iter().any(|p| p.get("functionResponse").is_some()));
+    let tool = req["tools"]
+        .as_array()
+        .and_then(|ts| match gemini {
+            Some(_) => ts.iter().find_map(|t| t["functionDeclarations"][0]["name"].as_str()),
+            None => ts.first().map(|t| t["function"]["name"].as_str().or(t["name"].as_str()).unwrap_or("tool")),
+        })
+        .map(String::from)
+        .filter(|_| !has_result);
+    if let Some((model, call)) = gemini.filter(|(_, call)| matches!(*call, "generateContent" | "streamGenerateContent")) {
+        return gemini_answer(model, call == "streamGenerateContent", uri.query().unwrap_or("").split('&').any(|q| q == "alt=sse"), tool.as_deref(), script, gate);
+    }
     if let Some(tool) = tool {
         return match (uri.path(), stream) {
             ("/v1/chat/completions", false) => json_response(200, openai_tool_call(&model, &tool)),
@@ -364,4 +388,57 @@ fn anthropic_tool_stream(model: &str, tool: &str) -> Vec<String> {
         ev("message_delta", json!({"type": "message_delta", "delta": {"stop_reason": "tool_use", "stop_sequence": null}, "usage": {"output_tokens": COMPLETION_TOKENS}})),
         ev("message_stop", json!({"type": "message_stop"})),
     ]
+}
+
+/// The `status` of a Gemini (google.rpc) error for an HTTP status.
+fn gemini_status(code: u16) -> &'static str {
+    match code {
+        400 => "INVALID_ARGUMENT",
+        401 => "UNAUTHENTICATED",
+        403 => "PERMISSION_DENIED",
+        404 => "NOT_FOUND",
+        429 => "RESOURCE_EXHAUSTED",
+        503 => "UNAVAILABLE",
+        504 => "DEADLINE_EXCEEDED",
+        _ => "INTERNAL",
+    }
+}
+
+/// Gemini's usage: `promptTokenCount` includes the cached tokens.
+fn gemini_usage() -> Value {
+    json!({"promptTokenCount": PROMPT_TOKENS, "candidatesTokenCount": COMPLETION_TOKENS, "totalTokenCount": PROMPT_TOKENS + COMPLETION_TOKENS, "cachedContentTokenCount": CACHED_TOKENS})
+}
+
+/// One GenerateContentResponse (a whole answer, or one streamed chunk).
+fn gemini_response(model: &str, parts: Value, finish: Option<&str>, usage: Value) -> Value {
+    let mut candidate = json!({"content": {"role": "model", "parts": parts}, "index": 0});
+    if let Some(f) = finish {
+        candidate["finishReason"] = json!(f);
+    }
+    json!({"candidates": [candidate], "usageMetadata": usage, "modelVersion": model, "responseId": "mock-gemini-1"})
+}
+
+/// Text, or a call of `tool` with {"city": "Paris"} (finishReason STOP, as
+/// Gemini reports function calls). Streamed: the text in two chunks, or the
+/// whole call in one chunk then a closing one; only the last chunk has the
+/// finishReason and the full usage. Without `alt=sse` the stream is a JSON
+/// array of the chunks, as the real API sends it.
+fn gemini_answer(model: &str, stream: bool, sse_alt: bool, tool: Option<&str>, script: Script, gate: Arc<Semaphore>) -> Response {
+    let text = |t: &str| json!([{"text": t}]);
+    let (whole, first, rest) = match tool {
+        Some(t) => {
+            let call = json!([{"functionCall": {"name": t, "args": {"city": "Paris"}}}]);
+            (call.clone(), call, text(""))
+        }
+        None => (text("Hello from the mock"), text("Hello"), text(" from the mock")),
+    };
+    if !stream {
+        return json_response(200, gemini_response(model, whole, Some("STOP"), gemini_usage()));
+    }
+    let partial = json!({"promptTokenCount": PROMPT_TOKENS, "totalTokenCount": PROMPT_TOKENS});
+    let chunks = vec![gemini_response(model, first, None, partial), gemini_response(model, rest, Some("STOP"), gemini_usage())];
+    if !sse_alt {
+        return json_response(200, Value::Array(chunks));
+    }
+    sse(chunks.into_iter().map(data).collect(), script, gate)
 }
