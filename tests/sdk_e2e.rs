@@ -163,6 +163,8 @@ models:
     assert!(reqs.iter().any(|r| r.path == "/v1/messages" && r.json()["model"] == "claude-haiku-4-5-20251001"), "{paths:?}");
     let to_gemini: Vec<_> = reqs.iter().filter(|r| r.path.starts_with("/v1beta/")).collect();
     assert!(to_gemini.iter().all(|r| r.headers.get("x-goog-api-key").is_some()), "a Gemini request without x-goog-api-key");
+    // Gemini names the model in the path only: a body with `model` would be refused.
+    assert!(to_gemini.iter().all(|r| r.json().get("model").is_none() && r.json()["contents"].is_array()));
     // The openai SDK's tools reached Gemini as function declarations.
     assert!(to_gemini.iter().any(|r| r.json()["tools"][0]["functionDeclarations"][0]["name"] == "get_weather" && r.headers.get("authorization").is_none()));
     // Cost on Gemini's own usage, whatever the client's dialect: 1000 input

@@ -53,3 +53,59 @@ models:
     let cost = log[0]["cost_usd"].as_f64().unwrap();
     assert!((cost - (1200.0 * 0.8 + 300.0 * 4.0) / 1e6).abs() < 1e-12, "{cost}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_gemini_client_falls_back_across_dialects_and_curl_gets_gemini_errors() {
+    let mock = Mock::start().await;
+    let conf = format!(
+        r#"
+providers:
+  openai: {{ kind: openai, base_url: "{m}/v1" }}
+  gemini: {{ kind: gemini, base_url: "{m}/v1beta" }}
+models:
+  gemini-pro: {{ provider: gemini, id: gemini-2.5-pro, input_usd_per_mtok: 1.25, output_usd_per_mtok: 10, fallbacks: [gpt-4o-mini] }}
+  gpt-4o-mini: {{ provider: openai, input_usd_per_mtok: 0.15, output_usd_per_mtok: 0.6 }}
+"#,
+        m = mock.url()
+    );
+    let mg = Modelgate::start(&conf);
+    let client = reqwest::Client::new();
+    let body = json!({"contents": [{"role": "user", "parts": [{"text": "hi"}]}], "generationConfig": {"maxOutputTokens": 50}});
+    for (method, query) in [("generateContent", ""), ("streamGenerateContent", "?alt=sse")] {
+        mock.script([Script::Status(503)]);
+        let r = client.post(format!("{}/gemini/v1beta/models/gemini-pro:{method}{query}", mg.gateway)).json(&body).send().await.unwrap();
+        assert_eq!(r.status(), 200);
+        assert_eq!((r.headers()["x-modelgate-model"].to_str().unwrap(), r.headers()["x-modelgate-attempts"].to_str().unwrap()), ("gpt-4o-mini", "2"));
+        let text = r.text().await.unwrap();
+        let chunks: Vec<Value> = if query.is_empty() {
+            vec![serde_json::from_str(&text).unwrap()]
+        } else {
+            text.split("\n\n").filter_map(|e| e.strip_prefix("data: ")).map(|d| serde_json::from_str(d).unwrap()).collect()
+        };
+        let joined: String = chunks.iter().flat_map(|c| c["candidates"][0]["content"]["parts"].as_array().cloned().unwrap_or_default()).filter_map(|p| p["text"].as_str().map(String::from)).collect();
+        assert_eq!(joined, "Hello from the mock", "{text}");
+        let last = chunks.last().unwrap();
+        assert_eq!(last["candidates"][0]["finishReason"], "STOP");
+        assert_eq!(last["usageMetadata"]["promptTokenCount"], 1200);
+        // The Gemini attempt, then the OpenAI one with the request translated.
+        let reqs = mock.requests();
+        let (first, second) = (&reqs[reqs.len() - 2], &reqs[reqs.len() - 1]);
+        assert_eq!(first.path, format!("/v1beta/models/gemini-2.5-pro:{method}{query}"));
+        assert_eq!(second.path, "/v1/chat/completions");
+        assert_eq!((second.json()["model"].as_str(), second.json()["max_tokens"].as_u64()), (Some("gpt-4o-mini"), Some(50)));
+    }
+    // Errors in Google's shape: modelgate's own (an untranslatable field) and a provider's (every attempt fails).
+    let out = std::process::Command::new("curl")
+        .args(["-sS", "-H", "content-type: application/json", "-d", r#"{"contents":[{"parts":[{"text":"hi"}]}],"cachedContent":"cachedContents/x"}"#])
+        .arg(format!("{}/gemini/v1beta/models/gpt-4o-mini:generateContent", mg.gateway))
+        .output()
+        .unwrap();
+    let e: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!((e["error"]["code"].as_u64(), e["error"]["status"].as_str()), (Some(400), Some("INVALID_ARGUMENT")));
+    assert!(e["error"]["message"].as_str().unwrap().contains("cachedContent"), "{e}");
+    mock.script([Script::Status(429), Script::Status(429)]);
+    let r = client.post(format!("{}/gemini/v1beta/models/gemini-pro:generateContent", mg.gateway)).json(&body).send().await.unwrap();
+    assert_eq!(r.status(), 429);
+    let e: Value = r.json().await.unwrap();
+    assert_eq!(e["error"]["status"], "RESOURCE_EXHAUSTED");
+}

@@ -1,11 +1,16 @@
-//! Provider answers and errors translated to the other dialect.
+//! Provider answers and errors translated for every client format.
 #![no_main]
 use libfuzzer_sys::fuzz_target;
-use modelgate::dialect::Dialect;
+use modelgate::translate::{Chat, Wire};
+
+const CLIENTS: [Wire; 4] = [Wire::Chat, Wire::Responses, Wire::Messages, Wire::Gemini];
+const PROVIDERS: [Wire; 3] = [Wire::Chat, Wire::Messages, Wire::Gemini];
 
 fuzz_target!(|data: &[u8]| {
-    for (p, c) in [(Dialect::OpenAi, Dialect::Anthropic), (Dialect::Anthropic, Dialect::OpenAi)] {
-        let _ = modelgate::translate::answer(data, p, c);
-        let _ = modelgate::translate::error(data, 500, p, c);
+    for p in PROVIDERS {
+        for c in CLIENTS {
+            let _ = modelgate::translate::answer(data, p, c, &Chat::default());
+            let _ = modelgate::translate::error(data, 500, p.dialect(), c.dialect());
+        }
     }
 });
