@@ -13,7 +13,7 @@ use std::time::Instant;
 use bytes::Bytes;
 use modelgate::body::JsonBody;
 use modelgate::budget::{charged, worst_case, Budgets, Charge, Entry, Verdict};
-use modelgate::dialect::{classify_path, Api};
+use modelgate::dialect::classify_path;
 use modelgate::policy::{classify, decide, Overrides};
 
 const CONF: &str = r#"
@@ -78,14 +78,14 @@ fn main() {
     let parsed = JsonBody::parse(raw.clone()).expect("body");
     let model = parsed.model().ok().flatten();
     let classify_only = time(iters, || {
-        black_box(classify(&snap, inc.dialect, Api::ChatCompletions, path, &headers, Some(&parsed), raw.len(), model.as_deref()).ok());
+        black_box(classify(&snap, &inc, path, &headers, Some(&parsed), raw.len(), model.as_deref()).ok());
     });
     let tiers = time(iters, || {
-        let f = classify(&snap, inc.dialect, Api::ChatCompletions, path, &headers, Some(&parsed), raw.len(), model.as_deref()).expect("classify");
+        let f = classify(&snap, &inc, path, &headers, Some(&parsed), raw.len(), model.as_deref()).expect("classify");
         black_box(decide(&snap, &overrides, &f, None).ok().map(|d| d.attempts.len()));
     });
     let select = time(iters, || {
-        let f = classify(&snap, inc.dialect, Api::ChatCompletions, path, &task_headers, Some(&parsed), raw.len(), model.as_deref()).expect("classify");
+        let f = classify(&snap, &inc, path, &task_headers, Some(&parsed), raw.len(), model.as_deref()).expect("classify");
         black_box(decide(&snap, &overrides, &f, None).ok().map(|d| d.attempts.len()));
     });
     let budgets = Budgets::open(&snap).expect("budgets");
@@ -94,7 +94,7 @@ fn main() {
     // One request's budget step as the gateway runs it: worst case,
     // reserve, settle with a ledger append.
     let budget_step = |exact: bool| {
-        let f = classify(&snap, inc.dialect, Api::ChatCompletions, path, &headers, Some(&parsed), raw.len(), model.as_deref()).expect("classify");
+        let f = classify(&snap, &inc, path, &headers, Some(&parsed), raw.len(), model.as_deref()).expect("classify");
         let c = Charge { provider: "openai", model: Some("gpt-4o"), app: &f.app, task: None, worst: worst_case(&f, gpt4o, exact), exact };
         rt.block_on(async {
             if let Verdict::Go(h) = budgets.admit(&c, false).await {

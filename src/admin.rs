@@ -93,6 +93,8 @@ fn default_path() -> String {
 }
 
 impl Admin {
+    // The error is the reply itself, built at most once per admin call.
+    #[allow(clippy::result_large_err)]
     fn authorize(&self, snap: &Snapshot, session: &ServerSession) -> Result<(), Reply> {
         let Some((var, token)) = &snap.admin_token else {
             return Err(error(StatusCode::FORBIDDEN, "mutating admin endpoints are disabled: set `admin_token_env: SOME_VAR` in the config and SOME_VAR in modelgate's environment"));

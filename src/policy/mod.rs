@@ -303,7 +303,7 @@ fn split_point(route: &str, app: &str, user: Option<&str>) -> f64 {
     (x >> 11) as f64 / (1u64 << 53) as f64
 }
 
-fn pick_arm<'a>(arms: &'a [Arm], point: f64) -> &'a Arm {
+fn pick_arm(arms: &[Arm], point: f64) -> &Arm {
     let total: f64 = arms.iter().map(|a| a.weight).sum();
     let mut acc = 0.0;
     for a in arms {
@@ -378,7 +378,7 @@ fn primary<'s>(snap: &'s Snapshot, route: &'s Route, f: &Facts<'_>, mode: Mode, 
                 ranked.sort_by_key(|(m, _)| !snap.is_local(m));
             }
             if max {
-                ranked.sort_by(|a, b| b.0.quality.cmp(&a.0.quality));
+                ranked.sort_by_key(|(m, _)| std::cmp::Reverse(m.quality));
             }
             let w = snap.routing.weights(mode);
             tr.target(|| {

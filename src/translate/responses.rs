@@ -144,9 +144,16 @@ fn resp_id(id: &str) -> String {
     }
 }
 
+/// Who a response object is: its id, model and creation time.
+struct Head<'a> {
+    id: &'a str,
+    model: &'a str,
+    created: i64,
+}
+
 /// The response object around `output` (also the payload of the stream's
 /// created / completed events).
-fn response(id: &str, model: &str, created: i64, chat: &Chat, status: &str, finish: Option<Finish>, output: Vec<Value>, usage: Option<&Usage>) -> Value {
+fn response(head: Head<'_>, chat: &Chat, status: &str, finish: Option<Finish>, output: Vec<Value>, usage: Option<&Usage>) -> Value {
     let incomplete = match finish {
         Some(Finish::Length) => json!({"reason": "max_output_tokens"}),
         Some(Finish::ContentFilter) => json!({"reason": "content_filter"}),
@@ -165,8 +172,8 @@ fn response(id: &str, model: &str, created: i64, chat: &Chat, status: &str, fini
         Some(ToolChoice::Tool(n)) => json!({"type": "function", "name": n}),
     };
     json!({
-        "id": id, "object": "response", "created_at": created, "status": status, "error": null, "incomplete_details": incomplete,
-        "instructions": null, "max_output_tokens": chat.max_tokens, "model": model, "output": output,
+        "id": head.id, "object": "response", "created_at": head.created, "status": status, "error": null, "incomplete_details": incomplete,
+        "instructions": null, "max_output_tokens": chat.max_tokens, "model": head.model, "output": output,
         "parallel_tool_calls": chat.parallel_tool_calls.unwrap_or(true), "previous_response_id": null,
         "reasoning": {"effort": null, "summary": null}, "store": false, "temperature": chat.temperature, "text": {"format": format},
         "tool_choice": tool_choice, "tools": tools, "top_p": chat.top_p, "truncation": "disabled",
@@ -205,7 +212,8 @@ pub fn write_answer(a: &Answer, chat: &Chat) -> Value {
             output.push(call_item(&format!("fc_{i}_{}", a.id.trim_start_matches("msg_")), id, name, arguments, "completed"));
         }
     }
-    response(&resp_id(&a.id), &a.model, now_secs(), chat, status_of(a.finish), Some(a.finish), output, Some(&a.usage))
+    let head = Head { id: &resp_id(&a.id), model: &a.model, created: now_secs() };
+    response(head, chat, status_of(a.finish), Some(a.finish), output, Some(&a.usage))
 }
 
 /// An output item being streamed: text, or a function call.
@@ -263,7 +271,8 @@ impl ResponsesStream {
     }
 
     fn snapshot(&self, status: &str, usage: Option<&Usage>) -> Value {
-        response(&self.id, &self.model, self.created, &self.chat, status, self.finish.filter(|_| status != "in_progress"), self.done_items.clone(), usage)
+        let head = Head { id: &self.id, model: &self.model, created: self.created };
+        response(head, &self.chat, status, self.finish.filter(|_| status != "in_progress"), self.done_items.clone(), usage)
     }
 
     fn start(&mut self, out: &mut BytesMut) {

@@ -475,12 +475,10 @@ fn gemini_streams_translate_both_ways() {
 /// by index, text deltas and argument deltas into them; the final response.
 fn responses_assemble(sse: &str) -> (String, String, Option<String>, Value) {
     let (mut text, mut args, mut status, mut last) = (String::new(), String::new(), None, Value::Null);
-    let mut seq = 0;
     let mut items: Vec<String> = Vec::new();
-    for line in sse.lines().filter_map(|l| l.strip_prefix("data: ")) {
+    for (seq, line) in sse.lines().filter_map(|l| l.strip_prefix("data: ")).enumerate() {
         let v: Value = serde_json::from_str(line).unwrap();
         assert_eq!(v["sequence_number"], seq, "{line}");
-        seq += 1;
         match v["type"].as_str().unwrap() {
             "response.output_item.added" => {
                 assert_eq!(v["output_index"], items.len(), "{line}");

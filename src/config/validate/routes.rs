@@ -63,7 +63,7 @@ fn match_of(cx: &mut Ctx, path: &str, m: RawMatch) -> RouteMatch {
     let dialect = m.dialect.as_deref().and_then(|d| {
         let parsed = Dialect::parse(d);
         if parsed.is_none() {
-            cx.err(format!("{path}.dialect"), format!("unknown dialect `{d}`; expected one of: openai, anthropic"));
+            cx.err(format!("{path}.dialect"), format!("unknown dialect `{d}`; expected one of: openai, anthropic, gemini"));
         }
         parsed
     });
