@@ -209,11 +209,6 @@ fn finish_str(f: Finish) -> &'static str {
     }
 }
 
-fn usage_of(u: &Value) -> Usage {
-    let raw: crate::usage::RawUsage = serde_json::from_value(u.clone()).unwrap_or_default();
-    raw.normalize(Dialect::Anthropic)
-}
-
 fn usage_json(u: &Usage) -> Value {
     json!({"input_tokens": u.input, "output_tokens": u.output, "cache_read_input_tokens": u.cached_input, "cache_creation_input_tokens": u.cache_write})
 }
@@ -236,7 +231,7 @@ pub fn read_answer(v: &Value) -> Option<Answer> {
         model: v["model"].as_str().unwrap_or_default().to_string(),
         parts,
         finish: finish_of(v["stop_reason"].as_str().unwrap_or("end_turn")),
-        usage: usage_of(&v["usage"]),
+        usage: usage_of(&v["usage"], Dialect::Anthropic),
     })
 }
 
@@ -270,7 +265,7 @@ impl Reader {
         match v["type"].as_str() {
             Some("message_start") => {
                 let m = &v["message"];
-                self.usage = usage_of(&m["usage"]);
+                self.usage = usage_of(&m["usage"], Dialect::Anthropic);
                 out.push(Event::Start { id: m["id"].as_str().unwrap_or_default().to_string(), model: m["model"].as_str().unwrap_or_default().to_string() });
             }
             Some("content_block_start") => {
@@ -297,7 +292,7 @@ impl Reader {
                 }
             }
             Some("message_delta") => {
-                let later = usage_of(&v["usage"]);
+                let later = usage_of(&v["usage"], Dialect::Anthropic);
                 // message_delta carries cumulative output (and, lately, input) counts.
                 self.usage.output = later.output;
                 if later.total_input() > 0 {

@@ -386,11 +386,6 @@ fn finish_str(f: Finish) -> &'static str {
     }
 }
 
-fn usage_of(u: &Value) -> Usage {
-    let raw: crate::usage::RawUsage = serde_json::from_value(u.clone()).unwrap_or_default();
-    raw.normalize(Dialect::Gemini)
-}
-
 fn usage_json(u: &Usage) -> Value {
     let prompt = u.total_input();
     let mut v = json!({"promptTokenCount": prompt, "candidatesTokenCount": u.output, "totalTokenCount": prompt + u.output});
@@ -437,7 +432,7 @@ pub fn read_answer(v: &Value) -> Option<Answer> {
         model: v["modelVersion"].as_str().unwrap_or_default().to_string(),
         parts,
         finish,
-        usage: usage_of(&v["usageMetadata"]),
+        usage: usage_of(&v["usageMetadata"], Dialect::Gemini),
     })
 }
 
@@ -494,7 +489,7 @@ impl Reader {
             }
         }
         if v["usageMetadata"].is_object() {
-            out.push(Event::Usage(usage_of(&v["usageMetadata"])));
+            out.push(Event::Usage(usage_of(&v["usageMetadata"], Dialect::Gemini)));
         }
         if let Some(r) = v["candidates"][0]["finishReason"].as_str() {
             out.push(Event::Finish(finish_of(r, self.calls > 0)));

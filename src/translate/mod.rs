@@ -351,6 +351,12 @@ pub(crate) fn text_of(v: &Value) -> String {
     }
 }
 
+/// A usage object of `dialect` in neutral counts.
+pub(crate) fn usage_of(u: &Value, dialect: Dialect) -> Usage {
+    let raw: crate::usage::RawUsage = serde_json::from_value(u.clone()).unwrap_or_default();
+    raw.normalize(dialect)
+}
+
 pub(crate) fn now_secs() -> i64 {
     jiff::Timestamp::now().as_second()
 }

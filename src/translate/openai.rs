@@ -221,11 +221,6 @@ fn finish_str(f: Finish) -> &'static str {
     }
 }
 
-fn usage_of(u: &Value) -> Usage {
-    let raw: crate::usage::RawUsage = serde_json::from_value(u.clone()).unwrap_or_default();
-    raw.normalize(Dialect::OpenAi)
-}
-
 fn usage_json(u: &Usage) -> Value {
     let prompt = u.total_input();
     json!({"prompt_tokens": prompt, "completion_tokens": u.output, "total_tokens": prompt + u.output, "prompt_tokens_details": {"cached_tokens": u.cached_input}})
@@ -250,7 +245,7 @@ pub fn read_answer(v: &Value) -> Option<Answer> {
         model: v["model"].as_str().unwrap_or_default().to_string(),
         parts,
         finish: finish_of(choice["finish_reason"].as_str().unwrap_or("stop")),
-        usage: usage_of(&v["usage"]),
+        usage: usage_of(&v["usage"], Dialect::OpenAi),
     })
 }
 
@@ -333,7 +328,7 @@ impl Reader {
             }
         }
         if v["usage"].is_object() {
-            out.push(Event::Usage(usage_of(&v["usage"])));
+            out.push(Event::Usage(usage_of(&v["usage"], Dialect::OpenAi)));
         }
         out
     }
