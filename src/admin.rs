@@ -6,6 +6,7 @@
 //! with the token from the variable named by `admin_token_env`.
 
 use std::sync::Arc;
+use std::time::Instant;
 
 use arc_swap::ArcSwap;
 use async_trait::async_trait;
@@ -21,12 +22,14 @@ use crate::budget::Budgets;
 use crate::config::{Snapshot, Window};
 use crate::policy::explain;
 use crate::policy::OverrideStore;
+use crate::upstream::health::Health;
 
 pub struct Admin {
     pub metrics: PrometheusHandle,
     pub state: Arc<ArcSwap<Snapshot>>,
     pub overrides: Arc<OverrideStore>,
     pub budgets: Budgets,
+    pub health: Health,
 }
 
 type Reply = Response<Vec<u8>>;
@@ -93,6 +96,28 @@ fn default_path() -> String {
 }
 
 impl Admin {
+    /// Routes none of whose models can serve now: every one skipped for an
+    /// open breaker, a failing provider health check, or (local) not installed.
+    fn unservable_routes(&self, snap: &Snapshot) -> Vec<String> {
+        let now = Instant::now();
+        let usable = |name: &str| {
+            snap.models.get(name).is_some_and(|m| {
+                let p = &snap.providers[m.provider];
+                self.health.provider_healthy(&p.name) != Some(false)
+                    && !(p.local && self.health.installed(&p.name, &m.id) == Some(false))
+                    && !self.health.is_open(&m.name, &p.name, &m.breaker, now)
+            })
+        };
+        snap.routes
+            .iter()
+            .filter(|r| {
+                let planned: Vec<&str> = r.target.models().into_iter().chain(r.fallbacks.iter().map(String::as_str)).collect();
+                !planned.is_empty() && !planned.iter().any(|m| usable(m))
+            })
+            .map(|r| r.name.clone())
+            .collect()
+    }
+
     // The error is the reply itself, built at most once per admin call.
     #[allow(clippy::result_large_err)]
     fn authorize(&self, snap: &Snapshot, session: &ServerSession) -> Result<(), Reply> {
@@ -206,15 +231,17 @@ impl ServeHttp for Admin {
             }
             (Method::GET, "/healthz") => reply(StatusCode::OK, "text/plain", b"ok\n".to_vec()),
             (Method::GET, "/readyz") => {
-                let ready = !snap.providers.is_empty();
+                let unservable = self.unservable_routes(&snap);
+                let ready = !snap.providers.is_empty() && unservable.is_empty();
                 let status = if ready { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
-                json_reply(status, json!({"ready": ready, "providers": snap.providers.len(), "models": snap.models.len(), "routes": snap.routes.len()}))
+                json_reply(status, json!({"ready": ready, "providers": snap.providers.len(), "models": snap.models.len(), "routes": snap.routes.len(), "unservable_routes": unservable}))
             }
+            (Method::GET, "/admin/health") => json_reply(StatusCode::OK, self.health.report(&snap, Instant::now())),
             (Method::GET, "/admin/overrides") => self.list_overrides(&snap),
             (Method::POST, "/admin/route") => self.route(session, &snap).await,
-            (_, "/metrics" | "/healthz" | "/readyz" | "/admin/overrides" | "/admin/budgets" | "/admin/usage") => error(StatusCode::METHOD_NOT_ALLOWED, format!("{path} answers GET")),
+            (_, "/metrics" | "/healthz" | "/readyz" | "/admin/overrides" | "/admin/budgets" | "/admin/usage" | "/admin/health") => error(StatusCode::METHOD_NOT_ALLOWED, format!("{path} answers GET")),
             (_, "/admin/route") => error(StatusCode::METHOD_NOT_ALLOWED, "/admin/route answers POST"),
-            (_, other) => error(StatusCode::NOT_FOUND, format!("no admin endpoint {other}; try /metrics, /healthz, /readyz, /admin/budgets, /admin/usage, /admin/overrides, /admin/route")),
+            (_, other) => error(StatusCode::NOT_FOUND, format!("no admin endpoint {other}; try /metrics, /healthz, /readyz, /admin/health, /admin/budgets, /admin/usage, /admin/overrides, /admin/route")),
         }
     }
 }

@@ -34,6 +34,10 @@ pub const SPEND_SPIKES: &str = "modelgate_spend_spikes_total";
 pub const LEDGER_ERRORS: &str = "modelgate_ledger_errors_total";
 pub const BUDGET_STORE_UP: &str = "modelgate_budget_store_up";
 pub const TRANSLATION_DROPPED: &str = "modelgate_translation_dropped_total";
+pub const FALLBACKS: &str = "modelgate_fallbacks_total";
+pub const RETRIES: &str = "modelgate_retries_total";
+pub const CIRCUIT_STATE: &str = "modelgate_circuit_state";
+pub const PROVIDER_UP: &str = "modelgate_provider_up";
 
 /// Install the global Prometheus recorder and describe every metric.
 /// Returns the handle `/metrics` renders from.
@@ -67,6 +71,10 @@ fn describe() {
     describe_counter!(SPEND_SPIKES, "Spend spikes: the last hour's spend went over spend_spike.factor × the average hour before it.");
     describe_counter!(LEDGER_ERRORS, "Spend-ledger entries that could not be written to state_dir.");
     describe_counter!(TRANSLATION_DROPPED, "Request fields dropped because the serving model's dialect cannot carry them, by field.");
+    describe_counter!(FALLBACKS, "Moves from a failed model to the next of the plan, by from, to and the failure (outcome) that caused it.");
+    describe_counter!(RETRIES, "Retries of the same model after a failed attempt, by model and reason.");
+    metrics::describe_gauge!(CIRCUIT_STATE, "Circuit breaker per model and provider: 0 closed, 1 open (skipped), 2 half-open (one probe request).");
+    metrics::describe_gauge!(PROVIDER_UP, "Active health check per provider: 1 healthy, 0 failing.");
     metrics::describe_gauge!(BUDGET_STORE_UP, "1 while the shared budget store (Redis) answers, 0 while it is unreachable.");
 }
 
@@ -210,6 +218,22 @@ pub fn budget_store(up: bool) {
 
 pub fn attempt(model: &str, outcome: &'static str) {
     counter!(ATTEMPTS, "model" => model.to_string(), "outcome" => outcome).increment(1);
+}
+
+pub fn fallback(from: &str, to: &str, reason: &'static str) {
+    counter!(FALLBACKS, "from" => from.to_string(), "to" => to.to_string(), "reason" => reason).increment(1);
+}
+
+pub fn retry(model: &str, reason: &'static str) {
+    counter!(RETRIES, "model" => model.to_string(), "reason" => reason).increment(1);
+}
+
+pub fn circuit_state(model: &str, provider: &str, state: f64) {
+    metrics::gauge!(CIRCUIT_STATE, "model" => model.to_string(), "provider" => provider.to_string()).set(state);
+}
+
+pub fn provider_up(provider: &str, up: bool) {
+    metrics::gauge!(PROVIDER_UP, "provider" => provider.to_string()).set(if up { 1.0 } else { 0.0 });
 }
 
 pub fn stream_error(reason: &'static str) {

@@ -48,13 +48,16 @@ pub fn run(snap: Snapshot, config_path: Option<PathBuf>) -> Result<(), String> {
     let mut server = Server::new_with_opt_and_conf(None, conf);
     server.bootstrap();
 
-    let mut gateway = pingora_proxy::http_proxy_service_with_name(&server.configuration, Gateway::new(state.clone(), overrides.clone(), budgets.clone()), "gateway");
+    let health = crate::upstream::health::Health::default();
+    let gateway = Gateway::new(state.clone(), overrides.clone(), budgets.clone(), health.clone());
+    let mut gateway = pingora_proxy::http_proxy_service_with_name(&server.configuration, gateway, "gateway");
     gateway.add_tcp(&listen.gateway.to_string());
-    let mut admin = Service::new("admin".to_string(), Admin { metrics: metrics.clone(), state: state.clone(), overrides, budgets: budgets.clone() });
+    let mut admin = Service::new("admin".to_string(), Admin { metrics: metrics.clone(), state: state.clone(), overrides, budgets: budgets.clone(), health: health.clone() });
     admin.add_tcp(&listen.admin.to_string());
     server.add_service(gateway);
     server.add_service(admin);
     server.add_service(background_service("metrics upkeep", crate::metrics::Upkeep(metrics)));
+    server.add_service(background_service("health checks", crate::upstream::health::Checker { state: state.clone(), health }));
     let fsync = state.load().budget_store.fsync_interval;
     server.add_service(background_service("budget upkeep", crate::budget::Upkeep { budgets: budgets.clone(), fsync }));
     if let Some(path) = config_path {

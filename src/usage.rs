@@ -207,6 +207,8 @@ pub struct UsageCarrier {
     #[serde(rename = "type")]
     pub kind: Option<String>,
     pub delta: Option<EventDelta>,
+    /// OpenAI and Gemini error events (`{"error": {…}}`).
+    pub error: Option<serde::de::IgnoredAny>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -244,6 +246,12 @@ impl UsageCarrier {
     pub fn is_terminal(&self) -> bool {
         matches!(self.kind.as_deref(), Some("message_stop" | "response.completed" | "response.incomplete" | "response.failed"))
             || self.candidates.iter().flatten().any(|c| c.finish_reason.is_some())
+    }
+
+    /// Whether this event reports an error (Anthropic `type: error`,
+    /// OpenAI / Gemini `{"error": …}`, Responses `error` / `response.failed`).
+    pub fn is_error(&self) -> bool {
+        self.error.is_some() || matches!(self.kind.as_deref(), Some("error" | "response.failed"))
     }
 
     /// All usage objects it carries, outermost last.

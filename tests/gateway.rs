@@ -295,7 +295,8 @@ async fn configured_keys_replace_client_auth_and_missing_keys_fail_clearly() {
 #[tokio::test]
 async fn retryable_failures_fall_back_and_client_errors_do_not() {
     let mock = Mock::start().await;
-    let mg = Modelgate::start(&config_for(&mock, MODELS.split("routes:").next().unwrap()));
+    // One try per model: these failures go straight to the fallback.
+    let mg = Modelgate::start(&config_for(&mock, &format!("retry: {{ max_attempts: 1 }}\n{}", MODELS.split("routes:").next().unwrap())));
     let req = json!({"model": "gpt-4o", "messages": []});
     mock.script([Script::Status(503)]);
     let r = post_json(format!("{}/v1/chat/completions", mg.gateway), &req).await;
@@ -319,7 +320,7 @@ async fn unreachable_and_slow_providers_get_502_and_504() {
     let mock = Mock::start().await;
     let dead = common::free_port();
     let yaml = format!(
-        "providers:\n  openai: {{ kind: openai, base_url: \"http://127.0.0.1:{dead}/v1\" }}\n  anthropic: {{ kind: anthropic, base_url: \"{}\", first_byte_timeout_ms: 300 }}\n",
+        "retry: {{ max_attempts: 1 }}\nproviders:\n  openai: {{ kind: openai, base_url: \"http://127.0.0.1:{dead}/v1\" }}\n  anthropic: {{ kind: anthropic, base_url: \"{}\", first_byte_timeout_ms: 300 }}\n",
         mock.url()
     );
     let mg = Modelgate::start(&yaml);

@@ -10,10 +10,12 @@ mod budget;
 mod interp;
 mod positions;
 mod raw;
+pub use raw::RawRetry;
 mod routing;
 mod validate;
 
 use std::fmt;
+use std::hash::BuildHasher;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -110,6 +112,85 @@ pub struct Timeouts {
     pub total: Duration,
 }
 
+/// How failed attempts are retried (`retry:` globally, per route, per model).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Retry {
+    /// Tries of one model before the next model of the plan.
+    pub max_attempts: u32,
+    pub backoff: Duration,
+    pub max_backoff: Duration,
+    /// A Retry-After up to this is waited; a longer one moves on.
+    pub max_retry_after: Duration,
+    /// Statuses that retry or fall back.
+    pub on_status: Vec<u16>,
+}
+
+impl Default for Retry {
+    fn default() -> Self {
+        Retry {
+            max_attempts: 2,
+            backoff: Duration::from_millis(200),
+            max_backoff: Duration::from_millis(2000),
+            max_retry_after: Duration::from_millis(5000),
+            on_status: vec![408, 429, 500, 502, 503, 504, 529],
+        }
+    }
+}
+
+impl Retry {
+    /// How long to wait before try `n + 1` of the same model after try `n`
+    /// failed: the upstream's Retry-After when given (`None` when it is over
+    /// `max_retry_after`: move on instead), else exponential backoff with
+    /// full jitter.
+    pub fn wait(&self, n: u32, retry_after: Option<Duration>) -> Option<Duration> {
+        if let Some(ra) = retry_after {
+            return (ra <= self.max_retry_after).then_some(ra);
+        }
+        let cap = self.backoff.saturating_mul(1 << n.saturating_sub(1).min(16)).min(self.max_backoff);
+        let jitter = std::collections::hash_map::RandomState::new().hash_one(std::time::Instant::now()) as f64 / u64::MAX as f64;
+        Some(cap.mul_f64(jitter))
+    }
+
+    /// This policy with the fields `patch` sets replaced.
+    pub fn with(&self, patch: &RawRetry) -> Retry {
+        let ms = |v: Option<u64>, d: Duration| v.map(Duration::from_millis).unwrap_or(d);
+        Retry {
+            max_attempts: patch.max_attempts.unwrap_or(self.max_attempts),
+            backoff: ms(patch.backoff_ms, self.backoff),
+            max_backoff: ms(patch.max_backoff_ms, self.max_backoff),
+            max_retry_after: ms(patch.max_retry_after_ms, self.max_retry_after),
+            on_status: patch.on_status.clone().unwrap_or_else(|| self.on_status.clone()),
+        }
+    }
+}
+
+/// When a model@provider is skipped for failing (`breaker:`).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Breaker {
+    /// Consecutive failures that open it; 0 turns the breaker off.
+    pub failures: u32,
+    /// Or this share of failures within `window` (with `min_requests`).
+    pub failure_rate: f64,
+    pub window: Duration,
+    pub min_requests: u32,
+    pub cooldown: Duration,
+}
+
+impl Default for Breaker {
+    fn default() -> Self {
+        Breaker { failures: 5, failure_rate: 0.5, window: Duration::from_secs(60), min_requests: 20, cooldown: Duration::from_secs(30) }
+    }
+}
+
+/// An active health check of a provider.
+#[derive(Debug, Clone, PartialEq)]
+pub struct HealthCheck {
+    /// Path from the host root (`/v1/models`, `/api/tags`).
+    pub path: String,
+    pub interval: Duration,
+    pub timeout: Duration,
+}
+
 /// How modelgate authenticates to a provider.
 #[derive(Debug, Clone)]
 pub enum Auth {
@@ -128,6 +209,7 @@ pub struct Provider {
     pub auth: Auth,
     pub timeouts: Timeouts,
     pub local: bool,
+    pub health_check: Option<HealthCheck>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -186,6 +268,11 @@ pub struct Model {
     /// Typical time to first token, a hint for latency scoring.
     pub latency_ms: Option<u64>,
     pub fallbacks: Vec<String>,
+    /// Fields of `retry:` set on this model.
+    pub retry: Option<RawRetry>,
+    pub breaker: Breaker,
+    /// The provider's timeouts with this model's overrides.
+    pub timeouts: Timeouts,
 }
 
 impl Model {
@@ -228,9 +315,24 @@ pub struct Snapshot {
     /// Calendar windows of budgets and usage reports.
     pub timezone: jiff::tz::TimeZone,
     pub spike: Spike,
+    /// `retry:` (defaults filled in).
+    pub retry: Retry,
 }
 
 impl Snapshot {
+    /// The retry policy of `model` on `route`: model fields over route
+    /// fields over the global `retry:`.
+    pub fn retry_for(&self, route: Option<&Route>, model: Option<&Model>) -> Retry {
+        let mut r = self.retry.clone();
+        if let Some(p) = route.and_then(|r| r.retry.as_ref()) {
+            r = r.with(p);
+        }
+        if let Some(p) = model.and_then(|m| m.retry.as_ref()) {
+            r = r.with(p);
+        }
+        r
+    }
+
     pub fn provider(&self, name: &str) -> Option<&Provider> {
         self.providers.iter().find(|p| p.name == name)
     }

@@ -27,6 +27,37 @@ pub struct RawProvider {
     pub local: bool,
     #[serde(default)]
     pub default: bool,
+    pub health_check: Option<RawHealthCheck>,
+}
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct RawHealthCheck {
+    pub path: Option<String>,
+    pub interval_ms: Option<u64>,
+    pub timeout_ms: Option<u64>,
+}
+
+/// `retry:` globally, on a route or on a model; unset fields inherit.
+#[derive(Debug, Deserialize, Default, Clone)]
+#[serde(deny_unknown_fields)]
+pub struct RawRetry {
+    pub max_attempts: Option<u32>,
+    pub backoff_ms: Option<u64>,
+    pub max_backoff_ms: Option<u64>,
+    pub max_retry_after_ms: Option<u64>,
+    pub on_status: Option<Vec<u16>>,
+}
+
+/// `breaker:` globally or on a model; unset fields inherit.
+#[derive(Debug, Deserialize, Default, Clone)]
+#[serde(deny_unknown_fields)]
+pub struct RawBreaker {
+    pub failures: Option<u32>,
+    pub failure_rate: Option<f64>,
+    pub window_ms: Option<u64>,
+    pub min_requests: Option<u32>,
+    pub cooldown_ms: Option<u64>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -46,6 +77,12 @@ pub struct RawModel {
     pub latency_ms: Option<u64>,
     #[serde(default)]
     pub fallbacks: Vec<String>,
+    pub retry: Option<RawRetry>,
+    pub breaker: Option<RawBreaker>,
+    pub connect_timeout_ms: Option<u64>,
+    pub first_byte_timeout_ms: Option<u64>,
+    pub idle_timeout_ms: Option<u64>,
+    pub total_timeout_ms: Option<u64>,
 }
 
 /// A number range written as `5`, `"<=3"`, `">=4"`, `"<8"`, `">2"` or `"4-7"`.
@@ -114,6 +151,7 @@ pub struct RawRoute {
     pub shadow: bool,
     pub mode: Option<String>,
     pub client_models: Option<Vec<String>>,
+    pub retry: Option<RawRetry>,
 }
 
 #[derive(Debug, Deserialize, Clone, Copy)]

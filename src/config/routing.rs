@@ -173,6 +173,8 @@ pub struct Route {
     /// Dialects its target models speak (a request of another dialect is
     /// translated where its API allows).
     pub speaks: [bool; Dialect::COUNT],
+    /// Fields of `retry:` set on this route.
+    pub retry: Option<super::RawRetry>,
 }
 
 /// A rule that names the task of requests that carry no `x-modelgate-task`.

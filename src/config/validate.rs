@@ -8,7 +8,6 @@ use std::collections::HashSet;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::Duration;
 
 use indexmap::IndexMap;
 use serde::de::DeserializeOwned;
@@ -23,9 +22,11 @@ use crate::upstream::Endpoint;
 pub const DEFAULT_MAX_BODY_BYTES: usize = 32 * 1024 * 1024;
 const TOP_KEYS: &[&str] = &[
     "listen", "state_dir", "max_body_bytes", "access_log", "admin_token_env", "providers", "models", "routes", "routing", "budgets", "budget_store", "timezone", "spend_spike",
+    "retry", "breaker",
 ];
 
 mod budgets;
+mod resilience;
 mod routes;
 
 struct Ctx {
@@ -128,6 +129,10 @@ pub fn validate(text: &str, env: &dyn Fn(&str) -> Option<String>) -> Result<Snap
     let raw_store = take("budget_store").and_then(|v| cx.section("budget_store", v));
     let raw_tz: Option<String> = take("timezone").and_then(|v| cx.section("timezone", v));
     let raw_spike = take("spend_spike").and_then(|v| cx.section("spend_spike", v));
+    let raw_retry = take("retry").and_then(|v| cx.section("retry", v));
+    let raw_breaker: Option<super::raw::RawBreaker> = take("breaker").and_then(|v| cx.section("breaker", v));
+    let retry = resilience::retry_of(&mut cx, raw_retry);
+    let breaker = resilience::breaker_of(&mut cx, "breaker", raw_breaker.as_ref(), Breaker::default());
 
     let listen = listen_of(&mut cx, listen_raw);
     if max_body == 0 {
@@ -180,7 +185,7 @@ pub fn validate(text: &str, env: &dyn Fn(&str) -> Option<String>) -> Result<Snap
     for (name, v) in raw_models {
         let path = format!("models.{name}");
         let Some(raw) = cx.section::<RawModel>(&path, v) else { continue };
-        if let Some(m) = model_of(&mut cx, &path, &name, raw, &providers, &provider_names, &model_names) {
+        if let Some(m) = model_of(&mut cx, &path, &name, raw, &providers, &provider_names, &model_names, breaker) {
             models.insert(name, m);
         }
     }
@@ -239,6 +244,7 @@ pub fn validate(text: &str, env: &dyn Fn(&str) -> Option<String>) -> Result<Snap
         budget_store,
         timezone,
         spike,
+        retry,
     })
 }
 
@@ -297,24 +303,14 @@ fn provider_of(
         }
         Some(var) => Auth::Inject { key: env(&var).filter(|k| !k.is_empty()).map(Secret), env: var },
     };
-    let mut ms = |field: &str, v: Option<u64>, default: u64| {
-        let v = v.unwrap_or(default);
-        if v == 0 {
-            cx.err(format!("{path}.{field}"), "must be greater than 0 milliseconds");
-        }
-        Duration::from_millis(v)
-    };
-    let timeouts = Timeouts {
-        connect: ms("connect_timeout_ms", raw.connect_timeout_ms, 3_000),
-        first_byte: ms("first_byte_timeout_ms", raw.first_byte_timeout_ms, 60_000),
-        idle: ms("idle_timeout_ms", raw.idle_timeout_ms, 30_000),
-        total: ms("total_timeout_ms", raw.total_timeout_ms, 600_000),
-    };
+    let fields = [raw.connect_timeout_ms, raw.first_byte_timeout_ms, raw.idle_timeout_ms, raw.total_timeout_ms];
+    let timeouts = resilience::timeouts_of(cx, path, fields, resilience::DEFAULT_TIMEOUTS);
+    let health_check = resilience::health_check_of(cx, path, raw.health_check, kind, endpoint.as_ref().map(|e| e.base_path.as_str()).unwrap_or(""));
     if cx.errors.len() != before {
         return None;
     }
     let endpoint = Arc::new(endpoint?);
-    Some((Provider { name, kind, endpoint, auth, timeouts, local: raw.local }, default))
+    Some((Provider { name, kind, endpoint, auth, timeouts, local: raw.local, health_check }, default))
 }
 
 fn price(cx: &mut Ctx, path: &str, field: &str, v: Option<f64>) -> Option<f64> {
@@ -327,6 +323,7 @@ fn price(cx: &mut Ctx, path: &str, field: &str, v: Option<f64>) -> Option<f64> {
     }
 }
 
+#[allow(clippy::too_many_arguments)]
 fn model_of(
     cx: &mut Ctx,
     path: &str,
@@ -335,6 +332,7 @@ fn model_of(
     providers: &[Provider],
     provider_names: &[String],
     model_names: &[String],
+    breaker: Breaker,
 ) -> Option<Model> {
     let before = cx.errors.len();
     let provider = providers.iter().position(|p| p.name == raw.provider);
@@ -363,6 +361,13 @@ fn model_of(
         cx.err(format!("{path}.context_tokens"), "must be greater than 0");
     }
     check_model_list(cx, &format!("{path}.fallbacks"), &raw.fallbacks, model_names, Some(name));
+    if let Some(r) = &raw.retry {
+        resilience::retry_patch(cx, &format!("{path}.retry"), r);
+    }
+    let breaker = resilience::breaker_of(cx, &format!("{path}.breaker"), raw.breaker.as_ref(), breaker);
+    let fields = [raw.connect_timeout_ms, raw.first_byte_timeout_ms, raw.idle_timeout_ms, raw.total_timeout_ms];
+    let base = provider.map(|i| providers[i].timeouts).unwrap_or(resilience::DEFAULT_TIMEOUTS);
+    let timeouts = resilience::timeouts_of(cx, path, fields, base);
     if cx.errors.len() != before {
         return None;
     }
@@ -377,6 +382,9 @@ fn model_of(
         quality,
         latency_ms: raw.latency_ms,
         fallbacks: raw.fallbacks,
+        retry: raw.retry,
+        breaker,
+        timeouts,
     })
 }
 

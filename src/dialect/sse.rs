@@ -22,6 +22,12 @@ pub struct StreamTap {
     /// Bytes of answer text seen, for estimating output tokens when the
     /// stream ends without usage.
     pub text_bytes: u64,
+    /// An event whose data is neither JSON nor `[DONE]` arrived (it is
+    /// not passed on); the stream cannot be trusted after it.
+    pub malformed: bool,
+    /// The provider sent an error event (passed on: it is the client's
+    /// explanation).
+    pub error_event: bool,
 }
 
 /// Length of the first complete event in `buf` (delimiter included), looking
@@ -57,7 +63,7 @@ impl StreamTap {
     /// `drop_usage_only`: remove OpenAI's final `choices: []` usage chunk
     /// (set when modelgate added `stream_options.include_usage` itself).
     pub fn new(drop_usage_only: bool) -> Self {
-        Self { buf: BytesMut::new(), scanned: 0, usage: RawUsage::default(), drop_usage_only, events: 0, terminal: false, text_bytes: 0 }
+        Self { buf: BytesMut::new(), scanned: 0, usage: RawUsage::default(), drop_usage_only, events: 0, terminal: false, text_bytes: 0, malformed: false, error_event: false }
     }
 
     /// Feed bytes from upstream; returns what to send to the client now
@@ -114,14 +120,28 @@ impl StreamTap {
         self.events += 1;
         let data = data_of(event);
         if data.first() != Some(&b'{') {
-            if data == b"[DONE]" {
-                self.terminal = true;
+            match data.as_slice() {
+                b"[DONE]" => self.terminal = true,
+                // Comments, keep-alives, `event:`-only lines.
+                d if d.iter().all(u8::is_ascii_whitespace) => {}
+                _ => {
+                    self.malformed = true;
+                    return false;
+                }
             }
             return true;
         }
-        let Some(c) = UsageCarrier::parse(&data) else { return true };
+        let Some(c) = UsageCarrier::parse(&data) else {
+            // Valid JSON of an unexpected shape passes; broken JSON does not.
+            if serde_json::from_slice::<serde::de::IgnoredAny>(&data).is_err() {
+                self.malformed = true;
+                return false;
+            }
+            return true;
+        };
         self.text_bytes += c.text_bytes();
         self.terminal |= c.is_terminal();
+        self.error_event |= c.is_error();
         for u in c.usages() {
             self.usage.merge(u);
         }

@@ -24,11 +24,12 @@ use pingora_proxy::{ProxyHttp, Session};
 use crate::accesslog::{AccessLogger, Record};
 use crate::body::JsonBody;
 use crate::budget::{Budgets, Charge, Entry, Hold, Verdict};
-use crate::config::{Amounts, Auth, Provider, Snapshot};
+use crate::config::{Amounts, Auth, Breaker, Provider, Retry, Snapshot};
 use crate::dialect::sse::StreamTap;
-use crate::dialect::{classify_path, Api, Dialect, ErrorKind, GatewayError};
+use crate::dialect::{classify_path, Api, Dialect, ErrorKind, GatewayError, Incoming};
 use crate::metrics;
 use crate::policy::{self, Attempt, Facts, OverrideStore};
+use crate::upstream::health::{Admit, Health};
 use crate::upstream::{self, AttemptError, Exchange};
 use crate::translate::{self, Wire};
 use crate::usage::{RawUsage, UsageCarrier};
@@ -48,6 +49,7 @@ pub struct Gateway {
     budgets: Budgets,
     connector: Connector,
     log: AccessLogger,
+    health: Health,
 }
 
 /// Why handling stopped early.
@@ -76,6 +78,70 @@ struct Served<'a, 's> {
     /// The request was translated for a provider of another dialect: the
     /// client's format and the request in neutral form.
     translated: Option<(Wire, translate::Chat)>,
+    /// The model's breaker (a stream that breaks off counts against it).
+    breaker: Breaker,
+}
+
+/// The body and upstream request header for the tries of one model.
+struct Prepared {
+    bytes: Bytes,
+    /// modelgate asked an OpenAI stream for usage: hide the usage-only chunk.
+    drop_usage_only: bool,
+    translated: Option<(Wire, translate::Chat)>,
+    req: RequestHeader,
+}
+
+/// An upstream response that can be relayed.
+enum Fetched {
+    /// A whole body (JSON answers, errors passed back).
+    Body { ex: Exchange, body: Bytes },
+    /// A 2xx stream; `first` holds what was read up to its first event.
+    Stream { ex: Exchange, first: Bytes },
+}
+
+impl Fetched {
+    fn status(&self) -> u16 {
+        match self {
+            Fetched::Body { ex, .. } | Fetched::Stream { ex, .. } => ex.header.status.as_u16(),
+        }
+    }
+}
+
+/// A failed try: it counts against the model and moves the plan on.
+struct Failure {
+    /// The `outcome` label: a status class or the failure's reason.
+    reason: &'static str,
+    /// The upstream status, when it answered with one.
+    status: Option<u16>,
+    retry_after: Option<Duration>,
+    message: String,
+}
+
+impl Failure {
+    fn from_attempt(e: &AttemptError) -> Self {
+        Failure { reason: e.reason(), status: None, retry_after: None, message: e.to_string() }
+    }
+
+    fn invalid(message: &str) -> Self {
+        Failure { reason: "invalid_body", status: None, retry_after: None, message: message.to_string() }
+    }
+
+    /// The client's answer when this was the last failure of the plan: the
+    /// provider's status (else 504 for timeouts, 502 otherwise) and what
+    /// was tried.
+    fn into_error(self, tried: &str) -> GatewayError {
+        let timeout = self.reason.ends_with("timeout");
+        let (status, kind) = match self.status {
+            Some(s) => (s, translate::kind_of_status(s)),
+            None if timeout => (504, ErrorKind::Timeout),
+            None => (502, ErrorKind::Upstream),
+        };
+        let e = GatewayError::new(status, kind, self.reason, format!("{}; tried: {tried}", self.message));
+        match self.retry_after.filter(|_| matches!(status, 429 | 503)) {
+            Some(d) => e.retry_after(d.as_secs().max(1)),
+            None => e,
+        }
+    }
 }
 
 /// Per-request bookkeeping shared by the phases.
@@ -90,8 +156,8 @@ struct Req {
 }
 
 impl Gateway {
-    pub fn new(state: Arc<ArcSwap<Snapshot>>, overrides: Arc<OverrideStore>, budgets: Budgets) -> Self {
-        Self { state, overrides, budgets, connector: Connector::new(None), log: AccessLogger::default() }
+    pub fn new(state: Arc<ArcSwap<Snapshot>>, overrides: Arc<OverrideStore>, budgets: Budgets, health: Health) -> Self {
+        Self { state, overrides, budgets, connector: Connector::new(None), log: AccessLogger::default(), health }
     }
 
     async fn handle(&self, session: &mut Session, snap: &Snapshot, r: &mut Req) -> Result<(), Stop> {
@@ -153,124 +219,246 @@ impl Gateway {
         let mut attempts = decision.attempts.clone();
         let mut downgraded_by: Option<String> = None;
         let mut tried: Vec<String> = Vec::new();
-        let mut last_error: Option<GatewayError> = None;
+        let mut last: Option<Failure> = None;
+        // The model the plan moved on from, and why (for the fallback metric).
+        let mut moved: Option<(String, &'static str)> = None;
+        // All skipped for open breakers: how long until the first may probe.
+        let mut circuit_wait: Option<Duration> = None;
         let mut i = 0;
-        while i < attempts.len() {
+        'models: while i < attempts.len() {
             let attempt = attempts[i];
-            let last = i + 1 == attempts.len();
             let provider = &snap.providers[attempt.provider];
             let label = attempt.model_label();
-            r.rec.attempts = i + 1;
             r.rec.model = Some(label.to_string());
             r.rec.provider = Some(provider.name.clone());
             i += 1;
+            if let Some((from, reason)) = moved.take() {
+                metrics::fallback(&from, label, reason);
+            }
+            let mut skip = |reason: &'static str, why: String, r: &mut Req| {
+                metrics::attempt(label, reason);
+                tried.push(format!("{label}: {why}"));
+                r.rec.error = Some(reason.to_string());
+                (label.to_string(), reason)
+            };
 
             let key = match &provider.auth {
                 Auth::Passthrough => None,
                 Auth::Inject { key: Some(k), .. } => Some(k.expose()),
                 Auth::Inject { env, key: None } => {
-                    metrics::attempt(label, "missing_key");
-                    tried.push(format!("{label}: no API key"));
-                    last_error = Some(GatewayError::new(401, ErrorKind::Authentication, "missing_provider_key", format!(
-                        "modelgate has no API key for provider `{}`: the environment variable {env} named by its api_key_env is not set in modelgate's environment. Set it and restart modelgate, or remove api_key_env to forward the client's own key.",
-                        provider.name
-                    )));
+                    moved = Some(skip("missing_key", "no API key".into(), r));
+                    last = Some(Failure {
+                        reason: "missing_key",
+                        status: Some(401),
+                        retry_after: None,
+                        message: format!(
+                            "modelgate has no API key for provider `{}`: the environment variable {env} named by its api_key_env is not set in modelgate's environment. Set it and restart modelgate, or remove api_key_env to forward the client's own key.",
+                            provider.name
+                        ),
+                    });
                     continue;
                 }
             };
 
-            // Budgets: reserve this attempt's worst case before calling.
-            let hold = match json.as_ref() {
-                Some(_) => match self.admit(snap, &facts, &attempt, provider, downgraded_by.is_some()).await {
-                    Verdict::Go(h) => h,
-                    Verdict::Downgrade { budget, to } => {
-                        let a = policy::downgrade(snap, &decision, &facts, &to).map_err(|e| {
-                            GatewayError::new(e.status, e.kind, e.code, format!("budget `{budget}` is used up and moves requests to a cheaper model, but none can serve this one: {}", e.message))
-                        })?;
-                        tracing::debug!(budget, from = label, to = a.model_label(), "budget downgrade");
-                        r.rec.downgraded_by = Some(budget.clone());
-                        downgraded_by = Some(budget);
-                        // The downgrade model replaces the rest of the plan.
-                        attempts.truncate(i - 1);
-                        attempts.push(a);
-                        i -= 1;
-                        continue;
-                    }
-                    Verdict::Refuse(e) => return Err(e.into()),
-                    Verdict::Recount => return Err(GatewayError::new(500, ErrorKind::Internal, "budget_admission", "budget admission asked for a recount with exact token counts").into()),
-                },
-                None => Hold::none(),
-            };
-
-            // The body for this attempt: only `model` (and the usage request
-            // of OpenAI streams) may change. Shadow mode sends the first
-            // attempt byte for byte; a fallback must name its own model.
-            // A model of another dialect gets the request translated. Gemini
-            // names the model in the path, the others in the body.
-            let mut translated: Option<(Wire, translate::Chat)> = None;
-            let mut path_model = None;
-            let (bytes, drop_usage_only) = match (json.as_ref(), attempt.model) {
-                (Some(_), Some(m)) if provider.kind != incoming.dialect => {
-                    let from = Wire::of_client(incoming.dialect, incoming.api).ok_or_else(|| {
-                        translate::bad(format!("{} {} calls cannot be translated for a {} model", incoming.dialect, incoming.api.as_str(), provider.kind))
-                    })?;
-                    if incoming.gemini_array_stream() {
-                        return Err(translate::bad("a streamGenerateContent call served by a model of another dialect needs `?alt=sse` (server-sent events), as Google's SDKs send").into());
-                    }
-                    let max = m.max_output_tokens.unwrap_or(translate::DEFAULT_MAX_TOKENS);
-                    let (bytes, chat) = translate::request(&body, from, Wire::of_provider(provider.kind), &m.id, r.rec.stream, max)?;
-                    translated = Some((from, chat));
-                    (bytes, false)
+            // Models known to be failing are skipped, not tried.
+            let breaker = attempt.model.map_or(Breaker { failures: 0, ..Breaker::default() }, |m| m.breaker);
+            let local_missing = provider.local && attempt.model.is_some_and(|m| self.health.installed(&provider.name, &m.id) == Some(false));
+            if self.health.provider_healthy(&provider.name) == Some(false) {
+                moved = Some(skip("unhealthy", format!("provider {} fails its health check", provider.name), r));
+                continue;
+            }
+            if local_missing {
+                moved = Some(skip("not_installed", format!("not installed on {}", provider.name), r));
+                continue;
+            }
+            let probe = match self.health.admit(label, &provider.name, &breaker, Instant::now()) {
+                Admit::Go { probe } => probe,
+                Admit::Skip { retry_in } => {
+                    moved = Some(skip("circuit_open", format!("circuit open for {} ms", retry_in.as_millis()), r));
+                    circuit_wait = Some(circuit_wait.map_or(retry_in, |w| w.min(retry_in)));
+                    continue;
                 }
-                (Some(j), _) => {
-                    let model = attempt.model.filter(|_| !(pristine && i == 1 && downgraded_by.is_none())).map(|m| m.id.as_str());
-                    if incoming.dialect == Dialect::Gemini {
-                        path_model = model;
-                        (body.clone(), false)
-                    } else {
-                        let usage = !pristine && r.rec.stream && provider.kind == Dialect::OpenAi && matches!(incoming.api, Api::ChatCompletions | Api::Completions);
-                        j.render(model, usage)
-                    }
-                }
-                (None, _) => (body.clone(), false),
             };
-            let req = match &translated {
-                Some((_, chat)) => translated_request(session.req_header(), provider, key, chat, bytes.len())?,
-                None => upstream_request(session.req_header(), provider, &incoming.upstream_path_for(path_model), key, bytes.len(), is_post)?,
-            };
-            if i == 1 {
-                r.pre_upstream = r.body_done.elapsed();
+            if probe {
+                tracing::info!(model = label, provider = %provider.name, "circuit half-open: this request probes the model");
             }
 
-            match upstream::send(&self.connector, &provider.endpoint, &provider.timeouts, &req, &bytes).await {
-                Err(e) => {
-                    drop(hold);
-                    metrics::attempt(label, e.reason());
-                    tracing::warn!(model = label, provider = %provider.name, error = %e, "upstream attempt failed");
-                    tried.push(format!("{label}: {}", e.reason()));
-                    last_error = Some(attempt_error(&e, &tried));
-                    r.rec.error = Some(e.reason().to_string());
+            let retry = snap.retry_for(decision.route, attempt.model);
+            let timeouts = attempt.model.map_or(&provider.timeouts, |m| &m.timeouts);
+            let mut prepared: Option<Prepared> = None;
+            let mut n = 0;
+            loop {
+                n += 1;
+                // Budgets: reserve this try's worst case before calling.
+                let hold = match json.as_ref() {
+                    Some(_) => match self.admit(snap, &facts, &attempt, provider, downgraded_by.is_some()).await {
+                        Verdict::Go(h) => h,
+                        Verdict::Downgrade { budget, to } => {
+                            let a = policy::downgrade(snap, &decision, &facts, &to).map_err(|e| {
+                                GatewayError::new(e.status, e.kind, e.code, format!("budget `{budget}` is used up and moves requests to a cheaper model, but none can serve this one: {}", e.message))
+                            })?;
+                            tracing::debug!(budget, from = label, to = a.model_label(), "budget downgrade");
+                            r.rec.downgraded_by = Some(budget.clone());
+                            downgraded_by = Some(budget);
+                            // The downgrade model replaces the rest of the plan.
+                            attempts.truncate(i - 1);
+                            attempts.push(a);
+                            i -= 1;
+                            continue 'models;
+                        }
+                        Verdict::Refuse(e) => return Err(e.into()),
+                        Verdict::Recount => return Err(GatewayError::new(500, ErrorKind::Internal, "budget_admission", "budget admission asked for a recount with exact token counts").into()),
+                    },
+                    None => Hold::none(),
+                };
+                let p: &Prepared = match &mut prepared {
+                    Some(p) => p,
+                    slot @ None => slot.insert(self.prepare(session, &incoming, &body, json.as_ref(), &attempt, provider, key, pristine && i == 1 && downgraded_by.is_none(), r.rec.stream)?),
+                };
+                if r.rec.attempts == 0 {
+                    r.pre_upstream = r.body_done.elapsed();
                 }
-                Ok(ex) => {
-                    let status = ex.header.status.as_u16();
-                    if (status == 429 || status >= 500) && !last {
-                        drop(hold);
-                        metrics::attempt(label, status_class(status));
-                        tracing::warn!(model = label, provider = %provider.name, status, "upstream answered with a retryable status; trying the next model");
-                        tried.push(format!("{label}: {status}"));
-                        ex.finish(&self.connector).await;
-                        continue;
+                r.rec.attempts += 1;
+                let outcome = match upstream::send(&self.connector, &provider.endpoint, timeouts, &p.req, &p.bytes).await {
+                    Err(e) => Err(Failure::from_attempt(&e)),
+                    Ok(ex) => self.fetch(ex, &retry, json.is_some()).await,
+                };
+                match outcome {
+                    Ok(fetched) => {
+                        self.health.record(label, &provider.name, &breaker, Ok(()), Instant::now());
+                        metrics::attempt(label, status_class(fetched.status()));
+                        r.rec.error = None;
+                        let (translated, drop_usage_only) = prepared.take().map_or((None, false), |p| (p.translated, p.drop_usage_only));
+                        let served = Served { attempt: &attempt, provider, facts: &facts, hold, snap, model_call: json.is_some(), translated, breaker };
+                        return self.relay(session, fetched, served, drop_usage_only, r).await;
                     }
-                    metrics::attempt(label, status_class(status));
-                    r.rec.error = None;
-                    let served = Served { attempt: &attempt, provider, facts: &facts, hold, snap, model_call: json.is_some(), translated };
-                    return self.relay(session, ex, served, drop_usage_only, r).await;
+                    Err(f) => {
+                        drop(hold);
+                        self.health.record(label, &provider.name, &breaker, Err(f.reason), Instant::now());
+                        metrics::attempt(label, f.reason);
+                        tried.push(format!("{label}: {}", f.reason));
+                        r.rec.error = Some(f.reason.to_string());
+                        tracing::warn!(model = label, provider = %provider.name, reason = f.reason, error = %f.message, "upstream attempt failed");
+                        let wait = retry.wait(n, f.retry_after);
+                        let reason = f.reason;
+                        last = Some(f);
+                        match wait {
+                            Some(d) if n < retry.max_attempts && !probe => {
+                                metrics::retry(label, reason);
+                                tokio::time::sleep(d).await;
+                            }
+                            _ => {
+                                moved = Some((label.to_string(), reason));
+                                continue 'models;
+                            }
+                        }
+                    }
                 }
             }
         }
-        Err(Stop::Answer(last_error.unwrap_or_else(|| {
-            GatewayError::new(502, ErrorKind::Upstream, "no_attempt", "no model could be tried for this request")
-        })))
+        let tried = tried.join("; ");
+        Err(Stop::Answer(match (last, circuit_wait) {
+            (Some(f), _) => f.into_error(&tried),
+            (None, Some(wait)) => GatewayError::new(503, ErrorKind::Unavailable, "circuit_open", format!(
+                "every model that could serve this request is failing and skipped for now (circuit breaker open; tried: {tried}); retry after the cool-down"
+            ))
+            .retry_after(wait.as_secs().max(1)),
+            (None, None) if !tried.is_empty() => GatewayError::new(503, ErrorKind::Unavailable, "no_healthy_model", format!("no model that could serve this request is available: {tried}")),
+            (None, None) => GatewayError::new(502, ErrorKind::Upstream, "no_attempt", "no model could be tried for this request"),
+        }))
+    }
+
+    /// The body and request header for attempts at one model: `model`
+    /// rewritten (or, for Gemini, named in the path), or the request
+    /// translated for a provider of another dialect. `pristine` forwards
+    /// the body byte for byte (shadow mode's first attempt).
+    #[allow(clippy::too_many_arguments)]
+    fn prepare(
+        &self,
+        session: &Session,
+        incoming: &Incoming,
+        body: &Bytes,
+        json: Option<&JsonBody>,
+        attempt: &Attempt<'_>,
+        provider: &Provider,
+        key: Option<&str>,
+        pristine: bool,
+        stream: bool,
+    ) -> Result<Prepared, Stop> {
+        let (bytes, drop_usage_only, translated, path_model) = match (json, attempt.model) {
+            (Some(_), Some(m)) if provider.kind != incoming.dialect => {
+                let from = Wire::of_client(incoming.dialect, incoming.api).ok_or_else(|| {
+                    translate::bad(format!("{} {} calls cannot be translated for a {} model", incoming.dialect, incoming.api.as_str(), provider.kind))
+                })?;
+                if incoming.gemini_array_stream() {
+                    return Err(translate::bad("a streamGenerateContent call served by a model of another dialect needs `?alt=sse` (server-sent events), as Google's SDKs send").into());
+                }
+                let max = m.max_output_tokens.unwrap_or(translate::DEFAULT_MAX_TOKENS);
+                let (bytes, chat) = translate::request(body, from, Wire::of_provider(provider.kind), &m.id, stream, max)?;
+                (bytes, false, Some((from, chat)), None)
+            }
+            (Some(j), _) => {
+                let model = attempt.model.filter(|_| !pristine).map(|m| m.id.as_str());
+                if incoming.dialect == Dialect::Gemini {
+                    (body.clone(), false, None, model)
+                } else {
+                    let usage = !pristine && stream && provider.kind == Dialect::OpenAi && matches!(incoming.api, Api::ChatCompletions | Api::Completions);
+                    let (b, d) = j.render(model, usage);
+                    (b, d, None, None)
+                }
+            }
+            (None, _) => (body.clone(), false, None, None),
+        };
+        let client = session.req_header();
+        let req = match &translated {
+            Some((_, chat)) => translated_request(client, provider, key, chat, bytes.len())?,
+            None => upstream_request(client, provider, &incoming.upstream_path_for(path_model), key, bytes.len(), client.method == http::Method::POST)?,
+        };
+        Ok(Prepared { bytes, drop_usage_only, translated, req })
+    }
+
+    /// Read enough of an upstream response to know whether it can be
+    /// relayed: a status the plan retries, a 2xx JSON body that is not a
+    /// valid answer, or a 2xx stream that fails before (or with) its first
+    /// event is a [`Failure`]. A stream is committed to the client only
+    /// after its first event.
+    async fn fetch(&self, mut ex: Exchange, retry: &Retry, model_call: bool) -> Result<Fetched, Failure> {
+        let status = ex.header.status.as_u16();
+        let ok = (200..300).contains(&status);
+        if retry.on_status.contains(&status) {
+            let retry_after = retry_after(&ex.header);
+            let body = read_body_of(&mut ex, 64 * 1024).await.unwrap_or_default();
+            ex.finish(&self.connector).await;
+            return Err(Failure { reason: status_class(status), status: Some(status), retry_after, message: translate::upstream_message(&body) });
+        }
+        if ok && is_sse(&ex.header) {
+            let mut first = BytesMut::new();
+            loop {
+                match ex.chunk().await {
+                    Ok(Some(c)) => {
+                        first.extend_from_slice(&c);
+                        let Some(data) = first_event_data(&first) else { continue };
+                        if UsageCarrier::parse(&data).is_some_and(|c| c.is_error()) {
+                            ex.finish(&self.connector).await;
+                            return Err(Failure { reason: "stream_error_event", status: None, retry_after: None, message: translate::upstream_message(&data) });
+                        }
+                        return Ok(Fetched::Stream { ex, first: first.freeze() });
+                    }
+                    Ok(None) => return Err(Failure::invalid("the stream ended before its first event")),
+                    Err(e) => return Err(Failure::from_attempt(&e)),
+                }
+            }
+        }
+        let body = match read_body_of(&mut ex, MAX_RESPONSE_BYTES).await {
+            Ok(b) => b,
+            Err(f) => return Err(f),
+        };
+        if ok && model_call && !is_answer(&body) {
+            ex.finish(&self.connector).await;
+            let start: String = String::from_utf8_lossy(&body).chars().take(120).collect();
+            return Err(Failure::invalid(&format!("the provider answered {status} with a body that is not a JSON answer: {start}")));
+        }
+        Ok(Fetched::Body { ex, body })
     }
 
     /// Reserve what the attempt may charge to the budgets that apply to it
@@ -297,9 +485,118 @@ impl Gateway {
 
     /// Send the upstream response to the client and account for it. Spend
     /// is settled (ledger written) before the response's last bytes go out.
-    async fn relay(&self, session: &mut Session, mut ex: Exchange, mut s: Served<'_, '_>, drop_usage_only: bool, r: &mut Req) -> Result<(), Stop> {
+    async fn relay(&self, session: &mut Session, fetched: Fetched, mut s: Served<'_, '_>, drop_usage_only: bool, r: &mut Req) -> Result<(), Stop> {
+        let (mut ex, first) = match fetched {
+            Fetched::Stream { ex, first } => (ex, Some(first)),
+            Fetched::Body { ex, body } => return self.relay_body(session, ex, body, s, r).await,
+        };
         let status = ex.header.status.as_u16();
-        let sse = ex.header.headers.get(http::header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).is_some_and(|ct| ct.starts_with("text/event-stream"));
+        let mut resp = self.response_header(&ex, &s, r)?;
+        let ok = (200..300).contains(&status);
+        if !session.is_http2() {
+            resp.insert_header("transfer-encoding", "chunked").map_err(internal)?;
+        }
+        if session.write_response_header(Box::new(resp), false).await.is_err() {
+            // Gone before the first byte: the provider still read the input.
+            self.settle(&mut s, ok, None, 0, r).await;
+            return Err(Stop::ClientGone);
+        }
+        let mut tap = StreamTap::new(drop_usage_only);
+        let mut tr = s.translated.as_ref().map(|(client, chat)| translate::Translator::new(Wire::of_provider(s.provider.kind), *client, chat));
+        let mut settled = false;
+        let mut next = first.map(|b| Ok(Some(b)));
+        // Why the stream failed after it was committed, if it did.
+        let mut failed: Option<(&'static str, String)> = None;
+        loop {
+            let chunk = match next.take() {
+                Some(c) => c,
+                None => ex.chunk().await,
+            };
+            match chunk {
+                Ok(Some(c)) => {
+                    let mut out = tap.feed(&c);
+                    if let Some(t) = tr.as_mut() {
+                        out = t.feed(&out);
+                    }
+                    if tap.malformed {
+                        failed = Some(("malformed", "the provider sent an event that is not valid JSON".into()));
+                    }
+                    // The answer is complete at the client with its last
+                    // event: settle before that event leaves.
+                    if (tap.terminal || failed.is_some()) && !settled {
+                        settled = true;
+                        self.settle(&mut s, ok, tap.usage(), tap.text_bytes, r).await;
+                    }
+                    if !out.is_empty() && session.write_response_body(Some(out), false).await.is_err() {
+                        metrics::stream_error("client_closed");
+                        r.rec.error = Some("client_closed".into());
+                        break;
+                    }
+                    if failed.is_some() {
+                        break;
+                    }
+                }
+                Ok(None) => {
+                    let mut tail = tap.finish();
+                    if let Some(t) = tr.as_mut() {
+                        let mut b = BytesMut::from(&t.feed(&tail)[..]);
+                        // Close the client's stream only when the provider's ended properly.
+                        if tap.terminal {
+                            b.extend_from_slice(&t.finish());
+                        }
+                        tail = b.freeze();
+                    }
+                    if !tap.terminal && !tap.error_event {
+                        failed = Some(("cut", "the provider's stream ended before the answer was complete".into()));
+                    }
+                    if !settled {
+                        settled = true;
+                        self.settle(&mut s, ok, tap.usage(), tap.text_bytes, r).await;
+                    }
+                    // A cut stream's tail is an incomplete event: not passed on.
+                    if failed.is_none() && session.write_response_body(Some(tail), true).await.is_err() {
+                        r.rec.error = Some("client_closed".into());
+                    }
+                    break;
+                }
+                Err(e) => {
+                    failed = Some((e.reason(), e.to_string()));
+                    if !settled {
+                        settled = true;
+                        self.settle(&mut s, ok, tap.usage(), tap.text_bytes, r).await;
+                    }
+                    break;
+                }
+            }
+        }
+        if tap.error_event {
+            metrics::stream_error("upstream_error_event");
+            r.rec.error = Some("upstream_error_event".into());
+        }
+        if let Some((reason, why)) = failed {
+            // After the first byte there is no falling back: end the stream
+            // with an explicit error the SDKs raise, never a clean end.
+            metrics::stream_error(reason);
+            self.health.record(s.attempt.model_label(), &s.provider.name, &s.breaker, Err(reason), Instant::now());
+            tracing::warn!(model = s.attempt.model_label(), reason, error = %why, "upstream stream failed after the response started");
+            r.rec.error = Some(reason.to_string());
+            let err = GatewayError::new(502, ErrorKind::Upstream, reason, format!("the answer from {} broke off: {why}", s.attempt.model_label()));
+            let _ = session.write_response_body(Some(stream_error_event(r.dialect, &err)), true).await;
+        }
+        r.upstream_end = Some(Instant::now());
+        if !settled {
+            // The client went away mid-stream: count what was produced.
+            self.settle(&mut s, ok, tap.usage(), tap.text_bytes, r).await;
+        }
+        r.upstream = Some(ex.started.elapsed());
+        ex.finish(&self.connector).await;
+        Ok(())
+    }
+
+    /// The client's response header: the provider's minus hop-by-hop ones,
+    /// plus modelgate's.
+    fn response_header(&self, ex: &Exchange, s: &Served<'_, '_>, r: &mut Req) -> Result<ResponseHeader, Stop> {
+        let status = ex.header.status.as_u16();
         let mut resp = ResponseHeader::build(status, None).map_err(internal)?;
         for (name, value) in ex.header.headers.iter() {
             if !DROP_RESPONSE.contains(&name.as_str()) {
@@ -308,115 +605,37 @@ impl Gateway {
         }
         self.tag(&mut resp, Some((s.attempt, s.provider)), r)?;
         r.rec.status = status;
-        let ok = (200..300).contains(&status);
+        Ok(resp)
+    }
 
-        if sse {
-            if !session.is_http2() {
-                resp.insert_header("transfer-encoding", "chunked").map_err(internal)?;
-            }
-            if session.write_response_header(Box::new(resp), false).await.is_err() {
-                // Gone before the first byte: the provider still read the input.
-                self.settle(&mut s, ok, None, 0, r).await;
-                return Err(Stop::ClientGone);
-            }
-            let mut tap = StreamTap::new(drop_usage_only);
-            let mut tr = s.translated.as_ref().map(|(client, chat)| translate::Translator::new(Wire::of_provider(s.provider.kind), *client, chat));
-            let mut settled = false;
-            loop {
-                match ex.chunk().await {
-                    Ok(Some(c)) => {
-                        let mut out = tap.feed(&c);
-                        if let Some(t) = tr.as_mut() {
-                            out = t.feed(&out);
-                        }
-                        // The answer is complete at the client with its last
-                        // event: settle before that event leaves.
-                        if tap.terminal && !settled {
-                            settled = true;
-                            self.settle(&mut s, ok, tap.usage(), tap.text_bytes, r).await;
-                        }
-                        if !out.is_empty() && session.write_response_body(Some(out), false).await.is_err() {
-                            metrics::stream_error("client_closed");
-                            r.rec.error = Some("client_closed".into());
-                            break;
-                        }
-                    }
-                    Ok(None) => {
-                        let mut tail = tap.finish();
-                        if let Some(t) = tr.as_mut() {
-                            let mut b = BytesMut::from(&t.feed(&tail)[..]);
-                            b.extend_from_slice(&t.finish());
-                            tail = b.freeze();
-                        }
-                        if !settled {
-                            settled = true;
-                            self.settle(&mut s, ok, tap.usage(), tap.text_bytes, r).await;
-                        }
-                        if session.write_response_body(Some(tail), true).await.is_err() {
-                            r.rec.error = Some("client_closed".into());
-                        }
-                        break;
-                    }
-                    Err(e) => {
-                        // After the first byte there is no falling back: end
-                        // the stream with an explicit error the SDKs raise.
-                        metrics::stream_error(e.reason());
-                        tracing::warn!(error = %e, "upstream stream failed after the response started");
-                        r.rec.error = Some(e.reason().to_string());
-                        if !settled {
-                            settled = true;
-                            self.settle(&mut s, ok, tap.usage(), tap.text_bytes, r).await;
-                        }
-                        let err = attempt_error(&e, &[format!("{}: {}", s.attempt.model_label(), e.reason())]);
-                        let _ = session.write_response_body(Some(stream_error_event(r.dialect, &err)), true).await;
-                        break;
-                    }
+    /// Relay a whole (non-streamed) response, translated when needed; its
+    /// usage is settled before it is sent.
+    async fn relay_body(&self, session: &mut Session, ex: Exchange, mut body: Bytes, mut s: Served<'_, '_>, r: &mut Req) -> Result<(), Stop> {
+        let status = ex.header.status.as_u16();
+        let ok = (200..300).contains(&status);
+        let mut resp = self.response_header(&ex, &s, r)?;
+        r.upstream_end = Some(Instant::now());
+        let usage = if ok { UsageCarrier::parse(&body).and_then(|c| c.usages().last().copied()) } else { None };
+        // Without usage, the answer's size bounds its output.
+        let text_bytes = if usage.is_none() { body.len() as u64 } else { 0 };
+        if let Some(cost) = self.settle(&mut s, ok, usage, text_bytes, r).await {
+            resp.insert_header("x-modelgate-cost-usd", cost.to_string()).map_err(internal)?;
+        }
+        if let Some((client, chat)) = &s.translated {
+            // The answer (or the provider's error) in the client's dialect.
+            body = match (ok, translate::answer(&body, Wire::of_provider(s.provider.kind), *client, chat)) {
+                (true, Some(b)) => b,
+                (true, None) => {
+                    return Err(Stop::Answer(GatewayError::new(502, ErrorKind::Upstream, "invalid_upstream_answer", format!("the {} provider's answer could not be read for translation", s.provider.kind))))
                 }
-            }
-            r.upstream_end = Some(Instant::now());
-            if !settled {
-                // The client went away mid-stream: count what was produced.
-                self.settle(&mut s, ok, tap.usage(), tap.text_bytes, r).await;
-            }
-        } else {
-            let mut buf = BytesMut::new();
-            loop {
-                match ex.chunk().await {
-                    Ok(Some(c)) if buf.len() + c.len() > MAX_RESPONSE_BYTES => {
-                        return Err(Stop::Answer(GatewayError::new(502, ErrorKind::Upstream, "response_too_large", "the upstream response is larger than 256 MiB")));
-                    }
-                    Ok(Some(c)) => buf.extend_from_slice(&c),
-                    Ok(None) => break,
-                    Err(e) => {
-                        r.rec.error = Some(e.reason().to_string());
-                        return Err(Stop::Answer(attempt_error(&e, &[format!("{}: {}", s.attempt.model_label(), e.reason())])));
-                    }
-                }
-            }
-            r.upstream_end = Some(Instant::now());
-            let mut body = buf.freeze();
-            let usage = if ok { UsageCarrier::parse(&body).and_then(|c| c.usages().last().copied()) } else { None };
-            // Without usage, the answer's size bounds its output.
-            let text_bytes = if usage.is_none() { body.len() as u64 } else { 0 };
-            if let Some(cost) = self.settle(&mut s, ok, usage, text_bytes, r).await {
-                resp.insert_header("x-modelgate-cost-usd", cost.to_string()).map_err(internal)?;
-            }
-            if let Some((client, chat)) = &s.translated {
-                // The answer (or the provider's error) in the client's dialect.
-                body = match (ok, translate::answer(&body, Wire::of_provider(s.provider.kind), *client, chat)) {
-                    (true, Some(b)) => b,
-                    (true, None) => {
-                        return Err(Stop::Answer(GatewayError::new(502, ErrorKind::Upstream, "invalid_upstream_answer", format!("the {} provider's answer could not be read for translation", s.provider.kind))))
-                    }
-                    (false, _) => translate::error(&body, status, s.provider.kind, r.dialect),
-                };
-                resp.insert_header("content-type", "application/json").map_err(internal)?;
-            }
-            resp.insert_header("content-length", body.len().to_string()).map_err(internal)?;
-            session.write_response_header(Box::new(resp), body.is_empty()).await.map_err(|_| Stop::ClientGone)?;
-            if !body.is_empty() {
-                session.write_response_body(Some(body), true).await.map_err(|_| Stop::ClientGone)?;
-            }
+                (false, _) => translate::error(&body, status, s.provider.kind, r.dialect),
+            };
+            resp.insert_header("content-type", "application/json").map_err(internal)?;
+        }
+        resp.insert_header("content-length", body.len().to_string()).map_err(internal)?;
+        session.write_response_header(Box::new(resp), body.is_empty()).await.map_err(|_| Stop::ClientGone)?;
+        if !body.is_empty() {
+            session.write_response_body(Some(body), true).await.map_err(|_| Stop::ClientGone)?;
         }
         r.upstream = Some(ex.started.elapsed());
         ex.finish(&self.connector).await;
@@ -610,11 +829,49 @@ fn status_class(status: u16) -> &'static str {
     }
 }
 
-/// The client-facing error for a failed attempt: 504 for timeouts, else 502,
-/// listing everything that was tried.
-fn attempt_error(e: &AttemptError, tried: &[String]) -> GatewayError {
-    let (status, kind) = if e.is_timeout() { (504, ErrorKind::Timeout) } else { (502, ErrorKind::Upstream) };
-    GatewayError::new(status, kind, e.reason(), format!("upstream failed ({e}); tried: {}", tried.join("; ")))
+/// `Retry-After` (seconds) or OpenAI's `retry-after-ms`.
+fn retry_after(h: &ResponseHeader) -> Option<Duration> {
+    let get = |n: &str| h.headers.get(n).and_then(|v| v.to_str().ok()).and_then(|v| v.trim().parse::<f64>().ok()).filter(|v| v.is_finite() && *v >= 0.0);
+    get("retry-after-ms").map(|ms| Duration::from_secs_f64(ms / 1000.0)).or_else(|| get("retry-after").map(Duration::from_secs_f64))
+}
+
+fn is_sse(h: &ResponseHeader) -> bool {
+    h.headers.get(http::header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).is_some_and(|ct| ct.starts_with("text/event-stream"))
+}
+
+/// Read a whole response body, up to `limit` bytes.
+async fn read_body_of(ex: &mut Exchange, limit: usize) -> Result<Bytes, Failure> {
+    let mut buf = BytesMut::new();
+    while let Some(c) = ex.chunk().await.map_err(|e| Failure::from_attempt(&e))? {
+        if buf.len() + c.len() > limit {
+            return Err(Failure::invalid(&format!("the response is larger than {limit} bytes")));
+        }
+        buf.extend_from_slice(&c);
+    }
+    Ok(buf.freeze())
+}
+
+/// The data of the first event with data in `buf` (comments and keep-alives
+/// skipped), once it is complete.
+fn first_event_data(buf: &[u8]) -> Option<Vec<u8>> {
+    let mut pos = 0;
+    while let Some(end) = crate::dialect::sse::event_end(buf, pos) {
+        let data = crate::dialect::sse::data_of(&buf[pos..end]);
+        if !data.iter().all(u8::is_ascii_whitespace) {
+            return Some(data);
+        }
+        pos = end;
+    }
+    None
+}
+
+/// A model call's 2xx body is an answer: a JSON object without `error`.
+fn is_answer(body: &[u8]) -> bool {
+    #[derive(serde::Deserialize)]
+    struct Top {
+        error: Option<serde::de::IgnoredAny>,
+    }
+    serde_json::from_slice::<Top>(body).is_ok_and(|t| t.error.is_none())
 }
 
 /// An error event that ends a stream, in the client's dialect.

@@ -233,23 +233,29 @@ pub fn answer(body: &[u8], provider: Wire, client: Wire, chat: &Chat) -> Option<
     Some(Bytes::from(out.to_string()))
 }
 
-/// A provider's error body in the client's dialect, same status.
-pub fn error(body: &[u8], status: u16, provider: Dialect, client: Dialect) -> Bytes {
+/// The message of a provider's error body (all three dialects put it at
+/// `error.message`), else the body's start.
+pub fn upstream_message(body: &[u8]) -> String {
     let v: Value = serde_json::from_slice(body).unwrap_or(Value::Null);
-    // All three dialects put it at error.message.
-    let message = v["error"]["message"]
-        .as_str()
-        .map(str::to_string)
-        .unwrap_or_else(|| String::from_utf8_lossy(body).chars().take(2000).collect());
-    let kind = match status {
+    v["error"]["message"].as_str().map(str::to_string).unwrap_or_else(|| String::from_utf8_lossy(body).chars().take(2000).collect())
+}
+
+/// What an upstream status means, in terms every dialect can express.
+pub fn kind_of_status(status: u16) -> ErrorKind {
+    match status {
         400 | 404 | 413 | 422 => ErrorKind::InvalidRequest,
         401 => ErrorKind::Authentication,
         403 => ErrorKind::PermissionDenied,
         429 => ErrorKind::RateLimited,
-        504 => ErrorKind::Timeout,
+        408 | 504 => ErrorKind::Timeout,
         _ => ErrorKind::Upstream,
-    };
-    GatewayError::new(status, kind, "upstream_error", format!("{} (from the {provider} provider)", message)).body(client)
+    }
+}
+
+/// A provider's error body in the client's dialect, same status.
+pub fn error(body: &[u8], status: u16, provider: Dialect, client: Dialect) -> Bytes {
+    let message = upstream_message(body);
+    GatewayError::new(status, kind_of_status(status), "upstream_error", format!("{message} (from the {provider} provider)")).body(client)
 }
 
 /// Reads a provider's SSE events and writes the client's.

@@ -6,6 +6,7 @@
 //! It never decides about fallback; it classifies what went wrong so the
 //! caller can.
 
+pub mod health;
 pub mod tls;
 
 use std::net::SocketAddr;

@@ -228,7 +228,10 @@ pub(super) fn route_of(
         }
     }
     let client_models = raw.client_models.map(|v| v.iter().map(|g| WildMatch::new(g)).collect());
-    Some(Route { name: raw.name, matcher, target, fallbacks: raw.fallbacks, shadow: raw.shadow, mode, client_models, dialects, speaks })
+    if let Some(r) = &raw.retry {
+        super::resilience::retry_patch(cx, &format!("{path}.retry"), r);
+    }
+    Some(Route { name: raw.name, matcher, target, fallbacks: raw.fallbacks, shadow: raw.shadow, mode, client_models, dialects, speaks, retry: raw.retry })
 }
 
 fn bump(cx: &mut Ctx, path: &str, raw: Option<RawBump>, default: Bump) -> Bump {

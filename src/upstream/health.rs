@@ -1,0 +1,406 @@
+//! Provider health as modelgate sees it: a circuit breaker per
+//! model@provider fed by every attempt, and the results of active health
+//! checks (which also tell which models a local server has installed).
+//!
+//! Time is passed in (`now`), so the state machine is tested without
+//! waiting. State is keyed by names, so it survives config reloads.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use pingora::connectors::http::Connector;
+use pingora::http::RequestHeader;
+use serde_json::{json, Value};
+
+use crate::config::{Auth, Breaker, HealthCheck, Provider, Snapshot};
+use crate::dialect::Dialect;
+
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum State {
+    Closed,
+    /// Skipped until then.
+    Open { until: Instant },
+    /// One probe request is in flight since then.
+    HalfOpen { since: Instant },
+}
+
+impl State {
+    fn gauge(self) -> f64 {
+        match self {
+            State::Closed => 0.0,
+            State::Open { .. } => 1.0,
+            State::HalfOpen { .. } => 2.0,
+        }
+    }
+}
+
+#[derive(Debug)]
+struct Circuit {
+    state: State,
+    consecutive: u32,
+    /// Outcomes within the breaker's window: (when, failed).
+    recent: VecDeque<(Instant, bool)>,
+    last_error: Option<&'static str>,
+}
+
+/// Whether an attempt at a model may go ahead.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Admit {
+    /// Go; `probe` when this request tests a half-open breaker.
+    Go { probe: bool },
+    /// The breaker is open: skip the model for this long.
+    Skip { retry_in: Duration },
+}
+
+/// What the last active check of a provider found.
+#[derive(Debug, Clone)]
+struct Checked {
+    at: Instant,
+    healthy: bool,
+    /// Model ids the provider lists (when its answer lists models).
+    installed: Option<Vec<String>>,
+    error: Option<String>,
+}
+
+#[derive(Default)]
+struct Inner {
+    circuits: HashMap<(String, String), Circuit>,
+    checks: HashMap<String, Checked>,
+}
+
+/// Shared by the gateway (admit/record), the admin API and the checker.
+#[derive(Clone, Default)]
+pub struct Health {
+    inner: Arc<Mutex<Inner>>,
+}
+
+impl Health {
+    fn with<T>(&self, f: impl FnOnce(&mut Inner) -> T) -> T {
+        let mut g = self.inner.lock().unwrap_or_else(|e| e.into_inner());
+        f(&mut g)
+    }
+
+    /// May an attempt at `model` on `provider` go ahead now?
+    pub fn admit(&self, model: &str, provider: &str, cfg: &Breaker, now: Instant) -> Admit {
+        if cfg.failures == 0 {
+            return Admit::Go { probe: false };
+        }
+        self.with(|i| {
+            let Some(c) = i.circuits.get_mut(&(model.to_string(), provider.to_string())) else { return Admit::Go { probe: false } };
+            match c.state {
+                State::Closed => Admit::Go { probe: false },
+                State::Open { until } if now < until => Admit::Skip { retry_in: until - now },
+                State::HalfOpen { since } if now < since + cfg.cooldown => Admit::Skip { retry_in: since + cfg.cooldown - now },
+                // Cool-down over, or a probe that never reported: probe now.
+                State::Open { .. } | State::HalfOpen { .. } => {
+                    set(c, State::HalfOpen { since: now }, model, provider);
+                    Admit::Go { probe: true }
+                }
+            }
+        })
+    }
+
+    /// The outcome of an attempt: `Err(reason)` for a failure that counts
+    /// against the model (retryable statuses, timeouts, connection errors).
+    pub fn record(&self, model: &str, provider: &str, cfg: &Breaker, outcome: Result<(), &'static str>, now: Instant) {
+        if cfg.failures == 0 {
+            return;
+        }
+        self.with(|i| {
+            let c = i.circuits.entry((model.to_string(), provider.to_string())).or_insert_with(|| Circuit {
+                state: State::Closed,
+                consecutive: 0,
+                recent: VecDeque::new(),
+                last_error: None,
+            });
+            while c.recent.front().is_some_and(|(t, _)| now.saturating_duration_since(*t) > cfg.window) {
+                c.recent.pop_front();
+            }
+            c.recent.push_back((now, outcome.is_err()));
+            match outcome {
+                Ok(()) => {
+                    c.consecutive = 0;
+                    if c.state != State::Closed {
+                        c.recent.clear();
+                        set(c, State::Closed, model, provider);
+                    }
+                }
+                Err(reason) => {
+                    c.consecutive += 1;
+                    c.last_error = Some(reason);
+                    let failed = c.recent.iter().filter(|(_, f)| *f).count();
+                    let rate_trips = c.recent.len() >= cfg.min_requests.max(1) as usize && failed as f64 >= cfg.failure_rate * c.recent.len() as f64;
+                    let trips = matches!(c.state, State::HalfOpen { .. }) || (c.state == State::Closed && (c.consecutive >= cfg.failures || rate_trips));
+                    if trips {
+                        tracing::warn!(model, provider, reason, consecutive = c.consecutive, cooldown_ms = cfg.cooldown.as_millis() as u64, "circuit breaker opened; the model is skipped until the cool-down ends");
+                        set(c, State::Open { until: now + cfg.cooldown }, model, provider);
+                    }
+                }
+            }
+        })
+    }
+
+    /// Whether the model would be skipped now (breaker open, no probe due).
+    pub fn is_open(&self, model: &str, provider: &str, cfg: &Breaker, now: Instant) -> bool {
+        cfg.failures > 0
+            && self.with(|i| {
+                i.circuits.get(&(model.to_string(), provider.to_string())).is_some_and(|c| match c.state {
+                    State::Closed => false,
+                    State::Open { until } => now < until,
+                    State::HalfOpen { since } => now < since + cfg.cooldown,
+                })
+            })
+    }
+
+    /// `Some(false)` when the provider's last health check failed.
+    pub fn provider_healthy(&self, provider: &str) -> Option<bool> {
+        self.with(|i| i.checks.get(provider).map(|c| c.healthy))
+    }
+
+    /// `Some(false)` when the provider's last check listed models and `id`
+    /// was not among them.
+    pub fn installed(&self, provider: &str, id: &str) -> Option<bool> {
+        self.with(|i| i.checks.get(provider).and_then(|c| c.installed.as_ref()).map(|ids| ids.iter().any(|m| m == id)))
+    }
+
+    fn checked(&self, provider: &str, c: Checked) {
+        crate::metrics::provider_up(provider, c.healthy);
+        let was = self.with(|i| i.checks.insert(provider.to_string(), c.clone())).map(|p| p.healthy);
+        if was != Some(c.healthy) {
+            match &c.error {
+                Some(e) => tracing::warn!(provider, error = %e, "provider health check failed; its models are skipped until it passes"),
+                None => tracing::info!(provider, installed = ?c.installed, "provider health check passed"),
+            }
+        }
+    }
+
+    fn due(&self, provider: &str, interval: Duration, now: Instant) -> bool {
+        self.with(|i| i.checks.get(provider).is_none_or(|c| now.saturating_duration_since(c.at) >= interval))
+    }
+
+    /// `GET /admin/health`.
+    pub fn report(&self, snap: &Snapshot, now: Instant) -> Value {
+        self.with(|i| {
+            let mut models: Vec<Value> = i
+                .circuits
+                .iter()
+                .map(|((model, provider), c)| {
+                    let (state, retry_in) = match c.state {
+                        State::Closed => ("closed", None),
+                        State::Open { until } => ("open", Some(until.saturating_duration_since(now).as_millis() as u64)),
+                        State::HalfOpen { .. } => ("half_open", None),
+                    };
+                    json!({"model": model, "provider": provider, "state": state, "consecutive_failures": c.consecutive,
+                           "recent_attempts": c.recent.len(), "recent_failures": c.recent.iter().filter(|(_, f)| *f).count(),
+                           "last_error": c.last_error, "retry_in_ms": retry_in})
+                })
+                .collect();
+            models.sort_by(|a, b| a["model"].as_str().cmp(&b["model"].as_str()));
+            let providers: Vec<Value> = snap
+                .providers
+                .iter()
+                .filter(|p| p.health_check.is_some())
+                .map(|p| match i.checks.get(&p.name) {
+                    Some(c) => json!({"provider": p.name, "healthy": c.healthy, "installed": c.installed, "error": c.error,
+                                      "checked_ms_ago": now.saturating_duration_since(c.at).as_millis() as u64}),
+                    None => json!({"provider": p.name, "healthy": null, "installed": null, "error": null, "checked_ms_ago": null}),
+                })
+                .collect();
+            json!({"models": models, "providers": providers})
+        })
+    }
+}
+
+fn set(c: &mut Circuit, state: State, model: &str, provider: &str) {
+    c.state = state;
+    crate::metrics::circuit_state(model, provider, state.gauge());
+}
+
+/// Model ids in a model-list answer: OpenAI-style `{"data": [{"id"}]}`,
+/// Ollama `{"models": [{"name"|"model"}]}`, Gemini `{"models": [{"name":
+/// "models/…"}]}`, Anthropic `{"data": [{"id"}]}`.
+pub fn listed_models(body: &[u8]) -> Option<Vec<String>> {
+    let v: Value = serde_json::from_slice(body).ok()?;
+    let items = v["data"].as_array().or(v["models"].as_array())?;
+    Some(
+        items
+            .iter()
+            .filter_map(|m| m["id"].as_str().or(m["name"].as_str()).or(m["model"].as_str()))
+            .map(|id| id.strip_prefix("models/").unwrap_or(id).to_string())
+            .collect(),
+    )
+}
+
+/// Check one provider: GET its health path; healthy when it answers below
+/// 500 within the timeout.
+async fn check(connector: &Connector, p: &Provider, hc: &HealthCheck) -> Checked {
+    let at = Instant::now();
+    let fail = |error: String| Checked { at, healthy: false, installed: None, error: Some(error) };
+    let Ok(mut req) = RequestHeader::build(http::Method::GET, hc.path.as_bytes(), Some(4)) else {
+        return fail(format!("bad health_check path {}", hc.path));
+    };
+    let _ = req.insert_header("host", p.endpoint.authority.as_str());
+    let _ = req.insert_header("accept-encoding", "identity");
+    if let Auth::Inject { key: Some(k), .. } = &p.auth {
+        let _ = match p.kind {
+            Dialect::OpenAi => req.insert_header("authorization", format!("Bearer {}", k.expose())),
+            Dialect::Anthropic => req.insert_header("x-api-key", k.expose()),
+            Dialect::Gemini => req.insert_header("x-goog-api-key", k.expose()),
+        };
+        if p.kind == Dialect::Anthropic {
+            let _ = req.insert_header("anthropic-version", "2023-06-01");
+        }
+    }
+    let t = crate::config::Timeouts { connect: hc.timeout, first_byte: hc.timeout, idle: hc.timeout, total: hc.timeout };
+    let mut ex = match super::send(connector, &p.endpoint, &t, &req, &Bytes::new()).await {
+        Ok(ex) => ex,
+        Err(e) => return fail(format!("GET {}: {e}", hc.path)),
+    };
+    let status = ex.header.status.as_u16();
+    let mut body = Vec::new();
+    while let Ok(Some(c)) = ex.chunk().await {
+        if body.len() + c.len() > 4 * 1024 * 1024 {
+            break;
+        }
+        body.extend_from_slice(&c);
+    }
+    ex.finish(connector).await;
+    if status >= 500 {
+        return fail(format!("GET {} answered {status}", hc.path));
+    }
+    let installed = if status == 200 { listed_models(&body) } else { None };
+    Checked { at, healthy: true, installed, error: None }
+}
+
+/// The background checker: every provider with a `health_check` is checked
+/// at its interval, following config reloads.
+pub struct Checker {
+    pub state: Arc<arc_swap::ArcSwap<Snapshot>>,
+    pub health: Health,
+}
+
+#[async_trait::async_trait]
+impl pingora::services::background::BackgroundService for Checker {
+    async fn start(&self, mut shutdown: pingora::server::ShutdownWatch) {
+        let connector = Connector::new(None);
+        let mut tick = tokio::time::interval(Duration::from_millis(50));
+        loop {
+            tokio::select! {
+                _ = shutdown.changed() => return,
+                _ = tick.tick() => {}
+            }
+            let snap = self.state.load_full();
+            let now = Instant::now();
+            // One after another; each is bounded by its timeout.
+            for (p, hc) in snap.providers.iter().filter_map(|p| p.health_check.as_ref().map(|h| (p, h))) {
+                if !self.health.due(&p.name, hc.interval, now) {
+                    continue;
+                }
+                let c = check(&connector, p, hc).await;
+                self.health.checked(&p.name, c);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cfg() -> Breaker {
+        Breaker { failures: 3, failure_rate: 0.5, window: Duration::from_secs(60), min_requests: 10, cooldown: Duration::from_secs(30) }
+    }
+
+    #[test]
+    fn opens_after_consecutive_failures_half_opens_after_the_cool_down_and_closes_on_success() {
+        let h = Health::default();
+        let c = cfg();
+        let t0 = Instant::now();
+        assert_eq!(h.admit("m", "p", &c, t0), Admit::Go { probe: false });
+        h.record("m", "p", &c, Err("503"), t0);
+        h.record("m", "p", &c, Ok(()), t0);
+        // A success resets the consecutive count.
+        for _ in 0..2 {
+            h.record("m", "p", &c, Err("503"), t0);
+        }
+        assert_eq!(h.admit("m", "p", &c, t0), Admit::Go { probe: false });
+        h.record("m", "p", &c, Err("429"), t0);
+        let t1 = t0 + Duration::from_secs(10);
+        assert_eq!(h.admit("m", "p", &c, t1), Admit::Skip { retry_in: Duration::from_secs(20) });
+        assert!(h.is_open("m", "p", &c, t1));
+        // Cool-down over: exactly one probe goes through.
+        let t2 = t0 + Duration::from_secs(30);
+        assert_eq!(h.admit("m", "p", &c, t2), Admit::Go { probe: true });
+        assert!(matches!(h.admit("m", "p", &c, t2), Admit::Skip { .. }));
+        // The probe fails: open again for a whole cool-down.
+        h.record("m", "p", &c, Err("timeout"), t2);
+        assert_eq!(h.admit("m", "p", &c, t2 + Duration::from_secs(29)), Admit::Skip { retry_in: Duration::from_secs(1) });
+        let t3 = t2 + Duration::from_secs(30);
+        assert_eq!(h.admit("m", "p", &c, t3), Admit::Go { probe: true });
+        h.record("m", "p", &c, Ok(()), t3);
+        assert_eq!(h.admit("m", "p", &c, t3), Admit::Go { probe: false });
+        assert!(!h.is_open("m", "p", &c, t3));
+        let r = h.report(&crate::config::load_str(crate::config::EMBEDDED_DEFAULT, &|_| None).unwrap(), t3);
+        assert_eq!(r["models"][0]["state"], "closed");
+    }
+
+    #[test]
+    fn a_lost_probe_does_not_keep_the_breaker_half_open_forever() {
+        let h = Health::default();
+        let c = cfg();
+        let t0 = Instant::now();
+        for _ in 0..3 {
+            h.record("m", "p", &c, Err("503"), t0);
+        }
+        let t1 = t0 + c.cooldown;
+        assert_eq!(h.admit("m", "p", &c, t1), Admit::Go { probe: true });
+        // The probe's client went away; after another cool-down a new probe is allowed.
+        assert_eq!(h.admit("m", "p", &c, t1 + c.cooldown), Admit::Go { probe: true });
+    }
+
+    #[test]
+    fn opens_on_the_failure_rate_within_the_window() {
+        let h = Health::default();
+        let c = Breaker { failures: 100, ..cfg() };
+        let t0 = Instant::now();
+        // Alternating: never 3 in a row, but 50 % over 10 attempts.
+        for i in 0..9 {
+            h.record("m", "p", &c, if i % 2 == 0 { Ok(()) } else { Err("500") }, t0);
+        }
+        assert_eq!(h.admit("m", "p", &c, t0), Admit::Go { probe: false });
+        h.record("m", "p", &c, Err("500"), t0);
+        assert!(h.is_open("m", "p", &c, t0));
+        // Outcomes older than the window do not count.
+        let h = Health::default();
+        for _ in 0..5 {
+            h.record("m", "p", &c, Err("500"), t0);
+        }
+        let later = t0 + c.window + Duration::from_secs(1);
+        for _ in 0..5 {
+            h.record("m", "p", &c, Ok(()), later);
+        }
+        h.record("m", "p", &c, Err("500"), later);
+        assert!(!h.is_open("m", "p", &c, later));
+    }
+
+    #[test]
+    fn failures_zero_turns_the_breaker_off() {
+        let h = Health::default();
+        let c = Breaker { failures: 0, ..cfg() };
+        let t0 = Instant::now();
+        for _ in 0..50 {
+            h.record("m", "p", &c, Err("503"), t0);
+        }
+        assert_eq!(h.admit("m", "p", &c, t0), Admit::Go { probe: false });
+    }
+
+    #[test]
+    fn model_lists_of_every_kind_are_read() {
+        assert_eq!(listed_models(br#"{"object":"list","data":[{"id":"gpt-4o"},{"id":"llama3.1:8b"}]}"#).unwrap(), vec!["gpt-4o", "llama3.1:8b"]);
+        assert_eq!(listed_models(br#"{"models":[{"name":"llama3.1:8b","model":"llama3.1:8b"}]}"#).unwrap(), vec!["llama3.1:8b"]);
+        assert_eq!(listed_models(br#"{"models":[{"name":"models/gemini-2.5-flash"}]}"#).unwrap(), vec!["gemini-2.5-flash"]);
+        assert!(listed_models(b"ok").is_none());
+    }
+}
