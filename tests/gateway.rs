@@ -211,9 +211,11 @@ async fn responses_embeddings_and_passthrough_endpoints() {
     assert_eq!(r.status(), 200);
     assert_eq!(header(&r, "x-modelgate-route"), "none");
     assert_eq!(mock.last().path, "/v1/models?limit=5");
+    // Lines are written as each request ends, not necessarily in order.
     let log = mg.wait_access_log(4);
-    assert_eq!(log[1]["output_tokens"], 300, "usage read from the response.completed event");
-    assert_eq!(log[2]["input_tokens"], 1200, "embeddings usage");
+    let line = |api: &str, stream: bool| log.iter().find(|l| l["api"] == api && l["stream"] == stream).unwrap_or_else(|| panic!("no {api} line in {log:?}")).clone();
+    assert_eq!(line("responses", true)["output_tokens"], 300, "usage read from the response.completed event");
+    assert_eq!(line("embeddings", false)["input_tokens"], 1200, "embeddings usage");
 }
 
 #[tokio::test]

@@ -177,3 +177,37 @@ models:
         assert!((r["cost_usd"].as_f64().unwrap() - 0.001065).abs() < 1e-9, "{r}");
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn official_sdks_see_fallbacks_and_broken_streams() {
+    let primary = Mock::start().await;
+    let fallback = Mock::start().await;
+    let conf = format!(
+        r#"
+retry: {{ max_attempts: 1 }}
+providers:
+  openai: {{ kind: openai, base_url: "{p}/v1" }}
+  anthropic: {{ kind: anthropic, base_url: "{p}" }}
+  openai-fb: {{ kind: openai, base_url: "{f}/v1" }}
+  anthropic-fb: {{ kind: anthropic, base_url: "{f}" }}
+models:
+  gpt-4o: {{ provider: openai, input_usd_per_mtok: 2.5, output_usd_per_mtok: 10, fallbacks: [claude-haiku] }}
+  claude-sonnet: {{ provider: anthropic, id: claude-sonnet-4-5, input_usd_per_mtok: 3, output_usd_per_mtok: 15, fallbacks: [gpt-4o-mini] }}
+  gpt-4o-mini: {{ provider: openai-fb, input_usd_per_mtok: 0.15, output_usd_per_mtok: 0.6 }}
+  claude-haiku: {{ provider: anthropic-fb, id: claude-haiku-4-5-20251001, input_usd_per_mtok: 1, output_usd_per_mtok: 5 }}
+"#,
+        p = primary.url(),
+        f = fallback.url()
+    );
+    let mg = Modelgate::start(&conf);
+    assert!(run_script("sdk_fallback.py", &mg).await.contains("all SDK fallback checks passed"));
+
+    // The primary got every call once: two 503s and a cut (gpt-4o), a 529
+    // and two cuts (claude-sonnet). The fallback served the 503s and the
+    // 529, each in its own dialect, and none of the cut streams.
+    assert_eq!(primary.calls(), 6);
+    let served: Vec<(String, String)> = fallback.requests().iter().map(|r| (r.path.clone(), r.json()["model"].as_str().unwrap_or("").to_string())).collect();
+    let count = |path: &str, model: &str| served.iter().filter(|(p, m)| p == path && m == model).count();
+    assert_eq!((served.len(), count("/v1/messages", "claude-haiku-4-5-20251001"), count("/v1/chat/completions", "gpt-4o-mini")), (3, 2, 1), "{served:?}");
+    assert!(common::metric_sum(&mg.metrics(), "modelgate_stream_errors_total", &[]) >= 3.0);
+}

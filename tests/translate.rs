@@ -12,6 +12,7 @@ async fn a_failing_openai_model_falls_back_to_claude_in_the_clients_dialect() {
     let anthropic = Mock::start().await;
     let conf = format!(
         r#"
+retry: {{ max_attempts: 1 }}
 providers:
   openai: {{ kind: openai, base_url: "{o}/v1" }}
   anthropic: {{ kind: anthropic, base_url: "{a}" }}
@@ -59,6 +60,7 @@ async fn a_gemini_client_falls_back_across_dialects_and_curl_gets_gemini_errors(
     let mock = Mock::start().await;
     let conf = format!(
         r#"
+retry: {{ max_attempts: 1 }}
 providers:
   openai: {{ kind: openai, base_url: "{m}/v1" }}
   gemini: {{ kind: gemini, base_url: "{m}/v1beta" }}

@@ -7,24 +7,38 @@
 //! and `/v1beta/models/{model}:generateContent`,
 //! `/v1beta/models/{model}:streamGenerateContent?alt=sse`, `GET /v1beta/models`
 //! (Gemini Developer API). It records every request, echoes the model it
-//! received, reports fixed usage, and can be scripted per call: a status to
-//! answer (with that provider's error body), a delay before the header, or a
-//! gate that holds a stream after its first event until the test releases it.
-//! A request header `x-mock-script: cut` or `x-mock-script: status:503`
-//! scripts that one call.
+//! received, reports fixed usage, and can be scripted per call (`Script`): a
+//! status to answer (with that provider's error body, optionally
+//! `Retry-After`), a delay before the header, a gate that holds a stream
+//! after its first event until the test releases it, a stream cut (or ended
+//! cleanly) after its first event, a connection reset before any response,
+//! a 200 stream whose first event is the provider's error event, or a 200
+//! whose body is not JSON. `fail_randomly` fails a share of the unscripted
+//! calls (seeded PRNG, reproducible). Model listings (`GET /v1/models`,
+//! `GET /v1beta/models`) answer `set_models` ids and never take queued or
+//! random scripts, so a health checker polling them leaves a test's script
+//! alone; `model_calls()` counts the other calls.
+//!
+//! A request header `x-mock-script: cut|truncate|reset|error_event|invalid_body|status:N`
+//! scripts that one call (without taking a queued script); a suffix
+//! `@MODEL` (`status:503@gpt-4o`) limits it to calls for that upstream model
+//! id, so a fallback model that gets the same forwarded header is not hit.
 #![allow(dead_code)]
 
 use std::collections::VecDeque;
 use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use axum::body::{Body, Bytes};
-use axum::extract::State;
+use axum::extract::{ConnectInfo, State};
 use axum::http::{HeaderMap, Method, Uri};
-use axum::serve::ListenerExt;
 use axum::response::Response;
 use serde_json::{json, Value};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::sync::Semaphore;
 
 /// Usage the mock reports on every model call.
@@ -60,12 +74,120 @@ pub enum Script {
     Gated,
     /// Stream: send the first event, then cut the connection.
     Cut,
+    /// Stream: send the first event, then end the body cleanly, without the
+    /// dialect's final event (`[DONE]`, `message_stop`, …).
+    Truncate,
+    /// Read the request, then close the connection with a TCP reset and no
+    /// response at all.
+    Reset,
+    /// 200 `text/event-stream` whose first and only event is the provider's
+    /// error event (Anthropic `event: error` overloaded_error, OpenAI
+    /// `data: {"error": …}`, Gemini `data: {"error": {"code": 503, …}}`), for
+    /// streamed and non-streamed calls alike.
+    ErrorEvent,
+    /// 200 `application/json` with the body `<html>upstream proxy error</html>`.
+    InvalidBody,
+    /// Like `Status`, with a `Retry-After: SECONDS` header.
+    StatusRetryAfter(u16, u64),
 }
 
 #[derive(Default)]
 struct Inner {
     requests: Vec<Recorded>,
     scripts: VecDeque<Script>,
+    /// `fail_randomly`: (ratio, status) and the PRNG state.
+    random: Option<(f64, u16)>,
+    rng: u64,
+    /// Ids `GET /v1/models` lists (`None`: gpt-4o-mini).
+    models: Option<Vec<String>>,
+}
+
+impl Inner {
+    /// The next unscripted call's random failure, if any (splitmix64).
+    fn random_failure(&mut self) -> Option<Script> {
+        let (ratio, status) = self.random?;
+        self.rng = self.rng.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.rng;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        let x = ((z ^ (z >> 31)) >> 11) as f64 / (1u64 << 53) as f64;
+        (x < ratio).then_some(Script::Status(status))
+    }
+}
+
+/// The mock's listener: every connection carries a flag that `Script::Reset`
+/// sets, after which the connection fails its next write (the response) and
+/// is closed with SO_LINGER 0, a TCP RST, before any response byte is sent.
+struct ResettableListener(tokio::net::TcpListener);
+
+struct Conn {
+    tcp: tokio::net::TcpStream,
+    kill: Arc<AtomicBool>,
+}
+
+#[derive(Clone)]
+struct Kill(Arc<AtomicBool>);
+
+impl axum::serve::Listener for ResettableListener {
+    type Io = Conn;
+    type Addr = SocketAddr;
+
+    async fn accept(&mut self) -> (Conn, SocketAddr) {
+        loop {
+            if let Ok((tcp, addr)) = self.0.accept().await {
+                let _ = tcp.set_nodelay(true);
+                return (Conn { tcp, kill: Arc::default() }, addr);
+            }
+        }
+    }
+
+    fn local_addr(&self) -> std::io::Result<SocketAddr> {
+        self.0.local_addr()
+    }
+}
+
+impl axum::extract::connect_info::Connected<axum::serve::IncomingStream<'_, ResettableListener>> for Kill {
+    fn connect_info(s: axum::serve::IncomingStream<'_, ResettableListener>) -> Kill {
+        Kill(s.io().kill.clone())
+    }
+}
+
+impl Conn {
+    fn killed(&self) -> Option<std::io::Error> {
+        self.kill.load(Ordering::SeqCst).then(|| {
+            let _ = self.tcp.set_zero_linger();
+            std::io::ErrorKind::ConnectionReset.into()
+        })
+    }
+}
+
+impl AsyncRead for Conn {
+    fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<std::io::Result<()>> {
+        match self.killed() {
+            Some(e) => Poll::Ready(Err(e)),
+            None => Pin::new(&mut self.tcp).poll_read(cx, buf),
+        }
+    }
+}
+
+impl AsyncWrite for Conn {
+    fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<std::io::Result<usize>> {
+        match self.killed() {
+            Some(e) => Poll::Ready(Err(e)),
+            None => Pin::new(&mut self.tcp).poll_write(cx, buf),
+        }
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        match self.killed() {
+            Some(e) => Poll::Ready(Err(e)),
+            None => Pin::new(&mut self.tcp).poll_flush(cx),
+        }
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.tcp).poll_shutdown(cx)
+    }
 }
 
 #[derive(Clone)]
@@ -82,10 +204,7 @@ impl Mock {
         let mock = Mock { addr, inner: Arc::default(), gate: Arc::new(Semaphore::new(0)) };
         let app = axum::Router::new().fallback(handle).layer(axum::extract::DefaultBodyLimit::disable()).with_state(mock.clone());
         tokio::spawn(async move {
-            let listener = listener.tap_io(|tcp| {
-                let _ = tcp.set_nodelay(true);
-            });
-            axum::serve(listener, app).await.ok();
+            axum::serve(ResettableListener(listener), app.into_make_service_with_connect_info::<Kill>()).await.ok();
         });
         mock
     }
@@ -106,6 +225,24 @@ impl Mock {
 
     pub fn calls(&self) -> usize {
         self.inner.lock().unwrap().requests.len()
+    }
+
+    /// Calls other than GETs (model listings, health checks).
+    pub fn model_calls(&self) -> usize {
+        self.inner.lock().unwrap().requests.iter().filter(|r| r.method != "GET").count()
+    }
+
+    /// While `ratio > 0`, each call with no queued script fails with
+    /// `status` with that probability; the PRNG restarts from a fixed seed.
+    pub fn fail_randomly(&self, ratio: f64, status: u16) {
+        let mut inner = self.inner.lock().unwrap();
+        inner.random = (ratio > 0.0).then_some((ratio, status));
+        inner.rng = 0x5EED;
+    }
+
+    /// The model ids `GET /v1/models` lists from now on.
+    pub fn set_models(&self, ids: &[&str]) {
+        self.inner.lock().unwrap().models = Some(ids.iter().map(|s| s.to_string()).collect());
     }
 
     pub fn last(&self) -> Recorded {
@@ -142,6 +279,10 @@ fn async_stream(events: Vec<String>, script: Script, gate: Arc<Semaphore>) -> im
                     tokio::time::sleep(Duration::from_millis(100)).await;
                     return Some((Err(std::io::Error::other("cut")), (events.len(), events, script, gate)));
                 }
+                Script::Truncate => {
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    return None;
+                }
                 _ => {}
             }
         }
@@ -159,47 +300,103 @@ fn json_response(status: u16, v: Value) -> Response {
         .unwrap()
 }
 
-async fn handle(State(mock): State<Mock>, method: Method, uri: Uri, headers: HeaderMap, body: Bytes) -> Response {
+/// A `x-mock-script` header value, when it applies to a call for `model`.
+fn header_script(v: &str, model: &str) -> Option<Script> {
+    let (s, only) = v.split_once('@').map_or((v, None), |(s, m)| (s, Some(m)));
+    if only.is_some_and(|m| m != model) {
+        return None;
+    }
+    match s {
+        "cut" => Some(Script::Cut),
+        "truncate" => Some(Script::Truncate),
+        "reset" => Some(Script::Reset),
+        "error_event" => Some(Script::ErrorEvent),
+        "invalid_body" => Some(Script::InvalidBody),
+        _ => s.strip_prefix("status:")?.parse().ok().map(Script::Status),
+    }
+}
+
+/// The provider's error body for `code`, in the dialect of `path`.
+fn error_response(code: u16, path: &str, retry_after: Option<u64>) -> Response {
+    let err = if path == "/v1/messages" {
+        let kind = match code {
+            400 => "invalid_request_error",
+            401 => "authentication_error",
+            403 => "permission_error",
+            404 => "not_found_error",
+            413 => "request_too_large",
+            429 => "rate_limit_error",
+            529 => "overloaded_error",
+            _ => "api_error",
+        };
+        let message = if code == 529 { "Overloaded".to_string() } else { format!("mock {code}") };
+        json!({"type": "error", "error": {"type": kind, "message": message}})
+    } else if path.starts_with("/v1beta/") {
+        json!({"error": {"code": code, "message": format!("mock {code}"), "status": gemini_status(code)}})
+    } else {
+        json!({"error": {"message": format!("mock {code}"), "type": "server_error", "param": null, "code": null}})
+    };
+    let mut r = json_response(code, err);
+    if let Some(s) = retry_after {
+        r.headers_mut().insert("retry-after", s.into());
+    }
+    r
+}
+
+/// A 200 stream whose first event is the provider's error event.
+fn error_event(path: &str, gate: Arc<Semaphore>) -> Response {
+    let e = match path {
+        "/v1/messages" => ev("error", json!({"type": "error", "error": {"type": "overloaded_error", "message": "Overloaded"}})),
+        "/v1/responses" => ev("error", json!({"type": "error", "code": "server_error", "message": "The server had an error", "param": null, "sequence_number": 0})),
+        p if p.starts_with("/v1beta/") => data(json!({"error": {"code": 503, "message": "overloaded", "status": "UNAVAILABLE"}})),
+        _ => data(json!({"error": {"message": "The server had an error", "type": "server_error", "param": null, "code": null}})),
+    };
+    sse(vec![e], Script::Ok, gate)
+}
+
+async fn handle(State(mock): State<Mock>, ConnectInfo(kill): ConnectInfo<Kill>, method: Method, uri: Uri, headers: HeaderMap, body: Bytes) -> Response {
+    let req: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
+    // Gemini: `/v1beta/models/{model}:{method}`, the model in the path.
+    let gemini = uri.path().strip_prefix("/v1beta/models/").and_then(|r| r.split_once(':'));
+    let upstream_model = req["model"].as_str().or(gemini.map(|g| g.0)).unwrap_or("");
+    let listing = method == Method::GET && matches!(uri.path(), "/v1/models" | "/v1beta/models");
     let script = {
         let mut inner = mock.inner.lock().unwrap();
         inner.requests.push(Recorded { method: method.to_string(), path: uri.to_string(), headers: headers.clone(), body: body.clone() });
-        let queued = inner.scripts.pop_front().unwrap_or_default();
         // Clients that cannot reach the mock's API (the SDK tests) script a
         // call with a header, which modelgate forwards like any other.
-        match headers.get("x-mock-script").and_then(|v| v.to_str().ok()) {
-            Some("cut") => Script::Cut,
-            Some(s) => s.strip_prefix("status:").and_then(|c| c.parse().ok()).map(Script::Status).unwrap_or(queued),
-            None => queued,
+        match headers.get("x-mock-script").and_then(|v| v.to_str().ok()).and_then(|v| header_script(v, upstream_model)) {
+            Some(s) => s,
+            None if listing => Script::Ok,
+            None => inner.scripts.pop_front().or_else(|| inner.random_failure()).unwrap_or_default(),
         }
     };
-    let anthropic = uri.path() == "/v1/messages";
-    // Gemini: `/v1beta/models/{model}:{method}`, the model in the path.
-    let gemini = uri.path().strip_prefix("/v1beta/models/").and_then(|r| r.split_once(':'));
+    let gate = mock.gate.clone();
     match script {
-        Script::Status(code) => {
-            let err = if anthropic {
-                json!({"type": "error", "error": {"type": if code == 529 { "overloaded_error" } else { "api_error" }, "message": format!("mock {code}")}})
-            } else if uri.path().starts_with("/v1beta/") {
-                json!({"error": {"code": code, "message": format!("mock {code}"), "status": gemini_status(code)}})
-            } else {
-                json!({"error": {"message": format!("mock {code}"), "type": "server_error", "param": null, "code": null}})
-            };
-            return json_response(code, err);
-        }
+        Script::Status(code) => return error_response(code, uri.path(), None),
+        Script::StatusRetryAfter(code, secs) => return error_response(code, uri.path(), Some(secs)),
         Script::Delay(d) => tokio::time::sleep(d).await,
+        Script::Reset => {
+            kill.0.store(true, Ordering::SeqCst);
+            return Response::new(Body::empty());
+        }
+        Script::ErrorEvent => return error_event(uri.path(), gate),
+        Script::InvalidBody => {
+            return Response::builder().header("content-type", "application/json").body(Body::from("<html>upstream proxy error</html>")).unwrap();
+        }
         _ => {}
     }
     if method == Method::GET && uri.path() == "/v1/models" {
-        return json_response(200, json!({"object": "list", "data": [{"id": "gpt-4o-mini", "object": "model", "created": 1, "owned_by": "openai"}]}));
+        let ids = mock.inner.lock().unwrap().models.clone().unwrap_or_else(|| vec!["gpt-4o-mini".into()]);
+        let data: Vec<Value> = ids.iter().map(|id| json!({"id": id, "object": "model", "created": 1, "owned_by": "openai"})).collect();
+        return json_response(200, json!({"object": "list", "data": data}));
     }
     if method == Method::GET && uri.path() == "/v1beta/models" {
         return json_response(200, json!({"models": [{"name": "models/gemini-2.5-flash", "version": "001", "displayName": "Gemini 2.5 Flash",
             "inputTokenLimit": 1048576, "outputTokenLimit": 65536, "supportedGenerationMethods": ["generateContent", "countTokens"], "thinking": true}]}));
     }
-    let req: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
     let model = req["model"].as_str().unwrap_or("unknown").to_string();
     let stream = req["stream"] == json!(true);
-    let gate = mock.gate.clone();
     // With tools offered and no tool result yet, the answer calls the
     // first tool with {"city": "Paris"}.
     let last = req["messages"].as_array().or(req["contents"].as_array()).and_then(|m| m.last()).cloned().unwrap_or(Value::Null);
