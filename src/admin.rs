@@ -58,7 +58,7 @@ fn error(status: StatusCode, message: impl Into<String>) -> Reply {
 }
 
 /// Equal length and bytes, without an early exit on the first difference.
-fn same_secret(a: &[u8], b: &[u8]) -> bool {
+pub fn same_secret(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 

@@ -10,6 +10,7 @@
 pub mod accesslog;
 pub mod admin;
 pub mod body;
+pub mod ca;
 pub mod budget;
 pub mod cli_report;
 pub mod config;

@@ -52,6 +52,16 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// The local CA of transparent mode (HTTPS_PROXY): create it, show it
+    /// with trust instructions, or write a CA bundle for runtimes that read
+    /// one file.
+    Ca {
+        #[command(subcommand)]
+        action: CaAction,
+        /// The YAML config file whose state_dir holds the CA (default: the built-in defaults).
+        #[arg(short, long, value_name = "FILE", global = true)]
+        config: Option<PathBuf>,
+    },
     /// Print the SHA-256 of an API key read from standard input, the form
     /// `routing.app_keys` uses (the key itself is never stored).
     HashKey,
@@ -76,6 +86,25 @@ enum Command {
         /// Print the admin API's JSON instead of tables.
         #[arg(long)]
         json: bool,
+    },
+}
+
+#[derive(Subcommand)]
+enum CaAction {
+    /// Create the CA in state_dir/ca (key mode 0600); prints the certificate's path.
+    Init {
+        /// Replace an existing CA (apps must trust the new one).
+        #[arg(long)]
+        force: bool,
+    },
+    /// Print the CA certificate (PEM) and how to trust it from Python, Node, curl and the host.
+    Show,
+    /// Write the system's trusted roots plus the CA as one PEM file (for
+    /// SSL_CERT_FILE, REQUESTS_CA_BUNDLE, CURL_CA_BUNDLE).
+    Bundle {
+        /// Where to write it (default: state_dir/ca/bundle.pem).
+        #[arg(short, long, value_name = "FILE")]
+        out: Option<PathBuf>,
     },
 }
 
@@ -163,6 +192,31 @@ fn route(config: Option<PathBuf>, request: PathBuf, path: String, headers: Vec<S
     Ok(if refused { ExitCode::from(2) } else { ExitCode::SUCCESS })
 }
 
+fn ca(action: CaAction, config: Option<PathBuf>) -> Result<ExitCode, String> {
+    let snap = load(&config).map_err(|e| e.to_string())?;
+    let dir = &snap.state_dir;
+    match action {
+        CaAction::Init { force } => {
+            let (cert, created) = modelgate::ca::init(dir, force)?;
+            let what = if created { "created" } else { "already there (use --force to replace it)" };
+            println!("{} — {what}", cert.display());
+        }
+        CaAction::Show => {
+            let (cert, _) = modelgate::ca::init(dir, false)?;
+            let pem = std::fs::read_to_string(&cert).map_err(|e| format!("cannot read {}: {e}", cert.display()))?;
+            print!("{pem}");
+            println!("{}", modelgate::ca::trust_instructions(&cert, &dir.join("ca").join("bundle.pem"), snap.listen.forward_proxy));
+        }
+        CaAction::Bundle { out } => {
+            let (cert, _) = modelgate::ca::init(dir, false)?;
+            let out = out.unwrap_or_else(|| dir.join("ca").join("bundle.pem"));
+            let n = modelgate::ca::write_bundle(&cert, &out)?;
+            println!("{} — {n} system roots + the modelgate CA", out.display());
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     if !matches!(cli.command, Command::Run { .. }) {
@@ -221,6 +275,10 @@ fn main() -> ExitCode {
         }),
         Command::Status { admin, json } => report(&admin, "/admin/budgets", json, modelgate::cli_report::render_status),
         Command::Cost { admin, window, json } => report(&admin, &format!("/admin/usage?window={window}"), json, modelgate::cli_report::render_cost),
+        Command::Ca { action, config } => ca(action, config).unwrap_or_else(|e| {
+            eprintln!("modelgate: {e}");
+            ExitCode::FAILURE
+        }),
         Command::HashKey => {
             let mut key = String::new();
             if let Err(e) = std::io::stdin().read_line(&mut key) {

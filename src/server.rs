@@ -15,6 +15,7 @@ use crate::admin::Admin;
 use crate::budget::Budgets;
 use crate::config::Snapshot;
 use crate::policy::OverrideStore;
+use crate::proxy::forward::Forward;
 use crate::proxy::gateway::Gateway;
 use crate::reload::Reloader;
 
@@ -50,12 +51,27 @@ pub fn run(snap: Snapshot, config_path: Option<PathBuf>) -> Result<(), String> {
 
     let health = crate::upstream::health::Health::default();
     let gateway = Gateway::new(state.clone(), overrides.clone(), budgets.clone(), health.clone());
+    let forward = match listen.forward_proxy {
+        Some(addr) => {
+            let ca = Arc::new(crate::ca::Ca::open(&state.load().state_dir)?);
+            let gw = Gateway::new(state.clone(), overrides.clone(), budgets.clone(), health.clone()).forward();
+            let mut http = pingora_proxy::HttpProxy::new(gw, server.configuration.clone());
+            http.handle_init_modules();
+            let mut svc = Service::new("forward proxy".to_string(), Forward::new(state.clone(), http, ca)?);
+            svc.add_tcp(&addr.to_string());
+            Some(svc)
+        }
+        None => None,
+    };
     let mut gateway = pingora_proxy::http_proxy_service_with_name(&server.configuration, gateway, "gateway");
     gateway.add_tcp(&listen.gateway.to_string());
     let mut admin = Service::new("admin".to_string(), Admin { metrics: metrics.clone(), state: state.clone(), overrides, budgets: budgets.clone(), health: health.clone() });
     admin.add_tcp(&listen.admin.to_string());
     server.add_service(gateway);
     server.add_service(admin);
+    if let Some(f) = forward {
+        server.add_service(f);
+    }
     server.add_service(background_service("metrics upkeep", crate::metrics::Upkeep(metrics)));
     server.add_service(background_service("health checks", crate::upstream::health::Checker { state: state.clone(), health }));
     let fsync = state.load().budget_store.fsync_interval;
@@ -63,6 +79,6 @@ pub fn run(snap: Snapshot, config_path: Option<PathBuf>) -> Result<(), String> {
     if let Some(path) = config_path {
         server.add_service(background_service("config watcher", Reloader { path, state, budgets }));
     }
-    tracing::info!(gateway = %listen.gateway, admin = %listen.admin, "modelgate listening");
+    tracing::info!(gateway = %listen.gateway, admin = %listen.admin, forward_proxy = ?listen.forward_proxy, "modelgate listening");
     server.run_forever()
 }

@@ -210,6 +210,9 @@ pub struct Provider {
     pub timeouts: Timeouts,
     pub local: bool,
     pub health_check: Option<HealthCheck>,
+    /// Hosts it answers for in transparent mode (`hosts:`, else its
+    /// base_url's host), lowercase.
+    pub hosts: Vec<String>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -292,7 +295,39 @@ impl Model {
 pub struct Listen {
     pub gateway: SocketAddr,
     pub admin: SocketAddr,
+    /// The `HTTPS_PROXY` listener (transparent mode), when configured.
+    pub forward_proxy: Option<SocketAddr>,
 }
+
+/// `forward_proxy:` — what the transparent-mode listener does.
+#[derive(Debug, Clone)]
+pub struct ForwardProxy {
+    /// Hosts whose TLS is terminated and whose requests go through modelgate.
+    pub intercept: Vec<String>,
+    /// Ports CONNECT may reach.
+    pub allow_ports: Vec<u16>,
+    /// Tunnel other hosts blind (else refuse them).
+    pub tunnel: bool,
+    /// Client networks allowed to use the proxy (empty: loopback only).
+    pub allow_clients: Vec<ipnet::IpNet>,
+    /// `Proxy-Authorization` password: the variable and its value.
+    pub auth: Option<(String, Option<Secret>)>,
+}
+
+impl Default for ForwardProxy {
+    fn default() -> Self {
+        ForwardProxy {
+            intercept: DEFAULT_INTERCEPT.iter().map(|h| h.to_string()).collect(),
+            allow_ports: vec![443],
+            tunnel: true,
+            allow_clients: Vec::new(),
+            auth: None,
+        }
+    }
+}
+
+/// The provider API hosts intercepted by default.
+pub const DEFAULT_INTERCEPT: &[&str] = &["api.openai.com", "api.anthropic.com", "generativelanguage.googleapis.com", "openrouter.ai"];
 
 /// The whole validated configuration: what one request sees from start to end.
 #[derive(Debug)]
@@ -317,6 +352,7 @@ pub struct Snapshot {
     pub spike: Spike,
     /// `retry:` (defaults filled in).
     pub retry: Retry,
+    pub forward_proxy: ForwardProxy,
 }
 
 impl Snapshot {
@@ -331,6 +367,11 @@ impl Snapshot {
             r = r.with(p);
         }
         r
+    }
+
+    /// The provider that answers for `host` in transparent mode.
+    pub fn provider_for_host(&self, host: &str) -> Option<usize> {
+        self.providers.iter().position(|p| p.hosts.iter().any(|h| h.eq_ignore_ascii_case(host)))
     }
 
     pub fn provider(&self, name: &str) -> Option<&Provider> {

@@ -10,6 +10,17 @@ use serde::Deserialize;
 pub struct RawListen {
     pub gateway: Option<String>,
     pub admin: Option<String>,
+    pub forward_proxy: Option<String>,
+}
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct RawForwardProxy {
+    pub intercept: Option<Vec<String>>,
+    pub allow_ports: Option<Vec<u16>>,
+    pub tunnel: Option<bool>,
+    pub allow_clients: Option<Vec<String>>,
+    pub auth_env: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -28,6 +39,8 @@ pub struct RawProvider {
     #[serde(default)]
     pub default: bool,
     pub health_check: Option<RawHealthCheck>,
+    /// Hosts this provider answers for in transparent mode.
+    pub hosts: Option<Vec<String>>,
 }
 
 #[derive(Debug, Deserialize, Default)]

@@ -22,7 +22,7 @@ use crate::upstream::Endpoint;
 pub const DEFAULT_MAX_BODY_BYTES: usize = 32 * 1024 * 1024;
 const TOP_KEYS: &[&str] = &[
     "listen", "state_dir", "max_body_bytes", "access_log", "admin_token_env", "providers", "models", "routes", "routing", "budgets", "budget_store", "timezone", "spend_spike",
-    "retry", "breaker",
+    "retry", "breaker", "forward_proxy",
 ];
 
 mod budgets;
@@ -131,6 +131,7 @@ pub fn validate(text: &str, env: &dyn Fn(&str) -> Option<String>) -> Result<Snap
     let raw_spike = take("spend_spike").and_then(|v| cx.section("spend_spike", v));
     let raw_retry = take("retry").and_then(|v| cx.section("retry", v));
     let raw_breaker: Option<super::raw::RawBreaker> = take("breaker").and_then(|v| cx.section("breaker", v));
+    let raw_forward: super::raw::RawForwardProxy = take("forward_proxy").and_then(|v| cx.section("forward_proxy", v)).unwrap_or_default();
     let retry = resilience::retry_of(&mut cx, raw_retry);
     let breaker = resilience::breaker_of(&mut cx, "breaker", raw_breaker.as_ref(), Breaker::default());
 
@@ -225,6 +226,7 @@ pub fn validate(text: &str, env: &dyn Fn(&str) -> Option<String>) -> Result<Snap
     let budget_store = budgets::store_of(&mut cx, raw_store);
     let timezone = budgets::timezone_of(&mut cx, raw_tz);
     let spike = budgets::spike_of(&mut cx, raw_spike);
+    let forward_proxy = forward_proxy_of(&mut cx, raw_forward, &listen, &providers, env);
 
     if !cx.errors.is_empty() {
         return Err(cx.errors);
@@ -245,7 +247,50 @@ pub fn validate(text: &str, env: &dyn Fn(&str) -> Option<String>) -> Result<Snap
         timezone,
         spike,
         retry,
+        forward_proxy,
     })
+}
+
+/// `forward_proxy:`; a listener on a non-loopback address needs an
+/// explicit `allow_clients` (no accidental open proxy). Intercepted hosts
+/// are those on the list some provider answers for; others are tunnelled.
+fn forward_proxy_of(cx: &mut Ctx, raw: super::raw::RawForwardProxy, listen: &Listen, providers: &[Provider], env: &dyn Fn(&str) -> Option<String>) -> ForwardProxy {
+    let mut fp = ForwardProxy::default();
+    if let Some(list) = raw.intercept {
+        fp.intercept = list.iter().map(|h| h.trim().to_ascii_lowercase()).collect();
+    }
+    fp.intercept.retain(|h| providers.iter().any(|p| p.hosts.contains(h)));
+    if let Some(ports) = raw.allow_ports {
+        if ports.is_empty() || ports.contains(&0) {
+            cx.err("forward_proxy.allow_ports", "list the ports CONNECT may reach (1–65535), e.g. [443]");
+        }
+        fp.allow_ports = ports;
+    }
+    fp.tunnel = raw.tunnel.unwrap_or(true);
+    for (i, c) in raw.allow_clients.iter().flatten().enumerate() {
+        let parsed = c.parse::<ipnet::IpNet>().or_else(|_| c.parse::<std::net::IpAddr>().map(ipnet::IpNet::from));
+        match parsed {
+            Ok(n) => fp.allow_clients.push(n),
+            Err(_) => cx.err(format!("forward_proxy.allow_clients[{i}]"), format!("`{c}` is not an IP address or network (e.g. 10.0.0.0/8)")),
+        }
+    }
+    if let Some(addr) = listen.forward_proxy {
+        if !addr.ip().is_loopback() && fp.allow_clients.is_empty() {
+            cx.err(
+                "listen.forward_proxy",
+                format!("the forward proxy would listen on {addr}, reachable from other machines, without forward_proxy.allow_clients; list the client networks allowed to use it (e.g. [10.0.0.0/8]) or listen on 127.0.0.1 — modelgate will not run an open proxy"),
+            );
+        }
+    }
+    fp.auth = match raw.auth_env {
+        Some(var) if var.trim().is_empty() => {
+            cx.err("forward_proxy.auth_env", "must name an environment variable holding the proxy password");
+            None
+        }
+        Some(var) => Some((var.clone(), env(&var).filter(|t| !t.is_empty()).map(Secret))),
+        None => None,
+    };
+    fp
 }
 
 fn addr(cx: &mut Ctx, path: &str, value: Option<String>, default: &str) -> SocketAddr {
@@ -262,7 +307,11 @@ fn listen_of(cx: &mut Ctx, raw: RawListen) -> Listen {
     if gateway == admin && gateway.port() != 0 {
         cx.err("listen.admin", format!("admin and gateway both listen on {gateway}; give them different ports"));
     }
-    Listen { gateway, admin }
+    let forward_proxy = raw.forward_proxy.map(|f| addr(cx, "listen.forward_proxy", Some(f), "127.0.0.1:8081"));
+    if forward_proxy.is_some_and(|f| f.port() != 0 && (f == gateway || f == admin)) {
+        cx.err("listen.forward_proxy", "the forward proxy needs its own port (not the gateway's or the admin's)");
+    }
+    Listen { gateway, admin, forward_proxy }
 }
 
 fn provider_of(
@@ -310,7 +359,11 @@ fn provider_of(
         return None;
     }
     let endpoint = Arc::new(endpoint?);
-    Some((Provider { name, kind, endpoint, auth, timeouts, local: raw.local, health_check }, default))
+    let hosts = match raw.hosts {
+        Some(h) => h.iter().map(|h| h.trim().to_ascii_lowercase()).collect(),
+        None => vec![endpoint.host.to_ascii_lowercase()],
+    };
+    Some((Provider { name, kind, endpoint, auth, timeouts, local: raw.local, health_check, hosts }, default))
 }
 
 fn price(cx: &mut Ctx, path: &str, field: &str, v: Option<f64>) -> Option<f64> {

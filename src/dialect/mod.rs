@@ -92,6 +92,9 @@ pub struct Incoming {
     pub path_model: Option<String>,
     /// The path asks for a stream (Gemini `streamGenerateContent`).
     pub path_stream: bool,
+    /// Transparent mode: the provider whose host the client called (serves
+    /// requests no route takes).
+    pub provider: Option<usize>,
 }
 
 impl Incoming {
@@ -124,7 +127,7 @@ pub fn classify_path(path: &str, query: Option<&str>) -> Option<Incoming> {
         Some(q) => format!("{p}?{q}"),
         None => p.to_string(),
     };
-    let plain = |dialect, api, rest: &str| Incoming { dialect, api, upstream_path: with_query(rest), path_model: None, path_stream: false };
+    let plain = |dialect, api, rest: &str| Incoming { dialect, api, upstream_path: with_query(rest), path_model: None, path_stream: false, provider: None };
     let anthropic = |rest: &str| plain(Dialect::Anthropic, if rest == "/v1/messages" { Api::Messages } else { Api::Other }, rest);
     if let Some(rest) = path.strip_prefix("/gemini") {
         let rest = rest.strip_prefix("/v1beta").or_else(|| rest.strip_prefix("/v1")).filter(|r| r.starts_with('/'))?;
@@ -138,6 +141,7 @@ pub fn classify_path(path: &str, query: Option<&str>) -> Option<Incoming> {
                 upstream_path: with_query(&format!(":{method}")),
                 path_model: Some(model.to_string()),
                 path_stream: method == "streamGenerateContent",
+                provider: None,
             },
             None => plain(Dialect::Gemini, Api::Other, rest),
         });

@@ -73,6 +73,8 @@ pub struct Facts<'a> {
     pub task_source: Source,
     pub complexity: Score,
     pub stream: bool,
+    /// Transparent mode: the provider whose host the client called.
+    pub provider_hint: Option<usize>,
     pub tools: bool,
     pub response_format: bool,
     /// The end user: `user`, `safety_identifier` or `metadata.user_id`.
@@ -218,6 +220,7 @@ pub fn classify<'a>(
         task_source,
         complexity,
         stream: incoming.path_stream || body.is_some_and(JsonBody::stream),
+        provider_hint: incoming.provider,
         tools,
         response_format,
         user,

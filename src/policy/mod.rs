@@ -508,7 +508,7 @@ fn unrouted<'s>(snap: &'s Snapshot, f: &Facts<'_>, mode: Mode, tr: &mut Tr<'_>) 
         chain.offer_names(snap, &m.fallbacks, f, mode, "model fallback", tr);
         return chain.finish(snap, f, mode);
     }
-    let Some(provider) = snap.default_provider[f.dialect as usize] else {
+    let Some(provider) = f.provider_hint.or(snap.default_provider[f.dialect as usize]) else {
         return Err(GatewayError::new(502, ErrorKind::Upstream, "no_provider", format!(
             "no {d} provider is configured; add a provider with `kind: {d}` to the config",
             d = f.dialect

@@ -50,6 +50,9 @@ pub struct Gateway {
     connector: Connector,
     log: AccessLogger,
     health: Health,
+    /// Serves the forward proxy (transparent mode): the host a request was
+    /// sent to picks its provider and API.
+    forward: bool,
 }
 
 /// Why handling stopped early.
@@ -157,21 +160,75 @@ struct Req {
 
 impl Gateway {
     pub fn new(state: Arc<ArcSwap<Snapshot>>, overrides: Arc<OverrideStore>, budgets: Budgets, health: Health) -> Self {
-        Self { state, overrides, budgets, connector: Connector::new(None), log: AccessLogger::default(), health }
+        Self { state, overrides, budgets, connector: Connector::new(None), log: AccessLogger::default(), health, forward: false }
+    }
+
+    /// The same pipeline behind the forward proxy.
+    pub fn forward(mut self) -> Self {
+        self.forward = true;
+        self
+    }
+
+    /// Transparent mode: the provider that answers for the host the client
+    /// called, and the request's path as the base-URL gateway names it
+    /// (`/v1/…`, `/anthropic/v1/…`, `/gemini/v1beta/…`).
+    fn forward_target(&self, snap: &Snapshot, head: &RequestHeader) -> Result<(String, usize), GatewayError> {
+        // Plain HTTP proxying names the host in an `http://` URI and carries
+        // the proxy credentials on every request; inside an intercepted TLS
+        // connection (authorized at CONNECT) the Host header or h2's
+        // `https` authority names it.
+        let plain = head.uri.scheme_str() == Some("http");
+        if plain {
+            let given = head.headers.get("proxy-authorization").map(|v| v.as_bytes());
+            snap.forward_proxy.authorize(given).map_err(|why| GatewayError::new(407, ErrorKind::Authentication, "proxy_auth", why))?;
+        }
+        let authority = head.uri.authority().map(|a| a.as_str()).or_else(|| head.headers.get("host").and_then(|h| h.to_str().ok())).unwrap_or("");
+        let (host, port) = match authority.rsplit_once(':') {
+            Some((h, p)) if p.parse::<u16>().is_ok() => (h, p.parse::<u16>().ok()),
+            _ => (authority, None),
+        };
+        let host = host.trim_start_matches('[').trim_end_matches(']');
+        let idx = snap
+            .providers
+            .iter()
+            .position(|p| p.hosts.iter().any(|h| h.eq_ignore_ascii_case(host)) && port.is_none_or(|port| !plain || port == p.endpoint.port))
+            .ok_or_else(|| {
+                GatewayError::new(421, ErrorKind::NotFound, "unknown_host", format!(
+                    "modelgate has no provider for host `{host}`; add it to a provider's `hosts` in the config (or remove it from forward_proxy.intercept)"
+                ))
+            })?;
+        let p = &snap.providers[idx];
+        let path = head.uri.path();
+        let rest = path.strip_prefix(p.endpoint.base_path.as_str()).filter(|r| r.is_empty() || r.starts_with('/')).unwrap_or(path);
+        let gateway_path = match p.kind {
+            Dialect::OpenAi => format!("/v1{rest}"),
+            Dialect::Anthropic => format!("/anthropic{rest}"),
+            Dialect::Gemini => format!("/gemini/v1beta{rest}"),
+        };
+        Ok((gateway_path, idx))
     }
 
     async fn handle(&self, session: &mut Session, snap: &Snapshot, r: &mut Req) -> Result<(), Stop> {
         let head = session.req_header();
-        let incoming = classify_path(head.uri.path(), head.uri.query()).ok_or_else(|| {
+        let (path, hint) = match self.forward {
+            true => {
+                let (p, i) = self.forward_target(snap, head)?;
+                (p, Some(i))
+            }
+            false => (head.uri.path().to_string(), None),
+        };
+        let mut incoming = classify_path(&path, head.uri.query()).ok_or_else(|| {
             GatewayError::new(404, ErrorKind::NotFound, "unknown_endpoint", format!(
                 "modelgate has no endpoint {}: point an OpenAI client at http://<modelgate>/v1 and an Anthropic client at http://<modelgate>/anthropic",
                 head.uri.path()
             ))
         })?;
+        incoming.provider = hint;
         r.dialect = incoming.dialect;
         r.rec.dialect = incoming.dialect.as_str();
         r.rec.api = incoming.api.as_str();
         let is_post = head.method == http::Method::POST;
+        r.rec.path = path.clone();
 
         let body = read_body(session, snap.max_body_bytes).await?;
         r.body_done = Instant::now();
@@ -186,8 +243,7 @@ impl Gateway {
         r.rec.stream = incoming.path_stream || json.as_ref().is_some_and(|j| j.stream());
         let overrides = self.overrides.load();
         // Owned copies, so the classification can live across the writes.
-        let head = session.req_header();
-        let (path, headers) = (head.uri.path().to_string(), head.headers.clone());
+        let headers = session.req_header().headers.clone();
         let facts = policy::classify(snap, &incoming, &path, &headers, json.as_ref(), body.len(), requested.as_deref())?;
         r.rec.app = facts.app.clone();
         r.rec.task = facts.task.clone();
@@ -336,7 +392,7 @@ impl Gateway {
                         drop(hold);
                         self.health.record(label, &provider.name, &breaker, Err(f.reason), Instant::now());
                         metrics::attempt(label, f.reason);
-                        tried.push(format!("{label}: {}", f.reason));
+                        tried.push(format!("{label}: {}", f.status.map_or(f.reason.to_string(), |s| s.to_string())));
                         r.rec.error = Some(f.reason.to_string());
                         tracing::warn!(model = label, provider = %provider.name, reason = f.reason, error = %f.message, "upstream attempt failed");
                         let wait = retry.wait(n, f.retry_after);
@@ -560,7 +616,9 @@ impl Gateway {
                     break;
                 }
                 Err(e) => {
-                    failed = Some((e.reason(), e.to_string()));
+                    // A connection that closes mid-body is a cut stream.
+                    let reason = if matches!(e, AttemptError::Io(_)) { "cut" } else { e.reason() };
+                    failed = Some((reason, e.to_string()));
                     if !settled {
                         settled = true;
                         self.settle(&mut s, ok, tap.usage(), tap.text_bytes, r).await;

@@ -1,4 +1,5 @@
 //! Listeners that accept client traffic. `gateway` is the base-URL mode:
 //! Pingora's `ProxyHttp` answering every request itself.
 
+pub mod forward;
 pub mod gateway;

@@ -3,6 +3,7 @@
 #![allow(dead_code)]
 
 pub mod mock;
+pub mod tls;
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -65,6 +66,9 @@ pub struct Modelgate {
     pub config: PathBuf,
     pub gateway: String,
     pub admin: String,
+    /// The forward proxy (`http://127.0.0.1:PORT`), when the config has a
+    /// `forward_proxy:` section.
+    pub forward: Option<String>,
     env: Vec<(String, String)>,
 }
 
@@ -98,15 +102,17 @@ impl Modelgate {
     fn try_start(yaml: &str, env: &[(&str, &str)]) -> Option<Modelgate> {
         let dir = tempfile::tempdir().unwrap();
         let (g, a) = (free_port(), free_port());
+        let f = yaml.contains("forward_proxy:").then(free_port);
+        let forward_listen = f.map(|f| format!("  forward_proxy: 127.0.0.1:{f}\n")).unwrap_or_default();
         let text = format!(
-            "listen:\n  gateway: 127.0.0.1:{g}\n  admin: 127.0.0.1:{a}\nstate_dir: {}\naccess_log: {}\n{yaml}",
+            "listen:\n  gateway: 127.0.0.1:{g}\n  admin: 127.0.0.1:{a}\n{forward_listen}state_dir: {}\naccess_log: {}\n{yaml}",
             dir.path().join("state").display(),
             dir.path().join("access.log").display()
         );
         let config = dir.path().join("modelgate.yaml");
         std::fs::write(&config, text).unwrap();
         let child = spawn(&config, dir.path(), env);
-        let mut mg = Modelgate { child, dir, config, gateway: format!("http://127.0.0.1:{g}"), admin: format!("http://127.0.0.1:{a}"), env: env.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect() };
+        let mut mg = Modelgate { child, dir, config, gateway: format!("http://127.0.0.1:{g}"), admin: format!("http://127.0.0.1:{a}"), forward: f.map(|f| format!("http://127.0.0.1:{f}")), env: env.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect() };
         mg.wait_ready().then_some(mg)
     }
 
