@@ -19,12 +19,17 @@ fn python() -> PathBuf {
 
 /// Run `tests/sdk/<script>` against `mg`; fails the test if it fails.
 async fn run_script(script: &str, mg: &Modelgate) -> String {
+    run_script_with(script, mg, &[]).await
+}
+
+async fn run_script_with(script: &str, mg: &Modelgate, env: &[(&str, &str)]) -> String {
     let out = tokio::process::Command::new(python())
         .arg(format!("{}/tests/sdk/{script}", env!("CARGO_MANIFEST_DIR")))
         .env("MG_GATEWAY", &mg.gateway)
         .env("MG_ADMIN", &mg.admin)
         .env_remove("OPENAI_BASE_URL")
         .env_remove("ANTHROPIC_BASE_URL")
+        .envs(env.iter().copied())
         .output()
         .await
         .expect("run python");
@@ -210,4 +215,37 @@ models:
     let count = |path: &str, model: &str| served.iter().filter(|(p, m)| p == path && m == model).count();
     assert_eq!((served.len(), count("/v1/messages", "claude-haiku-4-5-20251001"), count("/v1/chat/completions", "gpt-4o-mini")), (3, 2, 1), "{served:?}");
     assert!(common::metric_sum(&mg.metrics(), "modelgate_stream_errors_total", &[]) >= 3.0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn official_sdks_in_transparent_mode() {
+    let mock = Mock::start().await;
+    // tunnel: false — a host modelgate failed to intercept is refused, never
+    // reached; every intercepted host is served by the local mock.
+    let conf = format!(
+        r#"
+forward_proxy: {{ intercept: [api.openai.com, api.anthropic.com], tunnel: false }}
+providers:
+  openai: {{ kind: openai, base_url: "{m}/v1", hosts: [api.openai.com] }}
+  anthropic: {{ kind: anthropic, base_url: "{m}", hosts: [api.anthropic.com] }}
+models:
+  gpt-4o-mini: {{ provider: openai, input_usd_per_mtok: 0.15, output_usd_per_mtok: 0.6 }}
+  claude-haiku: {{ provider: anthropic, id: claude-haiku-4-5-20251001, input_usd_per_mtok: 1, output_usd_per_mtok: 5 }}
+routes:
+  - {{ name: mini, match: {{ model: "gpt-4o*" }}, target: gpt-4o-mini }}
+"#,
+        m = mock.url()
+    );
+    let mg = Modelgate::start(&conf);
+    let proxy = mg.forward.clone().unwrap();
+    let ca = mg.dir.path().join("state/ca/ca.pem");
+    let env = [("HTTPS_PROXY", proxy.as_str()), ("SSL_CERT_FILE", ca.to_str().unwrap()), ("NO_PROXY", ""), ("no_proxy", "")];
+    assert!(run_script_with("sdk_transparent.py", &mg, &env).await.contains("all transparent-mode SDK checks passed"));
+    // The provider saw the routed model and the app's own keys (anthropic 2.x sends its key as a bearer token).
+    let reqs = mock.requests();
+    let header = |r: &common::mock::Recorded, h: &str| r.headers.get(h).and_then(|v| v.to_str().ok()).unwrap_or("").to_string();
+    let seen: Vec<(String, String, String)> = reqs.iter().map(|r| (r.path.clone(), header(r, "authorization"), header(r, "x-api-key"))).collect();
+    assert!(reqs.iter().any(|r| r.path == "/v1/chat/completions" && r.json()["model"] == "gpt-4o-mini" && header(r, "authorization") == "Bearer sk-app-key"), "{seen:?}");
+    assert!(reqs.iter().any(|r| r.path == "/v1/messages" && r.json()["model"] == "claude-haiku-4-5-20251001" && (header(r, "x-api-key") == "sk-ant-app-key" || header(r, "authorization") == "Bearer sk-ant-app-key")), "{seen:?}");
+    assert!(reqs.iter().all(|r| r.json().get("model").is_none_or(|m| m != "gpt-4o")), "the requested model never reached the provider");
 }

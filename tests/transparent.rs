@@ -64,7 +64,7 @@ async fn curl_through_the_proxy_reaches_the_pipeline_over_http1_and_h2() {
     for http in ["--http1.1", "--http2"] {
         let (head, out, ok) = curl(&["-x", &proxy, "--cacert", ca.to_str().unwrap(), http, "-H", "content-type: application/json", "-H", "authorization: Bearer sk-app", "-d", body, "https://api.openai.com/v1/chat/completions"]);
         assert!(ok, "{http}: {out}\n{}", mg.stderr());
-        let status_line = head.lines().filter(|l| l.starts_with("HTTP/")).last().unwrap_or_default().to_string();
+        let status_line = head.lines().rfind(|l| l.starts_with("HTTP/")).unwrap_or_default().to_string();
         assert!(status_line.contains(" 200"), "{http}: {head}");
         if http == "--http2" {
             assert!(status_line.starts_with("HTTP/2"), "ALPN negotiated h2: {head}");
