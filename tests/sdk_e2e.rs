@@ -222,20 +222,7 @@ async fn official_sdks_in_transparent_mode() {
     let mock = Mock::start().await;
     // tunnel: false — a host modelgate failed to intercept is refused, never
     // reached; every intercepted host is served by the local mock.
-    let conf = format!(
-        r#"
-forward_proxy: {{ intercept: [api.openai.com, api.anthropic.com], tunnel: false }}
-providers:
-  openai: {{ kind: openai, base_url: "{m}/v1", hosts: [api.openai.com] }}
-  anthropic: {{ kind: anthropic, base_url: "{m}", hosts: [api.anthropic.com] }}
-models:
-  gpt-4o-mini: {{ provider: openai, input_usd_per_mtok: 0.15, output_usd_per_mtok: 0.6 }}
-  claude-haiku: {{ provider: anthropic, id: claude-haiku-4-5-20251001, input_usd_per_mtok: 1, output_usd_per_mtok: 5 }}
-routes:
-  - {{ name: mini, match: {{ model: "gpt-4o*" }}, target: gpt-4o-mini }}
-"#,
-        m = mock.url()
-    );
+    let conf = common::transparent_config(&mock, "  intercept: [api.openai.com, api.anthropic.com]\n  tunnel: false");
     let mg = Modelgate::start(&conf);
     let proxy = mg.forward.clone().unwrap();
     let ca = mg.dir.path().join("state/ca/ca.pem");

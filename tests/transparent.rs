@@ -13,26 +13,8 @@ mod common;
 use std::process::Command;
 
 use common::tls::{pki, tls_front};
-use common::{Mock, Modelgate};
+use common::{transparent_config as config, Mock, Modelgate};
 use serde_json::Value;
-
-fn config(mock: &Mock, forward: &str) -> String {
-    format!(
-        r#"
-forward_proxy:
-{forward}
-providers:
-  openai: {{ kind: openai, base_url: "{m}/v1", hosts: [api.openai.com] }}
-  anthropic: {{ kind: anthropic, base_url: "{m}", hosts: [api.anthropic.com] }}
-models:
-  gpt-4o-mini: {{ provider: openai, input_usd_per_mtok: 0.15, output_usd_per_mtok: 0.6 }}
-  claude-haiku: {{ provider: anthropic, id: claude-haiku-4-5-20251001, input_usd_per_mtok: 1, output_usd_per_mtok: 5 }}
-routes:
-  - {{ name: mini, match: {{ model: "gpt-4o*" }}, target: gpt-4o-mini }}
-"#,
-        m = mock.url()
-    )
-}
 
 const NO_TUNNEL: &str = "  intercept: [api.openai.com, api.anthropic.com]\n  tunnel: false";
 

@@ -26,6 +26,27 @@ pub fn config_for(mock: &Mock, rest: &str) -> String {
     )
 }
 
+/// Transparent mode: providers that answer for api.openai.com and
+/// api.anthropic.com served by `mock`, a route gpt-4o* → gpt-4o-mini, and
+/// `forward` as the body of the `forward_proxy:` section.
+pub fn transparent_config(mock: &Mock, forward: &str) -> String {
+    format!(
+        r#"
+forward_proxy:
+{forward}
+providers:
+  openai: {{ kind: openai, base_url: "{m}/v1", hosts: [api.openai.com] }}
+  anthropic: {{ kind: anthropic, base_url: "{m}", hosts: [api.anthropic.com] }}
+models:
+  gpt-4o-mini: {{ provider: openai, input_usd_per_mtok: 0.15, output_usd_per_mtok: 0.6 }}
+  claude-haiku: {{ provider: anthropic, id: claude-haiku-4-5-20251001, input_usd_per_mtok: 1, output_usd_per_mtok: 5 }}
+routes:
+  - {{ name: mini, match: {{ model: "gpt-4o*" }}, target: gpt-4o-mini }}
+"#,
+        m = mock.url()
+    )
+}
+
 pub const MODELS: &str = r#"
 models:
   gpt-4o:
