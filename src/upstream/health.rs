@@ -285,11 +285,14 @@ pub struct Checker {
 impl pingora::services::background::BackgroundService for Checker {
     async fn start(&self, mut shutdown: pingora::server::ShutdownWatch) {
         let connector = Connector::new(None);
-        let mut tick = tokio::time::interval(Duration::from_millis(50));
         loop {
+            // Wake for the shortest interval configured (at most once a
+            // second when no provider is checked, after a reload).
+            let snap = self.state.load_full();
+            let nap = snap.providers.iter().filter_map(|p| p.health_check.as_ref()).map(|h| h.interval / 4).min().unwrap_or(Duration::from_secs(1));
             tokio::select! {
                 _ = shutdown.changed() => return,
-                _ = tick.tick() => {}
+                _ = tokio::time::sleep(nap.clamp(Duration::from_millis(25), Duration::from_secs(1))) => {}
             }
             let snap = self.state.load_full();
             let now = Instant::now();

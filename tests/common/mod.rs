@@ -95,7 +95,9 @@ pub struct Modelgate {
 
 fn spawn(config: &Path, dir: &Path, env: &[(&str, &str)]) -> Child {
     let stderr = std::fs::OpenOptions::new().create(true).append(true).open(dir.join("stderr.log")).unwrap();
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_modelgate"));
+    // MODELGATE_BIN runs another build (e.g. to compare two in the load bench).
+    let bin = std::env::var_os("MODELGATE_BIN").map(PathBuf::from).unwrap_or_else(|| PathBuf::from(env!("CARGO_BIN_EXE_modelgate")));
+    let mut cmd = Command::new(bin);
     cmd.args(["run", "-c"]).arg(config).stdout(Stdio::null()).stderr(stderr).env("MODELGATE_LOG", "info");
     for (k, v) in env {
         cmd.env(k, v);
