@@ -100,9 +100,6 @@ fn block(b: &Value) -> Result<Option<Part>, GatewayError> {
 }
 
 pub fn write_request(c: &Chat, default_max: u64) -> Result<Value, GatewayError> {
-    if c.json.is_some() {
-        return Err(bad("JSON mode / structured output cannot be carried to an Anthropic model (it has no such option); route this request to an OpenAI- or Gemini-dialect model"));
-    }
     let mut messages: Vec<Value> = Vec::new();
     for m in &c.messages {
         let role = match m.role {
@@ -151,6 +148,22 @@ pub fn write_request(c: &Chat, default_max: u64) -> Result<Value, GatewayError> 
     }
     if !c.stop.is_empty() {
         out.insert("stop_sequences".into(), json!(c.stop));
+    }
+    if let Some(f) = &c.json {
+        // Anthropic has no JSON mode: the answer is the input of a tool the
+        // model must call, turned back into text on the way out.
+        if !c.tools.is_empty() {
+            return Err(bad("structured output together with tools cannot be carried to an Anthropic model (it is carried as a forced tool call); route this request to an OpenAI- or Gemini-dialect model or drop one of them"));
+        }
+        let schema = match f {
+            JsonFormat::Object => json!({"type": "object"}),
+            JsonFormat::Schema { schema, .. } => schema.clone(),
+        };
+        if schema["type"] != "object" {
+            return Err(bad("structured output for an Anthropic model needs a JSON schema whose root is an object (`\"type\": \"object\"`)"));
+        }
+        out.insert("tools".into(), json!([{"name": JSON_TOOL, "description": "Give the answer as this tool's input, which follows the JSON schema.", "input_schema": schema}]));
+        out.insert("tool_choice".into(), json!({"type": "tool", "name": JSON_TOOL}));
     }
     if !c.tools.is_empty() {
         let tools: Vec<Value> = c

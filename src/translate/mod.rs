@@ -20,6 +20,10 @@ use serde_json::{json, Value};
 use crate::dialect::{Api, Dialect, ErrorKind, GatewayError};
 use crate::usage::Usage;
 
+/// The tool that carries structured output to an Anthropic model (which has
+/// no JSON mode): forced, and its input becomes the answer's text.
+pub(crate) const JSON_TOOL: &str = "json_answer";
+
 /// Anthropic's required `max_tokens` when neither the request nor the model
 /// config gives one.
 pub const DEFAULT_MAX_TOKENS: u64 = 4096;
@@ -218,12 +222,27 @@ pub fn request(body: &[u8], from: Wire, to: Wire, model: &str, stream: bool, def
 /// Translate a provider's JSON answer into the client's format.
 pub fn answer(body: &[u8], provider: Wire, client: Wire, chat: &Chat) -> Option<Bytes> {
     let v: Value = serde_json::from_slice(body).ok()?;
-    let a = match provider {
+    let mut a = match provider {
         Wire::Chat => openai::read_answer(&v)?,
         Wire::Messages => anthropic::read_answer(&v)?,
         Wire::Gemini => gemini::read_answer(&v)?,
         Wire::Responses => return None,
     };
+    if provider == Wire::Messages && chat.json.is_some() {
+        // The forced tool's input is the JSON answer.
+        a.parts = a
+            .parts
+            .into_iter()
+            .filter_map(|p| match p {
+                Part::ToolCall { name, arguments, .. } if name == JSON_TOOL => Some(Part::Text(arguments)),
+                Part::ToolCall { .. } | Part::Text(_) => None,
+                other => Some(other),
+            })
+            .collect();
+        if a.finish == Finish::ToolCalls {
+            a.finish = Finish::Stop;
+        }
+    }
     let out = match client {
         Wire::Chat => openai::write_answer(&a),
         Wire::Responses => responses::write_answer(&a, chat),
@@ -262,6 +281,9 @@ pub fn error(body: &[u8], status: u16, provider: Dialect, client: Dialect) -> By
 pub struct Translator {
     reader: Reader,
     writer: Writer,
+    /// Structured output from an Anthropic model: the forced tool's
+    /// arguments are the answer's text (`Some(None)` until it starts).
+    json_tool: Option<Option<usize>>,
 }
 
 enum Reader {
@@ -290,7 +312,24 @@ impl Translator {
             Wire::Messages => Writer::Anthropic(AnthropicStream::new(&chat.model)),
             Wire::Gemini => Writer::Gemini(GeminiStream::new(&chat.model)),
         };
-        Translator { reader, writer }
+        let json_tool = (provider == Wire::Messages && chat.json.is_some()).then_some(None);
+        Translator { reader, writer, json_tool }
+    }
+
+    /// Structured output from an Anthropic model: its forced tool call
+    /// becomes text, anything else it says is left out.
+    fn unwrap_json(&mut self, e: Event) -> Option<Event> {
+        let Some(tool) = self.json_tool.as_mut() else { return Some(e) };
+        match e {
+            Event::ToolStart { index, name, .. } if name == JSON_TOOL => {
+                *tool = Some(index);
+                None
+            }
+            Event::ToolArgs { index, json } if *tool == Some(index) => Some(Event::Text(json)),
+            Event::ToolStart { .. } | Event::ToolArgs { .. } | Event::Text(_) => None,
+            Event::Finish(Finish::ToolCalls) => Some(Event::Finish(Finish::Stop)),
+            other => Some(other),
+        }
     }
 
     /// Translate complete provider events (as split by the stream tap).
@@ -306,7 +345,9 @@ impl Translator {
                 Reader::Gemini(r) => r.read(&data),
             };
             for e in evs {
-                self.write(&e, &mut out);
+                if let Some(e) = self.unwrap_json(e) {
+                    self.write(&e, &mut out);
+                }
             }
         }
         out.freeze()

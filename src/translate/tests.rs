@@ -80,8 +80,10 @@ fn an_anthropic_request_becomes_the_openai_request_it_means() {
 fn fields_that_would_change_the_answer_are_refused_with_the_reason() {
     let e = request(br#"{"model":"x","n":2,"messages":[]}"#, Wire::Chat, Wire::Messages, "m", false, 10).unwrap_err();
     assert!(e.message.contains("`n` > 1"), "{}", e.message);
-    let e = request(br#"{"model":"x","response_format":{"type":"json_object"},"messages":[]}"#, Wire::Chat, Wire::Messages, "m", false, 10).unwrap_err();
-    assert!(e.message.contains("JSON mode"), "{}", e.message);
+    let e = request(br#"{"model":"x","response_format":{"type":"json_object"},"tools":[{"type":"function","function":{"name":"f"}}],"messages":[]}"#, Wire::Chat, Wire::Messages, "m", false, 10).unwrap_err();
+    assert!(e.message.contains("together with tools"), "{}", e.message);
+    let e = request(br#"{"model":"x","response_format":{"type":"json_schema","json_schema":{"name":"l","schema":{"type":"array"}}},"messages":[]}"#, Wire::Chat, Wire::Messages, "m", false, 10).unwrap_err();
+    assert!(e.message.contains("root is an object"), "{}", e.message);
     let e = request(br#"{"model":"x","max_tokens":5,"thinking":{"type":"enabled","budget_tokens":1024},"messages":[]}"#, Wire::Messages, Wire::Chat, "m", false, 10).unwrap_err();
     assert!(e.message.contains("thinking"));
     let e = request(br#"{"model":"x","messages":[{"role":"assistant","tool_calls":[{"id":"1","type":"function","function":{"name":"f","arguments":"{oops"}}]}]}"#, Wire::Chat, Wire::Messages, "m", false, 10).unwrap_err();
@@ -368,12 +370,12 @@ fn a_responses_request_becomes_the_anthropic_request_it_means() {
 #[test]
 fn gemini_and_responses_fields_that_would_change_the_answer_are_refused() {
     let cases: [(&str, Wire, &str); 6] = [
+        (r#"{"model":"m","input":"hi","text":{"format":{"type":"json_object"}},"tools":[{"type":"function","name":"f"}]}"#, Wire::Responses, "together with tools"),
         (r#"{"contents":[{"parts":[{"text":"hi"}]}],"tools":[{"googleSearch":{}}]}"#, Wire::Gemini, "googleSearch"),
         (r#"{"contents":[{"parts":[{"text":"hi"}]}],"cachedContent":"cachedContents/1"}"#, Wire::Gemini, "cachedContent"),
         (r#"{"contents":[{"parts":[{"text":"hi"}]}],"generationConfig":{"candidateCount":2}}"#, Wire::Gemini, "candidateCount"),
         (r#"{"model":"m","input":"hi","previous_response_id":"resp_1"}"#, Wire::Responses, "previous_response_id"),
         (r#"{"model":"m","input":"hi","tools":[{"type":"web_search"}]}"#, Wire::Responses, "web_search"),
-        (r#"{"model":"m","input":"hi","text":{"format":{"type":"json_object"}}}"#, Wire::Responses, "JSON mode"),
     ];
     for (body, from, needle) in cases {
         let e = request(body.as_bytes(), from, Wire::Messages, "claude-x", false, 10).unwrap_err();
@@ -515,4 +517,30 @@ fn a_responses_client_gets_responses_stream_events() {
     assert_eq!(last["output"][1]["arguments"], "{\"a\":1}");
     assert_eq!(last["usage"]["output_tokens"], 5);
     assert!(sse.starts_with("event: response.created\n"), "{sse}");
+}
+
+#[test]
+fn structured_output_reaches_anthropic_as_a_forced_tool_and_comes_back_as_text() {
+    let schema = json!({"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]});
+    let req = json!({"model": "gpt-4o", "messages": [{"role": "user", "content": "Where?"}],
+        "response_format": {"type": "json_schema", "json_schema": {"name": "place", "schema": schema, "strict": true}}});
+    let (body, chat) = request(req.to_string().as_bytes(), Wire::Chat, Wire::Messages, "claude-x", false, 100).unwrap();
+    let b = to_json(&body);
+    assert_eq!(b["tools"], json!([{"name": JSON_TOOL, "description": "Give the answer as this tool's input, which follows the JSON schema.", "input_schema": schema}]));
+    assert_eq!(b["tool_choice"], json!({"type": "tool", "name": JSON_TOOL}));
+    // The answer: the tool's input as the message text, finish `stop`.
+    let claude = json!({"id": "msg_1", "type": "message", "role": "assistant", "model": "claude-x", "stop_reason": "tool_use",
+        "content": [{"type": "tool_use", "id": "toolu_1", "name": JSON_TOOL, "input": {"city": "Paris"}}], "usage": {"input_tokens": 5, "output_tokens": 7}});
+    let o = to_json(&answer(claude.to_string().as_bytes(), Wire::Messages, Wire::Chat, &chat).unwrap());
+    assert_eq!(serde_json::from_str::<Value>(o["choices"][0]["message"]["content"].as_str().unwrap()).unwrap(), json!({"city": "Paris"}));
+    assert!(o["choices"][0]["message"].get("tool_calls").is_none());
+    assert_eq!(o["choices"][0]["finish_reason"], "stop");
+    // Streamed: argument fragments become content deltas.
+    let mut t = Translator::new(Wire::Messages, Wire::Chat, &Chat { stream: true, ..chat.clone() });
+    let mut tap = crate::dialect::sse::StreamTap::new(false);
+    let sse = anthropic_sse(&[], &["{\"city\":".into(), "\"Paris\"}".into()]).replace("\"name\":\"f\"", &format!("\"name\":\"{JSON_TOOL}\""));
+    let mut out = t.feed(&tap.feed(sse.as_bytes())).to_vec();
+    out.extend_from_slice(&t.finish());
+    let (text, name, args, finish, _) = openai_assemble(&String::from_utf8(out).unwrap());
+    assert_eq!((text.as_str(), name.as_str(), args.as_str(), finish.as_deref()), ("{\"city\":\"Paris\"}", "", "", Some("stop")));
 }

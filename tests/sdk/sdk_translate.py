@@ -10,6 +10,7 @@ import sys
 
 import anthropic
 import openai
+import pydantic
 
 from checks import GW, check
 MESSAGES = [{"role": "user", "content": "What is the weather in Paris?"}]
@@ -58,6 +59,18 @@ def openai_client_on_anthropic_model():
     ]
     r = client.chat.completions.create(model="claude-haiku", messages=follow, tools=OPENAI_TOOLS)
     check(r.choices[0].message.content == "Hello from the mock", "openai→anthropic: tool result round trip")
+
+    # Structured output: the SDK's parse() with a Pydantic model, served by
+    # Claude through a forced tool call.
+    class Place(pydantic.BaseModel):
+        city: str
+
+    parsed = client.chat.completions.parse(model="claude-haiku", messages=MESSAGES, response_format=Place)
+    check(parsed.choices[0].message.parsed == Place(city="Paris") and parsed.choices[0].finish_reason == "stop",
+          "openai→anthropic: structured output parsed by the SDK")
+    text = "".join(c.choices[0].delta.content or "" for c in client.chat.completions.create(
+        model="claude-haiku", messages=MESSAGES, stream=True, response_format={"type": "json_object"}) if c.choices)
+    check(json.loads(text) == {"city": "Paris"}, "openai→anthropic stream: JSON mode answer as content")
 
     try:
         client.chat.completions.create(model="claude-haiku", messages=MESSAGES, extra_headers={"x-mock-script": "status:429"})
