@@ -57,7 +57,7 @@ pub fn run(snap: Snapshot, config_path: Option<PathBuf>) -> Result<(), String> {
             let gw = Gateway::new(state.clone(), overrides.clone(), budgets.clone(), health.clone()).forward();
             let mut http = pingora_proxy::HttpProxy::new(gw, server.configuration.clone());
             http.handle_init_modules();
-            let mut svc = Service::new("forward proxy".to_string(), Forward::new(state.clone(), http, ca)?);
+            let mut svc = Service::new("forward proxy".to_string(), Forward::new(state.clone(), http, ca));
             svc.add_tcp(&addr.to_string());
             Some(svc)
         }

@@ -41,12 +41,12 @@ pub struct Forward {
 }
 
 impl Forward {
-    pub fn new(state: Arc<ArcSwap<Snapshot>>, http: HttpProxy<Gateway>, ca: Arc<Ca>) -> Result<Self, String> {
+    pub fn new(state: Arc<ArcSwap<Snapshot>>, http: HttpProxy<Gateway>, ca: Arc<Ca>) -> Self {
         pingora::tls::install_default_crypto_provider();
         let resolver = Resolver { ca, state: state.clone() };
         let mut cfg = ServerConfig::builder().with_no_client_auth().with_cert_resolver(Arc::new(resolver));
         cfg.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
-        Ok(Forward { state, http: Arc::new(http), acceptor: Acceptor::from_server_config(Arc::new(cfg)) })
+        Forward { state, http: Arc::new(http), acceptor: Acceptor::from_server_config(Arc::new(cfg)) }
     }
 
     async fn connect(&self, mut io: Stream, shutdown: &ShutdownWatch) -> Option<Stream> {
