@@ -334,14 +334,12 @@ pub struct AnthropicStream {
     next_block: usize,
     /// Our tool index → Anthropic block index.
     tool_blocks: Vec<usize>,
-    finish: Option<Finish>,
-    usage: Usage,
-    done: bool,
+    tail: Tail,
 }
 
 impl AnthropicStream {
     pub fn new(model: &str) -> Self {
-        AnthropicStream { id: String::new(), model: model.to_string(), started: false, open: None, next_block: 0, tool_blocks: Vec::new(), finish: None, usage: Usage::default(), done: false }
+        AnthropicStream { id: String::new(), model: model.to_string(), started: false, open: None, next_block: 0, tool_blocks: Vec::new(), tail: Tail::default() }
     }
 
     fn start(&mut self, out: &mut BytesMut) {
@@ -352,8 +350,9 @@ impl AnthropicStream {
         if self.id.is_empty() {
             self.id = "msg_modelgate".into();
         }
+        let u = self.tail.usage();
         let m = json!({"type": "message_start", "message": {"id": self.id, "type": "message", "role": "assistant", "model": self.model, "content": [],
-            "stop_reason": null, "stop_sequence": null, "usage": {"input_tokens": self.usage.input, "output_tokens": 1, "cache_read_input_tokens": self.usage.cached_input, "cache_creation_input_tokens": self.usage.cache_write}}});
+            "stop_reason": null, "stop_sequence": null, "usage": {"input_tokens": u.input, "output_tokens": 1, "cache_read_input_tokens": u.cached_input, "cache_creation_input_tokens": u.cache_write}}});
         sse_event(out, "message_start", &m);
     }
 
@@ -398,11 +397,10 @@ impl AnthropicStream {
                 let Some(&i) = self.tool_blocks.get(*index) else { return };
                 sse_event(out, "content_block_delta", &json!({"type": "content_block_delta", "index": i, "delta": {"type": "input_json_delta", "partial_json": json}}));
             }
-            Event::Finish(f) => self.finish = Some(*f),
-            Event::Usage(u) => self.usage = *u,
+            Event::Finish(_) | Event::Usage(_) => self.tail.note(e),
             Event::Error { message, .. } => {
                 sse_event(out, "error", &json!({"type": "error", "error": {"type": "api_error", "message": message}}));
-                self.done = true;
+                self.tail.done = true;
             }
             Event::End => self.end(out),
         }
@@ -411,14 +409,13 @@ impl AnthropicStream {
     /// Close the open block, then message_delta (stop reason, usage) and
     /// message_stop.
     pub fn end(&mut self, out: &mut BytesMut) {
-        if self.done {
+        if !self.tail.close() {
             return;
         }
-        self.done = true;
         self.start(out);
         self.close(out);
-        let u = &self.usage;
-        sse_event(out, "message_delta", &json!({"type": "message_delta", "delta": {"stop_reason": finish_str(self.finish.unwrap_or(Finish::Stop)), "stop_sequence": null},
+        let u = self.tail.usage();
+        sse_event(out, "message_delta", &json!({"type": "message_delta", "delta": {"stop_reason": finish_str(self.tail.finish()), "stop_sequence": null},
             "usage": {"input_tokens": u.input, "output_tokens": u.output, "cache_read_input_tokens": u.cached_input, "cache_creation_input_tokens": u.cache_write}}));
         sse_event(out, "message_stop", &json!({"type": "message_stop"}));
     }

@@ -508,14 +508,12 @@ pub struct GeminiStream {
     model: String,
     /// The tool call being gathered: name, id, argument text.
     call: Option<(String, String, String)>,
-    finish: Option<Finish>,
-    usage: Usage,
-    done: bool,
+    tail: Tail,
 }
 
 impl GeminiStream {
     pub fn new(model: &str) -> Self {
-        GeminiStream { id: String::new(), model: model.to_string(), call: None, finish: None, usage: Usage::default(), done: false }
+        GeminiStream { id: String::new(), model: model.to_string(), call: None, tail: Tail::default() }
     }
 
     fn chunk(&self, parts: Vec<Value>, finish: Option<Finish>) -> Value {
@@ -523,7 +521,7 @@ impl GeminiStream {
         let mut c = json!({"modelVersion": self.model, "responseId": self.id});
         if let Some(f) = finish {
             cand["finishReason"] = json!(finish_str(f));
-            c["usageMetadata"] = usage_json(&self.usage);
+            c["usageMetadata"] = usage_json(&self.tail.usage());
         }
         c["candidates"] = json!([cand]);
         c
@@ -557,11 +555,10 @@ impl GeminiStream {
                     args.push_str(json);
                 }
             }
-            Event::Finish(f) => self.finish = Some(*f),
-            Event::Usage(u) => self.usage = *u,
+            Event::Finish(_) | Event::Usage(_) => self.tail.note(e),
             Event::Error { kind, message } => {
                 sse_data(out, &json!({"error": {"code": 500, "message": message, "status": kind.grpc_status()}}));
-                self.done = true;
+                self.tail.done = true;
             }
             Event::End => self.end(out),
         }
@@ -569,12 +566,12 @@ impl GeminiStream {
 
     /// The last chunk: finish reason and usage.
     pub fn end(&mut self, out: &mut BytesMut) {
-        if self.done {
+        if self.tail.done {
             return;
         }
         self.flush_call(out);
-        self.done = true;
-        let c = self.chunk(vec![json!({"text": ""})], Some(self.finish.unwrap_or(Finish::Stop)));
+        self.tail.done = true;
+        let c = self.chunk(vec![json!({"text": ""})], Some(self.tail.finish()));
         sse_data(out, &c);
     }
 }

@@ -375,6 +375,39 @@ impl Translator {
     }
 }
 
+/// What every stream writer keeps for its closing events: the finish
+/// reason and usage reported so far, and whether the stream is closed.
+#[derive(Default)]
+pub(crate) struct Tail {
+    pub finish: Option<Finish>,
+    pub usage: Option<Usage>,
+    pub done: bool,
+}
+
+impl Tail {
+    /// Record a `Finish` or `Usage` event.
+    pub fn note(&mut self, e: &Event) {
+        match e {
+            Event::Finish(f) => self.finish = Some(*f),
+            Event::Usage(u) => self.usage = Some(*u),
+            _ => {}
+        }
+    }
+
+    /// Close the stream once: false when it already was.
+    pub fn close(&mut self) -> bool {
+        !std::mem::replace(&mut self.done, true)
+    }
+
+    pub fn finish(&self) -> Finish {
+        self.finish.unwrap_or(Finish::Stop)
+    }
+
+    pub fn usage(&self) -> Usage {
+        self.usage.unwrap_or_default()
+    }
+}
+
 pub(crate) fn sse_data(out: &mut BytesMut, v: &Value) {
     out.extend_from_slice(b"data: ");
     out.extend_from_slice(v.to_string().as_bytes());

@@ -341,14 +341,12 @@ pub struct OpenAiStream {
     created: i64,
     include_usage: bool,
     started: bool,
-    finish: Option<Finish>,
-    usage: Option<Usage>,
-    done: bool,
+    tail: Tail,
 }
 
 impl OpenAiStream {
     pub fn new(model: &str, include_usage: bool) -> Self {
-        OpenAiStream { id: String::new(), model: model.to_string(), created: now_secs(), include_usage, started: false, finish: None, usage: None, done: false }
+        OpenAiStream { id: String::new(), model: model.to_string(), created: now_secs(), include_usage, started: false, tail: Tail::default() }
     }
 
     fn chunk(&self, delta: Value, finish: Option<Finish>) -> Value {
@@ -395,11 +393,10 @@ impl OpenAiStream {
                 let c = self.chunk(json!({"tool_calls": [{"index": index, "function": {"arguments": json}}]}), None);
                 sse_data(out, &c);
             }
-            Event::Finish(f) => self.finish = Some(*f),
-            Event::Usage(u) => self.usage = Some(*u),
+            Event::Finish(_) | Event::Usage(_) => self.tail.note(e),
             Event::Error { message, .. } => {
                 sse_data(out, &json!({"error": {"message": message, "type": "server_error", "param": null, "code": "upstream_stream_error"}}));
-                self.done = true;
+                self.tail.done = true;
             }
             Event::End => self.end(out),
         }
@@ -407,15 +404,14 @@ impl OpenAiStream {
 
     /// Finish chunk, usage chunk (when asked for), `[DONE]`.
     pub fn end(&mut self, out: &mut BytesMut) {
-        if self.done {
+        if !self.tail.close() {
             return;
         }
-        self.done = true;
         self.start(out);
-        let c = self.chunk(json!({}), Some(self.finish.unwrap_or(Finish::Stop)));
+        let c = self.chunk(json!({}), Some(self.tail.finish()));
         sse_data(out, &c);
         if self.include_usage {
-            let u = self.usage.unwrap_or_default();
+            let u = self.tail.usage();
             sse_data(out, &json!({"id": self.id, "object": "chat.completion.chunk", "created": self.created, "model": self.model, "choices": [], "usage": usage_json(&u)}));
         }
         out.extend_from_slice(b"data: [DONE]\n\n");

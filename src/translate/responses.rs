@@ -237,9 +237,7 @@ pub struct ResponsesStream {
     done_items: Vec<Value>,
     /// Our tool index → output index.
     tool_items: Vec<usize>,
-    finish: Option<Finish>,
-    usage: Usage,
-    done: bool,
+    tail: Tail,
 }
 
 impl ResponsesStream {
@@ -257,9 +255,7 @@ impl ResponsesStream {
             open: None,
             done_items: Vec::new(),
             tool_items: Vec::new(),
-            finish: None,
-            usage: Usage::default(),
-            done: false,
+            tail: Tail::default(),
         }
     }
 
@@ -272,7 +268,7 @@ impl ResponsesStream {
 
     fn snapshot(&self, status: &str, usage: Option<&Usage>) -> Value {
         let head = Head { id: &self.id, model: &self.model, created: self.created };
-        response(head, &self.chat, status, self.finish.filter(|_| status != "in_progress"), self.done_items.clone(), usage)
+        response(head, &self.chat, status, self.tail.finish.filter(|_| status != "in_progress"), self.done_items.clone(), usage)
     }
 
     fn start(&mut self, out: &mut BytesMut) {
@@ -353,11 +349,12 @@ impl ResponsesStream {
                     }
                 }
             }
-            Event::Finish(f) => self.finish = Some(*f),
-            Event::Usage(u) => self.usage = *u,
+            Event::Finish(_) | Event::Usage(_) => self.tail.note(e),
             Event::Error { message, .. } => {
-                self.emit(out, "error", json!({"code": "upstream_stream_error", "message": message, "param": null}));
-                self.done = true;
+                // `error` as an object too: the openai SDK raises on it.
+                let error = json!({"message": message, "type": "server_error", "code": "upstream_stream_error"});
+                self.emit(out, "error", json!({"code": "upstream_stream_error", "message": message, "param": null, "error": error}));
+                self.tail.done = true;
             }
             Event::End => self.end(out),
         }
@@ -365,14 +362,13 @@ impl ResponsesStream {
 
     /// Close the open item, then `response.completed` (or `.incomplete`).
     pub fn end(&mut self, out: &mut BytesMut) {
-        if self.done {
+        if !self.tail.close() {
             return;
         }
-        self.done = true;
         self.start(out);
         self.close(out);
-        let status = status_of(self.finish.unwrap_or(Finish::Stop));
-        let r = self.snapshot(status, Some(&self.usage.clone()));
+        let status = status_of(self.tail.finish());
+        let r = self.snapshot(status, Some(&self.tail.usage()));
         self.emit(out, if status == "completed" { "response.completed" } else { "response.incomplete" }, json!({"response": r}));
     }
 }

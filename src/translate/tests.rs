@@ -544,3 +544,15 @@ fn structured_output_reaches_anthropic_as_a_forced_tool_and_comes_back_as_text()
     let (text, name, args, finish, _) = openai_assemble(&String::from_utf8(out).unwrap());
     assert_eq!((text.as_str(), name.as_str(), args.as_str(), finish.as_deref()), ("{\"city\":\"Paris\"}", "", "", Some("stop")));
 }
+
+#[test]
+fn a_provider_stream_error_reaches_every_client_in_a_shape_its_sdk_raises() {
+    let err = "event: message_start\ndata: {\"type\":\"message_start\",\"message\":{\"id\":\"msg_1\",\"model\":\"c\",\"usage\":{\"input_tokens\":1}}}\n\nevent: error\ndata: {\"type\":\"error\",\"error\":{\"type\":\"overloaded_error\",\"message\":\"Overloaded\"}}\n\n";
+    for client in [Wire::Chat, Wire::Responses, Wire::Gemini] {
+        let out = stream(Wire::Messages, client, err, 9);
+        let last: Value = serde_json::from_str(out.lines().rev().find_map(|l| l.strip_prefix("data: ")).unwrap()).unwrap();
+        // The openai SDK raises on an `error` object; so does google-genai.
+        assert_eq!(last["error"]["message"], "Overloaded", "{client:?}: {out}");
+        assert!(!out.contains("[DONE]") && !out.contains("response.completed") && !out.contains("finishReason"), "{client:?}: no clean end after an error: {out}");
+    }
+}
