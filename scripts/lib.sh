@@ -26,6 +26,18 @@ ensure_build_deps() {
   fi
 }
 
+# The transparent-mode and translation tests drive curl; the CA bundle test
+# needs the system's trusted roots.
+ensure_test_tools() {
+  local missing=()
+  command -v curl >/dev/null || missing+=(curl)
+  [ -s /etc/ssl/certs/ca-certificates.crt ] || missing+=(ca-certificates)
+  if [ ${#missing[@]} -gt 0 ]; then
+    echo "installing ${missing[*]} …"
+    apt_install "${missing[@]}"
+  fi
+}
+
 # The shared-budget tests start a real redis-server (on a Unix socket).
 ensure_redis() {
   command -v redis-server >/dev/null || { echo "installing redis-server …"; apt_install redis-server; }
