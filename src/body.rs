@@ -17,10 +17,81 @@ fn invalid(message: String) -> GatewayError {
     GatewayError::new(400, ErrorKind::InvalidRequest, "invalid_json", message)
 }
 
+/// The top-level fields of a JSON object; a key given twice is an error
+/// (parsers disagree on which copy wins, so a proxy and a provider could
+/// read different models from one body).
+struct Fields(IndexMap<String, Box<RawValue>>);
+
+impl<'de> serde::Deserialize<'de> for Fields {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> serde::de::Visitor<'de> for V {
+            type Value = Fields;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a JSON object")
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<Fields, A::Error> {
+                let mut fields = IndexMap::with_capacity(map.size_hint().unwrap_or(8));
+                while let Some(key) = map.next_key::<String>()? {
+                    let value: Box<RawValue> = map.next_value()?;
+                    if fields.contains_key(&key) {
+                        return Err(serde::de::Error::custom(format_args!("{DUPLICATE}`{key}`")));
+                    }
+                    fields.insert(key, value);
+                }
+                Ok(Fields(fields))
+            }
+        }
+        d.deserialize_map(V)
+    }
+}
+
+const DUPLICATE: &str = "duplicate top-level key ";
+
+/// Whether `body` nests arrays and objects deeper than `max` (one linear
+/// pass; strings and escapes skipped). Checked before any parser recurses.
+pub fn too_deep(body: &[u8], max: usize) -> bool {
+    let (mut depth, mut in_string, mut escaped) = (0usize, false, false);
+    for &b in body {
+        if in_string {
+            match b {
+                _ if escaped => escaped = false,
+                b'\\' => escaped = true,
+                b'"' => in_string = false,
+                _ => {}
+            }
+            continue;
+        }
+        match b {
+            b'"' => in_string = true,
+            b'[' | b'{' => {
+                depth += 1;
+                if depth > max {
+                    return true;
+                }
+            }
+            b']' | b'}' => depth = depth.saturating_sub(1),
+            _ => {}
+        }
+    }
+    false
+}
+
+/// The 400 for a body nested deeper than `max`.
+pub fn too_deep_error(max: usize) -> GatewayError {
+    invalid(format!(
+        "the request body nests JSON arrays/objects more than {max} levels deep; no model request needs that (raise limits.max_json_depth in modelgate's config if yours does)"
+    ))
+}
+
 impl JsonBody {
     pub fn parse(original: Bytes) -> Result<Self, GatewayError> {
-        let fields: IndexMap<String, Box<RawValue>> = serde_json::from_slice(&original).map_err(|e| {
-            if e.classify() == serde_json::error::Category::Data {
+        let Fields(fields) = serde_json::from_slice(&original).map_err(|e| {
+            let text = e.to_string();
+            if let Some(at) = text.find(DUPLICATE) {
+                let what = text[at..].split(" at line").next().unwrap_or(DUPLICATE);
+                invalid(format!("the request body has a {what}; send each field once"))
+            } else if e.classify() == serde_json::error::Category::Data {
                 invalid("the request body must be a JSON object, e.g. {\"model\": \"gpt-4o-mini\", \"messages\": [...]}".into())
             } else {
                 invalid(format!("the request body is not valid JSON ({e}); send a JSON object with Content-Type: application/json"))
@@ -33,9 +104,11 @@ impl JsonBody {
     pub fn model(&self) -> Result<Option<String>, GatewayError> {
         match self.fields.get("model") {
             None => Ok(None),
-            Some(raw) => serde_json::from_str::<String>(raw.get())
-                .map(Some)
-                .map_err(|_| invalid(format!("`model` must be a string naming a model, got {}", raw.get()))),
+            Some(raw) => match serde_json::from_str::<String>(raw.get()) {
+                Ok(m) if m.chars().any(char::is_control) => Err(invalid(format!("`model` {} contains control characters; send the model's plain name", raw.get()))),
+                Ok(m) => Ok(Some(m)),
+                Err(_) => Err(invalid(format!("`model` must be a string naming a model, got {}", raw.get()))),
+            },
         }
     }
 
@@ -139,5 +212,21 @@ mod tests {
         assert!(e.message.contains("must be a JSON object"));
         let b = JsonBody::parse(Bytes::from_static(br#"{"model": 5}"#)).unwrap();
         assert!(b.model().is_err());
+        let e = JsonBody::parse(Bytes::from_static(br#"{"model":"a","messages":[],"model":"b"}"#)).err().unwrap();
+        assert_eq!(e.status, 400);
+        assert!(e.message.contains("duplicate top-level key `model`"), "{}", e.message);
+        let b = JsonBody::parse(Bytes::from_static(br#"{"model":"gpt-4o\r\nx: y"}"#)).unwrap();
+        assert!(b.model().unwrap_err().message.contains("control characters"));
+        // A nested duplicate is the provider's business, not a top-level ambiguity.
+        assert!(JsonBody::parse(Bytes::from_static(br#"{"a":{"x":1,"x":2}}"#)).is_ok());
+    }
+
+    #[test]
+    fn depth_is_counted_outside_strings() {
+        assert!(!too_deep(br#"{"a":[[["x"]]]}"#, 4));
+        assert!(too_deep(br#"{"a":[[[["x"]]]]}"#, 4));
+        assert!(!too_deep(br#"{"a":"[[[[[[[[[[\"[[[["}"#, 2));
+        let deep = "[".repeat(100_000);
+        assert!(too_deep(deep.as_bytes(), 256));
     }
 }

@@ -4,8 +4,12 @@
 
 use super::ConfigError;
 
-/// Substitute environment variables, collecting one error per unset variable.
-pub fn interpolate(text: &str, env: &dyn Fn(&str) -> Option<String>) -> Result<String, Vec<ConfigError>> {
+/// Substitute environment variables, collecting one error per unset
+/// variable. Also returns each variable used and its value, so that
+/// messages about the substituted text can name `${VAR}` instead of
+/// printing what may be a secret.
+pub fn substitute(text: &str, env: &dyn Fn(&str) -> Option<String>) -> Result<(String, Vec<(String, String)>), Vec<ConfigError>> {
+    let mut used = Vec::new();
     let mut out = String::with_capacity(text.len());
     let mut errors = Vec::new();
     for (lineno, line) in text.split_inclusive('\n').enumerate() {
@@ -33,7 +37,10 @@ pub fn interpolate(text: &str, env: &dyn Fn(&str) -> Option<String>) -> Result<S
                     None => (expr, None),
                 };
                 match (env(name).filter(|v| !v.is_empty() || default.is_none()), default) {
-                    (Some(v), _) => out.push_str(&v),
+                    (Some(v), _) => {
+                        out.push_str(&v);
+                        used.push((name.to_string(), v));
+                    }
                     (None, Some(d)) => out.push_str(d),
                     (None, None) => errors.push(ConfigError::at_line(
                         lineno + 1,
@@ -49,15 +56,39 @@ pub fn interpolate(text: &str, env: &dyn Fn(&str) -> Option<String>) -> Result<S
         out.push_str(rest);
     }
     if errors.is_empty() {
-        Ok(out)
+        Ok((out, used))
     } else {
         Err(errors)
     }
 }
 
+/// `message` with every substituted value written back as `${VAR}`.
+pub fn redact(message: &str, used: &[(String, String)]) -> String {
+    let mut m = message.to_string();
+    let mut by_len: Vec<&(String, String)> = used.iter().filter(|(_, v)| v.len() >= 3).collect();
+    // Longest first, so a value that contains another is replaced whole.
+    by_len.sort_by_key(|(_, v)| std::cmp::Reverse(v.len()));
+    for (name, value) in by_len {
+        if m.contains(value.as_str()) {
+            m = m.replace(value.as_str(), &format!("${{{name}}}"));
+        }
+    }
+    m
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn interpolate(text: &str, env: &dyn Fn(&str) -> Option<String>) -> Result<String, Vec<ConfigError>> {
+        substitute(text, env).map(|(out, _)| out)
+    }
+
+    #[test]
+    fn messages_name_the_variable_not_its_value() {
+        let used = vec![("KEY".to_string(), "sk-secret-123".to_string()), ("N".to_string(), "1".to_string())];
+        assert_eq!(redact("`sk-secret-123` is not a URL (line 1)", &used), "`${KEY}` is not a URL (line 1)");
+    }
 
     fn env(k: &str) -> Option<String> {
         match k {

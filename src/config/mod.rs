@@ -8,6 +8,8 @@
 
 mod budget;
 mod interp;
+mod limits;
+pub use limits::{ClientTimeouts, PassRule, SizeLimits};
 mod positions;
 mod raw;
 pub use raw::RawRetry;
@@ -353,6 +355,15 @@ pub struct Snapshot {
     /// `retry:` (defaults filled in).
     pub retry: Retry,
     pub forward_proxy: ForwardProxy,
+    pub limits: SizeLimits,
+    pub client_timeouts: ClientTimeouts,
+    /// How long SIGTERM lets in-flight requests finish.
+    pub shutdown_grace: Duration,
+    /// `allow_passthrough`: pass-through endpoints beyond the built-in list.
+    pub allow_passthrough: Vec<PassRule>,
+    /// A client's own key may be sent to a provider other than the one it
+    /// called (fallbacks and routes across providers without api_key_env).
+    pub cross_provider_client_keys: bool,
 }
 
 impl Snapshot {
@@ -367,6 +378,25 @@ impl Snapshot {
             r = r.with(p);
         }
         r
+    }
+
+    /// Fallbacks that a client's own key cannot follow: (model, fallback,
+    /// the fallback's provider), where that provider has no api_key_env and
+    /// is not the model's own.
+    pub fn cross_provider_fallbacks(&self) -> Vec<(&str, &str, &str)> {
+        if self.cross_provider_client_keys {
+            return Vec::new();
+        }
+        let mut out = Vec::new();
+        for m in self.models.values() {
+            for f in m.fallbacks.iter().filter_map(|f| self.models.get(f)) {
+                let p = &self.providers[f.provider];
+                if f.provider != m.provider && matches!(p.auth, Auth::Passthrough) {
+                    out.push((m.name.as_str(), f.name.as_str(), p.name.as_str()));
+                }
+            }
+        }
+        out
     }
 
     /// The provider that answers for `host` in transparent mode.
@@ -411,8 +441,10 @@ pub fn load_file(path: &Path) -> Result<Snapshot, ConfigErrors> {
 /// Load and validate config text. Relative paths (state_dir, ca_file,
 /// access_log) are relative to the working directory, as on the command line.
 pub fn load_str(text: &str, env: &dyn Fn(&str) -> Option<String>) -> Result<Snapshot, Vec<ConfigError>> {
-    let text = interp::interpolate(text, env)?;
-    validate::validate(&text, env)
+    let (text, used) = interp::substitute(text, env)?;
+    validate::validate(&text, env).map_err(|errors| {
+        errors.into_iter().map(|e| ConfigError { message: interp::redact(&e.message, &used), ..e }).collect()
+    })
 }
 
 /// The config compiled into the binary: used by `modelgate run` without `-c`.

@@ -22,20 +22,20 @@ use crate::upstream::Endpoint;
 pub const DEFAULT_MAX_BODY_BYTES: usize = 32 * 1024 * 1024;
 const TOP_KEYS: &[&str] = &[
     "listen", "state_dir", "max_body_bytes", "access_log", "admin_token_env", "providers", "models", "routes", "routing", "budgets", "budget_store", "timezone", "spend_spike",
-    "retry", "breaker", "forward_proxy",
+    "retry", "breaker", "forward_proxy", "limits", "client_timeouts", "shutdown_grace_s", "allow_passthrough", "cross_provider_client_keys",
 ];
 
 mod budgets;
 mod resilience;
 mod routes;
 
-struct Ctx {
+pub(super) struct Ctx {
     idx: PositionIndex,
     errors: Vec<ConfigError>,
 }
 
 impl Ctx {
-    fn err(&mut self, path: impl Into<String>, message: impl Into<String>) {
+    pub(super) fn err(&mut self, path: impl Into<String>, message: impl Into<String>) {
         let path = path.into();
         let pos = self.idx.find(&path);
         self.errors.push(ConfigError {
@@ -132,6 +132,14 @@ pub fn validate(text: &str, env: &dyn Fn(&str) -> Option<String>) -> Result<Snap
     let raw_retry = take("retry").and_then(|v| cx.section("retry", v));
     let raw_breaker: Option<super::raw::RawBreaker> = take("breaker").and_then(|v| cx.section("breaker", v));
     let raw_forward: super::raw::RawForwardProxy = take("forward_proxy").and_then(|v| cx.section("forward_proxy", v)).unwrap_or_default();
+    let raw_limits = take("limits").and_then(|v| cx.section("limits", v)).unwrap_or_default();
+    let raw_client_timeouts = take("client_timeouts").and_then(|v| cx.section("client_timeouts", v)).unwrap_or_default();
+    let shutdown_grace_s: Option<u64> = take("shutdown_grace_s").and_then(|v| cx.section("shutdown_grace_s", v));
+    let raw_passthrough: Vec<String> = take("allow_passthrough").and_then(|v| cx.section("allow_passthrough", v)).unwrap_or_default();
+    let cross_provider_client_keys: bool = take("cross_provider_client_keys").and_then(|v| cx.section("cross_provider_client_keys", v)).unwrap_or(false);
+    let limits = super::limits::limits_of(&mut cx, raw_limits);
+    let client_timeouts = super::limits::client_timeouts_of(&mut cx, raw_client_timeouts);
+    let allow_passthrough = super::limits::passthrough_of(&mut cx, raw_passthrough);
     let retry = resilience::retry_of(&mut cx, raw_retry);
     let breaker = resilience::breaker_of(&mut cx, "breaker", raw_breaker.as_ref(), Breaker::default());
 
@@ -248,6 +256,11 @@ pub fn validate(text: &str, env: &dyn Fn(&str) -> Option<String>) -> Result<Snap
         spike,
         retry,
         forward_proxy,
+        limits,
+        client_timeouts,
+        shutdown_grace: shutdown_grace_s.map_or(super::limits::DEFAULT_SHUTDOWN_GRACE, std::time::Duration::from_secs),
+        allow_passthrough,
+        cross_provider_client_keys,
     })
 }
 

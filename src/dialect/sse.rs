@@ -110,6 +110,11 @@ impl StreamTap {
         }
     }
 
+    /// Bytes of an event not yet complete (held until its blank line).
+    pub fn pending(&self) -> usize {
+        self.buf.len()
+    }
+
     /// Usage seen so far (merged across events).
     pub fn usage(&self) -> Option<RawUsage> {
         (!self.usage.is_empty()).then_some(self.usage)

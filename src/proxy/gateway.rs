@@ -22,6 +22,8 @@ use pingora::upstreams::peer::HttpPeer;
 use pingora_proxy::{ProxyHttp, Session};
 
 use crate::accesslog::{AccessLogger, Record};
+use crate::drain::{AbortSignal, Drain};
+use crate::proxy::guard;
 use crate::body::JsonBody;
 use crate::budget::{Budgets, Charge, Entry, Hold, Verdict};
 use crate::config::{Amounts, Auth, Breaker, Provider, Retry, Snapshot};
@@ -34,8 +36,8 @@ use crate::upstream::{self, AttemptError, Exchange};
 use crate::translate::{self, Wire};
 use crate::usage::{RawUsage, UsageCarrier};
 
-/// Largest non-streamed upstream response modelgate buffers (to read usage).
-const MAX_RESPONSE_BYTES: usize = 256 * 1024 * 1024;
+/// Most of an upstream's own words a client error echoes.
+const ECHO_BYTES: usize = 200;
 
 /// Request headers never forwarded upstream (hop-by-hop, or ours to set).
 const DROP_REQUEST: &[&str] =
@@ -50,6 +52,7 @@ pub struct Gateway {
     connector: Connector,
     log: AccessLogger,
     health: Health,
+    drain: Drain,
     /// Serves the forward proxy (transparent mode): the host a request was
     /// sent to picks its provider and API.
     forward: bool,
@@ -61,6 +64,9 @@ enum Stop {
     Answer(GatewayError),
     /// The client went away; nothing more to write.
     ClientGone,
+    /// Answer at once, then read (and drop) a little of what the client is
+    /// still sending, so it sees the answer rather than a reset.
+    AnswerThenDrain(GatewayError),
 }
 
 impl From<GatewayError> for Stop {
@@ -125,6 +131,18 @@ impl Failure {
         Failure { reason: e.reason(), status: None, retry_after: None, message: e.to_string() }
     }
 
+    fn shutdown() -> Self {
+        Failure { reason: "shutdown", status: None, retry_after: None, message: "modelgate is shutting down".into() }
+    }
+
+    /// A failure that may be the request's own doing rather than the
+    /// provider's: the connection was reset after the request was sent
+    /// (e.g. a body the provider's parser choked on). It counts against the
+    /// model's breaker only once another try of the same request succeeds.
+    fn ambiguous(&self) -> bool {
+        self.reason == "io"
+    }
+
     fn invalid(message: &str) -> Self {
         Failure { reason: "invalid_body", status: None, retry_after: None, message: message.to_string() }
     }
@@ -159,8 +177,8 @@ struct Req {
 }
 
 impl Gateway {
-    pub fn new(state: Arc<ArcSwap<Snapshot>>, overrides: Arc<OverrideStore>, budgets: Budgets, health: Health) -> Self {
-        Self { state, overrides, budgets, connector: Connector::new(None), log: AccessLogger::default(), health, forward: false }
+    pub fn new(state: Arc<ArcSwap<Snapshot>>, overrides: Arc<OverrideStore>, budgets: Budgets, health: Health, drain: Drain) -> Self {
+        Self { state, overrides, budgets, connector: Connector::new(None), log: AccessLogger::default(), health, drain, forward: false }
     }
 
     /// The same pipeline behind the forward proxy.
@@ -208,8 +226,9 @@ impl Gateway {
         Ok((gateway_path, idx))
     }
 
-    async fn handle(&self, session: &mut Session, snap: &Snapshot, r: &mut Req) -> Result<(), Stop> {
+    async fn handle(&self, session: &mut Session, snap: &Snapshot, r: &mut Req, abort: &mut AbortSignal) -> Result<(), Stop> {
         let head = session.req_header();
+        guard::check_path(head.uri.path())?;
         let (path, hint) = match self.forward {
             true => {
                 let (p, i) = self.forward_target(snap, head)?;
@@ -229,9 +248,18 @@ impl Gateway {
         r.rec.api = incoming.api.as_str();
         let is_post = head.method == http::Method::POST;
         r.rec.path = path.clone();
+        if let Some(m) = &incoming.path_model {
+            guard::check_path_model(m)?;
+        }
+        if !(incoming.api.is_model_call() && is_post) {
+            guard::check_passthrough(snap, head.method.as_str(), &path)?;
+        }
 
-        let body = read_body(session, snap.max_body_bytes).await?;
+        let body = read_body(session, snap.max_body_bytes, snap.client_timeouts.body_total).await?;
         r.body_done = Instant::now();
+        if crate::body::too_deep(&body, snap.limits.max_json_depth) {
+            return Err(crate::body::too_deep_error(snap.limits.max_json_depth).into());
+        }
 
         let json = if incoming.api.is_model_call() && is_post { Some(JsonBody::parse(body.clone())?) } else { None };
         // Gemini names the model (and streaming) in the path.
@@ -272,6 +300,13 @@ impl Gateway {
         // Shadow mode forwards the body byte for byte.
         let pristine = decision.shadow.is_some();
 
+        // Whose key the client sent: the provider it called (transparent
+        // mode), else that of the model it asked for, else its dialect's
+        // default. Without api_key_env, no other provider may see it.
+        let key_owner = hint.or_else(|| requested.as_deref().and_then(|m| snap.models.get(m)).map(|m| m.provider)).or(snap.default_provider[incoming.dialect as usize]);
+        let client_sent_key = AUTH_HEADERS.iter().any(|h| headers.contains_key(*h));
+        // Resets that may be the request's fault: (model, provider, breaker).
+        let mut ambiguous: Vec<(String, String, Breaker)> = Vec::new();
         let mut attempts = decision.attempts.clone();
         let mut downgraded_by: Option<String> = None;
         let mut tried: Vec<String> = Vec::new();
@@ -299,6 +334,21 @@ impl Gateway {
             };
 
             let key = match &provider.auth {
+                Auth::Passthrough if client_sent_key && !snap.cross_provider_client_keys && key_owner != Some(attempt.provider) => {
+                    let owner = key_owner.map_or("another provider", |i| snap.providers[i].name.as_str());
+                    moved = Some(skip("missing_key", format!("the client's key is for {owner}"), r));
+                    // A provider's own failure says more than this skip.
+                    last = last.or(Some(Failure {
+                        reason: "missing_key",
+                        status: Some(401),
+                        retry_after: None,
+                        message: format!(
+                            "`{label}` is served by provider `{}`, which has no api_key_env, and the key this request carries is for `{owner}`: modelgate does not send a client's key to another provider. Set api_key_env on `{}` (or, if the key is valid there, cross_provider_client_keys: true)",
+                            provider.name, provider.name
+                        ),
+                    }));
+                    continue;
+                }
                 Auth::Passthrough => None,
                 Auth::Inject { key: Some(k), .. } => Some(k.expose()),
                 Auth::Inject { env, key: None } => {
@@ -375,22 +425,41 @@ impl Gateway {
                     r.pre_upstream = r.body_done.elapsed();
                 }
                 r.rec.attempts += 1;
-                let outcome = match upstream::send(&self.connector, &provider.endpoint, timeouts, &p.req, &p.bytes).await {
-                    Err(e) => Err(Failure::from_attempt(&e)),
-                    Ok(ex) => self.fetch(ex, &retry, json.is_some()).await,
+                let call = async {
+                    match upstream::send(&self.connector, &provider.endpoint, timeouts, &p.req, &p.bytes).await {
+                        Err(e) => Err(Failure::from_attempt(&e)),
+                        Ok(ex) => self.fetch(ex, &retry, json.is_some(), &snap.limits).await,
+                    }
+                };
+                let outcome = tokio::select! {
+                    o = call => o,
+                    _ = abort.fired() => Err(Failure::shutdown()),
                 };
                 match outcome {
                     Ok(fetched) => {
-                        self.health.record(label, &provider.name, &breaker, Ok(()), Instant::now());
+                        let now = Instant::now();
+                        for (m, p, b) in ambiguous.drain(..) {
+                            self.health.record(&m, &p, &b, Err("io"), now);
+                        }
+                        self.health.record(label, &provider.name, &breaker, Ok(()), now);
                         metrics::attempt(label, status_class(fetched.status()));
                         r.rec.error = None;
                         let (translated, drop_usage_only) = prepared.take().map_or((None, false), |p| (p.translated, p.drop_usage_only));
                         let served = Served { attempt: &attempt, provider, facts: &facts, hold, snap, model_call: json.is_some(), translated, breaker };
-                        return self.relay(session, fetched, served, drop_usage_only, r).await;
+                        return self.relay(session, fetched, served, drop_usage_only, r, abort, snap.limits.max_event_bytes).await;
+                    }
+                    Err(f) if f.reason == "shutdown" => {
+                        drop(hold);
+                        r.rec.error = Some("shutdown".into());
+                        return Err(shutting_down().into());
                     }
                     Err(f) => {
                         drop(hold);
-                        self.health.record(label, &provider.name, &breaker, Err(f.reason), Instant::now());
+                        if f.ambiguous() {
+                            ambiguous.push((label.to_string(), provider.name.clone(), breaker));
+                        } else {
+                            self.health.record(label, &provider.name, &breaker, Err(f.reason), Instant::now());
+                        }
                         metrics::attempt(label, f.reason);
                         tried.push(format!("{label}: {}", f.status.map_or(f.reason.to_string(), |s| s.to_string())));
                         r.rec.error = Some(f.reason.to_string());
@@ -401,7 +470,10 @@ impl Gateway {
                         match wait {
                             Some(d) if n < retry.max_attempts && !probe => {
                                 metrics::retry(label, reason);
-                                tokio::time::sleep(d).await;
+                                tokio::select! {
+                                    _ = tokio::time::sleep(d) => {}
+                                    _ = abort.fired() => return Err(shutting_down().into()),
+                                }
                             }
                             _ => {
                                 moved = Some((label.to_string(), reason));
@@ -478,41 +550,48 @@ impl Gateway {
     /// valid answer, or a 2xx stream that fails before (or with) its first
     /// event is a [`Failure`]. A stream is committed to the client only
     /// after its first event.
-    async fn fetch(&self, mut ex: Exchange, retry: &Retry, model_call: bool) -> Result<Fetched, Failure> {
+    async fn fetch(&self, mut ex: Exchange, retry: &Retry, model_call: bool, limits: &crate::config::SizeLimits) -> Result<Fetched, Failure> {
         let status = ex.header.status.as_u16();
         let ok = (200..300).contains(&status);
         if retry.on_status.contains(&status) {
             let retry_after = retry_after(&ex.header);
             let body = read_body_of(&mut ex, 64 * 1024).await.unwrap_or_default();
             ex.finish(&self.connector).await;
-            return Err(Failure { reason: status_class(status), status: Some(status), retry_after, message: translate::upstream_message(&body) });
+            return Err(Failure { reason: status_class(status), status: Some(status), retry_after, message: excerpt(&translate::upstream_message(&body)) });
         }
         if ok && is_sse(&ex.header) {
-            let mut first = BytesMut::new();
+            let mut first = FirstEvent::default();
             loop {
                 match ex.chunk().await {
                     Ok(Some(c)) => {
-                        first.extend_from_slice(&c);
-                        let Some(data) = first_event_data(&first) else { continue };
+                        let Some(data) = first.feed(&c) else {
+                            if first.pending() > limits.max_event_bytes {
+                                return Err(Failure::invalid(&format!(
+                                    "the stream's first event is larger than {} bytes (limits.max_event_bytes)",
+                                    limits.max_event_bytes
+                                )));
+                            }
+                            continue;
+                        };
                         if UsageCarrier::parse(&data).is_some_and(|c| c.is_error()) {
                             ex.finish(&self.connector).await;
-                            return Err(Failure { reason: "stream_error_event", status: None, retry_after: None, message: translate::upstream_message(&data) });
+                            return Err(Failure { reason: "stream_error_event", status: None, retry_after: None, message: excerpt(&translate::upstream_message(&data)) });
                         }
-                        return Ok(Fetched::Stream { ex, first: first.freeze() });
+                        return Ok(Fetched::Stream { ex, first: first.buf.freeze() });
                     }
                     Ok(None) => return Err(Failure::invalid("the stream ended before its first event")),
                     Err(e) => return Err(Failure::from_attempt(&e)),
                 }
             }
         }
-        let body = match read_body_of(&mut ex, MAX_RESPONSE_BYTES).await {
-            Ok(b) => b,
-            Err(f) => return Err(f),
-        };
+        let declared = ex.header.headers.get(http::header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()?.parse::<usize>().ok());
+        if declared.is_some_and(|n| n > limits.max_answer_bytes) {
+            return Err(Failure::invalid(&format!("the response is larger than {} bytes (limits.max_answer_bytes)", limits.max_answer_bytes)));
+        }
+        let body = read_body_of(&mut ex, limits.max_answer_bytes).await?;
         if ok && model_call && !is_answer(&body) {
             ex.finish(&self.connector).await;
-            let start: String = String::from_utf8_lossy(&body).chars().take(120).collect();
-            return Err(Failure::invalid(&format!("the provider answered {status} with a body that is not a JSON answer: {start}")));
+            return Err(Failure::invalid(&format!("the provider answered {status} with a body that is not a JSON answer: {}", excerpt(&String::from_utf8_lossy(&body)))));
         }
         Ok(Fetched::Body { ex, body })
     }
@@ -541,7 +620,8 @@ impl Gateway {
 
     /// Send the upstream response to the client and account for it. Spend
     /// is settled (ledger written) before the response's last bytes go out.
-    async fn relay(&self, session: &mut Session, fetched: Fetched, mut s: Served<'_, '_>, drop_usage_only: bool, r: &mut Req) -> Result<(), Stop> {
+    #[allow(clippy::too_many_arguments)]
+    async fn relay(&self, session: &mut Session, fetched: Fetched, mut s: Served<'_, '_>, drop_usage_only: bool, r: &mut Req, abort: &mut AbortSignal, max_event: usize) -> Result<(), Stop> {
         let (mut ex, first) = match fetched {
             Fetched::Stream { ex, first } => (ex, Some(first)),
             Fetched::Body { ex, body } => return self.relay_body(session, ex, body, s, r).await,
@@ -566,7 +646,10 @@ impl Gateway {
         loop {
             let chunk = match next.take() {
                 Some(c) => c,
-                None => ex.chunk().await,
+                None => tokio::select! {
+                    c = ex.chunk() => c,
+                    _ = abort.fired() => Err(AttemptError::Shutdown),
+                },
             };
             match chunk {
                 Ok(Some(c)) => {
@@ -576,6 +659,8 @@ impl Gateway {
                     }
                     if tap.malformed {
                         failed = Some(("malformed", "the provider sent an event that is not valid JSON".into()));
+                    } else if tap.pending() > max_event {
+                        failed = Some(("event_too_large", format!("the provider sent an event larger than {max_event} bytes (limits.max_event_bytes)")));
                     }
                     // The answer is complete at the client with its last
                     // event: settle before that event leaves.
@@ -635,7 +720,9 @@ impl Gateway {
             // After the first byte there is no falling back: end the stream
             // with an explicit error the SDKs raise, never a clean end.
             metrics::stream_error(reason);
-            self.health.record(s.attempt.model_label(), &s.provider.name, &s.breaker, Err(reason), Instant::now());
+            if reason != "shutdown" {
+                self.health.record(s.attempt.model_label(), &s.provider.name, &s.breaker, Err(reason), Instant::now());
+            }
             tracing::warn!(model = s.attempt.model_label(), reason, error = %why, "upstream stream failed after the response started");
             r.rec.error = Some(reason.to_string());
             let err = GatewayError::new(502, ErrorKind::Upstream, reason, format!("the answer from {} broke off: {why}", s.attempt.model_label()));
@@ -838,6 +925,12 @@ impl ProxyHttp for Gateway {
 
     fn new_ctx(&self) -> Self::CTX {}
 
+    fn suppress_error_log(&self, _session: &Session, _ctx: &Self::CTX, error: &pingora::Error) -> bool {
+        // A client that stalls its request header is closed by the guard
+        // (proxy::conn) and logged there.
+        error.to_string().contains("request header timeout")
+    }
+
     async fn upstream_peer(&self, _session: &mut Session, _ctx: &mut ()) -> pingora::Result<Box<HttpPeer>> {
         // Never reached: request_filter answers every request.
         Err(pingora::Error::explain(pingora::ErrorType::InternalError, "modelgate answers from request_filter"))
@@ -845,8 +938,15 @@ impl ProxyHttp for Gateway {
 
     async fn request_filter(&self, session: &mut Session, _ctx: &mut ()) -> pingora::Result<bool> {
         let started = Instant::now();
+        let _in_flight = self.drain.enter();
+        let mut abort = self.drain.signal();
         // One snapshot for the whole request, even if a reload happens meanwhile.
         let snap = self.state.load_full();
+        session.set_read_timeout(Some(snap.client_timeouts.body_idle));
+        if session.get_keepalive().is_some() {
+            // (None means Pingora is shutting down: leave it closed.)
+            session.set_keepalive(Some(snap.client_timeouts.keepalive.as_secs().max(1)));
+        }
         let head = session.req_header();
         let mut r = Req {
             dialect: Dialect::OpenAi,
@@ -857,9 +957,17 @@ impl ProxyHttp for Gateway {
             route: "none".into(),
             rec: Record { method: head.method.to_string(), path: head.uri.path().to_string(), route: "none".into(), ..Default::default() },
         };
-        match self.handle(session, &snap, &mut r).await {
+        let handled = match abort.is_fired() {
+            true => Err(shutting_down().into()),
+            false => self.handle(session, &snap, &mut r, &mut abort).await,
+        };
+        match handled {
             Ok(()) => {}
             Err(Stop::Answer(e)) => self.answer_error(session, &e, &mut r).await,
+            Err(Stop::AnswerThenDrain(e)) => {
+                self.answer_error(session, &e, &mut r).await;
+                drain_or_close(session, snap.max_body_bytes).await;
+            }
             Err(Stop::ClientGone) => {
                 r.rec.status = 499;
                 r.rec.error = Some("client_closed".into());
@@ -909,18 +1017,55 @@ async fn read_body_of(ex: &mut Exchange, limit: usize) -> Result<Bytes, Failure>
     Ok(buf.freeze())
 }
 
-/// The data of the first event with data in `buf` (comments and keep-alives
-/// skipped), once it is complete.
-fn first_event_data(buf: &[u8]) -> Option<Vec<u8>> {
-    let mut pos = 0;
-    while let Some(end) = crate::dialect::sse::event_end(buf, pos) {
-        let data = crate::dialect::sse::data_of(&buf[pos..end]);
-        if !data.iter().all(u8::is_ascii_whitespace) {
-            return Some(data);
+/// Collects a stream's bytes up to its first event with data (comments and
+/// keep-alives skipped), scanning each byte once however the stream is cut.
+#[derive(Default)]
+struct FirstEvent {
+    buf: BytesMut,
+    /// Start of the event being read.
+    start: usize,
+    /// Where to resume looking for its end.
+    scanned: usize,
+}
+
+impl FirstEvent {
+    /// Add a chunk; the first event's data once it is complete.
+    fn feed(&mut self, chunk: &[u8]) -> Option<Vec<u8>> {
+        self.buf.extend_from_slice(chunk);
+        while let Some(end) = crate::dialect::sse::event_end(&self.buf, self.scanned.max(self.start)) {
+            let data = crate::dialect::sse::data_of(&self.buf[self.start..end]);
+            self.start = end;
+            self.scanned = end;
+            if !data.iter().all(u8::is_ascii_whitespace) {
+                return Some(data);
+            }
         }
-        pos = end;
+        // A delimiter is at most 4 bytes: look again at the last 3.
+        self.scanned = self.buf.len().saturating_sub(3).max(self.start);
+        None
     }
-    None
+
+    /// Bytes of the event still being read.
+    fn pending(&self) -> usize {
+        self.buf.len() - self.start
+    }
+}
+
+/// At most [`ECHO_BYTES`] of what an upstream said (on a char boundary).
+fn excerpt(text: &str) -> String {
+    if text.len() <= ECHO_BYTES {
+        return text.to_string();
+    }
+    let mut end = ECHO_BYTES;
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}…", &text[..end])
+}
+
+/// 503 while modelgate shuts down.
+fn shutting_down() -> GatewayError {
+    GatewayError::new(503, ErrorKind::Unavailable, "shutting_down", "modelgate is shutting down; retry the request (another instance, or this one after its restart, will serve it)").retry_after(1)
 }
 
 /// A model call's 2xx body is an answer: a JSON object without `error`.
@@ -941,8 +1086,22 @@ fn stream_error_event(dialect: Dialect, e: &GatewayError) -> Bytes {
     })
 }
 
-/// Read the whole request body, refusing more than `limit` bytes.
-async fn read_body(session: &mut Session, limit: usize) -> Result<Bytes, Stop> {
+/// Read the whole request body within `total`, refusing more than `limit`
+/// bytes; a declared length over the limit is refused before reading.
+async fn read_body(session: &mut Session, limit: usize, total: Duration) -> Result<Bytes, Stop> {
+    match tokio::time::timeout(total, read_body_within(session, limit)).await {
+        Ok(r) => r,
+        Err(_) => {
+            session.set_keepalive(None);
+            Err(Stop::Answer(GatewayError::new(408, ErrorKind::Timeout, "body_timeout", format!(
+                "the request body did not arrive within {} s (client_timeouts.body_total_ms)",
+                total.as_secs_f64()
+            ))))
+        }
+    }
+}
+
+async fn read_body_within(session: &mut Session, limit: usize) -> Result<Bytes, Stop> {
     let too_large = |n: String| {
         GatewayError::new(413, ErrorKind::TooLarge, "body_too_large", format!(
             "the request body is {n} bytes, over modelgate's limit of {limit} bytes; send a smaller request or raise max_body_bytes in the config"
@@ -951,32 +1110,42 @@ async fn read_body(session: &mut Session, limit: usize) -> Result<Bytes, Stop> {
     let declared = session.req_header().headers.get(http::header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()?.parse::<usize>().ok());
     if let Some(n) = declared {
         if n > limit {
-            drain_or_close(session, limit).await;
-            return Err(too_large(n.to_string()).into());
+            return Err(Stop::AnswerThenDrain(too_large(n.to_string())));
         }
     }
     let mut buf = BytesMut::with_capacity(declared.unwrap_or(0));
-    while let Some(chunk) = session.read_request_body().await.map_err(|_| Stop::ClientGone)? {
+    loop {
+        let chunk = match session.read_request_body().await {
+            Ok(Some(c)) => c,
+            Ok(None) => break,
+            Err(e) if e.etype() == &pingora::ErrorType::ReadTimedout => {
+                session.set_keepalive(None);
+                return Err(Stop::Answer(GatewayError::new(408, ErrorKind::Timeout, "body_timeout", "the request body stalled longer than client_timeouts.body_idle_ms")));
+            }
+            Err(_) => return Err(Stop::ClientGone),
+        };
         if buf.len() + chunk.len() > limit {
-            drain_or_close(session, limit).await;
-            return Err(too_large(format!("more than {limit}")).into());
+            return Err(Stop::AnswerThenDrain(too_large(format!("more than {limit}"))));
         }
         buf.extend_from_slice(&chunk);
     }
     Ok(buf.freeze())
 }
 
-/// Before answering 413: read and discard a moderately oversized body so the
-/// client sees the answer instead of a reset; close on anything bigger.
+/// After answering 413: read and discard what the client is still sending,
+/// for a moment and up to a bound, so it sees the answer instead of a
+/// reset; then close the connection.
 async fn drain_or_close(session: &mut Session, limit: usize) {
     let mut left = limit.saturating_mul(4).min(512 * 1024 * 1024);
-    loop {
-        match session.read_request_body().await {
-            Ok(Some(c)) if c.len() <= left => left -= c.len(),
-            Ok(None) => return,
-            _ => break,
+    let discard = async {
+        loop {
+            match session.read_request_body().await {
+                Ok(Some(c)) if c.len() <= left => left -= c.len(),
+                _ => return,
+            }
         }
-    }
+    };
+    let _ = tokio::time::timeout(Duration::from_secs(2), discard).await;
     session.set_keepalive(None);
 }
 

@@ -1,5 +1,7 @@
 //! Listeners that accept client traffic. `gateway` is the base-URL mode:
 //! Pingora's `ProxyHttp` answering every request itself.
 
+pub mod conn;
 pub mod forward;
 pub mod gateway;
+pub mod guard;

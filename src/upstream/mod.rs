@@ -111,6 +111,8 @@ pub enum AttemptError {
     TotalTimeout,
     #[error("upstream connection failed: {0}")]
     Io(String),
+    #[error("modelgate is shutting down")]
+    Shutdown,
 }
 
 impl AttemptError {
@@ -122,6 +124,7 @@ impl AttemptError {
             AttemptError::IdleTimeout => "idle_timeout",
             AttemptError::TotalTimeout => "total_timeout",
             AttemptError::Io(_) => "io",
+            AttemptError::Shutdown => "shutdown",
         }
     }
 

@@ -196,6 +196,11 @@ impl Modelgate {
         http_get(&format!("{}/metrics", self.admin)).map(|(_, b)| b).unwrap_or_default()
     }
 
+    /// The exit status, once the process has exited.
+    pub fn try_wait(&mut self) -> Option<std::process::ExitStatus> {
+        self.child.try_wait().ok().flatten()
+    }
+
     pub fn pid(&self) -> u32 {
         self.child.id()
     }
