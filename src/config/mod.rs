@@ -312,6 +312,28 @@ pub struct ForwardProxy {
     pub allow_clients: Vec<ipnet::IpNet>,
     /// `Proxy-Authorization` password: the variable and its value.
     pub auth: Option<(String, Option<Secret>)>,
+    /// Which internal addresses a blind tunnel may reach
+    /// (`allow_internal`, `allow_private`).
+    pub targets: crate::proxy::target::Policy,
+    pub timeouts: ForwardTimeouts,
+}
+
+/// Where a forward-proxy client can stall, and for how long.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct ForwardTimeouts {
+    /// From accept until the CONNECT request head is read (or a plain
+    /// request is recognised): `head_timeout_ms`.
+    pub head: Duration,
+    /// The client's TLS handshake on an intercepted host: `tls_handshake_timeout_ms`.
+    pub tls_handshake: Duration,
+    /// A blind tunnel with no byte either way: `tunnel_idle_timeout_ms`.
+    pub tunnel_idle: Duration,
+}
+
+impl Default for ForwardTimeouts {
+    fn default() -> Self {
+        ForwardTimeouts { head: Duration::from_secs(10), tls_handshake: Duration::from_secs(10), tunnel_idle: Duration::from_secs(300) }
+    }
 }
 
 impl Default for ForwardProxy {
@@ -322,6 +344,8 @@ impl Default for ForwardProxy {
             tunnel: true,
             allow_clients: Vec::new(),
             auth: None,
+            targets: crate::proxy::target::Policy::default(),
+            timeouts: ForwardTimeouts::default(),
         }
     }
 }
@@ -371,7 +395,8 @@ impl Snapshot {
 
     /// The provider that answers for `host` in transparent mode.
     pub fn provider_for_host(&self, host: &str) -> Option<usize> {
-        self.providers.iter().position(|p| p.hosts.iter().any(|h| h.eq_ignore_ascii_case(host)))
+        let host = crate::proxy::target::normalize_host(host);
+        self.providers.iter().position(|p| p.hosts.contains(&host))
     }
 
     pub fn provider(&self, name: &str) -> Option<&Provider> {

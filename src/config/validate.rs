@@ -257,7 +257,7 @@ pub fn validate(text: &str, env: &dyn Fn(&str) -> Option<String>) -> Result<Snap
 fn forward_proxy_of(cx: &mut Ctx, raw: super::raw::RawForwardProxy, listen: &Listen, providers: &[Provider], env: &dyn Fn(&str) -> Option<String>) -> ForwardProxy {
     let mut fp = ForwardProxy::default();
     if let Some(list) = raw.intercept {
-        fp.intercept = list.iter().map(|h| h.trim().to_ascii_lowercase()).collect();
+        fp.intercept = list.iter().map(|h| normalize_host(h)).collect();
     }
     fp.intercept.retain(|h| providers.iter().any(|p| p.hosts.contains(h)));
     if let Some(ports) = raw.allow_ports {
@@ -290,7 +290,32 @@ fn forward_proxy_of(cx: &mut Ctx, raw: super::raw::RawForwardProxy, listen: &Lis
         Some(var) => Some((var.clone(), env(&var).filter(|t| !t.is_empty()).map(Secret))),
         None => None,
     };
+    for (i, entry) in raw.allow_internal.iter().flatten().enumerate() {
+        if let Err(why) = fp.targets.add(entry) {
+            cx.err(format!("forward_proxy.allow_internal[{i}]"), why);
+        }
+    }
+    fp.targets.allow_private = raw.allow_private.unwrap_or(false);
+    let mut ms = |field: &str, v: Option<u64>, default: Duration| match v {
+        Some(0) => {
+            cx.err(format!("forward_proxy.{field}"), "must be greater than 0 (milliseconds)");
+            default
+        }
+        Some(ms) => Duration::from_millis(ms),
+        None => default,
+    };
+    let d = ForwardTimeouts::default();
+    fp.timeouts = ForwardTimeouts {
+        head: ms("head_timeout_ms", raw.head_timeout_ms, d.head),
+        tls_handshake: ms("tls_handshake_timeout_ms", raw.tls_handshake_timeout_ms, d.tls_handshake),
+        tunnel_idle: ms("tunnel_idle_timeout_ms", raw.tunnel_idle_timeout_ms, d.tunnel_idle),
+    };
     fp
+}
+
+/// Hosts compared in one form (lowercase, no trailing dot).
+fn normalize_host(h: &str) -> String {
+    crate::proxy::target::normalize_host(h)
 }
 
 fn addr(cx: &mut Ctx, path: &str, value: Option<String>, default: &str) -> SocketAddr {
@@ -360,8 +385,8 @@ fn provider_of(
     }
     let endpoint = Arc::new(endpoint?);
     let hosts = match raw.hosts {
-        Some(h) => h.iter().map(|h| h.trim().to_ascii_lowercase()).collect(),
-        None => vec![endpoint.host.to_ascii_lowercase()],
+        Some(h) => h.iter().map(|h| normalize_host(h)).collect(),
+        None => vec![normalize_host(&endpoint.host)],
     };
     Some((Provider { name, kind, endpoint, auth, timeouts, local: raw.local, health_check, hosts }, default))
 }

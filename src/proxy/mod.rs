@@ -3,3 +3,4 @@
 
 pub mod forward;
 pub mod gateway;
+pub mod target;
