@@ -235,6 +235,9 @@ fn main() -> ExitCode {
                 for (provider, env) in s.missing_keys() {
                     println!("  note: provider `{provider}` reads its key from {env}, which is not set here");
                 }
+                for w in s.exposure_warnings() {
+                    println!("  warning: {w}");
+                }
                 if s.budgets.iter().any(|b| b.limits.nanos.is_some() || b.limits.tokens.is_some()) {
                     let open: Vec<&str> = s.models.values().filter(|m| m.max_output_tokens.is_none()).map(|m| m.name.as_str()).collect();
                     if !open.is_empty() {
@@ -261,6 +264,9 @@ fn main() -> ExitCode {
                     return ExitCode::FAILURE;
                 }
             };
+            for w in snap.exposure_warnings() {
+                tracing::warn!("{w}");
+            }
             match modelgate::server::run(snap, config) {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {

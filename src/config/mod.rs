@@ -367,6 +367,9 @@ pub struct Snapshot {
     /// The bearer token for mutating admin endpoints: the variable named by
     /// `admin_token_env` and its value (`None` when unset).
     pub admin_token: Option<(String, Option<Secret>)>,
+    /// `admin_read_requires_token`: read-only admin endpoints and /metrics
+    /// need the token too (/healthz and /readyz never do).
+    pub admin_read_requires_token: bool,
     /// Index of the provider that serves unrouted requests of each dialect.
     pub default_provider: [Option<usize>; Dialect::COUNT],
     pub budgets: Vec<Budget>,
@@ -414,6 +417,28 @@ impl Snapshot {
 
     pub fn default_provider_for(&self, dialect: Dialect) -> Option<&Provider> {
         self.default_provider[dialect as usize].map(|i| &self.providers[i])
+    }
+
+    /// Exposure that is allowed but worth a warning (`modelgate check`
+    /// prints these, `run` logs them).
+    pub fn exposure_warnings(&self) -> Vec<String> {
+        let mut out = Vec::new();
+        let gateway = self.listen.gateway;
+        let injecting: Vec<&str> = self.providers.iter().filter(|p| matches!(p.auth, Auth::Inject { .. })).map(|p| p.name.as_str()).collect();
+        if !gateway.ip().is_loopback() && !injecting.is_empty() {
+            out.push(format!(
+                "listen.gateway: the gateway listens on {gateway}, reachable from other machines, and injects the API keys of {} (api_key_env); modelgate has no client allow-list for the gateway, so anyone who can reach this port spends your keys. Listen on 127.0.0.1:{} (listen.gateway), or restrict the port with a firewall",
+                injecting.join(", "),
+                gateway.port()
+            ));
+        }
+        let admin = self.listen.admin;
+        if !admin.ip().is_loopback() && self.admin_token.is_some() && !self.admin_read_requires_token {
+            out.push(format!(
+                "listen.admin: the admin listener on {admin} is reachable from other machines and answers /metrics and the read-only /admin endpoints (spend, usage, routing) without a token; set `admin_read_requires_token: true` to require it"
+            ));
+        }
+        out
     }
 
     /// Names of providers whose `api_key_env` is not set; logged at start.

@@ -21,7 +21,7 @@ use crate::upstream::Endpoint;
 
 pub const DEFAULT_MAX_BODY_BYTES: usize = 32 * 1024 * 1024;
 const TOP_KEYS: &[&str] = &[
-    "listen", "state_dir", "max_body_bytes", "access_log", "admin_token_env", "providers", "models", "routes", "routing", "budgets", "budget_store", "timezone", "spend_spike",
+    "listen", "state_dir", "max_body_bytes", "access_log", "admin_token_env", "admin_read_requires_token", "providers", "models", "routes", "routing", "budgets", "budget_store", "timezone", "spend_spike",
     "retry", "breaker", "forward_proxy",
 ];
 
@@ -125,6 +125,7 @@ pub fn validate(text: &str, env: &dyn Fn(&str) -> Option<String>) -> Result<Snap
     let raw_routes: Vec<Value> = take("routes").and_then(|v| cx.section("routes", v)).unwrap_or_default();
     let raw_routing: super::raw::RawRouting = take("routing").and_then(|v| cx.section("routing", v)).unwrap_or_default();
     let admin_token_env: Option<String> = take("admin_token_env").and_then(|v| cx.section("admin_token_env", v));
+    let admin_read_requires_token: bool = take("admin_read_requires_token").and_then(|v| cx.section("admin_read_requires_token", v)).unwrap_or(false);
     let raw_budgets: Vec<Value> = take("budgets").and_then(|v| cx.section("budgets", v)).unwrap_or_default();
     let raw_store = take("budget_store").and_then(|v| cx.section("budget_store", v));
     let raw_tz: Option<String> = take("timezone").and_then(|v| cx.section("timezone", v));
@@ -205,6 +206,7 @@ pub fn validate(text: &str, env: &dyn Fn(&str) -> Option<String>) -> Result<Snap
         }
     }
     let routing = routes::routing_of(&mut cx, raw_routing);
+    let has_admin_token = admin_token_env.is_some();
     let admin_token = match admin_token_env {
         Some(var) if var.trim().is_empty() => {
             cx.err("admin_token_env", "must name an environment variable holding the admin bearer token");
@@ -213,6 +215,7 @@ pub fn validate(text: &str, env: &dyn Fn(&str) -> Option<String>) -> Result<Snap
         Some(var) => Some((var.clone(), env(&var).filter(|t| !t.is_empty()).map(Secret))),
         None => None,
     };
+    admin_exposure(&mut cx, &listen, has_admin_token, admin_read_requires_token);
 
     let mut budget_names = HashSet::new();
     let mut budgets = Vec::new();
@@ -241,6 +244,7 @@ pub fn validate(text: &str, env: &dyn Fn(&str) -> Option<String>) -> Result<Snap
         routes,
         routing,
         admin_token,
+        admin_read_requires_token,
         default_provider,
         budgets,
         budget_store,
@@ -311,6 +315,25 @@ fn forward_proxy_of(cx: &mut Ctx, raw: super::raw::RawForwardProxy, listen: &Lis
         tunnel_idle: ms("tunnel_idle_timeout_ms", raw.tunnel_idle_timeout_ms, d.tunnel_idle),
     };
     fp
+}
+
+/// A non-loopback admin listener needs a token: its mutating endpoints
+/// change routing, and without `admin_read_requires_token` anyone who can
+/// reach it reads spend and usage.
+fn admin_exposure(cx: &mut Ctx, listen: &Listen, has_token: bool, read_requires_token: bool) {
+    let addr = listen.admin;
+    if !addr.ip().is_loopback() && !has_token {
+        cx.err(
+            "listen.admin",
+            format!(
+                "the admin listener would listen on {addr}, reachable from other machines, without admin_token_env; set `admin_token_env: MODELGATE_ADMIN_TOKEN` (and `admin_read_requires_token: true` to protect /metrics and the read-only /admin endpoints too), or listen on 127.0.0.1:{}",
+                addr.port()
+            ),
+        );
+    }
+    if read_requires_token && !has_token {
+        cx.err("admin_read_requires_token", "needs admin_token_env: name the environment variable that holds the admin bearer token");
+    }
 }
 
 /// Hosts compared in one form (lowercase, no trailing dot).
