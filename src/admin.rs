@@ -3,7 +3,9 @@
 //! `/admin/budgets` (spend against each budget), `/admin/usage` (cost,
 //! tokens and savings by provider, model, app and route), `/admin/overrides`
 //! (runtime route targets) and `/admin/route` (explain a routing decision). Mutating endpoints need `Authorization: Bearer <token>`
-//! with the token from the variable named by `admin_token_env`.
+//! with the token from the variable named by `admin_token_env`; with
+//! `admin_read_requires_token` the read-only ones and `/metrics` do too
+//! (`/healthz` and `/readyz` stay open for probes).
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -55,6 +57,13 @@ fn json_reply(status: StatusCode, v: serde_json::Value) -> Reply {
 
 fn error(status: StatusCode, message: impl Into<String>) -> Reply {
     json_reply(status, json!({"error": message.into()}))
+}
+
+/// The token of an `Authorization: Bearer <token>` value (the scheme is
+/// case-insensitive, RFC 9110).
+fn bearer(value: &str) -> Option<&str> {
+    let (scheme, token) = value.trim().split_once(char::is_whitespace)?;
+    scheme.eq_ignore_ascii_case("bearer").then_some(token.trim())
 }
 
 /// Equal length and bytes, without an early exit on the first difference.
@@ -122,14 +131,14 @@ impl Admin {
     #[allow(clippy::result_large_err)]
     fn authorize(&self, snap: &Snapshot, session: &ServerSession) -> Result<(), Reply> {
         let Some((var, token)) = &snap.admin_token else {
-            return Err(error(StatusCode::FORBIDDEN, "mutating admin endpoints are disabled: set `admin_token_env: SOME_VAR` in the config and SOME_VAR in modelgate's environment"));
+            return Err(error(StatusCode::FORBIDDEN, "admin endpoints that need a token are disabled: set `admin_token_env: SOME_VAR` in the config and SOME_VAR in modelgate's environment"));
         };
         let Some(token) = token else {
-            return Err(error(StatusCode::FORBIDDEN, format!("mutating admin endpoints are disabled: {var} (admin_token_env) is not set in modelgate's environment")));
+            return Err(error(StatusCode::FORBIDDEN, format!("admin endpoints that need a token are disabled: {var} (admin_token_env) is not set in modelgate's environment")));
         };
-        let given = session.req_header().headers.get(http::header::AUTHORIZATION).and_then(|v| v.to_str().ok()).and_then(|v| v.strip_prefix("Bearer "));
+        let given = session.req_header().headers.get(http::header::AUTHORIZATION).and_then(|v| v.to_str().ok()).and_then(bearer);
         match given {
-            Some(g) if same_secret(g.trim().as_bytes(), token.expose().as_bytes()) => Ok(()),
+            Some(g) if same_secret(g.as_bytes(), token.expose().as_bytes()) => Ok(()),
             Some(_) => Err(error(StatusCode::UNAUTHORIZED, "wrong admin token")),
             None => Err(error(StatusCode::UNAUTHORIZED, format!("send `Authorization: Bearer <token>` with the token from {var}"))),
         }
@@ -207,6 +216,11 @@ impl ServeHttp for Admin {
         let snap = self.state.load_full();
         let method = session.req_header().method.clone();
         let path = session.req_header().uri.path().to_string();
+        if snap.admin_read_requires_token && !matches!(path.as_str(), "/healthz" | "/readyz") {
+            if let Err(r) = self.authorize(&snap, session) {
+                return r;
+            }
+        }
         if let Some(rest) = path.strip_prefix("/admin/overrides/") {
             let route = percent_encoding::percent_decode_str(rest).decode_utf8_lossy().into_owned();
             return match method {
@@ -243,5 +257,20 @@ impl ServeHttp for Admin {
             (_, "/admin/route") => error(StatusCode::METHOD_NOT_ALLOWED, "/admin/route answers POST"),
             (_, other) => error(StatusCode::NOT_FOUND, format!("no admin endpoint {other}; try /metrics, /healthz, /readyz, /admin/health, /admin/budgets, /admin/usage, /admin/overrides, /admin/route")),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::bearer;
+
+    #[test]
+    fn bearer_scheme_is_case_insensitive() {
+        assert_eq!(bearer("Bearer t0k"), Some("t0k"));
+        assert_eq!(bearer("bearer t0k"), Some("t0k"));
+        assert_eq!(bearer("BEARER  t0k "), Some("t0k"));
+        assert_eq!(bearer("Basic dXNlcjpwdw=="), None);
+        assert_eq!(bearer("Bearer"), None);
+        assert_eq!(bearer("Bearert0k"), None);
     }
 }

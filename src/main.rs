@@ -255,6 +255,9 @@ fn main() -> ExitCode {
                         "  warning: `{model}` falls back to `{fallback}` on provider `{provider}`, which has no api_key_env: modelgate will not send a client's key for another provider there, so that fallback is skipped. Set api_key_env on `{provider}` (or cross_provider_client_keys: true if the same key is valid there)"
                     );
                 }
+                for w in s.exposure_warnings() {
+                    println!("  warning: {w}");
+                }
                 if s.budgets.iter().any(|b| b.limits.nanos.is_some() || b.limits.tokens.is_some()) {
                     let open: Vec<&str> = s.models.values().filter(|m| m.max_output_tokens.is_none()).map(|m| m.name.as_str()).collect();
                     if !open.is_empty() {
@@ -281,6 +284,9 @@ fn main() -> ExitCode {
                     return ExitCode::FAILURE;
                 }
             };
+            for w in snap.exposure_warnings() {
+                tracing::warn!("{w}");
+            }
             match modelgate::server::run(snap, config) {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {

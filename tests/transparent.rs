@@ -5,8 +5,9 @@
 //!
 //! No byte leaves loopback: every intercepted host is served by a Mock via
 //! provider config, and the proxies here refuse to tunnel (tunnel: false)
-//! except in the test that tunnels to a local TLS server — so a bug that
-//! tunnelled a real provider host fails the test instead of reaching it.
+//! except in the test that tunnels to a local TLS server (allow-listed with
+//! forward_proxy.allow_internal) — so a bug that tunnelled a real provider
+//! host fails the test instead of reaching it.
 
 mod common;
 
@@ -77,7 +78,9 @@ async fn other_hosts_are_tunnelled_untouched_or_refused() {
     let server_ca_path = dir.path().join("server-ca.pem");
     std::fs::write(&server_ca_path, server_ca).unwrap();
 
-    let mg = Modelgate::start(&config(&mock, &format!("  intercept: [api.openai.com]\n  allow_ports: [443, {tls_port}]\n  tunnel: true")));
+    // The local TLS server is on loopback, which the proxy refuses to
+    // tunnel to unless allow-listed: the point of allow_internal.
+    let mg = Modelgate::start(&config(&mock, &format!("  intercept: [api.openai.com]\n  allow_ports: [443, {tls_port}]\n  tunnel: true\n  allow_internal: [\"127.0.0.1\"]")));
     let proxy = mg.forward.clone().unwrap();
     let url = format!("https://localhost:{tls_port}/v1/models");
     // The client sees the server's own certificate: its CA verifies it …

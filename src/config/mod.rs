@@ -314,6 +314,28 @@ pub struct ForwardProxy {
     pub allow_clients: Vec<ipnet::IpNet>,
     /// `Proxy-Authorization` password: the variable and its value.
     pub auth: Option<(String, Option<Secret>)>,
+    /// Which internal addresses a blind tunnel may reach
+    /// (`allow_internal`, `allow_private`).
+    pub targets: crate::proxy::target::Policy,
+    pub timeouts: ForwardTimeouts,
+}
+
+/// Where a forward-proxy client can stall, and for how long.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct ForwardTimeouts {
+    /// From accept until the CONNECT request head is read (or a plain
+    /// request is recognised): `head_timeout_ms`.
+    pub head: Duration,
+    /// The client's TLS handshake on an intercepted host: `tls_handshake_timeout_ms`.
+    pub tls_handshake: Duration,
+    /// A blind tunnel with no byte either way: `tunnel_idle_timeout_ms`.
+    pub tunnel_idle: Duration,
+}
+
+impl Default for ForwardTimeouts {
+    fn default() -> Self {
+        ForwardTimeouts { head: Duration::from_secs(10), tls_handshake: Duration::from_secs(10), tunnel_idle: Duration::from_secs(300) }
+    }
 }
 
 impl Default for ForwardProxy {
@@ -324,6 +346,8 @@ impl Default for ForwardProxy {
             tunnel: true,
             allow_clients: Vec::new(),
             auth: None,
+            targets: crate::proxy::target::Policy::default(),
+            timeouts: ForwardTimeouts::default(),
         }
     }
 }
@@ -345,6 +369,9 @@ pub struct Snapshot {
     /// The bearer token for mutating admin endpoints: the variable named by
     /// `admin_token_env` and its value (`None` when unset).
     pub admin_token: Option<(String, Option<Secret>)>,
+    /// `admin_read_requires_token`: read-only admin endpoints and /metrics
+    /// need the token too (/healthz and /readyz never do).
+    pub admin_read_requires_token: bool,
     /// Index of the provider that serves unrouted requests of each dialect.
     pub default_provider: [Option<usize>; Dialect::COUNT],
     pub budgets: Vec<Budget>,
@@ -401,7 +428,8 @@ impl Snapshot {
 
     /// The provider that answers for `host` in transparent mode.
     pub fn provider_for_host(&self, host: &str) -> Option<usize> {
-        self.providers.iter().position(|p| p.hosts.iter().any(|h| h.eq_ignore_ascii_case(host)))
+        let host = crate::proxy::target::normalize_host(host);
+        self.providers.iter().position(|p| p.hosts.contains(&host))
     }
 
     pub fn provider(&self, name: &str) -> Option<&Provider> {
@@ -419,6 +447,28 @@ impl Snapshot {
 
     pub fn default_provider_for(&self, dialect: Dialect) -> Option<&Provider> {
         self.default_provider[dialect as usize].map(|i| &self.providers[i])
+    }
+
+    /// Exposure that is allowed but worth a warning (`modelgate check`
+    /// prints these, `run` logs them).
+    pub fn exposure_warnings(&self) -> Vec<String> {
+        let mut out = Vec::new();
+        let gateway = self.listen.gateway;
+        let injecting: Vec<&str> = self.providers.iter().filter(|p| matches!(p.auth, Auth::Inject { .. })).map(|p| p.name.as_str()).collect();
+        if !gateway.ip().is_loopback() && !injecting.is_empty() {
+            out.push(format!(
+                "listen.gateway: the gateway listens on {gateway}, reachable from other machines, and injects the API keys of {} (api_key_env); modelgate has no client allow-list for the gateway, so anyone who can reach this port spends your keys. Listen on 127.0.0.1:{} (listen.gateway), or restrict the port with a firewall",
+                injecting.join(", "),
+                gateway.port()
+            ));
+        }
+        let admin = self.listen.admin;
+        if !admin.ip().is_loopback() && self.admin_token.is_some() && !self.admin_read_requires_token {
+            out.push(format!(
+                "listen.admin: the admin listener on {admin} is reachable from other machines and answers /metrics and the read-only /admin endpoints (spend, usage, routing) without a token; set `admin_read_requires_token: true` to require it"
+            ));
+        }
+        out
     }
 
     /// Names of providers whose `api_key_env` is not set; logged at start.

@@ -21,6 +21,12 @@ pub struct RawForwardProxy {
     pub tunnel: Option<bool>,
     pub allow_clients: Option<Vec<String>>,
     pub auth_env: Option<String>,
+    /// CONNECT targets that may be internal: networks, addresses, host names.
+    pub allow_internal: Option<Vec<String>>,
+    pub allow_private: Option<bool>,
+    pub head_timeout_ms: Option<u64>,
+    pub tls_handshake_timeout_ms: Option<u64>,
+    pub tunnel_idle_timeout_ms: Option<u64>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -21,7 +21,7 @@ use crate::upstream::Endpoint;
 
 pub const DEFAULT_MAX_BODY_BYTES: usize = 32 * 1024 * 1024;
 const TOP_KEYS: &[&str] = &[
-    "listen", "state_dir", "max_body_bytes", "access_log", "admin_token_env", "providers", "models", "routes", "routing", "budgets", "budget_store", "timezone", "spend_spike",
+    "listen", "state_dir", "max_body_bytes", "access_log", "admin_token_env", "admin_read_requires_token", "providers", "models", "routes", "routing", "budgets", "budget_store", "timezone", "spend_spike",
     "retry", "breaker", "forward_proxy", "limits", "client_timeouts", "shutdown_grace_s", "allow_passthrough", "cross_provider_client_keys",
 ];
 
@@ -125,6 +125,7 @@ pub fn validate(text: &str, env: &dyn Fn(&str) -> Option<String>) -> Result<Snap
     let raw_routes: Vec<Value> = take("routes").and_then(|v| cx.section("routes", v)).unwrap_or_default();
     let raw_routing: super::raw::RawRouting = take("routing").and_then(|v| cx.section("routing", v)).unwrap_or_default();
     let admin_token_env: Option<String> = take("admin_token_env").and_then(|v| cx.section("admin_token_env", v));
+    let admin_read_requires_token: bool = take("admin_read_requires_token").and_then(|v| cx.section("admin_read_requires_token", v)).unwrap_or(false);
     let raw_budgets: Vec<Value> = take("budgets").and_then(|v| cx.section("budgets", v)).unwrap_or_default();
     let raw_store = take("budget_store").and_then(|v| cx.section("budget_store", v));
     let raw_tz: Option<String> = take("timezone").and_then(|v| cx.section("timezone", v));
@@ -213,6 +214,7 @@ pub fn validate(text: &str, env: &dyn Fn(&str) -> Option<String>) -> Result<Snap
         }
     }
     let routing = routes::routing_of(&mut cx, raw_routing);
+    let has_admin_token = admin_token_env.is_some();
     let admin_token = match admin_token_env {
         Some(var) if var.trim().is_empty() => {
             cx.err("admin_token_env", "must name an environment variable holding the admin bearer token");
@@ -221,6 +223,7 @@ pub fn validate(text: &str, env: &dyn Fn(&str) -> Option<String>) -> Result<Snap
         Some(var) => Some((var.clone(), env(&var).filter(|t| !t.is_empty()).map(Secret))),
         None => None,
     };
+    admin_exposure(&mut cx, &listen, has_admin_token, admin_read_requires_token);
 
     let mut budget_names = HashSet::new();
     let mut budgets = Vec::new();
@@ -249,6 +252,7 @@ pub fn validate(text: &str, env: &dyn Fn(&str) -> Option<String>) -> Result<Snap
         routes,
         routing,
         admin_token,
+        admin_read_requires_token,
         default_provider,
         budgets,
         budget_store,
@@ -270,7 +274,7 @@ pub fn validate(text: &str, env: &dyn Fn(&str) -> Option<String>) -> Result<Snap
 fn forward_proxy_of(cx: &mut Ctx, raw: super::raw::RawForwardProxy, listen: &Listen, providers: &[Provider], env: &dyn Fn(&str) -> Option<String>) -> ForwardProxy {
     let mut fp = ForwardProxy::default();
     if let Some(list) = raw.intercept {
-        fp.intercept = list.iter().map(|h| h.trim().to_ascii_lowercase()).collect();
+        fp.intercept = list.iter().map(|h| normalize_host(h)).collect();
     }
     fp.intercept.retain(|h| providers.iter().any(|p| p.hosts.contains(h)));
     if let Some(ports) = raw.allow_ports {
@@ -303,7 +307,51 @@ fn forward_proxy_of(cx: &mut Ctx, raw: super::raw::RawForwardProxy, listen: &Lis
         Some(var) => Some((var.clone(), env(&var).filter(|t| !t.is_empty()).map(Secret))),
         None => None,
     };
+    for (i, entry) in raw.allow_internal.iter().flatten().enumerate() {
+        if let Err(why) = fp.targets.add(entry) {
+            cx.err(format!("forward_proxy.allow_internal[{i}]"), why);
+        }
+    }
+    fp.targets.allow_private = raw.allow_private.unwrap_or(false);
+    let mut ms = |field: &str, v: Option<u64>, default: Duration| match v {
+        Some(0) => {
+            cx.err(format!("forward_proxy.{field}"), "must be greater than 0 (milliseconds)");
+            default
+        }
+        Some(ms) => Duration::from_millis(ms),
+        None => default,
+    };
+    let d = ForwardTimeouts::default();
+    fp.timeouts = ForwardTimeouts {
+        head: ms("head_timeout_ms", raw.head_timeout_ms, d.head),
+        tls_handshake: ms("tls_handshake_timeout_ms", raw.tls_handshake_timeout_ms, d.tls_handshake),
+        tunnel_idle: ms("tunnel_idle_timeout_ms", raw.tunnel_idle_timeout_ms, d.tunnel_idle),
+    };
     fp
+}
+
+/// A non-loopback admin listener needs a token: its mutating endpoints
+/// change routing, and without `admin_read_requires_token` anyone who can
+/// reach it reads spend and usage.
+fn admin_exposure(cx: &mut Ctx, listen: &Listen, has_token: bool, read_requires_token: bool) {
+    let addr = listen.admin;
+    if !addr.ip().is_loopback() && !has_token {
+        cx.err(
+            "listen.admin",
+            format!(
+                "the admin listener would listen on {addr}, reachable from other machines, without admin_token_env; set `admin_token_env: MODELGATE_ADMIN_TOKEN` (and `admin_read_requires_token: true` to protect /metrics and the read-only /admin endpoints too), or listen on 127.0.0.1:{}",
+                addr.port()
+            ),
+        );
+    }
+    if read_requires_token && !has_token {
+        cx.err("admin_read_requires_token", "needs admin_token_env: name the environment variable that holds the admin bearer token");
+    }
+}
+
+/// Hosts compared in one form (lowercase, no trailing dot).
+fn normalize_host(h: &str) -> String {
+    crate::proxy::target::normalize_host(h)
 }
 
 fn addr(cx: &mut Ctx, path: &str, value: Option<String>, default: &str) -> SocketAddr {
@@ -373,8 +421,8 @@ fn provider_of(
     }
     let endpoint = Arc::new(endpoint?);
     let hosts = match raw.hosts {
-        Some(h) => h.iter().map(|h| h.trim().to_ascii_lowercase()).collect(),
-        None => vec![endpoint.host.to_ascii_lowercase()],
+        Some(h) => h.iter().map(|h| normalize_host(h)).collect(),
+        None => vec![normalize_host(&endpoint.host)],
     };
     Some((Provider { name, kind, endpoint, auth, timeouts, local: raw.local, health_check, hosts }, default))
 }

@@ -4,11 +4,17 @@
 //! TLS-terminated with a leaf certificate from the local CA; the decrypted
 //! requests go to the same gateway pipeline as base-URL mode (routing,
 //! budgets, fallback, metrics), in its forward mode, which maps the host to
-//! its provider. Every other host is tunnelled byte for byte (or refused
-//! when `forward_proxy.tunnel` is off). Plain `http://` absolute-form
-//! requests (HTTP_PROXY) go to the gateway directly.
+//! its provider. Every other host is tunnelled byte for byte to a checked
+//! address (`target`: no loopback, link-local or private targets unless
+//! allowed), or refused when `forward_proxy.tunnel` is off. Plain `http://`
+//! absolute-form requests (HTTP_PROXY) go to the gateway directly, which
+//! checks `Proxy-Authorization` on each of them.
+//!
+//! Every place a client can stall has a deadline: the request head
+//! (`head_timeout_ms`), the TLS handshake of an intercepted host
+//! (`tls_handshake_timeout_ms`) and an idle tunnel (`tunnel_idle_timeout_ms`).
 
-use std::net::IpAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -22,15 +28,18 @@ use pingora::server::ShutdownWatch;
 use pingora::tls::sign::CertifiedKey;
 use pingora::tls::{ClientHello, ResolvesServerCert, ServerConfig};
 use pingora_proxy::HttpProxy;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio::time::Instant;
 
 use crate::ca::Ca;
 use crate::config::{ForwardProxy, Snapshot};
 use crate::proxy::gateway::Gateway;
+use crate::proxy::target::{self, Host};
 
 /// Largest CONNECT request head read.
 const MAX_HEAD: usize = 16 * 1024;
-/// How long a blind tunnel may take to connect.
+/// How long a blind tunnel may take to resolve and connect.
 const TUNNEL_CONNECT: Duration = Duration::from_secs(10);
 
 pub struct Forward {
@@ -38,6 +47,15 @@ pub struct Forward {
     /// The gateway in forward mode, for decrypted and plain requests.
     http: Arc<HttpProxy<Gateway>>,
     acceptor: Acceptor,
+}
+
+/// What the first bytes of a proxy connection are.
+enum Head {
+    /// A CONNECT request head, up to and with its blank line; bytes after
+    /// it were put back into the stream.
+    Connect(Vec<u8>),
+    /// Anything else (plain HTTP proxying); every byte was put back.
+    Plain,
 }
 
 impl Forward {
@@ -49,16 +67,10 @@ impl Forward {
         Forward { state, http: Arc::new(http), acceptor: Acceptor::from_server_config(Arc::new(cfg)) }
     }
 
-    async fn connect(&self, mut io: Stream, shutdown: &ShutdownWatch) -> Option<Stream> {
-        let snap = self.state.load_full();
-        let fp = &snap.forward_proxy;
-        let head = match read_head(&mut io).await {
-            Ok(h) => h,
-            Err(why) => return respond(io, 400, &why).await,
-        };
+    async fn connect(&self, mut io: Box<L4Stream>, head: &[u8], fp: &ForwardProxy, shutdown: &ShutdownWatch) -> Option<Stream> {
         let mut headers = [httparse::EMPTY_HEADER; 64];
         let mut req = httparse::Request::new(&mut headers);
-        if !matches!(req.parse(&head), Ok(httparse::Status::Complete(_))) {
+        if !matches!(req.parse(head), Ok(httparse::Status::Complete(_))) {
             return respond(io, 400, "malformed CONNECT request").await;
         }
         let target = req.path.unwrap_or_default().to_string();
@@ -66,99 +78,236 @@ impl Forward {
             tracing::info!(target = %target, "forward proxy: CONNECT without valid Proxy-Authorization");
             return respond(io, 407, &why).await;
         }
-        let Some((host, port)) = split_host_port(&target) else {
+        let Some((raw_host, port)) = split_host_port(&target) else {
             return respond(io, 400, &format!("CONNECT target `{target}` is not host:port")).await;
+        };
+        let host = match target::parse_host(raw_host) {
+            Ok(h) => h,
+            Err(why) => return respond(io, 400, &format!("CONNECT target `{target}`: {why}")).await,
         };
         if !fp.allow_ports.contains(&port) {
             return respond(io, 403, &format!("CONNECT to port {port} is not allowed (forward_proxy.allow_ports: {:?})", fp.allow_ports)).await;
         }
-        if fp.intercepts(&host) {
+        let name = match &host {
+            Host::Name(n) => n.clone(),
+            Host::Ip(ip) => ip.to_string(),
+        };
+        if fp.intercepts(&name) {
             if !established(&mut io).await {
                 return None;
             }
-            // The listener's own TCP stream, to put TLS on.
-            let Ok(tcp) = io.into_any().downcast::<L4Stream>() else {
-                tracing::error!("forward proxy: the client connection is not a TCP stream");
-                return None;
-            };
-            let tls = match self.acceptor.tls_handshake(*tcp).await {
-                Ok(t) => t,
-                Err(e) => {
+            let tls = match tokio::time::timeout(fp.timeouts.tls_handshake, self.acceptor.tls_handshake(*io)).await {
+                Ok(Ok(t)) => t,
+                Ok(Err(e)) => {
                     // Usually a client that does not trust the local CA yet.
-                    tracing::warn!(host = %host, error = %e, "forward proxy: TLS handshake with the client failed (does it trust modelgate's CA? see `modelgate ca show`)");
+                    tracing::warn!(host = %name, error = %e, "forward proxy: TLS handshake with the client failed (does it trust modelgate's CA? see `modelgate ca show`)");
+                    return None;
+                }
+                Err(_) => {
+                    tracing::info!(host = %name, timeout_ms = fp.timeouts.tls_handshake.as_millis() as u64, "forward proxy: the client did not complete its TLS handshake in time (forward_proxy.tls_handshake_timeout_ms); closed");
                     return None;
                 }
             };
             return self.http.process_new(Box::new(tls), shutdown).await;
         }
         if !fp.tunnel {
-            return respond(io, 403, &format!("{host} is not on forward_proxy.intercept and forward_proxy.tunnel is off")).await;
+            return respond(io, 403, &format!("{name} is not on forward_proxy.intercept and forward_proxy.tunnel is off")).await;
         }
-        let upstream = match tokio::time::timeout(TUNNEL_CONNECT, tokio::net::TcpStream::connect((host.as_str(), port))).await {
+        let mut upstream = match tokio::time::timeout(TUNNEL_CONNECT, open_tunnel(fp, &host, port)).await {
             Ok(Ok(s)) => s,
-            Ok(Err(e)) => return respond(io, 502, &format!("cannot connect to {target}: {e}")).await,
+            Ok(Err(Refusal::Policy)) => {
+                tracing::warn!(target = %target, "forward proxy: CONNECT to an internal address refused (forward_proxy.allow_internal)");
+                return respond(
+                    io,
+                    403,
+                    &format!("CONNECT to {target} is refused: it is, or resolves to, an internal address (loopback, link-local, private or unspecified). To allow it, list it in forward_proxy.allow_internal (private networks: forward_proxy.allow_private: true)"),
+                )
+                .await;
+            }
+            Ok(Err(Refusal::Unreachable(why))) => return respond(io, 502, &format!("cannot connect to {target}: {why}")).await,
             Err(_) => return respond(io, 504, &format!("connecting to {target} timed out")).await,
         };
         if !established(&mut io).await {
             return None;
         }
-        let mut upstream = upstream;
-        let copied = tokio::io::copy_bidirectional(&mut io, &mut upstream).await;
-        tracing::debug!(target = %target, ?copied, "forward proxy: tunnel closed");
+        let idle = fp.timeouts.tunnel_idle;
+        let (up, down, idled) = relay(&mut *io, &mut upstream, idle).await;
+        tracing::debug!(target = %target, bytes_up = up, bytes_down = down, idled, "forward proxy: tunnel closed");
+        if idled {
+            tracing::info!(target = %target, idle_ms = idle.as_millis() as u64, "forward proxy: tunnel idle past forward_proxy.tunnel_idle_timeout_ms; closed");
+        }
         None
     }
 }
 
 #[async_trait]
 impl ServerApp for Forward {
-    async fn process_new(self: &Arc<Self>, mut io: Stream, shutdown: &ShutdownWatch) -> Option<Stream> {
+    async fn process_new(self: &Arc<Self>, io: Stream, shutdown: &ShutdownWatch) -> Option<Stream> {
         let snap = self.state.load_full();
+        let fp = &snap.forward_proxy;
         let peer = io.get_socket_digest().and_then(|d| d.peer_addr().and_then(|a| a.as_inet()).map(|a| a.ip()));
         if let Some(ip) = peer {
-            if !snap.forward_proxy.admits(ip) {
+            if !fp.admits(ip) {
                 tracing::warn!(%ip, "forward proxy: client not on forward_proxy.allow_clients");
                 return respond(io, 403, "this client may not use the proxy (forward_proxy.allow_clients)").await;
             }
         }
-        let mut first = [0u8; 8];
-        match io.try_peek(&mut first).await {
-            Ok(true) if &first == b"CONNECT " => self.connect(io, shutdown).await,
-            // Plain HTTP (absolute-form), or a stream that cannot peek (TLS,
-            // a kept-alive intercepted connection): the gateway reads it.
-            Ok(_) => self.http.process_new(io, shutdown).await,
-            Err(_) => None,
+        // The listener's own TCP stream: bytes read to tell CONNECT from
+        // plain HTTP are put back (rewound) for whoever reads next.
+        let Ok(mut io) = io.into_any().downcast::<L4Stream>() else {
+            tracing::error!("forward proxy: the client connection is not a TCP stream");
+            return None;
+        };
+        let deadline = Instant::now() + fp.timeouts.head;
+        match read_head(&mut io, deadline).await {
+            Ok(Head::Plain) => self.http.process_new(io, shutdown).await,
+            Ok(Head::Connect(head)) => self.connect(io, &head, fp, shutdown).await,
+            Err(HeadError::Closed) => None,
+            Err(HeadError::TooLarge) => respond(io, 400, &format!("CONNECT request head over {MAX_HEAD} bytes")).await,
+            Err(HeadError::Timeout) => {
+                let ms = fp.timeouts.head.as_millis();
+                tracing::info!(?peer, timeout_ms = ms as u64, "forward proxy: no complete request head in time (forward_proxy.head_timeout_ms); closed");
+                respond(io, 408, &format!("no complete request head within {ms} ms")).await
+            }
         }
     }
 }
 
-/// Read a request head up to its blank line (the client waits for our
-/// answer before sending more, so nothing past it is consumed).
-async fn read_head(io: &mut Stream) -> Result<Vec<u8>, String> {
-    let mut buf = Vec::with_capacity(512);
-    let mut byte = [0u8; 1];
-    while !buf.ends_with(b"\r\n\r\n") {
-        if buf.len() >= MAX_HEAD {
-            return Err("CONNECT request head too large".into());
+enum HeadError {
+    Closed,
+    TooLarge,
+    Timeout,
+}
+
+/// Read until the bytes show a plain request, or a whole CONNECT head has
+/// arrived, by `deadline`. Reads in blocks; whatever was read past the head
+/// is put back into the stream, so the tunnel or TLS sees it.
+async fn read_head(io: &mut L4Stream, deadline: Instant) -> Result<Head, HeadError> {
+    const CONNECT: &[u8] = b"CONNECT ";
+    let mut buf = Vec::with_capacity(1024);
+    let mut block = [0u8; 4096];
+    loop {
+        let seen = buf.len().min(CONNECT.len());
+        if buf[..seen] != CONNECT[..seen] {
+            io.rewind(&buf);
+            return Ok(Head::Plain);
         }
-        match io.read(&mut byte).await {
-            Ok(0) | Err(_) => return Err("connection closed in the CONNECT request".into()),
-            Ok(_) => buf.push(byte[0]),
+        if seen == CONNECT.len() {
+            if let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n").map(|i| i + 4) {
+                io.rewind(&buf[end..]);
+                buf.truncate(end);
+                return Ok(Head::Connect(buf));
+            }
+            if buf.len() >= MAX_HEAD {
+                return Err(HeadError::TooLarge);
+            }
+        }
+        match tokio::time::timeout_at(deadline, io.read(&mut block)).await {
+            Err(_) => return Err(HeadError::Timeout),
+            Ok(Ok(0)) | Ok(Err(_)) => return Err(HeadError::Closed),
+            Ok(Ok(n)) => buf.extend_from_slice(&block[..n]),
         }
     }
-    Ok(buf)
+}
+
+/// Why a tunnel was not opened.
+enum Refusal {
+    /// Every address of the target is internal and not allowed. One
+    /// answer for all such targets, given before any connection attempt,
+    /// so it says nothing about whether a port is open.
+    Policy,
+    /// An allowed target that cannot be resolved or reached.
+    Unreachable(String),
+}
+
+/// Resolve the target once, keep the addresses the policy permits, and
+/// connect to one of those (never resolving again).
+async fn open_tunnel(fp: &ForwardProxy, host: &Host, port: u16) -> Result<TcpStream, Refusal> {
+    let (addrs, by_name): (Vec<SocketAddr>, bool) = match host {
+        Host::Ip(ip) => (vec![SocketAddr::new(*ip, port)], false),
+        Host::Name(n) => {
+            let found = tokio::net::lookup_host((n.as_str(), port)).await.map_err(|e| Refusal::Unreachable(format!("cannot resolve {n}: {e}")))?;
+            (found.collect(), fp.targets.allows_name(n))
+        }
+    };
+    let permitted: Vec<SocketAddr> = addrs.iter().copied().filter(|a| by_name || fp.targets.permits(a.ip())).collect();
+    if permitted.is_empty() {
+        return Err(if addrs.is_empty() { Refusal::Unreachable("the name has no addresses".into()) } else { Refusal::Policy });
+    }
+    let mut last = String::new();
+    for a in permitted {
+        match TcpStream::connect(a).await {
+            Ok(s) => return Ok(s),
+            Err(e) => last = e.to_string(),
+        }
+    }
+    Err(Refusal::Unreachable(last))
+}
+
+/// Copy bytes both ways until both sides are done, an error, or `idle`
+/// passes with no byte either way. Returns (client→upstream bytes,
+/// upstream→client bytes, closed for idleness).
+async fn relay<C, U>(client: &mut C, upstream: &mut U, idle: Duration) -> (u64, u64, bool)
+where
+    C: AsyncRead + AsyncWrite + Unpin,
+    U: AsyncRead + AsyncWrite + Unpin,
+{
+    enum Ev {
+        FromClient(std::io::Result<usize>),
+        FromUpstream(std::io::Result<usize>),
+        Idle,
+    }
+    let mut a = vec![0u8; 16 * 1024];
+    let mut b = vec![0u8; 16 * 1024];
+    let (mut client_open, mut upstream_open) = (true, true);
+    let (mut up, mut down) = (0u64, 0u64);
+    while client_open || upstream_open {
+        let ev = tokio::select! {
+            r = client.read(&mut a), if client_open => Ev::FromClient(r),
+            r = upstream.read(&mut b), if upstream_open => Ev::FromUpstream(r),
+            _ = tokio::time::sleep(idle) => Ev::Idle,
+        };
+        match ev {
+            Ev::Idle => return (up, down, true),
+            Ev::FromClient(Ok(0)) => {
+                client_open = false;
+                let _ = upstream.shutdown().await;
+            }
+            Ev::FromUpstream(Ok(0)) => {
+                upstream_open = false;
+                let _ = client.shutdown().await;
+            }
+            Ev::FromClient(Err(_)) | Ev::FromUpstream(Err(_)) => break,
+            Ev::FromClient(Ok(n)) => {
+                // A peer that stops reading stalls the write: the same limit.
+                if !matches!(tokio::time::timeout(idle, async { upstream.write_all(&a[..n]).await?; upstream.flush().await }).await, Ok(Ok(()))) {
+                    break;
+                }
+                up += n as u64;
+            }
+            Ev::FromUpstream(Ok(n)) => {
+                if !matches!(tokio::time::timeout(idle, async { client.write_all(&b[..n]).await?; client.flush().await }).await, Ok(Ok(()))) {
+                    break;
+                }
+                down += n as u64;
+            }
+        }
+    }
+    (up, down, false)
 }
 
 /// Tell the client its tunnel is open (the stream buffers writes: flush).
-async fn established(io: &mut Stream) -> bool {
+async fn established<W: AsyncWrite + Unpin>(io: &mut W) -> bool {
     io.write_all(b"HTTP/1.1 200 Connection established\r\n\r\n").await.is_ok() && io.flush().await.is_ok()
 }
 
 /// Answer the proxy client and close.
-async fn respond(mut io: Stream, status: u16, message: &str) -> Option<Stream> {
+async fn respond<W: AsyncWrite + Unpin>(mut io: W, status: u16, message: &str) -> Option<Stream> {
     let reason = match status {
         400 => "Bad Request",
         403 => "Forbidden",
         407 => "Proxy Authentication Required",
+        408 => "Request Timeout",
         502 => "Bad Gateway",
         504 => "Gateway Timeout",
         _ => "Error",
@@ -172,14 +321,13 @@ async fn respond(mut io: Stream, status: u16, message: &str) -> Option<Stream> {
     None
 }
 
-/// `host:port`, `[v6]:port`.
-fn split_host_port(target: &str) -> Option<(String, u16)> {
+/// `host:port`, `[v6]:port` (the host as written, brackets kept).
+fn split_host_port(target: &str) -> Option<(&str, u16)> {
     let (host, port) = target.rsplit_once(':')?;
-    let host = host.trim_start_matches('[').trim_end_matches(']');
-    if host.is_empty() {
+    if host.is_empty() || host == "[]" {
         return None;
     }
-    Some((host.to_ascii_lowercase(), port.parse().ok()?))
+    Some((host, port.parse().ok()?))
 }
 
 /// Mints (or reuses) the leaf certificate for an intercepted SNI.
@@ -211,8 +359,10 @@ impl ResolvesServerCert for Resolver {
 }
 
 impl ForwardProxy {
+    /// Whether `host` (any case, trailing dot or not) is intercepted.
     pub fn intercepts(&self, host: &str) -> bool {
-        self.intercept.iter().any(|h| h.eq_ignore_ascii_case(host))
+        let host = target::normalize_host(host);
+        self.intercept.contains(&host)
     }
 
     /// Whether a client at `ip` may use the proxy.
@@ -248,11 +398,44 @@ mod tests {
 
     #[test]
     fn connect_targets_parse() {
-        assert_eq!(split_host_port("api.openai.com:443"), Some(("api.openai.com".into(), 443)));
-        assert_eq!(split_host_port("[::1]:8443"), Some(("::1".into(), 8443)));
-        assert_eq!(split_host_port("API.OpenAI.com:443").unwrap().0, "api.openai.com");
+        assert_eq!(split_host_port("api.openai.com:443"), Some(("api.openai.com", 443)));
+        assert_eq!(split_host_port("[::1]:8443"), Some(("[::1]", 8443)));
+        assert_eq!(target::parse_host(split_host_port("[::1]:8443").unwrap().0), Ok(Host::Ip("::1".parse().unwrap())));
+        assert_eq!(target::parse_host(split_host_port("API.OpenAI.com.:443").unwrap().0), Ok(Host::Name("api.openai.com".into())));
         assert!(split_host_port("nohost").is_none());
         assert!(split_host_port(":443").is_none());
+        assert!(split_host_port("[]:443").is_none());
         assert!(split_host_port("h:99999").is_none());
+    }
+
+    #[test]
+    fn intercept_matches_any_case_and_a_trailing_dot() {
+        let fp = ForwardProxy::default();
+        assert!(fp.intercepts("api.openai.com") && fp.intercepts("API.OpenAI.COM.") && !fp.intercepts("api.openai.com.evil"));
+    }
+
+    #[tokio::test]
+    async fn an_idle_tunnel_is_closed_and_traffic_keeps_it_open() {
+        let (mut client, mut client_end) = tokio::io::duplex(1024);
+        let (mut upstream, mut upstream_end) = tokio::io::duplex(1024);
+        let idle = Duration::from_millis(200);
+        let task = tokio::spawn(async move { relay(&mut client_end, &mut upstream_end, idle).await });
+        let started = std::time::Instant::now();
+        let mut last = started;
+        for _ in 0..4 {
+            tokio::time::sleep(Duration::from_millis(120)).await;
+            client.write_all(b"ping").await.unwrap();
+            let mut got = [0u8; 4];
+            upstream.read_exact(&mut got).await.unwrap();
+            assert_eq!(&got, b"ping");
+            upstream.write_all(b"pong").await.unwrap();
+            client.read_exact(&mut got).await.unwrap();
+            last = std::time::Instant::now();
+        }
+        assert!(last - started > 2 * idle, "traffic kept the tunnel open past the idle limit");
+        let (up, down, idled) = task.await.unwrap();
+        assert!(idled && up == 16 && down == 16, "{up} {down} {idled}");
+        let quiet = last.elapsed();
+        assert!(quiet >= idle - Duration::from_millis(20) && quiet < idle + Duration::from_millis(400), "closed {quiet:?} after the last byte");
     }
 }

@@ -189,31 +189,54 @@ impl Gateway {
 
     /// Transparent mode: the provider that answers for the host the client
     /// called, and the request's path as the base-URL gateway names it
-    /// (`/v1/…`, `/anthropic/v1/…`, `/gemini/v1beta/…`).
-    fn forward_target(&self, snap: &Snapshot, head: &RequestHeader) -> Result<(String, usize), GatewayError> {
-        // Plain HTTP proxying names the host in an `http://` URI and carries
-        // the proxy credentials on every request; inside an intercepted TLS
-        // connection (authorized at CONNECT) the Host header or h2's
-        // `https` authority names it.
-        let plain = head.uri.scheme_str() == Some("http");
-        if plain {
+    /// (`/v1/…`, `/anthropic/v1/…`, `/gemini/v1beta/…`). `tls`: the request
+    /// came inside an intercepted TLS connection (authorized at CONNECT);
+    /// any other request on the proxy listener is plain HTTP proxying and
+    /// must carry the proxy credentials itself.
+    fn forward_target(&self, snap: &Snapshot, head: &RequestHeader, tls: bool) -> Result<(String, usize), GatewayError> {
+        let plain = !tls;
+        let authority = if plain {
+            // Checked before anything else, so an unauthenticated client
+            // learns nothing about hosts or paths.
             let given = head.headers.get("proxy-authorization").map(|v| v.as_bytes());
             snap.forward_proxy.authorize(given).map_err(|why| GatewayError::new(407, ErrorKind::Authentication, "proxy_auth", why))?;
-        }
-        let authority = head.uri.authority().map(|a| a.as_str()).or_else(|| head.headers.get("host").and_then(|h| h.to_str().ok())).unwrap_or("");
+            // Pingora keeps an absolute-form target verbatim in raw_path
+            // (the Uri holds only its path) and has checked that Host
+            // matches its authority.
+            let target = String::from_utf8_lossy(head.raw_path()).into_owned();
+            let after = |prefix: &str| target.get(..prefix.len()).filter(|p| p.eq_ignore_ascii_case(prefix)).map(|_| &target[prefix.len()..]);
+            if let Some(rest) = after("http://") {
+                rest.split(['/', '?', '#']).next().unwrap_or("").to_string()
+            } else if after("https://").is_some() {
+                return Err(GatewayError::new(400, ErrorKind::InvalidRequest, "proxy_scheme", "the forward proxy takes plain requests only for http:// URLs; an HTTPS client sends CONNECT (set HTTPS_PROXY)"));
+            } else {
+                return Err(GatewayError::new(400, ErrorKind::InvalidRequest, "origin_form", format!(
+                    "`{target}` was sent to modelgate's forward-proxy port as a plain request; this port is a proxy: set HTTPS_PROXY/HTTP_PROXY to it (requests then carry an absolute URL or use CONNECT), or point the SDK's base URL at modelgate's gateway port instead"
+                )));
+            }
+        } else {
+            // Inside an intercepted connection the Host header or h2's
+            // authority names the host.
+            head.uri.authority().map(|a| a.as_str()).or_else(|| head.headers.get("host").and_then(|h| h.to_str().ok())).unwrap_or("").to_string()
+        };
+        let authority = authority.as_str();
         let (host, port) = match authority.rsplit_once(':') {
-            Some((h, p)) if p.parse::<u16>().is_ok() => (h, p.parse::<u16>().ok()),
+            Some((h, p)) if !h.is_empty() && p.parse::<u16>().is_ok() => (h, p.parse::<u16>().ok()),
             _ => (authority, None),
         };
-        let host = host.trim_start_matches('[').trim_end_matches(']');
+        let host = crate::proxy::target::normalize_host(host.trim_start_matches('[').trim_end_matches(']'));
         let idx = snap
             .providers
             .iter()
-            .position(|p| p.hosts.iter().any(|h| h.eq_ignore_ascii_case(host)) && port.is_none_or(|port| !plain || port == p.endpoint.port))
-            .ok_or_else(|| {
-                GatewayError::new(421, ErrorKind::NotFound, "unknown_host", format!(
+            .position(|p| p.hosts.contains(&host) && port.is_none_or(|port| !plain || port == p.endpoint.port))
+            .ok_or_else(|| match plain {
+                // Never fetched: plain proxying reaches provider hosts only.
+                true => GatewayError::new(403, ErrorKind::PermissionDenied, "unknown_host", format!(
+                    "modelgate forwards plain http:// requests only to provider hosts; `{authority}` is none (add the host to a provider's `hosts` in the config)"
+                )),
+                false => GatewayError::new(421, ErrorKind::NotFound, "unknown_host", format!(
                     "modelgate has no provider for host `{host}`; add it to a provider's `hosts` in the config (or remove it from forward_proxy.intercept)"
-                ))
+                )),
             })?;
         let p = &snap.providers[idx];
         let path = head.uri.path();
@@ -231,7 +254,7 @@ impl Gateway {
         guard::check_path(head.uri.path())?;
         let (path, hint) = match self.forward {
             true => {
-                let (p, i) = self.forward_target(snap, head)?;
+                let (p, i) = self.forward_target(snap, head, session.digest().is_some_and(|d| d.ssl_digest.is_some()))?;
                 (p, Some(i))
             }
             false => (head.uri.path().to_string(), None),
@@ -887,6 +910,9 @@ impl Gateway {
         let _ = resp.insert_header("content-length", body.len().to_string());
         if let Some(secs) = e.retry_after {
             let _ = resp.insert_header("retry-after", secs.to_string());
+        }
+        if e.status == 407 {
+            let _ = resp.insert_header("proxy-authenticate", "Basic realm=\"modelgate\"");
         }
         if e.kind == ErrorKind::BudgetExceeded {
             // The official SDKs would retry a 429; this one lasts until the

@@ -5,3 +5,4 @@ pub mod conn;
 pub mod forward;
 pub mod gateway;
 pub mod guard;
+pub mod target;
