@@ -7,6 +7,7 @@
 //! other way round; admission takes only the book.
 
 pub mod ledger;
+pub mod lock;
 mod shared;
 pub mod window;
 
@@ -19,9 +20,9 @@ use jiff::tz::TimeZone;
 use jiff::Timestamp;
 use serde_json::{json, Value};
 
-use crate::config::{nanos, usd, Amounts, Budget, Limits, OnExceed, OnUnavailable, Snapshot, Spike, StoreKind, Window};
+use crate::config::{nanos, usd, Amounts, Budget, Limits, OnExceed, OnLedgerError, OnUnavailable, Snapshot, Spike, StoreKind, Window};
 use crate::dialect::{ErrorKind, GatewayError};
-pub use ledger::{Entry, Ledger};
+pub use ledger::{Entry, Ledger, Problem};
 use shared::Shared;
 
 /// Output tokens reserved for a request that sets no max_tokens, on a model
@@ -83,6 +84,9 @@ struct Inner {
     ledger: Ledger,
     shared: Option<Shared>,
     next_id: AtomicU64,
+    /// The ledger was damaged at start and `on_ledger_error` is
+    /// `fail_closed`: what is wrong (budgeted requests are refused).
+    ledger_fault: std::sync::OnceLock<String>,
 }
 
 /// Live counters of one budget in its current window.
@@ -518,8 +522,22 @@ impl Inner {
     }
 }
 
+/// The error of `on_ledger_error: refuse`: what is wrong, where, and how
+/// to get going again.
+fn ledger_refusal(dir: &std::path::Path, problems: &[Problem]) -> String {
+    let list: Vec<String> = problems.iter().map(|p| format!("  - {p}")).collect();
+    format!(
+        "the spend ledger in {} cannot be read completely, so budgets would start from less than was really spent:\n{}\nmodelgate does not start on it (budget_store.on_ledger_error: refuse). To fix: repair the file(s) or move them out of {} (keep a copy), or set budget_store.on_ledger_error to `reset` (start from the readable entries; damaged files are moved aside as NAME.damaged-TIME) or `fail_closed` (start, but refuse requests that a budget applies to until the ledger is repaired and modelgate restarted)",
+        dir.display(),
+        list.join("\n"),
+        dir.display()
+    )
+}
+
 impl Budgets {
     /// Open the ledger in `snap.state_dir` and count the current windows.
+    /// A ledger that cannot be read completely is handled as
+    /// `budget_store.on_ledger_error` says; it never silently resets spend.
     pub fn open(snap: &Snapshot) -> Result<Self, String> {
         let fsync_each = snap.budget_store.fsync_interval.is_zero();
         let shared = match &snap.budget_store.kind {
@@ -527,9 +545,28 @@ impl Budgets {
             StoreKind::Redis { url, on_unavailable, timeout, key_prefix } => Some(Shared::new(url, *on_unavailable, *timeout, key_prefix)?),
         };
         let b = Budgets {
-            inner: Arc::new(Inner { book: Mutex::new(Book::default()), ledger: Ledger::new(&snap.state_dir, fsync_each), shared, next_id: AtomicU64::new(1) }),
+            inner: Arc::new(Inner { book: Mutex::new(Book::default()), ledger: Ledger::new(&snap.state_dir, fsync_each), shared, next_id: AtomicU64::new(1), ledger_fault: std::sync::OnceLock::new() }),
         };
-        b.sync(snap);
+        if let Some(e) = b.inner.ledger.meta_error() {
+            tracing::warn!(file = %snap.state_dir.join(ledger::META_FILE).display(), error = %e, "cannot read the ledger's fsync record; a ledger file shortened since cannot be detected this time (the record is rewritten at the next fsync)");
+        }
+        let problems = b.count(snap);
+        if problems.is_empty() {
+            return Ok(b);
+        }
+        let list: Vec<String> = problems.iter().map(|p| p.to_string()).collect();
+        match snap.budget_store.on_ledger_error {
+            OnLedgerError::Refuse => return Err(ledger_refusal(&snap.state_dir, &problems)),
+            OnLedgerError::FailClosed => {
+                b.inner.ledger.freeze(&problems);
+                tracing::error!(problems = ?list, "the spend ledger cannot be read completely; on_ledger_error: fail_closed refuses requests that a budget applies to until it is repaired (repair or move the file(s), then restart modelgate)");
+                let _ = b.inner.ledger_fault.set(list.join("; "));
+            }
+            OnLedgerError::Reset => {
+                let done = b.inner.ledger.reset(&problems)?;
+                tracing::warn!(problems = ?list, actions = ?done, "the spend ledger could not be read completely; on_ledger_error: reset starts from the readable entries only, so spend in the skipped parts is not counted");
+            }
+        }
         Ok(b)
     }
 
@@ -537,6 +574,13 @@ impl Budgets {
     /// whose scope or window changed (or is new) is recounted from the
     /// ledger, so a reload never resets spend.
     pub fn sync(&self, snap: &Snapshot) {
+        for p in self.count(snap) {
+            tracing::error!(problem = %p, "the spend ledger is damaged; the entries it holds are not counted");
+        }
+    }
+
+    /// [`Budgets::sync`], returning what is wrong with the ledger.
+    fn count(&self, snap: &Snapshot) -> Vec<Problem> {
         let inner = &self.inner;
         let now = Timestamp::now();
         let _appends = inner.ledger.lock();
@@ -557,7 +601,7 @@ impl Budgets {
             })
             .collect();
         if inner.shared.is_some() && !first {
-            return;
+            return Vec::new();
         }
         let mut since = i64::MAX;
         for &i in &stale {
@@ -574,10 +618,10 @@ impl Budgets {
             since = since.min(now.as_second() - 3600 * (i64::from(book.spike.baseline_hours) + 1));
         }
         if since == i64::MAX {
-            return;
+            return Vec::new();
         }
         let count_budgets = inner.shared.is_none();
-        let result = inner.ledger.read_since(since, |e, at| {
+        let scan = inner.ledger.scan_since(since, |e, at| {
             if count_budgets {
                 for &i in &stale {
                     let d = &book.defs[i];
@@ -592,21 +636,26 @@ impl Budgets {
                 book.record(e, at, now);
             }
         });
-        if let Err(e) = result {
-            tracing::error!(dir = %snap.state_dir.display(), error = %e, "cannot read the spend ledger; budgets start from zero for this window");
-        }
         for &i in &stale {
             let def = book.defs[i].clone();
             let c = book.counter(i, now);
             c.warned = def.limits.fraction(c.spent) >= def.warn_at;
         }
         book.loaded = true;
+        scan.problems
     }
 
     /// Reserve `c.worst` in every budget that applies.
     pub async fn admit(&self, c: &Charge<'_>, downgraded: bool) -> Verdict {
         let now = Timestamp::now();
         let inner = &self.inner;
+        if let Some(fault) = inner.ledger_fault.get() {
+            if !inner.book().applicable(c).is_empty() {
+                return Verdict::Refuse(GatewayError::new(503, ErrorKind::Unavailable, "budget_ledger_damaged", format!(
+                    "modelgate's spend ledger is damaged ({fault}) and budget_store.on_ledger_error is fail_closed, so requests that a budget applies to are refused until an operator repairs or moves the damaged file(s) and restarts modelgate"
+                )));
+            }
+        }
         let Some(shared) = &inner.shared else { return inner.admit_local(c, downgraded, now) };
         let (idx, keys, flags) = {
             let mut book = inner.book();
@@ -750,6 +799,7 @@ impl Budgets {
             (book.defs.clone(), rows)
         };
         let mut store = json!({"kind": "file"});
+        let fault = self.inner.ledger_fault.get().cloned();
         if let Some(shared) = &self.inner.shared {
             let keys: Vec<(String, i64, i64)> = rows.iter().map(|r| (r.0.clone(), r.1, r.2)).collect();
             match shared.read(&keys, now).await {
@@ -805,6 +855,9 @@ impl Budgets {
                 v
             })
             .collect();
+        if let Some(f) = fault {
+            store["ledger_error"] = json!(f);
+        }
         json!({"budgets": list, "store": store})
     }
 
