@@ -1,7 +1,9 @@
 //! Shared budgets in a real `redis-server` (started here on a Unix socket in
 //! a temp dir, so no port is taken): two modelgate processes under
 //! concurrent load never overrun one cap; stopping Redis gives fail_open /
-//! fail_closed behaviour and both recover when it returns.
+//! fail_closed behaviour and both recover when it returns; a Redis that
+//! stalls under traffic leaves no reservation behind; a flushed counter is
+//! re-seeded from each sidecar's ledger.
 
 mod common;
 
@@ -44,6 +46,10 @@ impl Redis {
 
     fn url(&self) -> String {
         format!("redis+unix://{}", self.dir.join("redis.sock").display())
+    }
+
+    fn signal(&self, sig: &str) {
+        Command::new("kill").args([&format!("-{sig}"), &self.child.id().to_string()]).status().unwrap();
     }
 
     fn stop(&mut self) {
@@ -194,4 +200,116 @@ async fn redis_outage_follows_fail_open_or_fail_closed_and_both_recover() {
     }
     assert_eq!(mock.calls(), 6);
     drop(redis);
+}
+
+/// `redis-cli` against the test's Redis (installed with redis-server).
+fn cli(redis: &Redis, args: &[&str]) -> String {
+    let out = Command::new("redis-cli").arg("-s").arg(redis.dir.join("redis.sock")).args(args).output().expect("redis-cli (comes with redis-server)");
+    assert!(out.status.success(), "redis-cli {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// Spent and reserved nano-dollars of budget `name` in Redis (its only
+/// window in these tests).
+fn in_redis(redis: &Redis, name: &str) -> (i64, i64) {
+    let keys = cli(redis, &["--scan", "--pattern", &format!("{{modelgate}}:budget:{name}:*")]);
+    let key = keys.lines().find(|k| !k.ends_with(":holds")).unwrap_or_else(|| panic!("no counter for {name} in Redis: {keys:?}")).to_string();
+    let v = cli(redis, &["HMGET", &key, "sn", "rn"]);
+    let mut it = v.lines().map(|l| l.trim().parse::<i64>().unwrap_or(0));
+    (it.next().unwrap_or(0), it.next().unwrap_or(0))
+}
+
+fn counts(mg: &Modelgate, name: &str) -> (bool, f64, f64) {
+    let r = report(mg);
+    let b = r["budgets"].as_array().unwrap().iter().find(|b| b["name"] == name).unwrap().clone();
+    (r["store"]["available"] == true, f(&b["spent_usd"]), f(&b["reserved_usd"]))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_redis_stall_under_traffic_leaves_no_reservation_behind() {
+    let dir = tempfile::tempdir().unwrap();
+    let redis = Redis::start(dir.path());
+    let mock = Mock::start().await;
+    // Calls time out fast, so reservations sent to the stalled Redis are
+    // abandoned by modelgate while Redis still holds them in its socket.
+    let conf = config(&mock, &redis, "fail_open", 1000.0).replace("timeout_ms: 1000", "timeout_ms: 100");
+    let mg = Modelgate::start(&conf);
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let client = reqwest::Client::new();
+    let mut tasks = Vec::new();
+    for _ in 0..8 {
+        let (c, gw, stop) = (client.clone(), mg.gateway.clone(), stop.clone());
+        tasks.push(tokio::spawn(async move {
+            let mut served = 0;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                let r = c.post(format!("{gw}/v1/chat/completions")).json(&chat()).send().await.unwrap();
+                let status = r.status().as_u16();
+                assert_eq!(status, 200, "{}", r.text().await.unwrap_or_default());
+                served += 1;
+            }
+            served
+        }));
+    }
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    redis.signal("STOP");
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    redis.signal("CONT");
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let mut served = 0;
+    for t in tasks {
+        served += t.await.unwrap();
+    }
+    assert_eq!(mock.calls(), served);
+    // Once traffic stops, nothing stays reserved, and every served request
+    // is counted exactly once (nothing lost, nothing replayed twice).
+    let want = (served as f64 * COST * 1e9).round() as i64;
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let (up, spent, reserved) = counts(&mg, "fleet-day");
+        let (sn, rn) = in_redis(&redis, "fleet-day");
+        if up && reserved == 0.0 && rn == 0 && sn == want {
+            assert!((spent - served as f64 * COST).abs() < 1e-6);
+            break;
+        }
+        assert!(Instant::now() < deadline, "after the stall: {served} served (want {want} nano-USD spent); Redis has spent {sn}, reserved {rn}; /admin/budgets: up {up}, spent {spent}, reserved {reserved}\n{}", mg.stderr().lines().rev().take(20).collect::<Vec<_>>().join("\n"));
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_flushed_budget_is_reseeded_from_each_sidecars_ledger() {
+    let dir = tempfile::tempdir().unwrap();
+    let redis = Redis::start(dir.path());
+    let mock = Mock::start().await;
+    let a = Modelgate::start(&config(&mock, &redis, "fail_closed", 10.0));
+    let b = Modelgate::start(&config(&mock, &redis, "fail_closed", 10.0));
+    let client = reqwest::Client::new();
+    for mg in [&a, &a, &b] {
+        assert_eq!(post(&client, mg).await.0, 200);
+    }
+    assert!((counts(&a, "fleet-day").1 - 3.0 * COST).abs() < 1e-9);
+
+    // Redis loses everything mid-window (a restart without persistence).
+    assert_eq!(cli(&redis, &["FLUSHALL"]).trim(), "OK");
+    // Each sidecar adds its own spend back from its ledger the next time it
+    // looks at the budget: the window's spend is whole again, not 0.
+    for mg in [&a, &b] {
+        let (up, spent, reserved) = counts(mg, "fleet-day");
+        assert!(up);
+        assert_eq!(reserved, 0.0);
+        let _ = spent;
+    }
+    for mg in [&a, &b] {
+        let (_, spent, _) = counts(mg, "fleet-day");
+        assert!((spent - 3.0 * COST).abs() < 1e-9, "after FLUSHALL /admin/budgets shows {spent}, not the window's {}", 3.0 * COST);
+        assert!(mg.stderr().contains("lost this process's spend"), "{}", mg.stderr());
+    }
+    // Counting goes on from there, once per sidecar (no double re-seed).
+    assert_eq!(post(&client, &b).await.0, 200);
+    assert_eq!(post(&client, &a).await.0, 200);
+    for mg in [&a, &b] {
+        assert!((counts(mg, "fleet-day").1 - 5.0 * COST).abs() < 1e-9);
+    }
+    assert_eq!(in_redis(&redis, "fleet-day").0, (5.0 * COST * 1e9).round() as i64);
 }

@@ -7,6 +7,7 @@
 //! other way round; admission takes only the book.
 
 pub mod ledger;
+pub mod lock;
 mod shared;
 pub mod window;
 
@@ -19,9 +20,9 @@ use jiff::tz::TimeZone;
 use jiff::Timestamp;
 use serde_json::{json, Value};
 
-use crate::config::{nanos, usd, Amounts, Budget, Limits, OnExceed, OnUnavailable, Snapshot, Spike, StoreKind, Window};
+use crate::config::{nanos, usd, Amounts, Budget, Limits, OnExceed, OnLedgerError, OnUnavailable, Snapshot, Spike, StoreKind, Window};
 use crate::dialect::{ErrorKind, GatewayError};
-pub use ledger::{Entry, Ledger};
+pub use ledger::{Entry, Ledger, Problem};
 use shared::Shared;
 
 /// Output tokens reserved for a request that sets no max_tokens, on a model
@@ -83,6 +84,12 @@ struct Inner {
     ledger: Ledger,
     shared: Option<Shared>,
     next_id: AtomicU64,
+    /// Random per process: hold ids are unique across a fleet (pids are
+    /// not: every container's may be 1).
+    nonce: u64,
+    /// The ledger was damaged at start and `on_ledger_error` is
+    /// `fail_closed`: what is wrong (budgeted requests are refused).
+    ledger_fault: std::sync::OnceLock<String>,
 }
 
 /// Live counters of one budget in its current window.
@@ -424,7 +431,7 @@ impl Inner {
     }
 
     fn next_id(&self) -> String {
-        format!("{}-{}", std::process::id(), self.next_id.fetch_add(1, Ordering::Relaxed))
+        format!("{:016x}-{}", self.nonce, self.next_id.fetch_add(1, Ordering::Relaxed))
     }
 
     /// Admission against the local book.
@@ -518,8 +525,22 @@ impl Inner {
     }
 }
 
+/// The error of `on_ledger_error: refuse`: what is wrong, where, and how
+/// to get going again.
+fn ledger_refusal(dir: &std::path::Path, problems: &[Problem]) -> String {
+    let list: Vec<String> = problems.iter().map(|p| format!("  - {p}")).collect();
+    format!(
+        "the spend ledger in {} cannot be read completely, so budgets would start from less than was really spent:\n{}\nmodelgate does not start on it (budget_store.on_ledger_error: refuse). To fix: repair the file(s) or move them out of {} (keep a copy), or set budget_store.on_ledger_error to `reset` (start from the readable entries; damaged files are moved aside as NAME.damaged-TIME) or `fail_closed` (start, but refuse requests that a budget applies to until the ledger is repaired and modelgate restarted)",
+        dir.display(),
+        list.join("\n"),
+        dir.display()
+    )
+}
+
 impl Budgets {
     /// Open the ledger in `snap.state_dir` and count the current windows.
+    /// A ledger that cannot be read completely is handled as
+    /// `budget_store.on_ledger_error` says; it never silently resets spend.
     pub fn open(snap: &Snapshot) -> Result<Self, String> {
         let fsync_each = snap.budget_store.fsync_interval.is_zero();
         let shared = match &snap.budget_store.kind {
@@ -527,9 +548,28 @@ impl Budgets {
             StoreKind::Redis { url, on_unavailable, timeout, key_prefix } => Some(Shared::new(url, *on_unavailable, *timeout, key_prefix)?),
         };
         let b = Budgets {
-            inner: Arc::new(Inner { book: Mutex::new(Book::default()), ledger: Ledger::new(&snap.state_dir, fsync_each), shared, next_id: AtomicU64::new(1) }),
+            inner: Arc::new(Inner { book: Mutex::new(Book::default()), ledger: Ledger::new(&snap.state_dir, fsync_each), shared, next_id: AtomicU64::new(1), nonce: shared::random_u64(), ledger_fault: std::sync::OnceLock::new() }),
         };
-        b.sync(snap);
+        if let Some(e) = b.inner.ledger.meta_error() {
+            tracing::warn!(file = %snap.state_dir.join(ledger::META_FILE).display(), error = %e, "cannot read the ledger's fsync record; a ledger file shortened since cannot be detected this time (the record is rewritten at the next fsync)");
+        }
+        let problems = b.count(snap);
+        if problems.is_empty() {
+            return Ok(b);
+        }
+        let list: Vec<String> = problems.iter().map(|p| p.to_string()).collect();
+        match snap.budget_store.on_ledger_error {
+            OnLedgerError::Refuse => return Err(ledger_refusal(&snap.state_dir, &problems)),
+            OnLedgerError::FailClosed => {
+                b.inner.ledger.freeze(&problems);
+                tracing::error!(problems = ?list, "the spend ledger cannot be read completely; on_ledger_error: fail_closed refuses requests that a budget applies to until it is repaired (repair or move the file(s), then restart modelgate)");
+                let _ = b.inner.ledger_fault.set(list.join("; "));
+            }
+            OnLedgerError::Reset => {
+                let done = b.inner.ledger.reset(&problems)?;
+                tracing::warn!(problems = ?list, actions = ?done, "the spend ledger could not be read completely; on_ledger_error: reset starts from the readable entries only, so spend in the skipped parts is not counted");
+            }
+        }
         Ok(b)
     }
 
@@ -537,6 +577,13 @@ impl Budgets {
     /// whose scope or window changed (or is new) is recounted from the
     /// ledger, so a reload never resets spend.
     pub fn sync(&self, snap: &Snapshot) {
+        for p in self.count(snap) {
+            tracing::error!(problem = %p, "the spend ledger is damaged; the entries it holds are not counted");
+        }
+    }
+
+    /// [`Budgets::sync`], returning what is wrong with the ledger.
+    fn count(&self, snap: &Snapshot) -> Vec<Problem> {
         let inner = &self.inner;
         let now = Timestamp::now();
         let _appends = inner.ledger.lock();
@@ -557,7 +604,7 @@ impl Budgets {
             })
             .collect();
         if inner.shared.is_some() && !first {
-            return;
+            return Vec::new();
         }
         let mut since = i64::MAX;
         for &i in &stale {
@@ -574,10 +621,10 @@ impl Budgets {
             since = since.min(now.as_second() - 3600 * (i64::from(book.spike.baseline_hours) + 1));
         }
         if since == i64::MAX {
-            return;
+            return Vec::new();
         }
         let count_budgets = inner.shared.is_none();
-        let result = inner.ledger.read_since(since, |e, at| {
+        let scan = inner.ledger.scan_since(since, |e, at| {
             if count_budgets {
                 for &i in &stale {
                     let d = &book.defs[i];
@@ -592,77 +639,129 @@ impl Budgets {
                 book.record(e, at, now);
             }
         });
-        if let Err(e) = result {
-            tracing::error!(dir = %snap.state_dir.display(), error = %e, "cannot read the spend ledger; budgets start from zero for this window");
-        }
         for &i in &stale {
             let def = book.defs[i].clone();
             let c = book.counter(i, now);
             c.warned = def.limits.fraction(c.spent) >= def.warn_at;
         }
         book.loaded = true;
+        scan.problems
     }
 
     /// Reserve `c.worst` in every budget that applies.
     pub async fn admit(&self, c: &Charge<'_>, downgraded: bool) -> Verdict {
         let now = Timestamp::now();
         let inner = &self.inner;
-        let Some(shared) = &inner.shared else { return inner.admit_local(c, downgraded, now) };
-        let (idx, keys, flags) = {
-            let mut book = inner.book();
-            let idx = book.applicable(c);
-            if idx.is_empty() {
-                return Verdict::Go(Hold::none());
+        if let Some(fault) = inner.ledger_fault.get() {
+            if !inner.book().applicable(c).is_empty() {
+                return Verdict::Refuse(GatewayError::new(503, ErrorKind::Unavailable, "budget_ledger_damaged", format!(
+                    "modelgate's spend ledger is damaged ({fault}) and budget_store.on_ledger_error is fail_closed, so requests that a budget applies to are refused until an operator repairs or moves the damaged file(s) and restarts modelgate"
+                )));
             }
-            let keys: Vec<(String, i64, i64)> = idx
-                .iter()
-                .map(|&i| {
-                    let name = book.defs[i].name.clone();
-                    let ctr = book.counter(i, now);
-                    (name, ctr.start, ctr.end)
-                })
-                .collect();
-            let flags: Vec<(Limits, bool)> = idx.iter().map(|&i| (book.defs[i].limits, blocking(&book.defs[i], downgraded))).collect();
-            (idx, keys, flags)
-        };
-        let id = inner.next_id();
-        match shared.reserve(&id, &keys, &flags, c.worst, now).await {
-            Ok((reserved, states)) => {
+        }
+        let Some(shared) = &inner.shared else { return inner.admit_local(c, downgraded, now) };
+        let mut reseeded_once = false;
+        loop {
+            let (idx, keys, flags) = {
                 let mut book = inner.book();
-                let seen: Vec<Seen> = idx.iter().zip(&states).map(|(&i, (spent, reserved))| Seen { i, spent: *spent, reserved: *reserved, end: keys.iter().find(|k| k.0 == book.defs[i].name).map(|k| k.2).unwrap_or(0) }).collect();
-                // Mirror the shared counts locally (for fail-open and reports).
-                for s in &seen {
-                    let ctr = book.counter(s.i, now);
-                    ctr.spent = s.spent;
-                    ctr.reserved = s.reserved;
+                let idx = book.applicable(c);
+                if idx.is_empty() {
+                    return Verdict::Go(Hold::none());
                 }
-                let judged = judge(&book.defs, &seen, c.worst, downgraded);
-                match inner.conclude(&mut book, judged, &seen, c, now, true) {
-                    Verdict::Go(mut h) => {
-                        h.id = id;
-                        Verdict::Go(h)
-                    }
-                    other => {
-                        // Redis reserved (no blocking budget was over) but
-                        // admission asks for a recount: give it back.
+                let keys: Vec<(String, i64, i64)> = idx
+                    .iter()
+                    .map(|&i| {
+                        let name = book.defs[i].name.clone();
+                        let ctr = book.counter(i, now);
+                        (name, ctr.start, ctr.end)
+                    })
+                    .collect();
+                let flags: Vec<(Limits, bool)> = idx.iter().map(|&i| (book.defs[i].limits, blocking(&book.defs[i], downgraded))).collect();
+                (idx, keys, flags)
+            };
+            let id = inner.next_id();
+            return match shared.reserve(&id, &keys, &flags, c.worst, now).await {
+                Ok((reserved, states)) => {
+                    // A counter lost spend (Redis restarted empty, FLUSHALL):
+                    // add ours back, then judge again on the whole count.
+                    let fixed = self.reseed(shared).await;
+                    if !reseeded_once && keys.iter().any(|k| fixed.iter().any(|f| f.0 == k.0 && f.1 == k.1)) {
+                        reseeded_once = true;
                         if reserved {
-                            drop(book);
                             shared.settle_later(id, c.worst, keys, Amounts::default());
                         }
-                        other
+                        continue;
+                    }
+                    let mut book = inner.book();
+                    let seen: Vec<Seen> = idx.iter().zip(&states).map(|(&i, (spent, reserved))| Seen { i, spent: *spent, reserved: *reserved, end: keys.iter().find(|k| k.0 == book.defs[i].name).map(|k| k.2).unwrap_or(0) }).collect();
+                    // Mirror the shared counts locally (for fail-open and reports).
+                    for s in &seen {
+                        let ctr = book.counter(s.i, now);
+                        ctr.spent = s.spent;
+                        ctr.reserved = s.reserved;
+                    }
+                    let judged = judge(&book.defs, &seen, c.worst, downgraded);
+                    match inner.conclude(&mut book, judged, &seen, c, now, true) {
+                        Verdict::Go(mut h) => {
+                            h.id = id;
+                            Verdict::Go(h)
+                        }
+                        other => {
+                            // Redis reserved (no blocking budget was over) but
+                            // admission asks for a recount: give it back.
+                            if reserved {
+                                drop(book);
+                                shared.settle_later(id, c.worst, keys, Amounts::default());
+                            }
+                            other
+                        }
                     }
                 }
-            }
-            Err(e) => match shared.on_unavailable {
-                OnUnavailable::FailOpen => {
-                    tracing::debug!(error = %e, "budget store unavailable; admitting with local accounting (fail_open)");
-                    inner.admit_local(c, downgraded, now)
+                Err(e) => {
+                    // Sent but unanswered: Redis may still make the reservation.
+                    if e.maybe_ran {
+                        shared.release_later(&id, c.worst, keys);
+                    }
+                    match shared.on_unavailable {
+                        OnUnavailable::FailOpen => {
+                            tracing::debug!(error = %e, "budget store unavailable; admitting with local accounting (fail_open)");
+                            inner.admit_local(c, downgraded, now)
+                        }
+                        OnUnavailable::FailClosed => Verdict::Refuse(GatewayError::new(503, ErrorKind::Unavailable, "budget_store_unavailable", format!(
+                            "modelgate cannot reach its shared budget store ({e}) and budget_store.on_unavailable is fail_closed, so requests that a budget applies to are refused until it is back; retry shortly"
+                        )).retry_after(1)),
+                    }
                 }
-                OnUnavailable::FailClosed => Verdict::Refuse(GatewayError::new(503, ErrorKind::Unavailable, "budget_store_unavailable", format!(
-                    "modelgate cannot reach its shared budget store ({e}) and budget_store.on_unavailable is fail_closed, so requests that a budget applies to are refused until it is back; retry shortly"
-                )).retry_after(1)),
-            },
+            };
         }
+    }
+
+    /// Add this process's ledger spend back into Redis counters that lost
+    /// it; returns the counters (name, window start) handled.
+    async fn reseed(&self, shared: &Shared) -> Vec<(String, i64)> {
+        let todo = shared.take_reseed();
+        let mut done = Vec::with_capacity(todo.len());
+        for (name, start, end) in todo {
+            let scope = self.inner.book().defs.iter().find(|d| d.name == name).map(|d| d.scope.clone());
+            let Some(scope) = scope else { continue };
+            // Under the append lock: the ledger and the queued settlements
+            // agree on what is written.
+            let total = {
+                let _appends = self.inner.ledger.lock();
+                let mut total = Amounts::default();
+                self.inner.ledger.read_since(start, |e, at| {
+                    if at.as_second() < end && scope.matches(&e.provider, Some(e.model.as_str()), &e.app, e.task.as_deref()) {
+                        total = total + charged(e);
+                    }
+                });
+                total
+            };
+            if let Err(e) = shared.reseed(&name, start, end, total).await {
+                tracing::warn!(budget = %name, error = %e, "cannot add this process's spend back into Redis yet; retrying");
+            }
+            done.push((name, start));
+        }
+        done
     }
 
     /// Replace the hold's reservation with the actual amounts and append
@@ -695,9 +794,9 @@ impl Budgets {
         }
         if let Some(shared) = &inner.shared {
             let keys: Vec<(String, i64, i64)> = hold.entries.iter().map(|e| (e.name.clone(), e.start, e.end)).collect();
-            let member = if hold.remote { hold.id.clone() } else { String::new() };
             if !keys.is_empty() {
-                let states = shared.settle(member, hold.amounts, keys.clone(), actual).await;
+                let states = shared.settle(hold.id.clone(), hold.remote, hold.amounts, keys.clone(), actual).await;
+                self.reseed(shared).await;
                 let mut book = inner.book();
                 for (k, (name, start, _)) in keys.iter().enumerate() {
                     let Some(i) = book.defs.iter().position(|d| &d.name == name) else { continue };
@@ -727,6 +826,7 @@ impl Budgets {
     pub async fn reconcile(&self) {
         if let Some(s) = &self.inner.shared {
             s.reconcile().await;
+            self.reseed(s).await;
         }
     }
 
@@ -750,9 +850,14 @@ impl Budgets {
             (book.defs.clone(), rows)
         };
         let mut store = json!({"kind": "file"});
+        let fault = self.inner.ledger_fault.get().cloned();
         if let Some(shared) = &self.inner.shared {
             let keys: Vec<(String, i64, i64)> = rows.iter().map(|r| (r.0.clone(), r.1, r.2)).collect();
-            match shared.read(&keys, now).await {
+            let mut read = shared.read(&keys, now).await;
+            if read.is_ok() && !self.reseed(shared).await.is_empty() {
+                read = shared.read(&keys, now).await;
+            }
+            match read {
                 Ok(states) => {
                     for (r, (spent, reserved)) in rows.iter_mut().zip(states) {
                         r.3 = spent;
@@ -805,6 +910,9 @@ impl Budgets {
                 v
             })
             .collect();
+        if let Some(f) = fault {
+            store["ledger_error"] = json!(f);
+        }
         json!({"budgets": list, "store": store})
     }
 

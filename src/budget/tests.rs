@@ -151,4 +151,11 @@ fn budget_config_mistakes_are_named_with_their_path() {
     let e = bad("  - { name: a, window: day, limit_usd: 1 }\n", "timezone: Mars/Olympus\nbudget_store: { kind: redis, url: \"localhost:6379\" }\n");
     assert!(e.iter().any(|e| e.starts_with("timezone: unknown time zone `Mars/Olympus`")), "{e:?}");
     assert!(e.iter().any(|e| e.starts_with("budget_store.url: `localhost:6379` is not a Redis URL")), "{e:?}");
+    let e = bad("  - { name: a, window: day, limit_usd: 1 }\n", "budget_store: { on_ledger_error: ignore }\n");
+    assert!(e.iter().any(|e| e.starts_with("budget_store.on_ledger_error: unknown choice `ignore`; expected refuse")), "{e:?}");
+    // `kind` defaults to file; the policy defaults to refuse.
+    let yaml = "budget_store: { on_ledger_error: reset }\nproviders:\n  openai: { kind: openai, base_url: \"http://127.0.0.1:9/v1\" }\n";
+    assert_eq!(crate::config::load_str(yaml, &|_| None).unwrap().budget_store.on_ledger_error, OnLedgerError::Reset);
+    let yaml = "providers:\n  openai: { kind: openai, base_url: \"http://127.0.0.1:9/v1\" }\n";
+    assert_eq!(crate::config::load_str(yaml, &|_| None).unwrap().budget_store.on_ledger_error, OnLedgerError::Refuse);
 }

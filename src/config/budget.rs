@@ -175,16 +175,39 @@ pub enum StoreKind {
     Redis { url: String, on_unavailable: OnUnavailable, timeout: Duration, key_prefix: String },
 }
 
+/// What to do at start when the ledger cannot be read completely.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum OnLedgerError {
+    /// Do not start (the default): spend would silently look lower.
+    #[default]
+    Refuse,
+    /// Start, but refuse requests that a budget applies to until repaired.
+    FailClosed,
+    /// Start from the readable entries; damaged files are moved aside.
+    Reset,
+}
+
+impl OnLedgerError {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            OnLedgerError::Refuse => "refuse",
+            OnLedgerError::FailClosed => "fail_closed",
+            OnLedgerError::Reset => "reset",
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq)]
 pub struct BudgetStore {
     pub kind: StoreKind,
     /// How often the ledger is fsynced (zero: after every entry).
     pub fsync_interval: Duration,
+    pub on_ledger_error: OnLedgerError,
 }
 
 impl Default for BudgetStore {
     fn default() -> Self {
-        Self { kind: StoreKind::File, fsync_interval: Duration::from_millis(1000) }
+        Self { kind: StoreKind::File, fsync_interval: Duration::from_millis(1000), on_ledger_error: OnLedgerError::Refuse }
     }
 }
 

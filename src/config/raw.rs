@@ -271,12 +271,14 @@ pub struct RawBudget {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawBudgetStore {
-    pub kind: String,
+    /// `file` when not given.
+    pub kind: Option<String>,
     pub url: Option<String>,
     pub on_unavailable: Option<String>,
     pub timeout_ms: Option<u64>,
     pub key_prefix: Option<String>,
     pub fsync_interval_ms: Option<u64>,
+    pub on_ledger_error: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]

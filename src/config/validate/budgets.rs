@@ -98,7 +98,16 @@ pub(super) fn budget_of(cx: &mut Ctx, path: &str, raw: RawBudget, names: &mut Ha
 pub(super) fn store_of(cx: &mut Ctx, raw: Option<RawBudgetStore>) -> BudgetStore {
     let Some(raw) = raw else { return BudgetStore::default() };
     let fsync_interval = Duration::from_millis(raw.fsync_interval_ms.unwrap_or(1000));
-    let kind = match raw.kind.as_str() {
+    let on_ledger_error = match raw.on_ledger_error.as_deref().unwrap_or("refuse") {
+        "refuse" => OnLedgerError::Refuse,
+        "fail_closed" => OnLedgerError::FailClosed,
+        "reset" => OnLedgerError::Reset,
+        other => {
+            cx.err("budget_store.on_ledger_error", format!("unknown choice `{other}`; expected refuse (do not start on a damaged ledger), fail_closed (start, refuse budgeted requests until it is repaired) or reset (start from the readable entries)"));
+            OnLedgerError::Refuse
+        }
+    };
+    let kind = match raw.kind.as_deref().unwrap_or("file") {
         "file" => {
             for (field, set) in [("url", raw.url.is_some()), ("on_unavailable", raw.on_unavailable.is_some()), ("timeout_ms", raw.timeout_ms.is_some()), ("key_prefix", raw.key_prefix.is_some())] {
                 if set {
@@ -132,7 +141,7 @@ pub(super) fn store_of(cx: &mut Ctx, raw: Option<RawBudgetStore>) -> BudgetStore
             StoreKind::File
         }
     };
-    BudgetStore { kind, fsync_interval }
+    BudgetStore { kind, fsync_interval, on_ledger_error }
 }
 
 pub(super) fn timezone_of(cx: &mut Ctx, raw: Option<String>) -> jiff::tz::TimeZone {
