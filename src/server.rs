@@ -27,8 +27,8 @@ pub fn run(snap: Snapshot, config_path: Option<PathBuf>) -> Result<(), String> {
     for (provider, env) in snap.missing_keys() {
         tracing::warn!(provider, env, "api_key_env is not set; requests to this provider will fail with 401 until it is set and modelgate restarted");
     }
-    // One process per state_dir, for as long as this one runs
-    // (`run_forever` never returns, so the lock is never dropped).
+    // One process per state_dir, for as long as this one runs (held until
+    // `run` returns or the process exits).
     let _state_lock = crate::budget::lock::lock_state_dir(&snap.state_dir)?;
     let overrides = Arc::new(OverrideStore::open(&snap.state_dir)?);
     for (route, o) in overrides.load().iter() {

@@ -522,6 +522,20 @@ async fn a_client_key_is_not_sent_to_another_provider_on_fallback() {
     let r = reqwest::Client::new().post(format!("{}/v1/chat/completions", mg.gateway)).bearer_auth("sk-shared").json(&chat("gpt-4o", false)).send().await.unwrap();
     assert_eq!(r.status(), 200);
     assert_eq!(fb.last().headers["x-api-key"], "sk-shared");
+    drop(mg);
+
+    // A local provider (Ollama) is called, without the client's key.
+    let mg = Modelgate::start(&format!(
+        "retry: {{ max_attempts: 1 }}\nproviders:\n  openai: {{ kind: openai, base_url: \"{p}/v1\" }}\n  ollama: {{ kind: openai, base_url: \"{f}/v1\", local: true }}\nmodels:\n  gpt-4o: {{ provider: openai, input_usd_per_mtok: 2.5, output_usd_per_mtok: 10, fallbacks: [llama] }}\n  llama: {{ provider: ollama, id: llama3.2, input_usd_per_mtok: 0, output_usd_per_mtok: 0 }}\n",
+        p = primary.url(),
+        f = fb.url()
+    ));
+    primary.script([Script::Status(503)]);
+    let r = reqwest::Client::new().post(format!("{}/v1/chat/completions", mg.gateway)).bearer_auth("sk-openai-secret").json(&chat("gpt-4o", false)).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    let got = fb.last();
+    assert_eq!(got.json()["model"], "llama3.2");
+    assert!(!got.headers.contains_key("authorization"), "the OpenAI key went to the local provider");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

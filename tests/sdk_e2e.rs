@@ -190,6 +190,8 @@ async fn official_sdks_see_fallbacks_and_broken_streams() {
     let conf = format!(
         r#"
 retry: {{ max_attempts: 1 }}
+# The mocks take any key: the client's may follow a fallback to another provider.
+cross_provider_client_keys: true
 providers:
   openai: {{ kind: openai, base_url: "{p}/v1" }}
   anthropic: {{ kind: anthropic, base_url: "{p}" }}
@@ -222,8 +224,10 @@ async fn official_sdks_in_transparent_mode() {
     let mock = Mock::start().await;
     // tunnel: false — a host modelgate failed to intercept is refused, never
     // reached; every intercepted host is served by the local mock.
+    // The anthropic client is also served by an OpenAI model: the mock takes
+    // its key, so the config says the key may go there.
     let conf = common::transparent_config(&mock, "  intercept: [api.openai.com, api.anthropic.com]\n  tunnel: false");
-    let mg = Modelgate::start(&conf);
+    let mg = Modelgate::start(&format!("cross_provider_client_keys: true\n{conf}"));
     let proxy = mg.forward.clone().unwrap();
     let ca = mg.dir.path().join("state/ca/ca.pem");
     let env = [("HTTPS_PROXY", proxy.as_str()), ("SSL_CERT_FILE", ca.to_str().unwrap()), ("NO_PROXY", ""), ("no_proxy", "")];

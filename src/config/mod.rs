@@ -408,8 +408,8 @@ impl Snapshot {
     }
 
     /// Fallbacks that a client's own key cannot follow: (model, fallback,
-    /// the fallback's provider), where that provider has no api_key_env and
-    /// is not the model's own.
+    /// the fallback's provider), where that provider has no api_key_env, is
+    /// not the model's own and is not local (a local one gets no key).
     pub fn cross_provider_fallbacks(&self) -> Vec<(&str, &str, &str)> {
         if self.cross_provider_client_keys {
             return Vec::new();
@@ -418,7 +418,7 @@ impl Snapshot {
         for m in self.models.values() {
             for f in m.fallbacks.iter().filter_map(|f| self.models.get(f)) {
                 let p = &self.providers[f.provider];
-                if f.provider != m.provider && matches!(p.auth, Auth::Passthrough) {
+                if f.provider != m.provider && matches!(p.auth, Auth::Passthrough) && !p.local {
                     out.push((m.name.as_str(), f.name.as_str(), p.name.as_str()));
                 }
             }

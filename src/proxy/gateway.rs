@@ -356,8 +356,11 @@ impl Gateway {
                 (label.to_string(), reason)
             };
 
+            let foreign_key = client_sent_key && !snap.cross_provider_client_keys && key_owner != Some(attempt.provider);
             let key = match &provider.auth {
-                Auth::Passthrough if client_sent_key && !snap.cross_provider_client_keys && key_owner != Some(attempt.provider) => {
+                // A local server needs no key: it gets none rather than another provider's.
+                Auth::Passthrough if foreign_key && provider.local => Cred::Stripped,
+                Auth::Passthrough if foreign_key => {
                     let owner = key_owner.map_or("another provider", |i| snap.providers[i].name.as_str());
                     moved = Some(skip("missing_key", format!("the client's key is for {owner}"), r));
                     // A provider's own failure says more than this skip.
@@ -372,8 +375,8 @@ impl Gateway {
                     }));
                     continue;
                 }
-                Auth::Passthrough => None,
-                Auth::Inject { key: Some(k), .. } => Some(k.expose()),
+                Auth::Passthrough => Cred::Client,
+                Auth::Inject { key: Some(k), .. } => Cred::Inject(k.expose()),
                 Auth::Inject { env, key: None } => {
                     moved = Some(skip("missing_key", "no API key".into(), r));
                     last = Some(Failure {
@@ -532,7 +535,7 @@ impl Gateway {
         json: Option<&JsonBody>,
         attempt: &Attempt<'_>,
         provider: &Provider,
-        key: Option<&str>,
+        key: Cred<'_>,
         pristine: bool,
         stream: bool,
     ) -> Result<Prepared, Stop> {
@@ -1179,7 +1182,7 @@ async fn drain_or_close(session: &mut Session, limit: usize) {
 /// chat endpoint, the client's own headers minus auth and the other
 /// dialect's, the client's key moved to this dialect's auth header unless
 /// modelgate injects one.
-fn translated_request(client: &RequestHeader, provider: &Provider, key: Option<&str>, chat: &translate::Chat, body_len: usize) -> Result<RequestHeader, Stop> {
+fn translated_request(client: &RequestHeader, provider: &Provider, key: Cred<'_>, chat: &translate::Chat, body_len: usize) -> Result<RequestHeader, Stop> {
     let endpoint = match provider.kind {
         Dialect::OpenAi => "/chat/completions".to_string(),
         Dialect::Anthropic => "/v1/messages".to_string(),
@@ -1207,7 +1210,12 @@ fn translated_request(client: &RequestHeader, provider: &Provider, key: Option<&
     req.insert_header("accept-encoding", "identity").map_err(internal)?;
     req.insert_header("content-type", "application/json").map_err(internal)?;
     req.insert_header("content-length", body_len.to_string()).map_err(internal)?;
-    if let Some(k) = key.or(client_key) {
+    let k = match key {
+        Cred::Inject(k) => Some(k),
+        Cred::Client => client_key,
+        Cred::Stripped => None,
+    };
+    if let Some(k) = k {
         set_auth(&mut req, provider.kind, k)?;
     }
     if provider.kind == Dialect::Anthropic {
@@ -1219,12 +1227,12 @@ fn translated_request(client: &RequestHeader, provider: &Provider, key: Option<&
 /// The upstream request header: the client's method, path under the
 /// provider's base path, and headers minus hop-by-hop and `x-modelgate-*`;
 /// auth replaced when modelgate injects the provider key.
-fn upstream_request(client: &RequestHeader, provider: &Provider, upstream_path: &str, key: Option<&str>, body_len: usize, has_body: bool) -> Result<RequestHeader, Stop> {
+fn upstream_request(client: &RequestHeader, provider: &Provider, upstream_path: &str, key: Cred<'_>, body_len: usize, has_body: bool) -> Result<RequestHeader, Stop> {
     let path = format!("{}{upstream_path}", provider.endpoint.base_path);
     let mut req = RequestHeader::build(client.method.clone(), path.as_bytes(), Some(client.headers.len() + 4)).map_err(internal)?;
     for (name, value) in client.headers.iter() {
         let n = name.as_str();
-        if DROP_REQUEST.contains(&n) || n.starts_with("x-modelgate-") || (key.is_some() && AUTH_HEADERS.contains(&n)) {
+        if DROP_REQUEST.contains(&n) || n.starts_with("x-modelgate-") || (!matches!(key, Cred::Client) && AUTH_HEADERS.contains(&n)) {
             continue;
         }
         req.append_header(name.clone(), value.clone()).map_err(internal)?;
@@ -1234,10 +1242,21 @@ fn upstream_request(client: &RequestHeader, provider: &Provider, upstream_path: 
     if has_body || body_len > 0 {
         req.insert_header("content-length", body_len.to_string()).map_err(internal)?;
     }
-    if let Some(k) = key {
+    if let Cred::Inject(k) = key {
         set_auth(&mut req, provider.kind, k)?;
     }
     Ok(req)
+}
+
+/// What authenticates an attempt upstream.
+#[derive(Clone, Copy)]
+enum Cred<'a> {
+    /// modelgate's own key for the provider (`api_key_env`).
+    Inject(&'a str),
+    /// The client's own auth headers (the key was meant for this provider).
+    Client,
+    /// None: a local provider that the client's key was not meant for.
+    Stripped,
 }
 
 /// Headers that carry a client's API key, in any dialect.
