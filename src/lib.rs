@@ -17,6 +17,7 @@ pub mod config;
 pub mod dialect;
 pub mod drain;
 pub mod fsutil;
+pub mod memory;
 pub mod metrics;
 pub mod policy;
 pub mod proxy;

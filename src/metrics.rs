@@ -163,19 +163,11 @@ pub struct Upkeep(pub PrometheusHandle);
 #[async_trait::async_trait]
 impl pingora::services::background::BackgroundService for Upkeep {
     async fn start(&self, mut shutdown: pingora::server::ShutdownWatch) {
-        let mut tick = tokio::time::interval(std::time::Duration::from_secs(1));
-        let mut n = 0u32;
+        let mut tick = tokio::time::interval(std::time::Duration::from_secs(5));
         loop {
             tokio::select! {
                 _ = shutdown.changed() => return,
-                _ = tick.tick() => {
-                    n = n.wrapping_add(1);
-                    if n % 5 == 0 {
-                        self.0.run_upkeep();
-                    }
-                    // SAFETY: mi_collect only walks mimalloc's own structures.
-                    unsafe { libmimalloc_sys::mi_collect(true) };
-                }
+                _ = tick.tick() => self.0.run_upkeep(),
             }
         }
     }

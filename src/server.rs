@@ -85,6 +85,7 @@ pub fn run(snap: Snapshot, config_path: Option<PathBuf>) -> Result<(), String> {
         server.add_service(f);
     }
     server.add_service(background_service("metrics upkeep", crate::metrics::Upkeep(metrics)));
+    server.add_service(background_service("memory reclaim", crate::memory::Reclaim));
     server.add_service(background_service("health checks", crate::upstream::health::Checker { state: state.clone(), health }));
     let fsync = state.load().budget_store.fsync_interval;
     server.add_service(background_service("budget upkeep", crate::budget::Upkeep { budgets: budgets.clone(), fsync }));

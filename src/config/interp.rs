@@ -4,11 +4,14 @@
 
 use super::ConfigError;
 
+/// Each variable a config used, and its value.
+pub type Used = Vec<(String, String)>;
+
 /// Substitute environment variables, collecting one error per unset
 /// variable. Also returns each variable used and its value, so that
 /// messages about the substituted text can name `${VAR}` instead of
 /// printing what may be a secret.
-pub fn substitute(text: &str, env: &dyn Fn(&str) -> Option<String>) -> Result<(String, Vec<(String, String)>), Vec<ConfigError>> {
+pub fn substitute(text: &str, env: &dyn Fn(&str) -> Option<String>) -> Result<(String, Used), Vec<ConfigError>> {
     let mut used = Vec::new();
     let mut out = String::with_capacity(text.len());
     let mut errors = Vec::new();
