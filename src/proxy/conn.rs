@@ -10,8 +10,8 @@
 //! the gateway (`set_read_timeout`, `set_keepalive`, a total deadline).
 //! HTTP/2 connections are framed by the h2 library and pass unwatched.
 
-use std::any::Any;
 use std::fmt;
+use std::future::Future;
 use std::io;
 use std::pin::Pin;
 use std::sync::Arc;
@@ -73,30 +73,28 @@ impl Guarded {
 
     /// Look through freshly read head bytes for the blank line that ends it.
     fn saw(&mut self, bytes: &[u8]) {
-        if !self.in_head || bytes.is_empty() {
+        if bytes.is_empty() {
             return;
         }
         if self.due.is_none() {
             // The first byte of a kept-alive connection's next request.
             self.due = Some(Instant::now() + self.limit);
         }
-        let mut window = Vec::with_capacity(3 + bytes.len().min(64));
-        window.extend_from_slice(&self.tail);
-        let ended = if bytes.len() <= 64 {
-            window.extend_from_slice(bytes);
-            memchr::memmem::find(&window, b"\r\n\r\n").is_some()
-        } else {
-            window.extend_from_slice(&bytes[..3]);
-            memchr::memmem::find(&window, b"\r\n\r\n").is_some() || memchr::memmem::find(bytes, b"\r\n\r\n").is_some()
-        };
+        // The blank line may straddle this read and the last one.
+        let mut seam = [0u8; 6];
+        let k = bytes.len().min(3);
+        seam[..3].copy_from_slice(&self.tail);
+        seam[3..3 + k].copy_from_slice(&bytes[..k]);
+        let ended = memchr::memmem::find(&seam[..3 + k], b"\r\n\r\n").is_some() || memchr::memmem::find(bytes, b"\r\n\r\n").is_some();
         if ended {
             self.in_head = false;
             self.due = None;
             self.tail = [0; 3];
             return;
         }
-        let joined: Vec<u8> = self.tail.iter().chain(bytes).copied().collect();
-        self.tail.copy_from_slice(&joined[joined.len() - 3..]);
+        // Keep the last 3 bytes seen.
+        self.tail.rotate_left(k);
+        self.tail[3 - k..].copy_from_slice(&bytes[bytes.len() - k..]);
     }
 }
 
@@ -105,8 +103,9 @@ impl AsyncRead for Guarded {
         let before = buf.filled().len();
         match Pin::new(&mut self.inner).poll_read(cx, buf) {
             Poll::Ready(Ok(())) => {
-                let fresh = buf.filled()[before..].to_vec();
-                self.saw(&fresh);
+                if self.in_head {
+                    self.saw(&buf.filled()[before..]);
+                }
                 Poll::Ready(Ok(()))
             }
             Poll::Ready(Err(e)) => Poll::Ready(Err(e)),
@@ -153,8 +152,6 @@ impl AsyncWrite for Guarded {
         self.inner.is_write_vectored()
     }
 }
-
-use std::future::Future;
 
 impl fmt::Debug for Guarded {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -216,13 +213,6 @@ impl Peek for Guarded {
     async fn try_peek(&mut self, buf: &mut [u8]) -> io::Result<bool> {
         self.inner.try_peek(buf).await
     }
-}
-
-/// So `Guarded` can stand where Pingora wants a `&dyn Any`.
-#[allow(dead_code)]
-fn _assert_io(g: Guarded) -> Box<dyn Any> {
-    let s: Stream = Box::new(g);
-    s.into_any()
 }
 
 #[cfg(test)]
