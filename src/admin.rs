@@ -109,14 +109,7 @@ impl Admin {
     /// open breaker, a failing provider health check, or (local) not installed.
     fn unservable_routes(&self, snap: &Snapshot) -> Vec<String> {
         let now = Instant::now();
-        let usable = |name: &str| {
-            snap.models.get(name).is_some_and(|m| {
-                let p = &snap.providers[m.provider];
-                self.health.provider_healthy(&p.name) != Some(false)
-                    && !(p.local && self.health.installed(&p.name, &m.id) == Some(false))
-                    && !self.health.is_open(&m.name, &p.name, &m.breaker, now)
-            })
-        };
+        let usable = |name: &str| snap.models.get(name).is_some_and(|m| self.health.usable(&snap.providers[m.provider], Some(&m.id), &m.name, &m.breaker, now, false).is_ok());
         snap.routes
             .iter()
             .filter(|r| {

@@ -22,6 +22,7 @@ pub mod metrics;
 pub mod policy;
 pub mod proxy;
 pub mod redact;
+pub mod relay;
 pub mod reload;
 pub mod server;
 pub mod translate;

@@ -2,7 +2,9 @@
 //! Pingora's `ProxyHttp` answering every request itself.
 
 pub mod conn;
+pub mod ctx;
 pub mod forward;
 pub mod gateway;
 pub mod guard;
+pub mod intake;
 pub mod target;

@@ -54,6 +54,28 @@ pub enum Admit {
     Skip { retry_in: Duration },
 }
 
+/// Why a model cannot be tried now.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Unusable {
+    /// Its provider fails its health check.
+    Unhealthy,
+    /// A local model the provider does not list.
+    NotInstalled,
+    /// Its breaker is open (for this long, when known).
+    CircuitOpen { retry_in: Duration },
+}
+
+impl Unusable {
+    /// The `outcome` label of the skipped attempt.
+    pub fn label(self) -> &'static str {
+        match self {
+            Unusable::Unhealthy => "unhealthy",
+            Unusable::NotInstalled => "not_installed",
+            Unusable::CircuitOpen { .. } => "circuit_open",
+        }
+    }
+}
+
 /// What the last active check of a provider found.
 #[derive(Debug, Clone)]
 struct Checked {
@@ -140,6 +162,31 @@ impl Health {
                 }
             }
         })
+    }
+
+    /// Whether `model` (upstream id `id`, `label` in metrics and breakers)
+    /// on `provider` can be tried now: its provider passes its health
+    /// check, a local model is installed, its breaker is closed or due a
+    /// probe. The one answer the attempt loop and readiness share;
+    /// `take_probe` claims a due half-open probe (the attempt loop), else it
+    /// only looks. `Ok(true)`: this try is the probe.
+    pub fn usable(&self, provider: &Provider, id: Option<&str>, label: &str, breaker: &Breaker, now: Instant, take_probe: bool) -> Result<bool, Unusable> {
+        if self.provider_healthy(&provider.name) == Some(false) {
+            return Err(Unusable::Unhealthy);
+        }
+        if provider.local && id.is_some_and(|id| self.installed(&provider.name, id) == Some(false)) {
+            return Err(Unusable::NotInstalled);
+        }
+        if !take_probe {
+            return match self.is_open(label, &provider.name, breaker, now) {
+                true => Err(Unusable::CircuitOpen { retry_in: Duration::ZERO }),
+                false => Ok(false),
+            };
+        }
+        match self.admit(label, &provider.name, breaker, now) {
+            Admit::Go { probe } => Ok(probe),
+            Admit::Skip { retry_in } => Err(Unusable::CircuitOpen { retry_in }),
+        }
     }
 
     /// Whether the model would be skipped now (breaker open, no probe due).

@@ -6,7 +6,10 @@
 //! It never decides about fallback; it classifies what went wrong so the
 //! caller can.
 
+pub mod attempts;
 pub mod health;
+pub mod request;
+pub mod retry;
 pub mod tls;
 
 use std::net::SocketAddr;

@@ -1,0 +1,150 @@
+//! The per-request context (Pingora's `CTX`): what the phases learn about
+//! one request, the `x-modelgate-*` headers that report it, errors written
+//! in the client's dialect, and the accounting (metrics and one access-log
+//! line) that Pingora's `logging()` phase runs once per request.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime};
+
+use pingora::http::ResponseHeader;
+use pingora_proxy::Session;
+
+use crate::accesslog::{AccessLogger, Record};
+use crate::config::{Provider, Snapshot};
+use crate::dialect::{Dialect, ErrorKind, GatewayError};
+use crate::metrics;
+use crate::policy::Attempt;
+use crate::upstream::attempts::Trail;
+
+/// Why handling stopped before a response was relayed.
+pub enum Stop {
+    /// Answer the client with this error in its dialect.
+    Answer(GatewayError),
+    /// The client went away; nothing more to write.
+    ClientGone,
+    /// Answer at once, then read (and drop) a little of what the client is
+    /// still sending, so it sees the answer rather than a reset.
+    AnswerThenDrain(GatewayError),
+}
+
+impl From<GatewayError> for Stop {
+    fn from(e: GatewayError) -> Self {
+        Stop::Answer(e)
+    }
+}
+
+/// One request, from its head to its access-log line.
+pub struct Ctx {
+    /// The snapshot the request runs on (`None` until `request_filter`:
+    /// nothing to account for).
+    pub snap: Option<Arc<Snapshot>>,
+    pub started: Instant,
+    pub dialect: Dialect,
+    /// When the whole body had arrived.
+    pub body_done: Instant,
+    /// The upstream exchange's duration and when its last byte came.
+    pub upstream: Option<Duration>,
+    pub upstream_end: Option<Instant>,
+    pub route: String,
+    pub trail: Trail,
+    pub rec: Record,
+    /// Counts the request as in flight until it has been accounted for.
+    pub in_flight: Option<crate::drain::InFlight>,
+}
+
+impl Ctx {
+    pub fn new() -> Self {
+        let now = Instant::now();
+        Ctx { snap: None, started: now, dialect: Dialect::OpenAi, body_done: now, upstream: None, upstream_end: None, route: "none".into(), trail: Trail::default(), rec: Record::default(), in_flight: None }
+    }
+
+    /// Add the `x-modelgate-*` response headers.
+    pub fn tag(&self, resp: &mut ResponseHeader, served: Option<(&Attempt<'_>, &Provider)>) -> Result<(), GatewayError> {
+        let internal = crate::upstream::request::internal;
+        if let Some((a, p)) = served {
+            resp.insert_header("x-modelgate-model", a.model.map(|m| m.name.as_str()).or(self.rec.requested_model.as_deref()).unwrap_or("")).map_err(internal)?;
+            resp.insert_header("x-modelgate-provider", p.name.as_str()).map_err(internal)?;
+        }
+        resp.insert_header("x-modelgate-route", self.route.as_str()).map_err(internal)?;
+        if let Some(arm) = &self.rec.arm {
+            resp.insert_header("x-modelgate-arm", arm.as_str()).map_err(internal)?;
+        }
+        if let Some(would) = &self.rec.shadow_model {
+            resp.insert_header("x-modelgate-shadow-model", would.as_str()).map_err(internal)?;
+        }
+        if let Some(budget) = &self.trail.downgraded_by {
+            resp.insert_header("x-modelgate-downgraded-by", budget.as_str()).map_err(internal)?;
+        }
+        if let Some(c) = self.rec.complexity {
+            resp.insert_header("x-modelgate-complexity", c.to_string()).map_err(internal)?;
+        }
+        resp.insert_header("x-modelgate-attempts", self.trail.calls.to_string()).map_err(internal)?;
+        Ok(())
+    }
+
+    /// Answer with `e` in the client's dialect.
+    pub async fn answer_error(&mut self, session: &mut Session, e: &GatewayError) {
+        self.rec.status = e.status;
+        self.trail.error.get_or_insert_with(|| e.code.to_string());
+        let body = e.body(self.dialect);
+        let Ok(mut resp) = ResponseHeader::build(e.status, Some(6)) else { return };
+        let _ = resp.insert_header("content-type", "application/json");
+        let _ = resp.insert_header("content-length", body.len().to_string());
+        if let Some(secs) = e.retry_after {
+            let _ = resp.insert_header("retry-after", secs.to_string());
+        }
+        if e.status == 407 {
+            let _ = resp.insert_header("proxy-authenticate", "Basic realm=\"modelgate\"");
+        }
+        if e.kind == ErrorKind::BudgetExceeded {
+            // The official SDKs would retry a 429; this one lasts until the
+            // window resets.
+            let _ = resp.insert_header("x-should-retry", "false");
+        }
+        let _ = self.tag(&mut resp, None);
+        if session.write_response_header(Box::new(resp), false).await.is_ok() {
+            let _ = session.write_response_body(Some(body), true).await;
+        }
+    }
+
+    /// Metrics and the access-log line (once, from `logging()`).
+    pub fn account(&mut self, log: &AccessLogger) {
+        let Some(snap) = self.snap.take() else { return };
+        let now = Instant::now();
+        let pre_upstream = self.trail.first_call.map(|t| t.saturating_duration_since(self.body_done)).unwrap_or_default();
+        let overhead = match self.upstream_end {
+            Some(end) => pre_upstream + now.saturating_duration_since(end),
+            None => self.body_done.elapsed(),
+        };
+        let rec = &mut self.rec;
+        rec.model = self.trail.model.take();
+        rec.provider = self.trail.provider.take();
+        rec.attempts = self.trail.calls;
+        rec.downgraded_by = self.trail.downgraded_by.take();
+        rec.error = self.trail.error.take();
+        rec.route = self.route.clone();
+        rec.ts = humantime::format_rfc3339_millis(SystemTime::now()).to_string();
+        rec.duration_ms = ms(self.started.elapsed());
+        rec.upstream_ms = self.upstream.map(ms);
+        rec.overhead_ms = ms(overhead);
+        metrics::request(&metrics::RequestLabels {
+            dialect: self.dialect.as_str(),
+            provider: rec.provider.as_deref().unwrap_or("none"),
+            model: rec.model.as_deref().unwrap_or("none"),
+            route: &self.route,
+            status: rec.status,
+        });
+        metrics::durations(self.upstream, overhead);
+        log.write(&snap.access_log, rec);
+    }
+}
+
+impl Default for Ctx {
+    fn default() -> Self {
+        Ctx::new()
+    }
+}
+
+fn ms(d: Duration) -> f64 {
+    (d.as_secs_f64() * 1e6).round() / 1e3
+}

@@ -1,0 +1,454 @@
+//! The attempt loop: a plan of models in, [`Outcome::Served`] or
+//! [`Outcome::Exhausted`] out.
+//!
+//! For each model of the plan: may its provider see the client's key
+//! (`Cred`), is it usable now (health check, installed, breaker —
+//! [`Health::usable`]), what does the budget say (a reservation, a
+//! downgrade that replaces the rest of the plan, or a refusal), then up to
+//! `max_attempts` tries under its [`RetryPolicy`]. The first response the
+//! policy accepts is handed back with its reservation; the relay writes it.
+//!
+//! It never writes to the client.
+
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use pingora::connectors::http::Connector;
+use pingora::http::RequestHeader;
+
+use crate::body::JsonBody;
+use crate::budget::{Budgets, Charge, Hold, Verdict};
+use crate::config::{Amounts, Auth, Breaker, Provider, Snapshot};
+use crate::dialect::{Api, Dialect, ErrorKind, GatewayError, Incoming};
+use crate::drain::AbortSignal;
+use crate::metrics;
+use crate::policy::{self, Attempt, Decision, Facts};
+use crate::translate::{self, Wire};
+use crate::upstream::health::{Health, Unusable};
+use crate::upstream::request::{translated_request, upstream_request, Cred, AUTH_HEADERS};
+use crate::upstream::retry::{status_class, Failure, Fetched, Kind, RetryPolicy};
+
+/// The models to try, in order.
+pub struct Plan<'s> {
+    attempts: Vec<Attempt<'s>>,
+    next: usize,
+}
+
+impl<'s> Plan<'s> {
+    pub fn new(attempts: Vec<Attempt<'s>>) -> Self {
+        Plan { attempts, next: 0 }
+    }
+
+    fn take(&mut self) -> Option<Attempt<'s>> {
+        let a = self.attempts.get(self.next).copied();
+        self.next += 1;
+        a
+    }
+
+    /// A budget downgrade: `a` replaces the attempt in hand and all after it.
+    fn replace_rest(&mut self, a: Attempt<'s>) {
+        self.attempts.truncate(self.next.saturating_sub(1));
+        self.attempts.push(a);
+        self.next = self.attempts.len() - 1;
+    }
+
+    /// The attempt in hand is the plan's first.
+    fn at_first(&self) -> bool {
+        self.next == 1
+    }
+}
+
+/// What the loop needs to know of the request.
+pub struct Request<'r, 's> {
+    pub snap: &'s Snapshot,
+    pub incoming: &'r Incoming,
+    pub client: &'r RequestHeader,
+    pub body: &'r Bytes,
+    pub json: Option<&'r JsonBody>,
+    pub facts: &'r Facts<'r>,
+    pub decision: &'r Decision<'s>,
+    /// The client asked for a stream.
+    pub stream: bool,
+    /// Whose key the client sent (see [`key_owner`]).
+    pub key_owner: Option<usize>,
+}
+
+/// What the tries did, for the access log and the response headers.
+#[derive(Debug, Default)]
+pub struct Trail {
+    /// The model and provider of the last attempt considered.
+    pub model: Option<String>,
+    pub provider: Option<String>,
+    /// Upstream calls made.
+    pub calls: usize,
+    /// When the first upstream call started.
+    pub first_call: Option<Instant>,
+    /// Why the last try failed or was skipped (cleared when one is served).
+    pub error: Option<String>,
+    /// The budget whose `on_exceed: downgrade` moved this request.
+    pub downgraded_by: Option<String>,
+}
+
+/// The try whose response is relayed, with its reservation.
+pub struct Served<'s> {
+    pub attempt: Attempt<'s>,
+    pub provider: &'s Provider,
+    pub hold: Hold,
+    pub fetched: Fetched,
+    /// The request was translated: the client's format and the request in
+    /// neutral form.
+    pub translated: Option<(Wire, translate::Chat)>,
+    /// modelgate asked an OpenAI stream for usage: hide the usage-only chunk.
+    pub drop_usage_only: bool,
+    /// The model's breaker (a stream that breaks off counts against it).
+    pub breaker: Breaker,
+}
+
+pub enum Outcome<'s> {
+    Served(Box<Served<'s>>),
+    /// Nothing could be served: the client's answer.
+    Exhausted(GatewayError),
+}
+
+/// The body and upstream request header for the tries of one model.
+struct Prepared {
+    bytes: Bytes,
+    drop_usage_only: bool,
+    translated: Option<(Wire, translate::Chat)>,
+    req: RequestHeader,
+}
+
+/// Whose key the client sent: the provider it called (transparent mode),
+/// else that of the model it asked for, else its dialect's default. Without
+/// api_key_env, no other provider may see it.
+pub fn key_owner(snap: &Snapshot, incoming: &Incoming, requested: Option<&str>) -> Option<usize> {
+    incoming.provider.or_else(|| requested.and_then(|m| snap.models.get(m)).map(|m| m.provider)).or(snap.default_provider[incoming.dialect as usize])
+}
+
+/// The services the loop uses.
+pub struct Attempts<'g> {
+    pub connector: &'g Connector,
+    pub health: &'g Health,
+    pub budgets: &'g Budgets,
+}
+
+/// The loop's running state.
+#[derive(Default)]
+struct Progress {
+    tried: Vec<String>,
+    last: Option<Failure>,
+    /// The model the plan moved on from, and why (for the fallback metric).
+    moved: Option<(String, &'static str)>,
+    /// All skipped for open breakers: how long until the first may probe.
+    circuit_wait: Option<Duration>,
+    /// Resets that may be the request's fault: (model, provider, breaker).
+    ambiguous: Vec<(String, String, Breaker)>,
+}
+
+impl Progress {
+    /// A model not tried (`label`, the reason label, what the `tried` list says).
+    fn skip(&mut self, label: &str, reason: &'static str, why: String, trail: &mut Trail) {
+        metrics::attempt(label, reason);
+        self.tried.push(format!("{label}: {why}"));
+        trail.error = Some(reason.to_string());
+        self.moved = Some((label.to_string(), reason));
+    }
+
+    /// The client's answer when no model served.
+    fn exhausted(self) -> GatewayError {
+        let tried = self.tried.join("; ");
+        match (self.last, self.circuit_wait) {
+            (Some(f), _) => f.into_error(&tried),
+            (None, Some(wait)) => GatewayError::new(503, ErrorKind::Unavailable, "circuit_open", format!(
+                "every model that could serve this request is failing and skipped for now (circuit breaker open; tried: {tried}); retry after the cool-down"
+            ))
+            .retry_after(wait.as_secs().max(1)),
+            (None, None) if !tried.is_empty() => GatewayError::new(503, ErrorKind::Unavailable, "no_healthy_model", format!("no model that could serve this request is available: {tried}")),
+            (None, None) => GatewayError::new(502, ErrorKind::Upstream, "no_attempt", "no model could be tried for this request"),
+        }
+    }
+}
+
+/// How one model's tries ended.
+enum ModelEnd<'s> {
+    Served(Box<Served<'s>>),
+    /// Move on to the next model of the plan.
+    Next,
+    /// Stop: answer the client now (refusal, shutdown, bad request).
+    Stop(GatewayError),
+}
+
+impl<'g> Attempts<'g> {
+    /// Try the plan's models in order until one serves.
+    pub async fn run<'s>(&self, q: &Request<'_, 's>, trail: &mut Trail, abort: &mut AbortSignal) -> Outcome<'s> {
+        let mut plan = Plan::new(q.decision.attempts.clone());
+        let mut p = Progress::default();
+        let client_sent_key = AUTH_HEADERS.iter().any(|h| q.client.headers.contains_key(*h));
+        while let Some(attempt) = plan.take() {
+            let provider = &q.snap.providers[attempt.provider];
+            let label = attempt.model_label();
+            trail.model = Some(label.to_string());
+            trail.provider = Some(provider.name.clone());
+            if let Some((from, reason)) = p.moved.take() {
+                metrics::fallback(&from, label, reason);
+            }
+            let Some(key) = self.credentials(q, &attempt, client_sent_key, &mut p, trail) else { continue };
+            let breaker = attempt.model.map_or(Breaker { failures: 0, ..Breaker::default() }, |m| m.breaker);
+            let probe = match self.health.usable(provider, attempt.model.map(|m| m.id.as_str()), label, &breaker, Instant::now(), true) {
+                Ok(probe) => probe,
+                Err(u) => {
+                    let why = match u {
+                        Unusable::Unhealthy => format!("provider {} fails its health check", provider.name),
+                        Unusable::NotInstalled => format!("not installed on {}", provider.name),
+                        Unusable::CircuitOpen { retry_in } => {
+                            p.circuit_wait = Some(p.circuit_wait.map_or(retry_in, |w| w.min(retry_in)));
+                            format!("circuit open for {} ms", retry_in.as_millis())
+                        }
+                    };
+                    p.skip(label, u.label(), why, trail);
+                    continue;
+                }
+            };
+            if probe {
+                tracing::info!(model = label, provider = %provider.name, "circuit half-open: this request probes the model");
+            }
+            match self.model(q, &mut plan, attempt, key, breaker, probe, &mut p, trail, abort).await {
+                ModelEnd::Served(s) => return Outcome::Served(s),
+                ModelEnd::Next => {}
+                ModelEnd::Stop(e) => return Outcome::Exhausted(e),
+            }
+        }
+        Outcome::Exhausted(p.exhausted())
+    }
+
+    /// The credentials of a try at `attempt`, or `None` (skipped) when the
+    /// provider has none for it.
+    fn credentials<'s>(&self, q: &Request<'_, 's>, attempt: &Attempt<'s>, client_sent_key: bool, p: &mut Progress, trail: &mut Trail) -> Option<Cred<'s>> {
+        let snap = q.snap;
+        let provider = &snap.providers[attempt.provider];
+        let label = attempt.model_label();
+        let foreign = client_sent_key && !snap.cross_provider_client_keys && q.key_owner != Some(attempt.provider);
+        match &provider.auth {
+            // A local server needs no key: it gets none rather than another provider's.
+            Auth::Passthrough if foreign && provider.local => Some(Cred::Stripped),
+            Auth::Passthrough if foreign => {
+                let owner = q.key_owner.map_or("another provider", |i| snap.providers[i].name.as_str());
+                p.skip(label, "missing_key", format!("the client's key is for {owner}"), trail);
+                // A provider's own failure says more than this skip.
+                p.last.get_or_insert(Failure::new(Kind::MissingKey, format!(
+                    "`{label}` is served by provider `{}`, which has no api_key_env, and the key this request carries is for `{owner}`: modelgate does not send a client's key to another provider. Set api_key_env on `{}` (or, if the key is valid there, cross_provider_client_keys: true)",
+                    provider.name, provider.name
+                )));
+                None
+            }
+            Auth::Passthrough => Some(Cred::Client),
+            Auth::Inject { key: Some(k), .. } => Some(Cred::Inject(k.expose())),
+            Auth::Inject { env, key: None } => {
+                p.skip(label, "missing_key", "no API key".into(), trail);
+                p.last = Some(Failure::new(Kind::MissingKey, format!(
+                    "modelgate has no API key for provider `{}`: the environment variable {env} named by its api_key_env is not set in modelgate's environment. Set it and restart modelgate, or remove api_key_env to forward the client's own key.",
+                    provider.name
+                )));
+                None
+            }
+        }
+    }
+
+    /// Up to `max_attempts` tries of one model.
+    #[allow(clippy::too_many_arguments)]
+    async fn model<'s>(
+        &self,
+        q: &Request<'_, 's>,
+        plan: &mut Plan<'s>,
+        attempt: Attempt<'s>,
+        key: Cred<'_>,
+        breaker: Breaker,
+        probe: bool,
+        p: &mut Progress,
+        trail: &mut Trail,
+        abort: &mut AbortSignal,
+    ) -> ModelEnd<'s> {
+        let snap = q.snap;
+        let provider = &snap.providers[attempt.provider];
+        let label = attempt.model_label();
+        let policy = RetryPolicy { retry: snap.retry_for(q.decision.route, attempt.model), limits: &snap.limits, model_call: q.json.is_some() };
+        let timeouts = attempt.model.map_or(&provider.timeouts, |m| &m.timeouts);
+        // Shadow mode forwards the body byte for byte (its first attempt).
+        let pristine = q.decision.shadow.is_some() && plan.at_first() && trail.downgraded_by.is_none();
+        let mut prepared: Option<Prepared> = None;
+        let mut n = 0;
+        loop {
+            n += 1;
+            // Budgets: reserve this try's worst case before calling.
+            let hold = match q.json {
+                None => Hold::none(),
+                Some(_) => match self.admit(q, &attempt, provider, trail.downgraded_by.is_some()).await {
+                    Verdict::Go(h) => h,
+                    Verdict::Downgrade { budget, to } => {
+                        let a = match policy::downgrade(snap, q.decision, q.facts, &to) {
+                            Ok(a) => a,
+                            Err(e) => {
+                                return ModelEnd::Stop(GatewayError::new(e.status, e.kind, e.code, format!(
+                                    "budget `{budget}` is used up and moves requests to a cheaper model, but none can serve this one: {}",
+                                    e.message
+                                )))
+                            }
+                        };
+                        tracing::debug!(budget, from = label, to = a.model_label(), "budget downgrade");
+                        trail.downgraded_by = Some(budget);
+                        plan.replace_rest(a);
+                        return ModelEnd::Next;
+                    }
+                    Verdict::Refuse(e) => return ModelEnd::Stop(e),
+                    Verdict::Recount => return ModelEnd::Stop(GatewayError::new(500, ErrorKind::Internal, "budget_admission", "budget admission asked for a recount with exact token counts")),
+                },
+            };
+            let pr = match &mut prepared {
+                Some(pr) => pr,
+                slot @ None => match prepare(q, &attempt, provider, key, pristine) {
+                    Ok(pr) => slot.insert(pr),
+                    Err(e) => return ModelEnd::Stop(e),
+                },
+            };
+            trail.first_call.get_or_insert_with(Instant::now);
+            trail.calls += 1;
+            let call = async {
+                match crate::upstream::send(self.connector, &provider.endpoint, timeouts, &pr.req, &pr.bytes).await {
+                    Err(e) => Err(Failure::from_attempt(&e)),
+                    Ok(ex) => policy.judge(ex, self.connector).await,
+                }
+            };
+            let outcome = tokio::select! {
+                o = call => o,
+                _ = abort.fired() => Err(Failure::new(Kind::Shutdown, "modelgate is shutting down")),
+            };
+            let f = match outcome {
+                Ok(fetched) => {
+                    let now = Instant::now();
+                    for (m, pv, b) in p.ambiguous.drain(..) {
+                        self.health.record(&m, &pv, &b, Err("io"), now);
+                    }
+                    self.health.record(label, &provider.name, &breaker, Ok(()), now);
+                    metrics::attempt(label, status_class(fetched.status()));
+                    trail.error = None;
+                    let (translated, drop_usage_only) = prepared.take().map_or((None, false), |pr| (pr.translated, pr.drop_usage_only));
+                    return ModelEnd::Served(Box::new(Served { attempt, provider, hold, fetched, translated, drop_usage_only, breaker }));
+                }
+                Err(f) => f,
+            };
+            drop(hold);
+            if f.kind == Kind::Shutdown {
+                trail.error = Some("shutdown".into());
+                return ModelEnd::Stop(shutting_down());
+            }
+            let reason = f.kind.label();
+            if f.kind.is_ambiguous() {
+                p.ambiguous.push((label.to_string(), provider.name.clone(), breaker));
+            } else {
+                self.health.record(label, &provider.name, &breaker, Err(reason), Instant::now());
+            }
+            metrics::attempt(label, reason);
+            p.tried.push(format!("{label}: {}", f.short()));
+            trail.error = Some(reason.to_string());
+            tracing::warn!(model = label, provider = %provider.name, reason, error = %f.message, "upstream attempt failed");
+            let wait = policy.wait(n, &f);
+            p.last = Some(f);
+            match wait {
+                Some(d) if n < policy.max_attempts() && !probe => {
+                    metrics::retry(label, reason);
+                    tokio::select! {
+                        _ = tokio::time::sleep(d) => {}
+                        _ = abort.fired() => return ModelEnd::Stop(shutting_down()),
+                    }
+                }
+                _ => {
+                    p.moved = Some((label.to_string(), reason));
+                    return ModelEnd::Next;
+                }
+            }
+        }
+    }
+
+    /// Reserve what the attempt may charge to the budgets that apply to it
+    /// (see `budget::worst_case`): first with the free byte bound on input,
+    /// counting tokens only when that does not fit; nothing at all when no
+    /// budget applies.
+    async fn admit(&self, q: &Request<'_, '_>, a: &Attempt<'_>, p: &Provider, downgraded: bool) -> Verdict {
+        let (snap, f) = (q.snap, q.facts);
+        let model = a.model.map(|m| m.name.as_str());
+        let mut c = Charge { provider: &p.name, model, app: &f.app, task: f.task.as_deref(), worst: Amounts::default(), exact: true };
+        if !snap.budgets.iter().any(|b| b.scope.matches(&p.name, model, &f.app, f.task.as_deref())) {
+            return Verdict::Go(Hold::none());
+        }
+        c.worst = crate::budget::worst_case(f, a.model, false);
+        c.exact = false;
+        match self.budgets.admit(&c, downgraded).await {
+            Verdict::Recount => {
+                c.worst = crate::budget::worst_case(f, a.model, true);
+                c.exact = true;
+                self.budgets.admit(&c, downgraded).await
+            }
+            v => v,
+        }
+    }
+}
+
+/// The body and request header for attempts at one model: `model`
+/// rewritten (or, for Gemini, named in the path), or the request
+/// translated for a provider of another dialect. `pristine` forwards the
+/// body byte for byte.
+fn prepare(q: &Request<'_, '_>, attempt: &Attempt<'_>, provider: &Provider, key: Cred<'_>, pristine: bool) -> Result<Prepared, GatewayError> {
+    let (incoming, body) = (q.incoming, q.body);
+    let (bytes, drop_usage_only, translated, path_model) = match (q.json, attempt.model) {
+        (Some(_), Some(m)) if provider.kind != incoming.dialect => {
+            let from = Wire::of_client(incoming.dialect, incoming.api)
+                .ok_or_else(|| translate::bad(format!("{} {} calls cannot be translated for a {} model", incoming.dialect, incoming.api.as_str(), provider.kind)))?;
+            if incoming.gemini_array_stream() {
+                return Err(translate::bad("a streamGenerateContent call served by a model of another dialect needs `?alt=sse` (server-sent events), as Google's SDKs send"));
+            }
+            let max = m.max_output_tokens.unwrap_or(translate::DEFAULT_MAX_TOKENS);
+            let (bytes, chat) = translate::request(body, from, Wire::of_provider(provider.kind), &m.id, q.stream, max)?;
+            (bytes, false, Some((from, chat)), None)
+        }
+        (Some(j), _) => {
+            let model = attempt.model.filter(|_| !pristine).map(|m| m.id.as_str());
+            if incoming.dialect == Dialect::Gemini {
+                (body.clone(), false, None, model)
+            } else {
+                let usage = !pristine && q.stream && provider.kind == Dialect::OpenAi && matches!(incoming.api, Api::ChatCompletions | Api::Completions);
+                let (b, d) = j.render(model, usage);
+                (b, d, None, None)
+            }
+        }
+        (None, _) => (body.clone(), false, None, None),
+    };
+    let client = q.client;
+    let req = match &translated {
+        Some((_, chat)) => translated_request(client, provider, key, chat, bytes.len())?,
+        None => upstream_request(client, provider, &incoming.upstream_path_for(path_model), key, bytes.len(), client.method == http::Method::POST)?,
+    };
+    Ok(Prepared { bytes, drop_usage_only, translated, req })
+}
+
+/// 503 while modelgate shuts down.
+pub fn shutting_down() -> GatewayError {
+    GatewayError::new(503, ErrorKind::Unavailable, "shutting_down", "modelgate is shutting down; retry the request (another instance, or this one after its restart, will serve it)").retry_after(1)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_downgrade_replaces_the_rest_of_the_plan() {
+        let a = |provider| Attempt { model: None, provider };
+        let mut plan = Plan::new(vec![a(0), a(1), a(2)]);
+        assert_eq!(plan.take().map(|x| x.provider), Some(0));
+        assert!(plan.at_first());
+        assert_eq!(plan.take().map(|x| x.provider), Some(1));
+        plan.replace_rest(a(9));
+        assert_eq!(plan.take().map(|x| x.provider), Some(9));
+        assert!(!plan.at_first());
+        assert!(plan.take().is_none());
+    }
+}
