@@ -5,6 +5,7 @@
 //! `{"error": {...}}`, an Anthropic SDK gets `{"type": "error", ...}`.
 
 pub mod sse;
+pub mod wire;
 
 use std::fmt;
 

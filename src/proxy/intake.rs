@@ -11,7 +11,7 @@ use pingora_proxy::Session;
 
 use crate::body::JsonBody;
 use crate::config::Snapshot;
-use crate::dialect::{classify_path, Dialect, ErrorKind, GatewayError, Incoming};
+use crate::dialect::{classify_path, ErrorKind, GatewayError, Incoming};
 use crate::proxy::ctx::Stop;
 use crate::proxy::guard;
 
@@ -127,11 +127,7 @@ fn forward_target(snap: &Snapshot, head: &RequestHeader, tls: bool) -> Result<(S
     let p = &snap.providers[idx];
     let path = head.uri.path();
     let rest = path.strip_prefix(p.endpoint.base_path.as_str()).filter(|r| r.is_empty() || r.starts_with('/')).unwrap_or(path);
-    let gateway_path = match p.kind {
-        Dialect::OpenAi => format!("/v1{rest}"),
-        Dialect::Anthropic => format!("/anthropic{rest}"),
-        Dialect::Gemini => format!("/gemini/v1beta{rest}"),
-    };
+    let gateway_path = format!("{}{rest}", p.kind.spec().gateway_prefix);
     Ok((gateway_path, idx))
 }
 

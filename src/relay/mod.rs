@@ -317,9 +317,5 @@ impl Relay<'_> {
 
 /// An error event that ends a stream, in the client's dialect.
 fn stream_error_event(dialect: Dialect, e: &GatewayError) -> Bytes {
-    let body = String::from_utf8_lossy(&e.body(dialect)).into_owned();
-    Bytes::from(match dialect {
-        Dialect::OpenAi | Dialect::Gemini => format!("data: {body}\n\n"),
-        Dialect::Anthropic => format!("event: error\ndata: {body}\n\n"),
-    })
+    Bytes::from(dialect.spec().error_event(&String::from_utf8_lossy(&e.body(dialect))))
 }

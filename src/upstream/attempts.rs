@@ -25,7 +25,8 @@ use crate::metrics;
 use crate::policy::{self, Attempt, Decision, Facts};
 use crate::translate::{self, Wire};
 use crate::upstream::health::{Health, Unusable};
-use crate::upstream::request::{translated_request, upstream_request, Cred, AUTH_HEADERS};
+use crate::dialect::wire::AUTH_HEADERS;
+use crate::upstream::request::{translated_request, upstream_request, Cred};
 use crate::upstream::retry::{status_class, Failure, Fetched, Kind, RetryPolicy};
 
 /// The models to try, in order.

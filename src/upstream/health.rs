@@ -15,7 +15,6 @@ use pingora::http::RequestHeader;
 use serde_json::{json, Value};
 
 use crate::config::{Auth, Breaker, HealthCheck, Provider, Snapshot};
-use crate::dialect::Dialect;
 
 #[derive(Debug, Clone, Copy, PartialEq)]
 enum State {
@@ -291,13 +290,10 @@ async fn check(connector: &Connector, p: &Provider, hc: &HealthCheck) -> Checked
     let _ = req.insert_header("host", p.endpoint.authority.as_str());
     let _ = req.insert_header("accept-encoding", "identity");
     if let Auth::Inject { key: Some(k), .. } = &p.auth {
-        let _ = match p.kind {
-            Dialect::OpenAi => req.insert_header("authorization", format!("Bearer {}", k.expose())),
-            Dialect::Anthropic => req.insert_header("x-api-key", k.expose()),
-            Dialect::Gemini => req.insert_header("x-goog-api-key", k.expose()),
-        };
-        if p.kind == Dialect::Anthropic {
-            let _ = req.insert_header("anthropic-version", "2023-06-01");
+        let spec = p.kind.spec();
+        let _ = req.insert_header(spec.auth_header, spec.auth_value(k.expose()));
+        if let Some((name, value)) = spec.version_header {
+            let _ = req.insert_header(name, value);
         }
     }
     let t = crate::config::Timeouts { connect: hc.timeout, first_byte: hc.timeout, idle: hc.timeout, total: hc.timeout };

@@ -7,6 +7,7 @@
 use pingora::http::RequestHeader;
 
 use crate::config::Provider;
+use crate::dialect::wire::AUTH_HEADERS;
 use crate::dialect::{Dialect, ErrorKind, GatewayError};
 use crate::translate;
 
@@ -20,24 +21,16 @@ pub fn internal(e: impl std::fmt::Display) -> GatewayError {
 }
 
 pub fn translated_request(client: &RequestHeader, provider: &Provider, key: Cred<'_>, chat: &translate::Chat, body_len: usize) -> Result<RequestHeader, GatewayError> {
-    let endpoint = match provider.kind {
-        Dialect::OpenAi => "/chat/completions".to_string(),
-        Dialect::Anthropic => "/v1/messages".to_string(),
-        Dialect::Gemini if chat.stream => format!("/models/{}:streamGenerateContent?alt=sse", chat.model),
-        Dialect::Gemini => format!("/models/{}:generateContent", chat.model),
-    };
-    let path = format!("{}{endpoint}", provider.endpoint.base_path);
+    let spec = provider.kind.spec();
+    let path = format!("{}{}", provider.endpoint.base_path, spec.chat_endpoint(&chat.model, chat.stream));
     let mut req = RequestHeader::build(http::Method::POST, path.as_bytes(), Some(client.headers.len() + 4)).map_err(internal)?;
-    let client_key = client
-        .headers
-        .get("x-api-key")
-        .and_then(|v| v.to_str().ok())
-        .or_else(|| client.headers.get("x-goog-api-key").and_then(|v| v.to_str().ok()))
-        .or_else(|| client.headers.get("authorization").and_then(|v| v.to_str().ok()).and_then(|v| v.strip_prefix("Bearer ")))
-        .map(str::trim);
+    // The client's key, from whichever dialect's header it came in.
+    let client_key = [Dialect::Anthropic, Dialect::Gemini, Dialect::OpenAi]
+        .into_iter()
+        .find_map(|d| client.headers.get(d.spec().auth_header).and_then(|v| v.to_str().ok()).and_then(|v| d.spec().key_in(v)));
     for (name, value) in client.headers.iter() {
         let n = name.as_str();
-        let foreign = n.starts_with("anthropic-") || n.starts_with("openai-") || n.starts_with("x-goog-") || AUTH_HEADERS.contains(&n) || n == "content-type";
+        let foreign = Dialect::ALL.iter().any(|d| n.starts_with(d.spec().header_prefix)) || AUTH_HEADERS.contains(&n) || n == "content-type";
         if DROP_REQUEST.contains(&n) || n.starts_with("x-modelgate-") || foreign {
             continue;
         }
@@ -53,10 +46,10 @@ pub fn translated_request(client: &RequestHeader, provider: &Provider, key: Cred
         Cred::Stripped => None,
     };
     if let Some(k) = k {
-        set_auth(&mut req, provider.kind, k)?;
+        req.insert_header(spec.auth_header, spec.auth_value(k)).map_err(internal)?;
     }
-    if provider.kind == Dialect::Anthropic {
-        req.insert_header("anthropic-version", "2023-06-01").map_err(internal)?;
+    if let Some((name, value)) = spec.version_header {
+        req.insert_header(name, value).map_err(internal)?;
     }
     Ok(req)
 }
@@ -80,7 +73,8 @@ pub fn upstream_request(client: &RequestHeader, provider: &Provider, upstream_pa
         req.insert_header("content-length", body_len.to_string()).map_err(internal)?;
     }
     if let Cred::Inject(k) = key {
-        set_auth(&mut req, provider.kind, k)?;
+        let spec = provider.kind.spec();
+        req.insert_header(spec.auth_header, spec.auth_value(k)).map_err(internal)?;
     }
     Ok(req)
 }
@@ -94,17 +88,4 @@ pub enum Cred<'a> {
     Client,
     /// None: a local provider that the client's key was not meant for.
     Stripped,
-}
-
-/// Headers that carry a client's API key, in any dialect.
-pub const AUTH_HEADERS: &[&str] = &["authorization", "x-api-key", "x-goog-api-key"];
-
-/// Put `key` in the auth header of a provider of `kind`.
-fn set_auth(req: &mut RequestHeader, kind: Dialect, key: &str) -> Result<(), GatewayError> {
-    match kind {
-        Dialect::OpenAi => req.insert_header("authorization", format!("Bearer {key}")),
-        Dialect::Anthropic => req.insert_header("x-api-key", key),
-        Dialect::Gemini => req.insert_header("x-goog-api-key", key),
-    }
-    .map_err(internal)
 }

@@ -81,10 +81,7 @@ pub(super) const DEFAULT_TIMEOUTS: Timeouts = Timeouts {
 /// A provider's `health_check:`; the default path lists models.
 pub(super) fn health_check_of(cx: &mut Ctx, path: &str, raw: Option<RawHealthCheck>, kind: Dialect, base_path: &str) -> Option<HealthCheck> {
     let raw = raw?;
-    let path_default = match kind {
-        Dialect::Anthropic => "/v1/models".to_string(),
-        Dialect::OpenAi | Dialect::Gemini => format!("{base_path}/models"),
-    };
+    let path_default = kind.spec().health_path(base_path);
     let check_path = raw.path.unwrap_or(path_default);
     if !check_path.starts_with('/') {
         cx.err(format!("{path}.health_check.path"), format!("`{check_path}` must start with / (a path from the provider's host root, e.g. /v1/models or /api/tags)"));
