@@ -20,12 +20,6 @@ pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
 
-/// A config with one OpenAI-kind and one Anthropic-kind provider, both the
-/// mock, the given models/routes YAML appended.
-pub fn config_for(mock: &Mock, rest: &str) -> String {
-    Config::openai_anthropic(mock).build() + rest
-}
-
 /// Transparent mode: providers that answer for api.openai.com and
 /// api.anthropic.com served by `mock`, a route gpt-4o* → gpt-4o-mini, and
 /// `forward` as the body of the `forward_proxy:` section.
