@@ -144,10 +144,11 @@ async fn main() {
 
     let mock = common::Mock::start().await;
     let budgets = std::env::var("MG_BENCH_BUDGETS").is_ok_and(|v| v == "1");
-    let mut yaml = common::config_for(&mock, common::MODELS);
+    let mut conf = common::standard(&mock);
     if budgets {
-        yaml.push_str("budgets:\n  - { name: day, window: day, limit_usd: 1000000 }\n  - { name: openai-month, scope: { provider: openai }, window: month, limit_usd: 1000000 }\n");
+        conf = conf.raw("budgets:\n  - { name: day, window: day, limit_usd: 1000000 }\n  - { name: openai-month, scope: { provider: openai }, window: month, limit_usd: 1000000 }\n");
     }
+    let yaml = conf.build();
     // Modelgate::start polls readiness with blocking sleeps; keep it off the
     // runtime's worker threads (the mock is already serving on them).
     let mg = tokio::task::spawn_blocking(move || common::Modelgate::start(&yaml)).await.expect("start modelgate");

@@ -7,38 +7,38 @@
 //! case with a real token count, reserve, settle with a ledger append to a
 //! temp dir), and the ratio of each to the baseline.
 
+// The integration-test harness, for its config builder.
+#[allow(unused_imports)]
+#[path = "../tests/common/mod.rs"]
+mod common;
+
 use std::hint::black_box;
 use std::time::Instant;
 
 use bytes::Bytes;
+use common::{Config, Kind};
 use modelgate::body::JsonBody;
 use modelgate::budget::{charged, worst_case, Budgets, Charge, Entry, Verdict};
 use modelgate::dialect::classify_path;
 use modelgate::policy::{classify, decide, Overrides};
 
-const CONF: &str = r#"
-providers:
-  openai: { kind: openai, base_url: "http://127.0.0.1:1/v1" }
-  ollama: { kind: openai, base_url: "http://127.0.0.1:3/v1", local: true }
-models:
-  gpt-4o: { provider: openai, input_usd_per_mtok: 2.5, output_usd_per_mtok: 10, context_tokens: 128000, quality: 4, fallbacks: [gpt-4o-mini] }
-  gpt-4o-mini: { provider: openai, input_usd_per_mtok: 0.15, output_usd_per_mtok: 0.6, context_tokens: 128000, quality: 2 }
-  mid: { provider: openai, input_usd_per_mtok: 0.8, output_usd_per_mtok: 4, context_tokens: 200000, quality: 3 }
-  llama: { provider: ollama, input_usd_per_mtok: 0, output_usd_per_mtok: 0, context_tokens: 8192, quality: 1 }
-routes:
-  - { name: planning, match: { task: planning }, target: gpt-4o }
-  - { name: billing, match: { app: "billing-*" }, target: gpt-4o-mini }
-  - { name: extraction, match: { task: extraction }, select: { candidates: [gpt-4o, gpt-4o-mini, mid, llama] } }
-  - name: by-complexity
-    match: { model: "gpt-4o*" }
-    tiers:
-      - { max_complexity: 3, model: gpt-4o-mini }
-      - { max_complexity: 7, model: mid }
-      - { max_complexity: 10, model: gpt-4o }
-budgets:
-  - { name: day, window: day, limit_usd: 1000000 }
-  - { name: openai-month, scope: { provider: openai }, window: month, limit_usd: 1000000 }
-"#;
+/// Four models on a cloud and a local provider (never called), a route of
+/// each kind, two budgets.
+fn conf() -> String {
+    Config::new()
+        .provider("openai", Kind::OpenAi, "http://127.0.0.1:1")
+        .provider("ollama", Kind::OpenAi, "http://127.0.0.1:3").with("local: true")
+        .model("gpt-4o", "openai").prices(2.5, 10.0).with("context_tokens: 128000, quality: 4").fallbacks(["gpt-4o-mini"])
+        .model("gpt-4o-mini", "openai").prices(0.15, 0.6).with("context_tokens: 128000, quality: 2")
+        .model("mid", "openai").prices(0.8, 4.0).with("context_tokens: 200000, quality: 3")
+        .model("llama", "ollama").prices(0.0, 0.0).with("context_tokens: 8192, quality: 1")
+        .route("name: planning, match: { task: planning }, target: gpt-4o")
+        .route(r#"name: billing, match: { app: "billing-*" }, target: gpt-4o-mini"#)
+        .route("name: extraction, match: { task: extraction }, select: { candidates: [gpt-4o, gpt-4o-mini, mid, llama] }")
+        .tiers("by-complexity", "gpt-4o*", [(3, "gpt-4o-mini"), (7, "mid"), (10, "gpt-4o")])
+        .raw("budgets:\n  - { name: day, window: day, limit_usd: 1000000 }\n  - { name: openai-month, scope: { provider: openai }, window: month, limit_usd: 1000000 }")
+        .build()
+}
 
 fn body() -> Bytes {
     let mut msgs = vec![serde_json::json!({"role": "system", "content": "You are a helpful task assistant. Answer briefly."})];
@@ -63,7 +63,7 @@ fn time(iters: u32, mut f: impl FnMut()) -> f64 {
 fn main() {
     let iters: u32 = std::env::var("MG_BENCH_ITERS").ok().and_then(|v| v.parse().ok()).unwrap_or(200_000);
     let state = std::env::temp_dir().join(format!("modelgate-bench-{}", std::process::id()));
-    let snap = modelgate::config::load_str(&format!("state_dir: {}\n{CONF}", state.display()), &|_| None).expect("bench config");
+    let snap = modelgate::config::load_str(&format!("state_dir: {}\n{}", state.display(), conf()), &|_| None).expect("bench config");
     let overrides = Overrides::new();
     let raw = body();
     let path = "/v1/chat/completions";

@@ -5,39 +5,22 @@
 
 mod common;
 
-use common::{http_get, Mock, Modelgate, Script};
+use common::{http_get, Config, Mock, Modelgate, Script};
 use serde_json::{json, Value};
 
 /// The mock reports 1,200 input tokens (200 of them cached) and 300 output
 /// tokens. Priced at $10/Mtok everything, one call costs exactly $0.015.
 const COST: f64 = 0.015;
 
+/// `openai` and `anthropic` on `mock`, three models capped at 400 output
+/// tokens, and `budgets` as the body of `budgets:`.
 fn models(mock: &Mock, budgets: &str) -> String {
-    format!(
-        r#"
-providers:
-  openai: {{ kind: openai, base_url: "{m}/v1" }}
-  anthropic: {{ kind: anthropic, base_url: "{m}" }}
-models:
-  gpt-4o:
-    provider: openai
-    input_usd_per_mtok: 10
-    output_usd_per_mtok: 10
-    max_output_tokens: 400
-  gpt-4o-mini:
-    provider: openai
-    input_usd_per_mtok: 0.15
-    output_usd_per_mtok: 0.6
-    max_output_tokens: 400
-  claude-haiku:
-    provider: anthropic
-    input_usd_per_mtok: 10
-    output_usd_per_mtok: 10
-    max_output_tokens: 400
-budgets:
-{budgets}"#,
-        m = mock.url()
-    )
+    Config::openai_anthropic(mock)
+        .model("gpt-4o", "openai").prices(10.0, 10.0).with("max_output_tokens: 400")
+        .model("gpt-4o-mini", "openai").prices(0.15, 0.6).with("max_output_tokens: 400")
+        .model("claude-haiku", "anthropic").prices(10.0, 10.0).with("max_output_tokens: 400")
+        .raw(&format!("budgets:\n{budgets}"))
+        .build()
 }
 
 /// A prompt of ~1,300 tokens, so the worst-case estimate covers the

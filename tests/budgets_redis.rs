@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{http_get, Mock, Modelgate};
+use common::{http_get, Config, Kind, Mock, Modelgate};
 use serde_json::{json, Value};
 
 const COST: f64 = 0.015;
@@ -69,20 +69,12 @@ fn which(bin: &str) -> Option<PathBuf> {
 }
 
 fn config(mock: &Mock, redis: &Redis, on_unavailable: &str, limit: f64) -> String {
-    format!(
-        r#"
-budget_store: {{ kind: redis, url: "{url}", on_unavailable: {on_unavailable}, timeout_ms: 1000 }}
-providers:
-  openai: {{ kind: openai, base_url: "{m}/v1" }}
-models:
-  gpt-4o: {{ provider: openai, input_usd_per_mtok: 10, output_usd_per_mtok: 10, max_output_tokens: 400 }}
-budgets:
-  - {{ name: fleet-day, window: day, limit_usd: {limit}, on_exceed: reject }}
-  - {{ name: heads-up, window: day, limit_usd: 0.05, on_exceed: warn }}
-"#,
-        url = redis.url(),
-        m = mock.url()
-    )
+    Config::new()
+        .raw(&format!("budget_store: {{ kind: redis, url: \"{}\", on_unavailable: {on_unavailable}, timeout_ms: 1000 }}", redis.url()))
+        .provider("openai", Kind::OpenAi, mock)
+        .model("gpt-4o", "openai").prices(10.0, 10.0).with("max_output_tokens: 400")
+        .raw(&format!("budgets:\n  - {{ name: fleet-day, window: day, limit_usd: {limit}, on_exceed: reject }}\n  - {{ name: heads-up, window: day, limit_usd: 0.05, on_exceed: warn }}"))
+        .build()
 }
 
 fn chat() -> Value {

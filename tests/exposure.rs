@@ -111,7 +111,7 @@ fn request(method: &str, url: &str, auth: Option<&str>) -> (u16, String) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn admin_read_requires_token_closes_reads_and_bearer_is_case_insensitive() {
     let mock = Mock::start().await;
-    let yaml = common::config_for(&mock, &format!("admin_token_env: MG_TEST_ADMIN_TOKEN\nadmin_read_requires_token: true\n{}", common::MODELS));
+    let yaml = common::standard(&mock).raw("admin_token_env: MG_TEST_ADMIN_TOKEN\nadmin_read_requires_token: true").build();
     let mg = Modelgate::start_with_env(&yaml, &[("MG_TEST_ADMIN_TOKEN", "t0ken")]);
     let a = &mg.admin;
     for path in ["/metrics", "/admin/budgets", "/admin/usage", "/admin/health", "/admin/overrides"] {
@@ -133,7 +133,7 @@ async fn admin_read_requires_token_closes_reads_and_bearer_is_case_insensitive()
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn without_the_flag_reads_stay_open_and_mutations_take_any_bearer_case() {
     let mock = Mock::start().await;
-    let yaml = common::config_for(&mock, &format!("admin_token_env: MG_TEST_ADMIN_TOKEN\n{}", common::MODELS));
+    let yaml = common::standard(&mock).raw("admin_token_env: MG_TEST_ADMIN_TOKEN").build();
     let mg = Modelgate::start_with_env(&yaml, &[("MG_TEST_ADMIN_TOKEN", "t0ken")]);
     let a = &mg.admin;
     assert_eq!(request("GET", &format!("{a}/admin/budgets"), None).0, 200);

@@ -9,7 +9,7 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::{free_port, http_get, metric_sum, Mock, Modelgate, Script};
+use common::{free_port, http_get, metric_sum, Config, Kind, Mock, Modelgate, Script};
 use futures_util::StreamExt;
 use serde_json::{json, Value};
 
@@ -27,31 +27,20 @@ enum Client {
 use Client::{Anthropic, OpenAi};
 
 /// Providers on the primary (a mock's URL, or a closed port) and on the
-/// fallback mock, then `rest` (models, routes, …). Same-model retries are
-/// off unless a test turns them on.
-fn config(primary: &str, fallback: &Mock, rest: &str) -> String {
-    format!(
-        r#"retry: {{ max_attempts: 1 }}
-providers:
-  openai: {{ kind: openai, base_url: "{primary}/v1" }}
-  anthropic: {{ kind: anthropic, base_url: "{primary}" }}
-  openai-fb: {{ kind: openai, base_url: "{f}/v1" }}
-  anthropic-fb: {{ kind: anthropic, base_url: "{f}" }}
-{rest}"#,
-        f = fallback.url()
-    )
-}
-
-/// The four models; `gpt4o` and `sonnet` are extra keys for the primary's two.
-fn models(gpt4o: &str, sonnet: &str) -> String {
-    format!(
-        r#"models:
-  gpt-4o: {{ provider: openai, input_usd_per_mtok: 2.5, output_usd_per_mtok: 10, {gpt4o} }}
-  claude-sonnet: {{ provider: anthropic, id: claude-sonnet-4-5, input_usd_per_mtok: 3, output_usd_per_mtok: 15, {sonnet} }}
-  gpt-4o-mini: {{ provider: openai-fb, input_usd_per_mtok: 0.15, output_usd_per_mtok: 0.6 }}
-  claude-haiku: {{ provider: anthropic-fb, id: claude-haiku-4-5-20251001, input_usd_per_mtok: 1, output_usd_per_mtok: 5 }}
-"#
-    )
+/// fallback mock, and the four models; `gpt4o` and `sonnet` are extra fields
+/// for the primary's two. Same-model retries are off unless a test turns
+/// them on.
+fn config(primary: &str, fallback: &Mock, gpt4o: &str, sonnet: &str) -> Config {
+    Config::new()
+        .raw("retry: { max_attempts: 1 }")
+        .provider("openai", Kind::OpenAi, primary)
+        .provider("anthropic", Kind::Anthropic, primary)
+        .provider("openai-fb", Kind::OpenAi, fallback)
+        .provider("anthropic-fb", Kind::Anthropic, fallback)
+        .model("gpt-4o", "openai").prices(2.5, 10.0).with(gpt4o)
+        .model("claude-sonnet", "anthropic").id("claude-sonnet-4-5").prices(3.0, 15.0).with(sonnet)
+        .model("gpt-4o-mini", "openai-fb").prices(0.15, 0.6)
+        .model("claude-haiku", "anthropic-fb").id("claude-haiku-4-5-20251001").prices(1.0, 5.0)
 }
 
 /// (path, upstream model id) a model's provider receives.
@@ -279,7 +268,7 @@ async fn each_retryable_primary_failure_is_served_by_the_fallback() {
             None => format!("http://127.0.0.1:{}", free_port()),
         };
         let extra = format!("fallbacks: [{}], first_byte_timeout_ms: 300", case.fallback);
-        let g = Gate::start(&config(&primary_url, &fb, &models(&extra, &extra)));
+        let g = Gate::start(&config(&primary_url, &fb, &extra, &extra).build());
         let (fb_path, fb_id) = upstream_of(case.fallback);
         let (primary_path, primary_id) = upstream_of(case.model);
         for (n, stream) in [false, true].into_iter().enumerate() {
@@ -332,7 +321,7 @@ async fn each_retryable_primary_failure_is_served_by_the_fallback() {
 async fn a_client_error_is_returned_unretried() {
     let _shared = LOAD.read().await;
     let (primary, fb) = (Mock::start().await, Mock::start().await);
-    let g = Gate::start(&config(&primary.url(), &fb, &models("fallbacks: [gpt-4o-mini], retry: { max_attempts: 3 }", "fallbacks: [claude-haiku], retry: { max_attempts: 3 }")));
+    let g = Gate::start(&config(&primary.url(), &fb, "fallbacks: [gpt-4o-mini], retry: { max_attempts: 3 }", "fallbacks: [claude-haiku], retry: { max_attempts: 3 }").build());
     let cases = [
         (OpenAi, "gpt-4o", false, json!({"error": {"message": "mock 400", "type": "server_error", "param": null, "code": null}})),
         (OpenAi, "gpt-4o", true, json!({"error": {"message": "mock 400", "type": "server_error", "param": null, "code": null}})),
@@ -353,9 +342,9 @@ async fn a_client_error_is_returned_unretried() {
 async fn the_same_model_is_retried_and_retry_after_is_honoured_or_skipped() {
     let _shared = LOAD.read().await;
     let (primary, fb) = (Mock::start().await, Mock::start().await);
-    let rest = models("fallbacks: [gpt-4o-mini], retry: { max_attempts: 2, backoff_ms: 10, max_retry_after_ms: 100 }", "fallbacks: [claude-haiku]")
-        + "  gpt-4o-patient: { provider: openai, id: gpt-4o, input_usd_per_mtok: 2.5, output_usd_per_mtok: 10, fallbacks: [gpt-4o-mini], retry: { max_attempts: 2, backoff_ms: 10, max_retry_after_ms: 5000 } }\n";
-    let g = Gate::start(&config(&primary.url(), &fb, &rest));
+    let conf = config(&primary.url(), &fb, "fallbacks: [gpt-4o-mini], retry: { max_attempts: 2, backoff_ms: 10, max_retry_after_ms: 100 }", "fallbacks: [claude-haiku]")
+        .model("gpt-4o-patient", "openai").id("gpt-4o").prices(2.5, 10.0).fallbacks(["gpt-4o-mini"]).with("retry: { max_attempts: 2, backoff_ms: 10, max_retry_after_ms: 5000 }");
+    let g = Gate::start(&conf.build());
 
     // 503 then Ok: the second try of the same model serves.
     for (n, stream) in [false, true].into_iter().enumerate() {
@@ -386,7 +375,7 @@ async fn the_same_model_is_retried_and_retry_after_is_honoured_or_skipped() {
 async fn when_every_attempt_fails_the_client_gets_the_last_status_in_its_dialect() {
     let _shared = LOAD.read().await;
     let (primary, fb) = (Mock::start().await, Mock::start().await);
-    let g = Gate::start(&config(&primary.url(), &fb, &models("fallbacks: [claude-haiku]", "fallbacks: [gpt-4o-mini]")));
+    let g = Gate::start(&config(&primary.url(), &fb, "fallbacks: [claude-haiku]", "fallbacks: [gpt-4o-mini]").build());
     // Each try as `model: status` (or the status's outcome class).
     let tried = |msg: &str| msg.contains("tried:") && (msg.contains("gpt-4o: 503") || msg.contains("gpt-4o: 5xx")) && msg.contains("claude-haiku: 429");
 
@@ -419,8 +408,8 @@ async fn when_every_attempt_fails_the_client_gets_the_last_status_in_its_dialect
 async fn a_timeout_with_nothing_else_to_try_is_a_504() {
     let _shared = LOAD.read().await;
     let (primary, fb) = (Mock::start().await, Mock::start().await);
-    let rest = models("", "") + "  slow: { provider: openai, id: gpt-4o, input_usd_per_mtok: 1, output_usd_per_mtok: 1, first_byte_timeout_ms: 200 }\n";
-    let g = Gate::start(&config(&primary.url(), &fb, &rest));
+    let conf = config(&primary.url(), &fb, "", "").model("slow", "openai").id("gpt-4o").prices(1.0, 1.0).with("first_byte_timeout_ms: 200");
+    let g = Gate::start(&conf.build());
     primary.script([Script::Delay(Duration::from_secs(2))]);
     let a = g.ask(OpenAi, "slow", false).await;
     assert_eq!(a.status, 504, "{}", a.text);
@@ -443,7 +432,7 @@ async fn a_timeout_with_nothing_else_to_try_is_a_504() {
 async fn a_stream_cut_after_its_first_event_ends_with_an_error_event() {
     let _shared = LOAD.read().await;
     let (primary, fb) = (Mock::start().await, Mock::start().await);
-    let g = Gate::start(&config(&primary.url(), &fb, &models("fallbacks: [claude-haiku]", "fallbacks: [gpt-4o-mini]")));
+    let g = Gate::start(&config(&primary.url(), &fb, "fallbacks: [claude-haiku]", "fallbacks: [gpt-4o-mini]").build());
 
     // The connection cut after the first event, or the body ended cleanly
     // there (no [DONE] / message_stop): both are a cut. OpenAI clients get
@@ -488,8 +477,7 @@ async fn a_stream_cut_after_its_first_event_ends_with_an_error_event() {
 async fn half_the_primary_calls_failing_at_random_costs_no_request() {
     let _exclusive = LOAD.write().await;
     let (primary, fb) = (Mock::start().await, Mock::start().await);
-    let rest = models("fallbacks: [gpt-4o-mini]", "fallbacks: [claude-haiku]");
-    let g = Gate::start(&config(&primary.url(), &fb, &format!("breaker: {{ failures: 0 }}\n{rest}")));
+    let g = Gate::start(&config(&primary.url(), &fb, "fallbacks: [gpt-4o-mini]", "fallbacks: [claude-haiku]").raw("breaker: { failures: 0 }").build());
     primary.fail_randomly(0.5, 503);
     let n = 2000;
     let started = Instant::now();
@@ -522,10 +510,10 @@ async fn half_the_primary_calls_failing_at_random_costs_no_request() {
 async fn the_breaker_opens_skips_the_model_probes_after_cooldown_and_closes() {
     let _shared = LOAD.read().await;
     let (primary, fb) = (Mock::start().await, Mock::start().await);
-    let rest = models("fallbacks: [claude-haiku], breaker: { failures: 3, cooldown_ms: 400 }", "")
-        + "  solo: { provider: openai, id: gpt-4o-solo, input_usd_per_mtok: 1, output_usd_per_mtok: 1, breaker: { failures: 2, cooldown_ms: 30000 } }\n"
-        + "routes:\n  - { name: solo-route, match: { model: \"solo*\" }, target: solo }\n";
-    let g = Gate::start(&config(&primary.url(), &fb, &rest));
+    let conf = config(&primary.url(), &fb, "fallbacks: [claude-haiku], breaker: { failures: 3, cooldown_ms: 400 }", "")
+        .model("solo", "openai").id("gpt-4o-solo").prices(1.0, 1.0).with("breaker: { failures: 2, cooldown_ms: 30000 }")
+        .route(r#"name: solo-route, match: { model: "solo*" }, target: solo"#);
+    let g = Gate::start(&conf.build());
     let served_by = |a: &Answer| (a.status, a.header("x-modelgate-model").to_string());
     let fallback = (200, "claude-haiku".to_string());
 
@@ -591,18 +579,12 @@ async fn health_checks_skip_uninstalled_models_and_unreachable_providers() {
     let _shared = LOAD.read().await;
     let (local, fb) = (Mock::start().await, Mock::start().await);
     local.set_models(&["qwen2.5:7b"]);
-    let conf = format!(
-        r#"providers:
-  openai: {{ kind: openai, base_url: "{f}/v1" }}
-  ollama: {{ kind: openai, base_url: "{l}/v1", local: true, health_check: {{ path: /v1/models, interval_ms: 100 }} }}
-models:
-  llama: {{ provider: ollama, id: "llama3.1:8b", input_usd_per_mtok: 0, output_usd_per_mtok: 0, fallbacks: [gpt-4o-mini] }}
-  gpt-4o-mini: {{ provider: openai, input_usd_per_mtok: 0.15, output_usd_per_mtok: 0.6 }}
-"#,
-        f = fb.url(),
-        l = local.url()
-    );
-    let g = Gate::start(&conf);
+    let conf = Config::new()
+        .provider("openai", Kind::OpenAi, &fb)
+        .provider("ollama", Kind::OpenAi, &local).with("local: true, health_check: { path: /v1/models, interval_ms: 100 }")
+        .model("llama", "ollama").id("llama3.1:8b").prices(0.0, 0.0).fallbacks(["gpt-4o-mini"])
+        .model("gpt-4o-mini", "openai").prices(0.15, 0.6);
+    let g = Gate::start(&conf.build());
     let installed = |g: &Gate, id: &str| g.provider_health("ollama")["installed"].as_array().is_some_and(|ids| ids.iter().any(|i| i == id));
 
     // llama3.1:8b is not listed: skipped, the fallback serves.

@@ -5,7 +5,7 @@ mod common;
 
 use std::time::Duration;
 
-use common::{config_for, metric_sum, Mock, Modelgate, Script, MODELS};
+use common::{metric_sum, standard, Config, Kind, Mock, Modelgate, Script};
 use futures_util::StreamExt;
 use serde_json::{json, Value};
 
@@ -15,7 +15,7 @@ fn client() -> reqwest::Client {
 
 async fn setup() -> (Mock, Modelgate) {
     let mock = Mock::start().await;
-    let mg = Modelgate::start(&config_for(&mock, MODELS));
+    let mg = Modelgate::start(&standard(&mock).build());
     (mock, mg)
 }
 
@@ -221,7 +221,7 @@ async fn responses_embeddings_and_passthrough_endpoints() {
 #[tokio::test]
 async fn large_bodies_are_rewritten_intact_and_oversized_ones_get_413() {
     let mock = Mock::start().await;
-    let mg = Modelgate::start(&format!("max_body_bytes: 10485760\n{}", config_for(&mock, MODELS)));
+    let mg = Modelgate::start(&standard(&mock).raw("max_body_bytes: 10485760").build());
     let c = client();
     for size in [1usize << 20, 8 << 20] {
         let filler: String = (0..size).map(|i| (b'a' + (i % 26) as u8) as char).collect();
@@ -276,10 +276,12 @@ async fn bad_requests_get_errors_in_the_clients_dialect() {
 #[tokio::test]
 async fn configured_keys_replace_client_auth_and_missing_keys_fail_clearly() {
     let mock = Mock::start().await;
-    let yaml = format!(
-        "providers:\n  openai: {{ kind: openai, base_url: \"{m}/v1\", api_key_env: MG_TEST_OPENAI_KEY }}\n  anthropic: {{ kind: anthropic, base_url: \"{m}\", api_key_env: MG_TEST_ANTHROPIC_KEY_UNSET }}\n",
-        m = mock.url()
-    );
+    let yaml = Config::new()
+        .provider("openai", Kind::OpenAi, &mock)
+        .with("api_key_env: MG_TEST_OPENAI_KEY")
+        .provider("anthropic", Kind::Anthropic, &mock)
+        .with("api_key_env: MG_TEST_ANTHROPIC_KEY_UNSET")
+        .build();
     let mg = Modelgate::start_with_env(&yaml, &[("MG_TEST_OPENAI_KEY", "sk-injected")]);
     assert!(mg.stderr().contains("MG_TEST_ANTHROPIC_KEY_UNSET"), "startup warns about the unset key");
     let c = client();
@@ -298,7 +300,7 @@ async fn configured_keys_replace_client_auth_and_missing_keys_fail_clearly() {
 async fn retryable_failures_fall_back_and_client_errors_do_not() {
     let mock = Mock::start().await;
     // One try per model: these failures go straight to the fallback.
-    let mg = Modelgate::start(&config_for(&mock, &format!("retry: {{ max_attempts: 1 }}\n{}", MODELS.split("routes:").next().unwrap())));
+    let mg = Modelgate::start(&Config::openai_anthropic(&mock).standard_models().raw("retry: { max_attempts: 1 }").build());
     let req = json!({"model": "gpt-4o", "messages": []});
     mock.script([Script::Status(503)]);
     let r = post_json(format!("{}/v1/chat/completions", mg.gateway), &req).await;
@@ -321,10 +323,12 @@ async fn retryable_failures_fall_back_and_client_errors_do_not() {
 async fn unreachable_and_slow_providers_get_502_and_504() {
     let mock = Mock::start().await;
     let dead = common::free_port();
-    let yaml = format!(
-        "retry: {{ max_attempts: 1 }}\nproviders:\n  openai: {{ kind: openai, base_url: \"http://127.0.0.1:{dead}/v1\" }}\n  anthropic: {{ kind: anthropic, base_url: \"{}\", first_byte_timeout_ms: 300 }}\n",
-        mock.url()
-    );
+    let yaml = Config::new()
+        .raw("retry: { max_attempts: 1 }")
+        .provider("openai", Kind::OpenAi, format!("http://127.0.0.1:{dead}"))
+        .provider("anthropic", Kind::Anthropic, &mock)
+        .with("first_byte_timeout_ms: 300")
+        .build();
     let mg = Modelgate::start(&yaml);
     let r = post_json(format!("{}/v1/chat/completions", mg.gateway), &json!({"model": "gpt-4o"})).await;
     assert_eq!(r.status(), 502);

@@ -9,12 +9,15 @@ use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::time::{Duration, Instant};
 
-use common::{config_for, http_get, Mock, Modelgate, Script};
+use common::{http_get, Config, Kind, Mock, Modelgate, Script};
 use futures_util::StreamExt;
 use serde_json::{json, Value};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-const MINI: &str = "models:\n  gpt-4o-mini: { provider: openai, input_usd_per_mtok: 0.15, output_usd_per_mtok: 0.6 }\n";
+/// `openai` and `anthropic` on `mock`, and gpt-4o-mini.
+fn mini(mock: &Mock) -> Config {
+    Config::openai_anthropic(mock).model("gpt-4o-mini", "openai").prices(0.15, 0.6)
+}
 
 fn chat(model: &str, stream: bool) -> Value {
     json!({"model": model, "stream": stream, "messages": [{"role": "user", "content": "hi"}]})
@@ -78,7 +81,7 @@ async fn stream_all(gateway: String, model: &str) -> (u16, String) {
 
 async fn fifty_streams_then_sigterm(grace_s: u64, release: bool) {
     let mock = Mock::start().await;
-    let mut mg = Modelgate::start(&config_for(&mock, &format!("shutdown_grace_s: {grace_s}\n{MINI}")));
+    let mut mg = Modelgate::start(&mini(&mock).raw(&format!("shutdown_grace_s: {grace_s}")).build());
     mock.script((0..50).map(|_| Script::Gated));
     let clients: Vec<_> = (0..50).map(|_| tokio::spawn(stream_all(mg.gateway.clone(), "gpt-4o-mini"))).collect();
     let deadline = Instant::now() + Duration::from_secs(10);
@@ -139,7 +142,7 @@ async fn sigterm_ends_streams_past_the_grace_period_with_an_error_event_and_sett
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigint_ends_streams_at_once_but_still_settles_them() {
     let mock = Mock::start().await;
-    let mut mg = Modelgate::start(&config_for(&mock, MINI));
+    let mut mg = Modelgate::start(&mini(&mock).build());
     mock.script((0..5).map(|_| Script::Gated));
     let clients: Vec<_> = (0..5).map(|_| tokio::spawn(stream_all(mg.gateway.clone(), "gpt-4o-mini"))).collect();
     while mock.model_calls() < 5 {
@@ -177,7 +180,7 @@ fn read_until_closed(s: &mut TcpStream, limit: Duration) -> (Duration, String) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_trickled_header_is_closed_at_the_header_timeout() {
     let mock = Mock::start().await;
-    let mg = Modelgate::start(&config_for(&mock, &format!("{TIMEOUTS}{MINI}")));
+    let mg = Modelgate::start(&mini(&mock).raw(TIMEOUTS).build());
     let mut s = TcpStream::connect(host(&mg.gateway)).unwrap();
     let started = Instant::now();
     let head = b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nX-Padding: aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa\r\n";
@@ -206,7 +209,7 @@ async fn a_trickled_header_is_closed_at_the_header_timeout() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_silent_connection_is_closed_at_the_header_timeout() {
     let mock = Mock::start().await;
-    let mg = Modelgate::start(&config_for(&mock, &format!("{TIMEOUTS}{MINI}")));
+    let mg = Modelgate::start(&mini(&mock).raw(TIMEOUTS).build());
     let mut s = TcpStream::connect(host(&mg.gateway)).unwrap();
     let (took, _) = read_until_closed(&mut s, Duration::from_secs(10));
     assert!(took >= Duration::from_millis(900) && took < Duration::from_millis(2500), "closed after {took:?}");
@@ -215,7 +218,7 @@ async fn a_silent_connection_is_closed_at_the_header_timeout() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_stalled_body_gets_408_at_the_body_idle_timeout() {
     let mock = Mock::start().await;
-    let mg = Modelgate::start(&config_for(&mock, &format!("{TIMEOUTS}{MINI}")));
+    let mg = Modelgate::start(&mini(&mock).raw(TIMEOUTS).build());
     let mut s = TcpStream::connect(host(&mg.gateway)).unwrap();
     s.write_all(b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n{\"model\":").unwrap();
     let (took, got) = read_until_closed(&mut s, Duration::from_secs(10));
@@ -228,7 +231,7 @@ async fn a_stalled_body_gets_408_at_the_body_idle_timeout() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_trickled_body_gets_408_at_the_body_total_timeout() {
     let mock = Mock::start().await;
-    let mg = Modelgate::start(&config_for(&mock, &format!("{TIMEOUTS}{MINI}")));
+    let mg = Modelgate::start(&mini(&mock).raw(TIMEOUTS).build());
     let mut s = TcpStream::connect(host(&mg.gateway)).unwrap();
     s.write_all(b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 1000\r\n\r\n").unwrap();
     let started = Instant::now();
@@ -253,7 +256,7 @@ async fn a_trickled_body_gets_408_at_the_body_total_timeout() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_idle_kept_alive_connection_is_closed_at_the_keepalive_timeout() {
     let mock = Mock::start().await;
-    let mg = Modelgate::start(&config_for(&mock, &format!("{TIMEOUTS}{MINI}")));
+    let mg = Modelgate::start(&mini(&mock).raw(TIMEOUTS).build());
     let mut s = TcpStream::connect(host(&mg.gateway)).unwrap();
     let body = chat("gpt-4o-mini", false).to_string();
     write!(s, "POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}", body.len()).unwrap();
@@ -267,7 +270,7 @@ async fn an_idle_kept_alive_connection_is_closed_at_the_keepalive_timeout() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_declared_oversized_body_gets_413_at_once() {
     let mock = Mock::start().await;
-    let mg = Modelgate::start(&config_for(&mock, &format!("max_body_bytes: 1000000\n{MINI}")));
+    let mg = Modelgate::start(&mini(&mock).raw("max_body_bytes: 1000000").build());
     let mut s = TcpStream::connect(host(&mg.gateway)).unwrap();
     let started = Instant::now();
     s.write_all(b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 10000000000\r\n\r\n{\"model\":").unwrap();
@@ -326,10 +329,14 @@ async fn raw_upstream(head: &'static str, chunk: Vec<u8>, repeat: usize) -> (Str
 }
 
 fn two_providers(primary: &str, fallback: &Mock, rest: &str) -> String {
-    format!(
-        "retry: {{ max_attempts: 1 }}\nproviders:\n  big: {{ kind: openai, base_url: \"{primary}/v1\" }}\n  openai: {{ kind: openai, base_url: \"{m}/v1\" }}\ncross_provider_client_keys: true\nmodels:\n  gpt-4o: {{ provider: big, input_usd_per_mtok: 2.5, output_usd_per_mtok: 10, fallbacks: [gpt-4o-mini] }}\n  gpt-4o-mini: {{ provider: openai, input_usd_per_mtok: 0.15, output_usd_per_mtok: 0.6 }}\n{rest}",
-        m = fallback.url()
-    )
+    Config::new()
+        .raw("retry: { max_attempts: 1 }\ncross_provider_client_keys: true")
+        .raw(rest)
+        .provider("big", Kind::OpenAi, primary)
+        .provider("openai", Kind::OpenAi, fallback)
+        .model("gpt-4o", "big").prices(2.5, 10.0).fallbacks(["gpt-4o-mini"])
+        .model("gpt-4o-mini", "openai").prices(0.15, 0.6)
+        .build()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -396,7 +403,7 @@ async fn an_oversized_event_mid_stream_ends_it_with_an_error_event() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn three_thousand_idle_connections_leave_little_memory_behind() {
     let mock = Mock::start().await;
-    let mg = Modelgate::start(&config_for(&mock, MINI));
+    let mg = Modelgate::start(&mini(&mock).build());
     let body = chat("gpt-4o-mini", false).to_string();
     let request = format!("POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}", body.len());
     // Warm up (thread pools, connection pool to the mock).
@@ -439,11 +446,11 @@ fn raw(gateway: &str, method: &str, path: &str, body: &str) -> (u16, String) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn unsafe_paths_models_and_bodies_are_refused_before_any_upstream_call() {
     let mock = Mock::start().await;
-    let yaml = format!(
-        "  gemini: {{ kind: gemini, base_url: \"{}/v1beta\" }}\n{MINI}  gemini-flash: {{ provider: gemini, id: gemini-2.5-flash, input_usd_per_mtok: 0.3, output_usd_per_mtok: 2.5 }}\n",
-        mock.url()
-    );
-    let mg = Modelgate::start(&config_for(&mock, &yaml));
+    let yaml = Config::openai_anthropic(&mock)
+        .provider("gemini", Kind::Gemini, &mock)
+        .model("gpt-4o-mini", "openai").prices(0.15, 0.6)
+        .model("gemini-flash", "gemini").id("gemini-2.5-flash").prices(0.3, 2.5);
+    let mg = Modelgate::start(&yaml.build());
     let ok = chat("gpt-4o-mini", false).to_string();
     let cases: Vec<(&str, &str, String, &str)> = vec![
         ("GET", "/v1/../admin/budgets", String::new(), "segment"),
@@ -478,7 +485,7 @@ async fn unsafe_paths_models_and_bodies_are_refused_before_any_upstream_call() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn allow_passthrough_opens_an_endpoint() {
     let mock = Mock::start().await;
-    let mg = Modelgate::start(&config_for(&mock, &format!("allow_passthrough: [\"POST /v1/fine_tuning/*\"]\n{MINI}")));
+    let mg = Modelgate::start(&mini(&mock).raw("allow_passthrough: [\"POST /v1/fine_tuning/*\"]").build());
     let (_, text) = raw(&mg.gateway, "POST", "/v1/fine_tuning/jobs", "{}");
     assert!(!text.contains("allow_passthrough"), "{text}");
     assert_eq!(mock.last().path, "/v1/fine_tuning/jobs");
@@ -490,11 +497,14 @@ async fn allow_passthrough_opens_an_endpoint() {
 async fn a_client_key_is_not_sent_to_another_provider_on_fallback() {
     let (primary, fb) = (Mock::start().await, Mock::start().await);
     let yaml = |extra: &str| {
-        format!(
-            "{extra}retry: {{ max_attempts: 1 }}\nproviders:\n  openai: {{ kind: openai, base_url: \"{p}/v1\" }}\n  anthropic: {{ kind: anthropic, base_url: \"{f}\" }}\nmodels:\n  gpt-4o: {{ provider: openai, input_usd_per_mtok: 2.5, output_usd_per_mtok: 10, fallbacks: [claude-haiku] }}\n  claude-haiku: {{ provider: anthropic, id: claude-haiku-4-5, input_usd_per_mtok: 1, output_usd_per_mtok: 5 }}\n",
-            p = primary.url(),
-            f = fb.url()
-        )
+        Config::new()
+            .raw(extra)
+            .raw("retry: { max_attempts: 1 }")
+            .provider("openai", Kind::OpenAi, &primary)
+            .provider("anthropic", Kind::Anthropic, &fb)
+            .model("gpt-4o", "openai").prices(2.5, 10.0).fallbacks(["claude-haiku"])
+            .model("claude-haiku", "anthropic").id("claude-haiku-4-5").prices(1.0, 5.0)
+            .build()
     };
     let mg = Modelgate::start(&yaml(""));
     primary.script([Script::Status(503)]);
@@ -525,11 +535,15 @@ async fn a_client_key_is_not_sent_to_another_provider_on_fallback() {
     drop(mg);
 
     // A local provider (Ollama) is called, without the client's key.
-    let mg = Modelgate::start(&format!(
-        "retry: {{ max_attempts: 1 }}\nproviders:\n  openai: {{ kind: openai, base_url: \"{p}/v1\" }}\n  ollama: {{ kind: openai, base_url: \"{f}/v1\", local: true }}\nmodels:\n  gpt-4o: {{ provider: openai, input_usd_per_mtok: 2.5, output_usd_per_mtok: 10, fallbacks: [llama] }}\n  llama: {{ provider: ollama, id: llama3.2, input_usd_per_mtok: 0, output_usd_per_mtok: 0 }}\n",
-        p = primary.url(),
-        f = fb.url()
-    ));
+    let mg = Modelgate::start(
+        &Config::new()
+            .raw("retry: { max_attempts: 1 }")
+            .provider("openai", Kind::OpenAi, &primary)
+            .provider("ollama", Kind::OpenAi, &fb).with("local: true")
+            .model("gpt-4o", "openai").prices(2.5, 10.0).fallbacks(["llama"])
+            .model("llama", "ollama").id("llama3.2").prices(0.0, 0.0)
+            .build(),
+    );
     primary.script([Script::Status(503)]);
     let r = reqwest::Client::new().post(format!("{}/v1/chat/completions", mg.gateway)).bearer_auth("sk-openai-secret").json(&chat("gpt-4o", false)).send().await.unwrap();
     assert_eq!(r.status(), 200);
@@ -548,10 +562,14 @@ async fn a_502_echoes_at_most_200_bytes_of_the_upstream() {
     )
     .await;
     let mock = Mock::start().await;
-    let mg = Modelgate::start(&format!(
-        "retry: {{ max_attempts: 1 }}\nproviders:\n  openai: {{ kind: openai, base_url: \"{primary}/v1\" }}\n  other: {{ kind: openai, base_url: \"{}/v1\" }}\n{MINI}",
-        mock.url()
-    ));
+    let mg = Modelgate::start(
+        &Config::new()
+            .raw("retry: { max_attempts: 1 }")
+            .provider("openai", Kind::OpenAi, &primary)
+            .provider("other", Kind::OpenAi, &mock)
+            .model("gpt-4o-mini", "openai").prices(0.15, 0.6)
+            .build(),
+    );
     let r = reqwest::Client::new().post(format!("{}/v1/chat/completions", mg.gateway)).json(&chat("gpt-4o-mini", false)).send().await.unwrap();
     assert!(r.status().is_server_error());
     let text = r.text().await.unwrap();
@@ -562,7 +580,7 @@ async fn a_502_echoes_at_most_200_bytes_of_the_upstream() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn trace_logs_and_check_never_show_secrets() {
     let mock = Mock::start().await;
-    let mg = Modelgate::start_with_env(&config_for(&mock, MINI), &[("MODELGATE_LOG", "trace")]);
+    let mg = Modelgate::start_with_env(&mini(&mock).build(), &[("MODELGATE_LOG", "trace")]);
     let r = reqwest::Client::new()
         .post(format!("{}/v1/chat/completions", mg.gateway))
         .bearer_auth("sk-live-TRACESECRET")
@@ -594,10 +612,7 @@ async fn trace_logs_and_check_never_show_secrets() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn requests_the_provider_resets_on_do_not_open_the_breaker() {
     let mock = Mock::start().await;
-    let mg = Modelgate::start(&config_for(
-        &mock,
-        "retry: { max_attempts: 1 }\nmodels:\n  gpt-4o-mini: { provider: openai, input_usd_per_mtok: 0.15, output_usd_per_mtok: 0.6, breaker: { failures: 2, cooldown_ms: 60000 } }\n",
-    ));
+    let mg = Modelgate::start(&mini(&mock).with("breaker: { failures: 2, cooldown_ms: 60000 }").raw("retry: { max_attempts: 1 }").build());
     let c = reqwest::Client::new();
     // A body the provider chokes on: it resets the connection.
     for _ in 0..4 {

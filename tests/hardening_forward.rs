@@ -14,22 +14,16 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use common::{Mock, Modelgate};
+use common::{Config, Kind, Mock, Modelgate};
 
 /// Providers served by `mock` (openai injects the key `sk-injected` from
 /// MG_TEST_KEY) and `forward` as the body of `forward_proxy:`.
 fn config(mock: &Mock, forward: &str) -> String {
-    format!(
-        r#"
-forward_proxy:
-{forward}
-providers:
-  openai: {{ kind: openai, base_url: "{m}/v1", hosts: [api.openai.com], api_key_env: MG_TEST_KEY }}
-models:
-  gpt-4o-mini: {{ provider: openai, input_usd_per_mtok: 0.15, output_usd_per_mtok: 0.6 }}
-"#,
-        m = mock.url()
-    )
+    Config::new()
+        .raw(&format!("forward_proxy:\n{forward}"))
+        .provider("openai", Kind::OpenAi, mock).with("hosts: [api.openai.com], api_key_env: MG_TEST_KEY")
+        .model("gpt-4o-mini", "openai").prices(0.15, 0.6)
+        .build()
 }
 
 fn proxy_addr(mg: &Modelgate) -> String {

@@ -7,7 +7,7 @@ mod common;
 use std::process::Command;
 use std::time::Duration;
 
-use common::{metric_sum, Mock, Modelgate};
+use common::{metric_sum, Config, Kind, Mock, Modelgate};
 use futures_util::StreamExt;
 use serde_json::{json, Value};
 
@@ -33,26 +33,14 @@ async fn post(url: &str, headers: &[(&str, &str)], body: &Value) -> reqwest::Res
 
 /// The seed's three-tier setup; "claude-3-5-haiku" is served through an
 /// OpenAI-compatible endpoint (the mock), as Anthropic's compat API does.
-fn tiers_config(mock: &Mock) -> String {
-    format!(
-        r#"
-providers:
-  openai: {{ kind: openai, base_url: "{m}/v1" }}
-  anthropic-openai: {{ kind: openai, base_url: "{m}/v1" }}
-models:
-  gpt-4o-mini: {{ provider: openai, input_usd_per_mtok: 0.15, output_usd_per_mtok: 0.6, context_tokens: 128000, quality: 2 }}
-  claude-3-5-haiku: {{ provider: anthropic-openai, id: claude-3-5-haiku-20241022, input_usd_per_mtok: 0.8, output_usd_per_mtok: 4, context_tokens: 200000, quality: 3 }}
-  gpt-4o: {{ provider: openai, input_usd_per_mtok: 2.5, output_usd_per_mtok: 10, context_tokens: 128000, quality: 4 }}
-routes:
-  - name: by-complexity
-    match: {{ model: "gpt-4o*" }}
-    tiers:
-      - {{ max_complexity: 3, model: gpt-4o-mini }}
-      - {{ max_complexity: 7, model: claude-3-5-haiku }}
-      - {{ max_complexity: 10, model: gpt-4o }}
-"#,
-        m = mock.url()
-    )
+fn tiers_config(mock: &Mock) -> Config {
+    Config::new()
+        .provider("openai", Kind::OpenAi, mock)
+        .provider("anthropic-openai", Kind::OpenAi, mock)
+        .model("gpt-4o-mini", "openai").prices(0.15, 0.6).with("context_tokens: 128000, quality: 2")
+        .model("claude-3-5-haiku", "anthropic-openai").id("claude-3-5-haiku-20241022").prices(0.8, 4.0).with("context_tokens: 200000, quality: 3")
+        .model("gpt-4o", "openai").prices(2.5, 10.0).with("context_tokens: 128000, quality: 4")
+        .tiers("by-complexity", "gpt-4o*", [(3, "gpt-4o-mini"), (7, "claude-3-5-haiku"), (10, "gpt-4o")])
 }
 
 fn long_conversation() -> Value {
@@ -72,7 +60,7 @@ fn modelgate_route(config: &std::path::Path, body: &Value, extra: &[&str]) -> (i
 #[tokio::test]
 async fn seed_examples_route_to_their_tiers_and_explain_says_why() {
     let mock = Mock::start().await;
-    let mg = Modelgate::start(&tiers_config(&mock));
+    let mg = Modelgate::start(&tiers_config(&mock).build());
     let url = format!("{}/v1/chat/completions", mg.gateway);
     let cases = [
         (chat("gpt-4o", "add task to call john"), "gpt-4o-mini", "gpt-4o-mini", "2", "complexity 2 → tier max_complexity 3 (gpt-4o-mini)"),
@@ -102,24 +90,14 @@ async fn seed_examples_route_to_their_tiers_and_explain_says_why() {
 async fn local_only_never_sends_a_byte_to_the_cloud_and_says_why() {
     let cloud = Mock::start().await;
     let local = Mock::start().await;
-    let conf = format!(
-        r#"
-providers:
-  openai: {{ kind: openai, base_url: "{c}/v1" }}
-  anthropic: {{ kind: anthropic, base_url: "{c}" }}
-  ollama: {{ kind: openai, base_url: "{l}/v1", local: true }}
-models:
-  gpt-4o: {{ provider: openai, input_usd_per_mtok: 2.5, output_usd_per_mtok: 10, fallbacks: [llama] }}
-  claude-haiku: {{ provider: anthropic, input_usd_per_mtok: 1, output_usd_per_mtok: 5 }}
-  llama: {{ provider: ollama, id: "llama3.1:8b", input_usd_per_mtok: 0, output_usd_per_mtok: 0, context_tokens: 8192, quality: 1 }}
-routes:
-  - {{ name: extraction, match: {{ task: extraction }}, select: {{ candidates: [gpt-4o, llama] }} }}
-routing:
-  mode: local-only
-"#,
-        c = cloud.url(),
-        l = local.url()
-    );
+    let conf = Config::openai_anthropic(&cloud)
+        .provider("ollama", Kind::OpenAi, &local).with("local: true")
+        .model("gpt-4o", "openai").prices(2.5, 10.0).fallbacks(["llama"])
+        .model("claude-haiku", "anthropic").prices(1.0, 5.0)
+        .model("llama", "ollama").id("llama3.1:8b").prices(0.0, 0.0).with("context_tokens: 8192, quality: 1")
+        .route("name: extraction, match: { task: extraction }, select: { candidates: [gpt-4o, llama] }")
+        .raw("routing:\n  mode: local-only")
+        .build();
     let mg = Modelgate::start(&conf);
     let url = format!("{}/v1/chat/completions", mg.gateway);
 
@@ -170,22 +148,12 @@ routing:
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ten_percent_split_is_proportional_sticky_and_visible() {
     let mock = Mock::start().await;
-    let conf = format!(
-        r#"
-providers:
-  openai: {{ kind: openai, base_url: "{m}/v1" }}
-models:
-  gpt-4o-mini: {{ provider: openai, input_usd_per_mtok: 0.15, output_usd_per_mtok: 0.6 }}
-  gpt-5-mini: {{ provider: openai, input_usd_per_mtok: 0.25, output_usd_per_mtok: 2 }}
-routes:
-  - name: rollout
-    match: {{ app: billing-bot }}
-    split:
-      - {{ model: gpt-5-mini, weight: 10, name: candidate }}
-      - {{ model: gpt-4o-mini, weight: 90, name: control }}
-"#,
-        m = mock.url()
-    );
+    let conf = Config::new()
+        .provider("openai", Kind::OpenAi, &mock)
+        .model("gpt-4o-mini", "openai").prices(0.15, 0.6)
+        .model("gpt-5-mini", "openai").prices(0.25, 2.0)
+        .route("name: rollout, match: { app: billing-bot }, split: [{ model: gpt-5-mini, weight: 10, name: candidate }, { model: gpt-4o-mini, weight: 90, name: control }]")
+        .build();
     let mg = Modelgate::start(&conf);
     let url = format!("{}/v1/chat/completions", mg.gateway);
     let n = 10_000usize;
@@ -221,23 +189,12 @@ routes:
 #[tokio::test]
 async fn shadow_mode_forwards_bytes_unchanged_and_reports_the_would_be_model() {
     let mock = Mock::start().await;
-    let conf = format!(
-        r#"
-providers:
-  openai: {{ kind: openai, base_url: "{m}/v1" }}
-models:
-  gpt-4o: {{ provider: openai, input_usd_per_mtok: 2.5, output_usd_per_mtok: 10, quality: 4 }}
-  gpt-4o-mini: {{ provider: openai, input_usd_per_mtok: 0.15, output_usd_per_mtok: 0.6, quality: 2 }}
-routes:
-  - name: observe
-    match: {{ model: "gpt-4o*" }}
-    tiers:
-      - {{ max_complexity: 3, model: gpt-4o-mini }}
-      - {{ max_complexity: 10, model: gpt-4o }}
-    shadow: true
-"#,
-        m = mock.url()
-    );
+    let conf = Config::new()
+        .provider("openai", Kind::OpenAi, &mock)
+        .model("gpt-4o", "openai").prices(2.5, 10.0).with("quality: 4")
+        .model("gpt-4o-mini", "openai").prices(0.15, 0.6).with("quality: 2")
+        .tiers("observe", "gpt-4o*", [(3, "gpt-4o-mini"), (10, "gpt-4o")]).with("shadow: true")
+        .build();
     let mg = Modelgate::start(&conf);
     let url = format!("{}/v1/chat/completions", mg.gateway);
     // Odd spacing, escapes and field order must all survive.
@@ -263,7 +220,7 @@ routes:
 #[tokio::test]
 async fn client_controls_escalate_and_are_refused_in_the_clients_dialect() {
     let mock = Mock::start().await;
-    let conf = tiers_config(&mock) + "routing:\n  client_models: [\"gpt-4o\"]\n";
+    let conf = tiers_config(&mock).raw("routing:\n  client_models: [\"gpt-4o\"]").build();
     let mg = Modelgate::start(&conf);
     let url = format!("{}/v1/chat/completions", mg.gateway);
     let simple = chat("gpt-4o", "add task to call john");
@@ -285,7 +242,7 @@ async fn client_controls_escalate_and_are_refused_in_the_clients_dialect() {
 #[tokio::test]
 async fn admin_overrides_need_the_token_and_survive_reload_and_restart() {
     let mock = Mock::start().await;
-    let conf = format!("admin_token_env: MG_TEST_ADMIN_TOKEN\n{}", tiers_config(&mock));
+    let conf = tiers_config(&mock).raw("admin_token_env: MG_TEST_ADMIN_TOKEN").build();
     let mut mg = Modelgate::start_with_env(&conf, &[("MG_TEST_ADMIN_TOKEN", "s3cret")]);
     let url = format!("{}/v1/chat/completions", mg.gateway);
     let ov = format!("{}/admin/overrides/by-complexity", mg.admin);
@@ -332,7 +289,7 @@ async fn admin_overrides_need_the_token_and_survive_reload_and_restart() {
 #[tokio::test]
 async fn mutating_admin_endpoints_are_off_without_a_token() {
     let mock = Mock::start().await;
-    let mg = Modelgate::start(&tiers_config(&mock));
+    let mg = Modelgate::start(&tiers_config(&mock).build());
     let r = client().put(format!("{}/admin/overrides/by-complexity", mg.admin)).bearer_auth("x").json(&json!({"target": "gpt-4o"})).send().await.unwrap();
     assert_eq!(r.status(), 403);
     assert!(r.text().await.unwrap().contains("admin_token_env"));
@@ -341,7 +298,7 @@ async fn mutating_admin_endpoints_are_off_without_a_token() {
 #[tokio::test]
 async fn admin_route_explains_like_the_cli() {
     let mock = Mock::start().await;
-    let mg = Modelgate::start(&tiers_config(&mock));
+    let mg = Modelgate::start(&tiers_config(&mock).build());
     let body = chat("gpt-4o", "show urgent Avenue tasks due this week");
     let r = client()
         .post(format!("{}/admin/route", mg.admin))

@@ -6,7 +6,7 @@ mod common;
 
 use std::path::PathBuf;
 
-use common::{config_for, Mock, Modelgate, MODELS};
+use common::{standard, Config, Kind, Mock, Modelgate};
 
 fn python() -> PathBuf {
     if let Some(p) = std::env::var_os("MODELGATE_PYTHON") {
@@ -42,7 +42,7 @@ async fn run_script_with(script: &str, mg: &Modelgate, env: &[(&str, &str)]) -> 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn official_sdks_work_through_modelgate() {
     let mock = Mock::start().await;
-    let mg = Modelgate::start(&format!("max_body_bytes: 2097152\n{}", config_for(&mock, MODELS)));
+    let mg = Modelgate::start(&standard(&mock).raw("max_body_bytes: 2097152").build());
     assert!(run_script("sdk_e2e.py", &mg).await.contains("all SDK checks passed"));
 
     // What the provider received: the routed models, never the requested ones.
@@ -56,32 +56,18 @@ async fn official_sdks_work_through_modelgate() {
 async fn official_sdks_see_routing_decisions() {
     let mock = Mock::start().await;
     let local = Mock::start().await;
-    let conf = format!(
-        r#"
-providers:
-  openai: {{ kind: openai, base_url: "{m}/v1" }}
-  anthropic: {{ kind: anthropic, base_url: "{m}" }}
-  ollama: {{ kind: openai, base_url: "{l}/v1", local: true }}
-models:
-  gpt-4o-mini: {{ provider: openai, input_usd_per_mtok: 0.15, output_usd_per_mtok: 0.6, quality: 2 }}
-  mid: {{ provider: openai, input_usd_per_mtok: 0.8, output_usd_per_mtok: 4, quality: 3 }}
-  gpt-4o: {{ provider: openai, input_usd_per_mtok: 2.5, output_usd_per_mtok: 10, quality: 4 }}
-  claude-haiku: {{ provider: anthropic, input_usd_per_mtok: 1, output_usd_per_mtok: 5 }}
-  llama: {{ provider: ollama, input_usd_per_mtok: 0, output_usd_per_mtok: 0, context_tokens: 4096, quality: 1 }}
-routes:
-  - {{ name: hr, match: {{ app: hr }}, target: gpt-4o-mini, fallbacks: [llama], mode: local-only }}
-  - name: by-complexity
-    match: {{ model: "gpt-4o*" }}
-    tiers:
-      - {{ max_complexity: 3, model: gpt-4o-mini }}
-      - {{ max_complexity: 7, model: mid }}
-      - {{ max_complexity: 10, model: gpt-4o }}
-routing:
-  client_models: ["gpt-4o"]
-"#,
-        m = mock.url(),
-        l = local.url()
-    );
+    let conf = Config::openai_anthropic(&mock)
+        .provider("ollama", Kind::OpenAi, &local)
+        .with("local: true")
+        .model("gpt-4o-mini", "openai").prices(0.15, 0.6).with("quality: 2")
+        .model("mid", "openai").prices(0.8, 4.0).with("quality: 3")
+        .model("gpt-4o", "openai").prices(2.5, 10.0).with("quality: 4")
+        .model("claude-haiku", "anthropic").prices(1.0, 5.0)
+        .model("llama", "ollama").prices(0.0, 0.0).with("context_tokens: 4096, quality: 1")
+        .route("name: hr, match: { app: hr }, target: gpt-4o-mini, fallbacks: [llama], mode: local-only")
+        .tiers("by-complexity", "gpt-4o*", [(3, "gpt-4o-mini"), (7, "mid"), (10, "gpt-4o")])
+        .raw("routing:\n  client_models: [\"gpt-4o\"]")
+        .build();
     let mg = Modelgate::start(&conf);
     assert!(run_script("sdk_routing.py", &mg).await.contains("all SDK routing checks passed"));
     // The local-only app's requests reached only the local provider.
@@ -92,19 +78,18 @@ routing:
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn official_sdks_see_budget_refusals_and_downgrades() {
     let mock = Mock::start().await;
-    let conf = config_for(
-        &mock,
-        r#"
-models:
-  gpt-4o: { provider: openai, input_usd_per_mtok: 2.5, output_usd_per_mtok: 10 }
-  gpt-4o-mini: { provider: openai, input_usd_per_mtok: 0.15, output_usd_per_mtok: 0.6 }
-  claude-haiku: { provider: anthropic, input_usd_per_mtok: 1, output_usd_per_mtok: 5 }
-budgets:
+    let conf = Config::openai_anthropic(&mock)
+        .model("gpt-4o", "openai").prices(2.5, 10.0)
+        .model("gpt-4o-mini", "openai").prices(0.15, 0.6)
+        .model("claude-haiku", "anthropic").prices(1.0, 5.0)
+        .raw(
+            r#"budgets:
   - { name: trial-app, scope: { app: trial }, window: day, limit_requests: 2 }
   - { name: trial-a-app, scope: { app: trial-a }, window: day, limit_requests: 1 }
   - { name: frugal-gpt-4o, scope: { app: frugal, model: gpt-4o }, window: day, limit_requests: 1, on_exceed: downgrade, downgrade_to: gpt-4o-mini }
 "#,
-    );
+        )
+        .build();
     let mg = Modelgate::start(&conf);
     assert!(run_script("sdk_budget.py", &mg).await.contains("all SDK budget checks passed"));
     // Refused requests never reached the provider: 2 + 1 + 2 served.
@@ -114,14 +99,10 @@ budgets:
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn official_sdks_are_served_by_models_of_the_other_dialect() {
     let mock = Mock::start().await;
-    let conf = config_for(
-        &mock,
-        r#"
-models:
-  gpt-4o-mini: { provider: openai, input_usd_per_mtok: 0.15, output_usd_per_mtok: 0.6 }
-  claude-haiku: { provider: anthropic, id: claude-haiku-4-5-20251001, input_usd_per_mtok: 1, output_usd_per_mtok: 5 }
-"#,
-    );
+    let conf = Config::openai_anthropic(&mock)
+        .model("gpt-4o-mini", "openai").prices(0.15, 0.6)
+        .model("claude-haiku", "anthropic").id("claude-haiku-4-5-20251001").prices(1.0, 5.0)
+        .build();
     let mg = Modelgate::start(&conf);
     assert!(run_script("sdk_translate.py", &mg).await.contains("all SDK translation checks passed"));
     let reqs = mock.requests();
@@ -143,19 +124,12 @@ models:
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn gemini_sdk_through_modelgate() {
     let mock = Mock::start().await;
-    let conf = format!(
-        r#"
-providers:
-  openai: {{ kind: openai, base_url: "{m}/v1" }}
-  anthropic: {{ kind: anthropic, base_url: "{m}" }}
-  gemini: {{ kind: gemini, base_url: "{m}/v1beta" }}
-models:
-  gemini-flash: {{ provider: gemini, id: gemini-2.5-flash, input_usd_per_mtok: 0.3, output_usd_per_mtok: 2.5, cached_input_usd_per_mtok: 0.075 }}
-  gpt-4o-mini: {{ provider: openai, input_usd_per_mtok: 0.15, output_usd_per_mtok: 0.6 }}
-  claude-haiku: {{ provider: anthropic, id: claude-haiku-4-5-20251001, input_usd_per_mtok: 1, output_usd_per_mtok: 5 }}
-"#,
-        m = mock.url()
-    );
+    let conf = Config::openai_anthropic(&mock)
+        .provider("gemini", Kind::Gemini, &mock)
+        .model("gemini-flash", "gemini").id("gemini-2.5-flash").prices(0.3, 2.5).cached(0.075)
+        .model("gpt-4o-mini", "openai").prices(0.15, 0.6)
+        .model("claude-haiku", "anthropic").id("claude-haiku-4-5-20251001").prices(1.0, 5.0)
+        .build();
     let mg = Modelgate::start(&conf);
     assert!(run_script("sdk_gemini.py", &mg).await.contains("all gemini SDK checks passed"));
 
@@ -187,25 +161,19 @@ models:
 async fn official_sdks_see_fallbacks_and_broken_streams() {
     let primary = Mock::start().await;
     let fallback = Mock::start().await;
-    let conf = format!(
-        r#"
-retry: {{ max_attempts: 1 }}
-# The mocks take any key: the client's may follow a fallback to another provider.
-cross_provider_client_keys: true
-providers:
-  openai: {{ kind: openai, base_url: "{p}/v1" }}
-  anthropic: {{ kind: anthropic, base_url: "{p}" }}
-  openai-fb: {{ kind: openai, base_url: "{f}/v1" }}
-  anthropic-fb: {{ kind: anthropic, base_url: "{f}" }}
-models:
-  gpt-4o: {{ provider: openai, input_usd_per_mtok: 2.5, output_usd_per_mtok: 10, fallbacks: [claude-haiku] }}
-  claude-sonnet: {{ provider: anthropic, id: claude-sonnet-4-5, input_usd_per_mtok: 3, output_usd_per_mtok: 15, fallbacks: [gpt-4o-mini] }}
-  gpt-4o-mini: {{ provider: openai-fb, input_usd_per_mtok: 0.15, output_usd_per_mtok: 0.6 }}
-  claude-haiku: {{ provider: anthropic-fb, id: claude-haiku-4-5-20251001, input_usd_per_mtok: 1, output_usd_per_mtok: 5 }}
-"#,
-        p = primary.url(),
-        f = fallback.url()
-    );
+    let conf = Config::new()
+        .raw("retry: { max_attempts: 1 }")
+        // The mocks take any key: the client's may follow a fallback to another provider.
+        .raw("cross_provider_client_keys: true")
+        .provider("openai", Kind::OpenAi, &primary)
+        .provider("anthropic", Kind::Anthropic, &primary)
+        .provider("openai-fb", Kind::OpenAi, &fallback)
+        .provider("anthropic-fb", Kind::Anthropic, &fallback)
+        .model("gpt-4o", "openai").prices(2.5, 10.0).fallbacks(["claude-haiku"])
+        .model("claude-sonnet", "anthropic").id("claude-sonnet-4-5").prices(3.0, 15.0).fallbacks(["gpt-4o-mini"])
+        .model("gpt-4o-mini", "openai-fb").prices(0.15, 0.6)
+        .model("claude-haiku", "anthropic-fb").id("claude-haiku-4-5-20251001").prices(1.0, 5.0)
+        .build();
     let mg = Modelgate::start(&conf);
     assert!(run_script("sdk_fallback.py", &mg).await.contains("all SDK fallback checks passed"));
 

@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{free_port, http_get, Mock, Modelgate};
+use common::{free_port, http_get, Config, Mock, Modelgate};
 use serde_json::{json, Value};
 
 /// One call as the mock reports it (1,200 input + 300 output tokens) at
@@ -17,20 +17,12 @@ use serde_json::{json, Value};
 const COST: f64 = 0.015;
 
 fn config(mock: &Mock, store: &str) -> String {
-    format!(
-        r#"
-budget_store: {{ kind: file, fsync_interval_ms: 0{store} }}
-providers:
-  openai: {{ kind: openai, base_url: "{m}/v1" }}
-  anthropic: {{ kind: anthropic, base_url: "{m}" }}
-models:
-  gpt-4o: {{ provider: openai, input_usd_per_mtok: 10, output_usd_per_mtok: 10, max_output_tokens: 400 }}
-  claude-haiku: {{ provider: anthropic, input_usd_per_mtok: 10, output_usd_per_mtok: 10, max_output_tokens: 400 }}
-budgets:
-  - {{ name: openai-day, scope: {{ provider: openai }}, window: day, limit_usd: 10 }}
-"#,
-        m = mock.url()
-    )
+    Config::openai_anthropic(mock)
+        .model("gpt-4o", "openai").prices(10.0, 10.0).with("max_output_tokens: 400")
+        .model("claude-haiku", "anthropic").prices(10.0, 10.0).with("max_output_tokens: 400")
+        .raw(&format!("budget_store: {{ kind: file, fsync_interval_ms: 0{store} }}"))
+        .raw("budgets:\n  - { name: openai-day, scope: { provider: openai }, window: day, limit_usd: 10 }")
+        .build()
 }
 
 fn bin() -> PathBuf {

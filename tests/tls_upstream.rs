@@ -5,7 +5,7 @@
 mod common;
 
 use common::tls::{pki, tls_front};
-use common::{Mock, Modelgate};
+use common::{Config, Kind, Mock, Modelgate};
 use serde_json::json;
 
 #[tokio::test]
@@ -17,10 +17,8 @@ async fn https_provider_with_private_ca() {
     let ca_path = dir.path().join("ca.pem");
     std::fs::write(&ca_path, ca_pem).unwrap();
 
-    let with_ca = format!(
-        "providers:\n  openai: {{ kind: openai, base_url: \"https://localhost:{port}/v1\", ca_file: \"{}\" }}\n",
-        ca_path.display()
-    );
+    let https = format!("https://localhost:{port}");
+    let with_ca = Config::new().provider("openai", Kind::OpenAi, &https).with(&format!("ca_file: \"{}\"", ca_path.display())).build();
     let mg = Modelgate::start(&with_ca);
     let client = reqwest::Client::new();
     let r = client.post(format!("{}/v1/chat/completions", mg.gateway)).json(&json!({"model": "gpt-4o-mini", "messages": []})).send().await.unwrap();
@@ -31,7 +29,7 @@ async fn https_provider_with_private_ca() {
 
     // Without the CA the certificate is not trusted: a clear 502, no request.
     let calls = mock.calls();
-    let without_ca = format!("providers:\n  openai: {{ kind: openai, base_url: \"https://localhost:{port}/v1\" }}\n");
+    let without_ca = Config::new().provider("openai", Kind::OpenAi, &https).build();
     let mg = Modelgate::start(&without_ca);
     let r = client.post(format!("{}/v1/chat/completions", mg.gateway)).json(&json!({"model": "gpt-4o-mini"})).send().await.unwrap();
     assert_eq!(r.status(), 502);

@@ -3,28 +3,21 @@
 
 mod common;
 
-use common::{Mock, Modelgate, Script};
+use common::{Config, Kind, Mock, Modelgate, Script};
 use serde_json::{json, Value};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_failing_openai_model_falls_back_to_claude_in_the_clients_dialect() {
     let openai = Mock::start().await;
     let anthropic = Mock::start().await;
-    let conf = format!(
-        r#"
-retry: {{ max_attempts: 1 }}
-providers:
-  openai: {{ kind: openai, base_url: "{o}/v1" }}
-  anthropic: {{ kind: anthropic, base_url: "{a}" }}
-models:
-  gpt-4o: {{ provider: openai, input_usd_per_mtok: 2.5, output_usd_per_mtok: 10, fallbacks: [claude-3-5-haiku, gpt-4o-mini] }}
-  gpt-4o-mini: {{ provider: openai, input_usd_per_mtok: 0.15, output_usd_per_mtok: 0.6 }}
-  claude-3-5-haiku: {{ provider: anthropic, id: claude-3-5-haiku-20241022, input_usd_per_mtok: 0.8, output_usd_per_mtok: 4, max_output_tokens: 8192 }}
-"#,
-        o = openai.url(),
-        a = anthropic.url()
-    );
-    let mg = Modelgate::start(&conf);
+    let conf = Config::new()
+        .raw("retry: { max_attempts: 1 }")
+        .provider("openai", Kind::OpenAi, &openai)
+        .provider("anthropic", Kind::Anthropic, &anthropic)
+        .model("gpt-4o", "openai").prices(2.5, 10.0).fallbacks(["claude-3-5-haiku", "gpt-4o-mini"])
+        .model("gpt-4o-mini", "openai").prices(0.15, 0.6)
+        .model("claude-3-5-haiku", "anthropic").id("claude-3-5-haiku-20241022").prices(0.8, 4.0).with("max_output_tokens: 8192");
+    let mg = Modelgate::start(&conf.build());
     let client = reqwest::Client::new();
     for stream in [false, true] {
         openai.script([Script::Status(503)]);
@@ -58,19 +51,13 @@ models:
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_gemini_client_falls_back_across_dialects_and_curl_gets_gemini_errors() {
     let mock = Mock::start().await;
-    let conf = format!(
-        r#"
-retry: {{ max_attempts: 1 }}
-providers:
-  openai: {{ kind: openai, base_url: "{m}/v1" }}
-  gemini: {{ kind: gemini, base_url: "{m}/v1beta" }}
-models:
-  gemini-pro: {{ provider: gemini, id: gemini-2.5-pro, input_usd_per_mtok: 1.25, output_usd_per_mtok: 10, fallbacks: [gpt-4o-mini] }}
-  gpt-4o-mini: {{ provider: openai, input_usd_per_mtok: 0.15, output_usd_per_mtok: 0.6 }}
-"#,
-        m = mock.url()
-    );
-    let mg = Modelgate::start(&conf);
+    let conf = Config::new()
+        .raw("retry: { max_attempts: 1 }")
+        .provider("openai", Kind::OpenAi, &mock)
+        .provider("gemini", Kind::Gemini, &mock)
+        .model("gemini-pro", "gemini").id("gemini-2.5-pro").prices(1.25, 10.0).fallbacks(["gpt-4o-mini"])
+        .model("gpt-4o-mini", "openai").prices(0.15, 0.6);
+    let mg = Modelgate::start(&conf.build());
     let client = reqwest::Client::new();
     let body = json!({"contents": [{"role": "user", "parts": [{"text": "hi"}]}], "generationConfig": {"maxOutputTokens": 50}});
     for (method, query) in [("generateContent", ""), ("streamGenerateContent", "?alt=sse")] {

@@ -2,6 +2,7 @@
 //! with a temp config, wait until it is ready, and kill it on drop.
 #![allow(dead_code)]
 
+pub mod config;
 pub mod mock;
 pub mod tls;
 
@@ -10,6 +11,8 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 #[allow(unused_imports)]
+pub use config::{Config, Kind};
+#[allow(unused_imports)]
 pub use mock::{Mock, Script};
 
 /// A free loopback port (bound on 127.0.0.1:0, then released).
@@ -17,69 +20,30 @@ pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
 
-/// A config with one OpenAI-kind and one Anthropic-kind provider, both the
-/// mock, the given models/routes YAML appended.
-pub fn config_for(mock: &Mock, rest: &str) -> String {
-    format!(
-        "providers:\n  openai:\n    kind: openai\n    base_url: {m}/v1\n  anthropic:\n    kind: anthropic\n    base_url: {m}\n{rest}",
-        m = mock.url()
-    )
-}
-
 /// Transparent mode: providers that answer for api.openai.com and
 /// api.anthropic.com served by `mock`, a route gpt-4o* → gpt-4o-mini, and
 /// `forward` as the body of the `forward_proxy:` section.
 pub fn transparent_config(mock: &Mock, forward: &str) -> String {
-    format!(
-        r#"
-forward_proxy:
-{forward}
-providers:
-  openai: {{ kind: openai, base_url: "{m}/v1", hosts: [api.openai.com] }}
-  anthropic: {{ kind: anthropic, base_url: "{m}", hosts: [api.anthropic.com] }}
-models:
-  gpt-4o-mini: {{ provider: openai, input_usd_per_mtok: 0.15, output_usd_per_mtok: 0.6 }}
-  claude-haiku: {{ provider: anthropic, id: claude-haiku-4-5-20251001, input_usd_per_mtok: 1, output_usd_per_mtok: 5 }}
-routes:
-  - {{ name: mini, match: {{ model: "gpt-4o*" }}, target: gpt-4o-mini }}
-"#,
-        m = mock.url()
-    )
+    Config::new()
+        .raw(&format!("forward_proxy:\n{forward}\n"))
+        .provider("openai", Kind::OpenAi, mock)
+        .with("hosts: [api.openai.com]")
+        .provider("anthropic", Kind::Anthropic, mock)
+        .with("hosts: [api.anthropic.com]")
+        .model("gpt-4o-mini", "openai")
+        .prices(0.15, 0.6)
+        .model("claude-haiku", "anthropic")
+        .id("claude-haiku-4-5-20251001")
+        .prices(1.0, 5.0)
+        .route(r#"name: mini, match: { model: "gpt-4o*" }, target: gpt-4o-mini"#)
+        .build()
 }
 
-pub const MODELS: &str = r#"
-models:
-  gpt-4o:
-    provider: openai
-    input_usd_per_mtok: 2.5
-    cached_input_usd_per_mtok: 1.25
-    output_usd_per_mtok: 10
-    fallbacks: [gpt-4o-mini]
-  gpt-4o-mini:
-    provider: openai
-    input_usd_per_mtok: 0.15
-    cached_input_usd_per_mtok: 0.075
-    output_usd_per_mtok: 0.6
-  claude-sonnet:
-    provider: anthropic
-    id: claude-sonnet-4-5-20250929
-    input_usd_per_mtok: 3
-    cached_input_usd_per_mtok: 0.3
-    output_usd_per_mtok: 15
-  claude-haiku:
-    provider: anthropic
-    id: claude-haiku-4-5-20251001
-    input_usd_per_mtok: 1
-    cached_input_usd_per_mtok: 0.1
-    output_usd_per_mtok: 5
-routes:
-  - name: mini
-    match: { model: "gpt-4o*" }
-    target: gpt-4o-mini
-  - name: cheap-claude
-    match: { model: "claude-sonnet*" }
-    target: claude-haiku
-"#;
+/// `openai` and `anthropic` served by `mock`, the standard models and
+/// routes (`Config::standard_models`, `Config::standard_routes`).
+pub fn standard(mock: &Mock) -> Config {
+    Config::openai_anthropic(mock).standard_models().standard_routes()
+}
 
 pub struct Modelgate {
     child: Child,

@@ -23,7 +23,14 @@
 //! scripts that one call (without taking a queued script); a suffix
 //! `@MODEL` (`status:503@gpt-4o`) limits it to calls for that upstream model
 //! id, so a fallback model that gets the same forwarded header is not hit.
+//!
+//! This file owns the server, the scripts, the recording and the routing by
+//! path; each dialect's bodies and event sequences live in its own module.
 #![allow(dead_code)]
+
+mod anthropic;
+mod gemini;
+mod openai;
 
 use std::collections::VecDeque;
 use std::net::SocketAddr;
@@ -315,26 +322,33 @@ fn header_script(v: &str, model: &str) -> Option<Script> {
         _ => s.strip_prefix("status:")?.parse().ok().map(Script::Status),
     }
 }
+/// The wire dialect a path speaks: it picks the error body and event, and
+/// the module that writes the answer.
+#[derive(Clone, Copy, PartialEq)]
+enum Dialect {
+    OpenAi,
+    Anthropic,
+    Gemini,
+}
+
+impl Dialect {
+    fn of(path: &str) -> Dialect {
+        if path == "/v1/messages" {
+            Dialect::Anthropic
+        } else if path.starts_with("/v1beta/") {
+            Dialect::Gemini
+        } else {
+            Dialect::OpenAi
+        }
+    }
+}
 
 /// The provider's error body for `code`, in the dialect of `path`.
 fn error_response(code: u16, path: &str, retry_after: Option<u64>) -> Response {
-    let err = if path == "/v1/messages" {
-        let kind = match code {
-            400 => "invalid_request_error",
-            401 => "authentication_error",
-            403 => "permission_error",
-            404 => "not_found_error",
-            413 => "request_too_large",
-            429 => "rate_limit_error",
-            529 => "overloaded_error",
-            _ => "api_error",
-        };
-        let message = if code == 529 { "Overloaded".to_string() } else { format!("mock {code}") };
-        json!({"type": "error", "error": {"type": kind, "message": message}})
-    } else if path.starts_with("/v1beta/") {
-        json!({"error": {"code": code, "message": format!("mock {code}"), "status": gemini_status(code)}})
-    } else {
-        json!({"error": {"message": format!("mock {code}"), "type": "server_error", "param": null, "code": null}})
+    let err = match Dialect::of(path) {
+        Dialect::Anthropic => anthropic::error_body(code),
+        Dialect::Gemini => gemini::error_body(code),
+        Dialect::OpenAi => openai::error_body(code),
     };
     let mut r = json_response(code, err);
     if let Some(s) = retry_after {
@@ -345,11 +359,10 @@ fn error_response(code: u16, path: &str, retry_after: Option<u64>) -> Response {
 
 /// A 200 stream whose first event is the provider's error event.
 fn error_event(path: &str, gate: Arc<Semaphore>) -> Response {
-    let e = match path {
-        "/v1/messages" => ev("error", json!({"type": "error", "error": {"type": "overloaded_error", "message": "Overloaded"}})),
-        "/v1/responses" => ev("error", json!({"type": "error", "code": "server_error", "message": "The server had an error", "param": null, "sequence_number": 0})),
-        p if p.starts_with("/v1beta/") => data(json!({"error": {"code": 503, "message": "overloaded", "status": "UNAVAILABLE"}})),
-        _ => data(json!({"error": {"message": "The server had an error", "type": "server_error", "param": null, "code": null}})),
+    let e = match Dialect::of(path) {
+        Dialect::Anthropic => anthropic::error_event(),
+        Dialect::Gemini => gemini::error_event(),
+        Dialect::OpenAi => openai::error_event(path),
     };
     sse(vec![e], Script::Ok, gate)
 }
@@ -388,12 +401,10 @@ async fn handle(State(mock): State<Mock>, ConnectInfo(kill): ConnectInfo<Kill>, 
     }
     if method == Method::GET && uri.path() == "/v1/models" {
         let ids = mock.inner.lock().unwrap().models.clone().unwrap_or_else(|| vec!["gpt-4o-mini".into()]);
-        let data: Vec<Value> = ids.iter().map(|id| json!({"id": id, "object": "model", "created": 1, "owned_by": "openai"})).collect();
-        return json_response(200, json!({"object": "list", "data": data}));
+        return json_response(200, openai::models(&ids));
     }
     if method == Method::GET && uri.path() == "/v1beta/models" {
-        return json_response(200, json!({"models": [{"name": "models/gemini-2.5-flash", "version": "001", "displayName": "Gemini 2.5 Flash",
-            "inputTokenLimit": 1048576, "outputTokenLimit": 65536, "supportedGenerationMethods": ["generateContent", "countTokens"], "thinking": true}]}));
+        return json_response(200, gemini::models());
     }
     let model = req["model"].as_str().unwrap_or("unknown").to_string();
     let stream = req["stream"] == json!(true);
@@ -406,236 +417,42 @@ async fn handle(State(mock): State<Mock>, ConnectInfo(kill): ConnectInfo<Kill>, 
     let tool = req["tools"]
         .as_array()
         .and_then(|ts| match gemini {
-            Some(_) => ts.iter().find_map(|t| t["functionDeclarations"][0]["name"].as_str()),
+            Some(_) => gemini::tool_name(ts),
+            // OpenAI's `{"function": {"name"}}` or Anthropic's `{"name"}`.
             None => ts.first().map(|t| t["function"]["name"].as_str().or(t["name"].as_str()).unwrap_or("tool")),
         })
         .map(String::from)
         .filter(|_| !has_result);
     if let Some((model, call)) = gemini.filter(|(_, call)| matches!(*call, "generateContent" | "streamGenerateContent")) {
-        return gemini_answer(model, call == "streamGenerateContent", uri.query().unwrap_or("").split('&').any(|q| q == "alt=sse"), tool.as_deref(), script, gate);
+        return gemini::answer(model, call == "streamGenerateContent", uri.query().unwrap_or("").split('&').any(|q| q == "alt=sse"), tool.as_deref(), script, gate);
     }
     if let Some(tool) = tool {
         return match (uri.path(), stream) {
-            ("/v1/chat/completions", false) => json_response(200, openai_tool_call(&model, &tool)),
-            ("/v1/chat/completions", true) => sse(openai_tool_stream(&model, &tool), script, gate),
-            ("/v1/messages", false) => json_response(200, anthropic_tool_use(&model, &tool)),
-            (_, _) => sse(anthropic_tool_stream(&model, &tool), script, gate),
+            ("/v1/chat/completions", false) => json_response(200, openai::tool_call(&model, &tool)),
+            ("/v1/chat/completions", true) => sse(openai::tool_stream(&model, &tool), script, gate),
+            ("/v1/messages", false) => json_response(200, anthropic::tool_use(&model, &tool)),
+            (_, _) => sse(anthropic::tool_stream(&model, &tool), script, gate),
         };
     }
     match uri.path() {
-        "/v1/chat/completions" if stream => sse(openai_chat_stream(&model, req["stream_options"]["include_usage"] == json!(true)), script, gate),
-        "/v1/chat/completions" => json_response(200, openai_chat(&model)),
-        "/v1/completions" => json_response(200, json!({
-            "id": "cmpl-mock", "object": "text_completion", "created": 1, "model": model,
-            "choices": [{"text": "Hello", "index": 0, "logprobs": null, "finish_reason": "stop"}],
-            "usage": openai_usage()})),
-        "/v1/embeddings" => json_response(200, json!({
-            "object": "list", "data": [{"object": "embedding", "index": 0, "embedding": [0.1, 0.2]}],
-            "model": model, "usage": {"prompt_tokens": PROMPT_TOKENS, "total_tokens": PROMPT_TOKENS}})),
-        "/v1/responses" if stream => sse(responses_stream(&model), script, gate),
-        "/v1/responses" => json_response(200, responses_json(&model)),
-        "/v1/messages" if stream => sse(anthropic_stream(&model), script, gate),
-        "/v1/messages" => json_response(200, anthropic_message(&model)),
-        _ => json_response(404, json!({"error": {"message": format!("mock has no {}", uri.path()), "type": "invalid_request_error", "param": null, "code": null}})),
+        "/v1/chat/completions" if stream => sse(openai::chat_stream(&model, req["stream_options"]["include_usage"] == json!(true)), script, gate),
+        "/v1/chat/completions" => json_response(200, openai::chat(&model)),
+        "/v1/completions" => json_response(200, openai::completion(&model)),
+        "/v1/embeddings" => json_response(200, openai::embedding(&model)),
+        "/v1/responses" if stream => sse(openai::responses_stream(&model), script, gate),
+        "/v1/responses" => json_response(200, openai::responses_json(&model)),
+        "/v1/messages" if stream => sse(anthropic::stream(&model), script, gate),
+        "/v1/messages" => json_response(200, anthropic::message(&model)),
+        path => json_response(404, openai::not_found(path)),
     }
 }
 
-fn openai_usage() -> Value {
-    json!({"prompt_tokens": PROMPT_TOKENS, "completion_tokens": COMPLETION_TOKENS, "total_tokens": PROMPT_TOKENS + COMPLETION_TOKENS,
-           "prompt_tokens_details": {"cached_tokens": CACHED_TOKENS, "audio_tokens": 0},
-           "completion_tokens_details": {"reasoning_tokens": 0, "audio_tokens": 0, "accepted_prediction_tokens": 0, "rejected_prediction_tokens": 0}})
-}
-
-fn openai_chat(model: &str) -> Value {
-    json!({
-        "id": "chatcmpl-mock", "object": "chat.completion", "created": 1731000000, "model": model,
-        "choices": [{"index": 0, "message": {"role": "assistant", "content": "Hello from the mock", "refusal": null}, "logprobs": null, "finish_reason": "stop"}],
-        "usage": openai_usage(), "system_fingerprint": "fp_mock", "service_tier": "default"
-    })
-}
-
+/// One SSE `data:` event.
 fn data(v: Value) -> String {
     format!("data: {v}\n\n")
 }
 
-fn openai_chat_stream(model: &str, include_usage: bool) -> Vec<String> {
-    let chunk = |delta: Value, finish: Value| {
-        let mut c = json!({"id": "chatcmpl-mock", "object": "chat.completion.chunk", "created": 1731000000, "model": model, "system_fingerprint": "fp_mock",
-            "choices": [{"index": 0, "delta": delta, "logprobs": null, "finish_reason": finish}]});
-        if include_usage {
-            c["usage"] = Value::Null;
-        }
-        data(c)
-    };
-    let mut ev = vec![
-        chunk(json!({"role": "assistant", "content": "", "refusal": null}), Value::Null),
-        chunk(json!({"content": "Hello"}), Value::Null),
-        chunk(json!({"content": " from the mock"}), Value::Null),
-        chunk(json!({}), json!("stop")),
-    ];
-    if include_usage {
-        ev.push(data(json!({"id": "chatcmpl-mock", "object": "chat.completion.chunk", "created": 1731000000, "model": model,
-            "system_fingerprint": "fp_mock", "choices": [], "usage": openai_usage()})));
-    }
-    ev.push("data: [DONE]\n\n".into());
-    ev
-}
-
-fn responses_json(model: &str) -> Value {
-    json!({
-        "id": "resp_mock", "object": "response", "created_at": 1731000000, "status": "completed", "model": model,
-        "output": [{"type": "message", "id": "msg_mock", "status": "completed", "role": "assistant",
-                    "content": [{"type": "output_text", "text": "Hello from the mock", "annotations": []}]}],
-        "usage": {"input_tokens": PROMPT_TOKENS, "input_tokens_details": {"cached_tokens": CACHED_TOKENS},
-                  "output_tokens": COMPLETION_TOKENS, "output_tokens_details": {"reasoning_tokens": 0},
-                  "total_tokens": PROMPT_TOKENS + COMPLETION_TOKENS}
-    })
-}
-
-fn responses_stream(model: &str) -> Vec<String> {
-    let mut created = responses_json(model);
-    created["status"] = json!("in_progress");
-    created["output"] = json!([]);
-    created["usage"] = Value::Null;
-    vec![
-        ev("response.created", json!({"type": "response.created", "sequence_number": 0, "response": created})),
-        ev("response.output_text.delta", json!({"type": "response.output_text.delta", "sequence_number": 1, "item_id": "msg_mock", "output_index": 0, "content_index": 0, "delta": "Hello from the mock"})),
-        ev("response.completed", json!({"type": "response.completed", "sequence_number": 2, "response": responses_json(model)})),
-    ]
-}
-
-fn anthropic_usage() -> Value {
-    json!({"input_tokens": PROMPT_TOKENS - CACHED_TOKENS, "cache_creation_input_tokens": 0, "cache_read_input_tokens": CACHED_TOKENS, "output_tokens": COMPLETION_TOKENS})
-}
-
-fn anthropic_message(model: &str) -> Value {
-    json!({
-        "id": "msg_mock", "type": "message", "role": "assistant", "model": model,
-        "content": [{"type": "text", "text": "Hello from the mock"}],
-        "stop_reason": "end_turn", "stop_sequence": null, "usage": anthropic_usage()
-    })
-}
-
+/// One SSE event with an `event:` name.
 fn ev(name: &str, v: Value) -> String {
     format!("event: {name}\ndata: {v}\n\n")
-}
-
-/// The `message_start` event every Anthropic stream opens with.
-fn anthropic_start(model: &str) -> String {
-    let mut usage = anthropic_usage();
-    usage["output_tokens"] = json!(1);
-    ev("message_start", json!({"type": "message_start", "message": {"id": "msg_mock", "type": "message", "role": "assistant", "model": model,
-        "content": [], "stop_reason": null, "stop_sequence": null, "usage": usage}}))
-}
-
-fn anthropic_stream(model: &str) -> Vec<String> {
-    vec![
-        anthropic_start(model),
-        ev("content_block_start", json!({"type": "content_block_start", "index": 0, "content_block": {"type": "text", "text": ""}})),
-        ev("ping", json!({"type": "ping"})),
-        ev("content_block_delta", json!({"type": "content_block_delta", "index": 0, "delta": {"type": "text_delta", "text": "Hello"}})),
-        ev("content_block_delta", json!({"type": "content_block_delta", "index": 0, "delta": {"type": "text_delta", "text": " from the mock"}})),
-        ev("content_block_stop", json!({"type": "content_block_stop", "index": 0})),
-        ev("message_delta", json!({"type": "message_delta", "delta": {"stop_reason": "end_turn", "stop_sequence": null}, "usage": {"output_tokens": COMPLETION_TOKENS}})),
-        ev("message_stop", json!({"type": "message_stop"})),
-    ]
-}
-
-fn openai_tool_call(model: &str, tool: &str) -> Value {
-    json!({
-        "id": "chatcmpl-mock", "object": "chat.completion", "created": 1731000000, "model": model,
-        "choices": [{"index": 0, "message": {"role": "assistant", "content": null, "refusal": null,
-            "tool_calls": [{"id": "call_mock1", "type": "function", "function": {"name": tool, "arguments": "{\"city\": \"Paris\"}"}}]},
-            "logprobs": null, "finish_reason": "tool_calls"}],
-        "usage": openai_usage()
-    })
-}
-
-fn openai_tool_stream(model: &str, tool: &str) -> Vec<String> {
-    let chunk = |delta: Value, finish: Value| data(json!({"id": "chatcmpl-mock", "object": "chat.completion.chunk", "created": 1731000000, "model": model,
-        "choices": [{"index": 0, "delta": delta, "logprobs": null, "finish_reason": finish}]}));
-    vec![
-        chunk(json!({"role": "assistant", "content": null, "tool_calls": [{"index": 0, "id": "call_mock1", "type": "function", "function": {"name": tool, "arguments": ""}}]}), Value::Null),
-        chunk(json!({"tool_calls": [{"index": 0, "function": {"arguments": "{\"city\": "}}]}), Value::Null),
-        chunk(json!({"tool_calls": [{"index": 0, "function": {"arguments": "\"Paris\"}"}}]}), Value::Null),
-        chunk(json!({}), json!("tool_calls")),
-        data(json!({"id": "chatcmpl-mock", "object": "chat.completion.chunk", "created": 1731000000, "model": model, "choices": [], "usage": openai_usage()})),
-        "data: [DONE]\n\n".into(),
-    ]
-}
-
-fn anthropic_tool_use(model: &str, tool: &str) -> Value {
-    json!({
-        "id": "msg_mock", "type": "message", "role": "assistant", "model": model,
-        "content": [{"type": "text", "text": "Let me check."}, {"type": "tool_use", "id": "toolu_mock1", "name": tool, "input": {"city": "Paris"}}],
-        "stop_reason": "tool_use", "stop_sequence": null, "usage": anthropic_usage()
-    })
-}
-
-fn anthropic_tool_stream(model: &str, tool: &str) -> Vec<String> {
-    vec![
-        anthropic_start(model),
-        ev("content_block_start", json!({"type": "content_block_start", "index": 0, "content_block": {"type": "text", "text": ""}})),
-        ev("content_block_delta", json!({"type": "content_block_delta", "index": 0, "delta": {"type": "text_delta", "text": "Let me check."}})),
-        ev("content_block_stop", json!({"type": "content_block_stop", "index": 0})),
-        ev("content_block_start", json!({"type": "content_block_start", "index": 1, "content_block": {"type": "tool_use", "id": "toolu_mock1", "name": tool, "input": {}}})),
-        ev("content_block_delta", json!({"type": "content_block_delta", "index": 1, "delta": {"type": "input_json_delta", "partial_json": "{\"city\": "}})),
-        ev("content_block_delta", json!({"type": "content_block_delta", "index": 1, "delta": {"type": "input_json_delta", "partial_json": "\"Paris\"}"}})),
-        ev("content_block_stop", json!({"type": "content_block_stop", "index": 1})),
-        ev("message_delta", json!({"type": "message_delta", "delta": {"stop_reason": "tool_use", "stop_sequence": null}, "usage": {"output_tokens": COMPLETION_TOKENS}})),
-        ev("message_stop", json!({"type": "message_stop"})),
-    ]
-}
-
-/// The `status` of a Gemini (google.rpc) error for an HTTP status.
-fn gemini_status(code: u16) -> &'static str {
-    match code {
-        400 => "INVALID_ARGUMENT",
-        401 => "UNAUTHENTICATED",
-        403 => "PERMISSION_DENIED",
-        404 => "NOT_FOUND",
-        429 => "RESOURCE_EXHAUSTED",
-        503 => "UNAVAILABLE",
-        504 => "DEADLINE_EXCEEDED",
-        _ => "INTERNAL",
-    }
-}
-
-/// Gemini's usage: `promptTokenCount` includes the cached tokens.
-fn gemini_usage() -> Value {
-    json!({"promptTokenCount": PROMPT_TOKENS, "candidatesTokenCount": COMPLETION_TOKENS, "totalTokenCount": PROMPT_TOKENS + COMPLETION_TOKENS, "cachedContentTokenCount": CACHED_TOKENS})
-}
-
-/// One GenerateContentResponse (a whole answer, or one streamed chunk).
-fn gemini_response(model: &str, parts: Value, finish: Option<&str>, usage: Value) -> Value {
-    let mut candidate = json!({"content": {"role": "model", "parts": parts}, "index": 0});
-    if let Some(f) = finish {
-        candidate["finishReason"] = json!(f);
-    }
-    json!({"candidates": [candidate], "usageMetadata": usage, "modelVersion": model, "responseId": "mock-gemini-1"})
-}
-
-/// Text, or a call of `tool` with {"city": "Paris"} (finishReason STOP, as
-/// Gemini reports function calls). Streamed: the text in two chunks, or the
-/// whole call in one chunk then a closing one; only the last chunk has the
-/// finishReason and the full usage. Without `alt=sse` the stream is a JSON
-/// array of the chunks, as the real API sends it.
-fn gemini_answer(model: &str, stream: bool, sse_alt: bool, tool: Option<&str>, script: Script, gate: Arc<Semaphore>) -> Response {
-    let text = |t: &str| json!([{"text": t}]);
-    let (whole, first, rest) = match tool {
-        Some(t) => {
-            let call = json!([{"functionCall": {"name": t, "args": {"city": "Paris"}}}]);
-            (call.clone(), call, text(""))
-        }
-        None => (text("Hello from the mock"), text("Hello"), text(" from the mock")),
-    };
-    if !stream {
-        return json_response(200, gemini_response(model, whole, Some("STOP"), gemini_usage()));
-    }
-    let partial = json!({"promptTokenCount": PROMPT_TOKENS, "totalTokenCount": PROMPT_TOKENS});
-    let chunks = vec![gemini_response(model, first, None, partial), gemini_response(model, rest, Some("STOP"), gemini_usage())];
-    if !sse_alt {
-        return json_response(200, Value::Array(chunks));
-    }
-    sse(chunks.into_iter().map(data).collect(), script, gate)
 }
