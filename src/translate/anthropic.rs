@@ -271,8 +271,8 @@ pub struct Reader {
     usage: Usage,
 }
 
-impl Reader {
-    pub fn read(&mut self, data: &[u8]) -> Vec<Event> {
+impl super::StreamReader for Reader {
+    fn read(&mut self, data: &[u8]) -> Vec<Event> {
         let mut out = Vec::new();
         let Ok(v) = serde_json::from_slice::<Value>(data) else { return out };
         match v["type"].as_str() {
@@ -361,8 +361,10 @@ impl AnthropicStream {
             sse_event(out, "content_block_stop", &json!({"type": "content_block_stop", "index": i}));
         }
     }
+}
 
-    pub fn write(&mut self, e: &Event, out: &mut BytesMut) {
+impl super::StreamWriter for AnthropicStream {
+    fn write(&mut self, e: &Event, out: &mut BytesMut) {
         match e {
             Event::Start { id, model } => {
                 self.id = if id.starts_with("msg_") { id.clone() } else { format!("msg_{id}") };
@@ -408,7 +410,7 @@ impl AnthropicStream {
 
     /// Close the open block, then message_delta (stop reason, usage) and
     /// message_stop.
-    pub fn end(&mut self, out: &mut BytesMut) {
+    fn end(&mut self, out: &mut BytesMut) {
         if !self.tail.close() {
             return;
         }

@@ -463,8 +463,8 @@ pub struct Reader {
     calls: usize,
 }
 
-impl Reader {
-    pub fn read(&mut self, data: &[u8]) -> Vec<Event> {
+impl super::StreamReader for Reader {
+    fn read(&mut self, data: &[u8]) -> Vec<Event> {
         let mut out = Vec::new();
         let Ok(v) = serde_json::from_slice::<Value>(data) else { return out };
         if let Some(e) = v.get("error") {
@@ -533,8 +533,10 @@ impl GeminiStream {
             sse_data(out, &c);
         }
     }
+}
 
-    pub fn write(&mut self, e: &Event, out: &mut BytesMut) {
+impl super::StreamWriter for GeminiStream {
+    fn write(&mut self, e: &Event, out: &mut BytesMut) {
         if !matches!(e, Event::ToolArgs { .. } | Event::Usage(_) | Event::Finish(_)) {
             self.flush_call(out);
         }
@@ -565,7 +567,7 @@ impl GeminiStream {
     }
 
     /// The last chunk: finish reason and usage.
-    pub fn end(&mut self, out: &mut BytesMut) {
+    fn end(&mut self, out: &mut BytesMut) {
         if self.tail.done {
             return;
         }

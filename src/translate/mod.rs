@@ -279,38 +279,38 @@ pub fn error(body: &[u8], status: u16, provider: Dialect, client: Dialect) -> By
 
 /// Reads a provider's SSE events and writes the client's.
 pub struct Translator {
-    reader: Reader,
-    writer: Writer,
+    reader: Box<dyn StreamReader>,
+    writer: Box<dyn StreamWriter>,
     /// Structured output from an Anthropic model: the forced tool's
     /// arguments are the answer's text (`Some(None)` until it starts).
     json_tool: Option<Option<usize>>,
 }
 
-enum Reader {
-    OpenAi(openai::Reader),
-    Anthropic(anthropic::Reader),
-    Gemini(gemini::Reader),
+/// Reads one provider dialect's stream events into neutral [`Event`]s.
+pub(crate) trait StreamReader: Send {
+    /// The events one provider event (its `data:`) says.
+    fn read(&mut self, data: &[u8]) -> Vec<Event>;
 }
 
-enum Writer {
-    OpenAi(OpenAiStream),
-    Responses(Box<ResponsesStream>),
-    Anthropic(AnthropicStream),
-    Gemini(GeminiStream),
+/// Writes neutral [`Event`]s as one client format's stream.
+pub(crate) trait StreamWriter: Send {
+    fn write(&mut self, e: &Event, out: &mut BytesMut);
+    /// The stream ended: close what the client expects closed.
+    fn end(&mut self, out: &mut BytesMut);
 }
 
 impl Translator {
     pub fn new(provider: Wire, client: Wire, chat: &Chat) -> Self {
-        let reader = match provider {
-            Wire::Messages => Reader::Anthropic(anthropic::Reader::default()),
-            Wire::Gemini => Reader::Gemini(gemini::Reader::default()),
-            Wire::Chat | Wire::Responses => Reader::OpenAi(openai::Reader::default()),
+        let reader: Box<dyn StreamReader> = match provider {
+            Wire::Messages => Box::<anthropic::Reader>::default(),
+            Wire::Gemini => Box::<gemini::Reader>::default(),
+            Wire::Chat | Wire::Responses => Box::<openai::Reader>::default(),
         };
-        let writer = match client {
-            Wire::Chat => Writer::OpenAi(OpenAiStream::new(&chat.model, chat.stream_usage)),
-            Wire::Responses => Writer::Responses(Box::new(ResponsesStream::new(chat))),
-            Wire::Messages => Writer::Anthropic(AnthropicStream::new(&chat.model)),
-            Wire::Gemini => Writer::Gemini(GeminiStream::new(&chat.model)),
+        let writer: Box<dyn StreamWriter> = match client {
+            Wire::Chat => Box::new(OpenAiStream::new(&chat.model, chat.stream_usage)),
+            Wire::Responses => Box::new(ResponsesStream::new(chat)),
+            Wire::Messages => Box::new(AnthropicStream::new(&chat.model)),
+            Wire::Gemini => Box::new(GeminiStream::new(&chat.model)),
         };
         let json_tool = (provider == Wire::Messages && chat.json.is_some()).then_some(None);
         Translator { reader, writer, json_tool }
@@ -339,38 +339,19 @@ impl Translator {
         while let Some(end) = crate::dialect::sse::event_end(events, pos) {
             let data = crate::dialect::sse::data_of(&events[pos..end]);
             pos = end;
-            let evs = match &mut self.reader {
-                Reader::OpenAi(r) => r.read(&data),
-                Reader::Anthropic(r) => r.read(&data),
-                Reader::Gemini(r) => r.read(&data),
-            };
-            for e in evs {
+            for e in self.reader.read(&data) {
                 if let Some(e) = self.unwrap_json(e) {
-                    self.write(&e, &mut out);
+                    self.writer.write(&e, &mut out);
                 }
             }
         }
         out.freeze()
     }
 
-    fn write(&mut self, e: &Event, out: &mut BytesMut) {
-        match &mut self.writer {
-            Writer::OpenAi(w) => w.write(e, out),
-            Writer::Responses(w) => w.write(e, out),
-            Writer::Anthropic(w) => w.write(e, out),
-            Writer::Gemini(w) => w.write(e, out),
-        }
-    }
-
     /// The stream ended: close what the client expects closed.
     pub fn finish(&mut self) -> Bytes {
         let mut out = BytesMut::new();
-        match &mut self.writer {
-            Writer::OpenAi(w) => w.end(&mut out),
-            Writer::Responses(w) => w.end(&mut out),
-            Writer::Anthropic(w) => w.end(&mut out),
-            Writer::Gemini(w) => w.end(&mut out),
-        }
+        self.writer.end(&mut out);
         out.freeze()
     }
 }

@@ -283,8 +283,8 @@ pub struct Reader {
     tools: Vec<u64>,
 }
 
-impl Reader {
-    pub fn read(&mut self, data: &[u8]) -> Vec<Event> {
+impl super::StreamReader for Reader {
+    fn read(&mut self, data: &[u8]) -> Vec<Event> {
         let mut out = Vec::new();
         if data == b"[DONE]" {
             out.push(Event::End);
@@ -368,8 +368,10 @@ impl OpenAiStream {
             sse_data(out, &c);
         }
     }
+}
 
-    pub fn write(&mut self, e: &Event, out: &mut BytesMut) {
+impl super::StreamWriter for OpenAiStream {
+    fn write(&mut self, e: &Event, out: &mut BytesMut) {
         match e {
             Event::Start { id, model } => {
                 self.id = if id.starts_with("chatcmpl") { id.clone() } else { format!("chatcmpl-{id}") };
@@ -403,7 +405,7 @@ impl OpenAiStream {
     }
 
     /// Finish chunk, usage chunk (when asked for), `[DONE]`.
-    pub fn end(&mut self, out: &mut BytesMut) {
+    fn end(&mut self, out: &mut BytesMut) {
         if !self.tail.close() {
             return;
         }

@@ -303,8 +303,10 @@ impl ResponsesStream {
             None => {}
         }
     }
+}
 
-    pub fn write(&mut self, e: &Event, out: &mut BytesMut) {
+impl super::StreamWriter for ResponsesStream {
+    fn write(&mut self, e: &Event, out: &mut BytesMut) {
         match e {
             Event::Start { id, model } => {
                 self.id = resp_id(id);
@@ -361,7 +363,7 @@ impl ResponsesStream {
     }
 
     /// Close the open item, then `response.completed` (or `.incomplete`).
-    pub fn end(&mut self, out: &mut BytesMut) {
+    fn end(&mut self, out: &mut BytesMut) {
         if !self.tail.close() {
             return;
         }
