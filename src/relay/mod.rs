@@ -203,8 +203,7 @@ impl Relay<'_> {
     /// raise, never a clean end.
     #[allow(clippy::too_many_arguments)]
     async fn stream(&self, session: &mut Session, mut src: Box<dyn Source>, first: Bytes, mut a: Answering<'_, '_>, facts: &Facts<'_>, cx: &mut Ctx, abort: &mut AbortSignal) -> Result<(), Stop> {
-        let status = src.header().status.as_u16();
-        let ok = (200..300).contains(&status);
+        let ok = (200..300).contains(&src.header().status.as_u16());
         let mut resp = self.head(src.as_ref(), &a, cx)?;
         if !session.is_http2() {
             resp.insert_header("transfer-encoding", "chunked").map_err(internal)?;
@@ -214,13 +213,8 @@ impl Relay<'_> {
             settle(self.budgets, &mut a, facts, ok, None, 0, cx).await;
             return Err(Stop::ClientGone);
         }
-        let max_event = a.snap.limits.max_event_bytes;
-        let mut tap = StreamTap::new(a.drop_usage_only);
-        let mut tr = a.translated.as_ref().map(|(client, chat)| translate::Translator::new(Wire::of_provider(a.provider.kind), *client, chat));
-        let mut settled = false;
+        let mut pump = Pump::new(&a);
         let mut next = Some(Ok(Some(first)));
-        // Why the stream failed after it was committed, if it did.
-        let mut failed: Option<(&'static str, String)> = None;
         loop {
             let chunk = match next.take() {
                 Some(c) => c,
@@ -229,89 +223,121 @@ impl Relay<'_> {
                     _ = abort.fired() => Err(AttemptError::Shutdown),
                 },
             };
-            match chunk {
+            let (out, last) = match chunk {
                 Ok(Some(c)) => {
-                    let mut out = tap.feed(&c);
-                    if let Some(t) = tr.as_mut() {
-                        out = t.feed(&out);
-                    }
-                    if tap.malformed {
-                        failed = Some(("malformed", "the provider sent an event that is not valid JSON".into()));
-                    } else if tap.pending() > max_event {
-                        failed = Some(("event_too_large", format!("the provider sent an event larger than {max_event} bytes (limits.max_event_bytes)")));
-                    }
-                    // The answer is complete at the client with its last
-                    // event: settle before that event leaves.
-                    if (tap.terminal || failed.is_some()) && !settled {
-                        settled = true;
-                        settle(self.budgets, &mut a, facts, ok, tap.usage(), tap.text_bytes, cx).await;
-                    }
-                    if !out.is_empty() && session.write_response_body(Some(out), false).await.is_err() {
-                        metrics::stream_error("client_closed");
-                        cx.trail.error = Some("client_closed".into());
-                        break;
-                    }
-                    if failed.is_some() {
-                        break;
-                    }
+                    let out = pump.feed(&c);
+                    (out, pump.failed.is_some())
                 }
-                Ok(None) => {
-                    let mut tail = tap.finish();
-                    if let Some(t) = tr.as_mut() {
-                        let mut b = BytesMut::from(&t.feed(&tail)[..]);
-                        // Close the client's stream only when the provider's ended properly.
-                        if tap.terminal {
-                            b.extend_from_slice(&t.finish());
-                        }
-                        tail = b.freeze();
-                    }
-                    if !tap.terminal && !tap.error_event {
-                        failed = Some(("cut", "the provider's stream ended before the answer was complete".into()));
-                    }
-                    if !settled {
-                        settled = true;
-                        settle(self.budgets, &mut a, facts, ok, tap.usage(), tap.text_bytes, cx).await;
-                    }
-                    // A cut stream's tail is an incomplete event: not passed on.
-                    if failed.is_none() && session.write_response_body(Some(tail), true).await.is_err() {
-                        cx.trail.error = Some("client_closed".into());
-                    }
-                    break;
-                }
+                Ok(None) => (pump.end(), true),
                 Err(e) => {
                     // A connection that closes mid-body is a cut stream.
                     let reason = if matches!(e, AttemptError::Io(_)) { "cut" } else { e.reason() };
-                    failed = Some((reason, e.to_string()));
-                    if !settled {
-                        settled = true;
-                        settle(self.budgets, &mut a, facts, ok, tap.usage(), tap.text_bytes, cx).await;
-                    }
-                    break;
+                    pump.failed = Some((reason, e.to_string()));
+                    (Bytes::new(), true)
                 }
+            };
+            // The answer is complete at the client with its last event:
+            // settle before that event leaves.
+            if (last || pump.tap.terminal) && !pump.settled {
+                pump.settled = true;
+                settle(self.budgets, &mut a, facts, ok, pump.tap.usage(), pump.tap.text_bytes, cx).await;
+            }
+            // A clean end is always written (it ends the body); a cut
+            // stream's tail is an incomplete event and not passed on.
+            let end_clean = pump.ended && pump.failed.is_none();
+            let write = end_clean || (!pump.ended && !out.is_empty());
+            if write && session.write_response_body(Some(out), end_clean).await.is_err() {
+                if !pump.ended {
+                    metrics::stream_error("client_closed");
+                }
+                cx.trail.error = Some("client_closed".into());
+                break;
+            }
+            if last {
+                break;
             }
         }
-        if tap.error_event {
-            metrics::stream_error("upstream_error_event");
-            cx.trail.error = Some("upstream_error_event".into());
-        }
-        if let Some((reason, why)) = failed {
-            metrics::stream_error(reason);
-            if reason != "shutdown" {
-                self.health.record(a.attempt.model_label(), &a.provider.name, &a.breaker, Err(reason), Instant::now());
-            }
-            tracing::warn!(model = a.attempt.model_label(), reason, error = %why, "upstream stream failed after the response started");
-            cx.trail.error = Some(reason.to_string());
-            let err = GatewayError::new(502, ErrorKind::Upstream, reason, format!("the answer from {} broke off: {why}", a.attempt.model_label()));
-            let _ = session.write_response_body(Some(stream_error_event(cx.dialect, &err)), true).await;
-        }
+        self.close(session, &mut pump, &a, cx).await;
         cx.upstream_end = Some(Instant::now());
-        if !settled {
+        if !pump.settled {
             // The client went away mid-stream: count what was produced.
-            settle(self.budgets, &mut a, facts, ok, tap.usage(), tap.text_bytes, cx).await;
+            settle(self.budgets, &mut a, facts, ok, pump.tap.usage(), pump.tap.text_bytes, cx).await;
         }
         cx.upstream = Some(src.elapsed());
         src.finish(self.connector).await;
         Ok(())
+    }
+
+    /// After the stream: an upstream error event is counted; a stream that
+    /// failed after it was committed ends with an error event in the
+    /// client's dialect, and counts against the model's breaker.
+    async fn close(&self, session: &mut Session, pump: &mut Pump, a: &Answering<'_, '_>, cx: &mut Ctx) {
+        if pump.tap.error_event {
+            metrics::stream_error("upstream_error_event");
+            cx.trail.error = Some("upstream_error_event".into());
+        }
+        let Some((reason, why)) = pump.failed.take() else { return };
+        metrics::stream_error(reason);
+        if reason != "shutdown" {
+            self.health.record(a.attempt.model_label(), &a.provider.name, &a.breaker, Err(reason), Instant::now());
+        }
+        tracing::warn!(model = a.attempt.model_label(), reason, error = %why, "upstream stream failed after the response started");
+        cx.trail.error = Some(reason.to_string());
+        let err = GatewayError::new(502, ErrorKind::Upstream, reason, format!("the answer from {} broke off: {why}", a.attempt.model_label()));
+        let _ = session.write_response_body(Some(stream_error_event(cx.dialect, &err)), true).await;
+    }
+}
+
+/// A stream on its way through: split and observed (usage, end, errors),
+/// translated when the client speaks another format.
+struct Pump {
+    tap: StreamTap,
+    tr: Option<translate::Translator>,
+    max_event: usize,
+    settled: bool,
+    /// The upstream ended (cleanly or not).
+    ended: bool,
+    /// Why the stream failed after it was committed, if it did.
+    failed: Option<(&'static str, String)>,
+}
+
+impl Pump {
+    fn new(a: &Answering<'_, '_>) -> Self {
+        let tr = a.translated.as_ref().map(|(client, chat)| translate::Translator::new(Wire::of_provider(a.provider.kind), *client, chat));
+        Pump { tap: StreamTap::new(a.drop_usage_only), tr, max_event: a.snap.limits.max_event_bytes, settled: false, ended: false, failed: None }
+    }
+
+    /// What to send the client for a piece of the upstream stream.
+    fn feed(&mut self, chunk: &[u8]) -> Bytes {
+        let mut out = self.tap.feed(chunk);
+        if let Some(t) = self.tr.as_mut() {
+            out = t.feed(&out);
+        }
+        if self.tap.malformed {
+            self.failed = Some(("malformed", "the provider sent an event that is not valid JSON".into()));
+        } else if self.tap.pending() > self.max_event {
+            self.failed = Some(("event_too_large", format!("the provider sent an event larger than {} bytes (limits.max_event_bytes)", self.max_event)));
+        }
+        out
+    }
+
+    /// The upstream stream ended: its tail (and the client format's
+    /// closing events when it ended properly), or a cut.
+    fn end(&mut self) -> Bytes {
+        self.ended = true;
+        let mut tail = self.tap.finish();
+        if let Some(t) = self.tr.as_mut() {
+            let mut b = BytesMut::from(&t.feed(&tail)[..]);
+            // Close the client's stream only when the provider's ended properly.
+            if self.tap.terminal {
+                b.extend_from_slice(&t.finish());
+            }
+            tail = b.freeze();
+        }
+        if !self.tap.terminal && !self.tap.error_event {
+            self.failed = Some(("cut", "the provider's stream ended before the answer was complete".into()));
+        }
+        tail
     }
 }
 

@@ -281,28 +281,9 @@ impl<'g> Attempts<'g> {
         loop {
             n += 1;
             // Budgets: reserve this try's worst case before calling.
-            let hold = match q.json {
-                None => Hold::none(),
-                Some(_) => match self.admit(q, &attempt, provider, trail.downgraded_by.is_some()).await {
-                    Verdict::Go(h) => h,
-                    Verdict::Downgrade { budget, to } => {
-                        let a = match policy::downgrade(snap, q.decision, q.facts, &to) {
-                            Ok(a) => a,
-                            Err(e) => {
-                                return ModelEnd::Stop(GatewayError::new(e.status, e.kind, e.code, format!(
-                                    "budget `{budget}` is used up and moves requests to a cheaper model, but none can serve this one: {}",
-                                    e.message
-                                )))
-                            }
-                        };
-                        tracing::debug!(budget, from = label, to = a.model_label(), "budget downgrade");
-                        trail.downgraded_by = Some(budget);
-                        plan.replace_rest(a);
-                        return ModelEnd::Next;
-                    }
-                    Verdict::Refuse(e) => return ModelEnd::Stop(e),
-                    Verdict::Recount => return ModelEnd::Stop(GatewayError::new(500, ErrorKind::Internal, "budget_admission", "budget admission asked for a recount with exact token counts")),
-                },
+            let hold = match self.reserve(q, plan, &attempt, provider, trail).await {
+                Ok(h) => h,
+                Err(end) => return end,
             };
             let pr = match &mut prepared {
                 Some(pr) => pr,
@@ -343,17 +324,7 @@ impl<'g> Attempts<'g> {
                 return ModelEnd::Stop(shutting_down());
             }
             let reason = f.kind.label();
-            if f.kind.is_ambiguous() {
-                p.ambiguous.push((label.to_string(), provider.name.clone(), breaker));
-            } else {
-                self.health.record(label, &provider.name, &breaker, Err(reason), Instant::now());
-            }
-            metrics::attempt(label, reason);
-            p.tried.push(format!("{label}: {}", f.short()));
-            trail.error = Some(reason.to_string());
-            tracing::warn!(model = label, provider = %provider.name, reason, error = %f.message, "upstream attempt failed");
-            let wait = policy.wait(n, &f);
-            p.last = Some(f);
+            let wait = self.failed(&attempt, provider, &breaker, f, n, &policy, p, trail);
             match wait {
                 Some(d) if n < policy.max_attempts() && !probe => {
                     metrics::retry(label, reason);
@@ -368,6 +339,51 @@ impl<'g> Attempts<'g> {
                 }
             }
         }
+    }
+
+    /// A budget hold for the try, or how the model's tries end (a downgrade
+    /// replaces the rest of the plan; a refusal stops).
+    async fn reserve<'s>(&self, q: &Request<'_, 's>, plan: &mut Plan<'s>, attempt: &Attempt<'s>, provider: &Provider, trail: &mut Trail) -> Result<Hold, ModelEnd<'s>> {
+        if q.json.is_none() {
+            return Ok(Hold::none());
+        }
+        match self.admit(q, attempt, provider, trail.downgraded_by.is_some()).await {
+            Verdict::Go(h) => Ok(h),
+            Verdict::Downgrade { budget, to } => {
+                let a = policy::downgrade(q.snap, q.decision, q.facts, &to).map_err(|e| {
+                    ModelEnd::Stop(GatewayError::new(e.status, e.kind, e.code, format!(
+                        "budget `{budget}` is used up and moves requests to a cheaper model, but none can serve this one: {}",
+                        e.message
+                    )))
+                })?;
+                tracing::debug!(budget, from = attempt.model_label(), to = a.model_label(), "budget downgrade");
+                trail.downgraded_by = Some(budget);
+                plan.replace_rest(a);
+                Err(ModelEnd::Next)
+            }
+            Verdict::Refuse(e) => Err(ModelEnd::Stop(e)),
+            Verdict::Recount => Err(ModelEnd::Stop(GatewayError::new(500, ErrorKind::Internal, "budget_admission", "budget admission asked for a recount with exact token counts"))),
+        }
+    }
+
+    /// Record a failed try (breaker, metrics, the `tried` list); how long to
+    /// wait before the same model is tried again (`None`: move on).
+    #[allow(clippy::too_many_arguments)]
+    fn failed(&self, attempt: &Attempt<'_>, provider: &Provider, breaker: &Breaker, f: Failure, n: u32, policy: &RetryPolicy<'_>, p: &mut Progress, trail: &mut Trail) -> Option<Duration> {
+        let label = attempt.model_label();
+        let reason = f.kind.label();
+        if f.kind.is_ambiguous() {
+            p.ambiguous.push((label.to_string(), provider.name.clone(), *breaker));
+        } else {
+            self.health.record(label, &provider.name, breaker, Err(reason), Instant::now());
+        }
+        metrics::attempt(label, reason);
+        p.tried.push(format!("{label}: {}", f.short()));
+        trail.error = Some(reason.to_string());
+        tracing::warn!(model = label, provider = %provider.name, reason, error = %f.message, "upstream attempt failed");
+        let wait = policy.wait(n, &f);
+        p.last = Some(f);
+        wait
     }
 
     /// Reserve what the attempt may charge to the budgets that apply to it
