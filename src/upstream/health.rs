@@ -1,11 +1,12 @@
 //! Provider health as modelgate sees it: a circuit breaker per
-//! model@provider fed by every attempt, and the results of active health
-//! checks (which also tell which models a local server has installed).
+//! model@provider fed by every attempt (`upstream::breaker`), and the
+//! results of active health checks (which also tell which models a local
+//! server has installed).
 //!
 //! Time is passed in (`now`), so the state machine is tested without
 //! waiting. State is keyed by names, so it survives config reloads.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -15,43 +16,8 @@ use pingora::http::RequestHeader;
 use serde_json::{json, Value};
 
 use crate::config::{Auth, Breaker, HealthCheck, Provider, Snapshot};
-
-#[derive(Debug, Clone, Copy, PartialEq)]
-enum State {
-    Closed,
-    /// Skipped until then.
-    Open { until: Instant },
-    /// One probe request is in flight since then.
-    HalfOpen { since: Instant },
-}
-
-impl State {
-    fn gauge(self) -> f64 {
-        match self {
-            State::Closed => 0.0,
-            State::Open { .. } => 1.0,
-            State::HalfOpen { .. } => 2.0,
-        }
-    }
-}
-
-#[derive(Debug)]
-struct Circuit {
-    state: State,
-    consecutive: u32,
-    /// Outcomes within the breaker's window: (when, failed).
-    recent: VecDeque<(Instant, bool)>,
-    last_error: Option<&'static str>,
-}
-
-/// Whether an attempt at a model may go ahead.
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub enum Admit {
-    /// Go; `probe` when this request tests a half-open breaker.
-    Go { probe: bool },
-    /// The breaker is open: skip the model for this long.
-    Skip { retry_in: Duration },
-}
+pub use crate::upstream::breaker::Admit;
+use crate::upstream::breaker::Circuit;
 
 /// Why a model cannot be tried now.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -108,18 +74,9 @@ impl Health {
         if cfg.failures == 0 {
             return Admit::Go { probe: false };
         }
-        self.with(|i| {
-            let Some(c) = i.circuits.get_mut(&(model.to_string(), provider.to_string())) else { return Admit::Go { probe: false } };
-            match c.state {
-                State::Closed => Admit::Go { probe: false },
-                State::Open { until } if now < until => Admit::Skip { retry_in: until - now },
-                State::HalfOpen { since } if now < since + cfg.cooldown => Admit::Skip { retry_in: since + cfg.cooldown - now },
-                // Cool-down over, or a probe that never reported: probe now.
-                State::Open { .. } | State::HalfOpen { .. } => {
-                    set(c, State::HalfOpen { since: now }, model, provider);
-                    Admit::Go { probe: true }
-                }
-            }
+        self.with(|i| match i.circuits.get_mut(&(model.to_string(), provider.to_string())) {
+            Some(c) => c.admit(cfg, now, model, provider),
+            None => Admit::Go { probe: false },
         })
     }
 
@@ -129,38 +86,7 @@ impl Health {
         if cfg.failures == 0 {
             return;
         }
-        self.with(|i| {
-            let c = i.circuits.entry((model.to_string(), provider.to_string())).or_insert_with(|| Circuit {
-                state: State::Closed,
-                consecutive: 0,
-                recent: VecDeque::new(),
-                last_error: None,
-            });
-            while c.recent.front().is_some_and(|(t, _)| now.saturating_duration_since(*t) > cfg.window) {
-                c.recent.pop_front();
-            }
-            c.recent.push_back((now, outcome.is_err()));
-            match outcome {
-                Ok(()) => {
-                    c.consecutive = 0;
-                    if c.state != State::Closed {
-                        c.recent.clear();
-                        set(c, State::Closed, model, provider);
-                    }
-                }
-                Err(reason) => {
-                    c.consecutive += 1;
-                    c.last_error = Some(reason);
-                    let failed = c.recent.iter().filter(|(_, f)| *f).count();
-                    let rate_trips = c.recent.len() >= cfg.min_requests.max(1) as usize && failed as f64 >= cfg.failure_rate * c.recent.len() as f64;
-                    let trips = matches!(c.state, State::HalfOpen { .. }) || (c.state == State::Closed && (c.consecutive >= cfg.failures || rate_trips));
-                    if trips {
-                        tracing::warn!(model, provider, reason, consecutive = c.consecutive, cooldown_ms = cfg.cooldown.as_millis() as u64, "circuit breaker opened; the model is skipped until the cool-down ends");
-                        set(c, State::Open { until: now + cfg.cooldown }, model, provider);
-                    }
-                }
-            }
-        })
+        self.with(|i| i.circuits.entry((model.to_string(), provider.to_string())).or_default().record(cfg, outcome, now, model, provider))
     }
 
     /// Whether `model` (upstream id `id`, `label` in metrics and breakers)
@@ -190,14 +116,7 @@ impl Health {
 
     /// Whether the model would be skipped now (breaker open, no probe due).
     pub fn is_open(&self, model: &str, provider: &str, cfg: &Breaker, now: Instant) -> bool {
-        cfg.failures > 0
-            && self.with(|i| {
-                i.circuits.get(&(model.to_string(), provider.to_string())).is_some_and(|c| match c.state {
-                    State::Closed => false,
-                    State::Open { until } => now < until,
-                    State::HalfOpen { since } => now < since + cfg.cooldown,
-                })
-            })
+        cfg.failures > 0 && self.with(|i| i.circuits.get(&(model.to_string(), provider.to_string())).is_some_and(|c| c.is_open(cfg, now)))
     }
 
     /// `Some(false)` when the provider's last health check failed.
@@ -232,16 +151,7 @@ impl Health {
             let mut models: Vec<Value> = i
                 .circuits
                 .iter()
-                .map(|((model, provider), c)| {
-                    let (state, retry_in) = match c.state {
-                        State::Closed => ("closed", None),
-                        State::Open { until } => ("open", Some(until.saturating_duration_since(now).as_millis() as u64)),
-                        State::HalfOpen { .. } => ("half_open", None),
-                    };
-                    json!({"model": model, "provider": provider, "state": state, "consecutive_failures": c.consecutive,
-                           "recent_attempts": c.recent.len(), "recent_failures": c.recent.iter().filter(|(_, f)| *f).count(),
-                           "last_error": c.last_error, "retry_in_ms": retry_in})
-                })
+                .map(|((model, provider), c)| c.report(model, provider, now))
                 .collect();
             models.sort_by(|a, b| a["model"].as_str().cmp(&b["model"].as_str()));
             let providers: Vec<Value> = snap
@@ -257,11 +167,6 @@ impl Health {
             json!({"models": models, "providers": providers})
         })
     }
-}
-
-fn set(c: &mut Circuit, state: State, model: &str, provider: &str) {
-    c.state = state;
-    crate::metrics::circuit_state(model, provider, state.gauge());
 }
 
 /// Model ids in a model-list answer: OpenAI-style `{"data": [{"id"}]}`,

@@ -7,6 +7,7 @@
 //! caller can.
 
 pub mod attempts;
+pub mod breaker;
 pub mod health;
 pub mod request;
 pub mod retry;
