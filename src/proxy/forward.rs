@@ -14,7 +14,7 @@
 //! (`head_timeout_ms`), the TLS handshake of an intercepted host
 //! (`tls_handshake_timeout_ms`) and an idle tunnel (`tunnel_idle_timeout_ms`).
 
-use std::net::{IpAddr, SocketAddr};
+use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -28,14 +28,14 @@ use pingora::server::ShutdownWatch;
 use pingora::tls::sign::CertifiedKey;
 use pingora::tls::{ClientHello, ResolvesServerCert, ServerConfig};
 use pingora_proxy::HttpProxy;
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
-use tokio::net::TcpStream;
+use tokio::io::{AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::time::Instant;
 
 use crate::ca::Ca;
 use crate::config::{ForwardProxy, Snapshot};
 use crate::proxy::gateway::Gateway;
 use crate::proxy::target::{self, Host};
+use crate::proxy::tunnel::{open_tunnel, relay, Refusal};
 
 /// Largest CONNECT request head read.
 const MAX_HEAD: usize = 16 * 1024;
@@ -210,92 +210,6 @@ async fn read_head(io: &mut L4Stream, deadline: Instant) -> Result<Head, HeadErr
     }
 }
 
-/// Why a tunnel was not opened.
-enum Refusal {
-    /// Every address of the target is internal and not allowed. One
-    /// answer for all such targets, given before any connection attempt,
-    /// so it says nothing about whether a port is open.
-    Policy,
-    /// An allowed target that cannot be resolved or reached.
-    Unreachable(String),
-}
-
-/// Resolve the target once, keep the addresses the policy permits, and
-/// connect to one of those (never resolving again).
-async fn open_tunnel(fp: &ForwardProxy, host: &Host, port: u16) -> Result<TcpStream, Refusal> {
-    let (addrs, by_name): (Vec<SocketAddr>, bool) = match host {
-        Host::Ip(ip) => (vec![SocketAddr::new(*ip, port)], false),
-        Host::Name(n) => {
-            let found = tokio::net::lookup_host((n.as_str(), port)).await.map_err(|e| Refusal::Unreachable(format!("cannot resolve {n}: {e}")))?;
-            (found.collect(), fp.targets.allows_name(n))
-        }
-    };
-    let permitted: Vec<SocketAddr> = addrs.iter().copied().filter(|a| by_name || fp.targets.permits(a.ip())).collect();
-    if permitted.is_empty() {
-        return Err(if addrs.is_empty() { Refusal::Unreachable("the name has no addresses".into()) } else { Refusal::Policy });
-    }
-    let mut last = String::new();
-    for a in permitted {
-        match TcpStream::connect(a).await {
-            Ok(s) => return Ok(s),
-            Err(e) => last = e.to_string(),
-        }
-    }
-    Err(Refusal::Unreachable(last))
-}
-
-/// Copy bytes both ways until both sides are done, an error, or `idle`
-/// passes with no byte either way. Returns (client→upstream bytes,
-/// upstream→client bytes, closed for idleness).
-async fn relay<C, U>(client: &mut C, upstream: &mut U, idle: Duration) -> (u64, u64, bool)
-where
-    C: AsyncRead + AsyncWrite + Unpin,
-    U: AsyncRead + AsyncWrite + Unpin,
-{
-    enum Ev {
-        FromClient(std::io::Result<usize>),
-        FromUpstream(std::io::Result<usize>),
-        Idle,
-    }
-    let mut a = vec![0u8; 16 * 1024];
-    let mut b = vec![0u8; 16 * 1024];
-    let (mut client_open, mut upstream_open) = (true, true);
-    let (mut up, mut down) = (0u64, 0u64);
-    while client_open || upstream_open {
-        let ev = tokio::select! {
-            r = client.read(&mut a), if client_open => Ev::FromClient(r),
-            r = upstream.read(&mut b), if upstream_open => Ev::FromUpstream(r),
-            _ = tokio::time::sleep(idle) => Ev::Idle,
-        };
-        match ev {
-            Ev::Idle => return (up, down, true),
-            Ev::FromClient(Ok(0)) => {
-                client_open = false;
-                let _ = upstream.shutdown().await;
-            }
-            Ev::FromUpstream(Ok(0)) => {
-                upstream_open = false;
-                let _ = client.shutdown().await;
-            }
-            Ev::FromClient(Err(_)) | Ev::FromUpstream(Err(_)) => break,
-            Ev::FromClient(Ok(n)) => {
-                // A peer that stops reading stalls the write: the same limit.
-                if !matches!(tokio::time::timeout(idle, async { upstream.write_all(&a[..n]).await?; upstream.flush().await }).await, Ok(Ok(()))) {
-                    break;
-                }
-                up += n as u64;
-            }
-            Ev::FromUpstream(Ok(n)) => {
-                if !matches!(tokio::time::timeout(idle, async { client.write_all(&b[..n]).await?; client.flush().await }).await, Ok(Ok(()))) {
-                    break;
-                }
-                down += n as u64;
-            }
-        }
-    }
-    (up, down, false)
-}
-
 /// Tell the client its tunnel is open (the stream buffers writes: flush).
 async fn established<W: AsyncWrite + Unpin>(io: &mut W) -> bool {
     io.write_all(b"HTTP/1.1 200 Connection established\r\n\r\n").await.is_ok() && io.flush().await.is_ok()
@@ -412,30 +326,5 @@ mod tests {
     fn intercept_matches_any_case_and_a_trailing_dot() {
         let fp = ForwardProxy::default();
         assert!(fp.intercepts("api.openai.com") && fp.intercepts("API.OpenAI.COM.") && !fp.intercepts("api.openai.com.evil"));
-    }
-
-    #[tokio::test]
-    async fn an_idle_tunnel_is_closed_and_traffic_keeps_it_open() {
-        let (mut client, mut client_end) = tokio::io::duplex(1024);
-        let (mut upstream, mut upstream_end) = tokio::io::duplex(1024);
-        let idle = Duration::from_millis(200);
-        let task = tokio::spawn(async move { relay(&mut client_end, &mut upstream_end, idle).await });
-        let started = std::time::Instant::now();
-        let mut last = started;
-        for _ in 0..4 {
-            tokio::time::sleep(Duration::from_millis(120)).await;
-            client.write_all(b"ping").await.unwrap();
-            let mut got = [0u8; 4];
-            upstream.read_exact(&mut got).await.unwrap();
-            assert_eq!(&got, b"ping");
-            upstream.write_all(b"pong").await.unwrap();
-            client.read_exact(&mut got).await.unwrap();
-            last = std::time::Instant::now();
-        }
-        assert!(last - started > 2 * idle, "traffic kept the tunnel open past the idle limit");
-        let (up, down, idled) = task.await.unwrap();
-        assert!(idled && up == 16 && down == 16, "{up} {down} {idled}");
-        let quiet = last.elapsed();
-        assert!(quiet >= idle - Duration::from_millis(20) && quiet < idle + Duration::from_millis(400), "closed {quiet:?} after the last byte");
     }
 }

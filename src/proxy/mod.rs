@@ -8,3 +8,4 @@ pub mod gateway;
 pub mod guard;
 pub mod intake;
 pub mod target;
+pub mod tunnel;
