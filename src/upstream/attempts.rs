@@ -19,14 +19,14 @@ use pingora::http::RequestHeader;
 use crate::body::JsonBody;
 use crate::budget::{Budgets, Charge, Hold, Verdict};
 use crate::config::{Amounts, Auth, Breaker, Provider, Snapshot};
-use crate::dialect::{Api, Dialect, ErrorKind, GatewayError, Incoming};
+use crate::dialect::{ErrorKind, GatewayError, Incoming};
 use crate::drain::AbortSignal;
 use crate::metrics;
 use crate::policy::{self, Attempt, Decision, Facts};
 use crate::translate::{self, Wire};
 use crate::upstream::health::{Health, Unusable};
 use crate::dialect::wire::AUTH_HEADERS;
-use crate::upstream::request::{translated_request, upstream_request, Cred};
+use crate::upstream::request::{prepare, Cred, Prepared};
 use crate::upstream::retry::{status_class, Failure, Fetched, Kind, RetryPolicy};
 
 /// The models to try, in order.
@@ -109,14 +109,6 @@ pub enum Outcome<'s> {
     Served(Box<Served<'s>>),
     /// Nothing could be served: the client's answer.
     Exhausted(GatewayError),
-}
-
-/// The body and upstream request header for the tries of one model.
-struct Prepared {
-    bytes: Bytes,
-    drop_usage_only: bool,
-    translated: Option<(Wire, translate::Chat)>,
-    req: RequestHeader,
 }
 
 /// Whose key the client sent: the provider it called (transparent mode),
@@ -287,7 +279,7 @@ impl<'g> Attempts<'g> {
             };
             let pr = match &mut prepared {
                 Some(pr) => pr,
-                slot @ None => match prepare(q, &attempt, provider, key, pristine) {
+                slot @ None => match prepare(q.incoming, q.client, q.body, q.json, q.stream, &attempt, provider, key, pristine) {
                     Ok(pr) => slot.insert(pr),
                     Err(e) => return ModelEnd::Stop(e),
                 },
@@ -408,43 +400,6 @@ impl<'g> Attempts<'g> {
             v => v,
         }
     }
-}
-
-/// The body and request header for attempts at one model: `model`
-/// rewritten (or, for Gemini, named in the path), or the request
-/// translated for a provider of another dialect. `pristine` forwards the
-/// body byte for byte.
-fn prepare(q: &Request<'_, '_>, attempt: &Attempt<'_>, provider: &Provider, key: Cred<'_>, pristine: bool) -> Result<Prepared, GatewayError> {
-    let (incoming, body) = (q.incoming, q.body);
-    let (bytes, drop_usage_only, translated, path_model) = match (q.json, attempt.model) {
-        (Some(_), Some(m)) if provider.kind != incoming.dialect => {
-            let from = Wire::of_client(incoming.dialect, incoming.api)
-                .ok_or_else(|| translate::bad(format!("{} {} calls cannot be translated for a {} model", incoming.dialect, incoming.api.as_str(), provider.kind)))?;
-            if incoming.gemini_array_stream() {
-                return Err(translate::bad("a streamGenerateContent call served by a model of another dialect needs `?alt=sse` (server-sent events), as Google's SDKs send"));
-            }
-            let max = m.max_output_tokens.unwrap_or(translate::DEFAULT_MAX_TOKENS);
-            let (bytes, chat) = translate::request(body, from, Wire::of_provider(provider.kind), &m.id, q.stream, max)?;
-            (bytes, false, Some((from, chat)), None)
-        }
-        (Some(j), _) => {
-            let model = attempt.model.filter(|_| !pristine).map(|m| m.id.as_str());
-            if incoming.dialect == Dialect::Gemini {
-                (body.clone(), false, None, model)
-            } else {
-                let usage = !pristine && q.stream && provider.kind == Dialect::OpenAi && matches!(incoming.api, Api::ChatCompletions | Api::Completions);
-                let (b, d) = j.render(model, usage);
-                (b, d, None, None)
-            }
-        }
-        (None, _) => (body.clone(), false, None, None),
-    };
-    let client = q.client;
-    let req = match &translated {
-        Some((_, chat)) => translated_request(client, provider, key, chat, bytes.len())?,
-        None => upstream_request(client, provider, &incoming.upstream_path_for(path_model), key, bytes.len(), client.method == http::Method::POST)?,
-    };
-    Ok(Prepared { bytes, drop_usage_only, translated, req })
 }
 
 /// 503 while modelgate shuts down.

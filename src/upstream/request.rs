@@ -4,9 +4,14 @@
 //! `x-modelgate-*` and other dialects' headers, and the credentials the try
 //! may carry ([`Cred`]).
 
+use bytes::Bytes;
 use pingora::http::RequestHeader;
 
+use crate::body::JsonBody;
 use crate::config::Provider;
+use crate::dialect::{Api, Incoming};
+use crate::policy::Attempt;
+use crate::translate::Wire;
 use crate::dialect::wire::AUTH_HEADERS;
 use crate::dialect::{Dialect, ErrorKind, GatewayError};
 use crate::translate;
@@ -14,6 +19,62 @@ use crate::translate;
 /// Request headers never forwarded upstream (hop-by-hop, or ours to set).
 const DROP_REQUEST: &[&str] =
     &["host", "content-length", "transfer-encoding", "connection", "keep-alive", "proxy-connection", "proxy-authorization", "te", "trailer", "upgrade", "accept-encoding"];
+
+/// The body and upstream request header for the tries of one model.
+pub struct Prepared {
+    pub bytes: Bytes,
+    /// modelgate asked an OpenAI stream for usage: hide the usage-only chunk.
+    pub drop_usage_only: bool,
+    /// The request was translated: the client's format and the request in neutral form.
+    pub translated: Option<(Wire, translate::Chat)>,
+    pub req: RequestHeader,
+}
+
+/// The body and request header for attempts at one model: `model`
+/// rewritten (or, for Gemini, named in the path), or the request
+/// translated for a provider of another dialect. `pristine` forwards the
+/// body byte for byte.
+#[allow(clippy::too_many_arguments)]
+pub fn prepare(
+    incoming: &Incoming,
+    client: &RequestHeader,
+    body: &Bytes,
+    json: Option<&JsonBody>,
+    stream: bool,
+    attempt: &Attempt<'_>,
+    provider: &Provider,
+    key: Cred<'_>,
+    pristine: bool,
+) -> Result<Prepared, GatewayError> {
+    let (bytes, drop_usage_only, translated, path_model) = match (json, attempt.model) {
+        (Some(_), Some(m)) if provider.kind != incoming.dialect => {
+            let from = Wire::of_client(incoming.dialect, incoming.api)
+                .ok_or_else(|| translate::bad(format!("{} {} calls cannot be translated for a {} model", incoming.dialect, incoming.api.as_str(), provider.kind)))?;
+            if incoming.gemini_array_stream() {
+                return Err(translate::bad("a streamGenerateContent call served by a model of another dialect needs `?alt=sse` (server-sent events), as Google's SDKs send"));
+            }
+            let max = m.max_output_tokens.unwrap_or(translate::DEFAULT_MAX_TOKENS);
+            let (bytes, chat) = translate::request(body, from, Wire::of_provider(provider.kind), &m.id, stream, max)?;
+            (bytes, false, Some((from, chat)), None)
+        }
+        (Some(j), _) => {
+            let model = attempt.model.filter(|_| !pristine).map(|m| m.id.as_str());
+            if incoming.dialect == Dialect::Gemini {
+                (body.clone(), false, None, model)
+            } else {
+                let usage = !pristine && stream && provider.kind == Dialect::OpenAi && matches!(incoming.api, Api::ChatCompletions | Api::Completions);
+                let (b, d) = j.render(model, usage);
+                (b, d, None, None)
+            }
+        }
+        (None, _) => (body.clone(), false, None, None),
+    };
+    let req = match &translated {
+        Some((_, chat)) => translated_request(client, provider, key, chat, bytes.len())?,
+        None => upstream_request(client, provider, &incoming.upstream_path_for(path_model), key, bytes.len(), client.method == http::Method::POST)?,
+    };
+    Ok(Prepared { bytes, drop_usage_only, translated, req })
+}
 
 /// A header that could not be built (a value Pingora refuses).
 pub fn internal(e: impl std::fmt::Display) -> GatewayError {
