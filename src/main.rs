@@ -232,6 +232,42 @@ fn ca(action: CaAction, config: Option<PathBuf>) -> Result<ExitCode, String> {
     Ok(ExitCode::SUCCESS)
 }
 
+/// `modelgate check`: every error with its YAML path, or what may need a look.
+fn check(config: &std::path::Path) -> ExitCode {
+    match config::load_file(config) {
+        Ok(s) => {
+            println!("{}: ok ({} providers, {} models, {} routes)", config.display(), s.providers.len(), s.models.len(), s.routes.len());
+            for (provider, env) in s.missing_keys() {
+                println!("  note: provider `{provider}` reads its key from {env}, which is not set here");
+            }
+            for (model, fallback, provider) in s.cross_provider_fallbacks() {
+                println!(
+                    "  warning: `{model}` falls back to `{fallback}` on provider `{provider}`, which has no api_key_env: modelgate will not send a client's key for another provider there, so that fallback is skipped. Set api_key_env on `{provider}` (or cross_provider_client_keys: true if the same key is valid there)"
+                );
+            }
+            for w in s.exposure_warnings() {
+                println!("  warning: {w}");
+            }
+            if s.budgets.iter().any(|b| b.limits.nanos.is_some() || b.limits.tokens.is_some()) {
+                let open: Vec<&str> = s.models.values().filter(|m| m.max_output_tokens.is_none()).map(|m| m.name.as_str()).collect();
+                if !open.is_empty() {
+                    println!(
+                        "  note: budgets reserve a request's worst case; without max_tokens in the request these models reserve {} output tokens (set max_output_tokens to their real maximum): {}",
+                        modelgate::budget::DEFAULT_MAX_OUTPUT_TOKENS,
+                        open.join(", ")
+                    );
+                }
+            }
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            print_errors(&e);
+            ExitCode::FAILURE
+        }
+    
+    }
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     if !matches!(cli.command, Command::Run { .. }) {
@@ -244,37 +280,7 @@ fn main() -> ExitCode {
         }
     }
     match cli.command {
-        Command::Check { config } => match config::load_file(&config) {
-            Ok(s) => {
-                println!("{}: ok ({} providers, {} models, {} routes)", config.display(), s.providers.len(), s.models.len(), s.routes.len());
-                for (provider, env) in s.missing_keys() {
-                    println!("  note: provider `{provider}` reads its key from {env}, which is not set here");
-                }
-                for (model, fallback, provider) in s.cross_provider_fallbacks() {
-                    println!(
-                        "  warning: `{model}` falls back to `{fallback}` on provider `{provider}`, which has no api_key_env: modelgate will not send a client's key for another provider there, so that fallback is skipped. Set api_key_env on `{provider}` (or cross_provider_client_keys: true if the same key is valid there)"
-                    );
-                }
-                for w in s.exposure_warnings() {
-                    println!("  warning: {w}");
-                }
-                if s.budgets.iter().any(|b| b.limits.nanos.is_some() || b.limits.tokens.is_some()) {
-                    let open: Vec<&str> = s.models.values().filter(|m| m.max_output_tokens.is_none()).map(|m| m.name.as_str()).collect();
-                    if !open.is_empty() {
-                        println!(
-                            "  note: budgets reserve a request's worst case; without max_tokens in the request these models reserve {} output tokens (set max_output_tokens to their real maximum): {}",
-                            modelgate::budget::DEFAULT_MAX_OUTPUT_TOKENS,
-                            open.join(", ")
-                        );
-                    }
-                }
-                ExitCode::SUCCESS
-            }
-            Err(e) => {
-                print_errors(&e);
-                ExitCode::FAILURE
-            }
-        },
+        Command::Check { config } => check(&config),
         Command::Run { config } => {
             init_logging();
             let snap = match load(&config) {
