@@ -147,18 +147,7 @@ pub fn classify<'a>(
 ) -> Result<Facts<'a>, GatewayError> {
     let (dialect, api) = (incoming.dialect, incoming.api);
     let routing = &snap.routing;
-    let controls = Controls {
-        model: header(headers, "x-modelgate-model").map(str::to_string),
-        tier_max: match header(headers, "x-modelgate-tier") {
-            None => false,
-            Some(v) if v.eq_ignore_ascii_case("max") => true,
-            Some(v) => return Err(bad_header("x-modelgate-tier", format!("`{v}` is not a tier request; send `max` to escalate to the route's strongest model"))),
-        },
-        mode: match header(headers, "x-modelgate-mode") {
-            None => None,
-            Some(v) => Some(Mode::parse(v).ok_or_else(|| bad_header("x-modelgate-mode", format!("unknown routing mode `{v}`; expected one of: {}", Mode::names())))?),
-        },
-    };
+    let controls = Controls::read(headers)?;
 
     let (app, app_source) = if let Some(a) = header(headers, "x-modelgate-app") {
         (a.to_string(), Source::Header)
@@ -173,33 +162,13 @@ pub fn classify<'a>(
     let gemini_config = body.filter(|_| api == Api::GenerateContent).and_then(GeminiConfig::read);
     let response_format = body.is_some_and(has_response_format) || gemini_config.as_ref().is_some_and(GeminiConfig::structured);
 
-    let (task, task_source) = if let Some(t) = header(headers, "x-modelgate-task") {
-        (Some(t.to_string()), Source::Header)
-    } else {
-        let lower = prompt.system.to_lowercase();
-        let hit = routing.tasks.iter().position(|r| {
-            r.path.as_ref().is_none_or(|g| g.matches(path))
-                && r.model.as_ref().is_none_or(|g| model.is_some_and(|m| g.matches(m)))
-                && r.system_contains.as_ref().is_none_or(|s| lower.contains(s.as_str()))
-                && r.system_regex.as_ref().is_none_or(|re| re.is_match(&prompt.system))
-                && r.tools.is_none_or(|t| t == tools)
-                && r.response_format.is_none_or(|f| f == response_format)
-        });
-        match hit {
-            Some(i) => (Some(routing.tasks[i].task.clone()), Source::Rule(i)),
-            None => (None, Source::Default),
-        }
+    let (task, task_source) = match header(headers, "x-modelgate-task") {
+        Some(t) => (Some(t.to_string()), Source::Header),
+        None => task_rule(routing, path, model, &prompt.system, tools, response_format),
     };
 
     let complexity = score(&routing.complexity, &prompt.last_user, prompt.messages);
-    let field_str = |k: &str| body.and_then(|b| b.field(k)).and_then(|v| serde_json::from_str::<String>(v.get()).ok());
-    let user = field_str("user").or_else(|| field_str("safety_identifier")).or_else(|| {
-        #[derive(Deserialize)]
-        struct Meta {
-            user_id: Option<String>,
-        }
-        body.and_then(|b| b.field("metadata")).and_then(|m| serde_json::from_str::<Meta>(m.get()).ok()).and_then(|m| m.user_id)
-    });
+    let user = body.and_then(user_of);
     let max_tokens = ["max_completion_tokens", "max_tokens", "max_output_tokens"]
         .iter()
         .find_map(|k| body.and_then(|b| b.field(k)).and_then(|v| v.get().trim().parse::<u64>().ok()))
@@ -230,6 +199,54 @@ pub fn classify<'a>(
         body_len,
         tokens_model,
         counts: [OnceLock::new(), OnceLock::new()],
+    })
+}
+
+impl Controls {
+    /// The client's `x-modelgate-model`, `-tier` and `-mode` headers.
+    fn read(headers: &HeaderMap) -> Result<Controls, GatewayError> {
+        Ok(Controls {
+            model: header(headers, "x-modelgate-model").map(str::to_string),
+            tier_max: match header(headers, "x-modelgate-tier") {
+                None => false,
+                Some(v) if v.eq_ignore_ascii_case("max") => true,
+                Some(v) => return Err(bad_header("x-modelgate-tier", format!("`{v}` is not a tier request; send `max` to escalate to the route's strongest model"))),
+            },
+            mode: match header(headers, "x-modelgate-mode") {
+                None => None,
+                Some(v) => Some(Mode::parse(v).ok_or_else(|| bad_header("x-modelgate-mode", format!("unknown routing mode `{v}`; expected one of: {}", Mode::names())))?),
+            },
+        })
+    }
+}
+
+/// The first `routing.tasks` rule the request matches.
+fn task_rule(routing: &crate::config::Routing, path: &str, model: Option<&str>, system: &str, tools: bool, response_format: bool) -> (Option<String>, Source) {
+    let lower = system.to_lowercase();
+    let hit = routing.tasks.iter().position(|r| {
+        r.path.as_ref().is_none_or(|g| g.matches(path))
+            && r.model.as_ref().is_none_or(|g| model.is_some_and(|m| g.matches(m)))
+            && r.system_contains.as_ref().is_none_or(|s| lower.contains(s.as_str()))
+            && r.system_regex.as_ref().is_none_or(|re| re.is_match(system))
+            && r.tools.is_none_or(|t| t == tools)
+            && r.response_format.is_none_or(|f| f == response_format)
+    });
+    match hit {
+        Some(i) => (Some(routing.tasks[i].task.clone()), Source::Rule(i)),
+        None => (None, Source::Default),
+    }
+}
+
+/// The end user the body names (`user`, `safety_identifier`, Anthropic's
+/// `metadata.user_id`).
+fn user_of(body: &JsonBody) -> Option<String> {
+    let field_str = |k: &str| body.field(k).and_then(|v| serde_json::from_str::<String>(v.get()).ok());
+    field_str("user").or_else(|| field_str("safety_identifier")).or_else(|| {
+        #[derive(Deserialize)]
+        struct Meta {
+            user_id: Option<String>,
+        }
+        body.field("metadata").and_then(|m| serde_json::from_str::<Meta>(m.get()).ok()).and_then(|m| m.user_id)
     })
 }
 
