@@ -28,6 +28,10 @@ pub struct StreamTap {
     /// The provider sent an error event (passed on: it is the client's
     /// explanation).
     pub error_event: bool,
+    /// Keep the `data:` of each event passed on (for a translator, which
+    /// then needs no second split).
+    collect: bool,
+    data: Vec<Vec<u8>>,
 }
 
 /// Length of the first complete event in `buf` (delimiter included), looking
@@ -63,7 +67,30 @@ impl StreamTap {
     /// `drop_usage_only`: remove OpenAI's final `choices: []` usage chunk
     /// (set when modelgate added `stream_options.include_usage` itself).
     pub fn new(drop_usage_only: bool) -> Self {
-        Self { buf: BytesMut::new(), scanned: 0, usage: RawUsage::default(), drop_usage_only, events: 0, terminal: false, text_bytes: 0, malformed: false, error_event: false }
+        Self {
+            buf: BytesMut::new(),
+            scanned: 0,
+            usage: RawUsage::default(),
+            drop_usage_only,
+            events: 0,
+            terminal: false,
+            text_bytes: 0,
+            malformed: false,
+            error_event: false,
+            collect: false,
+            data: Vec::new(),
+        }
+    }
+
+    /// Also keep each passed event's data, for [`StreamTap::take_data`].
+    pub fn collecting(mut self) -> Self {
+        self.collect = true;
+        self
+    }
+
+    /// The data of the events passed on since the last call.
+    pub fn take_data(&mut self) -> Vec<Vec<u8>> {
+        std::mem::take(&mut self.data)
     }
 
     /// Feed bytes from upstream; returns what to send to the client now
@@ -124,8 +151,17 @@ impl StreamTap {
     fn observe(&mut self, event: &[u8]) -> bool {
         self.events += 1;
         let data = data_of(event);
+        let keep = self.judge(&data);
+        if keep && self.collect {
+            self.data.push(data);
+        }
+        keep
+    }
+
+    /// What the event's data says; false when it must not reach the client.
+    fn judge(&mut self, data: &[u8]) -> bool {
         if data.first() != Some(&b'{') {
-            match data.as_slice() {
+            match data {
                 b"[DONE]" => self.terminal = true,
                 // Comments, keep-alives, `event:`-only lines.
                 d if d.iter().all(u8::is_ascii_whitespace) => {}
@@ -136,9 +172,9 @@ impl StreamTap {
             }
             return true;
         }
-        let Some(c) = UsageCarrier::parse(&data) else {
+        let Some(c) = UsageCarrier::parse(data) else {
             // Valid JSON of an unexpected shape passes; broken JSON does not.
-            if serde_json::from_slice::<serde::de::IgnoredAny>(&data).is_err() {
+            if serde_json::from_slice::<serde::de::IgnoredAny>(data).is_err() {
                 self.malformed = true;
                 return false;
             }

@@ -304,14 +304,18 @@ struct Pump {
 impl Pump {
     fn new(a: &Answering<'_, '_>) -> Self {
         let tr = a.translated.as_ref().map(|(client, chat)| translate::Translator::new(Wire::of_provider(a.provider.kind), *client, chat));
-        Pump { tap: StreamTap::new(a.drop_usage_only), tr, max_event: a.snap.limits.max_event_bytes, settled: false, ended: false, failed: None }
+        let tap = match tr {
+            Some(_) => StreamTap::new(a.drop_usage_only).collecting(),
+            None => StreamTap::new(a.drop_usage_only),
+        };
+        Pump { tap, tr, max_event: a.snap.limits.max_event_bytes, settled: false, ended: false, failed: None }
     }
 
     /// What to send the client for a piece of the upstream stream.
     fn feed(&mut self, chunk: &[u8]) -> Bytes {
         let mut out = self.tap.feed(chunk);
         if let Some(t) = self.tr.as_mut() {
-            out = t.feed(&out);
+            out = t.feed_data(self.tap.take_data());
         }
         if self.tap.malformed {
             self.failed = Some(("malformed", "the provider sent an event that is not valid JSON".into()));
@@ -327,7 +331,9 @@ impl Pump {
         self.ended = true;
         let mut tail = self.tap.finish();
         if let Some(t) = self.tr.as_mut() {
-            let mut b = BytesMut::from(&t.feed(&tail)[..]);
+            // An unterminated last event is not translated (it may be cut).
+            self.tap.take_data();
+            let mut b = BytesMut::new();
             // Close the client's stream only when the provider's ended properly.
             if self.tap.terminal {
                 b.extend_from_slice(&t.finish());

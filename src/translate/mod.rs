@@ -332,13 +332,22 @@ impl Translator {
         }
     }
 
-    /// Translate complete provider events (as split by the stream tap).
+    /// Translate complete provider events (bytes as passed by the stream tap).
     pub fn feed(&mut self, events: &[u8]) -> Bytes {
-        let mut out = BytesMut::new();
+        let mut data = Vec::new();
         let mut pos = 0;
         while let Some(end) = crate::dialect::sse::event_end(events, pos) {
-            let data = crate::dialect::sse::data_of(&events[pos..end]);
+            data.push(crate::dialect::sse::data_of(&events[pos..end]));
             pos = end;
+        }
+        self.feed_data(data)
+    }
+
+    /// Translate provider events given by their `data:` (as the stream tap
+    /// collected them: no second split).
+    pub fn feed_data(&mut self, events: Vec<Vec<u8>>) -> Bytes {
+        let mut out = BytesMut::new();
+        for data in events {
             for e in self.reader.read(&data) {
                 if let Some(e) = self.unwrap_json(e) {
                     self.writer.write(&e, &mut out);
