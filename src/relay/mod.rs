@@ -351,3 +351,19 @@ impl Pump {
 fn stream_error_event(dialect: Dialect, e: &GatewayError) -> Bytes {
     Bytes::from(dialect.spec().error_event(&String::from_utf8_lossy(&e.body(dialect))))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_canned_source_replays_its_header_and_chunks_in_order() {
+        let header = ResponseHeader::build(200, None).unwrap();
+        let mut src: Box<dyn Source> = Box::new(Canned::new(header, [Bytes::from_static(b"data: a\n\n"), Bytes::from_static(b"data: b\n\n")]));
+        assert_eq!(src.header().status.as_u16(), 200);
+        assert_eq!(src.chunk().await.unwrap().as_deref(), Some(&b"data: a\n\n"[..]));
+        assert_eq!(src.chunk().await.unwrap().as_deref(), Some(&b"data: b\n\n"[..]));
+        assert!(src.chunk().await.unwrap().is_none());
+        src.finish(&Connector::new(None)).await;
+    }
+}
