@@ -55,6 +55,14 @@ fn json_reply(status: StatusCode, v: serde_json::Value) -> Reply {
     reply(status, "application/json", v.to_string().into_bytes())
 }
 
+/// A typed report as JSON (the same bytes as its `serde_json::Value`).
+fn serialized_reply(status: StatusCode, v: &impl serde::Serialize) -> Reply {
+    match serde_json::to_vec(v) {
+        Ok(body) => reply(status, "application/json", body),
+        Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, format!("cannot render the report: {e}")),
+    }
+}
+
 fn error(status: StatusCode, message: impl Into<String>) -> Reply {
     json_reply(status, json!({"error": message.into()}))
 }
@@ -234,12 +242,12 @@ impl ServeHttp for Admin {
                 self.budgets.render_metrics(&mut text);
                 reply(StatusCode::OK, "text/plain; version=0.0.4", text.into_bytes())
             }
-            (Method::GET, "/admin/budgets") => json_reply(StatusCode::OK, self.budgets.report().await),
+            (Method::GET, "/admin/budgets") => serialized_reply(StatusCode::OK, &self.budgets.report().await),
             (Method::GET, "/admin/usage") => {
                 let query = session.req_header().uri.query().unwrap_or("");
                 let window = query.split('&').find_map(|kv| kv.strip_prefix("window=")).unwrap_or("day");
                 match Window::parse(window).filter(|w| matches!(w, Window::Day | Window::Month)) {
-                    Some(w) => json_reply(StatusCode::OK, self.budgets.usage(w)),
+                    Some(w) => serialized_reply(StatusCode::OK, &self.budgets.usage(w)),
                     None => error(StatusCode::BAD_REQUEST, format!("window `{window}`: use ?window=day or ?window=month")),
                 }
             }

@@ -25,8 +25,8 @@ use crate::accesslog::{AccessLogger, Record};
 use crate::drain::{AbortSignal, Drain};
 use crate::proxy::guard;
 use crate::body::JsonBody;
-use crate::budget::{Budgets, Charge, Entry, Hold, Verdict};
-use crate::config::{Amounts, Auth, Breaker, Provider, Retry, Snapshot};
+use crate::budget::{Budgets, Charge, Entry, Hold, RequestEstimate, Verdict};
+use crate::config::{Auth, Breaker, Provider, Retry, Snapshot};
 use crate::dialect::sse::StreamTap;
 use crate::dialect::{classify_path, Api, Dialect, ErrorKind, GatewayError, Incoming};
 use crate::metrics;
@@ -439,7 +439,6 @@ impl Gateway {
                             continue 'models;
                         }
                         Verdict::Refuse(e) => return Err(e.into()),
-                        Verdict::Recount => return Err(GatewayError::new(500, ErrorKind::Internal, "budget_admission", "budget admission asked for a recount with exact token counts").into()),
                     },
                     None => Hold::none(),
                 };
@@ -623,25 +622,14 @@ impl Gateway {
     }
 
     /// Reserve what the attempt may charge to the budgets that apply to it
-    /// (see `budget::worst_case`): first with the free byte bound on input,
-    /// counting tokens only when that does not fit; nothing at all when no
-    /// budget applies.
+    /// (see `budget::worst_case`; admission counts tokens itself when the
+    /// free byte bound does not fit); nothing at all when no budget applies.
     async fn admit(&self, snap: &Snapshot, f: &Facts<'_>, a: &Attempt<'_>, p: &Provider, downgraded: bool) -> Verdict {
-        let model = a.model.map(|m| m.name.as_str());
-        let mut c = Charge { provider: &p.name, model, app: &f.app, task: f.task.as_deref(), worst: Amounts::default(), exact: true };
-        if !snap.budgets.iter().any(|b| b.scope.matches(&p.name, model, &f.app, f.task.as_deref())) {
+        let c = Charge { provider: &p.name, model: a.model.map(|m| m.name.as_str()), app: &f.app, task: f.task.as_deref() };
+        if !snap.budgets.iter().any(|b| b.scope.matches(&c)) {
             return Verdict::Go(Hold::none());
         }
-        c.worst = crate::budget::worst_case(f, a.model, false);
-        c.exact = false;
-        match self.budgets.admit(&c, downgraded).await {
-            Verdict::Recount => {
-                c.worst = crate::budget::worst_case(f, a.model, true);
-                c.exact = true;
-                self.budgets.admit(&c, downgraded).await
-            }
-            v => v,
-        }
+        self.budgets.admit(&c, &RequestEstimate { facts: f, model: a.model }, downgraded).await
     }
 
     /// Send the upstream response to the client and account for it. Spend

@@ -5,6 +5,7 @@ use std::time::Duration;
 
 use super::super::raw::{RawBudget, RawBudgetStore, RawScope, RawSpike};
 use super::Ctx;
+use crate::budget::amount::{nanos, Limits};
 use crate::config::*;
 
 pub(super) fn budget_of(cx: &mut Ctx, path: &str, raw: RawBudget, names: &mut HashSet<String>, providers: &[Provider], models: &IndexMap<String, Model>) -> Option<Budget> {
