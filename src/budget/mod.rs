@@ -186,10 +186,6 @@ impl Budgets {
             self.reseed(s).await;
         }
     }
-
-    pub fn is_shared(&self) -> bool {
-        self.inner.shared.is_some()
-    }
 }
 
 #[cfg(test)]

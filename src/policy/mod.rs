@@ -20,6 +20,7 @@
 pub mod classify;
 pub mod explain;
 pub mod overrides;
+mod price;
 pub mod tokens;
 
 use std::hash::{BuildHasher, RandomState};

@@ -103,10 +103,6 @@ impl Ledger {
         Self { dir: dir.to_path_buf(), fsync_each, file: Mutex::new(None), dirty: AtomicBool::new(false), track: Mutex::new(track) }
     }
 
-    pub fn path_for(&self, month: &str) -> PathBuf {
-        self.dir.join(file_name(month))
-    }
-
     fn track(&self) -> MutexGuard<'_, Track> {
         self.track.lock().unwrap_or_else(|p| p.into_inner())
     }

@@ -8,7 +8,21 @@ use super::Ctx;
 use crate::budget::amount::{nanos, Limits};
 use crate::config::*;
 
-pub(super) fn budget_of(cx: &mut Ctx, path: &str, raw: RawBudget, names: &mut HashSet<String>, providers: &[Provider], models: &IndexMap<String, Model>) -> Option<Budget> {
+/// `budgets:`, each validated on its own.
+pub(super) fn budgets_of(cx: &mut Ctx, raw_budgets: Vec<serde_yaml::Value>, providers: &[Provider], models: &IndexMap<String, Model>) -> Vec<Budget> {
+    let mut budget_names = HashSet::new();
+    let mut budgets = Vec::new();
+    for (i, v) in raw_budgets.into_iter().enumerate() {
+        let path = format!("budgets[{i}]");
+        let Some(raw) = cx.section(&path, v) else { continue };
+        if let Some(b) = budget_of(cx, &path, raw, &mut budget_names, providers, models) {
+            budgets.push(b);
+        }
+    }
+    budgets
+}
+
+fn budget_of(cx: &mut Ctx, path: &str, raw: RawBudget, names: &mut HashSet<String>, providers: &[Provider], models: &IndexMap<String, Model>) -> Option<Budget> {
     let before = cx.errors.len();
     if raw.name.trim().is_empty() {
         cx.err(format!("{path}.name"), "must not be empty");
