@@ -23,6 +23,7 @@ use serde_json::json;
 use crate::budget::Budgets;
 use crate::config::{Snapshot, Window};
 use crate::policy::explain;
+use crate::policy::overrides::OverrideError;
 use crate::policy::OverrideStore;
 use crate::upstream::health::Health;
 
@@ -173,7 +174,7 @@ impl Admin {
             return match self.overrides.remove(route) {
                 Ok(true) => json_reply(StatusCode::OK, json!({"removed": route})),
                 Ok(false) => error(StatusCode::NOT_FOUND, format!("route `{route}` has no override")),
-                Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, e),
+                Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
             };
         }
         let body = match read_body(session, 64 * 1024).await {
@@ -189,8 +190,8 @@ impl Admin {
                 tracing::info!(route, target = %o.target, "route override set");
                 json_reply(StatusCode::OK, json!({"route": route, "target": o.target, "set_at": o.set_at, "note": o.note}))
             }
-            Err(e) if e.starts_with("cannot save") => error(StatusCode::INTERNAL_SERVER_ERROR, e),
-            Err(e) => error(StatusCode::BAD_REQUEST, e),
+            Err(e @ OverrideError::Store(_)) => error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
+            Err(e @ OverrideError::Invalid(_)) => error(StatusCode::BAD_REQUEST, e.to_string()),
         }
     }
 

@@ -26,6 +26,7 @@ mod listen;
 mod models;
 mod resilience;
 mod routes;
+mod targets;
 
 use models::{capabilities_of, check_model, check_model_list};
 
