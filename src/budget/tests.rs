@@ -1,3 +1,7 @@
+//! Budget unit tests: judging, concurrent admission, ledger replay,
+//! spikes, config mistakes, the injected clock, the internal recount and
+//! the report JSON. Time moves on a `ManualClock`; nothing sleeps.
+
 use super::admit::{judge, Judged, Seen};
 use super::amount::{nanos, Limits};
 use super::spike::SpikeWatch;
@@ -221,4 +225,30 @@ async fn admission_recounts_a_bound_that_does_not_fit_and_only_then() {
     assert_eq!(r["budgets"][0]["reserved_usd"], 0.8, "the exact count is what is reserved");
     assert!(matches!(b.admit(&CHARGE, &Bounded(0.9, 0.3, Default::default()), false).await, Verdict::Refuse(_)));
     drop((first, second));
+}
+
+#[tokio::test]
+async fn reports_serialize_to_the_json_the_admin_api_always_answered() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = Arc::new(clock::ManualClock::at("2026-11-25T12:00:00Z".parse().unwrap()));
+    let snap = snapshot(dir.path(), "  - { name: cap, window: day, limit_usd: 1, limit_tokens: 1000, on_exceed: downgrade, downgrade_to: cheapest }\n");
+    let b = Budgets::open_with_clock(&snap, clock).unwrap();
+    let Verdict::Go(h) = b.admit(&CHARGE, &worst(0.1), false).await else { panic!() };
+    let e = entry(h.admitted_at(), 0.25);
+    b.settle(h, charged(&e), &e).await;
+    // The shape the reports had as `serde_json::Value`s, key order included.
+    let mut row = serde_json::json!({
+        "name": "cap", "scope": "global", "window": "day", "limit_usd": 1.0, "spent_usd": 0.25, "reserved_usd": 0.0, "remaining_usd": 0.75,
+        "state": "ok", "on_exceed": "downgrade", "warn_at": 0.8, "resets_at": "2026-11-26T00:00:00Z", "spent_tokens": 10, "reserved_tokens": 0, "requests": 1,
+    });
+    row["limit_tokens"] = serde_json::json!(1000);
+    row["downgrade_to"] = serde_json::json!("cheapest");
+    let want = serde_json::json!({"budgets": [row], "store": {"kind": "file"}});
+    assert_eq!(serde_json::to_string(&b.report().await).unwrap(), want.to_string());
+    let cell = serde_json::json!({"requests": 1, "input_tokens": 5, "output_tokens": 5, "cost_usd": 0.25, "requested_cost_usd": 0.25, "savings_usd": 0.0, "savings_pct": 0.0});
+    let want = serde_json::json!({
+        "window": "day", "from": "2026-11-25T00:00:00Z", "to": "2026-11-26T00:00:00Z", "total": cell,
+        "by_provider": {"openai": cell}, "by_model": {"m": cell}, "by_app": {"default": cell}, "by_route": {"none": cell}, "spend_spike": false,
+    });
+    assert_eq!(serde_json::to_string(&b.usage(Window::Day)).unwrap(), want.to_string());
 }

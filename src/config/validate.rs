@@ -83,8 +83,8 @@ fn unknown_field(message: &str) -> Option<&str> {
     rest.split('`').next()
 }
 
-/// The top-level sections, each deserialized on its own (in file-key
-/// order of `TOP_KEYS`, so errors come in a stable order).
+/// The top-level sections, each deserialized on its own, always in the
+/// same order (so errors are listed in a stable order).
 struct Sections {
     listen: RawListen,
     state_dir: String,

@@ -4,7 +4,9 @@
 //! response header, then hand out body chunks under the idle/total timeouts.
 //!
 //! It never decides about fallback; it classifies what went wrong so the
-//! caller can.
+//! caller can. `endpoint` holds the leaf types config keeps per provider
+//! (address, timeouts), `retry` the waits between tries, `health` the
+//! breakers and health checks.
 
 pub mod endpoint;
 pub mod health;

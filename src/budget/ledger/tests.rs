@@ -1,3 +1,5 @@
+//! Ledger round trips and torn writes.
+
 use std::fs::OpenOptions;
 use std::io::Write;
 

@@ -1,3 +1,5 @@
+//! Route validation: ranges, unworkable plans, missing capabilities.
+
 use super::*;
 
 #[test]
