@@ -18,7 +18,7 @@ use std::time::Instant;
 use bytes::Bytes;
 use common::{Config, Kind};
 use modelgate::body::JsonBody;
-use modelgate::budget::{charged, worst_case, Budgets, Charge, Entry, Verdict};
+use modelgate::budget::{charged, worst_case, Budgets, Charge, Entry, RequestEstimate, Verdict};
 use modelgate::dialect::classify_path;
 use modelgate::policy::{classify, decide, Overrides};
 
@@ -95,9 +95,17 @@ fn main() {
     // reserve, settle with a ledger append.
     let budget_step = |exact: bool| {
         let f = classify(&snap, &inc, path, &headers, Some(&parsed), raw.len(), model.as_deref()).expect("classify");
-        let c = Charge { provider: "openai", model: Some("gpt-4o"), app: &f.app, task: None, worst: worst_case(&f, gpt4o, exact), exact };
+        let c = Charge { provider: "openai", model: Some("gpt-4o"), app: &f.app, task: None };
+        // `exact`: the tokenizer's count, as admission takes it when the
+        // byte bound does not fit.
+        let counted = exact.then(|| worst_case(&f, gpt4o, true));
+        let bound = RequestEstimate { facts: &f, model: gpt4o };
         rt.block_on(async {
-            if let Verdict::Go(h) = budgets.admit(&c, false).await {
+            let v = match &counted {
+                Some(w) => budgets.admit(&c, w, false).await,
+                None => budgets.admit(&c, &bound, false).await,
+            };
+            if let Verdict::Go(h) = v {
                 let e = Entry { ts: h.admitted_at(), app: f.app.clone(), route: "by-complexity".into(), provider: "openai".into(), model: "gpt-4o".into(), input: 120, output: 30, cost_usd: 0.0006, requested_cost_usd: 0.0006, ..Default::default() };
                 budgets.settle(h, charged(&e), &e).await;
             }

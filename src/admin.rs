@@ -23,6 +23,7 @@ use serde_json::json;
 use crate::budget::Budgets;
 use crate::config::{Snapshot, Window};
 use crate::policy::explain;
+use crate::policy::overrides::OverrideError;
 use crate::policy::OverrideStore;
 use crate::upstream::health::Health;
 
@@ -53,6 +54,14 @@ fn reply(status: StatusCode, content_type: &str, body: Vec<u8>) -> Reply {
 
 fn json_reply(status: StatusCode, v: serde_json::Value) -> Reply {
     reply(status, "application/json", v.to_string().into_bytes())
+}
+
+/// A typed report as JSON (the same bytes as its `serde_json::Value`).
+fn serialized_reply(status: StatusCode, v: &impl serde::Serialize) -> Reply {
+    match serde_json::to_vec(v) {
+        Ok(body) => reply(status, "application/json", body),
+        Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, format!("cannot render the report: {e}")),
+    }
 }
 
 fn error(status: StatusCode, message: impl Into<String>) -> Reply {
@@ -158,7 +167,7 @@ impl Admin {
             return match self.overrides.remove(route) {
                 Ok(true) => json_reply(StatusCode::OK, json!({"removed": route})),
                 Ok(false) => error(StatusCode::NOT_FOUND, format!("route `{route}` has no override")),
-                Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, e),
+                Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
             };
         }
         let body = match read_body(session, 64 * 1024).await {
@@ -174,8 +183,8 @@ impl Admin {
                 tracing::info!(route, target = %o.target, "route override set");
                 json_reply(StatusCode::OK, json!({"route": route, "target": o.target, "set_at": o.set_at, "note": o.note}))
             }
-            Err(e) if e.starts_with("cannot save") => error(StatusCode::INTERNAL_SERVER_ERROR, e),
-            Err(e) => error(StatusCode::BAD_REQUEST, e),
+            Err(e @ OverrideError::Store(_)) => error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
+            Err(e @ OverrideError::Invalid(_)) => error(StatusCode::BAD_REQUEST, e.to_string()),
         }
     }
 
@@ -227,12 +236,12 @@ impl ServeHttp for Admin {
                 self.budgets.render_metrics(&mut text);
                 reply(StatusCode::OK, "text/plain; version=0.0.4", text.into_bytes())
             }
-            (Method::GET, "/admin/budgets") => json_reply(StatusCode::OK, self.budgets.report().await),
+            (Method::GET, "/admin/budgets") => serialized_reply(StatusCode::OK, &self.budgets.report().await),
             (Method::GET, "/admin/usage") => {
                 let query = session.req_header().uri.query().unwrap_or("");
                 let window = query.split('&').find_map(|kv| kv.strip_prefix("window=")).unwrap_or("day");
                 match Window::parse(window).filter(|w| matches!(w, Window::Day | Window::Month)) {
-                    Some(w) => json_reply(StatusCode::OK, self.budgets.usage(w)),
+                    Some(w) => serialized_reply(StatusCode::OK, &self.budgets.usage(w)),
                     None => error(StatusCode::BAD_REQUEST, format!("window `{window}`: use ?window=day or ?window=month")),
                 }
             }

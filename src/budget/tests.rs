@@ -1,5 +1,13 @@
+//! Budget unit tests: judging, concurrent admission, ledger replay,
+//! spikes, config mistakes, the injected clock, the internal recount and
+//! the report JSON. Time moves on a `ManualClock`; nothing sleeps.
+
+use super::admit::{judge, Judged, Seen};
+use super::amount::{nanos, Limits};
+use super::spike::SpikeWatch;
 use super::*;
-use crate::config::{Downgrade, Scope};
+use crate::config::{Budget, Downgrade, OnExceed, Scope, Spike, Window};
+use jiff::Timestamp;
 
 fn budget(name: &str, usd_limit: f64, on_exceed: OnExceed) -> Budget {
     Budget { name: name.into(), scope: Scope::default(), window: Window::Day, limits: Limits { nanos: Some(nanos(usd_limit)), ..Default::default() }, warn_at: 0.8, on_exceed }
@@ -14,7 +22,7 @@ fn judge_counts_reservations_and_prefers_downgrade_then_reject() {
     let defs = vec![budget("hard", 1.0, OnExceed::Reject), budget("soft", 0.5, OnExceed::Downgrade(Downgrade::Cheapest)), budget("note", 0.1, OnExceed::Warn)];
     let worst = Amounts { nanos: nanos(0.2), tokens: 0, requests: 1 };
     // 0.7 spent + 0.2 reserved + 0.2 > 1.0: over the hard cap.
-    assert!(matches!(judge(&defs[..1], &[seen(0, nanos(0.7), nanos(0.2))], worst, false), Judged::Refuse { i: 0, what: "usd", .. }));
+    assert!(matches!(judge(&defs[..1], &[seen(0, nanos(0.7), nanos(0.2))], worst, false), Judged::Refuse { i: 0, what: Limit::Usd, .. }));
     assert!(matches!(judge(&defs[..1], &[seen(0, nanos(0.5), nanos(0.2))], worst, false), Judged::Go { .. }));
     // The soft cap downgrades first; once downgraded it no longer blocks.
     let all = [seen(0, nanos(0.7), nanos(0.2)), seen(1, nanos(0.4), 0), seen(2, nanos(0.4), 0)];
@@ -34,8 +42,10 @@ fn snapshot(dir: &std::path::Path, budgets: &str) -> Snapshot {
     crate::config::load_str(&yaml, &|_| None).unwrap()
 }
 
-fn charge(worst_usd: f64) -> Charge<'static> {
-    Charge { provider: "openai", model: Some("m"), app: "default", task: None, worst: Amounts { nanos: nanos(worst_usd), tokens: 10, requests: 1 }, exact: true }
+const CHARGE: Charge<'static> = Charge { provider: "openai", model: Some("m"), app: "default", task: None };
+
+fn worst(usd: f64) -> Amounts {
+    Amounts { nanos: nanos(usd), tokens: 10, requests: 1 }
 }
 
 fn entry(ts: String, cost: f64) -> Entry {
@@ -50,7 +60,7 @@ async fn concurrent_admission_never_reserves_past_the_limit_and_holds_release() 
     for _ in 0..64 {
         let b = b.clone();
         tasks.push(tokio::spawn(async move {
-            match b.admit(&charge(0.1), false).await {
+            match b.admit(&CHARGE, &worst(0.1), false).await {
                 Verdict::Go(h) => {
                     tokio::task::yield_now().await;
                     let e = entry(h.admitted_at(), 0.1);
@@ -66,16 +76,16 @@ async fn concurrent_admission_never_reserves_past_the_limit_and_holds_release() 
         admitted += usize::from(t.await.unwrap());
     }
     assert_eq!(admitted, 10, "exactly limit / worst case requests fit");
-    let r = b.report().await;
+    let r = serde_json::to_value(b.report().await).unwrap();
     assert_eq!(r["budgets"][0]["spent_usd"], 1.0);
     assert_eq!(r["budgets"][0]["reserved_usd"], 0.0);
     assert_eq!(r["budgets"][0]["state"], "exceeded");
     // A dropped hold (an error path) gives its reservation back.
     let b2 = Budgets::open(&snapshot(tempfile::tempdir().unwrap().path(), "  - { name: cap, window: day, limit_usd: 1 }\n")).unwrap();
-    let Verdict::Go(h) = b2.admit(&charge(0.6), false).await else { panic!() };
-    assert!(matches!(b2.admit(&charge(0.6), false).await, Verdict::Refuse(_)));
+    let Verdict::Go(h) = b2.admit(&CHARGE, &worst(0.6), false).await else { panic!() };
+    assert!(matches!(b2.admit(&CHARGE, &worst(0.6), false).await, Verdict::Refuse(_)));
     drop(h);
-    assert!(matches!(b2.admit(&charge(0.6), false).await, Verdict::Go(_)));
+    assert!(matches!(b2.admit(&CHARGE, &worst(0.6), false).await, Verdict::Go(_)));
 }
 
 #[tokio::test]
@@ -84,7 +94,7 @@ async fn spend_is_replayed_from_the_ledger_and_survives_scope_changes() {
     let snap = snapshot(dir.path(), "  - { name: day, window: day, limit_usd: 5 }\n");
     let b = Budgets::open(&snap).unwrap();
     for _ in 0..3 {
-        let Verdict::Go(h) = b.admit(&charge(0.5), false).await else { panic!() };
+        let Verdict::Go(h) = b.admit(&CHARGE, &worst(0.5), false).await else { panic!() };
         let e = entry(h.admitted_at(), 0.25);
         b.settle(h, charged(&e), &e).await;
     }
@@ -96,19 +106,19 @@ async fn spend_is_replayed_from_the_ledger_and_survives_scope_changes() {
     }
     drop(b);
     let again = Budgets::open(&snap).unwrap();
-    assert_eq!(again.report().await["budgets"][0]["spent_usd"], 0.75);
+    assert_eq!(serde_json::to_value(again.report().await).unwrap()["budgets"][0]["spent_usd"], 0.75);
     // A new budget added by a reload counts what is already in the ledger.
     again.sync(&snapshot(dir.path(), "  - { name: day, window: day, limit_usd: 2 }\n  - { name: app, scope: { app: default }, window: day, limit_usd: 9 }\n"));
-    let r = again.report().await;
+    let r = serde_json::to_value(again.report().await).unwrap();
     assert_eq!((r["budgets"][0]["spent_usd"].as_f64(), r["budgets"][0]["limit_usd"].as_f64()), (Some(0.75), Some(2.0)));
     assert_eq!(r["budgets"][1]["spent_usd"], 0.75);
-    let day = again.usage(Window::Day);
+    let day = serde_json::to_value(again.usage(Window::Day)).unwrap();
     assert_eq!(day["total"]["requests"], 3);
 }
 
 #[test]
 fn a_spend_spike_is_the_last_hour_over_factor_times_the_baseline_hour() {
-    let mut book = Book { spike: Spike { factor: 2.0, baseline_hours: 24, min_usd: 0.0 }, ..Default::default() };
+    let mut book = SpikeWatch { config: Spike { factor: 2.0, baseline_hours: 24, min_usd: 0.0 }, ..Default::default() };
     let now = Timestamp::from_second(1_800_000_000).unwrap();
     let minute = now.as_second() / 60;
     // $1 an hour for the 24 hours before the last one.
@@ -116,17 +126,17 @@ fn a_spend_spike_is_the_last_hour_over_factor_times_the_baseline_hour() {
         *book.minutes.entry(minute - 60 * h - 30).or_default() += nanos(1.0);
     }
     *book.minutes.entry(minute - 5).or_default() += nanos(1.5);
-    book.spike_check(now);
+    book.check(now);
     assert!(!book.spiking, "1.5× is not a spike at factor 2");
     *book.minutes.entry(minute - 1).or_default() += nanos(1.0);
-    book.spike_check(now);
+    book.check(now);
     assert!(!book.spiking, "checked at most once a minute");
-    book.spike_check(Timestamp::from_second(now.as_second() + 60).unwrap());
+    book.check(Timestamp::from_second(now.as_second() + 60).unwrap());
     assert!(book.spiking, "$2.50 in the last hour vs $1 average is a spike");
     // No history: no alert (a first hour is not a spike).
-    let mut fresh = Book { spike: Spike::default(), ..Default::default() };
+    let mut fresh = SpikeWatch { config: Spike::default(), ..Default::default() };
     *fresh.minutes.entry(minute).or_default() += nanos(5.0);
-    fresh.spike_check(now);
+    fresh.check(now);
     assert!(!fresh.spiking);
 }
 
@@ -158,4 +168,87 @@ fn budget_config_mistakes_are_named_with_their_path() {
     assert_eq!(crate::config::load_str(yaml, &|_| None).unwrap().budget_store.on_ledger_error, OnLedgerError::Reset);
     let yaml = "providers:\n  openai: { kind: openai, base_url: \"http://127.0.0.1:9/v1\" }\n";
     assert_eq!(crate::config::load_str(yaml, &|_| None).unwrap().budget_store.on_ledger_error, OnLedgerError::Refuse);
+}
+
+#[tokio::test]
+async fn windows_roll_on_the_injected_clock_without_sleeping() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = Arc::new(clock::ManualClock::at("2026-11-25T23:59:00Z".parse().unwrap()));
+    let b = Budgets::open_with_clock(&snapshot(dir.path(), "  - { name: cap, window: day, limit_usd: 1 }\n"), clock.clone()).unwrap();
+    let Verdict::Go(h) = b.admit(&CHARGE, &worst(0.6), false).await else { panic!() };
+    assert_eq!(h.admitted_at(), "2026-11-25T23:59:00Z");
+    let e = entry(h.admitted_at(), 0.6);
+    b.settle(h, charged(&e), &e).await;
+    assert!(matches!(b.admit(&CHARGE, &worst(0.6), false).await, Verdict::Refuse(_)));
+    let Verdict::Go(held) = b.admit(&CHARGE, &worst(0.3), false).await else { panic!() };
+    // Two minutes later it is the next day: a fresh window.
+    clock.advance(std::time::Duration::from_secs(120));
+    let r = serde_json::to_value(b.report().await).unwrap();
+    assert_eq!(r["budgets"][0]["spent_usd"], 0.0);
+    assert_eq!(r["budgets"][0]["reserved_usd"], 0.0);
+    assert_eq!(r["budgets"][0]["resets_at"], "2026-11-27T00:00:00Z");
+    // A hold from yesterday releases into yesterday's counts, not today's.
+    drop(held);
+    let Verdict::Go(h) = b.admit(&CHARGE, &worst(0.6), false).await else { panic!("a new day has the whole limit") };
+    assert!(matches!(b.admit(&CHARGE, &worst(0.6), false).await, Verdict::Refuse(_)), "today's reservation counts");
+    drop(h);
+}
+
+/// A bound and a tighter count, as a request's byte bound and token count.
+struct Bounded(f64, f64, std::sync::atomic::AtomicU32);
+
+impl Estimate for Bounded {
+    fn bound(&self) -> Amounts {
+        worst(self.0)
+    }
+    fn is_exact(&self) -> bool {
+        false
+    }
+    fn exact(&self) -> Amounts {
+        self.2.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        worst(self.1)
+    }
+}
+
+#[tokio::test]
+async fn admission_recounts_a_bound_that_does_not_fit_and_only_then() {
+    let dir = tempfile::tempdir().unwrap();
+    let b = Budgets::open(&snapshot(dir.path(), "  - { name: cap, window: day, limit_usd: 1 }\n")).unwrap();
+    let fits = Bounded(0.5, 0.1, Default::default());
+    let Verdict::Go(first) = b.admit(&CHARGE, &fits, false).await else { panic!() };
+    assert_eq!(fits.2.load(std::sync::atomic::Ordering::SeqCst), 0, "a bound that fits is reserved as is");
+    // 0.5 reserved + a 0.6 bound is over; the exact 0.3 fits.
+    let tight = Bounded(0.6, 0.3, Default::default());
+    let Verdict::Go(second) = b.admit(&CHARGE, &tight, false).await else { panic!("the exact count fits") };
+    assert_eq!(tight.2.load(std::sync::atomic::Ordering::SeqCst), 1);
+    let r = serde_json::to_value(b.report().await).unwrap();
+    assert_eq!(r["budgets"][0]["reserved_usd"], 0.8, "the exact count is what is reserved");
+    assert!(matches!(b.admit(&CHARGE, &Bounded(0.9, 0.3, Default::default()), false).await, Verdict::Refuse(_)));
+    drop((first, second));
+}
+
+#[tokio::test]
+async fn reports_serialize_to_the_json_the_admin_api_always_answered() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = Arc::new(clock::ManualClock::at("2026-11-25T12:00:00Z".parse().unwrap()));
+    let snap = snapshot(dir.path(), "  - { name: cap, window: day, limit_usd: 1, limit_tokens: 1000, on_exceed: downgrade, downgrade_to: cheapest }\n");
+    let b = Budgets::open_with_clock(&snap, clock).unwrap();
+    let Verdict::Go(h) = b.admit(&CHARGE, &worst(0.1), false).await else { panic!() };
+    let e = entry(h.admitted_at(), 0.25);
+    b.settle(h, charged(&e), &e).await;
+    // The shape the reports had as `serde_json::Value`s, key order included.
+    let mut row = serde_json::json!({
+        "name": "cap", "scope": "global", "window": "day", "limit_usd": 1.0, "spent_usd": 0.25, "reserved_usd": 0.0, "remaining_usd": 0.75,
+        "state": "ok", "on_exceed": "downgrade", "warn_at": 0.8, "resets_at": "2026-11-26T00:00:00Z", "spent_tokens": 10, "reserved_tokens": 0, "requests": 1,
+    });
+    row["limit_tokens"] = serde_json::json!(1000);
+    row["downgrade_to"] = serde_json::json!("cheapest");
+    let want = serde_json::json!({"budgets": [row], "store": {"kind": "file"}});
+    assert_eq!(serde_json::to_string(&b.report().await).unwrap(), want.to_string());
+    let cell = serde_json::json!({"requests": 1, "input_tokens": 5, "output_tokens": 5, "cost_usd": 0.25, "requested_cost_usd": 0.25, "savings_usd": 0.0, "savings_pct": 0.0});
+    let want = serde_json::json!({
+        "window": "day", "from": "2026-11-25T00:00:00Z", "to": "2026-11-26T00:00:00Z", "total": cell,
+        "by_provider": {"openai": cell}, "by_model": {"m": cell}, "by_app": {"default": cell}, "by_route": {"none": cell}, "spend_spike": false,
+    });
+    assert_eq!(serde_json::to_string(&b.usage(Window::Day)).unwrap(), want.to_string());
 }

@@ -1,69 +1,11 @@
 //! Runtime budget config: budgets, where spend is kept, calendar windows.
+//! Data only: matching a scope, amount arithmetic and limit checks live
+//! in `crate::budget`.
 
 use std::fmt;
 use std::time::Duration;
 
-/// A spend amount: USD in nano-dollars (exact integer sums), tokens, requests.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct Amounts {
-    pub nanos: u64,
-    pub tokens: u64,
-    pub requests: u64,
-}
-
-/// Saturating: counts never wrap.
-impl std::ops::Add for Amounts {
-    type Output = Amounts;
-    fn add(self, o: Amounts) -> Amounts {
-        Amounts { nanos: self.nanos.saturating_add(o.nanos), tokens: self.tokens.saturating_add(o.tokens), requests: self.requests.saturating_add(o.requests) }
-    }
-}
-
-/// Saturating: a release never takes a count below zero.
-impl std::ops::Sub for Amounts {
-    type Output = Amounts;
-    fn sub(self, o: Amounts) -> Amounts {
-        Amounts { nanos: self.nanos.saturating_sub(o.nanos), tokens: self.tokens.saturating_sub(o.tokens), requests: self.requests.saturating_sub(o.requests) }
-    }
-}
-
-/// USD → nano-dollars (rounded; negative and NaN become 0).
-pub fn nanos(usd: f64) -> u64 {
-    if usd.is_finite() && usd > 0.0 {
-        (usd * 1e9).round() as u64
-    } else {
-        0
-    }
-}
-
-pub fn usd(nanos: u64) -> f64 {
-    nanos as f64 / 1e9
-}
-
-/// Limits of one budget; `None` is unlimited. At least one is set.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct Limits {
-    pub nanos: Option<u64>,
-    pub tokens: Option<u64>,
-    pub requests: Option<u64>,
-}
-
-impl Limits {
-    /// The first limit `a` goes over, as (what, limit), e.g. ("usd", 10e9).
-    pub fn over(&self, a: Amounts) -> Option<(&'static str, u64)> {
-        [("usd", self.nanos, a.nanos), ("tokens", self.tokens, a.tokens), ("requests", self.requests, a.requests)]
-            .into_iter()
-            .find_map(|(what, limit, v)| limit.filter(|l| v > *l).map(|l| (what, l)))
-    }
-
-    /// The highest used fraction of any limit.
-    pub fn fraction(&self, a: Amounts) -> f64 {
-        [(self.nanos, a.nanos), (self.tokens, a.tokens), (self.requests, a.requests)]
-            .into_iter()
-            .filter_map(|(l, v)| l.map(|l| if l == 0 { f64::INFINITY } else { v as f64 / l as f64 }))
-            .fold(0.0, f64::max)
-    }
-}
+use crate::budget::amount::Limits;
 
 /// Which requests a budget counts: every field given must match (none given
 /// is global).
@@ -73,15 +15,6 @@ pub struct Scope {
     pub model: Option<String>,
     pub app: Option<String>,
     pub task: Option<String>,
-}
-
-impl Scope {
-    pub fn matches(&self, provider: &str, model: Option<&str>, app: &str, task: Option<&str>) -> bool {
-        self.provider.as_deref().is_none_or(|p| p == provider)
-            && self.model.as_deref().is_none_or(|m| Some(m) == model)
-            && self.app.as_deref().is_none_or(|a| a == app)
-            && self.task.as_deref().is_none_or(|t| Some(t) == task)
-    }
 }
 
 impl fmt::Display for Scope {

@@ -7,6 +7,10 @@
 //! one (fallible) and swaps it in (infallible), see `crate::reload`.
 
 mod budget;
+mod error;
+pub use error::{ConfigError, ConfigErrors};
+mod forward;
+pub use forward::{ForwardProxy, ForwardTimeouts, DEFAULT_INTERCEPT};
 mod interp;
 mod limits;
 pub use limits::{ClientTimeouts, PassRule, SizeLimits};
@@ -17,7 +21,6 @@ mod routing;
 mod validate;
 
 use std::fmt;
-use std::hash::BuildHasher;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -26,61 +29,11 @@ use std::time::Duration;
 use indexmap::IndexMap;
 
 use crate::dialect::Dialect;
-use crate::upstream::Endpoint;
+use crate::upstream::endpoint::{Endpoint, Timeouts};
 
 pub use budget::*;
 pub use routing::*;
 pub use validate::DEFAULT_MAX_BODY_BYTES;
-
-/// One problem in a config file, with where it is.
-#[derive(Debug, Clone, PartialEq)]
-pub struct ConfigError {
-    /// YAML path such as `routes[1].target`; empty for whole-file errors.
-    pub path: String,
-    pub line: Option<usize>,
-    pub column: Option<usize>,
-    pub message: String,
-}
-
-impl ConfigError {
-    pub(crate) fn at_line(line: usize, message: impl Into<String>) -> Self {
-        Self { path: String::new(), line: Some(line), column: None, message: message.into() }
-    }
-}
-
-impl fmt::Display for ConfigError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        if !self.path.is_empty() {
-            write!(f, "{}: ", self.path)?;
-        }
-        write!(f, "{}", self.message)?;
-        match (self.line, self.column) {
-            (Some(l), Some(c)) => write!(f, " (line {l}, column {c})"),
-            (Some(l), None) => write!(f, " (line {l})"),
-            _ => Ok(()),
-        }
-    }
-}
-
-/// Every error of one load attempt.
-#[derive(Debug, Clone)]
-pub struct ConfigErrors {
-    pub file: PathBuf,
-    pub errors: Vec<ConfigError>,
-}
-
-impl fmt::Display for ConfigErrors {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let n = self.errors.len();
-        writeln!(f, "{}: {n} error{}", self.file.display(), if n == 1 { "" } else { "s" })?;
-        for e in &self.errors {
-            writeln!(f, "  - {e}")?;
-        }
-        Ok(())
-    }
-}
-
-impl std::error::Error for ConfigErrors {}
 
 /// A secret value (API key). Never printed.
 #[derive(Clone, PartialEq)]
@@ -104,14 +57,6 @@ pub enum AccessLog {
     Stdout,
     Off,
     File(PathBuf),
-}
-
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub struct Timeouts {
-    pub connect: Duration,
-    pub first_byte: Duration,
-    pub idle: Duration,
-    pub total: Duration,
 }
 
 /// How failed attempts are retried (`retry:` globally, per route, per model).
@@ -140,19 +85,6 @@ impl Default for Retry {
 }
 
 impl Retry {
-    /// How long to wait before try `n + 1` of the same model after try `n`
-    /// failed: the upstream's Retry-After when given (`None` when it is over
-    /// `max_retry_after`: move on instead), else exponential backoff with
-    /// full jitter.
-    pub fn wait(&self, n: u32, retry_after: Option<Duration>) -> Option<Duration> {
-        if let Some(ra) = retry_after {
-            return (ra <= self.max_retry_after).then_some(ra);
-        }
-        let cap = self.backoff.saturating_mul(1 << n.saturating_sub(1).min(16)).min(self.max_backoff);
-        let jitter = std::collections::hash_map::RandomState::new().hash_one(std::time::Instant::now()) as f64 / u64::MAX as f64;
-        Some(cap.mul_f64(jitter))
-    }
-
     /// This policy with the fields `patch` sets replaced.
     pub fn with(&self, patch: &RawRetry) -> Retry {
         let ms = |v: Option<u64>, d: Duration| v.map(Duration::from_millis).unwrap_or(d);
@@ -287,10 +219,6 @@ impl Model {
         self.capabilities.is_empty() || self.capabilities.contains(&c)
     }
 
-    /// Blended list price: (3 × input + output) / 4, USD per million tokens.
-    pub fn blended_usd_per_mtok(&self) -> f64 {
-        (3.0 * self.prices.input_usd_per_mtok + self.prices.output_usd_per_mtok) / 4.0
-    }
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -300,60 +228,6 @@ pub struct Listen {
     /// The `HTTPS_PROXY` listener (transparent mode), when configured.
     pub forward_proxy: Option<SocketAddr>,
 }
-
-/// `forward_proxy:` — what the transparent-mode listener does.
-#[derive(Debug, Clone)]
-pub struct ForwardProxy {
-    /// Hosts whose TLS is terminated and whose requests go through modelgate.
-    pub intercept: Vec<String>,
-    /// Ports CONNECT may reach.
-    pub allow_ports: Vec<u16>,
-    /// Tunnel other hosts blind (else refuse them).
-    pub tunnel: bool,
-    /// Client networks allowed to use the proxy (empty: loopback only).
-    pub allow_clients: Vec<ipnet::IpNet>,
-    /// `Proxy-Authorization` password: the variable and its value.
-    pub auth: Option<(String, Option<Secret>)>,
-    /// Which internal addresses a blind tunnel may reach
-    /// (`allow_internal`, `allow_private`).
-    pub targets: crate::proxy::target::Policy,
-    pub timeouts: ForwardTimeouts,
-}
-
-/// Where a forward-proxy client can stall, and for how long.
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub struct ForwardTimeouts {
-    /// From accept until the CONNECT request head is read (or a plain
-    /// request is recognised): `head_timeout_ms`.
-    pub head: Duration,
-    /// The client's TLS handshake on an intercepted host: `tls_handshake_timeout_ms`.
-    pub tls_handshake: Duration,
-    /// A blind tunnel with no byte either way: `tunnel_idle_timeout_ms`.
-    pub tunnel_idle: Duration,
-}
-
-impl Default for ForwardTimeouts {
-    fn default() -> Self {
-        ForwardTimeouts { head: Duration::from_secs(10), tls_handshake: Duration::from_secs(10), tunnel_idle: Duration::from_secs(300) }
-    }
-}
-
-impl Default for ForwardProxy {
-    fn default() -> Self {
-        ForwardProxy {
-            intercept: DEFAULT_INTERCEPT.iter().map(|h| h.to_string()).collect(),
-            allow_ports: vec![443],
-            tunnel: true,
-            allow_clients: Vec::new(),
-            auth: None,
-            targets: crate::proxy::target::Policy::default(),
-            timeouts: ForwardTimeouts::default(),
-        }
-    }
-}
-
-/// The provider API hosts intercepted by default.
-pub const DEFAULT_INTERCEPT: &[&str] = &["api.openai.com", "api.anthropic.com", "generativelanguage.googleapis.com", "openrouter.ai"];
 
 /// The whole validated configuration: what one request sees from start to end.
 #[derive(Debug)]
@@ -426,16 +300,6 @@ impl Snapshot {
         out
     }
 
-    /// The provider that answers for `host` in transparent mode.
-    pub fn provider_for_host(&self, host: &str) -> Option<usize> {
-        let host = crate::proxy::target::normalize_host(host);
-        self.providers.iter().position(|p| p.hosts.contains(&host))
-    }
-
-    pub fn provider(&self, name: &str) -> Option<&Provider> {
-        self.providers.iter().find(|p| p.name == name)
-    }
-
     /// Whether `model`'s provider runs on this host.
     pub fn is_local(&self, model: &Model) -> bool {
         self.providers[model.provider].local
@@ -443,10 +307,6 @@ impl Snapshot {
 
     pub fn dialect_of(&self, model: &Model) -> Dialect {
         self.providers[model.provider].kind
-    }
-
-    pub fn default_provider_for(&self, dialect: Dialect) -> Option<&Provider> {
-        self.default_provider[dialect as usize].map(|i| &self.providers[i])
     }
 
     /// Exposure that is allowed but worth a warning (`modelgate check`

@@ -22,6 +22,7 @@ pub mod explain;
 mod fit;
 pub mod overrides;
 mod plan;
+mod price;
 pub mod tokens;
 mod trace;
 

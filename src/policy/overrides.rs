@@ -18,6 +18,18 @@ use serde::{Deserialize, Serialize};
 
 use crate::config::Snapshot;
 
+/// Why an override could not be set or removed: the request's mistake, or
+/// the store's (the caller answers 400 or 500 on it).
+#[derive(Debug, thiserror::Error)]
+pub enum OverrideError {
+    /// The route or target does not exist in the config.
+    #[error("{0}")]
+    Invalid(String),
+    /// The overrides file could not be saved (nothing changed).
+    #[error("{0}")]
+    Store(String),
+}
+
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct Override {
     /// The model every request of the route goes to.
@@ -63,8 +75,8 @@ impl OverrideStore {
     }
 
     /// Set `route`'s target after checking it against `snap`.
-    pub fn set(&self, snap: &Snapshot, route: &str, target: &str, note: Option<String>) -> Result<Override, String> {
-        check(snap, route, target)?;
+    pub fn set(&self, snap: &Snapshot, route: &str, target: &str, note: Option<String>) -> Result<Override, OverrideError> {
+        check(snap, route, target).map_err(OverrideError::Invalid)?;
         let o = Override { target: target.to_string(), set_at: humantime::format_rfc3339_seconds(SystemTime::now()).to_string(), note };
         self.update(|m| {
             m.insert(route.to_string(), o.clone());
@@ -73,18 +85,18 @@ impl OverrideStore {
     }
 
     /// Remove `route`'s override; `Ok(false)` when there was none.
-    pub fn remove(&self, route: &str) -> Result<bool, String> {
+    pub fn remove(&self, route: &str) -> Result<bool, OverrideError> {
         let mut found = false;
         self.update(|m| found = m.shift_remove(route).is_some())?;
         Ok(found)
     }
 
-    fn update(&self, f: impl FnOnce(&mut Overrides)) -> Result<(), String> {
-        let _guard = self.write.lock().map_err(|_| "override store lock poisoned".to_string())?;
+    fn update(&self, f: impl FnOnce(&mut Overrides)) -> Result<(), OverrideError> {
+        let _guard = self.write.lock().map_err(|_| OverrideError::Store("override store lock poisoned".to_string()))?;
         let mut next = (**self.current.load()).clone();
         f(&mut next);
         if let Some(file) = &self.file {
-            write(file, &next)?;
+            write(file, &next).map_err(OverrideError::Store)?;
         }
         self.current.store(Arc::new(next));
         Ok(())
@@ -138,8 +150,10 @@ routes:
         let snap = crate::config::load_str(CONF, &|_| None).unwrap();
         let dir = tempfile::tempdir().unwrap();
         let store = OverrideStore::open(dir.path()).unwrap();
-        assert!(store.set(&snap, "nope", "a", None).unwrap_err().contains("no route named `nope`"));
-        assert!(store.set(&snap, "r", "zz", None).unwrap_err().contains("unknown model"));
+        let e = store.set(&snap, "nope", "a", None).unwrap_err();
+        assert!(matches!(e, OverrideError::Invalid(_)) && e.to_string().contains("no route named `nope`"), "{e}");
+        let e = store.set(&snap, "r", "zz", None).unwrap_err();
+        assert!(matches!(e, OverrideError::Invalid(_)) && e.to_string().contains("unknown model"), "{e}");
         // A model of another dialect is fine: requests are translated.
         store.set(&snap, "r", "c", None).unwrap();
         store.set(&snap, "r", "b", Some("incident 42".into())).unwrap();

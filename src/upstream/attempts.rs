@@ -17,8 +17,8 @@ use pingora::connectors::http::Connector;
 use pingora::http::RequestHeader;
 
 use crate::body::JsonBody;
-use crate::budget::{Budgets, Charge, Hold, Verdict};
-use crate::config::{Amounts, Auth, Breaker, Provider, Snapshot};
+use crate::budget::{Budgets, Charge, Hold, RequestEstimate, Verdict};
+use crate::config::{Auth, Breaker, Provider, Snapshot};
 use crate::dialect::{ErrorKind, GatewayError, Incoming};
 use crate::drain::AbortSignal;
 use crate::metrics;
@@ -354,7 +354,6 @@ impl<'g> Attempts<'g> {
                 Err(ModelEnd::Next)
             }
             Verdict::Refuse(e) => Err(ModelEnd::Stop(e)),
-            Verdict::Recount => Err(ModelEnd::Stop(GatewayError::new(500, ErrorKind::Internal, "budget_admission", "budget admission asked for a recount with exact token counts"))),
         }
     }
 
@@ -379,26 +378,15 @@ impl<'g> Attempts<'g> {
     }
 
     /// Reserve what the attempt may charge to the budgets that apply to it
-    /// (see `budget::worst_case`): first with the free byte bound on input,
-    /// counting tokens only when that does not fit; nothing at all when no
-    /// budget applies.
+    /// (see `budget::worst_case`; admission counts tokens itself when the
+    /// free byte bound does not fit); nothing at all when no budget applies.
     async fn admit(&self, q: &Request<'_, '_>, a: &Attempt<'_>, p: &Provider, downgraded: bool) -> Verdict {
-        let (snap, f) = (q.snap, q.facts);
-        let model = a.model.map(|m| m.name.as_str());
-        let mut c = Charge { provider: &p.name, model, app: &f.app, task: f.task.as_deref(), worst: Amounts::default(), exact: true };
-        if !snap.budgets.iter().any(|b| b.scope.matches(&p.name, model, &f.app, f.task.as_deref())) {
+        let f = q.facts;
+        let c = Charge { provider: &p.name, model: a.model.map(|m| m.name.as_str()), app: &f.app, task: f.task.as_deref() };
+        if !q.snap.budgets.iter().any(|b| b.scope.matches(&c)) {
             return Verdict::Go(Hold::none());
         }
-        c.worst = crate::budget::worst_case(f, a.model, false);
-        c.exact = false;
-        match self.budgets.admit(&c, downgraded).await {
-            Verdict::Recount => {
-                c.worst = crate::budget::worst_case(f, a.model, true);
-                c.exact = true;
-                self.budgets.admit(&c, downgraded).await
-            }
-            v => v,
-        }
+        self.budgets.admit(&c, &RequestEstimate { facts: f, model: a.model }, downgraded).await
     }
 }
 

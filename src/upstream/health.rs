@@ -201,7 +201,7 @@ async fn check(connector: &Connector, p: &Provider, hc: &HealthCheck) -> Checked
             let _ = req.insert_header(name, value);
         }
     }
-    let t = crate::config::Timeouts { connect: hc.timeout, first_byte: hc.timeout, idle: hc.timeout, total: hc.timeout };
+    let t = super::Timeouts { connect: hc.timeout, first_byte: hc.timeout, idle: hc.timeout, total: hc.timeout };
     let mut ex = match super::send(connector, &p.endpoint, &t, &req, &Bytes::new()).await {
         Ok(ex) => ex,
         Err(e) => return fail(format!("GET {}: {e}", hc.path)),

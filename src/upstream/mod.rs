@@ -4,101 +4,31 @@
 //! response header, then hand out body chunks under the idle/total timeouts.
 //!
 //! It never decides about fallback; it classifies what went wrong so the
-//! caller can.
+//! caller can. `endpoint` holds the leaf types config keeps per provider
+//! (address, timeouts), `retry` the waits between tries, `health` the
+//! breakers and health checks.
 
 pub mod attempts;
 pub mod breaker;
+pub mod endpoint;
 pub mod health;
 pub mod request;
 pub mod retry;
 pub mod tls;
 
-use std::net::SocketAddr;
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use pingora::connectors::http::Connector;
 use pingora::http::{RequestHeader, ResponseHeader};
 use pingora::protocols::http::client::HttpSession;
-use pingora::protocols::tls::CaType;
 use pingora::upstreams::peer::HttpPeer;
 use tokio::time::timeout;
 
-use crate::config::Timeouts;
+pub use endpoint::{Endpoint, Timeouts};
 
-/// How long a resolved provider address is reused before asking DNS again.
-const DNS_TTL: Duration = Duration::from_secs(30);
 /// How long an idle upstream connection stays in the pool.
 const POOL_IDLE: Duration = Duration::from_secs(90);
-
-/// A provider's network address, parsed from its `base_url`.
-#[derive(Debug)]
-pub struct Endpoint {
-    pub tls: bool,
-    pub host: String,
-    pub port: u16,
-    /// Path prefix from the base URL, without trailing slash (`/v1` or ``).
-    pub base_path: String,
-    /// Value for the `Host` header.
-    pub authority: String,
-    ca: Option<Arc<CaType>>,
-    resolved: Mutex<Option<(Instant, SocketAddr)>>,
-}
-
-impl Endpoint {
-    pub fn parse(url: &str, ca: Option<Arc<CaType>>) -> Result<Self, String> {
-        let uri: http::Uri = url.parse().map_err(|e| format!("`{url}` is not a URL: {e}"))?;
-        let tls = match uri.scheme_str() {
-            Some("https") => true,
-            Some("http") => false,
-            _ => return Err(format!("`{url}` must start with https:// (or http:// for a local provider)")),
-        };
-        let host = uri.host().filter(|h| !h.is_empty()).ok_or_else(|| format!("`{url}` has no host"))?;
-        if uri.query().is_some() {
-            return Err(format!("`{url}` must not have a query string"));
-        }
-        let default_port = if tls { 443 } else { 80 };
-        let port = uri.port_u16().unwrap_or(default_port);
-        let authority = if port == default_port { host.to_string() } else { format!("{host}:{port}") };
-        Ok(Self {
-            tls,
-            host: host.trim_start_matches('[').trim_end_matches(']').to_string(),
-            port,
-            base_path: uri.path().trim_end_matches('/').to_string(),
-            authority,
-            ca,
-            resolved: Mutex::new(None),
-        })
-    }
-
-    async fn address(&self) -> Result<SocketAddr, AttemptError> {
-        if let Ok(guard) = self.resolved.lock() {
-            if let Some((at, addr)) = *guard {
-                if at.elapsed() < DNS_TTL {
-                    return Ok(addr);
-                }
-            }
-        }
-        let addr = tokio::net::lookup_host((self.host.as_str(), self.port))
-            .await
-            .ok()
-            .and_then(|mut it| it.next())
-            .ok_or_else(|| AttemptError::Connect(format!("cannot resolve {}", self.host)))?;
-        if let Ok(mut guard) = self.resolved.lock() {
-            *guard = Some((Instant::now(), addr));
-        }
-        Ok(addr)
-    }
-
-    async fn peer(&self, t: &Timeouts) -> Result<HttpPeer, AttemptError> {
-        let mut peer = HttpPeer::new(self.address().await?, self.tls, self.host.clone());
-        peer.options.connection_timeout = Some(t.connect);
-        peer.options.total_connection_timeout = Some(t.connect);
-        peer.options.ca = self.ca.clone();
-        Ok(peer)
-    }
-}
 
 /// Why one attempt failed. `reason()` is the metrics/log label.
 #[derive(Debug, thiserror::Error)]

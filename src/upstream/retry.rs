@@ -2,7 +2,9 @@
 //! judges an upstream response (a status the plan retries, a 2xx JSON body
 //! that is not an answer, a stream that fails before or with its first
 //! event, sizes over the limits) and says how long to wait before the same
-//! model is tried again. A [`Failure`] keeps a typed [`Kind`].
+//! model is tried again (the upstream's Retry-After when short enough, else
+//! exponential backoff with full jitter; the numbers are config, `retry:`).
+//! A [`Failure`] keeps a typed [`Kind`].
 //!
 //! It never decides which model comes next (`attempts` does) and never
 //! writes to the client (`relay` does).
@@ -225,6 +227,21 @@ impl RetryPolicy<'_> {
             }
             return Ok(Fetched::Stream { ex, first: first.buf.freeze() });
         }
+    }
+}
+
+impl Retry {
+    /// How long to wait before try `n + 1` of the same model after try `n`
+    /// failed: the upstream's Retry-After when given (`None` when it is over
+    /// `max_retry_after`: move on instead), else exponential backoff with
+    /// full jitter.
+    pub fn wait(&self, n: u32, retry_after: Option<Duration>) -> Option<Duration> {
+        if let Some(ra) = retry_after {
+            return (ra <= self.max_retry_after).then_some(ra);
+        }
+        let cap = self.backoff.saturating_mul(1 << n.saturating_sub(1).min(16)).min(self.max_backoff);
+        let jitter = std::hash::BuildHasher::hash_one(&std::collections::hash_map::RandomState::new(), std::time::Instant::now()) as f64 / u64::MAX as f64;
+        Some(cap.mul_f64(jitter))
     }
 }
 

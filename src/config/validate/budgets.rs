@@ -5,16 +5,64 @@ use std::time::Duration;
 
 use super::super::raw::{RawBudget, RawBudgetStore, RawScope, RawSpike};
 use super::Ctx;
+use crate::budget::amount::{nanos, Limits};
 use crate::config::*;
 
-pub(super) fn budget_of(cx: &mut Ctx, path: &str, raw: RawBudget, names: &mut HashSet<String>, providers: &[Provider], models: &IndexMap<String, Model>) -> Option<Budget> {
+/// `budgets:`, each validated on its own.
+pub(super) fn budgets_of(cx: &mut Ctx, raw_budgets: Vec<serde_yaml::Value>, providers: &[Provider], models: &IndexMap<String, Model>) -> Vec<Budget> {
+    let mut budget_names = HashSet::new();
+    let mut budgets = Vec::new();
+    for (i, v) in raw_budgets.into_iter().enumerate() {
+        let path = format!("budgets[{i}]");
+        let Some(raw) = cx.section(&path, v) else { continue };
+        if let Some(b) = budget_of(cx, &path, raw, &mut budget_names, providers, models) {
+            budgets.push(b);
+        }
+    }
+    budgets
+}
+
+fn budget_of(cx: &mut Ctx, path: &str, raw: RawBudget, names: &mut HashSet<String>, providers: &[Provider], models: &IndexMap<String, Model>) -> Option<Budget> {
     let before = cx.errors.len();
     if raw.name.trim().is_empty() {
         cx.err(format!("{path}.name"), "must not be empty");
     } else if !names.insert(raw.name.clone()) {
         cx.err(format!("{path}.name"), format!("budget name `{}` is used twice; names must be unique (spend is kept per name)", raw.name));
     }
-    let scope = match raw.scope {
+    let scope = scope_of(cx, path, raw.scope, providers, models);
+    let window = Window::parse(&raw.window).unwrap_or_else(|| {
+        cx.err(format!("{path}.window"), format!("unknown window `{}`; expected one of: hour, day, week, month", raw.window));
+        Window::Day
+    });
+    let mut limits = Limits::default();
+    match raw.limit_usd {
+        Some(v) if !(v.is_finite() && v > 0.0) => cx.err(format!("{path}.limit_usd"), format!("must be a positive amount of USD, got {v}")),
+        Some(v) => limits.nanos = Some(nanos(v)),
+        None => {}
+    }
+    for (field, v, slot) in [("limit_tokens", raw.limit_tokens, &mut limits.tokens), ("limit_requests", raw.limit_requests, &mut limits.requests)] {
+        match v {
+            Some(0) => cx.err(format!("{path}.{field}"), "must be greater than 0"),
+            other => *slot = other,
+        }
+    }
+    if raw.limit_usd.is_none() && raw.limit_tokens.is_none() && raw.limit_requests.is_none() {
+        cx.err(path, "a budget needs a limit: set `limit_usd` (and/or `limit_tokens`, `limit_requests`)");
+    }
+    let warn_at = raw.warn_at.unwrap_or(0.8);
+    if !(warn_at > 0.0 && warn_at <= 1.0) {
+        cx.err(format!("{path}.warn_at"), format!("must be a fraction of the limit in (0, 1], e.g. 0.8; got {warn_at}"));
+    }
+    let on_exceed = on_exceed_of(cx, path, raw.on_exceed.as_deref(), raw.downgrade_to, &scope, models);
+    if cx.errors.len() != before {
+        return None;
+    }
+    Some(Budget { name: raw.name, scope, window, limits, warn_at, on_exceed })
+}
+
+/// `scope:` — `global`, or a mapping of provider, model, app and task.
+fn scope_of(cx: &mut Ctx, path: &str, raw: Option<RawScope>, providers: &[Provider], models: &IndexMap<String, Model>) -> Scope {
+    match raw {
         None => Scope::default(),
         Some(RawScope::Word(w)) if w == "global" => Scope::default(),
         Some(RawScope::Word(w)) => {
@@ -39,31 +87,12 @@ pub(super) fn budget_of(cx: &mut Ctx, path: &str, raw: RawBudget, names: &mut Ha
             }
             Scope { provider: m.provider, model: m.model, app: m.app, task: m.task }
         }
-    };
-    let window = Window::parse(&raw.window).unwrap_or_else(|| {
-        cx.err(format!("{path}.window"), format!("unknown window `{}`; expected one of: hour, day, week, month", raw.window));
-        Window::Day
-    });
-    let mut limits = Limits::default();
-    match raw.limit_usd {
-        Some(v) if !(v.is_finite() && v > 0.0) => cx.err(format!("{path}.limit_usd"), format!("must be a positive amount of USD, got {v}")),
-        Some(v) => limits.nanos = Some(nanos(v)),
-        None => {}
     }
-    for (field, v, slot) in [("limit_tokens", raw.limit_tokens, &mut limits.tokens), ("limit_requests", raw.limit_requests, &mut limits.requests)] {
-        match v {
-            Some(0) => cx.err(format!("{path}.{field}"), "must be greater than 0"),
-            other => *slot = other,
-        }
-    }
-    if raw.limit_usd.is_none() && raw.limit_tokens.is_none() && raw.limit_requests.is_none() {
-        cx.err(path, "a budget needs a limit: set `limit_usd` (and/or `limit_tokens`, `limit_requests`)");
-    }
-    let warn_at = raw.warn_at.unwrap_or(0.8);
-    if !(warn_at > 0.0 && warn_at <= 1.0) {
-        cx.err(format!("{path}.warn_at"), format!("must be a fraction of the limit in (0, 1], e.g. 0.8; got {warn_at}"));
-    }
-    let on_exceed = match (raw.on_exceed.as_deref().unwrap_or("reject"), raw.downgrade_to) {
+}
+
+/// `on_exceed:` and `downgrade_to:`.
+fn on_exceed_of(cx: &mut Ctx, path: &str, on_exceed: Option<&str>, downgrade_to: Option<String>, scope: &Scope, models: &IndexMap<String, Model>) -> OnExceed {
+    match (on_exceed.unwrap_or("reject"), downgrade_to) {
         ("warn", None) => OnExceed::Warn,
         ("reject", None) => OnExceed::Reject,
         ("downgrade", None) => {
@@ -88,11 +117,7 @@ pub(super) fn budget_of(cx: &mut Ctx, path: &str, raw: RawBudget, names: &mut Ha
             cx.err(format!("{path}.on_exceed"), format!("unknown action `{other}`; expected one of: warn, downgrade, reject"));
             OnExceed::Reject
         }
-    };
-    if cx.errors.len() != before {
-        return None;
     }
-    Some(Budget { name: raw.name, scope, window, limits, warn_at, on_exceed })
 }
 
 pub(super) fn store_of(cx: &mut Ctx, raw: Option<RawBudgetStore>) -> BudgetStore {

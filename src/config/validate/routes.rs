@@ -6,7 +6,7 @@ use indexmap::IndexMap;
 use wildmatch::WildMatch;
 
 use super::super::raw::{RawBump, RawComplexity, RawMatch, RawRange, RawRoute, RawRouting, RawSelect};
-use super::{capabilities_of, check_model, check_model_list, Ctx};
+use super::{capabilities_of, check_model, check_model_list, targets, Ctx};
 use crate::config::*;
 use crate::dialect::Dialect;
 
@@ -98,7 +98,7 @@ fn select_of(cx: &mut Ctx, path: &str, s: RawSelect, model_names: &[String]) -> 
 
 /// Names that go out in response headers (route, split arm) must be
 /// visible ASCII.
-fn header_safe(cx: &mut Ctx, path: &str, name: &str) {
+pub(super) fn header_safe(cx: &mut Ctx, path: &str, name: &str) {
     if !name.bytes().all(|b| (0x20..0x7f).contains(&b)) {
         cx.err(path, format!("`{name}` is sent in response headers, so it may only use visible ASCII characters"));
     }
@@ -134,25 +134,7 @@ pub(super) fn route_of(
         check_model(cx, &format!("{path}.target"), &t, model_names);
         Target::Model(t)
     } else if let Some(tiers) = raw.tiers {
-        let tpath = format!("{path}.tiers");
-        if tiers.is_empty() {
-            cx.err(&tpath, "list at least one tier, e.g. { max_complexity: 10, model: gpt-4o }");
-        }
-        let mut prev: Option<u8> = None;
-        for (i, t) in tiers.iter().enumerate() {
-            check_model(cx, &format!("{tpath}[{i}].model"), &t.model, model_names);
-            if t.max_complexity > 10 {
-                cx.err(format!("{tpath}[{i}].max_complexity"), "complexity scores run from 0 to 10");
-            }
-            if prev.is_some_and(|p| p >= t.max_complexity) {
-                cx.err(format!("{tpath}[{i}].max_complexity"), "tiers must be listed with strictly increasing max_complexity");
-            }
-            prev = Some(t.max_complexity);
-        }
-        if prev.is_some_and(|p| p < 10) {
-            cx.err(format!("{tpath}[{}].max_complexity", tiers.len() - 1), "the last tier must have max_complexity: 10 so every score has a model");
-        }
-        Target::Tiers(tiers.into_iter().map(|t| Tier { max_complexity: t.max_complexity, model: t.model }).collect())
+        targets::tiers_of(cx, &format!("{path}.tiers"), tiers, model_names)
     } else if let Some(s) = raw.select {
         let spath = format!("{path}.select");
         if let Some(m) = s.mode.as_deref() {
@@ -163,49 +145,15 @@ pub(super) fn route_of(
         }
         Target::Select(select_of(cx, &spath, s, model_names))
     } else {
-        let arms = raw.split.unwrap_or_default();
-        let spath = format!("{path}.split");
-        if arms.is_empty() {
-            cx.err(&spath, "list at least one arm, e.g. { model: gpt-4o-mini, weight: 90 }");
-        }
-        let mut out: Vec<Arm> = Vec::new();
-        for (i, a) in arms.into_iter().enumerate() {
-            check_model(cx, &format!("{spath}[{i}].model"), &a.model, model_names);
-            if !(a.weight.is_finite() && a.weight >= 0.0) {
-                cx.err(format!("{spath}[{i}].weight"), format!("must be a number ≥ 0, got {}", a.weight));
-            }
-            let name = a.name.unwrap_or_else(|| a.model.clone());
-            header_safe(cx, &format!("{spath}[{i}].name"), &name);
-            if out.iter().any(|o| o.name == name) {
-                cx.err(format!("{spath}[{i}]"), format!("two arms are called `{name}`; give them distinct `name`s"));
-            }
-            out.push(Arm { name, model: a.model, weight: a.weight });
-        }
-        if !out.is_empty() && out.iter().map(|a| a.weight).sum::<f64>() <= 0.0 {
-            cx.err(&spath, "the weights add up to 0; give at least one arm a positive weight");
-        }
-        Target::Split(out)
+        targets::split_of(cx, &format!("{path}.split"), raw.split.unwrap_or_default(), model_names)
     };
     check_model_list(cx, &format!("{path}.fallbacks"), &raw.fallbacks, model_names, None);
     if cx.errors.len() != before {
         return None;
     }
 
-    // A plan whose every model lacks what every matched request needs
-    // cannot serve one of them.
-    for (needed, cap) in [(matcher.tools, Capability::Tools), (matcher.stream, Capability::Streaming)] {
-        if needed != Some(true) {
-            continue;
-        }
-        let planned: Vec<&Model> = target.models().into_iter().chain(raw.fallbacks.iter().map(String::as_str)).filter_map(|m| models.get(m)).collect();
-        if !planned.is_empty() && planned.iter().all(|m| !m.has(cap)) {
-            let names: Vec<&str> = planned.iter().map(|m| m.name.as_str()).collect();
-            cx.err(
-                format!("{path}.match"),
-                format!("every request this route matches needs the `{}` capability, which none of its models has ({}); add it to a model's capabilities or pick one that has it", cap.as_str(), names.join(", ")),
-            );
-            return None;
-        }
+    if targets::lacks_capability(cx, path, &matcher, &target, &raw.fallbacks, models) {
+        return None;
     }
 
     // Which request dialects the route applies to.
@@ -340,57 +288,4 @@ pub(super) fn routing_of(cx: &mut Ctx, raw: RawRouting) -> Routing {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn ranges_parse_as_written() {
-        let p = |s: &str| parse_range(&RawRange::Text(s.into()), 10);
-        assert_eq!(p("<=3"), Ok(Range { min: 0, max: 3 }));
-        assert_eq!(p("<3"), Ok(Range { min: 0, max: 2 }));
-        assert_eq!(p(">=8"), Ok(Range { min: 8, max: 10 }));
-        assert_eq!(p(">7"), Ok(Range { min: 8, max: 10 }));
-        assert_eq!(p("4-7"), Ok(Range { min: 4, max: 7 }));
-        assert_eq!(p(" 5 "), Ok(Range { min: 5, max: 5 }));
-        assert_eq!(parse_range(&RawRange::Exact(9), 10), Ok(Range { min: 9, max: 9 }));
-        assert!(p("7-4").unwrap_err().contains("empty"));
-        assert!(p("<0").is_err());
-        assert!(p("11-12").unwrap_err().contains("above"));
-        assert!(p("lots").unwrap_err().contains("not a range"));
-        assert_eq!(parse_range(&RawRange::Text(">1000".into()), u64::MAX), Ok(Range { min: 1001, max: u64::MAX }));
-    }
-
-    #[test]
-    fn plans_that_cannot_work_are_config_errors() {
-        let conf = |routes: &str| {
-            let text = format!(
-                "providers:\n  openai: {{ kind: openai, base_url: \"http://127.0.0.1:1/v1\" }}\nmodels:\n  a: {{ provider: openai, input_usd_per_mtok: 1, output_usd_per_mtok: 1 }}\n  b: {{ provider: openai, input_usd_per_mtok: 1, output_usd_per_mtok: 1 }}\nroutes:\n{routes}"
-            );
-            let errs = crate::config::load_str(&text, &|_| None).err().unwrap_or_default();
-            errs.iter().map(|e| format!("{}: {}", e.path, e.message)).collect::<Vec<_>>().join("\n")
-        };
-        let e = conf("  - { name: r, select: { candidates: [a, b, a] } }");
-        assert!(e.contains("routes[0].select.candidates[2]: model `a` is listed twice"), "{e}");
-        let e = conf("  - { name: r, target: a, fallbacks: [b, b] }");
-        assert!(e.contains("routes[0].fallbacks[1]: model `b` is listed twice"), "{e}");
-        let e = conf("  - { name: \"café\", target: a }");
-        assert!(e.contains("routes[0].name: `café` is sent in response headers"), "{e}");
-        let e = conf("  - { name: r, split: [ { model: a, weight: 1, name: \"arm\\nX\" } ] }");
-        assert!(e.contains("routes[0].split[0].name"), "{e}");
-        let e = conf("  - { name: r, target: a, mode: local-only, fallbacks: [b] }");
-        assert!(e.contains("routes[0].mode: this route is local-only but none of its models"), "{e}");
-        assert_eq!(conf("  - { name: r, target: a, fallbacks: [b] }"), "");
-    }
-
-    #[test]
-    fn a_route_whose_models_lack_what_its_requests_need_is_an_error() {
-        let text = |caps: &str| {
-            format!(
-                "providers:\n  openai: {{ kind: openai, base_url: \"http://127.0.0.1:1/v1\" }}\nmodels:\n  a: {{ provider: openai, input_usd_per_mtok: 1, output_usd_per_mtok: 1, capabilities: [{caps}] }}\nroutes:\n  - {{ name: r, match: {{ tools: true }}, target: a }}\n"
-            )
-        };
-        let errs = crate::config::load_str(&text("streaming"), &|_| None).err().unwrap_or_default();
-        assert!(errs.iter().any(|e| e.path == "routes[0].match" && e.message.contains("`tools` capability")), "{errs:?}");
-        assert!(crate::config::load_str(&text("tools, streaming"), &|_| None).is_ok());
-    }
-}
+mod tests;

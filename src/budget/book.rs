@@ -1,0 +1,252 @@
+//! The book: live counters of every budget in its current calendar window,
+//! the day and month usage cells, and the spike watch; and counting them
+//! from the ledger at start and after a reload.
+//!
+//! It keeps counts only: it must not decide admission (`admit`), render
+//! reports (`report`) or write the ledger.
+
+use std::collections::HashMap;
+
+use jiff::tz::TimeZone;
+use jiff::Timestamp;
+
+use super::amount::{nanos, usd, Amounts, Limits};
+use super::charge::{charged, Charge};
+use super::ledger::{Entry, Problem};
+use super::spike::SpikeWatch;
+use super::{window, Budgets};
+use crate::config::{Budget, Scope, Snapshot, Window};
+
+/// Live counters of one budget in its current window.
+#[derive(Debug, Clone)]
+pub(super) struct Counter {
+    /// What the counts depend on; a change means recounting.
+    pub(super) basis: (Scope, Window),
+    /// Changes when the window rolls or the counter is rebuilt, so a hold
+    /// from before never releases into the new counts.
+    pub(super) gen: u64,
+    pub(super) start: i64,
+    pub(super) end: i64,
+    pub(super) spent: Amounts,
+    pub(super) reserved: Amounts,
+    /// `warn_at` was crossed this window (logged once).
+    pub(super) warned: bool,
+    /// The limits at which a request was refused or downgraded this window.
+    pub(super) tripped: Option<Limits>,
+}
+
+impl Counter {
+    fn fresh(basis: (Scope, Window), gen: u64, (start, end): (i64, i64)) -> Self {
+        Counter { basis, gen, start, end, spent: Amounts::default(), reserved: Amounts::default(), warned: false, tripped: None }
+    }
+}
+
+/// Cost, tokens and requests of one (provider, model, app, route) cell.
+#[derive(Debug, Clone, Copy, Default)]
+pub(super) struct Cell {
+    pub(super) requests: u64,
+    pub(super) input: u64,
+    pub(super) output: u64,
+    pub(super) nanos: u64,
+    pub(super) requested_nanos: u64,
+}
+
+impl std::ops::AddAssign<&Cell> for Cell {
+    fn add_assign(&mut self, c: &Cell) {
+        self.requests += c.requests;
+        self.input += c.input;
+        self.output += c.output;
+        self.nanos += c.nanos;
+        self.requested_nanos += c.requested_nanos;
+    }
+}
+
+/// Joins provider, model, app and route into one usage-cell key.
+pub(super) const KEY_SEP: &str = "\u{1f}";
+
+#[derive(Debug, Default)]
+pub(super) struct UsageWindow {
+    pub(super) start: i64,
+    pub(super) end: i64,
+    /// By `provider␟model␟app␟route`.
+    pub(super) cells: HashMap<String, Cell>,
+}
+
+const USAGE_WINDOWS: [Window; 2] = [Window::Day, Window::Month];
+
+#[derive(Default)]
+pub(super) struct Book {
+    pub(super) defs: Vec<Budget>,
+    tz: Option<TimeZone>,
+    pub(super) counters: HashMap<String, Counter>,
+    /// Day and month of the usage report.
+    usage: [UsageWindow; 2],
+    pub(super) spike: SpikeWatch,
+    next_gen: u64,
+    loaded: bool,
+}
+
+impl Book {
+    fn tz(&self) -> TimeZone {
+        self.tz.clone().unwrap_or(TimeZone::UTC)
+    }
+
+    /// The counter of budget `i`, rolled into the window holding `now`.
+    pub(super) fn counter(&mut self, i: usize, now: Timestamp) -> &mut Counter {
+        let tz = self.tz();
+        let def = &self.defs[i];
+        let basis = (def.scope.clone(), def.window);
+        let secs = now.as_second();
+        let next_gen = &mut self.next_gen;
+        let c = self.counters.entry(def.name.clone()).or_insert_with(|| Counter::fresh(basis.clone(), 0, (0, 0)));
+        if secs >= c.end || secs < c.start || c.basis != basis {
+            let bounds = window::bounds(basis.1, &tz, now);
+            *next_gen += 1;
+            *c = Counter::fresh(basis, *next_gen, bounds);
+        }
+        c
+    }
+
+    /// The budgets (indexes into `defs`) that count `c`.
+    pub(super) fn applicable(&self, c: &Charge<'_>) -> Vec<usize> {
+        (0..self.defs.len()).filter(|&i| self.defs[i].scope.matches(c)).collect()
+    }
+
+    /// Roll the usage windows and return them.
+    pub(super) fn usage_at(&mut self, now: Timestamp) -> &mut [UsageWindow; 2] {
+        let tz = self.tz();
+        for (u, w) in self.usage.iter_mut().zip(USAGE_WINDOWS) {
+            let s = now.as_second();
+            if s >= u.end || s < u.start {
+                let (start, end) = window::bounds(w, &tz, now);
+                *u = UsageWindow { start, end, cells: HashMap::new() };
+            }
+        }
+        &mut self.usage
+    }
+
+    /// Count a settled entry into the usage windows and the spike minutes.
+    pub(super) fn record(&mut self, e: &Entry, at: Timestamp, now: Timestamp) {
+        let cost = nanos(e.cost_usd);
+        let secs = at.as_second();
+        let key = [e.provider.as_str(), e.model.as_str(), e.app.as_str(), e.route.as_str()].join(KEY_SEP);
+        for u in self.usage_at(now).iter_mut() {
+            if !(u.start..u.end).contains(&secs) {
+                continue;
+            }
+            let cell = match u.cells.get_mut(key.as_str()) {
+                Some(c) => c,
+                None => u.cells.entry(key.clone()).or_default(),
+            };
+            cell.requests += 1;
+            cell.input += e.input + e.cached + e.cache_write;
+            cell.output += e.output;
+            cell.nanos += cost;
+            cell.requested_nanos += nanos(e.requested_cost_usd);
+        }
+        self.spike.add(secs, cost);
+    }
+
+    /// Log (once per window) and count a budget crossing `warn_at`.
+    pub(super) fn warn_check(&mut self, i: usize, now: Timestamp) {
+        let (limits, warn_at) = (self.defs[i].limits, self.defs[i].warn_at);
+        let c = self.counter(i, now);
+        if c.warned || limits.fraction(c.spent) < warn_at {
+            return;
+        }
+        c.warned = true;
+        let spent = c.spent;
+        let def = &self.defs[i];
+        crate::metrics::budget_warning(&def.name, "warn");
+        tracing::warn!(budget = %def.name, scope = %def.scope, window = def.window.as_str(), spent_usd = usd(spent.nanos), limit_usd = def.limits.nanos.map(usd), warn_at, "budget passed its warning level");
+    }
+
+    /// Take `snap`'s budgets; returns the budgets whose counts must be
+    /// rebuilt from the ledger and whether everything must (first load or
+    /// a new time zone).
+    fn apply(&mut self, snap: &Snapshot) -> (Vec<usize>, bool) {
+        let tz_changed = self.tz.as_ref().map(|t| t.iana_name()) != Some(snap.timezone.iana_name());
+        let first = !self.loaded || tz_changed;
+        self.defs = snap.budgets.clone();
+        self.tz = Some(snap.timezone.clone());
+        self.spike.config = snap.spike;
+        let names: Vec<String> = self.defs.iter().map(|b| b.name.clone()).collect();
+        self.counters.retain(|n, _| names.contains(n));
+        let stale = (0..self.defs.len())
+            .filter(|&i| {
+                let d = &self.defs[i];
+                first || self.counters.get(&d.name).is_none_or(|c| c.basis != (d.scope.clone(), d.window))
+            })
+            .collect();
+        (stale, first)
+    }
+
+    /// Zero what is recounted; returns the earliest second the ledger must
+    /// be read from (`i64::MAX`: nothing to read).
+    fn reset_for_recount(&mut self, stale: &[usize], first: bool, now: Timestamp) -> i64 {
+        let mut since = i64::MAX;
+        for &i in stale {
+            let c = self.counter(i, now);
+            since = since.min(c.start);
+            c.spent = Amounts::default();
+            c.reserved = Amounts::default();
+        }
+        if first {
+            self.usage = Default::default();
+            self.spike.clear();
+            self.usage_at(now);
+            since = since.min(self.usage.iter().map(|u| u.start).min().unwrap_or(i64::MAX));
+            since = since.min(now.as_second() - 3600 * (i64::from(self.spike.config.baseline_hours) + 1));
+        }
+        since
+    }
+
+    /// Count a ledger entry into the stale budgets' counters.
+    fn count_entry(&mut self, stale: &[usize], e: &Entry, at: Timestamp) {
+        let c = Charge::of_entry(e);
+        for &i in stale {
+            let d = &self.defs[i];
+            let hit = d.scope.matches(&c);
+            let name = d.name.clone();
+            if let Some(ctr) = self.counters.get_mut(&name).filter(|ctr| hit && (ctr.start..ctr.end).contains(&at.as_second())) {
+                ctr.spent = ctr.spent + charged(e);
+            }
+        }
+    }
+}
+
+impl Budgets {
+    /// [`Budgets::sync`], returning what is wrong with the ledger.
+    pub(super) fn count(&self, snap: &Snapshot) -> Vec<Problem> {
+        let inner = &self.inner;
+        let now = inner.clock.now();
+        let _appends = inner.ledger.lock();
+        let mut book = inner.book();
+        // Budgets to count from the ledger (all of them in file mode at
+        // start; in Redis mode the shared counts are authoritative).
+        let (stale, first) = book.apply(snap);
+        if inner.shared.is_some() && !first {
+            return Vec::new();
+        }
+        let since = book.reset_for_recount(&stale, first, now);
+        if since == i64::MAX {
+            return Vec::new();
+        }
+        let count_budgets = inner.shared.is_none();
+        let scan = inner.ledger.scan_since(since, |e, at| {
+            if count_budgets {
+                book.count_entry(&stale, e, at);
+            }
+            if first {
+                book.record(e, at, now);
+            }
+        });
+        for &i in &stale {
+            let def = book.defs[i].clone();
+            let c = book.counter(i, now);
+            c.warned = def.limits.fraction(c.spent) >= def.warn_at;
+        }
+        book.loaded = true;
+        scan.problems
+    }
+}

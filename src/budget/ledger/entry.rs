@@ -1,0 +1,57 @@
+//! One ledger line: a settled request as JSON ([`Entry`]), and reading a
+//! line back. It must not know files or budgets.
+
+use jiff::Timestamp;
+use serde::{Deserialize, Serialize};
+
+/// One settled request.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+pub struct Entry {
+    /// When the request was admitted (RFC 3339, UTC); the windows it counts in.
+    pub ts: String,
+    pub app: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub task: Option<String>,
+    pub route: String,
+    pub provider: String,
+    /// The configured model that served (`other` for an unknown one).
+    pub model: String,
+    /// The model the client asked for, when it differs from `model`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub requested: Option<String>,
+    pub input: u64,
+    #[serde(default)]
+    pub cached: u64,
+    #[serde(default)]
+    pub cache_write: u64,
+    pub output: u64,
+    pub cost_usd: f64,
+    /// What the same tokens would have cost at the requested model.
+    pub requested_cost_usd: f64,
+    /// Tokens counted locally because the provider reported no usage
+    /// (e.g. a stream the client cut).
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub estimated: bool,
+    /// The budget whose `on_exceed: downgrade` moved this request.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub downgraded_by: Option<String>,
+}
+
+fn is_false(b: &bool) -> bool {
+    !*b
+}
+
+impl Entry {
+    pub fn at(&self) -> Option<Timestamp> {
+        self.ts.parse().ok()
+    }
+}
+
+/// One line read back: an entry, blank, or not an entry.
+pub(super) fn parse_line(line: &[u8]) -> Option<Option<(Entry, Timestamp)>> {
+    if line.iter().all(u8::is_ascii_whitespace) {
+        return Some(None);
+    }
+    serde_json::from_slice::<Entry>(line).ok().and_then(|e| e.at().map(|t| Some((e, t))))
+}
+

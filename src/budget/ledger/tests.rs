@@ -1,0 +1,34 @@
+//! Ledger round trips and torn writes.
+
+use std::fs::OpenOptions;
+use std::io::Write;
+
+use super::*;
+
+#[test]
+fn entries_round_trip_and_torn_lines_are_skipped() {
+    let dir = tempfile::tempdir().unwrap();
+    let l = Ledger::new(dir.path(), false);
+    let e = Entry { ts: "2026-11-25T10:00:00.5Z".into(), app: "a".into(), route: "r".into(), provider: "p".into(), model: "m".into(), input: 10, output: 5, cost_usd: 0.25, requested_cost_usd: 0.5, ..Default::default() };
+    let old = Entry { ts: "2026-10-31T23:59:59Z".into(), ..e.clone() };
+    {
+        let mut g = l.lock();
+        l.append(&mut g, &old).unwrap();
+        l.append(&mut g, &e).unwrap();
+    }
+    l.sync();
+    assert!(dir.path().join("ledger-2026-10.jsonl").exists());
+    let mut f = OpenOptions::new().append(true).open(dir.path().join("ledger-2026-11.jsonl")).unwrap();
+    f.write_all(b"{\"ts\":\"2026-11-25T11:").unwrap();
+    // A new process appends after the torn line, not onto it.
+    let l2 = Ledger::new(dir.path(), true);
+    let later = Entry { ts: "2026-11-25T12:00:00Z".into(), ..e.clone() };
+    l2.append(&mut l2.lock(), &later).unwrap();
+    let mut seen = Vec::new();
+    let scan = l.scan_since("2026-11-01T00:00:00Z".parse::<Timestamp>().unwrap().as_second(), |e, _| seen.push(e.clone()));
+    assert_eq!(seen, vec![e, later]);
+    assert_eq!(scan.problems, vec![], "the torn end was cut off, not left as damage");
+    let mut all = 0;
+    l.read_since(0, |_, _| all += 1);
+    assert_eq!(all, 3);
+}

@@ -1,0 +1,257 @@
+//! What budgets tell operators: `GET /admin/budgets` ([`BudgetsReport`]),
+//! `GET /admin/usage` ([`UsageReport`]) and the budget gauges of
+//! `/metrics`. The structs serialize to the JSON the admin API has always
+//! answered (field order included); `modelgate cost` and tests read it.
+//!
+//! It reads counts only: it must not change a counter or a hold.
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+
+use serde::Serialize;
+
+use super::amount::{usd, Amounts, Limits};
+use super::book::{Cell, KEY_SEP};
+use super::{window, Budgets};
+use crate::config::{Budget, Downgrade, OnExceed, Window};
+
+/// `GET /admin/budgets`.
+#[derive(Debug, Clone, Serialize)]
+pub struct BudgetsReport {
+    pub budgets: Vec<BudgetRow>,
+    pub store: StoreReport,
+}
+
+/// One budget in its current window.
+#[derive(Debug, Clone, Serialize)]
+pub struct BudgetRow {
+    pub name: String,
+    pub scope: String,
+    pub window: &'static str,
+    pub limit_usd: Option<f64>,
+    pub spent_usd: f64,
+    pub reserved_usd: f64,
+    pub remaining_usd: Option<f64>,
+    /// `ok`, `warn` or `exceeded`.
+    pub state: &'static str,
+    pub on_exceed: &'static str,
+    pub warn_at: f64,
+    pub resets_at: String,
+    pub spent_tokens: u64,
+    pub reserved_tokens: u64,
+    pub requests: u64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub limit_tokens: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub limit_requests: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub downgrade_to: Option<String>,
+}
+
+/// Where the counts come from.
+#[derive(Debug, Clone, Serialize)]
+pub struct StoreReport {
+    /// `file` or `redis`.
+    pub kind: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub available: Option<bool>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub note: Option<&'static str>,
+    /// The ledger is damaged and `on_ledger_error: fail_closed` refuses.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ledger_error: Option<String>,
+}
+
+impl StoreReport {
+    fn of(kind: &'static str, available: Option<bool>) -> Self {
+        StoreReport { kind, available, error: None, note: None, ledger_error: None }
+    }
+}
+
+/// `GET /admin/usage?window=day|month`.
+#[derive(Debug, Clone, Serialize)]
+pub struct UsageReport {
+    pub window: &'static str,
+    pub from: String,
+    pub to: String,
+    pub total: CellReport,
+    pub by_provider: BTreeMap<String, CellReport>,
+    pub by_model: BTreeMap<String, CellReport>,
+    pub by_app: BTreeMap<String, CellReport>,
+    pub by_route: BTreeMap<String, CellReport>,
+    pub spend_spike: bool,
+}
+
+/// Cost, tokens and savings of a slice of usage.
+#[derive(Debug, Clone, Serialize)]
+pub struct CellReport {
+    pub requests: u64,
+    pub input_tokens: u64,
+    pub output_tokens: u64,
+    pub cost_usd: f64,
+    pub requested_cost_usd: f64,
+    pub savings_usd: f64,
+    pub savings_pct: f64,
+}
+
+impl From<&Cell> for CellReport {
+    fn from(c: &Cell) -> Self {
+        let savings = c.requested_nanos as f64 / 1e9 - c.nanos as f64 / 1e9;
+        let pct = if c.requested_nanos > 0 { savings / (c.requested_nanos as f64 / 1e9) * 100.0 } else { 0.0 };
+        CellReport {
+            requests: c.requests,
+            input_tokens: c.input,
+            output_tokens: c.output,
+            cost_usd: usd(c.nanos),
+            requested_cost_usd: usd(c.requested_nanos),
+            savings_usd: (savings * 1e9).round() / 1e9,
+            savings_pct: (pct * 10.0).round() / 10.0,
+        }
+    }
+}
+
+/// A budget's counts in its current window, as a report reads them.
+struct Counts {
+    end: i64,
+    spent: Amounts,
+    reserved: Amounts,
+    tripped: Option<Limits>,
+}
+
+fn row(d: &Budget, c: &Counts) -> BudgetRow {
+    let (spent, reserved) = (c.spent, c.reserved);
+    let state = if d.limits.over(spent).is_some() || d.limits.fraction(spent) >= 1.0 || c.tripped == Some(d.limits) {
+        "exceeded"
+    } else if d.limits.fraction(spent) >= d.warn_at {
+        "warn"
+    } else {
+        "ok"
+    };
+    BudgetRow {
+        name: d.name.clone(),
+        scope: d.scope.to_string(),
+        window: d.window.as_str(),
+        limit_usd: d.limits.nanos.map(usd),
+        spent_usd: usd(spent.nanos),
+        reserved_usd: usd(reserved.nanos),
+        remaining_usd: d.limits.nanos.map(|l| usd(l.saturating_sub(spent.nanos + reserved.nanos))),
+        state,
+        on_exceed: d.on_exceed.as_str(),
+        warn_at: d.warn_at,
+        resets_at: window::rfc3339(c.end),
+        spent_tokens: spent.tokens,
+        reserved_tokens: reserved.tokens,
+        requests: spent.requests,
+        limit_tokens: d.limits.tokens,
+        limit_requests: d.limits.requests,
+        downgrade_to: match &d.on_exceed {
+            OnExceed::Downgrade(Downgrade::Model(m)) => Some(m.clone()),
+            OnExceed::Downgrade(Downgrade::Cheapest) => Some("cheapest".to_string()),
+            _ => None,
+        },
+    }
+}
+
+impl Budgets {
+    /// `GET /admin/budgets`.
+    pub async fn report(&self) -> BudgetsReport {
+        let now = self.inner.clock.now();
+        let (defs, keys, mut counts) = {
+            let mut book = self.inner.book();
+            let n = book.defs.len();
+            let mut keys = Vec::with_capacity(n);
+            let mut counts = Vec::with_capacity(n);
+            for i in 0..n {
+                let name = book.defs[i].name.clone();
+                let c = book.counter(i, now);
+                keys.push((name, c.start, c.end));
+                counts.push(Counts { end: c.end, spent: c.spent, reserved: c.reserved, tripped: c.tripped });
+            }
+            (book.defs.clone(), keys, counts)
+        };
+        let mut store = StoreReport::of("file", None);
+        if let Some(shared) = &self.inner.shared {
+            let mut read = shared.read(&keys, now).await;
+            if read.is_ok() && !self.reseed(shared).await.is_empty() {
+                read = shared.read(&keys, now).await;
+            }
+            store = match read {
+                Ok(states) => {
+                    for (c, (spent, reserved)) in counts.iter_mut().zip(states) {
+                        c.spent = spent;
+                        c.reserved = reserved;
+                    }
+                    StoreReport::of("redis", Some(true))
+                }
+                Err(e) => StoreReport { error: Some(e), note: Some("figures are this process's local view"), ..StoreReport::of("redis", Some(false)) },
+            };
+        }
+        store.ledger_error = self.inner.ledger_fault.get().cloned();
+        BudgetsReport { budgets: defs.iter().zip(&counts).map(|(d, c)| row(d, c)).collect(), store }
+    }
+
+    /// `GET /admin/usage?window=day|month`.
+    pub fn usage(&self, window: Window) -> UsageReport {
+        let now = self.inner.clock.now();
+        let mut book = self.inner.book();
+        let spiking = book.spike.spiking;
+        let slot = if window == Window::Month { 1 } else { 0 };
+        let u = &book.usage_at(now)[slot];
+        let mut total = Cell::default();
+        let mut by: [BTreeMap<String, Cell>; 4] = Default::default();
+        for (key, c) in &u.cells {
+            for (map, part) in by.iter_mut().zip(key.split(KEY_SEP)) {
+                *map.entry(part.to_string()).or_default() += c;
+            }
+            total += c;
+        }
+        let [by_provider, by_model, by_app, by_route] = by.map(|m| m.iter().map(|(k, c)| (k.clone(), CellReport::from(c))).collect());
+        UsageReport {
+            window: window.as_str(),
+            from: window::rfc3339(u.start),
+            to: window::rfc3339(u.end),
+            total: CellReport::from(&total),
+            by_provider,
+            by_model,
+            by_app,
+            by_route,
+            spend_spike: spiking,
+        }
+    }
+
+    /// Budget gauges in Prometheus text, appended to `/metrics`.
+    pub fn render_metrics(&self, out: &mut String) {
+        let now = self.inner.clock.now();
+        let mut book = self.inner.book();
+        let n = book.defs.len();
+        if n == 0 {
+            return;
+        }
+        let rows: Vec<(String, Option<u64>, Amounts, Amounts)> = (0..n)
+            .map(|i| {
+                let (name, limit) = (book.defs[i].name.clone(), book.defs[i].limits.nanos);
+                let c = book.counter(i, now);
+                (name, limit, c.spent, c.reserved)
+            })
+            .collect();
+        for (metric, help) in [
+            (crate::metrics::BUDGET_SPENT, "Spend in USD settled in the budget's current window."),
+            (crate::metrics::BUDGET_LIMIT, "The budget's limit_usd."),
+            (crate::metrics::BUDGET_RESERVED, "USD reserved by requests in flight (worst case) in the budget's current window."),
+        ] {
+            let _ = writeln!(out, "# HELP {metric} {help}\n# TYPE {metric} gauge");
+            for (name, limit, spent, reserved) in &rows {
+                let v = match metric {
+                    crate::metrics::BUDGET_SPENT => Some(spent.nanos),
+                    crate::metrics::BUDGET_RESERVED => Some(reserved.nanos),
+                    _ => *limit,
+                };
+                if let Some(v) = v {
+                    let _ = writeln!(out, "{metric}{{budget=\"{}\"}} {}", crate::metrics::escape(name), usd(v));
+                }
+            }
+        }
+    }
+}
