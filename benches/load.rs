@@ -155,12 +155,7 @@ async fn main() {
 
     // no_proxy: never route loopback traffic through an HTTP(S)_PROXY from
     // the environment. Default reqwest features here mean HTTP/1.1 only.
-    let client = reqwest::Client::builder()
-        .no_proxy()
-        .timeout(Duration::from_secs(30))
-        .pool_max_idle_per_host(concurrency)
-        .build()
-        .expect("build HTTP client");
+    let client = reqwest::Client::builder().no_proxy().timeout(Duration::from_secs(30)).pool_max_idle_per_host(concurrency).build().expect("build HTTP client");
 
     // Make sure the proxied path really goes through modelgate's route.
     let probe = client
@@ -173,7 +168,11 @@ async fn main() {
     let routed = probe.headers().get("x-modelgate-model").and_then(|v| v.to_str().ok()).map(str::to_owned);
     assert!(probe.status() == 200 && routed.as_deref() == Some("gpt-4o-mini"), "modelgate probe failed: {} {:?}\n{}", probe.status(), routed, mg.stderr());
 
-    println!("modelgate load benchmark: {n} requests/phase, concurrency {concurrency}, {} B body, budgets {}", request_body(false).len(), if budgets { "on" } else { "off" });
+    println!(
+        "modelgate load benchmark: {n} requests/phase, concurrency {concurrency}, {} B body, budgets {}",
+        request_body(false).len(),
+        if budgets { "on" } else { "off" }
+    );
     println!("{:<22}{:>8}{:>9}{:>10}{:>9}{:>7}", "phase", "p50 ms", "p99 ms", "mean ms", "req/s", "fail");
     for (kind, stream) in [("json", false), ("stream", true)] {
         let body = request_body(stream);

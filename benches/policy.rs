@@ -106,7 +106,18 @@ fn main() {
                 None => budgets.admit(&c, &bound, false).await,
             };
             if let Verdict::Go(h) = v {
-                let e = Entry { ts: h.admitted_at(), app: f.app.clone(), route: "by-complexity".into(), provider: "openai".into(), model: "gpt-4o".into(), input: 120, output: 30, cost_usd: 0.0006, requested_cost_usd: 0.0006, ..Default::default() };
+                let e = Entry {
+                    ts: h.admitted_at(),
+                    app: f.app.clone(),
+                    route: "by-complexity".into(),
+                    provider: "openai".into(),
+                    model: "gpt-4o".into(),
+                    input: 120,
+                    output: 30,
+                    cost_usd: 0.0006,
+                    requested_cost_usd: 0.0006,
+                    ..Default::default()
+                };
                 budgets.settle(h, charged(&e), &e).await;
             }
         });

@@ -118,7 +118,9 @@ impl Admin {
     /// open breaker, a failing provider health check, or (local) not installed.
     fn unservable_routes(&self, snap: &Snapshot) -> Vec<String> {
         let now = Instant::now();
-        let usable = |name: &str| snap.models.get(name).is_some_and(|m| self.health.usable(&snap.providers[m.provider], Some(&m.id), &m.name, &m.breaker, now, false).is_ok());
+        let usable = |name: &str| {
+            snap.models.get(name).is_some_and(|m| self.health.usable(&snap.providers[m.provider], Some(&m.id), &m.name, &m.breaker, now, false).is_ok())
+        };
         snap.routes
             .iter()
             .filter(|r| {
@@ -133,10 +135,16 @@ impl Admin {
     #[allow(clippy::result_large_err)]
     fn authorize(&self, snap: &Snapshot, session: &ServerSession) -> Result<(), Reply> {
         let Some((var, token)) = &snap.admin_token else {
-            return Err(error(StatusCode::FORBIDDEN, "admin endpoints that need a token are disabled: set `admin_token_env: SOME_VAR` in the config and SOME_VAR in modelgate's environment"));
+            return Err(error(
+                StatusCode::FORBIDDEN,
+                "admin endpoints that need a token are disabled: set `admin_token_env: SOME_VAR` in the config and SOME_VAR in modelgate's environment",
+            ));
         };
         let Some(token) = token else {
-            return Err(error(StatusCode::FORBIDDEN, format!("admin endpoints that need a token are disabled: {var} (admin_token_env) is not set in modelgate's environment")));
+            return Err(error(
+                StatusCode::FORBIDDEN,
+                format!("admin endpoints that need a token are disabled: {var} (admin_token_env) is not set in modelgate's environment"),
+            ));
         };
         let given = session.req_header().headers.get(http::header::AUTHORIZATION).and_then(|v| v.to_str().ok()).and_then(bearer);
         match given {
@@ -196,7 +204,14 @@ impl Admin {
         };
         let q: RouteQuery = match serde_json::from_slice(&body) {
             Ok(q) => q,
-            Err(e) => return error(StatusCode::BAD_REQUEST, format!("send {{\"path\": \"/v1/chat/completions\", \"headers\": {{\"x-modelgate-app\": \"…\"}}, \"body\": {{…the model request…}}}} ({e})")),
+            Err(e) => {
+                return error(
+                    StatusCode::BAD_REQUEST,
+                    format!(
+                        "send {{\"path\": \"/v1/chat/completions\", \"headers\": {{\"x-modelgate-app\": \"…\"}}, \"body\": {{…the model request…}}}} ({e})"
+                    ),
+                )
+            }
         };
         let mut headers = http::HeaderMap::new();
         for (k, v) in &q.headers {
@@ -250,14 +265,24 @@ impl ServeHttp for Admin {
                 let unservable = self.unservable_routes(&snap);
                 let ready = !snap.providers.is_empty() && unservable.is_empty();
                 let status = if ready { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
-                json_reply(status, json!({"ready": ready, "providers": snap.providers.len(), "models": snap.models.len(), "routes": snap.routes.len(), "unservable_routes": unservable}))
+                json_reply(
+                    status,
+                    json!({"ready": ready, "providers": snap.providers.len(), "models": snap.models.len(), "routes": snap.routes.len(), "unservable_routes": unservable}),
+                )
             }
             (Method::GET, "/admin/health") => json_reply(StatusCode::OK, self.health.report(&snap, Instant::now())),
             (Method::GET, "/admin/overrides") => self.list_overrides(&snap),
             (Method::POST, "/admin/route") => self.route(session, &snap).await,
-            (_, "/metrics" | "/healthz" | "/readyz" | "/admin/overrides" | "/admin/budgets" | "/admin/usage" | "/admin/health") => error(StatusCode::METHOD_NOT_ALLOWED, format!("{path} answers GET")),
+            (_, "/metrics" | "/healthz" | "/readyz" | "/admin/overrides" | "/admin/budgets" | "/admin/usage" | "/admin/health") => {
+                error(StatusCode::METHOD_NOT_ALLOWED, format!("{path} answers GET"))
+            }
             (_, "/admin/route") => error(StatusCode::METHOD_NOT_ALLOWED, "/admin/route answers POST"),
-            (_, other) => error(StatusCode::NOT_FOUND, format!("no admin endpoint {other}; try /metrics, /healthz, /readyz, /admin/health, /admin/budgets, /admin/usage, /admin/overrides, /admin/route")),
+            (_, other) => error(
+                StatusCode::NOT_FOUND,
+                format!(
+                    "no admin endpoint {other}; try /metrics, /healthz, /readyz, /admin/health, /admin/budgets, /admin/usage, /admin/overrides, /admin/route"
+                ),
+            ),
         }
     }
 }

@@ -105,7 +105,9 @@ impl JsonBody {
         match self.fields.get("model") {
             None => Ok(None),
             Some(raw) => match serde_json::from_str::<String>(raw.get()) {
-                Ok(m) if m.chars().any(char::is_control) => Err(invalid(format!("`model` {} contains control characters; send the model's plain name", raw.get()))),
+                Ok(m) if m.chars().any(char::is_control) => {
+                    Err(invalid(format!("`model` {} contains control characters; send the model's plain name", raw.get())))
+                }
                 Ok(m) => Ok(Some(m)),
                 Err(_) => Err(invalid(format!("`model` must be a string naming a model, got {}", raw.get()))),
             },

@@ -63,7 +63,13 @@ fn validity(p: &mut CertificateParams, days: i64) {
 fn write_private(path: &Path, data: &[u8]) -> Result<(), String> {
     use std::os::unix::fs::OpenOptionsExt;
     let tmp = path.with_extension("tmp");
-    let mut f = std::fs::OpenOptions::new().write(true).create(true).truncate(true).mode(0o600).open(&tmp).map_err(|e| format!("cannot write {}: {e}", tmp.display()))?;
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(&tmp)
+        .map_err(|e| format!("cannot write {}: {e}", tmp.display()))?;
     f.write_all(data).and_then(|_| f.sync_all()).map_err(|e| format!("cannot write {}: {e}", tmp.display()))?;
     std::fs::rename(&tmp, path).map_err(|e| format!("cannot write {}: {e}", path.display()))
 }
@@ -95,10 +101,8 @@ impl Ca {
         let key_file = key_path(state_dir);
         let key_pem = std::fs::read_to_string(&key_file).map_err(|e| format!("cannot read {}: {e}", key_file.display()))?;
         let key = KeyPair::from_pem(&key_pem).map_err(|e| format!("{} is not a private key: {e}", key_file.display()))?;
-        let cert_der = rustls_pemfile::certs(&mut cert_pem.as_bytes())
-            .next()
-            .and_then(Result::ok)
-            .ok_or_else(|| format!("{} holds no certificate", cert.display()))?;
+        let cert_der =
+            rustls_pemfile::certs(&mut cert_pem.as_bytes()).next().and_then(Result::ok).ok_or_else(|| format!("{} holds no certificate", cert.display()))?;
         let leaf_key = KeyPair::generate().map_err(|e| format!("cannot generate a key: {e}"))?;
         Ok(Ca { cert_pem, cert_der, issuer: Issuer::new(ca_params(), key), leaf_key, cache: Mutex::default() })
     }

@@ -101,7 +101,15 @@ pub fn render_cost(u: &Value) -> String {
         let rows: Vec<Vec<String>> = m
             .iter()
             .map(|(k, c)| {
-                vec![k.clone(), c["requests"].to_string(), c["input_tokens"].to_string(), c["output_tokens"].to_string(), usd(&c["cost_usd"]), usd(&c["savings_usd"]), format!("{}%", c["savings_pct"])]
+                vec![
+                    k.clone(),
+                    c["requests"].to_string(),
+                    c["input_tokens"].to_string(),
+                    c["output_tokens"].to_string(),
+                    usd(&c["cost_usd"]),
+                    usd(&c["savings_usd"]),
+                    format!("{}%", c["savings_pct"]),
+                ]
             })
             .collect();
         out += "\n";

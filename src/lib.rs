@@ -10,8 +10,8 @@
 pub mod accesslog;
 pub mod admin;
 pub mod body;
-pub mod ca;
 pub mod budget;
+pub mod ca;
 pub mod cli_report;
 pub mod config;
 pub mod dialect;

@@ -176,7 +176,9 @@ fn print_errors(e: &ConfigErrors) {
 fn load(config: &Option<PathBuf>) -> Result<config::Snapshot, ConfigErrors> {
     match config {
         Some(path) => config::load_file(path),
-        None => config::load_str(config::EMBEDDED_DEFAULT, &|k| std::env::var(k).ok()).map_err(|errors| ConfigErrors { file: "<built-in defaults>".into(), errors }),
+        None => {
+            config::load_str(config::EMBEDDED_DEFAULT, &|k| std::env::var(k).ok()).map_err(|errors| ConfigErrors { file: "<built-in defaults>".into(), errors })
+        }
     }
 }
 
@@ -264,7 +266,6 @@ fn check(config: &std::path::Path) -> ExitCode {
             print_errors(&e);
             ExitCode::FAILURE
         }
-    
     }
 }
 

@@ -59,14 +59,24 @@ fn describe() {
     describe_counter!(REQUESTS, "Requests answered, by client dialect, serving provider and model, route and HTTP status.");
     describe_counter!(TOKENS, Unit::Count, "Tokens reported by providers, by kind: input, cached, cache_write, output.");
     describe_histogram!(UPSTREAM_DURATION, Unit::Seconds, "Time from sending a request upstream to the end of its response.");
-    describe_histogram!(OVERHEAD, Unit::Seconds, "Time spent inside modelgate: from the request body received to the upstream call, plus after the upstream response ended.");
+    describe_histogram!(
+        OVERHEAD,
+        Unit::Seconds,
+        "Time spent inside modelgate: from the request body received to the upstream call, plus after the upstream response ended."
+    );
     describe_counter!(ATTEMPTS, "Upstream attempts by model and outcome (ok, status code class, or failure reason).");
     describe_counter!(STREAM_ERRORS, "Streams that failed after the first byte was sent to the client, by reason.");
     describe_counter!(SPLIT_ARMS, "Requests assigned to each arm of a split route.");
-    describe_counter!(SHADOW_DECISIONS, "Shadow-mode decisions: the model routing would have chosen (`refused` when it would refuse), by route; the request itself was forwarded unchanged.");
+    describe_counter!(
+        SHADOW_DECISIONS,
+        "Shadow-mode decisions: the model routing would have chosen (`refused` when it would refuse), by route; the request itself was forwarded unchanged."
+    );
     describe_counter!(CONFIG_RELOADS, "Successful config reloads.");
     describe_counter!(CONFIG_RELOAD_FAILURES, "Config reloads rejected because the new file was invalid (the old config stays).");
-    describe_counter!(BUDGET_WARNINGS, "Budget warnings, by budget and level: `warn` (spend passed warn_at) and `exceeded` (first request over the limit in a window).");
+    describe_counter!(
+        BUDGET_WARNINGS,
+        "Budget warnings, by budget and level: `warn` (spend passed warn_at) and `exceeded` (first request over the limit in a window)."
+    );
     describe_counter!(BUDGET_EXCEEDED, "Requests a used-up budget acted on, by budget and action (reject, downgrade).");
     describe_counter!(SPEND_SPIKES, "Spend spikes: the last hour's spend went over spend_spike.factor × the average hour before it.");
     describe_counter!(LEDGER_ERRORS, "Spend-ledger entries that could not be written to state_dir.");

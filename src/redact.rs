@@ -10,7 +10,10 @@ use regex::bytes::Regex;
 fn pattern() -> Option<&'static Regex> {
     static RE: OnceLock<Option<Regex>> = OnceLock::new();
     RE.get_or_init(|| {
-        Regex::new(r#"(?i)((?:proxy-)?authorization|x-api-key|x-goog-api-key|api[_-]?key|\bkey=)(["']?\s*[:=]?\s*["']?)((?:bearer|basic)\s+)?[^"'\s,;}&)\]\\]+"#).ok()
+        Regex::new(
+            r#"(?i)((?:proxy-)?authorization|x-api-key|x-goog-api-key|api[_-]?key|\bkey=)(["']?\s*[:=]?\s*["']?)((?:bearer|basic)\s+)?[^"'\s,;}&)\]\\]+"#,
+        )
+        .ok()
     })
     .as_ref()
 }

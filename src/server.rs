@@ -13,8 +13,8 @@ use pingora::services::listening::Service;
 
 use crate::admin::Admin;
 use crate::budget::Budgets;
-use crate::drain::{Drain, DrainService, Signals};
 use crate::config::Snapshot;
+use crate::drain::{Drain, DrainService, Signals};
 use crate::policy::OverrideStore;
 use crate::proxy::forward::Forward;
 use crate::proxy::gateway::Gateway;
@@ -77,7 +77,10 @@ pub fn run(snap: Snapshot, config_path: Option<PathBuf>) -> Result<(), String> {
     // clients cost ~300 MB; request heads and JSON bodies read fine in 16 KiB.
     let buffers = pingora::protocols::l4::stream::L4BufferSettings::new(16 * 1024, pingora::protocols::l4::stream::DEFAULT_L4_WRITE_BUFFER_SIZE);
     gateway.add_listener(pingora::listeners::ListenerConfig::tcp(listen.gateway.to_string()).l4_buffer(buffers));
-    let mut admin = Service::new("admin".to_string(), Admin { metrics: metrics.clone(), state: state.clone(), overrides, budgets: budgets.clone(), health: health.clone() });
+    let mut admin = Service::new(
+        "admin".to_string(),
+        Admin { metrics: metrics.clone(), state: state.clone(), overrides, budgets: budgets.clone(), health: health.clone() },
+    );
     admin.add_tcp(&listen.admin.to_string());
     server.add_service(gateway);
     server.add_service(admin);

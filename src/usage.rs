@@ -103,18 +103,8 @@ impl RawUsage {
         match dialect {
             Dialect::OpenAi => {
                 let total = self.prompt_tokens.or(self.input_tokens).unwrap_or(0);
-                let cached = self
-                    .prompt_tokens_details
-                    .or(self.input_tokens_details)
-                    .and_then(|d| d.cached_tokens)
-                    .unwrap_or(0)
-                    .min(total);
-                Usage {
-                    input: total - cached,
-                    cached_input: cached,
-                    cache_write: 0,
-                    output: self.completion_tokens.or(self.output_tokens).unwrap_or(0),
-                }
+                let cached = self.prompt_tokens_details.or(self.input_tokens_details).and_then(|d| d.cached_tokens).unwrap_or(0).min(total);
+                Usage { input: total - cached, cached_input: cached, cache_write: 0, output: self.completion_tokens.or(self.output_tokens).unwrap_or(0) }
             }
             Dialect::Anthropic => Usage {
                 input: self.input_tokens.unwrap_or(0),
@@ -229,7 +219,11 @@ impl UsageCarrier {
             .iter()
             .flatten()
             .filter_map(|c| c.delta.as_ref())
-            .map(|d| len(&d.content) + len(&d.reasoning_content) + d.tool_calls.iter().flatten().filter_map(|t| t.function.as_ref()).map(|f| len(&f.arguments)).sum::<u64>())
+            .map(|d| {
+                len(&d.content)
+                    + len(&d.reasoning_content)
+                    + d.tool_calls.iter().flatten().filter_map(|t| t.function.as_ref()).map(|f| len(&f.arguments)).sum::<u64>()
+            })
             .sum();
         let delta = match &self.delta {
             Some(EventDelta::Text(t)) => t.len() as u64,
@@ -306,7 +300,10 @@ mod tests {
 
     #[test]
     fn responses_api_usage_is_nested_in_response() {
-        let c = UsageCarrier::parse(br#"{"type":"response.completed","response":{"usage":{"input_tokens":7,"output_tokens":3,"input_tokens_details":{"cached_tokens":2}}}}"#).unwrap();
+        let c = UsageCarrier::parse(
+            br#"{"type":"response.completed","response":{"usage":{"input_tokens":7,"output_tokens":3,"input_tokens_details":{"cached_tokens":2}}}}"#,
+        )
+        .unwrap();
         let u = c.usages().next().unwrap().normalize(Dialect::OpenAi);
         assert_eq!(u, Usage { input: 5, cached_input: 2, cache_write: 0, output: 3 });
     }

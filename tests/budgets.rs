@@ -16,9 +16,15 @@ const COST: f64 = 0.015;
 /// tokens, and `budgets` as the body of `budgets:`.
 fn models(mock: &Mock, budgets: &str) -> String {
     Config::openai_anthropic(mock)
-        .model("gpt-4o", "openai").prices(10.0, 10.0).with("max_output_tokens: 400")
-        .model("gpt-4o-mini", "openai").prices(0.15, 0.6).with("max_output_tokens: 400")
-        .model("claude-haiku", "anthropic").prices(10.0, 10.0).with("max_output_tokens: 400")
+        .model("gpt-4o", "openai")
+        .prices(10.0, 10.0)
+        .with("max_output_tokens: 400")
+        .model("gpt-4o-mini", "openai")
+        .prices(0.15, 0.6)
+        .with("max_output_tokens: 400")
+        .model("claude-haiku", "anthropic")
+        .prices(10.0, 10.0)
+        .with("max_output_tokens: 400")
         .raw(&format!("budgets:\n{budgets}"))
         .build()
 }
@@ -106,7 +112,10 @@ async fn three_hundred_concurrent_requests_never_overrun_a_reject_cap() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn downgrade_mode_serves_every_excess_request_with_the_cheap_model() {
     let mock = Mock::start().await;
-    let mg = Modelgate::start(&models(&mock, "  - { name: gpt-4o-day, scope: { model: gpt-4o }, window: day, limit_usd: 0.3, warn_at: 0.5, on_exceed: downgrade, downgrade_to: gpt-4o-mini }\n"));
+    let mg = Modelgate::start(&models(
+        &mock,
+        "  - { name: gpt-4o-day, scope: { model: gpt-4o }, window: day, limit_usd: 0.3, warn_at: 0.5, on_exceed: downgrade, downgrade_to: gpt-4o-mini }\n",
+    ));
     let client = reqwest::Client::new();
     let mut tasks = Vec::new();
     for i in 0..300 {
@@ -192,7 +201,11 @@ async fn cut_streams_are_settled_for_what_was_produced() {
     };
     assert!(f(&b["spent_usd"]) > after_cut, "the cut stream was settled");
     assert_eq!(f(&b["reserved_usd"]), 0.0, "no reservation left behind");
-    let ledger = std::fs::read_dir(mg.dir.path().join("state")).unwrap().filter_map(|e| e.ok()).find(|e| e.file_name().to_string_lossy().starts_with("ledger-")).unwrap();
+    let ledger = std::fs::read_dir(mg.dir.path().join("state"))
+        .unwrap()
+        .filter_map(|e| e.ok())
+        .find(|e| e.file_name().to_string_lossy().starts_with("ledger-"))
+        .unwrap();
     let lines = std::fs::read_to_string(ledger.path()).unwrap();
     let entries: Vec<Value> = lines.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
     assert_eq!(entries.len(), 2);
@@ -202,7 +215,8 @@ async fn cut_streams_are_settled_for_what_was_produced() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn restarts_kill_9_and_reloads_keep_the_days_spend() {
     let mock = Mock::start().await;
-    let conf = |limit: &str| models(&mock, &format!("  - {{ name: day, window: day, limit_usd: {limit} }}\n  - {{ name: month, window: month, limit_usd: 100 }}\n"));
+    let conf =
+        |limit: &str| models(&mock, &format!("  - {{ name: day, window: day, limit_usd: {limit} }}\n  - {{ name: month, window: month, limit_usd: 100 }}\n"));
     let mut mg = Modelgate::start(&conf("10"));
     let client = reqwest::Client::new();
     for i in 0..6 {
@@ -241,7 +255,8 @@ async fn restarts_kill_9_and_reloads_keep_the_days_spend() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn modelgate_cost_shows_savings_against_the_requested_models() {
     let mock = Mock::start().await;
-    let conf = models(&mock, "  - { name: all, window: month, limit_usd: 100 }\nroutes:\n  - { name: to-mini, match: { model: gpt-4o }, target: gpt-4o-mini }\n");
+    let conf =
+        models(&mock, "  - { name: all, window: month, limit_usd: 100 }\nroutes:\n  - { name: to-mini, match: { model: gpt-4o }, target: gpt-4o-mini }\n");
     let mg = Modelgate::start(&conf);
     let client = reqwest::Client::new();
     for _ in 0..4 {
@@ -256,7 +271,10 @@ async fn modelgate_cost_shows_savings_against_the_requested_models() {
     assert!((f(&u["total"]["cost_usd"]) - actual).abs() < 1e-9, "{u}");
     assert!((f(&u["total"]["savings_usd"]) - (requested - actual)).abs() < 1e-9, "{u}");
     assert_eq!(u["by_route"]["to-mini"]["requests"], 4);
-    assert!((common::metric_sum(&mg.metrics(), "modelgate_savings_usd_total", &[("requested", "gpt-4o"), ("model", "gpt-4o-mini")]) - (requested - actual)).abs() < 1e-9);
+    assert!(
+        (common::metric_sum(&mg.metrics(), "modelgate_savings_usd_total", &[("requested", "gpt-4o"), ("model", "gpt-4o-mini")]) - (requested - actual)).abs()
+            < 1e-9
+    );
 
     let run = |args: &[&str]| {
         let out = std::process::Command::new(env!("CARGO_BIN_EXE_modelgate")).args(args).output().unwrap();

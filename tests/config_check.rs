@@ -66,7 +66,11 @@ fn three_mistakes_are_all_reported_with_their_lines() {
 fn env_vars_are_substituted_and_unset_ones_reported() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("env.yaml");
-    std::fs::write(&path, "providers:\n  openai: { kind: openai, base_url: \"${MG_TEST_BASE:-https://api.openai.com/v1}\" }\nstate_dir: ${MG_TEST_UNSET_DIR}\n").unwrap();
+    std::fs::write(
+        &path,
+        "providers:\n  openai: { kind: openai, base_url: \"${MG_TEST_BASE:-https://api.openai.com/v1}\" }\nstate_dir: ${MG_TEST_UNSET_DIR}\n",
+    )
+    .unwrap();
     let (ok, out) = check(&path);
     assert!(!ok);
     assert!(out.contains("environment variable `MG_TEST_UNSET_DIR` is not set") && out.contains("(line 3)"), "{out}");

@@ -83,7 +83,10 @@ fn check_warns_about_an_exposed_gateway_that_injects_keys() {
     let yaml = format!("listen:\n  gateway: 0.0.0.0:{}\n{INJECTING}", common::free_port());
     let (ok, _, text) = run_cmd("check", &yaml);
     assert!(ok, "a warning, not an error: {text}");
-    assert!(text.contains("warning: listen.gateway") && text.contains("anyone who can reach this port spends your keys") && text.contains("127.0.0.1:"), "{text}");
+    assert!(
+        text.contains("warning: listen.gateway") && text.contains("anyone who can reach this port spends your keys") && text.contains("127.0.0.1:"),
+        "{text}"
+    );
     assert!(text.contains("openai"), "names the injecting providers: {text}");
     // A gateway that forwards the clients' own keys spends nothing of ours.
     let (ok, _, text) = run_cmd("check", &format!("listen:\n  gateway: 0.0.0.0:{}\n{PROVIDER}", common::free_port()));

@@ -37,10 +37,18 @@ fn config(primary: &str, fallback: &Mock, gpt4o: &str, sonnet: &str) -> Config {
         .provider("anthropic", Kind::Anthropic, primary)
         .provider("openai-fb", Kind::OpenAi, fallback)
         .provider("anthropic-fb", Kind::Anthropic, fallback)
-        .model("gpt-4o", "openai").prices(2.5, 10.0).with(gpt4o)
-        .model("claude-sonnet", "anthropic").id("claude-sonnet-4-5").prices(3.0, 15.0).with(sonnet)
-        .model("gpt-4o-mini", "openai-fb").prices(0.15, 0.6)
-        .model("claude-haiku", "anthropic-fb").id("claude-haiku-4-5-20251001").prices(1.0, 5.0)
+        .model("gpt-4o", "openai")
+        .prices(2.5, 10.0)
+        .with(gpt4o)
+        .model("claude-sonnet", "anthropic")
+        .id("claude-sonnet-4-5")
+        .prices(3.0, 15.0)
+        .with(sonnet)
+        .model("gpt-4o-mini", "openai-fb")
+        .prices(0.15, 0.6)
+        .model("claude-haiku", "anthropic-fb")
+        .id("claude-haiku-4-5-20251001")
+        .prices(1.0, 5.0)
 }
 
 /// (path, upstream model id) a model's provider receives.
@@ -228,7 +236,14 @@ async fn each_retryable_primary_failure_is_served_by_the_fallback() {
         Case { name: "500", script: status(500), client: OpenAi, model: "gpt-4o", fallback: "claude-haiku", outcomes: [&["5xx"], &["5xx"]] },
         Case { name: "503", script: status(503), client: OpenAi, model: "gpt-4o", fallback: "gpt-4o-mini", outcomes: [&["5xx"], &["5xx"]] },
         Case { name: "529", script: status(529), client: OpenAi, model: "gpt-4o", fallback: "claude-haiku", outcomes: [&["5xx"], &["5xx"]] },
-        Case { name: "reset", script: Some(Script::Reset), client: OpenAi, model: "gpt-4o", fallback: "gpt-4o-mini", outcomes: [&["io", "connect"], &["io", "connect"]] },
+        Case {
+            name: "reset",
+            script: Some(Script::Reset),
+            client: OpenAi,
+            model: "gpt-4o",
+            fallback: "gpt-4o-mini",
+            outcomes: [&["io", "connect"], &["io", "connect"]],
+        },
         Case { name: "refused", script: None, client: OpenAi, model: "gpt-4o", fallback: "claude-haiku", outcomes: [&["connect"], &["connect"]] },
         Case {
             name: "first-byte timeout",
@@ -246,10 +261,24 @@ async fn each_retryable_primary_failure_is_served_by_the_fallback() {
             fallback: "claude-haiku",
             outcomes: [&["invalid_body", "stream_error_event"], &["stream_error_event"]],
         },
-        Case { name: "invalid body", script: Some(Script::InvalidBody), client: OpenAi, model: "gpt-4o", fallback: "gpt-4o-mini", outcomes: [&["invalid_body"], &[]] },
+        Case {
+            name: "invalid body",
+            script: Some(Script::InvalidBody),
+            client: OpenAi,
+            model: "gpt-4o",
+            fallback: "gpt-4o-mini",
+            outcomes: [&["invalid_body"], &[]],
+        },
         // Anthropic clients on an Anthropic-kind primary: its 529
         // overloaded_error, and its `event: error` first event.
-        Case { name: "anthropic 529", script: status(529), client: Anthropic, model: "claude-sonnet", fallback: "claude-haiku", outcomes: [&["5xx"], &["5xx"]] },
+        Case {
+            name: "anthropic 529",
+            script: status(529),
+            client: Anthropic,
+            model: "claude-sonnet",
+            fallback: "claude-haiku",
+            outcomes: [&["5xx"], &["5xx"]],
+        },
         Case {
             name: "anthropic error event",
             script: Some(Script::ErrorEvent),
@@ -312,7 +341,12 @@ async fn each_retryable_primary_failure_is_served_by_the_fallback() {
         let log = g.mg.wait_access_log(2);
         assert_eq!(log.len(), 2, "{}", case.name);
         for rec in &log {
-            assert_eq!((rec["status"].as_u64(), rec["attempts"].as_u64(), rec["model"].as_str()), (Some(200), Some(2), Some(case.fallback)), "{}: {rec}", case.name);
+            assert_eq!(
+                (rec["status"].as_u64(), rec["attempts"].as_u64(), rec["model"].as_str()),
+                (Some(200), Some(2), Some(case.fallback)),
+                "{}: {rec}",
+                case.name
+            );
         }
     }
 }
@@ -321,7 +355,9 @@ async fn each_retryable_primary_failure_is_served_by_the_fallback() {
 async fn a_client_error_is_returned_unretried() {
     let _shared = LOAD.read().await;
     let (primary, fb) = (Mock::start().await, Mock::start().await);
-    let g = Gate::start(&config(&primary.url(), &fb, "fallbacks: [gpt-4o-mini], retry: { max_attempts: 3 }", "fallbacks: [claude-haiku], retry: { max_attempts: 3 }").build());
+    let g = Gate::start(
+        &config(&primary.url(), &fb, "fallbacks: [gpt-4o-mini], retry: { max_attempts: 3 }", "fallbacks: [claude-haiku], retry: { max_attempts: 3 }").build(),
+    );
     let cases = [
         (OpenAi, "gpt-4o", false, json!({"error": {"message": "mock 400", "type": "server_error", "param": null, "code": null}})),
         (OpenAi, "gpt-4o", true, json!({"error": {"message": "mock 400", "type": "server_error", "param": null, "code": null}})),
@@ -342,8 +378,17 @@ async fn a_client_error_is_returned_unretried() {
 async fn the_same_model_is_retried_and_retry_after_is_honoured_or_skipped() {
     let _shared = LOAD.read().await;
     let (primary, fb) = (Mock::start().await, Mock::start().await);
-    let conf = config(&primary.url(), &fb, "fallbacks: [gpt-4o-mini], retry: { max_attempts: 2, backoff_ms: 10, max_retry_after_ms: 100 }", "fallbacks: [claude-haiku]")
-        .model("gpt-4o-patient", "openai").id("gpt-4o").prices(2.5, 10.0).fallbacks(["gpt-4o-mini"]).with("retry: { max_attempts: 2, backoff_ms: 10, max_retry_after_ms: 5000 }");
+    let conf = config(
+        &primary.url(),
+        &fb,
+        "fallbacks: [gpt-4o-mini], retry: { max_attempts: 2, backoff_ms: 10, max_retry_after_ms: 100 }",
+        "fallbacks: [claude-haiku]",
+    )
+    .model("gpt-4o-patient", "openai")
+    .id("gpt-4o")
+    .prices(2.5, 10.0)
+    .fallbacks(["gpt-4o-mini"])
+    .with("retry: { max_attempts: 2, backoff_ms: 10, max_retry_after_ms: 5000 }");
     let g = Gate::start(&conf.build());
 
     // 503 then Ok: the second try of the same model serves.
@@ -465,7 +510,10 @@ async fn a_stream_cut_after_its_first_event_ends_with_an_error_event() {
         };
         let complete = a.text.contains("[DONE]") || a.text.contains("message_stop");
         if a.status != 200 || evs.len() < 2 || !first_ok || !error_ok || complete {
-            problems.push(format!("{what}: want status 200, the first event, then an error event (OpenAI code \"cut\" / Anthropic api_error) and no final event; got {}:\n{}", a.status, a.text));
+            problems.push(format!(
+                "{what}: want status 200, the first event, then an error event (OpenAI code \"cut\" / Anthropic api_error) and no final event; got {}:\n{}",
+                a.status, a.text
+            ));
         }
     }
     assert!(problems.is_empty(), "{}", problems.join("\n\n"));
@@ -511,7 +559,10 @@ async fn the_breaker_opens_skips_the_model_probes_after_cooldown_and_closes() {
     let _shared = LOAD.read().await;
     let (primary, fb) = (Mock::start().await, Mock::start().await);
     let conf = config(&primary.url(), &fb, "fallbacks: [claude-haiku], breaker: { failures: 3, cooldown_ms: 400 }", "")
-        .model("solo", "openai").id("gpt-4o-solo").prices(1.0, 1.0).with("breaker: { failures: 2, cooldown_ms: 30000 }")
+        .model("solo", "openai")
+        .id("gpt-4o-solo")
+        .prices(1.0, 1.0)
+        .with("breaker: { failures: 2, cooldown_ms: 30000 }")
         .route(r#"name: solo-route, match: { model: "solo*" }, target: solo"#);
     let g = Gate::start(&conf.build());
     let served_by = |a: &Answer| (a.status, a.header("x-modelgate-model").to_string());
@@ -581,9 +632,14 @@ async fn health_checks_skip_uninstalled_models_and_unreachable_providers() {
     local.set_models(&["qwen2.5:7b"]);
     let conf = Config::new()
         .provider("openai", Kind::OpenAi, &fb)
-        .provider("ollama", Kind::OpenAi, &local).with("local: true, health_check: { path: /v1/models, interval_ms: 100 }")
-        .model("llama", "ollama").id("llama3.1:8b").prices(0.0, 0.0).fallbacks(["gpt-4o-mini"])
-        .model("gpt-4o-mini", "openai").prices(0.15, 0.6);
+        .provider("ollama", Kind::OpenAi, &local)
+        .with("local: true, health_check: { path: /v1/models, interval_ms: 100 }")
+        .model("llama", "ollama")
+        .id("llama3.1:8b")
+        .prices(0.0, 0.0)
+        .fallbacks(["gpt-4o-mini"])
+        .model("gpt-4o-mini", "openai")
+        .prices(0.15, 0.6);
     let g = Gate::start(&conf.build());
     let installed = |g: &Gate, id: &str| g.provider_health("ollama")["installed"].as_array().is_some_and(|ids| ids.iter().any(|i| i == id));
 
@@ -613,8 +669,13 @@ async fn health_checks_skip_uninstalled_models_and_unreachable_providers() {
     // and a route with only such a model makes /readyz 503.
     let dead = free_port();
     let text = std::fs::read_to_string(g.mg.config_path()).unwrap();
-    let text =
-        text.replacen("providers:\n", &format!("providers:\n  deadhost: {{ kind: openai, base_url: \"http://127.0.0.1:{dead}/v1\", health_check: {{ interval_ms: 100, timeout_ms: 500 }} }}\n"), 1);
+    let text = text.replacen(
+        "providers:\n",
+        &format!(
+            "providers:\n  deadhost: {{ kind: openai, base_url: \"http://127.0.0.1:{dead}/v1\", health_check: {{ interval_ms: 100, timeout_ms: 500 }} }}\n"
+        ),
+        1,
+    );
     let text = text.replacen("models:\n", "models:\n  dead-llama: { provider: deadhost, id: \"llama3.1:8b\", input_usd_per_mtok: 0, output_usd_per_mtok: 0 }\n", 1)
         + "routes:\n  - { name: only-dead, match: { model: dead-only }, target: dead-llama }\n  - { name: dead-fb, match: { model: dead-fb }, target: dead-llama, fallbacks: [gpt-4o-mini] }\n";
     std::fs::write(g.mg.config_path(), text).unwrap();
@@ -656,7 +717,9 @@ async fn mock_failure_scripts_behave_as_documented() {
     assert_eq!(r.status(), 529);
     assert_eq!(r.json::<Value>().await.unwrap(), json!({"type": "error", "error": {"type": "overloaded_error", "message": "Overloaded"}}));
     // Header scripts, limited to one upstream model with `@`.
-    let scripted = |h: &'static str, model: &'static str| http.post(format!("{}/v1/chat/completions", mock.url())).header("x-mock-script", h).json(&json!({"model": model})).send();
+    let scripted = |h: &'static str, model: &'static str| {
+        http.post(format!("{}/v1/chat/completions", mock.url())).header("x-mock-script", h).json(&json!({"model": model})).send()
+    };
     assert_eq!(scripted("status:503@gpt-4o", "gpt-4o").await.unwrap().status(), 503);
     assert_eq!(scripted("status:503@gpt-4o", "gpt-4o-mini").await.unwrap().status(), 200);
     assert!(scripted("reset", "x").await.is_err());

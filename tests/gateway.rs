@@ -100,7 +100,14 @@ async fn anthropic_request_is_rewritten_and_costed() {
     let (mock, mg) = setup().await;
     let body = json!({"model": "claude-sonnet-4-5", "max_tokens": 100, "system": "be brief", "messages": [{"role": "user", "content": "hi"}]});
     for path in ["/anthropic/v1/messages", "/v1/messages"] {
-        let r = client().post(format!("{}{path}", mg.gateway)).header("x-api-key", "sk-ant-client").header("anthropic-version", "2023-06-01").json(&body).send().await.unwrap();
+        let r = client()
+            .post(format!("{}{path}", mg.gateway))
+            .header("x-api-key", "sk-ant-client")
+            .header("anthropic-version", "2023-06-01")
+            .json(&body)
+            .send()
+            .await
+            .unwrap();
         assert_eq!(r.status(), 200);
         assert_eq!(header(&r, "x-modelgate-model"), "claude-haiku");
         assert_eq!(header(&r, "x-modelgate-provider"), "anthropic");
@@ -142,7 +149,9 @@ impl Chunks {
 async fn openai_stream_is_forwarded_event_by_event_and_usage_is_counted() {
     let (mock, mg) = setup().await;
     mock.script([Script::Gated]);
-    let r = post_json(format!("{}/v1/chat/completions", mg.gateway), &json!({"model": "gpt-4o", "stream": true, "messages": [{"role": "user", "content": "hi"}]})).await;
+    let r =
+        post_json(format!("{}/v1/chat/completions", mg.gateway), &json!({"model": "gpt-4o", "stream": true, "messages": [{"role": "user", "content": "hi"}]}))
+            .await;
     assert_eq!(r.status(), 200);
     assert_eq!(header(&r, "content-type"), "text/event-stream");
     assert_eq!(header(&r, "x-modelgate-model"), "gpt-4o-mini");
@@ -169,7 +178,11 @@ async fn openai_stream_is_forwarded_event_by_event_and_usage_is_counted() {
 #[tokio::test]
 async fn openai_stream_keeps_usage_chunk_when_client_asked() {
     let (_mock, mg) = setup().await;
-    let r = post_json(format!("{}/v1/chat/completions", mg.gateway), &json!({"model": "gpt-4o-mini", "stream": true, "stream_options": {"include_usage": true}, "messages": []})).await;
+    let r = post_json(
+        format!("{}/v1/chat/completions", mg.gateway),
+        &json!({"model": "gpt-4o-mini", "stream": true, "stream_options": {"include_usage": true}, "messages": []}),
+    )
+    .await;
     let text = r.text().await.unwrap();
     assert!(text.contains("\"prompt_tokens\":1200"));
 }
@@ -178,7 +191,11 @@ async fn openai_stream_keeps_usage_chunk_when_client_asked() {
 async fn anthropic_stream_events_pass_through_and_usage_merges() {
     let (mock, mg) = setup().await;
     mock.script([Script::Gated]);
-    let r = post_json(format!("{}/anthropic/v1/messages", mg.gateway), &json!({"model": "claude-sonnet-4-5", "max_tokens": 50, "stream": true, "messages": [{"role": "user", "content": "hi"}]})).await;
+    let r = post_json(
+        format!("{}/anthropic/v1/messages", mg.gateway),
+        &json!({"model": "claude-sonnet-4-5", "max_tokens": 50, "stream": true, "messages": [{"role": "user", "content": "hi"}]}),
+    )
+    .await;
     assert_eq!(r.status(), 200);
     let mut chunks = Chunks::new(r);
     let mut text = String::new();
@@ -188,7 +205,10 @@ async fn anthropic_stream_events_pass_through_and_usage_merges() {
     mock.release();
     chunks.rest(&mut text).await;
     let names: Vec<&str> = text.lines().filter_map(|l| l.strip_prefix("event: ")).collect();
-    assert_eq!(names, ["message_start", "content_block_start", "ping", "content_block_delta", "content_block_delta", "content_block_stop", "message_delta", "message_stop"]);
+    assert_eq!(
+        names,
+        ["message_start", "content_block_start", "ping", "content_block_delta", "content_block_delta", "content_block_stop", "message_delta", "message_stop"]
+    );
     let log = mg.wait_access_log(1);
     assert_eq!((log[0]["input_tokens"].as_u64(), log[0]["cached_input_tokens"].as_u64(), log[0]["output_tokens"].as_u64()), (Some(1000), Some(200), Some(300)));
 }
@@ -213,7 +233,8 @@ async fn responses_embeddings_and_passthrough_endpoints() {
     assert_eq!(mock.last().path, "/v1/models?limit=5");
     // Lines are written as each request ends, not necessarily in order.
     let log = mg.wait_access_log(4);
-    let line = |api: &str, stream: bool| log.iter().find(|l| l["api"] == api && l["stream"] == stream).unwrap_or_else(|| panic!("no {api} line in {log:?}")).clone();
+    let line =
+        |api: &str, stream: bool| log.iter().find(|l| l["api"] == api && l["stream"] == stream).unwrap_or_else(|| panic!("no {api} line in {log:?}")).clone();
     assert_eq!(line("responses", true)["output_tokens"], 300, "usage read from the response.completed event");
     assert_eq!(line("embeddings", false)["input_tokens"], 1200, "embeddings usage");
 }
@@ -285,10 +306,22 @@ async fn configured_keys_replace_client_auth_and_missing_keys_fail_clearly() {
     let mg = Modelgate::start_with_env(&yaml, &[("MG_TEST_OPENAI_KEY", "sk-injected")]);
     assert!(mg.stderr().contains("MG_TEST_ANTHROPIC_KEY_UNSET"), "startup warns about the unset key");
     let c = client();
-    let r = c.post(format!("{}/v1/chat/completions", mg.gateway)).header("authorization", "Bearer sk-client").json(&json!({"model": "gpt-4o-mini"})).send().await.unwrap();
+    let r = c
+        .post(format!("{}/v1/chat/completions", mg.gateway))
+        .header("authorization", "Bearer sk-client")
+        .json(&json!({"model": "gpt-4o-mini"}))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 200);
     assert_eq!(mock.last().headers["authorization"], "Bearer sk-injected");
-    let r = c.post(format!("{}/anthropic/v1/messages", mg.gateway)).header("x-api-key", "sk-client").json(&json!({"model": "claude-x", "max_tokens": 5})).send().await.unwrap();
+    let r = c
+        .post(format!("{}/anthropic/v1/messages", mg.gateway))
+        .header("x-api-key", "sk-client")
+        .json(&json!({"model": "claude-x", "max_tokens": 5}))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 401);
     let e: Value = r.json().await.unwrap();
     assert_eq!(e["error"]["type"], "authentication_error");

@@ -334,8 +334,11 @@ fn two_providers(primary: &str, fallback: &Mock, rest: &str) -> String {
         .raw(rest)
         .provider("big", Kind::OpenAi, primary)
         .provider("openai", Kind::OpenAi, fallback)
-        .model("gpt-4o", "big").prices(2.5, 10.0).fallbacks(["gpt-4o-mini"])
-        .model("gpt-4o-mini", "openai").prices(0.15, 0.6)
+        .model("gpt-4o", "big")
+        .prices(2.5, 10.0)
+        .fallbacks(["gpt-4o-mini"])
+        .model("gpt-4o-mini", "openai")
+        .prices(0.15, 0.6)
         .build()
 }
 
@@ -374,7 +377,8 @@ async fn a_50_mb_first_event_fails_fast_and_falls_back_without_stalling_others()
 async fn an_oversized_json_answer_fails_as_invalid_body_and_falls_back() {
     let fb = Mock::start().await;
     // Declares 100 MB: refused before reading.
-    let (declared, _) = raw_upstream("HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 100000000\r\n\r\n{\"x\":\"", vec![b'x'; 1024], 4).await;
+    let (declared, _) =
+        raw_upstream("HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 100000000\r\n\r\n{\"x\":\"", vec![b'x'; 1024], 4).await;
     // Chunked with no length, over a configured 1 MB cap.
     let (chunked, _) = raw_upstream("HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nConnection: close\r\n\r\n{\"x\":\"", vec![b'x'; 64 * 1024], 40).await;
     for primary in [declared, chunked] {
@@ -391,8 +395,10 @@ async fn an_oversized_json_answer_fails_as_invalid_body_and_falls_back() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_oversized_event_mid_stream_ends_it_with_an_error_event() {
     // A first event, then one that never ends.
-    let first = "data: {\"id\":\"c\",\"object\":\"chat.completion.chunk\",\"model\":\"gpt-4o\",\"choices\":[{\"index\":0,\"delta\":{\"content\":\"hi\"}}]}\n\ndata: ";
-    let (primary, _) = raw_upstream(Box::leak(format!("HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\n\r\n{first}").into_boxed_str()), vec![b'x'; 64 * 1024], 64).await;
+    let first =
+        "data: {\"id\":\"c\",\"object\":\"chat.completion.chunk\",\"model\":\"gpt-4o\",\"choices\":[{\"index\":0,\"delta\":{\"content\":\"hi\"}}]}\n\ndata: ";
+    let (primary, _) =
+        raw_upstream(Box::leak(format!("HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\n\r\n{first}").into_boxed_str()), vec![b'x'; 64 * 1024], 64).await;
     let fb = Mock::start().await;
     let mg = Modelgate::start(&two_providers(&primary, &fb, "limits: { max_event_bytes: 1000000 }\n"));
     let (status, body) = tokio::time::timeout(Duration::from_secs(10), stream_all(mg.gateway.clone(), "gpt-4o")).await.unwrap();
@@ -448,8 +454,11 @@ async fn unsafe_paths_models_and_bodies_are_refused_before_any_upstream_call() {
     let mock = Mock::start().await;
     let yaml = Config::openai_anthropic(&mock)
         .provider("gemini", Kind::Gemini, &mock)
-        .model("gpt-4o-mini", "openai").prices(0.15, 0.6)
-        .model("gemini-flash", "gemini").id("gemini-2.5-flash").prices(0.3, 2.5);
+        .model("gpt-4o-mini", "openai")
+        .prices(0.15, 0.6)
+        .model("gemini-flash", "gemini")
+        .id("gemini-2.5-flash")
+        .prices(0.3, 2.5);
     let mg = Modelgate::start(&yaml.build());
     let ok = chat("gpt-4o-mini", false).to_string();
     let cases: Vec<(&str, &str, String, &str)> = vec![
@@ -479,7 +488,10 @@ async fn unsafe_paths_models_and_bodies_are_refused_before_any_upstream_call() {
     // The plain forms still pass.
     assert_eq!(raw(&mg.gateway, "GET", "/v1/models", "").0, 200);
     assert_eq!(raw(&mg.gateway, "POST", "/v1/chat/completions", &ok).0, 200);
-    assert_eq!(raw(&mg.gateway, "POST", "/gemini/v1beta/models/gemini-2.5-flash:generateContent", r#"{"contents":[{"role":"user","parts":[{"text":"hi"}]}]}"#).0, 200);
+    assert_eq!(
+        raw(&mg.gateway, "POST", "/gemini/v1beta/models/gemini-2.5-flash:generateContent", r#"{"contents":[{"role":"user","parts":[{"text":"hi"}]}]}"#).0,
+        200
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -502,8 +514,12 @@ async fn a_client_key_is_not_sent_to_another_provider_on_fallback() {
             .raw("retry: { max_attempts: 1 }")
             .provider("openai", Kind::OpenAi, &primary)
             .provider("anthropic", Kind::Anthropic, &fb)
-            .model("gpt-4o", "openai").prices(2.5, 10.0).fallbacks(["claude-haiku"])
-            .model("claude-haiku", "anthropic").id("claude-haiku-4-5").prices(1.0, 5.0)
+            .model("gpt-4o", "openai")
+            .prices(2.5, 10.0)
+            .fallbacks(["claude-haiku"])
+            .model("claude-haiku", "anthropic")
+            .id("claude-haiku-4-5")
+            .prices(1.0, 5.0)
             .build()
     };
     let mg = Modelgate::start(&yaml(""));
@@ -529,7 +545,8 @@ async fn a_client_key_is_not_sent_to_another_provider_on_fallback() {
     // Allowed explicitly: forwarded.
     let mg = Modelgate::start(&yaml("cross_provider_client_keys: true\n"));
     primary.script([Script::Status(503)]);
-    let r = reqwest::Client::new().post(format!("{}/v1/chat/completions", mg.gateway)).bearer_auth("sk-shared").json(&chat("gpt-4o", false)).send().await.unwrap();
+    let r =
+        reqwest::Client::new().post(format!("{}/v1/chat/completions", mg.gateway)).bearer_auth("sk-shared").json(&chat("gpt-4o", false)).send().await.unwrap();
     assert_eq!(r.status(), 200);
     assert_eq!(fb.last().headers["x-api-key"], "sk-shared");
     drop(mg);
@@ -539,13 +556,24 @@ async fn a_client_key_is_not_sent_to_another_provider_on_fallback() {
         &Config::new()
             .raw("retry: { max_attempts: 1 }")
             .provider("openai", Kind::OpenAi, &primary)
-            .provider("ollama", Kind::OpenAi, &fb).with("local: true")
-            .model("gpt-4o", "openai").prices(2.5, 10.0).fallbacks(["llama"])
-            .model("llama", "ollama").id("llama3.2").prices(0.0, 0.0)
+            .provider("ollama", Kind::OpenAi, &fb)
+            .with("local: true")
+            .model("gpt-4o", "openai")
+            .prices(2.5, 10.0)
+            .fallbacks(["llama"])
+            .model("llama", "ollama")
+            .id("llama3.2")
+            .prices(0.0, 0.0)
             .build(),
     );
     primary.script([Script::Status(503)]);
-    let r = reqwest::Client::new().post(format!("{}/v1/chat/completions", mg.gateway)).bearer_auth("sk-openai-secret").json(&chat("gpt-4o", false)).send().await.unwrap();
+    let r = reqwest::Client::new()
+        .post(format!("{}/v1/chat/completions", mg.gateway))
+        .bearer_auth("sk-openai-secret")
+        .json(&chat("gpt-4o", false))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 200);
     let got = fb.last();
     assert_eq!(got.json()["model"], "llama3.2");
@@ -567,7 +595,8 @@ async fn a_502_echoes_at_most_200_bytes_of_the_upstream() {
             .raw("retry: { max_attempts: 1 }")
             .provider("openai", Kind::OpenAi, &primary)
             .provider("other", Kind::OpenAi, &mock)
-            .model("gpt-4o-mini", "openai").prices(0.15, 0.6)
+            .model("gpt-4o-mini", "openai")
+            .prices(0.15, 0.6)
             .build(),
     );
     let r = reqwest::Client::new().post(format!("{}/v1/chat/completions", mg.gateway)).json(&chat("gpt-4o-mini", false)).send().await.unwrap();
@@ -601,7 +630,12 @@ async fn trace_logs_and_check_never_show_secrets() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("c.yaml");
     std::fs::write(&path, "providers:\n  openai: { kind: openai, base_url: \"${MG_TEST_URL}\" }\n").unwrap();
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_modelgate")).args(["check", "-c"]).arg(&path).env("MG_TEST_URL", "sk-proj-CHECKSECRET").output().unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_modelgate"))
+        .args(["check", "-c"])
+        .arg(&path)
+        .env("MG_TEST_URL", "sk-proj-CHECKSECRET")
+        .output()
+        .unwrap();
     let said = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
     assert!(!out.status.success());
     assert!(said.contains("${MG_TEST_URL}") && !said.contains("CHECKSECRET"), "{said}");

@@ -21,8 +21,10 @@ use common::{Config, Kind, Mock, Modelgate};
 fn config(mock: &Mock, forward: &str) -> String {
     Config::new()
         .raw(&format!("forward_proxy:\n{forward}"))
-        .provider("openai", Kind::OpenAi, mock).with("hosts: [api.openai.com], api_key_env: MG_TEST_KEY")
-        .model("gpt-4o-mini", "openai").prices(0.15, 0.6)
+        .provider("openai", Kind::OpenAi, mock)
+        .with("hosts: [api.openai.com], api_key_env: MG_TEST_KEY")
+        .model("gpt-4o-mini", "openai")
+        .prices(0.15, 0.6)
         .build()
 }
 
@@ -205,11 +207,30 @@ async fn connect_never_reaches_internal_addresses_in_any_spelling() {
     let mock = Mock::start().await;
     let (open, accepted) = counting_listener();
     let closed = common::free_port();
-    let mg = Modelgate::start_with_env(&config(&mock, &format!("  intercept: [api.openai.com]\n  allow_ports: [443, {open}, {closed}]\n  tunnel: true")), &[("MG_TEST_KEY", "k")]);
+    let mg = Modelgate::start_with_env(
+        &config(&mock, &format!("  intercept: [api.openai.com]\n  allow_ports: [443, {open}, {closed}]\n  tunnel: true")),
+        &[("MG_TEST_KEY", "k")],
+    );
     let proxy = proxy_addr(&mg);
     let mut hosts: Vec<String> = [
-        "127.0.0.1", "127.1", "127.0.1", "2130706433", "0x7f000001", "0X7F000001", "0177.0.0.1", "0x7f.1", "127.0.0.1.", "[::1]", "[::ffff:127.0.0.1]", "[::ffff:7f00:1]", "0", "0.0.0.0",
-        "[::]", "localhost", "LOCALHOST.", "LocalHost",
+        "127.0.0.1",
+        "127.1",
+        "127.0.1",
+        "2130706433",
+        "0x7f000001",
+        "0X7F000001",
+        "0177.0.0.1",
+        "0x7f.1",
+        "127.0.0.1.",
+        "[::1]",
+        "[::ffff:127.0.0.1]",
+        "[::ffff:7f00:1]",
+        "0",
+        "0.0.0.0",
+        "[::]",
+        "localhost",
+        "LOCALHOST.",
+        "LocalHost",
     ]
     .iter()
     .map(|h| h.to_string())
@@ -265,7 +286,14 @@ async fn plain_requests_reach_provider_hosts_only() {
     let (open, accepted) = counting_listener();
     let mg = Modelgate::start_with_env(&config(&mock, "  intercept: [api.openai.com]\n  tunnel: true"), &[("MG_TEST_KEY", "k")]);
     let proxy = proxy_addr(&mg);
-    for host in [format!("127.0.0.1:{open}"), format!("localhost:{open}"), format!("2130706433:{open}"), format!("[::1]:{open}"), "169.254.169.254".to_string(), "example.com".to_string()] {
+    for host in [
+        format!("127.0.0.1:{open}"),
+        format!("localhost:{open}"),
+        format!("2130706433:{open}"),
+        format!("[::1]:{open}"),
+        "169.254.169.254".to_string(),
+        "example.com".to_string(),
+    ] {
         let (status, head, body) = send(&proxy, &format!("GET http://{host}/latest/meta-data/ HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n"));
         assert_eq!(status, 403, "{host}: {head}{body}");
         assert!(body.contains("only to provider hosts"), "{body}");

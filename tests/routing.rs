@@ -37,9 +37,16 @@ fn tiers_config(mock: &Mock) -> Config {
     Config::new()
         .provider("openai", Kind::OpenAi, mock)
         .provider("anthropic-openai", Kind::OpenAi, mock)
-        .model("gpt-4o-mini", "openai").prices(0.15, 0.6).with("context_tokens: 128000, quality: 2")
-        .model("claude-3-5-haiku", "anthropic-openai").id("claude-3-5-haiku-20241022").prices(0.8, 4.0).with("context_tokens: 200000, quality: 3")
-        .model("gpt-4o", "openai").prices(2.5, 10.0).with("context_tokens: 128000, quality: 4")
+        .model("gpt-4o-mini", "openai")
+        .prices(0.15, 0.6)
+        .with("context_tokens: 128000, quality: 2")
+        .model("claude-3-5-haiku", "anthropic-openai")
+        .id("claude-3-5-haiku-20241022")
+        .prices(0.8, 4.0)
+        .with("context_tokens: 200000, quality: 3")
+        .model("gpt-4o", "openai")
+        .prices(2.5, 10.0)
+        .with("context_tokens: 128000, quality: 4")
         .tiers("by-complexity", "gpt-4o*", [(3, "gpt-4o-mini"), (7, "claude-3-5-haiku"), (10, "gpt-4o")])
 }
 
@@ -64,7 +71,13 @@ async fn seed_examples_route_to_their_tiers_and_explain_says_why() {
     let url = format!("{}/v1/chat/completions", mg.gateway);
     let cases = [
         (chat("gpt-4o", "add task to call john"), "gpt-4o-mini", "gpt-4o-mini", "2", "complexity 2 → tier max_complexity 3 (gpt-4o-mini)"),
-        (chat("gpt-4o", "show urgent Avenue tasks due this week"), "claude-3-5-haiku", "claude-3-5-haiku-20241022", "4", "complexity 4 → tier max_complexity 7 (claude-3-5-haiku)"),
+        (
+            chat("gpt-4o", "show urgent Avenue tasks due this week"),
+            "claude-3-5-haiku",
+            "claude-3-5-haiku-20241022",
+            "4",
+            "complexity 4 → tier max_complexity 7 (claude-3-5-haiku)",
+        ),
         (chat("gpt-4o", "analyze my productivity patterns"), "gpt-4o", "gpt-4o", "9", "complexity 9 → tier max_complexity 10 (gpt-4o)"),
         // 4 (show) + 2 (13 messages > 10) + 2 (three questions) = 8.
         (long_conversation(), "gpt-4o", "gpt-4o", "8", "complexity 8 → tier max_complexity 10 (gpt-4o)"),
@@ -91,10 +104,17 @@ async fn local_only_never_sends_a_byte_to_the_cloud_and_says_why() {
     let cloud = Mock::start().await;
     let local = Mock::start().await;
     let conf = Config::openai_anthropic(&cloud)
-        .provider("ollama", Kind::OpenAi, &local).with("local: true")
-        .model("gpt-4o", "openai").prices(2.5, 10.0).fallbacks(["llama"])
-        .model("claude-haiku", "anthropic").prices(1.0, 5.0)
-        .model("llama", "ollama").id("llama3.1:8b").prices(0.0, 0.0).with("context_tokens: 8192, quality: 1")
+        .provider("ollama", Kind::OpenAi, &local)
+        .with("local: true")
+        .model("gpt-4o", "openai")
+        .prices(2.5, 10.0)
+        .fallbacks(["llama"])
+        .model("claude-haiku", "anthropic")
+        .prices(1.0, 5.0)
+        .model("llama", "ollama")
+        .id("llama3.1:8b")
+        .prices(0.0, 0.0)
+        .with("context_tokens: 8192, quality: 1")
         .route("name: extraction, match: { task: extraction }, select: { candidates: [gpt-4o, llama] }")
         .raw("routing:\n  mode: local-only")
         .build();
@@ -127,7 +147,12 @@ async fn local_only_never_sends_a_byte_to_the_cloud_and_says_why() {
     assert_eq!(e["error"]["type"], "permission_error");
     assert!(e["error"]["message"].as_str().unwrap().contains("local-only"));
     // An Anthropic client: no local model speaks its dialect (Anthropic shape).
-    let r = post(&format!("{}/anthropic/v1/messages", mg.gateway), &[], &json!({"model": "claude-haiku", "max_tokens": 10, "messages": [{"role": "user", "content": "hi"}]})).await;
+    let r = post(
+        &format!("{}/anthropic/v1/messages", mg.gateway),
+        &[],
+        &json!({"model": "claude-haiku", "max_tokens": 10, "messages": [{"role": "user", "content": "hi"}]}),
+    )
+    .await;
     assert_eq!(r.status(), 403);
     let e: Value = r.json().await.unwrap();
     assert_eq!((e["type"].as_str(), e["error"]["type"].as_str()), (Some("error"), Some("permission_error")));
@@ -181,7 +206,10 @@ async fn ten_percent_split_is_proportional_sticky_and_visible() {
         assert_eq!(header(&r, "x-modelgate-arm"), arm, "user-{i} changed arm");
     }
     let m = mg.metrics();
-    assert_eq!(metric_sum(&m, "modelgate_split_assignments_total", &[("route", "rollout"), ("arm", "candidate")]) as usize, candidate + arms.iter().take(200).filter(|a| a.1 == "candidate").count());
+    assert_eq!(
+        metric_sum(&m, "modelgate_split_assignments_total", &[("route", "rollout"), ("arm", "candidate")]) as usize,
+        candidate + arms.iter().take(200).filter(|a| a.1 == "candidate").count()
+    );
     let log = mg.wait_access_log(n + 200);
     assert!(log.iter().all(|r| r["arm"] == "candidate" || r["arm"] == "control"), "every access-log line names its arm");
 }
@@ -191,9 +219,14 @@ async fn shadow_mode_forwards_bytes_unchanged_and_reports_the_would_be_model() {
     let mock = Mock::start().await;
     let conf = Config::new()
         .provider("openai", Kind::OpenAi, &mock)
-        .model("gpt-4o", "openai").prices(2.5, 10.0).with("quality: 4")
-        .model("gpt-4o-mini", "openai").prices(0.15, 0.6).with("quality: 2")
-        .tiers("observe", "gpt-4o*", [(3, "gpt-4o-mini"), (10, "gpt-4o")]).with("shadow: true")
+        .model("gpt-4o", "openai")
+        .prices(2.5, 10.0)
+        .with("quality: 4")
+        .model("gpt-4o-mini", "openai")
+        .prices(0.15, 0.6)
+        .with("quality: 2")
+        .tiers("observe", "gpt-4o*", [(3, "gpt-4o-mini"), (10, "gpt-4o")])
+        .with("shadow: true")
         .build();
     let mg = Modelgate::start(&conf);
     let url = format!("{}/v1/chat/completions", mg.gateway);
@@ -201,7 +234,10 @@ async fn shadow_mode_forwards_bytes_unchanged_and_reports_the_would_be_model() {
     let raw = "{ \"messages\": [ {\"role\":\"user\", \"content\":\"add a task \\u00e9\"} ],\n  \"model\" : \"gpt-4o\", \"temperature\": 1.50 }";
     let r = client().post(&url).header("content-type", "application/json").body(raw).send().await.unwrap();
     assert_eq!(r.status(), 200);
-    assert_eq!((header(&r, "x-modelgate-shadow-model"), header(&r, "x-modelgate-model"), header(&r, "x-modelgate-route")), ("gpt-4o-mini", "gpt-4o", "observe"));
+    assert_eq!(
+        (header(&r, "x-modelgate-shadow-model"), header(&r, "x-modelgate-model"), header(&r, "x-modelgate-route")),
+        ("gpt-4o-mini", "gpt-4o", "observe")
+    );
     assert_eq!(mock.last().body, raw.as_bytes(), "shadow mode changed the request body");
     // A stream too: no stream_options added.
     let raw = r#"{"model":"gpt-4o","stream":true,"messages":[{"role":"user","content":"analyze why"}]}"#;

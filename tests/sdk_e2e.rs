@@ -59,11 +59,20 @@ async fn official_sdks_see_routing_decisions() {
     let conf = Config::openai_anthropic(&mock)
         .provider("ollama", Kind::OpenAi, &local)
         .with("local: true")
-        .model("gpt-4o-mini", "openai").prices(0.15, 0.6).with("quality: 2")
-        .model("mid", "openai").prices(0.8, 4.0).with("quality: 3")
-        .model("gpt-4o", "openai").prices(2.5, 10.0).with("quality: 4")
-        .model("claude-haiku", "anthropic").prices(1.0, 5.0)
-        .model("llama", "ollama").prices(0.0, 0.0).with("context_tokens: 4096, quality: 1")
+        .model("gpt-4o-mini", "openai")
+        .prices(0.15, 0.6)
+        .with("quality: 2")
+        .model("mid", "openai")
+        .prices(0.8, 4.0)
+        .with("quality: 3")
+        .model("gpt-4o", "openai")
+        .prices(2.5, 10.0)
+        .with("quality: 4")
+        .model("claude-haiku", "anthropic")
+        .prices(1.0, 5.0)
+        .model("llama", "ollama")
+        .prices(0.0, 0.0)
+        .with("context_tokens: 4096, quality: 1")
         .route("name: hr, match: { app: hr }, target: gpt-4o-mini, fallbacks: [llama], mode: local-only")
         .tiers("by-complexity", "gpt-4o*", [(3, "gpt-4o-mini"), (7, "mid"), (10, "gpt-4o")])
         .raw("routing:\n  client_models: [\"gpt-4o\"]")
@@ -79,9 +88,12 @@ async fn official_sdks_see_routing_decisions() {
 async fn official_sdks_see_budget_refusals_and_downgrades() {
     let mock = Mock::start().await;
     let conf = Config::openai_anthropic(&mock)
-        .model("gpt-4o", "openai").prices(2.5, 10.0)
-        .model("gpt-4o-mini", "openai").prices(0.15, 0.6)
-        .model("claude-haiku", "anthropic").prices(1.0, 5.0)
+        .model("gpt-4o", "openai")
+        .prices(2.5, 10.0)
+        .model("gpt-4o-mini", "openai")
+        .prices(0.15, 0.6)
+        .model("claude-haiku", "anthropic")
+        .prices(1.0, 5.0)
         .raw(
             r#"budgets:
   - { name: trial-app, scope: { app: trial }, window: day, limit_requests: 2 }
@@ -100,8 +112,11 @@ async fn official_sdks_see_budget_refusals_and_downgrades() {
 async fn official_sdks_are_served_by_models_of_the_other_dialect() {
     let mock = Mock::start().await;
     let conf = Config::openai_anthropic(&mock)
-        .model("gpt-4o-mini", "openai").prices(0.15, 0.6)
-        .model("claude-haiku", "anthropic").id("claude-haiku-4-5-20251001").prices(1.0, 5.0)
+        .model("gpt-4o-mini", "openai")
+        .prices(0.15, 0.6)
+        .model("claude-haiku", "anthropic")
+        .id("claude-haiku-4-5-20251001")
+        .prices(1.0, 5.0)
         .build();
     let mg = Modelgate::start(&conf);
     assert!(run_script("sdk_translate.py", &mg).await.contains("all SDK translation checks passed"));
@@ -109,7 +124,10 @@ async fn official_sdks_are_served_by_models_of_the_other_dialect() {
     // The openai SDK's tool-result turn reached Anthropic as tool_use / tool_result blocks.
     let to_anthropic: Vec<serde_json::Value> = reqs.iter().filter(|r| r.path == "/v1/messages").map(|r| r.json()).collect();
     assert!(to_anthropic.iter().all(|b| b["model"] == "claude-haiku-4-5-20251001" && b["max_tokens"].as_u64().is_some()));
-    assert!(to_anthropic.iter().any(|b| b["messages"][1]["content"][0]["type"] == "tool_use" && b["messages"][2]["content"][0]["type"] == "tool_result"), "{to_anthropic:?}");
+    assert!(
+        to_anthropic.iter().any(|b| b["messages"][1]["content"][0]["type"] == "tool_use" && b["messages"][2]["content"][0]["type"] == "tool_result"),
+        "{to_anthropic:?}"
+    );
     assert!(reqs.iter().filter(|r| r.path == "/v1/messages").all(|r| r.headers.get("anthropic-version").is_some()));
     // The anthropic SDK's system prompt and tools reached OpenAI in its shape.
     let to_openai: Vec<serde_json::Value> = reqs.iter().filter(|r| r.path == "/v1/chat/completions").map(|r| r.json()).collect();
@@ -126,9 +144,15 @@ async fn gemini_sdk_through_modelgate() {
     let mock = Mock::start().await;
     let conf = Config::openai_anthropic(&mock)
         .provider("gemini", Kind::Gemini, &mock)
-        .model("gemini-flash", "gemini").id("gemini-2.5-flash").prices(0.3, 2.5).cached(0.075)
-        .model("gpt-4o-mini", "openai").prices(0.15, 0.6)
-        .model("claude-haiku", "anthropic").id("claude-haiku-4-5-20251001").prices(1.0, 5.0)
+        .model("gemini-flash", "gemini")
+        .id("gemini-2.5-flash")
+        .prices(0.3, 2.5)
+        .cached(0.075)
+        .model("gpt-4o-mini", "openai")
+        .prices(0.15, 0.6)
+        .model("claude-haiku", "anthropic")
+        .id("claude-haiku-4-5-20251001")
+        .prices(1.0, 5.0)
         .build();
     let mg = Modelgate::start(&conf);
     assert!(run_script("sdk_gemini.py", &mg).await.contains("all gemini SDK checks passed"));
@@ -150,7 +174,11 @@ async fn gemini_sdk_through_modelgate() {
     // + 200 cached + 300 output at gemini-flash prices.
     let log = mg.wait_access_log(1);
     let served: Vec<_> = log.iter().filter(|r| r["model"] == "gemini-flash" && r["status"] == 200).collect();
-    assert!(served.iter().any(|r| r["dialect"] == "openai") && served.iter().any(|r| r["dialect"] == "anthropic") && served.iter().any(|r| r["dialect"] == "gemini"));
+    assert!(
+        served.iter().any(|r| r["dialect"] == "openai")
+            && served.iter().any(|r| r["dialect"] == "anthropic")
+            && served.iter().any(|r| r["dialect"] == "gemini")
+    );
     for r in served {
         assert_eq!((r["input_tokens"].as_u64(), r["cached_input_tokens"].as_u64(), r["output_tokens"].as_u64()), (Some(1000), Some(200), Some(300)), "{r}");
         assert!((r["cost_usd"].as_f64().unwrap() - 0.001065).abs() < 1e-9, "{r}");
@@ -169,10 +197,18 @@ async fn official_sdks_see_fallbacks_and_broken_streams() {
         .provider("anthropic", Kind::Anthropic, &primary)
         .provider("openai-fb", Kind::OpenAi, &fallback)
         .provider("anthropic-fb", Kind::Anthropic, &fallback)
-        .model("gpt-4o", "openai").prices(2.5, 10.0).fallbacks(["claude-haiku"])
-        .model("claude-sonnet", "anthropic").id("claude-sonnet-4-5").prices(3.0, 15.0).fallbacks(["gpt-4o-mini"])
-        .model("gpt-4o-mini", "openai-fb").prices(0.15, 0.6)
-        .model("claude-haiku", "anthropic-fb").id("claude-haiku-4-5-20251001").prices(1.0, 5.0)
+        .model("gpt-4o", "openai")
+        .prices(2.5, 10.0)
+        .fallbacks(["claude-haiku"])
+        .model("claude-sonnet", "anthropic")
+        .id("claude-sonnet-4-5")
+        .prices(3.0, 15.0)
+        .fallbacks(["gpt-4o-mini"])
+        .model("gpt-4o-mini", "openai-fb")
+        .prices(0.15, 0.6)
+        .model("claude-haiku", "anthropic-fb")
+        .id("claude-haiku-4-5-20251001")
+        .prices(1.0, 5.0)
         .build();
     let mg = Modelgate::start(&conf);
     assert!(run_script("sdk_fallback.py", &mg).await.contains("all SDK fallback checks passed"));
@@ -204,7 +240,15 @@ async fn official_sdks_in_transparent_mode() {
     let reqs = mock.requests();
     let header = |r: &common::mock::Recorded, h: &str| r.headers.get(h).and_then(|v| v.to_str().ok()).unwrap_or("").to_string();
     let seen: Vec<(String, String, String)> = reqs.iter().map(|r| (r.path.clone(), header(r, "authorization"), header(r, "x-api-key"))).collect();
-    assert!(reqs.iter().any(|r| r.path == "/v1/chat/completions" && r.json()["model"] == "gpt-4o-mini" && header(r, "authorization") == "Bearer sk-app-key"), "{seen:?}");
-    assert!(reqs.iter().any(|r| r.path == "/v1/messages" && r.json()["model"] == "claude-haiku-4-5-20251001" && (header(r, "x-api-key") == "sk-ant-app-key" || header(r, "authorization") == "Bearer sk-ant-app-key")), "{seen:?}");
+    assert!(
+        reqs.iter().any(|r| r.path == "/v1/chat/completions" && r.json()["model"] == "gpt-4o-mini" && header(r, "authorization") == "Bearer sk-app-key"),
+        "{seen:?}"
+    );
+    assert!(
+        reqs.iter().any(|r| r.path == "/v1/messages"
+            && r.json()["model"] == "claude-haiku-4-5-20251001"
+            && (header(r, "x-api-key") == "sk-ant-app-key" || header(r, "authorization") == "Bearer sk-ant-app-key")),
+        "{seen:?}"
+    );
     assert!(reqs.iter().all(|r| r.json().get("model").is_none_or(|m| m != "gpt-4o")), "the requested model never reached the provider");
 }

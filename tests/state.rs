@@ -18,8 +18,12 @@ const COST: f64 = 0.015;
 
 fn config(mock: &Mock, store: &str) -> String {
     Config::openai_anthropic(mock)
-        .model("gpt-4o", "openai").prices(10.0, 10.0).with("max_output_tokens: 400")
-        .model("claude-haiku", "anthropic").prices(10.0, 10.0).with("max_output_tokens: 400")
+        .model("gpt-4o", "openai")
+        .prices(10.0, 10.0)
+        .with("max_output_tokens: 400")
+        .model("claude-haiku", "anthropic")
+        .prices(10.0, 10.0)
+        .with("max_output_tokens: 400")
         .raw(&format!("budget_store: {{ kind: file, fsync_interval_ms: 0{store} }}"))
         .raw("budgets:\n  - { name: openai-day, scope: { provider: openai }, window: day, limit_usd: 10 }")
         .build()
@@ -89,7 +93,10 @@ fn stop(mg: &Modelgate) {
     mg.signal("KILL");
     let deadline = Instant::now() + Duration::from_secs(10);
     let status = format!("/proc/{}/status", mg.pid());
-    let alive = |s: &str| s.lines().any(|l| l.starts_with("Threads:") && l.split_whitespace().nth(1) != Some("1")) || s.lines().any(|l| l.starts_with("State:") && !l.contains('Z'));
+    let alive = |s: &str| {
+        s.lines().any(|l| l.starts_with("Threads:") && l.split_whitespace().nth(1) != Some("1"))
+            || s.lines().any(|l| l.starts_with("State:") && !l.contains('Z'))
+    };
     while std::fs::read_to_string(&status).is_ok_and(|s| alive(&s)) {
         assert!(Instant::now() < deadline, "modelgate did not stop");
         std::thread::sleep(Duration::from_millis(20));
@@ -141,7 +148,9 @@ async fn a_second_process_on_the_same_state_dir_refuses_to_start() {
     let text = std::fs::read_to_string(first.config_path()).unwrap();
     let g = first.gateway.rsplit(':').next().unwrap().to_string();
     let a = first.admin.rsplit(':').next().unwrap().to_string();
-    let text = text.replace(&format!("127.0.0.1:{g}"), &format!("127.0.0.1:{}", free_port())).replace(&format!("127.0.0.1:{a}"), &format!("127.0.0.1:{}", free_port()));
+    let text = text
+        .replace(&format!("127.0.0.1:{g}"), &format!("127.0.0.1:{}", free_port()))
+        .replace(&format!("127.0.0.1:{a}"), &format!("127.0.0.1:{}", free_port()));
     let second = first.dir.path().join("second.yaml");
     std::fs::write(&second, text).unwrap();
     let stderr = expect_refusal(&second);
@@ -229,8 +238,14 @@ async fn reset_starts_from_the_readable_entries_and_says_what_it_skipped() {
     // log says what was skipped.
     assert!((spent(&mg) - 2.0 * COST).abs() < 1e-9, "{}", spent(&mg));
     let log = mg.stderr();
-    assert!(log.contains("on_ledger_error: reset starts from the readable entries only") && log.contains("1 line(s) that are not ledger entries") && log.contains("2 entries are readable"), "{log}");
-    let aside: Vec<_> = std::fs::read_dir(state(&mg)).unwrap().filter_map(|e| e.ok()).filter(|e| e.file_name().to_string_lossy().contains(".damaged-")).collect();
+    assert!(
+        log.contains("on_ledger_error: reset starts from the readable entries only")
+            && log.contains("1 line(s) that are not ledger entries")
+            && log.contains("2 entries are readable"),
+        "{log}"
+    );
+    let aside: Vec<_> =
+        std::fs::read_dir(state(&mg)).unwrap().filter_map(|e| e.ok()).filter(|e| e.file_name().to_string_lossy().contains(".damaged-")).collect();
     assert_eq!(aside.len(), 1, "the damaged file is kept aside");
 
     // The ledger is whole again: it serves, counts on, and the default

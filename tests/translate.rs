@@ -14,9 +14,15 @@ async fn a_failing_openai_model_falls_back_to_claude_in_the_clients_dialect() {
         .raw("retry: { max_attempts: 1 }")
         .provider("openai", Kind::OpenAi, &openai)
         .provider("anthropic", Kind::Anthropic, &anthropic)
-        .model("gpt-4o", "openai").prices(2.5, 10.0).fallbacks(["claude-3-5-haiku", "gpt-4o-mini"])
-        .model("gpt-4o-mini", "openai").prices(0.15, 0.6)
-        .model("claude-3-5-haiku", "anthropic").id("claude-3-5-haiku-20241022").prices(0.8, 4.0).with("max_output_tokens: 8192");
+        .model("gpt-4o", "openai")
+        .prices(2.5, 10.0)
+        .fallbacks(["claude-3-5-haiku", "gpt-4o-mini"])
+        .model("gpt-4o-mini", "openai")
+        .prices(0.15, 0.6)
+        .model("claude-3-5-haiku", "anthropic")
+        .id("claude-3-5-haiku-20241022")
+        .prices(0.8, 4.0)
+        .with("max_output_tokens: 8192");
     let mg = Modelgate::start(&conf.build());
     let client = reqwest::Client::new();
     for stream in [false, true] {
@@ -55,8 +61,12 @@ async fn a_gemini_client_falls_back_across_dialects_and_curl_gets_gemini_errors(
         .raw("retry: { max_attempts: 1 }")
         .provider("openai", Kind::OpenAi, &mock)
         .provider("gemini", Kind::Gemini, &mock)
-        .model("gemini-pro", "gemini").id("gemini-2.5-pro").prices(1.25, 10.0).fallbacks(["gpt-4o-mini"])
-        .model("gpt-4o-mini", "openai").prices(0.15, 0.6);
+        .model("gemini-pro", "gemini")
+        .id("gemini-2.5-pro")
+        .prices(1.25, 10.0)
+        .fallbacks(["gpt-4o-mini"])
+        .model("gpt-4o-mini", "openai")
+        .prices(0.15, 0.6);
     let mg = Modelgate::start(&conf.build());
     let client = reqwest::Client::new();
     let body = json!({"contents": [{"role": "user", "parts": [{"text": "hi"}]}], "generationConfig": {"maxOutputTokens": 50}});
@@ -71,7 +81,11 @@ async fn a_gemini_client_falls_back_across_dialects_and_curl_gets_gemini_errors(
         } else {
             text.split("\n\n").filter_map(|e| e.strip_prefix("data: ")).map(|d| serde_json::from_str(d).unwrap()).collect()
         };
-        let joined: String = chunks.iter().flat_map(|c| c["candidates"][0]["content"]["parts"].as_array().cloned().unwrap_or_default()).filter_map(|p| p["text"].as_str().map(String::from)).collect();
+        let joined: String = chunks
+            .iter()
+            .flat_map(|c| c["candidates"][0]["content"]["parts"].as_array().cloned().unwrap_or_default())
+            .filter_map(|p| p["text"].as_str().map(String::from))
+            .collect();
         assert_eq!(joined, "Hello from the mock", "{text}");
         let last = chunks.last().unwrap();
         assert_eq!(last["candidates"][0]["finishReason"], "STOP");

@@ -28,7 +28,11 @@ fn curl(args: &[&str]) -> (String, String, bool) {
     let dir = tempfile::tempdir().unwrap();
     let headers = dir.path().join("h");
     let out = Command::new("curl").args(["-sS", "--max-time", "10", "-D"]).arg(&headers).args(args).output().expect("run curl");
-    (std::fs::read_to_string(&headers).unwrap_or_default(), String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr), out.status.success())
+    (
+        std::fs::read_to_string(&headers).unwrap_or_default(),
+        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr),
+        out.status.success(),
+    )
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -45,7 +49,20 @@ async fn curl_through_the_proxy_reaches_the_pipeline_over_http1_and_h2() {
 
     let body = r#"{"model":"gpt-4o","messages":[{"role":"user","content":"hi"}]}"#;
     for http in ["--http1.1", "--http2"] {
-        let (head, out, ok) = curl(&["-x", &proxy, "--cacert", ca.to_str().unwrap(), http, "-H", "content-type: application/json", "-H", "authorization: Bearer sk-app", "-d", body, "https://api.openai.com/v1/chat/completions"]);
+        let (head, out, ok) = curl(&[
+            "-x",
+            &proxy,
+            "--cacert",
+            ca.to_str().unwrap(),
+            http,
+            "-H",
+            "content-type: application/json",
+            "-H",
+            "authorization: Bearer sk-app",
+            "-d",
+            body,
+            "https://api.openai.com/v1/chat/completions",
+        ]);
         assert!(ok, "{http}: {out}\n{}", mg.stderr());
         let status_line = head.lines().rfind(|l| l.starts_with("HTTP/")).unwrap_or_default().to_string();
         assert!(status_line.contains(" 200"), "{http}: {head}");
@@ -61,7 +78,18 @@ async fn curl_through_the_proxy_reaches_the_pipeline_over_http1_and_h2() {
         assert_eq!(last.headers["authorization"], "Bearer sk-app");
     }
     // Streaming, and the Anthropic host.
-    let (_, out, ok) = curl(&["-x", &proxy, "--cacert", ca.to_str().unwrap(), "-N", "-H", "content-type: application/json", "-d", r#"{"model":"claude-haiku","max_tokens":50,"stream":true,"messages":[{"role":"user","content":"hi"}]}"#, "https://api.anthropic.com/v1/messages"]);
+    let (_, out, ok) = curl(&[
+        "-x",
+        &proxy,
+        "--cacert",
+        ca.to_str().unwrap(),
+        "-N",
+        "-H",
+        "content-type: application/json",
+        "-d",
+        r#"{"model":"claude-haiku","max_tokens":50,"stream":true,"messages":[{"role":"user","content":"hi"}]}"#,
+        "https://api.anthropic.com/v1/messages",
+    ]);
     assert!(ok && out.contains("event: message_stop") && out.contains("Hello"), "{out}");
     assert_eq!(mock.last().json()["model"], "claude-haiku-4-5-20251001");
     // The request is in the access log and the metrics like any other.
@@ -80,7 +108,10 @@ async fn other_hosts_are_tunnelled_untouched_or_refused() {
 
     // The local TLS server is on loopback, which the proxy refuses to
     // tunnel to unless allow-listed: the point of allow_internal.
-    let mg = Modelgate::start(&config(&mock, &format!("  intercept: [api.openai.com]\n  allow_ports: [443, {tls_port}]\n  tunnel: true\n  allow_internal: [\"127.0.0.1\"]")));
+    let mg = Modelgate::start(&config(
+        &mock,
+        &format!("  intercept: [api.openai.com]\n  allow_ports: [443, {tls_port}]\n  tunnel: true\n  allow_internal: [\"127.0.0.1\"]"),
+    ));
     let proxy = mg.forward.clone().unwrap();
     let url = format!("https://localhost:{tls_port}/v1/models");
     // The client sees the server's own certificate: its CA verifies it …
@@ -123,7 +154,15 @@ async fn proxy_auth_and_plain_http_proxying() {
     let mock_host = mock.addr.to_string();
     let plain = config(&mock, NO_TUNNEL).replace("hosts: [api.openai.com]", "hosts: [api.openai.com, \"127.0.0.1\"]");
     let mg = Modelgate::start(&plain);
-    let (head, out, ok) = curl(&["-x", mg.forward.as_deref().unwrap(), "-H", "content-type: application/json", "-d", r#"{"model":"gpt-4o","messages":[]}"#, &format!("http://{mock_host}/v1/chat/completions")]);
+    let (head, out, ok) = curl(&[
+        "-x",
+        mg.forward.as_deref().unwrap(),
+        "-H",
+        "content-type: application/json",
+        "-d",
+        r#"{"model":"gpt-4o","messages":[]}"#,
+        &format!("http://{mock_host}/v1/chat/completions"),
+    ]);
     assert!(ok && head.to_ascii_lowercase().contains("x-modelgate-model: gpt-4o-mini"), "{head}{out}");
 }
 
@@ -149,7 +188,11 @@ fn an_open_proxy_is_refused_at_start() {
 fn ca_commands_create_show_and_bundle() {
     let dir = tempfile::tempdir().unwrap();
     let conf = dir.path().join("c.yaml");
-    std::fs::write(&conf, format!("state_dir: {}\nproviders:\n  openai: {{ kind: openai, base_url: \"http://127.0.0.1:9/v1\" }}\n", dir.path().join("state").display())).unwrap();
+    std::fs::write(
+        &conf,
+        format!("state_dir: {}\nproviders:\n  openai: {{ kind: openai, base_url: \"http://127.0.0.1:9/v1\" }}\n", dir.path().join("state").display()),
+    )
+    .unwrap();
     let run = |args: &[&str]| {
         let out = Command::new(env!("CARGO_BIN_EXE_modelgate")).args(args).arg("-c").arg(&conf).output().unwrap();
         assert!(out.status.success(), "{args:?}: {}", String::from_utf8_lossy(&out.stderr));

@@ -25,7 +25,10 @@ pub enum Verdict {
     Go(Hold),
     /// A budget with `on_exceed: downgrade` is used up: serve the request
     /// with its downgrade model instead.
-    Downgrade { budget: String, to: Downgrade },
+    Downgrade {
+        budget: String,
+        to: Downgrade,
+    },
     Refuse(GatewayError),
 }
 
@@ -180,7 +183,12 @@ impl Inner {
             }
             Judged::Refuse { i, what, limit } => {
                 self.trip(book, i, now, "reject");
-                let s = seen.iter().find(|s| s.i == i).copied().unwrap_or(Seen { i, spent: Amounts::default(), reserved: Amounts::default(), end: now.as_second() });
+                let s = seen.iter().find(|s| s.i == i).copied().unwrap_or(Seen {
+                    i,
+                    spent: Amounts::default(),
+                    reserved: Amounts::default(),
+                    end: now.as_second(),
+                });
                 Verdict::Refuse(refusal(&book.defs[i], &s, worst, what, limit, now))
             }
         })
@@ -291,7 +299,16 @@ impl Budgets {
                 continue;
             }
             let mut book = inner.book();
-            let seen: Vec<Seen> = idx.iter().zip(&states).map(|(&i, (spent, reserved))| Seen { i, spent: *spent, reserved: *reserved, end: keys.iter().find(|k| k.0 == book.defs[i].name).map(|k| k.2).unwrap_or(0) }).collect();
+            let seen: Vec<Seen> = idx
+                .iter()
+                .zip(&states)
+                .map(|(&i, (spent, reserved))| Seen {
+                    i,
+                    spent: *spent,
+                    reserved: *reserved,
+                    end: keys.iter().find(|k| k.0 == book.defs[i].name).map(|k| k.2).unwrap_or(0),
+                })
+                .collect();
             // Mirror the shared counts locally (for fail-open and reports).
             for s in &seen {
                 let ctr = book.counter(s.i, now);

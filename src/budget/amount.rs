@@ -117,9 +117,6 @@ impl Limits {
 
     /// The highest used fraction of any limit.
     pub fn fraction(&self, a: Amounts) -> f64 {
-        Limit::ALL
-            .into_iter()
-            .filter_map(|k| self.get(k).map(|l| if l == 0 { f64::INFINITY } else { k.of(a) as f64 / l as f64 }))
-            .fold(0.0, f64::max)
+        Limit::ALL.into_iter().filter_map(|k| self.get(k).map(|l| if l == 0 { f64::INFINITY } else { k.of(a) as f64 / l as f64 })).fold(0.0, f64::max)
     }
 }

@@ -18,7 +18,8 @@ pub struct StateLock {
 
 /// Take the lock on `dir` (created if missing) and write our pid into it.
 pub fn lock_state_dir(dir: &Path) -> Result<StateLock, String> {
-    std::fs::create_dir_all(dir).map_err(|e| format!("cannot create state_dir {}: {e}; create it or point state_dir at a writable directory", dir.display()))?;
+    std::fs::create_dir_all(dir)
+        .map_err(|e| format!("cannot create state_dir {}: {e}; create it or point state_dir at a writable directory", dir.display()))?;
     let path = dir.join("lock");
     let mut file = OpenOptions::new()
         .read(true)

@@ -111,7 +111,15 @@ impl Budgets {
             StoreKind::Redis { url, on_unavailable, timeout, key_prefix } => Some(Shared::new(url, *on_unavailable, *timeout, key_prefix)?),
         };
         let b = Budgets {
-            inner: Arc::new(Inner { book: Mutex::new(Book::default()), ledger: Ledger::new(&snap.state_dir, fsync_each), shared, clock, next_id: AtomicU64::new(1), nonce: shared::random_u64(), ledger_fault: std::sync::OnceLock::new() }),
+            inner: Arc::new(Inner {
+                book: Mutex::new(Book::default()),
+                ledger: Ledger::new(&snap.state_dir, fsync_each),
+                shared,
+                clock,
+                next_id: AtomicU64::new(1),
+                nonce: shared::random_u64(),
+                ledger_fault: std::sync::OnceLock::new(),
+            }),
         };
         if let Some(e) = b.inner.ledger.meta_error() {
             tracing::warn!(file = %snap.state_dir.join(ledger::META_FILE).display(), error = %e, "cannot read the ledger's fsync record; a ledger file shortened since cannot be detected this time (the record is rewritten at the next fsync)");

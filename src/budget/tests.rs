@@ -10,7 +10,14 @@ use crate::config::{Budget, Downgrade, OnExceed, Scope, Spike, Window};
 use jiff::Timestamp;
 
 fn budget(name: &str, usd_limit: f64, on_exceed: OnExceed) -> Budget {
-    Budget { name: name.into(), scope: Scope::default(), window: Window::Day, limits: Limits { nanos: Some(nanos(usd_limit)), ..Default::default() }, warn_at: 0.8, on_exceed }
+    Budget {
+        name: name.into(),
+        scope: Scope::default(),
+        window: Window::Day,
+        limits: Limits { nanos: Some(nanos(usd_limit)), ..Default::default() },
+        warn_at: 0.8,
+        on_exceed,
+    }
 }
 
 fn seen(i: usize, spent: u64, reserved: u64) -> Seen {
@@ -49,7 +56,18 @@ fn worst(usd: f64) -> Amounts {
 }
 
 fn entry(ts: String, cost: f64) -> Entry {
-    Entry { ts, app: "default".into(), route: "none".into(), provider: "openai".into(), model: "m".into(), input: 5, output: 5, cost_usd: cost, requested_cost_usd: cost, ..Default::default() }
+    Entry {
+        ts,
+        app: "default".into(),
+        route: "none".into(),
+        provider: "openai".into(),
+        model: "m".into(),
+        input: 5,
+        output: 5,
+        cost_usd: cost,
+        requested_cost_usd: cost,
+        ..Default::default()
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

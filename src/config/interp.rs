@@ -45,10 +45,8 @@ pub fn substitute(text: &str, env: &dyn Fn(&str) -> Option<String>) -> Result<(S
                         used.push((name.to_string(), v));
                     }
                     (None, Some(d)) => out.push_str(d),
-                    (None, None) => errors.push(ConfigError::at_line(
-                        lineno + 1,
-                        format!("environment variable `{name}` is not set; set it, or write `${{{name}:-default}}`"),
-                    )),
+                    (None, None) => errors
+                        .push(ConfigError::at_line(lineno + 1, format!("environment variable `{name}` is not set; set it, or write `${{{name}:-default}}`"))),
                 }
                 rest = &body[end + 1..];
             } else {

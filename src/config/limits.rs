@@ -48,7 +48,12 @@ pub struct ClientTimeouts {
 
 impl Default for ClientTimeouts {
     fn default() -> Self {
-        ClientTimeouts { header: Duration::from_secs(60), body_idle: Duration::from_secs(60), body_total: Duration::from_secs(300), keepalive: Duration::from_secs(75) }
+        ClientTimeouts {
+            header: Duration::from_secs(60),
+            body_idle: Duration::from_secs(60),
+            body_total: Duration::from_secs(300),
+            keepalive: Duration::from_secs(75),
+        }
     }
 }
 

@@ -218,7 +218,6 @@ impl Model {
     pub fn has(&self, c: Capability) -> bool {
         self.capabilities.is_empty() || self.capabilities.contains(&c)
     }
-
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -352,9 +351,7 @@ pub fn load_file(path: &Path) -> Result<Snapshot, ConfigErrors> {
 /// access_log) are relative to the working directory, as on the command line.
 pub fn load_str(text: &str, env: &dyn Fn(&str) -> Option<String>) -> Result<Snapshot, Vec<ConfigError>> {
     let (text, used) = interp::substitute(text, env)?;
-    validate::validate(&text, env).map_err(|errors| {
-        errors.into_iter().map(|e| ConfigError { message: interp::redact(&e.message, &used), ..e }).collect()
-    })
+    validate::validate(&text, env).map_err(|errors| errors.into_iter().map(|e| ConfigError { message: interp::redact(&e.message, &used), ..e }).collect())
 }
 
 /// The config compiled into the binary: used by `modelgate run` without `-c`.

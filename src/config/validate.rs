@@ -17,8 +17,28 @@ use super::*;
 
 pub const DEFAULT_MAX_BODY_BYTES: usize = 32 * 1024 * 1024;
 const TOP_KEYS: &[&str] = &[
-    "listen", "state_dir", "max_body_bytes", "access_log", "admin_token_env", "admin_read_requires_token", "providers", "models", "routes", "routing", "budgets", "budget_store", "timezone", "spend_spike",
-    "retry", "breaker", "forward_proxy", "limits", "client_timeouts", "shutdown_grace_s", "allow_passthrough", "cross_provider_client_keys",
+    "listen",
+    "state_dir",
+    "max_body_bytes",
+    "access_log",
+    "admin_token_env",
+    "admin_read_requires_token",
+    "providers",
+    "models",
+    "routes",
+    "routing",
+    "budgets",
+    "budget_store",
+    "timezone",
+    "spend_spike",
+    "retry",
+    "breaker",
+    "forward_proxy",
+    "limits",
+    "client_timeouts",
+    "shutdown_grace_s",
+    "allow_passthrough",
+    "cross_provider_client_keys",
 ];
 
 mod budgets;
@@ -39,12 +59,7 @@ impl Ctx {
     pub(super) fn err(&mut self, path: impl Into<String>, message: impl Into<String>) {
         let path = path.into();
         let pos = self.idx.find(&path);
-        self.errors.push(ConfigError {
-            path,
-            line: pos.map(|p| p.line),
-            column: pos.map(|p| p.column),
-            message: message.into(),
-        });
+        self.errors.push(ConfigError { path, line: pos.map(|p| p.line), column: pos.map(|p| p.column), message: message.into() });
     }
 
     /// Deserialize one section, recording its error (with the exact path

@@ -132,9 +132,10 @@ pub fn classify_path(path: &str, query: Option<&str>) -> Option<Incoming> {
     let anthropic = |rest: &str| plain(Dialect::Anthropic, if rest == "/v1/messages" { Api::Messages } else { Api::Other }, rest);
     if let Some(rest) = path.strip_prefix("/gemini") {
         let rest = rest.strip_prefix("/v1beta").or_else(|| rest.strip_prefix("/v1")).filter(|r| r.starts_with('/'))?;
-        let generate = rest.strip_prefix("/models/").and_then(|m| m.rsplit_once(':')).filter(|(m, method)| {
-            !m.is_empty() && !m.contains('/') && matches!(*method, "generateContent" | "streamGenerateContent")
-        });
+        let generate = rest
+            .strip_prefix("/models/")
+            .and_then(|m| m.rsplit_once(':'))
+            .filter(|(m, method)| !m.is_empty() && !m.contains('/') && matches!(*method, "generateContent" | "streamGenerateContent"));
         return Some(match generate {
             Some((model, method)) => Incoming {
                 dialect: Dialect::Gemini,

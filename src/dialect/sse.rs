@@ -234,7 +234,9 @@ data: [DONE]\n\n";
     #[test]
     fn anthropic_text_and_tool_deltas_are_measured_and_message_stop_ends() {
         let mut tap = StreamTap::new(false);
-        tap.feed(b"event: content_block_delta\ndata: {\"type\":\"content_block_delta\",\"index\":0,\"delta\":{\"type\":\"text_delta\",\"text\":\"Hello\"}}\n\n");
+        tap.feed(
+            b"event: content_block_delta\ndata: {\"type\":\"content_block_delta\",\"index\":0,\"delta\":{\"type\":\"text_delta\",\"text\":\"Hello\"}}\n\n",
+        );
         tap.feed(b"event: content_block_delta\ndata: {\"type\":\"content_block_delta\",\"index\":1,\"delta\":{\"type\":\"input_json_delta\",\"partial_json\":\"{\\\"a\\\":1}\"}}\n\n");
         assert!(!tap.terminal);
         assert_eq!(tap.text_bytes, 5 + 7);

@@ -210,11 +210,15 @@ impl Controls {
             tier_max: match header(headers, "x-modelgate-tier") {
                 None => false,
                 Some(v) if v.eq_ignore_ascii_case("max") => true,
-                Some(v) => return Err(bad_header("x-modelgate-tier", format!("`{v}` is not a tier request; send `max` to escalate to the route's strongest model"))),
+                Some(v) => {
+                    return Err(bad_header("x-modelgate-tier", format!("`{v}` is not a tier request; send `max` to escalate to the route's strongest model")))
+                }
             },
             mode: match header(headers, "x-modelgate-mode") {
                 None => None,
-                Some(v) => Some(Mode::parse(v).ok_or_else(|| bad_header("x-modelgate-mode", format!("unknown routing mode `{v}`; expected one of: {}", Mode::names())))?),
+                Some(v) => Some(
+                    Mode::parse(v).ok_or_else(|| bad_header("x-modelgate-mode", format!("unknown routing mode `{v}`; expected one of: {}", Mode::names())))?,
+                ),
             },
         })
     }

@@ -135,7 +135,8 @@ pub fn render_text(e: &Value) -> String {
     let bumps = if bumps.is_empty() { String::new() } else { format!(", {}", bumps.join(", ")) };
     let _ = writeln!(w, "complexity   {} = base {} ({kw}){bumps}", s(&cx["value"]), s(&cx["base"]));
     let _ = writeln!(w, "input tokens ~{} ({}), max_tokens {}", s(&c["input_tokens"]["estimate"]), s(&c["input_tokens"]["method"]), s(&c["max_tokens"]));
-    let _ = writeln!(w, "request has  stream {}, tools {}, response_format {}, user {}", s(&c["stream"]), s(&c["tools"]), s(&c["response_format"]), s(&c["user"]));
+    let _ =
+        writeln!(w, "request has  stream {}, tools {}, response_format {}, user {}", s(&c["stream"]), s(&c["tools"]), s(&c["response_format"]), s(&c["user"]));
     let _ = writeln!(w, "routes");
     for r in e["routes"].as_array().into_iter().flatten() {
         let mark = if r["matched"] == Value::Bool(true) { "match" } else { "skip " };
@@ -154,7 +155,12 @@ pub fn render_text(e: &Value) -> String {
         for c in &cands {
             let mark = if c["kept"] == Value::Bool(true) { "keep" } else { "drop" };
             let score = match &c["score"] {
-                Value::Object(p) => format!(" [cost {:.2}, quality {:.2}, latency {:.2}]", p["cost"].as_f64().unwrap_or(0.0), p["quality"].as_f64().unwrap_or(0.0), p["latency"].as_f64().unwrap_or(0.0)),
+                Value::Object(p) => format!(
+                    " [cost {:.2}, quality {:.2}, latency {:.2}]",
+                    p["cost"].as_f64().unwrap_or(0.0),
+                    p["quality"].as_f64().unwrap_or(0.0),
+                    p["latency"].as_f64().unwrap_or(0.0)
+                ),
                 _ => String::new(),
             };
             let _ = writeln!(w, "  {mark} {} ({}): {}{score}", s(&c["model"]), s(&c["role"]), s(&c["why"]));

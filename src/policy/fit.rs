@@ -43,7 +43,9 @@ pub(super) fn describe_miss(r: &Route, f: &Facts<'_>, miss: Miss) -> String {
     let opt = |v: Option<&str>| v.map(|s| format!("`{s}`")).unwrap_or_else(|| "none".into());
     match miss {
         Miss::Dialect if !r.dialects[f.dialect as usize] => format!("request is {}; the route matches {} requests", f.dialect, dialect_list(&r.dialects)),
-        Miss::Dialect => format!("request is {} {}; the route's models speak {} and this API is not translated", f.dialect, f.api.as_str(), dialect_list(&r.speaks)),
+        Miss::Dialect => {
+            format!("request is {} {}; the route's models speak {} and this API is not translated", f.dialect, f.api.as_str(), dialect_list(&r.speaks))
+        }
         Miss::NoModel => "the request names no model".into(),
         Miss::Model => format!("model {} does not match `{}`", opt(f.model), m.model.as_ref().map(|g| g.to_string()).unwrap_or_default()),
         Miss::App => format!("app `{}` does not match `{}`", f.app, m.app.as_ref().map(|g| g.to_string()).unwrap_or_default()),

@@ -136,10 +136,8 @@ pub fn decide<'s>(snap: &'s Snapshot, overrides: &'s Overrides, f: &Facts<'_>, t
 
     // An admin override replaces the route's target (if it still applies
     // to this config).
-    let over = overrides
-        .get(&route.name)
-        .filter(|o| overrides::check(snap, &route.name, &o.target).is_ok())
-        .and_then(|o| snap.models.get(&o.target).map(|m| (o, m)));
+    let over =
+        overrides.get(&route.name).filter(|o| overrides::check(snap, &route.name, &o.target).is_ok()).and_then(|o| snap.models.get(&o.target).map(|m| (o, m)));
     if let Some((o, m)) = over {
         tr.note(|| format!("admin override (set {}): route `{}` → {}", o.set_at, route.name, m.name));
     }

@@ -71,7 +71,11 @@ pub(super) fn primary<'s>(snap: &'s Snapshot, route: &'s Route, f: &Facts<'_>, m
             }
             let w = snap.routing.weights(mode);
             tr.target(|| {
-                let how = if max { "x-modelgate-tier: max → highest quality first".to_string() } else { format!("weights cost {:.2} / quality {:.2} / latency {:.2}", w.cost, w.quality, w.latency) };
+                let how = if max {
+                    "x-modelgate-tier: max → highest quality first".to_string()
+                } else {
+                    format!("weights cost {:.2} / quality {:.2} / latency {:.2}", w.cost, w.quality, w.latency)
+                };
                 let local = if mode == Mode::LocalPreferred { ", local models first" } else { "" };
                 format!("select ({mode}): {how}{local}")
             });
@@ -198,10 +202,12 @@ pub(super) fn unrouted<'s>(snap: &'s Snapshot, f: &Facts<'_>, mode: Mode, tr: &m
         return chain.finish(snap, f, mode);
     }
     let Some(provider) = f.provider_hint.or(snap.default_provider[f.dialect as usize]) else {
-        return Err(GatewayError::new(502, ErrorKind::Upstream, "no_provider", format!(
-            "no {d} provider is configured; add a provider with `kind: {d}` to the config",
-            d = f.dialect
-        )));
+        return Err(GatewayError::new(
+            502,
+            ErrorKind::Upstream,
+            "no_provider",
+            format!("no {d} provider is configured; add a provider with `kind: {d}` to the config", d = f.dialect),
+        ));
     };
     let p = &snap.providers[provider];
     if mode == Mode::LocalOnly && !p.local {
@@ -212,7 +218,9 @@ pub(super) fn unrouted<'s>(snap: &'s Snapshot, f: &Facts<'_>, mode: Mode, tr: &m
             p.name
         )));
     }
-    tr.note(|| format!("`{}` is not a configured {} model: forwarded unchanged to the default provider `{}`", f.model.unwrap_or("(no model)"), f.dialect, p.name));
+    tr.note(|| {
+        format!("`{}` is not a configured {} model: forwarded unchanged to the default provider `{}`", f.model.unwrap_or("(no model)"), f.dialect, p.name)
+    });
     Ok(vec![Attempt { model: None, provider }])
 }
 
@@ -274,13 +282,21 @@ pub(super) fn routed<'s>(
 pub(super) fn client_model(snap: &Snapshot, want: &str, allowed: &[wildmatch::WildMatch], route: Option<&Route>) -> Result<(), GatewayError> {
     if !allowed.iter().any(|g| g.matches(want)) {
         let where_ = route.map(|r| format!("route `{}`'s client_models or ", r.name)).unwrap_or_default();
-        return Err(GatewayError::new(403, ErrorKind::PermissionDenied, "model_not_allowed", format!(
-            "x-modelgate-model: the config does not let clients pick `{want}` here; list it in {where_}routing.client_models, or drop the header"
-        )));
+        return Err(GatewayError::new(
+            403,
+            ErrorKind::PermissionDenied,
+            "model_not_allowed",
+            format!("x-modelgate-model: the config does not let clients pick `{want}` here; list it in {where_}routing.client_models, or drop the header"),
+        ));
     }
     if !snap.models.contains_key(want) {
         let names: Vec<&str> = snap.models.keys().map(String::as_str).collect();
-        return Err(GatewayError::new(400, ErrorKind::InvalidRequest, "unknown_model", format!("x-modelgate-model: unknown model `{want}`; models: {}", names.join(", "))));
+        return Err(GatewayError::new(
+            400,
+            ErrorKind::InvalidRequest,
+            "unknown_model",
+            format!("x-modelgate-model: unknown model `{want}`; models: {}", names.join(", ")),
+        ));
     }
     Ok(())
 }

@@ -121,7 +121,8 @@ fn app_and_task_come_from_headers_keys_and_rules() {
     // Task rules: response_format → extraction; system prompt → planning.
     let body = serde_json::json!({"model": "x", "response_format": {"type": "json_object"}, "messages": [{"role": "user", "content": "hi"}]}).to_string();
     assert_eq!(run(&[], &body).unwrap().route, "extraction");
-    let body = serde_json::json!({"model": "x", "messages": [{"role": "system", "content": "You are the PLANNER."}, {"role": "user", "content": "hi"}]}).to_string();
+    let body =
+        serde_json::json!({"model": "x", "messages": [{"role": "system", "content": "You are the PLANNER."}, {"role": "user", "content": "hi"}]}).to_string();
     assert_eq!(run(&[], &body).unwrap().plan, ["gpt-4o", "haiku", "gpt-4o-mini"]);
     // The header wins over rules.
     assert_eq!(run(&[("x-modelgate-task", "other")], &body).unwrap().route, "none");
@@ -151,7 +152,8 @@ fn select_scores_by_mode_and_filters_by_capability_and_context() {
     assert!(p.iter().all(|m| m == "gpt-4o" || m == "gpt-4o-mini" || m == "haiku"), "{p:?}");
     assert!(p.iter().take(2).all(|m| m == "gpt-4o" || m == "gpt-4o-mini"), "the candidates first, then gpt-4o's fallbacks: {p:?}");
     // Context guard: llama holds 40 tokens; 100 max_tokens do not fit.
-    let b = serde_json::json!({"model": "x", "max_tokens": 100, "response_format": {"type": "json_object"}, "messages": [{"role": "user", "content": "hi"}]}).to_string();
+    let b = serde_json::json!({"model": "x", "max_tokens": 100, "response_format": {"type": "json_object"}, "messages": [{"role": "user", "content": "hi"}]})
+        .to_string();
     let p = decide_with(&snap(), &Overrides::new(), "/v1/chat/completions", &[("x-modelgate-mode", "local-preferred")], &b).unwrap().plan;
     assert!(!p.contains(&"llama".to_string()), "{p:?}");
 }
@@ -321,7 +323,8 @@ fn images_count_against_the_context_window() {
     // A 1,000-token image in a ~150-byte body does not fit 400 tokens.
     let image = serde_json::json!({"model": "gpt-4o-mini", "messages": [{"role": "user", "content": [
         {"type": "text", "text": "describe"}, {"type": "image_url", "image_url": {"url": "https://example.com/a.png"}}
-    ]}]}).to_string();
+    ]}]})
+    .to_string();
     assert_eq!(run2("c", &image).unwrap().plan, ["gpt-4o-mini"]);
 }
 

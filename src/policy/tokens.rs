@@ -140,7 +140,9 @@ mod tests {
 
     #[test]
     fn images_count_flat_and_base64_is_not_tokenized() {
-        let b = body(r#"{"messages":[{"role":"user","content":[{"type":"text","text":"hi"},{"type":"image_url","image_url":{"url":"data:image/png;base64,AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA"}}]}]}"#);
+        let b = body(
+            r#"{"messages":[{"role":"user","content":[{"type":"text","text":"hi"},{"type":"image_url","image_url":{"url":"data:image/png;base64,AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA"}}]}]}"#,
+        );
         let n = count(&b, Api::ChatCompletions, Family::O200k);
         assert!(n > 1_000 && n < 1_020, "{n}");
     }

@@ -21,9 +21,7 @@ use std::time::Duration;
 use arc_swap::ArcSwap;
 use async_trait::async_trait;
 use pingora::apps::ServerApp;
-use pingora::protocols::{
-    GetProxyDigest, GetSocketDigest, GetTimingDigest, Peek, Shutdown, Ssl, Stream, TimingDigest, UniqueID, UniqueIDType,
-};
+use pingora::protocols::{GetProxyDigest, GetSocketDigest, GetTimingDigest, Peek, Shutdown, Ssl, Stream, TimingDigest, UniqueID, UniqueIDType};
 use pingora::server::ShutdownWatch;
 use pingora_proxy::HttpProxy;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
@@ -116,7 +114,10 @@ impl AsyncRead for Guarded {
                 }
                 match self.timer.as_mut().poll(cx) {
                     Poll::Ready(()) => {
-                        tracing::info!(limit_ms = self.limit.as_millis() as u64, "client did not send its request header in time (client_timeouts.header_ms); closing");
+                        tracing::info!(
+                            limit_ms = self.limit.as_millis() as u64,
+                            "client did not send its request header in time (client_timeouts.header_ms); closing"
+                        );
                         Poll::Ready(Err(io::Error::new(io::ErrorKind::TimedOut, "request header timeout")))
                     }
                     Poll::Pending => Poll::Pending,

@@ -55,14 +55,26 @@ pub struct Ctx {
 impl Ctx {
     pub fn new() -> Self {
         let now = Instant::now();
-        Ctx { snap: None, started: now, dialect: Dialect::OpenAi, body_done: now, upstream: None, upstream_end: None, route: "none".into(), trail: Trail::default(), rec: Record::default(), in_flight: None }
+        Ctx {
+            snap: None,
+            started: now,
+            dialect: Dialect::OpenAi,
+            body_done: now,
+            upstream: None,
+            upstream_end: None,
+            route: "none".into(),
+            trail: Trail::default(),
+            rec: Record::default(),
+            in_flight: None,
+        }
     }
 
     /// Add the `x-modelgate-*` response headers.
     pub fn tag(&self, resp: &mut ResponseHeader, served: Option<(&Attempt<'_>, &Provider)>) -> Result<(), GatewayError> {
         let internal = crate::upstream::request::internal;
         if let Some((a, p)) = served {
-            resp.insert_header("x-modelgate-model", a.model.map(|m| m.name.as_str()).or(self.rec.requested_model.as_deref()).unwrap_or("")).map_err(internal)?;
+            resp.insert_header("x-modelgate-model", a.model.map(|m| m.name.as_str()).or(self.rec.requested_model.as_deref()).unwrap_or(""))
+                .map_err(internal)?;
             resp.insert_header("x-modelgate-provider", p.name.as_str()).map_err(internal)?;
         }
         resp.insert_header("x-modelgate-route", self.route.as_str()).map_err(internal)?;

@@ -39,10 +39,12 @@ pub fn check_path_model(model: &str) -> Result<(), GatewayError> {
     let ok_char = |c: char| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-');
     let parts_ok = model.split('/').all(|p| !p.is_empty() && p != "." && p != ".." && p.chars().all(ok_char));
     if model.is_empty() || model.contains("..") || !parts_ok {
-        return Err(GatewayError::new(400, ErrorKind::InvalidRequest, "invalid_model", format!(
-            "the model `{}` in the path may only contain letters, digits, `.`, `_` and `-`",
-            model.escape_debug()
-        )));
+        return Err(GatewayError::new(
+            400,
+            ErrorKind::InvalidRequest,
+            "invalid_model",
+            format!("the model `{}` in the path may only contain letters, digits, `.`, `_` and `-`", model.escape_debug()),
+        ));
     }
     Ok(())
 }

@@ -39,10 +39,15 @@ pub fn route_path(snap: &Snapshot, session: &Session, forward: bool) -> Result<(
         false => (head.uri.path().to_string(), None),
     };
     let mut incoming = classify_path(&path, head.uri.query()).ok_or_else(|| {
-        GatewayError::new(404, ErrorKind::NotFound, "unknown_endpoint", format!(
-            "modelgate has no endpoint {}: point an OpenAI client at http://<modelgate>/v1 and an Anthropic client at http://<modelgate>/anthropic",
-            head.uri.path()
-        ))
+        GatewayError::new(
+            404,
+            ErrorKind::NotFound,
+            "unknown_endpoint",
+            format!(
+                "modelgate has no endpoint {}: point an OpenAI client at http://<modelgate>/v1 and an Anthropic client at http://<modelgate>/anthropic",
+                head.uri.path()
+            ),
+        )
     })?;
     incoming.provider = hint;
     if let Some(m) = &incoming.path_model {
@@ -94,7 +99,12 @@ fn forward_target(snap: &Snapshot, head: &RequestHeader, tls: bool) -> Result<(S
         if let Some(rest) = after("http://") {
             rest.split(['/', '?', '#']).next().unwrap_or("").to_string()
         } else if after("https://").is_some() {
-            return Err(GatewayError::new(400, ErrorKind::InvalidRequest, "proxy_scheme", "the forward proxy takes plain requests only for http:// URLs; an HTTPS client sends CONNECT (set HTTPS_PROXY)"));
+            return Err(GatewayError::new(
+                400,
+                ErrorKind::InvalidRequest,
+                "proxy_scheme",
+                "the forward proxy takes plain requests only for http:// URLs; an HTTPS client sends CONNECT (set HTTPS_PROXY)",
+            ));
         } else {
             return Err(GatewayError::new(400, ErrorKind::InvalidRequest, "origin_form", format!(
                 "`{target}` was sent to modelgate's forward-proxy port as a plain request; this port is a proxy: set HTTPS_PROXY/HTTP_PROXY to it (requests then carry an absolute URL or use CONNECT), or point the SDK's base URL at modelgate's gateway port instead"
@@ -111,19 +121,28 @@ fn forward_target(snap: &Snapshot, head: &RequestHeader, tls: bool) -> Result<(S
         _ => (authority, None),
     };
     let host = crate::proxy::target::normalize_host(host.trim_start_matches('[').trim_end_matches(']'));
-    let idx = snap
-        .providers
-        .iter()
-        .position(|p| p.hosts.contains(&host) && port.is_none_or(|port| !plain || port == p.endpoint.port))
-        .ok_or_else(|| match plain {
-            // Never fetched: plain proxying reaches provider hosts only.
-            true => GatewayError::new(403, ErrorKind::PermissionDenied, "unknown_host", format!(
+    let idx =
+        snap.providers.iter().position(|p| p.hosts.contains(&host) && port.is_none_or(|port| !plain || port == p.endpoint.port)).ok_or_else(
+            || match plain {
+                // Never fetched: plain proxying reaches provider hosts only.
+                true => GatewayError::new(
+                    403,
+                    ErrorKind::PermissionDenied,
+                    "unknown_host",
+                    format!(
                 "modelgate forwards plain http:// requests only to provider hosts; `{authority}` is none (add the host to a provider's `hosts` in the config)"
-            )),
-            false => GatewayError::new(421, ErrorKind::NotFound, "unknown_host", format!(
-                "modelgate has no provider for host `{host}`; add it to a provider's `hosts` in the config (or remove it from forward_proxy.intercept)"
-            )),
-        })?;
+            ),
+                ),
+                false => GatewayError::new(
+                    421,
+                    ErrorKind::NotFound,
+                    "unknown_host",
+                    format!(
+                        "modelgate has no provider for host `{host}`; add it to a provider's `hosts` in the config (or remove it from forward_proxy.intercept)"
+                    ),
+                ),
+            },
+        )?;
     let p = &snap.providers[idx];
     let path = head.uri.path();
     let rest = path.strip_prefix(p.endpoint.base_path.as_str()).filter(|r| r.is_empty() || r.starts_with('/')).unwrap_or(path);
@@ -138,19 +157,24 @@ async fn read_body(session: &mut Session, limit: usize, total: Duration) -> Resu
         Ok(r) => r,
         Err(_) => {
             session.set_keepalive(None);
-            Err(Stop::Answer(GatewayError::new(408, ErrorKind::Timeout, "body_timeout", format!(
-                "the request body did not arrive within {} s (client_timeouts.body_total_ms)",
-                total.as_secs_f64()
-            ))))
+            Err(Stop::Answer(GatewayError::new(
+                408,
+                ErrorKind::Timeout,
+                "body_timeout",
+                format!("the request body did not arrive within {} s (client_timeouts.body_total_ms)", total.as_secs_f64()),
+            )))
         }
     }
 }
 
 async fn read_body_within(session: &mut Session, limit: usize) -> Result<Bytes, Stop> {
     let too_large = |n: String| {
-        GatewayError::new(413, ErrorKind::TooLarge, "body_too_large", format!(
-            "the request body is {n} bytes, over modelgate's limit of {limit} bytes; send a smaller request or raise max_body_bytes in the config"
-        ))
+        GatewayError::new(
+            413,
+            ErrorKind::TooLarge,
+            "body_too_large",
+            format!("the request body is {n} bytes, over modelgate's limit of {limit} bytes; send a smaller request or raise max_body_bytes in the config"),
+        )
     };
     let declared = session.req_header().headers.get(http::header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()?.parse::<usize>().ok());
     if let Some(n) = declared {
@@ -165,7 +189,12 @@ async fn read_body_within(session: &mut Session, limit: usize) -> Result<Bytes, 
             Ok(None) => break,
             Err(e) if e.etype() == &pingora::ErrorType::ReadTimedout => {
                 session.set_keepalive(None);
-                return Err(Stop::Answer(GatewayError::new(408, ErrorKind::Timeout, "body_timeout", "the request body stalled longer than client_timeouts.body_idle_ms")));
+                return Err(Stop::Answer(GatewayError::new(
+                    408,
+                    ErrorKind::Timeout,
+                    "body_timeout",
+                    "the request body stalled longer than client_timeouts.body_idle_ms",
+                )));
             }
             Err(_) => return Err(Stop::ClientGone),
         };
@@ -193,4 +222,3 @@ pub async fn drain_or_close(session: &mut Session, limit: usize) {
     let _ = tokio::time::timeout(Duration::from_secs(2), discard).await;
     session.set_keepalive(None);
 }
-

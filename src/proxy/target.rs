@@ -159,7 +159,13 @@ fn classify_v4(a: Ipv4Addr) -> Class {
         // broadcast.
         return Class::Internal;
     }
-    if o[0] == 10 || in_net([172, 16, 0, 0], 12) || in_net([192, 168, 0, 0], 16) || in_net([100, 64, 0, 0], 10) || in_net([192, 0, 0, 0], 24) || in_net([198, 18, 0, 0], 15) {
+    if o[0] == 10
+        || in_net([172, 16, 0, 0], 12)
+        || in_net([192, 168, 0, 0], 16)
+        || in_net([100, 64, 0, 0], 10)
+        || in_net([192, 0, 0, 0], 24)
+        || in_net([198, 18, 0, 0], 15)
+    {
         return Class::Private;
     }
     Class::Public
@@ -281,7 +287,24 @@ mod tests {
         ] {
             assert_eq!(v4(spelling).as_deref(), Some(addr), "{spelling}");
         }
-        for bad in ["", ".", "1.2.3.4.5", "256.0.0.1", "1.2.3.256", "127.16777216", "1.16777216", "4294967296", "08", "0x1g", "+1", "1.+2", "1..2", "1.2.3.", "0xffffffffffffffffff", "99999999999999999999999"] {
+        for bad in [
+            "",
+            ".",
+            "1.2.3.4.5",
+            "256.0.0.1",
+            "1.2.3.256",
+            "127.16777216",
+            "1.16777216",
+            "4294967296",
+            "08",
+            "0x1g",
+            "+1",
+            "1.+2",
+            "1..2",
+            "1.2.3.",
+            "0xffffffffffffffffff",
+            "99999999999999999999999",
+        ] {
             assert_eq!(v4(bad), None, "{bad}");
         }
     }
@@ -298,7 +321,21 @@ mod tests {
         assert_eq!(parse_host("API.OpenAI.com"), Ok(Host::Name("api.openai.com".into())));
         assert_eq!(parse_host("my_host-1.example"), Ok(Host::Name("my_host-1.example".into())));
         // Ends in a number but is no address: never handed to the resolver.
-        for bad in ["1.2.3.4.5", "example.123", "foo.0x10000000000", "300.1.1.1", "[::1", "[127.0.0.1]", "a b", "a%2e", "", ".", "a..b", "fe80::1%eth0", "localhost:80"] {
+        for bad in [
+            "1.2.3.4.5",
+            "example.123",
+            "foo.0x10000000000",
+            "300.1.1.1",
+            "[::1",
+            "[127.0.0.1]",
+            "a b",
+            "a%2e",
+            "",
+            ".",
+            "a..b",
+            "fe80::1%eth0",
+            "localhost:80",
+        ] {
             assert!(parse_host(bad).is_err(), "{bad}");
         }
         assert_eq!(normalize_host(" Example.COM. "), "example.com");
@@ -307,10 +344,40 @@ mod tests {
     #[test]
     fn addresses_are_classified() {
         let c = |s: &str| classify(s.parse().unwrap());
-        for internal in ["127.0.0.1", "127.255.0.9", "0.0.0.0", "0.1.2.3", "169.254.169.254", "224.0.0.1", "255.255.255.255", "240.0.0.1", "::1", "::", "::127.0.0.1", "::ffff:127.0.0.1", "::ffff:169.254.169.254", "fe80::1", "ff02::1", "64:ff9b::7f00:1", "2002:7f00:1::"] {
+        for internal in [
+            "127.0.0.1",
+            "127.255.0.9",
+            "0.0.0.0",
+            "0.1.2.3",
+            "169.254.169.254",
+            "224.0.0.1",
+            "255.255.255.255",
+            "240.0.0.1",
+            "::1",
+            "::",
+            "::127.0.0.1",
+            "::ffff:127.0.0.1",
+            "::ffff:169.254.169.254",
+            "fe80::1",
+            "ff02::1",
+            "64:ff9b::7f00:1",
+            "2002:7f00:1::",
+        ] {
             assert_eq!(c(internal), Class::Internal, "{internal}");
         }
-        for private in ["10.0.0.1", "172.16.0.1", "172.31.255.255", "192.168.1.1", "100.64.0.1", "fc00::1", "fd12:3456::1", "fec0::1", "::ffff:10.1.2.3", "2002:c0a8:101::", "64:ff9b:1::1"] {
+        for private in [
+            "10.0.0.1",
+            "172.16.0.1",
+            "172.31.255.255",
+            "192.168.1.1",
+            "100.64.0.1",
+            "fc00::1",
+            "fd12:3456::1",
+            "fec0::1",
+            "::ffff:10.1.2.3",
+            "2002:c0a8:101::",
+            "64:ff9b:1::1",
+        ] {
             assert_eq!(c(private), Class::Private, "{private}");
         }
         for public in ["8.8.8.8", "172.32.0.1", "1.1.1.1", "2606:4700::1111", "64:ff9b::808:808", "::ffff:8.8.8.8"] {

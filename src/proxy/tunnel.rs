@@ -82,13 +82,27 @@ where
             Ev::FromClient(Err(_)) | Ev::FromUpstream(Err(_)) => break,
             Ev::FromClient(Ok(n)) => {
                 // A peer that stops reading stalls the write: the same limit.
-                if !matches!(tokio::time::timeout(idle, async { upstream.write_all(&a[..n]).await?; upstream.flush().await }).await, Ok(Ok(()))) {
+                if !matches!(
+                    tokio::time::timeout(idle, async {
+                        upstream.write_all(&a[..n]).await?;
+                        upstream.flush().await
+                    })
+                    .await,
+                    Ok(Ok(()))
+                ) {
                     break;
                 }
                 up += n as u64;
             }
             Ev::FromUpstream(Ok(n)) => {
-                if !matches!(tokio::time::timeout(idle, async { client.write_all(&b[..n]).await?; client.flush().await }).await, Ok(Ok(()))) {
+                if !matches!(
+                    tokio::time::timeout(idle, async {
+                        client.write_all(&b[..n]).await?;
+                        client.flush().await
+                    })
+                    .await,
+                    Ok(Ok(()))
+                ) {
                     break;
                 }
                 down += n as u64;

@@ -125,7 +125,16 @@ pub struct Answering<'a, 's> {
 
 impl<'a, 's> Answering<'a, 's> {
     pub fn of(s: Served<'s>, snap: &'a Snapshot, model_call: bool) -> (Self, Response) {
-        let a = Answering { attempt: s.attempt, provider: s.provider, hold: s.hold, snap, model_call, translated: s.translated, drop_usage_only: s.drop_usage_only, breaker: s.breaker };
+        let a = Answering {
+            attempt: s.attempt,
+            provider: s.provider,
+            hold: s.hold,
+            snap,
+            model_call,
+            translated: s.translated,
+            drop_usage_only: s.drop_usage_only,
+            breaker: s.breaker,
+        };
         (a, s.fetched.into())
     }
 }
@@ -140,7 +149,15 @@ pub struct Relay<'g> {
 impl Relay<'_> {
     /// Send the response to the client and account for it.
     #[allow(clippy::too_many_arguments)]
-    pub async fn answer(&self, session: &mut Session, resp: Response, a: Answering<'_, '_>, facts: &Facts<'_>, cx: &mut Ctx, abort: &mut AbortSignal) -> Result<(), Stop> {
+    pub async fn answer(
+        &self,
+        session: &mut Session,
+        resp: Response,
+        a: Answering<'_, '_>,
+        facts: &Facts<'_>,
+        cx: &mut Ctx,
+        abort: &mut AbortSignal,
+    ) -> Result<(), Stop> {
         match resp {
             Response::Whole { src, body } => self.whole(session, src, body, a, facts, cx).await,
             Response::Stream { src, first } => self.stream(session, src, first, a, facts, cx, abort).await,
@@ -165,7 +182,15 @@ impl Relay<'_> {
 
     /// A whole (non-streamed) response, translated when needed; its usage
     /// is settled before it is sent.
-    async fn whole(&self, session: &mut Session, src: Box<dyn Source>, mut body: Bytes, mut a: Answering<'_, '_>, facts: &Facts<'_>, cx: &mut Ctx) -> Result<(), Stop> {
+    async fn whole(
+        &self,
+        session: &mut Session,
+        src: Box<dyn Source>,
+        mut body: Bytes,
+        mut a: Answering<'_, '_>,
+        facts: &Facts<'_>,
+        cx: &mut Ctx,
+    ) -> Result<(), Stop> {
         let status = src.header().status.as_u16();
         let ok = (200..300).contains(&status);
         let mut resp = self.head(src.as_ref(), &a, cx)?;
@@ -181,7 +206,12 @@ impl Relay<'_> {
             body = match (ok, translate::answer(&body, Wire::of_provider(a.provider.kind), *client, chat)) {
                 (true, Some(b)) => b,
                 (true, None) => {
-                    return Err(Stop::Answer(GatewayError::new(502, ErrorKind::Upstream, "invalid_upstream_answer", format!("the {} provider's answer could not be read for translation", a.provider.kind))))
+                    return Err(Stop::Answer(GatewayError::new(
+                        502,
+                        ErrorKind::Upstream,
+                        "invalid_upstream_answer",
+                        format!("the {} provider's answer could not be read for translation", a.provider.kind),
+                    )))
                 }
                 (false, _) => translate::error(&body, status, a.provider.kind, cx.dialect),
             };
@@ -202,7 +232,16 @@ impl Relay<'_> {
     /// falling back: a stream that breaks ends with an error event the SDKs
     /// raise, never a clean end.
     #[allow(clippy::too_many_arguments)]
-    async fn stream(&self, session: &mut Session, mut src: Box<dyn Source>, first: Bytes, mut a: Answering<'_, '_>, facts: &Facts<'_>, cx: &mut Ctx, abort: &mut AbortSignal) -> Result<(), Stop> {
+    async fn stream(
+        &self,
+        session: &mut Session,
+        mut src: Box<dyn Source>,
+        first: Bytes,
+        mut a: Answering<'_, '_>,
+        facts: &Facts<'_>,
+        cx: &mut Ctx,
+        abort: &mut AbortSignal,
+    ) -> Result<(), Stop> {
         let ok = (200..300).contains(&src.header().status.as_u16());
         let mut resp = self.head(src.as_ref(), &a, cx)?;
         if !session.is_http2() {

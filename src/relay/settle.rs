@@ -12,7 +12,15 @@ use super::Answering;
 
 /// Settle `a`'s reservation. A non-2xx answer without usage costs nothing
 /// and only releases it. Returns the cost when the model's prices are known.
-pub async fn settle(budgets: &Budgets, a: &mut Answering<'_, '_>, facts: &Facts<'_>, ok: bool, raw: Option<RawUsage>, text_bytes: u64, cx: &mut Ctx) -> Option<f64> {
+pub async fn settle(
+    budgets: &Budgets,
+    a: &mut Answering<'_, '_>,
+    facts: &Facts<'_>,
+    ok: bool,
+    raw: Option<RawUsage>,
+    text_bytes: u64,
+    cx: &mut Ctx,
+) -> Option<f64> {
     let hold = std::mem::replace(&mut a.hold, Hold::none());
     let reported = raw.map(|u| u.normalize(a.provider.kind));
     if !a.model_call || (!ok && reported.is_none()) {

@@ -20,8 +20,12 @@ pub fn read_request(v: &Value) -> Result<Chat, GatewayError> {
         match DROPPABLE.iter().find(|d| **d == k) {
             Some(d) => c.dropped.push(d),
             None if k == "thinking" && v["thinking"]["type"] == "disabled" => {}
-            None if k == "thinking" => return Err(bad("`thinking` (extended thinking) cannot be carried to an OpenAI-dialect model; route this request to an Anthropic model")),
-            None => return Err(bad(format!("`{k}` cannot be translated for a model of another dialect; remove it or route this request to an Anthropic model"))),
+            None if k == "thinking" => {
+                return Err(bad("`thinking` (extended thinking) cannot be carried to an OpenAI-dialect model; route this request to an Anthropic model"))
+            }
+            None => {
+                return Err(bad(format!("`{k}` cannot be translated for a model of another dialect; remove it or route this request to an Anthropic model")))
+            }
         }
     }
     match &v["system"] {
@@ -162,7 +166,10 @@ pub fn write_request(c: &Chat, default_max: u64) -> Result<Value, GatewayError> 
         if schema["type"] != "object" {
             return Err(bad("structured output for an Anthropic model needs a JSON schema whose root is an object (`\"type\": \"object\"`)"));
         }
-        out.insert("tools".into(), json!([{"name": JSON_TOOL, "description": "Give the answer as this tool's input, which follows the JSON schema.", "input_schema": schema}]));
+        out.insert(
+            "tools".into(),
+            json!([{"name": JSON_TOOL, "description": "Give the answer as this tool's input, which follows the JSON schema.", "input_schema": schema}]),
+        );
         out.insert("tool_choice".into(), json!({"type": "tool", "name": JSON_TOOL}));
     }
     if !c.tools.is_empty() {
@@ -286,7 +293,11 @@ impl super::StreamReader for Reader {
                 if b["type"] == "tool_use" {
                     let index = self.tools.len();
                     self.tools.push((v["index"].as_u64().unwrap_or(0), index));
-                    out.push(Event::ToolStart { index, id: b["id"].as_str().unwrap_or_default().to_string(), name: b["name"].as_str().unwrap_or_default().to_string() });
+                    out.push(Event::ToolStart {
+                        index,
+                        id: b["id"].as_str().unwrap_or_default().to_string(),
+                        name: b["name"].as_str().unwrap_or_default().to_string(),
+                    });
                 } else if let Some(t) = b["text"].as_str().filter(|t| !t.is_empty()) {
                     out.push(Event::Text(t.to_string()));
                 }
@@ -317,7 +328,9 @@ impl super::StreamReader for Reader {
                 out.push(Event::Usage(self.usage));
             }
             Some("message_stop") => out.push(Event::End),
-            Some("error") => out.push(Event::Error { kind: ErrorKind::Upstream, message: v["error"]["message"].as_str().unwrap_or("upstream stream error").to_string() }),
+            Some("error") => {
+                out.push(Event::Error { kind: ErrorKind::Upstream, message: v["error"]["message"].as_str().unwrap_or("upstream stream error").to_string() })
+            }
             _ => {}
         }
         out
@@ -339,7 +352,15 @@ pub struct AnthropicStream {
 
 impl AnthropicStream {
     pub fn new(model: &str) -> Self {
-        AnthropicStream { id: String::new(), model: model.to_string(), started: false, open: None, next_block: 0, tool_blocks: Vec::new(), tail: Tail::default() }
+        AnthropicStream {
+            id: String::new(),
+            model: model.to_string(),
+            started: false,
+            open: None,
+            next_block: 0,
+            tool_blocks: Vec::new(),
+            tail: Tail::default(),
+        }
     }
 
     fn start(&mut self, out: &mut BytesMut) {
@@ -393,11 +414,19 @@ impl super::StreamWriter for AnthropicStream {
                 self.open = Some((i, false));
                 self.tool_blocks.push(i);
                 let id = if id.is_empty() { format!("toolu_modelgate_{i}") } else { id.clone() };
-                sse_event(out, "content_block_start", &json!({"type": "content_block_start", "index": i, "content_block": {"type": "tool_use", "id": id, "name": name, "input": {}}}));
+                sse_event(
+                    out,
+                    "content_block_start",
+                    &json!({"type": "content_block_start", "index": i, "content_block": {"type": "tool_use", "id": id, "name": name, "input": {}}}),
+                );
             }
             Event::ToolArgs { index, json } => {
                 let Some(&i) = self.tool_blocks.get(*index) else { return };
-                sse_event(out, "content_block_delta", &json!({"type": "content_block_delta", "index": i, "delta": {"type": "input_json_delta", "partial_json": json}}));
+                sse_event(
+                    out,
+                    "content_block_delta",
+                    &json!({"type": "content_block_delta", "index": i, "delta": {"type": "input_json_delta", "partial_json": json}}),
+                );
             }
             Event::Finish(_) | Event::Usage(_) => self.tail.note(e),
             Event::Error { message, .. } => {
@@ -417,8 +446,12 @@ impl super::StreamWriter for AnthropicStream {
         self.start(out);
         self.close(out);
         let u = self.tail.usage();
-        sse_event(out, "message_delta", &json!({"type": "message_delta", "delta": {"stop_reason": finish_str(self.tail.finish()), "stop_sequence": null},
-            "usage": {"input_tokens": u.input, "output_tokens": u.output, "cache_read_input_tokens": u.cached_input, "cache_creation_input_tokens": u.cache_write}}));
+        sse_event(
+            out,
+            "message_delta",
+            &json!({"type": "message_delta", "delta": {"stop_reason": finish_str(self.tail.finish()), "stop_sequence": null},
+            "usage": {"input_tokens": u.input, "output_tokens": u.output, "cache_read_input_tokens": u.cached_input, "cache_creation_input_tokens": u.cache_write}}),
+        );
         sse_event(out, "message_stop", &json!({"type": "message_stop"}));
     }
 }

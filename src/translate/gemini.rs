@@ -84,7 +84,11 @@ pub fn read_request(v: &Value) -> Result<Chat, GatewayError> {
             "cachedContent" => return Err(bad("`cachedContent` refers to a cache held by Gemini; route this request to a Gemini model")),
             other => match DROPPABLE.iter().find(|d| **d == other) {
                 Some(d) => c.dropped.push(d),
-                None => return Err(bad(format!("`{other}` cannot be translated for a model of another dialect; remove it or route this request to a Gemini model"))),
+                None => {
+                    return Err(bad(format!(
+                        "`{other}` cannot be translated for a model of another dialect; remove it or route this request to a Gemini model"
+                    )))
+                }
             },
         }
     }
@@ -187,7 +191,9 @@ pub fn read_request(v: &Value) -> Result<Chat, GatewayError> {
         c.tool_choice = match fc.get("mode").and_then(Value::as_str) {
             Some("NONE") => Some(ToolChoice::None),
             Some("ANY") if names.len() == 1 => Some(ToolChoice::Tool(names[0].to_string())),
-            Some("ANY") if names.len() > 1 => return Err(bad("functionCallingConfig ANY with several allowedFunctionNames cannot be translated; allow one function or all")),
+            Some("ANY") if names.len() > 1 => {
+                return Err(bad("functionCallingConfig ANY with several allowedFunctionNames cannot be translated; allow one function or all"))
+            }
             Some("ANY") => Some(ToolChoice::Required),
             Some("AUTO" | "VALIDATED") => Some(ToolChoice::Auto),
             _ => None,
@@ -196,10 +202,15 @@ pub fn read_request(v: &Value) -> Result<Chat, GatewayError> {
     let g = fields(top.get("generationConfig").unwrap_or(&Value::Null));
     for k in g.keys() {
         match k.as_str() {
-            "maxOutputTokens" | "temperature" | "topP" | "stopSequences" | "candidateCount" | "responseMimeType" | "responseSchema" | "responseJsonSchema" | "responseModalities" => {}
+            "maxOutputTokens" | "temperature" | "topP" | "stopSequences" | "candidateCount" | "responseMimeType" | "responseSchema" | "responseJsonSchema"
+            | "responseModalities" => {}
             other => match DROPPABLE_CONFIG.iter().find(|d| **d == other) {
                 Some(d) => c.dropped.push(d),
-                None => return Err(bad(format!("generationConfig.{other} cannot be translated for a model of another dialect; remove it or route this request to a Gemini model"))),
+                None => {
+                    return Err(bad(format!(
+                        "generationConfig.{other} cannot be translated for a model of another dialect; remove it or route this request to a Gemini model"
+                    )))
+                }
             },
         }
     }
@@ -473,7 +484,10 @@ impl super::StreamReader for Reader {
         }
         if !self.started {
             self.started = true;
-            out.push(Event::Start { id: v["responseId"].as_str().unwrap_or_default().to_string(), model: v["modelVersion"].as_str().unwrap_or_default().to_string() });
+            out.push(Event::Start {
+                id: v["responseId"].as_str().unwrap_or_default().to_string(),
+                model: v["modelVersion"].as_str().unwrap_or_default().to_string(),
+            });
         }
         // Gemini sends each call whole: its start and all its arguments.
         let mut index = self.calls;

@@ -95,8 +95,16 @@ pub enum Part {
     Text(String),
     /// An image by URL (`http(s)://` or a `data:` URL).
     Image(String),
-    ToolCall { id: String, name: String, arguments: String },
-    ToolResult { id: String, content: String, is_error: bool },
+    ToolCall {
+        id: String,
+        name: String,
+        arguments: String,
+    },
+    ToolResult {
+        id: String,
+        content: String,
+        is_error: bool,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -173,15 +181,28 @@ pub struct Answer {
 /// One step of a streamed answer in neutral form.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Event {
-    Start { id: String, model: String },
+    Start {
+        id: String,
+        model: String,
+    },
     Text(String),
     /// A tool call begins (`index` counts tool calls from 0).
-    ToolStart { index: usize, id: String, name: String },
-    ToolArgs { index: usize, json: String },
+    ToolStart {
+        index: usize,
+        id: String,
+        name: String,
+    },
+    ToolArgs {
+        index: usize,
+        json: String,
+    },
     Finish(Finish),
     Usage(Usage),
     /// The upstream stream reported an error.
-    Error { kind: ErrorKind, message: String },
+    Error {
+        kind: ErrorKind,
+        message: String,
+    },
     /// The answer is complete (`[DONE]`, `message_stop`).
     End,
 }
@@ -437,7 +458,8 @@ pub(crate) fn parse_args(name: &str, args: &str) -> Result<Value, GatewayError> 
     if args.trim().is_empty() {
         return Ok(json!({}));
     }
-    serde_json::from_str(args).map_err(|e| bad(format!("the arguments of tool call `{name}` are not valid JSON ({e}); Anthropic and Gemini models need a JSON object")))
+    serde_json::from_str(args)
+        .map_err(|e| bad(format!("the arguments of tool call `{name}` are not valid JSON ({e}); Anthropic and Gemini models need a JSON object")))
 }
 
 /// Tool-call arguments for an answer: the object, or `{}` when a model

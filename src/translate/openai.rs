@@ -8,12 +8,42 @@ use super::*;
 
 /// Fields read into the neutral form, or known to be safe to leave out.
 const CARRIED: &[&str] = &[
-    "model", "messages", "tools", "tool_choice", "parallel_tool_calls", "max_tokens", "max_completion_tokens", "temperature", "top_p", "stop", "stream",
-    "stream_options", "user", "n", "response_format",
+    "model",
+    "messages",
+    "tools",
+    "tool_choice",
+    "parallel_tool_calls",
+    "max_tokens",
+    "max_completion_tokens",
+    "temperature",
+    "top_p",
+    "stop",
+    "stream",
+    "stream_options",
+    "user",
+    "n",
+    "response_format",
 ];
 /// Sampling and reporting knobs other dialects lack: dropped and counted.
-const DROPPABLE: &[&str] =
-    &["frequency_penalty", "presence_penalty", "logit_bias", "logprobs", "top_logprobs", "seed", "service_tier", "store", "metadata", "prediction", "reasoning_effort", "modalities", "audio", "safety_identifier", "prompt_cache_key", "verbosity", "web_search_options"];
+const DROPPABLE: &[&str] = &[
+    "frequency_penalty",
+    "presence_penalty",
+    "logit_bias",
+    "logprobs",
+    "top_logprobs",
+    "seed",
+    "service_tier",
+    "store",
+    "metadata",
+    "prediction",
+    "reasoning_effort",
+    "modalities",
+    "audio",
+    "safety_identifier",
+    "prompt_cache_key",
+    "verbosity",
+    "web_search_options",
+];
 
 pub fn read_request(v: &Value) -> Result<Chat, GatewayError> {
     let obj = v.as_object().ok_or_else(|| bad("the request body must be a JSON object"))?;
@@ -24,7 +54,11 @@ pub fn read_request(v: &Value) -> Result<Chat, GatewayError> {
         }
         match DROPPABLE.iter().find(|d| **d == k) {
             Some(d) => c.dropped.push(d),
-            None => return Err(bad(format!("`{k}` cannot be translated for a model of another dialect; remove it or route this request to an OpenAI-dialect model"))),
+            None => {
+                return Err(bad(format!(
+                    "`{k}` cannot be translated for a model of another dialect; remove it or route this request to an OpenAI-dialect model"
+                )))
+            }
         }
     }
     if v["n"].as_u64().is_some_and(|n| n > 1) {
@@ -52,7 +86,11 @@ pub fn read_request(v: &Value) -> Result<Chat, GatewayError> {
             }
             "tool" => c.messages.push(Message {
                 role: Role::User,
-                parts: vec![Part::ToolResult { id: m["tool_call_id"].as_str().unwrap_or_default().to_string(), content: text_of(&m["content"]), is_error: false }],
+                parts: vec![Part::ToolResult {
+                    id: m["tool_call_id"].as_str().unwrap_or_default().to_string(),
+                    content: text_of(&m["content"]),
+                    is_error: false,
+                }],
             }),
             other => return Err(bad(format!("message role `{other}` cannot be translated (expected system, developer, user, assistant or tool)"))),
         }
@@ -173,7 +211,11 @@ pub fn write_request(c: &mut Chat) -> Value {
         out.insert("stop".into(), json!(c.stop));
     }
     if !c.tools.is_empty() {
-        let tools: Vec<Value> = c.tools.iter().map(|t| json!({"type": "function", "function": {"name": t.name, "description": t.description, "parameters": t.parameters}})).collect();
+        let tools: Vec<Value> = c
+            .tools
+            .iter()
+            .map(|t| json!({"type": "function", "function": {"name": t.name, "description": t.description, "parameters": t.parameters}}))
+            .collect();
         out.insert("tools".into(), Value::Array(tools));
     }
     if let Some(tc) = &c.tool_choice {
@@ -264,7 +306,8 @@ fn text_and_calls(parts: &[Part]) -> (String, Vec<Value>) {
 
 pub fn write_answer(a: &Answer) -> Value {
     let (text, calls) = text_and_calls(&a.parts);
-    let mut message = json!({"role": "assistant", "content": if text.is_empty() && !calls.is_empty() { Value::Null } else { Value::String(text) }, "refusal": null});
+    let mut message =
+        json!({"role": "assistant", "content": if text.is_empty() && !calls.is_empty() { Value::Null } else { Value::String(text) }, "refusal": null});
     if !calls.is_empty() {
         message["tool_calls"] = Value::Array(calls);
     }
@@ -414,7 +457,10 @@ impl super::StreamWriter for OpenAiStream {
         sse_data(out, &c);
         if self.include_usage {
             let u = self.tail.usage();
-            sse_data(out, &json!({"id": self.id, "object": "chat.completion.chunk", "created": self.created, "model": self.model, "choices": [], "usage": usage_json(&u)}));
+            sse_data(
+                out,
+                &json!({"id": self.id, "object": "chat.completion.chunk", "created": self.created, "model": self.model, "choices": [], "usage": usage_json(&u)}),
+            );
         }
         out.extend_from_slice(b"data: [DONE]\n\n");
     }

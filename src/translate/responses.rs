@@ -10,8 +10,19 @@ use super::*;
 const CARRIED: &[&str] =
     &["model", "input", "instructions", "tools", "tool_choice", "parallel_tool_calls", "max_output_tokens", "temperature", "top_p", "stream", "user", "text"];
 /// Dropped and counted: storage, reasoning and reporting knobs.
-const DROPPABLE: &[&str] =
-    &["metadata", "store", "reasoning", "truncation", "include", "service_tier", "prompt_cache_key", "safety_identifier", "top_logprobs", "max_tool_calls", "stream_options"];
+const DROPPABLE: &[&str] = &[
+    "metadata",
+    "store",
+    "reasoning",
+    "truncation",
+    "include",
+    "service_tier",
+    "prompt_cache_key",
+    "safety_identifier",
+    "top_logprobs",
+    "max_tool_calls",
+    "stream_options",
+];
 
 pub fn read_request(v: &Value) -> Result<Chat, GatewayError> {
     let obj = v.as_object().ok_or_else(|| bad("the request body must be a JSON object"))?;
@@ -42,7 +53,10 @@ pub fn read_request(v: &Value) -> Result<Chat, GatewayError> {
     }
     for t in v["tools"].as_array().into_iter().flatten() {
         if t["type"] != "function" {
-            return Err(bad(format!("tool type `{}` is an OpenAI built-in and cannot be translated; only function tools can", t["type"].as_str().unwrap_or("?"))));
+            return Err(bad(format!(
+                "tool type `{}` is an OpenAI built-in and cannot be translated; only function tools can",
+                t["type"].as_str().unwrap_or("?")
+            )));
         }
         c.tools.push(Tool {
             name: t["name"].as_str().unwrap_or_default().to_string(),
@@ -72,7 +86,9 @@ pub fn read_request(v: &Value) -> Result<Chat, GatewayError> {
     c.json = match f["type"].as_str() {
         None | Some("text") => None,
         Some("json_object") => Some(JsonFormat::Object),
-        Some("json_schema") => Some(JsonFormat::Schema { name: f["name"].as_str().unwrap_or("answer").to_string(), schema: f["schema"].clone(), strict: f["strict"] == true }),
+        Some("json_schema") => {
+            Some(JsonFormat::Schema { name: f["name"].as_str().unwrap_or("answer").to_string(), schema: f["schema"].clone(), strict: f["strict"] == true })
+        }
         Some(other) => return Err(bad(format!("text.format type `{other}` cannot be translated (text, json_object and json_schema can)"))),
     };
     Ok(c)
@@ -159,7 +175,11 @@ fn response(head: Head<'_>, chat: &Chat, status: &str, finish: Option<Finish>, o
         Some(Finish::ContentFilter) => json!({"reason": "content_filter"}),
         _ => Value::Null,
     };
-    let tools: Vec<Value> = chat.tools.iter().map(|t| json!({"type": "function", "name": t.name, "description": t.description, "parameters": t.parameters, "strict": false})).collect();
+    let tools: Vec<Value> = chat
+        .tools
+        .iter()
+        .map(|t| json!({"type": "function", "name": t.name, "description": t.description, "parameters": t.parameters, "strict": false}))
+        .collect();
     let format = match &chat.json {
         None => json!({"type": "text"}),
         Some(JsonFormat::Object) => json!({"type": "json_object"}),
@@ -329,7 +349,11 @@ impl super::StreamWriter for ResponsesStream {
                 if let Some(Open::Text { item, text }) = &mut self.open {
                     text.push_str(t);
                     let item = item.clone();
-                    self.emit(out, "response.output_text.delta", json!({"item_id": item, "output_index": index, "content_index": 0, "delta": t, "logprobs": []}));
+                    self.emit(
+                        out,
+                        "response.output_text.delta",
+                        json!({"item_id": item, "output_index": index, "content_index": 0, "delta": t, "logprobs": []}),
+                    );
                 }
             }
             Event::ToolStart { id, name, .. } => {

@@ -80,13 +80,45 @@ fn an_anthropic_request_becomes_the_openai_request_it_means() {
 fn fields_that_would_change_the_answer_are_refused_with_the_reason() {
     let e = request(br#"{"model":"x","n":2,"messages":[]}"#, Wire::Chat, Wire::Messages, "m", false, 10).unwrap_err();
     assert!(e.message.contains("`n` > 1"), "{}", e.message);
-    let e = request(br#"{"model":"x","response_format":{"type":"json_object"},"tools":[{"type":"function","function":{"name":"f"}}],"messages":[]}"#, Wire::Chat, Wire::Messages, "m", false, 10).unwrap_err();
+    let e = request(
+        br#"{"model":"x","response_format":{"type":"json_object"},"tools":[{"type":"function","function":{"name":"f"}}],"messages":[]}"#,
+        Wire::Chat,
+        Wire::Messages,
+        "m",
+        false,
+        10,
+    )
+    .unwrap_err();
     assert!(e.message.contains("together with tools"), "{}", e.message);
-    let e = request(br#"{"model":"x","response_format":{"type":"json_schema","json_schema":{"name":"l","schema":{"type":"array"}}},"messages":[]}"#, Wire::Chat, Wire::Messages, "m", false, 10).unwrap_err();
+    let e = request(
+        br#"{"model":"x","response_format":{"type":"json_schema","json_schema":{"name":"l","schema":{"type":"array"}}},"messages":[]}"#,
+        Wire::Chat,
+        Wire::Messages,
+        "m",
+        false,
+        10,
+    )
+    .unwrap_err();
     assert!(e.message.contains("root is an object"), "{}", e.message);
-    let e = request(br#"{"model":"x","max_tokens":5,"thinking":{"type":"enabled","budget_tokens":1024},"messages":[]}"#, Wire::Messages, Wire::Chat, "m", false, 10).unwrap_err();
+    let e = request(
+        br#"{"model":"x","max_tokens":5,"thinking":{"type":"enabled","budget_tokens":1024},"messages":[]}"#,
+        Wire::Messages,
+        Wire::Chat,
+        "m",
+        false,
+        10,
+    )
+    .unwrap_err();
     assert!(e.message.contains("thinking"));
-    let e = request(br#"{"model":"x","messages":[{"role":"assistant","tool_calls":[{"id":"1","type":"function","function":{"name":"f","arguments":"{oops"}}]}]}"#, Wire::Chat, Wire::Messages, "m", false, 10).unwrap_err();
+    let e = request(
+        br#"{"model":"x","messages":[{"role":"assistant","tool_calls":[{"id":"1","type":"function","function":{"name":"f","arguments":"{oops"}}]}]}"#,
+        Wire::Chat,
+        Wire::Messages,
+        "m",
+        false,
+        10,
+    )
+    .unwrap_err();
     assert!(e.message.contains("not valid JSON"));
     assert_eq!(e.status, 400);
 }
@@ -127,13 +159,19 @@ fn stream(provider: Wire, client: Wire, sse: &str, step: usize) -> String {
 
 fn anthropic_sse(text: &[String], args: &[String]) -> String {
     let ev = |name: &str, v: Value| format!("event: {name}\ndata: {v}\n\n");
-    let mut s = ev("message_start", json!({"type": "message_start", "message": {"id": "msg_1", "model": "claude-x", "usage": {"input_tokens": 9, "output_tokens": 1}}}));
+    let mut s = ev(
+        "message_start",
+        json!({"type": "message_start", "message": {"id": "msg_1", "model": "claude-x", "usage": {"input_tokens": 9, "output_tokens": 1}}}),
+    );
     s += &ev("content_block_start", json!({"type": "content_block_start", "index": 0, "content_block": {"type": "text", "text": ""}}));
     for t in text {
         s += &ev("content_block_delta", json!({"type": "content_block_delta", "index": 0, "delta": {"type": "text_delta", "text": t}}));
     }
     s += &ev("content_block_stop", json!({"type": "content_block_stop", "index": 0}));
-    s += &ev("content_block_start", json!({"type": "content_block_start", "index": 1, "content_block": {"type": "tool_use", "id": "toolu_1", "name": "f", "input": {}}}));
+    s += &ev(
+        "content_block_start",
+        json!({"type": "content_block_start", "index": 1, "content_block": {"type": "tool_use", "id": "toolu_1", "name": "f", "input": {}}}),
+    );
     for a in args {
         s += &ev("content_block_delta", json!({"type": "content_block_delta", "index": 1, "delta": {"type": "input_json_delta", "partial_json": a}}));
     }
@@ -370,7 +408,11 @@ fn a_responses_request_becomes_the_anthropic_request_it_means() {
 #[test]
 fn gemini_and_responses_fields_that_would_change_the_answer_are_refused() {
     let cases: [(&str, Wire, &str); 6] = [
-        (r#"{"model":"m","input":"hi","text":{"format":{"type":"json_object"}},"tools":[{"type":"function","name":"f"}]}"#, Wire::Responses, "together with tools"),
+        (
+            r#"{"model":"m","input":"hi","text":{"format":{"type":"json_object"}},"tools":[{"type":"function","name":"f"}]}"#,
+            Wire::Responses,
+            "together with tools",
+        ),
         (r#"{"contents":[{"parts":[{"text":"hi"}]}],"tools":[{"googleSearch":{}}]}"#, Wire::Gemini, "googleSearch"),
         (r#"{"contents":[{"parts":[{"text":"hi"}]}],"cachedContent":"cachedContents/1"}"#, Wire::Gemini, "cachedContent"),
         (r#"{"contents":[{"parts":[{"text":"hi"}]}],"generationConfig":{"candidateCount":2}}"#, Wire::Gemini, "candidateCount"),
@@ -383,7 +425,15 @@ fn gemini_and_responses_fields_that_would_change_the_answer_are_refused() {
         assert_eq!(e.status, 400);
     }
     // Structured output reaches the models that have it.
-    let (b, _) = request(br#"{"contents":[{"parts":[{"text":"hi"}]}],"generationConfig":{"responseMimeType":"application/json"}}"#, Wire::Gemini, Wire::Chat, "gpt-4o", false, 10).unwrap();
+    let (b, _) = request(
+        br#"{"contents":[{"parts":[{"text":"hi"}]}],"generationConfig":{"responseMimeType":"application/json"}}"#,
+        Wire::Gemini,
+        Wire::Chat,
+        "gpt-4o",
+        false,
+        10,
+    )
+    .unwrap();
     assert_eq!(to_json(&b)["response_format"], json!({"type": "json_object"}));
 }
 
@@ -407,7 +457,8 @@ fn gemini_answers_translate_with_usage_both_ways() {
     let length = json!({"candidates": [{"content": {"parts": [{"text": "cut"}]}, "finishReason": "MAX_TOKENS"}], "usageMetadata": {"promptTokenCount": 1}});
     let a = to_json(&answer(length.to_string().as_bytes(), Wire::Gemini, Wire::Messages, &Chat::default()).unwrap());
     assert_eq!(a["stop_reason"], "max_tokens");
-    let e = to_json(&error(br#"{"error":{"code":429,"message":"Resource exhausted","status":"RESOURCE_EXHAUSTED"}}"#, 429, Dialect::Gemini, Dialect::Anthropic));
+    let e =
+        to_json(&error(br#"{"error":{"code":429,"message":"Resource exhausted","status":"RESOURCE_EXHAUSTED"}}"#, 429, Dialect::Gemini, Dialect::Anthropic));
     assert_eq!(e["error"]["type"], "rate_limit_error");
     let e = to_json(&error(br#"{"error":{"message":"bad"}}"#, 400, Dialect::OpenAi, Dialect::Gemini));
     assert_eq!(e["error"]["status"], "INVALID_ARGUMENT");
@@ -434,10 +485,19 @@ fn a_responses_client_gets_a_responses_answer() {
 fn gemini_sse(text: &[String], args: &Value) -> String {
     let mut s = String::new();
     for t in text {
-        s += &format!("data: {}\r\n\r\n", json!({"candidates": [{"content": {"role": "model", "parts": [{"text": t}]}, "index": 0}], "usageMetadata": {"promptTokenCount": 9}, "modelVersion": "gemini-x", "responseId": "r1"}));
+        s += &format!(
+            "data: {}\r\n\r\n",
+            json!({"candidates": [{"content": {"role": "model", "parts": [{"text": t}]}, "index": 0}], "usageMetadata": {"promptTokenCount": 9}, "modelVersion": "gemini-x", "responseId": "r1"})
+        );
     }
-    s += &format!("data: {}\r\n\r\n", json!({"candidates": [{"content": {"role": "model", "parts": [{"functionCall": {"name": "f", "args": args}}]}, "index": 0}], "modelVersion": "gemini-x"}));
-    s += &format!("data: {}\r\n\r\n", json!({"candidates": [{"content": {"role": "model", "parts": [{"text": ""}]}, "finishReason": "STOP", "index": 0}], "usageMetadata": {"promptTokenCount": 9, "candidatesTokenCount": 5, "totalTokenCount": 14}, "modelVersion": "gemini-x"}));
+    s += &format!(
+        "data: {}\r\n\r\n",
+        json!({"candidates": [{"content": {"role": "model", "parts": [{"functionCall": {"name": "f", "args": args}}]}, "index": 0}], "modelVersion": "gemini-x"})
+    );
+    s += &format!(
+        "data: {}\r\n\r\n",
+        json!({"candidates": [{"content": {"role": "model", "parts": [{"text": ""}]}, "finishReason": "STOP", "index": 0}], "usageMetadata": {"promptTokenCount": 9, "candidatesTokenCount": 5, "totalTokenCount": 14}, "modelVersion": "gemini-x"})
+    );
     s
 }
 
@@ -526,7 +586,10 @@ fn structured_output_reaches_anthropic_as_a_forced_tool_and_comes_back_as_text()
         "response_format": {"type": "json_schema", "json_schema": {"name": "place", "schema": schema, "strict": true}}});
     let (body, chat) = request(req.to_string().as_bytes(), Wire::Chat, Wire::Messages, "claude-x", false, 100).unwrap();
     let b = to_json(&body);
-    assert_eq!(b["tools"], json!([{"name": JSON_TOOL, "description": "Give the answer as this tool's input, which follows the JSON schema.", "input_schema": schema}]));
+    assert_eq!(
+        b["tools"],
+        json!([{"name": JSON_TOOL, "description": "Give the answer as this tool's input, which follows the JSON schema.", "input_schema": schema}])
+    );
     assert_eq!(b["tool_choice"], json!({"type": "tool", "name": JSON_TOOL}));
     // The answer: the tool's input as the message text, finish `stop`.
     let claude = json!({"id": "msg_1", "type": "message", "role": "assistant", "model": "claude-x", "stop_reason": "tool_use",
@@ -553,6 +616,9 @@ fn a_provider_stream_error_reaches_every_client_in_a_shape_its_sdk_raises() {
         let last: Value = serde_json::from_str(out.lines().rev().find_map(|l| l.strip_prefix("data: ")).unwrap()).unwrap();
         // The openai SDK raises on an `error` object; so does google-genai.
         assert_eq!(last["error"]["message"], "Overloaded", "{client:?}: {out}");
-        assert!(!out.contains("[DONE]") && !out.contains("response.completed") && !out.contains("finishReason"), "{client:?}: no clean end after an error: {out}");
+        assert!(
+            !out.contains("[DONE]") && !out.contains("response.completed") && !out.contains("finishReason"),
+            "{client:?}: no clean end after an error: {out}"
+        );
     }
 }

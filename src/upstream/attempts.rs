@@ -19,13 +19,13 @@ use pingora::http::RequestHeader;
 use crate::body::JsonBody;
 use crate::budget::{Budgets, Charge, Hold, RequestEstimate, Verdict};
 use crate::config::{Auth, Breaker, Provider, Snapshot};
+use crate::dialect::wire::AUTH_HEADERS;
 use crate::dialect::{ErrorKind, GatewayError, Incoming};
 use crate::drain::AbortSignal;
 use crate::metrics;
 use crate::policy::{self, Attempt, Decision, Facts};
 use crate::translate::{self, Wire};
 use crate::upstream::health::{Health, Unusable};
-use crate::dialect::wire::AUTH_HEADERS;
 use crate::upstream::request::{prepare, Cred, Prepared};
 use crate::upstream::retry::{status_class, Failure, Fetched, Kind, RetryPolicy};
 
@@ -152,11 +152,18 @@ impl Progress {
         let tried = self.tried.join("; ");
         match (self.last, self.circuit_wait) {
             (Some(f), _) => f.into_error(&tried),
-            (None, Some(wait)) => GatewayError::new(503, ErrorKind::Unavailable, "circuit_open", format!(
+            (None, Some(wait)) => GatewayError::new(
+                503,
+                ErrorKind::Unavailable,
+                "circuit_open",
+                format!(
                 "every model that could serve this request is failing and skipped for now (circuit breaker open; tried: {tried}); retry after the cool-down"
-            ))
+            ),
+            )
             .retry_after(wait.as_secs().max(1)),
-            (None, None) if !tried.is_empty() => GatewayError::new(503, ErrorKind::Unavailable, "no_healthy_model", format!("no model that could serve this request is available: {tried}")),
+            (None, None) if !tried.is_empty() => {
+                GatewayError::new(503, ErrorKind::Unavailable, "no_healthy_model", format!("no model that could serve this request is available: {tried}"))
+            }
             (None, None) => GatewayError::new(502, ErrorKind::Upstream, "no_attempt", "no model could be tried for this request"),
         }
     }
@@ -335,7 +342,14 @@ impl<'g> Attempts<'g> {
 
     /// A budget hold for the try, or how the model's tries end (a downgrade
     /// replaces the rest of the plan; a refusal stops).
-    async fn reserve<'s>(&self, q: &Request<'_, 's>, plan: &mut Plan<'s>, attempt: &Attempt<'s>, provider: &Provider, trail: &mut Trail) -> Result<Hold, ModelEnd<'s>> {
+    async fn reserve<'s>(
+        &self,
+        q: &Request<'_, 's>,
+        plan: &mut Plan<'s>,
+        attempt: &Attempt<'s>,
+        provider: &Provider,
+        trail: &mut Trail,
+    ) -> Result<Hold, ModelEnd<'s>> {
         if q.json.is_none() {
             return Ok(Hold::none());
         }
@@ -343,10 +357,12 @@ impl<'g> Attempts<'g> {
             Verdict::Go(h) => Ok(h),
             Verdict::Downgrade { budget, to } => {
                 let a = policy::downgrade(q.snap, q.decision, q.facts, &to).map_err(|e| {
-                    ModelEnd::Stop(GatewayError::new(e.status, e.kind, e.code, format!(
-                        "budget `{budget}` is used up and moves requests to a cheaper model, but none can serve this one: {}",
-                        e.message
-                    )))
+                    ModelEnd::Stop(GatewayError::new(
+                        e.status,
+                        e.kind,
+                        e.code,
+                        format!("budget `{budget}` is used up and moves requests to a cheaper model, but none can serve this one: {}", e.message),
+                    ))
                 })?;
                 tracing::debug!(budget, from = attempt.model_label(), to = a.model_label(), "budget downgrade");
                 trail.downgraded_by = Some(budget);
@@ -360,7 +376,17 @@ impl<'g> Attempts<'g> {
     /// Record a failed try (breaker, metrics, the `tried` list); how long to
     /// wait before the same model is tried again (`None`: move on).
     #[allow(clippy::too_many_arguments)]
-    fn failed(&self, attempt: &Attempt<'_>, provider: &Provider, breaker: &Breaker, f: Failure, n: u32, policy: &RetryPolicy<'_>, p: &mut Progress, trail: &mut Trail) -> Option<Duration> {
+    fn failed(
+        &self,
+        attempt: &Attempt<'_>,
+        provider: &Provider,
+        breaker: &Breaker,
+        f: Failure,
+        n: u32,
+        policy: &RetryPolicy<'_>,
+        p: &mut Progress,
+        trail: &mut Trail,
+    ) -> Option<Duration> {
         let label = attempt.model_label();
         let reason = f.kind.label();
         if f.kind.is_ambiguous() {
@@ -392,7 +418,13 @@ impl<'g> Attempts<'g> {
 
 /// 503 while modelgate shuts down.
 pub fn shutting_down() -> GatewayError {
-    GatewayError::new(503, ErrorKind::Unavailable, "shutting_down", "modelgate is shutting down; retry the request (another instance, or this one after its restart, will serve it)").retry_after(1)
+    GatewayError::new(
+        503,
+        ErrorKind::Unavailable,
+        "shutting_down",
+        "modelgate is shutting down; retry the request (another instance, or this one after its restart, will serve it)",
+    )
+    .retry_after(1)
 }
 
 #[cfg(test)]

@@ -16,9 +16,13 @@ use crate::config::Breaker;
 enum State {
     Closed,
     /// Skipped until then.
-    Open { until: Instant },
+    Open {
+        until: Instant,
+    },
     /// One probe request is in flight since then.
-    HalfOpen { since: Instant },
+    HalfOpen {
+        since: Instant,
+    },
 }
 
 impl State {
@@ -91,7 +95,14 @@ impl Circuit {
                 let rate_trips = self.recent.len() >= cfg.min_requests.max(1) as usize && failed as f64 >= cfg.failure_rate * self.recent.len() as f64;
                 let trips = matches!(self.state, State::HalfOpen { .. }) || (self.state == State::Closed && (self.consecutive >= cfg.failures || rate_trips));
                 if trips {
-                    tracing::warn!(model, provider, reason, consecutive = self.consecutive, cooldown_ms = cfg.cooldown.as_millis() as u64, "circuit breaker opened; the model is skipped until the cool-down ends");
+                    tracing::warn!(
+                        model,
+                        provider,
+                        reason,
+                        consecutive = self.consecutive,
+                        cooldown_ms = cfg.cooldown.as_millis() as u64,
+                        "circuit breaker opened; the model is skipped until the cool-down ends"
+                    );
                     self.set(State::Open { until: now + cfg.cooldown }, model, provider);
                 }
             }

@@ -91,4 +91,3 @@ impl Endpoint {
         Ok(peer)
     }
 }
-

@@ -148,11 +148,7 @@ impl Health {
     /// `GET /admin/health`.
     pub fn report(&self, snap: &Snapshot, now: Instant) -> Value {
         self.with(|i| {
-            let mut models: Vec<Value> = i
-                .circuits
-                .iter()
-                .map(|((model, provider), c)| c.report(model, provider, now))
-                .collect();
+            let mut models: Vec<Value> = i.circuits.iter().map(|((model, provider), c)| c.report(model, provider, now)).collect();
             models.sort_by(|a, b| a["model"].as_str().cmp(&b["model"].as_str()));
             let providers: Vec<Value> = snap
                 .providers

@@ -81,13 +81,7 @@ pub struct Exchange {
 ///
 /// A pooled connection that the server already closed fails on first use;
 /// that is retried once on a fresh connection, since the body is in memory.
-pub async fn send(
-    connector: &Connector,
-    endpoint: &Endpoint,
-    t: &Timeouts,
-    req: &RequestHeader,
-    body: &Bytes,
-) -> Result<Exchange, AttemptError> {
+pub async fn send(connector: &Connector, endpoint: &Endpoint, t: &Timeouts, req: &RequestHeader, body: &Bytes) -> Result<Exchange, AttemptError> {
     let started = Instant::now();
     let deadline = started + t.total;
     let peer = endpoint.peer(t).await?;

@@ -9,16 +9,27 @@ use pingora::http::RequestHeader;
 
 use crate::body::JsonBody;
 use crate::config::Provider;
-use crate::dialect::{Api, Incoming};
-use crate::policy::Attempt;
-use crate::translate::Wire;
 use crate::dialect::wire::AUTH_HEADERS;
+use crate::dialect::{Api, Incoming};
 use crate::dialect::{Dialect, ErrorKind, GatewayError};
+use crate::policy::Attempt;
 use crate::translate;
+use crate::translate::Wire;
 
 /// Request headers never forwarded upstream (hop-by-hop, or ours to set).
-const DROP_REQUEST: &[&str] =
-    &["host", "content-length", "transfer-encoding", "connection", "keep-alive", "proxy-connection", "proxy-authorization", "te", "trailer", "upgrade", "accept-encoding"];
+const DROP_REQUEST: &[&str] = &[
+    "host",
+    "content-length",
+    "transfer-encoding",
+    "connection",
+    "keep-alive",
+    "proxy-connection",
+    "proxy-authorization",
+    "te",
+    "trailer",
+    "upgrade",
+    "accept-encoding",
+];
 
 /// The body and upstream request header for the tries of one model.
 pub struct Prepared {
@@ -48,10 +59,13 @@ pub fn prepare(
 ) -> Result<Prepared, GatewayError> {
     let (bytes, drop_usage_only, translated, path_model) = match (json, attempt.model) {
         (Some(_), Some(m)) if provider.kind != incoming.dialect => {
-            let from = Wire::of_client(incoming.dialect, incoming.api)
-                .ok_or_else(|| translate::bad(format!("{} {} calls cannot be translated for a {} model", incoming.dialect, incoming.api.as_str(), provider.kind)))?;
+            let from = Wire::of_client(incoming.dialect, incoming.api).ok_or_else(|| {
+                translate::bad(format!("{} {} calls cannot be translated for a {} model", incoming.dialect, incoming.api.as_str(), provider.kind))
+            })?;
             if incoming.gemini_array_stream() {
-                return Err(translate::bad("a streamGenerateContent call served by a model of another dialect needs `?alt=sse` (server-sent events), as Google's SDKs send"));
+                return Err(translate::bad(
+                    "a streamGenerateContent call served by a model of another dialect needs `?alt=sse` (server-sent events), as Google's SDKs send",
+                ));
             }
             let max = m.max_output_tokens.unwrap_or(translate::DEFAULT_MAX_TOKENS);
             let (bytes, chat) = translate::request(body, from, Wire::of_provider(provider.kind), &m.id, stream, max)?;
@@ -81,7 +95,13 @@ pub fn internal(e: impl std::fmt::Display) -> GatewayError {
     GatewayError::new(500, ErrorKind::Internal, "internal", format!("modelgate could not build the request or response: {e}"))
 }
 
-pub fn translated_request(client: &RequestHeader, provider: &Provider, key: Cred<'_>, chat: &translate::Chat, body_len: usize) -> Result<RequestHeader, GatewayError> {
+pub fn translated_request(
+    client: &RequestHeader,
+    provider: &Provider,
+    key: Cred<'_>,
+    chat: &translate::Chat,
+    body_len: usize,
+) -> Result<RequestHeader, GatewayError> {
     let spec = provider.kind.spec();
     let path = format!("{}{}", provider.endpoint.base_path, spec.chat_endpoint(&chat.model, chat.stream));
     let mut req = RequestHeader::build(http::Method::POST, path.as_bytes(), Some(client.headers.len() + 4)).map_err(internal)?;
@@ -118,7 +138,14 @@ pub fn translated_request(client: &RequestHeader, provider: &Provider, key: Cred
 /// The upstream request header: the client's method, path under the
 /// provider's base path, and headers minus hop-by-hop and `x-modelgate-*`;
 /// auth replaced when modelgate injects the provider key.
-pub fn upstream_request(client: &RequestHeader, provider: &Provider, upstream_path: &str, key: Cred<'_>, body_len: usize, has_body: bool) -> Result<RequestHeader, GatewayError> {
+pub fn upstream_request(
+    client: &RequestHeader,
+    provider: &Provider,
+    upstream_path: &str,
+    key: Cred<'_>,
+    body_len: usize,
+    has_body: bool,
+) -> Result<RequestHeader, GatewayError> {
     let path = format!("{}{upstream_path}", provider.endpoint.base_path);
     let mut req = RequestHeader::build(client.method.clone(), path.as_bytes(), Some(client.headers.len() + 4)).map_err(internal)?;
     for (name, value) in client.headers.iter() {

@@ -201,7 +201,10 @@ impl RetryPolicy<'_> {
         let body = read_body_of(&mut ex, max).await?;
         if ok && self.model_call && !is_answer(&body) {
             ex.finish(connector).await;
-            return Err(Failure::invalid(format!("the provider answered {status} with a body that is not a JSON answer: {}", excerpt(&String::from_utf8_lossy(&body)))));
+            return Err(Failure::invalid(format!(
+                "the provider answered {status} with a body that is not a JSON answer: {}",
+                excerpt(&String::from_utf8_lossy(&body))
+            )));
         }
         Ok(Fetched::Body { ex, body })
     }
@@ -217,7 +220,10 @@ impl RetryPolicy<'_> {
             };
             let Some(data) = first.feed(&chunk) else {
                 if first.pending() > self.limits.max_event_bytes {
-                    return Err(Failure::invalid(format!("the stream's first event is larger than {} bytes (limits.max_event_bytes)", self.limits.max_event_bytes)));
+                    return Err(Failure::invalid(format!(
+                        "the stream's first event is larger than {} bytes (limits.max_event_bytes)",
+                        self.limits.max_event_bytes
+                    )));
                 }
                 continue;
             };

@@ -99,7 +99,15 @@ impl Modelgate {
         let config = dir.path().join("modelgate.yaml");
         std::fs::write(&config, text).unwrap();
         let child = spawn(&config, dir.path(), env);
-        let mut mg = Modelgate { child, dir, config, gateway: format!("http://127.0.0.1:{g}"), admin: format!("http://127.0.0.1:{a}"), forward: f.map(|f| format!("http://127.0.0.1:{f}")), env: env.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect() };
+        let mut mg = Modelgate {
+            child,
+            dir,
+            config,
+            gateway: format!("http://127.0.0.1:{g}"),
+            admin: format!("http://127.0.0.1:{a}"),
+            forward: f.map(|f| format!("http://127.0.0.1:{f}")),
+            env: env.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
+        };
         mg.wait_ready().then_some(mg)
     }
 
@@ -136,11 +144,7 @@ impl Modelgate {
 
     /// Access-log records written so far.
     pub fn access_log(&self) -> Vec<serde_json::Value> {
-        std::fs::read_to_string(self.dir.path().join("access.log"))
-            .unwrap_or_default()
-            .lines()
-            .filter_map(|l| serde_json::from_str(l).ok())
-            .collect()
+        std::fs::read_to_string(self.dir.path().join("access.log")).unwrap_or_default().lines().filter_map(|l| serde_json::from_str(l).ok()).collect()
     }
 
     /// Wait until the access log has at least `n` records (it is written

@@ -43,4 +43,3 @@ pub async fn tls_front(backend: std::net::SocketAddr, cert: CertificateDer<'stat
     });
     port
 }
-

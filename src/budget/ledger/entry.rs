@@ -54,4 +54,3 @@ pub(super) fn parse_line(line: &[u8]) -> Option<Option<(Entry, Timestamp)>> {
     }
     serde_json::from_slice::<Entry>(line).ok().and_then(|e| e.at().map(|t| Some((e, t))))
 }
-

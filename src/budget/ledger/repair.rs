@@ -38,7 +38,8 @@ impl Ledger {
                     let entries = scan_file(&path, |line, _, _| keep.extend_from_slice(line)).map(|s| s.entries).unwrap_or(0);
                     let aside = path.with_file_name(format!("{name}.damaged-{stamp}"));
                     std::fs::rename(&path, &aside).map_err(|e| format!("{p}; on_ledger_error: reset cannot move it aside to {}: {e}", aside.display()))?;
-                    crate::fsutil::write_atomic(&path, &keep).map_err(|e| format!("cannot write {} with the {entries} readable entries: {e}", path.display()))?;
+                    crate::fsutil::write_atomic(&path, &keep)
+                        .map_err(|e| format!("cannot write {} with the {entries} readable entries: {e}", path.display()))?;
                     self.track().meta.insert(name, FileMeta { bytes: keep.len() as u64, entries });
                     done.push(format!("{} moved to {}; its {entries} readable entries copied back", path.display(), aside.display()));
                 }

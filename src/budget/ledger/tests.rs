@@ -9,7 +9,18 @@ use super::*;
 fn entries_round_trip_and_torn_lines_are_skipped() {
     let dir = tempfile::tempdir().unwrap();
     let l = Ledger::new(dir.path(), false);
-    let e = Entry { ts: "2026-11-25T10:00:00.5Z".into(), app: "a".into(), route: "r".into(), provider: "p".into(), model: "m".into(), input: 10, output: 5, cost_usd: 0.25, requested_cost_usd: 0.5, ..Default::default() };
+    let e = Entry {
+        ts: "2026-11-25T10:00:00.5Z".into(),
+        app: "a".into(),
+        route: "r".into(),
+        provider: "p".into(),
+        model: "m".into(),
+        input: 10,
+        output: 5,
+        cost_usd: 0.25,
+        requested_cost_usd: 0.5,
+        ..Default::default()
+    };
     let old = Entry { ts: "2026-10-31T23:59:59Z".into(), ..e.clone() };
     {
         let mut g = l.lock();

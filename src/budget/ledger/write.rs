@@ -22,7 +22,10 @@ impl Ledger {
         let name = file_name(month);
         let path = self.dir.join(&name);
         if self.track().frozen.contains(&name) {
-            return Err(std::io::Error::other(format!("{} is damaged and kept as it is (budget_store.on_ledger_error: fail_closed); repair or move it and restart modelgate", path.display())));
+            return Err(std::io::Error::other(format!(
+                "{} is damaged and kept as it is (budget_store.on_ledger_error: fail_closed); repair or move it and restart modelgate",
+                path.display()
+            )));
         }
         let mut f = OpenOptions::new().create(true).append(true).open(&path)?;
         let len = f.metadata()?.len();

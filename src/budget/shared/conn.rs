@@ -85,7 +85,9 @@ impl Shared {
                 Ok(v)
             }
             Ok(Err(e)) if e.is_timeout() => Err(sent(self.timed_out(e.to_string()))),
-            Ok(Err(e)) if e.is_io_error() || e.is_connection_dropped() || e.is_connection_refusal() || e.is_unrecoverable_error() => Err(sent(self.fail(e.to_string()))),
+            Ok(Err(e)) if e.is_io_error() || e.is_connection_dropped() || e.is_connection_refusal() || e.is_unrecoverable_error() => {
+                Err(sent(self.fail(e.to_string())))
+            }
             Ok(Err(e)) => Err(sent(format!("Redis at {}: {e}", self.url))),
             Err(_) => Err(sent(self.timed_out(format!("no answer within {} ms", self.timeout.as_millis())))),
         }

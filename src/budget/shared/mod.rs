@@ -193,7 +193,14 @@ impl Shared {
     /// budget. Returns whether it reserved, and each budget's (spent,
     /// reserved) before this request. On an error that may still reserve
     /// in Redis later, call [`Shared::release_later`].
-    pub async fn reserve(&self, id: &str, keys: &[(String, i64, i64)], flags: &[(Limits, bool)], worst: Amounts, now: Timestamp) -> Result<(bool, Counts), CallError> {
+    pub async fn reserve(
+        &self,
+        id: &str,
+        keys: &[(String, i64, i64)],
+        flags: &[(Limits, bool)],
+        worst: Amounts,
+        now: Timestamp,
+    ) -> Result<(bool, Counts), CallError> {
         self.script(Some(id), keys, flags, worst, now).await
     }
 
@@ -203,7 +210,14 @@ impl Shared {
         self.script(None, keys, &flags, Amounts::default(), now).await.map(|(_, c)| c).map_err(|e| e.message)
     }
 
-    async fn script(&self, id: Option<&str>, keys: &[(String, i64, i64)], flags: &[(Limits, bool)], worst: Amounts, now: Timestamp) -> Result<(bool, Counts), CallError> {
+    async fn script(
+        &self,
+        id: Option<&str>,
+        keys: &[(String, i64, i64)],
+        flags: &[(Limits, bool)],
+        worst: Amounts,
+        now: Timestamp,
+    ) -> Result<(bool, Counts), CallError> {
         let now_ms = now.as_millisecond();
         let member = format!("{}|{}|{}|{}", id.unwrap_or(""), worst.nanos, worst.tokens, worst.requests);
         let mut inv = self.reserve.prepare_invoke();
@@ -212,10 +226,20 @@ impl Shared {
                 inv.key(k);
             }
         }
-        inv.arg(now_ms).arg(now_ms + HOLD_TTL.as_millis() as i64).arg(member).arg(int(worst.nanos)).arg(int(worst.tokens)).arg(int(worst.requests)).arg(if id.is_some() { "1" } else { "0" });
+        inv.arg(now_ms)
+            .arg(now_ms + HOLD_TTL.as_millis() as i64)
+            .arg(member)
+            .arg(int(worst.nanos))
+            .arg(int(worst.tokens))
+            .arg(int(worst.requests))
+            .arg(if id.is_some() { "1" } else { "0" });
         inv.arg(id.unwrap_or("")).arg(epoch());
         for ((_, _, end), (limits, block)) in keys.iter().zip(flags) {
-            inv.arg(limit_arg(limits.nanos)).arg(limit_arg(limits.tokens)).arg(limit_arg(limits.requests)).arg(if *block { "1" } else { "0" }).arg(end + KEY_GRACE_SECS);
+            inv.arg(limit_arg(limits.nanos))
+                .arg(limit_arg(limits.tokens))
+                .arg(limit_arg(limits.requests))
+                .arg(if *block { "1" } else { "0" })
+                .arg(end + KEY_GRACE_SECS);
         }
         let v = self.run(inv).await?;
         let reserved = id.is_some() && v.first() == Some(&0);

@@ -64,7 +64,15 @@ impl Shared {
             }
             let [c, h] = self.keys(name, start);
             let mut inv = self.seed.prepare_invoke();
-            inv.key(c).key(h).arg(view.epoch).arg(epoch()).arg(format!("{:016x}", self.nonce)).arg(int(add.nanos)).arg(int(add.tokens)).arg(int(add.requests)).arg(end + KEY_GRACE_SECS);
+            inv.key(c)
+                .key(h)
+                .arg(view.epoch)
+                .arg(epoch())
+                .arg(format!("{:016x}", self.nonce))
+                .arg(int(add.nanos))
+                .arg(int(add.tokens))
+                .arg(int(add.requests))
+                .arg(end + KEY_GRACE_SECS);
             let v = match self.run(inv).await {
                 Ok(v) => v,
                 Err(e) => {

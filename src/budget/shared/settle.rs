@@ -58,7 +58,14 @@ impl Shared {
             }
         }
         let tomb = Timestamp::now().as_millisecond() + TOMB_TTL.as_millis() as i64;
-        inv.arg(&p.id).arg(&p.member).arg(int(p.held.nanos)).arg(int(p.held.tokens)).arg(int(p.held.requests)).arg(int(p.actual.nanos)).arg(int(p.actual.tokens)).arg(int(p.actual.requests));
+        inv.arg(&p.id)
+            .arg(&p.member)
+            .arg(int(p.held.nanos))
+            .arg(int(p.held.tokens))
+            .arg(int(p.held.requests))
+            .arg(int(p.actual.nanos))
+            .arg(int(p.actual.tokens))
+            .arg(int(p.actual.requests));
         inv.arg(tomb).arg(epoch());
         for (_, _, end) in &p.keys {
             inv.arg(end + KEY_GRACE_SECS);

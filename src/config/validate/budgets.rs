@@ -22,7 +22,14 @@ pub(super) fn budgets_of(cx: &mut Ctx, raw_budgets: Vec<serde_yaml::Value>, prov
     budgets
 }
 
-fn budget_of(cx: &mut Ctx, path: &str, raw: RawBudget, names: &mut HashSet<String>, providers: &[Provider], models: &IndexMap<String, Model>) -> Option<Budget> {
+fn budget_of(
+    cx: &mut Ctx,
+    path: &str,
+    raw: RawBudget,
+    names: &mut HashSet<String>,
+    providers: &[Provider],
+    models: &IndexMap<String, Model>,
+) -> Option<Budget> {
     let before = cx.errors.len();
     if raw.name.trim().is_empty() {
         cx.err(format!("{path}.name"), "must not be empty");
@@ -96,7 +103,10 @@ fn on_exceed_of(cx: &mut Ctx, path: &str, on_exceed: Option<&str>, downgrade_to:
         ("warn", None) => OnExceed::Warn,
         ("reject", None) => OnExceed::Reject,
         ("downgrade", None) => {
-            cx.err(format!("{path}.downgrade_to"), "on_exceed: downgrade needs `downgrade_to`: a model name, or `cheapest` (the cheapest model the request's route allows)");
+            cx.err(
+                format!("{path}.downgrade_to"),
+                "on_exceed: downgrade needs `downgrade_to`: a model name, or `cheapest` (the cheapest model the request's route allows)",
+            );
             OnExceed::Reject
         }
         ("downgrade", Some(to)) if to == "cheapest" => OnExceed::Downgrade(Downgrade::Cheapest),
@@ -105,7 +115,12 @@ fn on_exceed_of(cx: &mut Ctx, path: &str, on_exceed: Option<&str>, downgrade_to:
                 let known: Vec<&str> = models.keys().map(String::as_str).collect();
                 cx.err(format!("{path}.downgrade_to"), format!("unknown model `{to}`; defined models: {} (or `cheapest`)", known.join(", ")));
             } else if scope.model.as_deref() == Some(to.as_str()) {
-                cx.err(format!("{path}.downgrade_to"), format!("this budget counts model `{to}` only; downgrading to the same model would never move traffic — pick a cheaper model or `cheapest`"));
+                cx.err(
+                    format!("{path}.downgrade_to"),
+                    format!(
+                        "this budget counts model `{to}` only; downgrading to the same model would never move traffic — pick a cheaper model or `cheapest`"
+                    ),
+                );
             }
             OnExceed::Downgrade(Downgrade::Model(to))
         }
@@ -134,7 +149,12 @@ pub(super) fn store_of(cx: &mut Ctx, raw: Option<RawBudgetStore>) -> BudgetStore
     };
     let kind = match raw.kind.as_deref().unwrap_or("file") {
         "file" => {
-            for (field, set) in [("url", raw.url.is_some()), ("on_unavailable", raw.on_unavailable.is_some()), ("timeout_ms", raw.timeout_ms.is_some()), ("key_prefix", raw.key_prefix.is_some())] {
+            for (field, set) in [
+                ("url", raw.url.is_some()),
+                ("on_unavailable", raw.on_unavailable.is_some()),
+                ("timeout_ms", raw.timeout_ms.is_some()),
+                ("key_prefix", raw.key_prefix.is_some()),
+            ] {
                 if set {
                     cx.err(format!("budget_store.{field}"), "only applies to `kind: redis`");
                 }
@@ -150,7 +170,10 @@ pub(super) fn store_of(cx: &mut Ctx, raw: Option<RawBudgetStore>) -> BudgetStore
                 "fail_open" => OnUnavailable::FailOpen,
                 "fail_closed" => OnUnavailable::FailClosed,
                 other => {
-                    cx.err("budget_store.on_unavailable", format!("unknown choice `{other}`; expected fail_open (serve with local accounting) or fail_closed (refuse budgeted requests)"));
+                    cx.err(
+                        "budget_store.on_unavailable",
+                        format!("unknown choice `{other}`; expected fail_open (serve with local accounting) or fail_closed (refuse budgeted requests)"),
+                    );
                     OnUnavailable::FailOpen
                 }
             };
@@ -180,7 +203,11 @@ pub(super) fn timezone_of(cx: &mut Ctx, raw: Option<String>) -> jiff::tz::TimeZo
 pub(super) fn spike_of(cx: &mut Ctx, raw: Option<RawSpike>) -> Spike {
     let d = Spike::default();
     let Some(raw) = raw else { return d };
-    let s = Spike { factor: raw.factor.unwrap_or(d.factor), baseline_hours: raw.baseline_hours.unwrap_or(d.baseline_hours), min_usd: raw.min_usd.unwrap_or(d.min_usd) };
+    let s = Spike {
+        factor: raw.factor.unwrap_or(d.factor),
+        baseline_hours: raw.baseline_hours.unwrap_or(d.baseline_hours),
+        min_usd: raw.min_usd.unwrap_or(d.min_usd),
+    };
     if !(s.factor.is_finite() && s.factor > 1.0) {
         cx.err("spend_spike.factor", format!("must be a multiple above 1, e.g. 2; got {}", s.factor));
     }

@@ -11,7 +11,13 @@ use crate::config::*;
 
 /// `admin_token_env` and whether it guards reads too, with the exposure
 /// checks of the admin listener.
-pub(super) fn admin_of(cx: &mut Ctx, listen: &Listen, token_env: Option<String>, read_requires_token: bool, env: &dyn Fn(&str) -> Option<String>) -> Option<(String, Option<Secret>)> {
+pub(super) fn admin_of(
+    cx: &mut Ctx,
+    listen: &Listen,
+    token_env: Option<String>,
+    read_requires_token: bool,
+    env: &dyn Fn(&str) -> Option<String>,
+) -> Option<(String, Option<Secret>)> {
     let has_admin_token = token_env.is_some();
     let admin_token = match token_env {
         Some(var) if var.trim().is_empty() => {
@@ -40,7 +46,13 @@ pub(super) fn access_log_of(cx: &mut Ctx, access_log: &str) -> AccessLog {
 /// `forward_proxy:`; a listener on a non-loopback address needs an
 /// explicit `allow_clients` (no accidental open proxy). Intercepted hosts
 /// are those on the list some provider answers for; others are tunnelled.
-pub(super) fn forward_proxy_of(cx: &mut Ctx, raw: RawForwardProxy, listen: &Listen, providers: &[Provider], env: &dyn Fn(&str) -> Option<String>) -> ForwardProxy {
+pub(super) fn forward_proxy_of(
+    cx: &mut Ctx,
+    raw: RawForwardProxy,
+    listen: &Listen,
+    providers: &[Provider],
+    env: &dyn Fn(&str) -> Option<String>,
+) -> ForwardProxy {
     let mut fp = ForwardProxy::default();
     if let Some(list) = raw.intercept {
         fp.intercept = list.iter().map(|h| normalize_host(h)).collect();

@@ -15,7 +15,11 @@ use crate::upstream::endpoint::Endpoint;
 
 /// The providers (in file order), their names (also of those with
 /// errors), and the default provider of each dialect.
-pub(super) fn providers_of(cx: &mut Ctx, raw_providers: IndexMap<String, Value>, env: &dyn Fn(&str) -> Option<String>) -> (Vec<Provider>, Vec<String>, [Option<usize>; Dialect::COUNT]) {
+pub(super) fn providers_of(
+    cx: &mut Ctx,
+    raw_providers: IndexMap<String, Value>,
+    env: &dyn Fn(&str) -> Option<String>,
+) -> (Vec<Provider>, Vec<String>, [Option<usize>; Dialect::COUNT]) {
     let mut providers = Vec::new();
     let mut provider_defaults: Vec<bool> = Vec::new();
     let mut provider_names: Vec<String> = Vec::new();
@@ -39,17 +43,20 @@ pub(super) fn providers_of(cx: &mut Ctx, raw_providers: IndexMap<String, Value>,
             let names: Vec<&str> = flagged.iter().map(|&i| providers[i].name.as_str()).collect();
             cx.err(format!("providers.{}.default", names[1]), format!("only one {d} provider may be `default: true` (found: {})", names.join(", ")));
         }
-        default_provider[d as usize] = flagged
-            .first()
-            .copied()
-            .or_else(|| of_kind.iter().copied().find(|&i| providers[i].name == d.as_str()))
-            .or_else(|| of_kind.first().copied());
+        default_provider[d as usize] =
+            flagged.first().copied().or_else(|| of_kind.iter().copied().find(|&i| providers[i].name == d.as_str())).or_else(|| of_kind.first().copied());
     }
     (providers, provider_names, default_provider)
 }
 
 /// The models that validate, and the names of all (for references).
-pub(super) fn models_of(cx: &mut Ctx, raw_models: IndexMap<String, Value>, providers: &[Provider], provider_names: &[String], breaker: Breaker) -> (IndexMap<String, Model>, Vec<String>) {
+pub(super) fn models_of(
+    cx: &mut Ctx,
+    raw_models: IndexMap<String, Value>,
+    providers: &[Provider],
+    provider_names: &[String],
+    breaker: Breaker,
+) -> (IndexMap<String, Model>, Vec<String>) {
     let mut models = IndexMap::new();
     let model_names: Vec<String> = raw_models.keys().cloned().collect();
     for (name, v) in raw_models {
@@ -62,17 +69,13 @@ pub(super) fn models_of(cx: &mut Ctx, raw_models: IndexMap<String, Value>, provi
     (models, model_names)
 }
 
-fn provider_of(
-    cx: &mut Ctx,
-    path: &str,
-    name: String,
-    default: bool,
-    raw: RawProvider,
-    env: &dyn Fn(&str) -> Option<String>,
-) -> Option<(Provider, bool)> {
+fn provider_of(cx: &mut Ctx, path: &str, name: String, default: bool, raw: RawProvider, env: &dyn Fn(&str) -> Option<String>) -> Option<(Provider, bool)> {
     let before = cx.errors.len();
     let kind = Dialect::parse(&raw.kind).unwrap_or_else(|| {
-        cx.err(format!("{path}.kind"), format!("unknown provider kind `{}`; expected one of: openai, anthropic, gemini (OpenRouter and Ollama are openai)", raw.kind));
+        cx.err(
+            format!("{path}.kind"),
+            format!("unknown provider kind `{}`; expected one of: openai, anthropic, gemini (OpenRouter and Ollama are openai)", raw.kind),
+        );
         Dialect::OpenAi
     });
     let ca = match &raw.ca_file {

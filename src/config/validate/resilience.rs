@@ -22,7 +22,10 @@ pub(super) fn retry_patch(cx: &mut Ctx, path: &str, raw: &RawRetry) {
     }
     for (i, s) in raw.on_status.iter().flatten().enumerate() {
         if !(400..=599).contains(s) {
-            cx.err(format!("{path}.on_status[{i}]"), format!("{s} is not an error status; list 4xx/5xx statuses that should retry or fall back (default 408, 429, 500, 502, 503, 504, 529)"));
+            cx.err(
+                format!("{path}.on_status[{i}]"),
+                format!("{s} is not an error status; list 4xx/5xx statuses that should retry or fall back (default 408, 429, 500, 502, 503, 504, 529)"),
+            );
         }
     }
 }
@@ -84,7 +87,10 @@ pub(super) fn health_check_of(cx: &mut Ctx, path: &str, raw: Option<RawHealthChe
     let path_default = kind.spec().health_path(base_path);
     let check_path = raw.path.unwrap_or(path_default);
     if !check_path.starts_with('/') {
-        cx.err(format!("{path}.health_check.path"), format!("`{check_path}` must start with / (a path from the provider's host root, e.g. /v1/models or /api/tags)"));
+        cx.err(
+            format!("{path}.health_check.path"),
+            format!("`{check_path}` must start with / (a path from the provider's host root, e.g. /v1/models or /api/tags)"),
+        );
     }
     for (field, v) in [("interval_ms", raw.interval_ms), ("timeout_ms", raw.timeout_ms)] {
         if v == Some(0) {

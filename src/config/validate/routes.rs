@@ -67,9 +67,8 @@ fn match_of(cx: &mut Ctx, path: &str, m: RawMatch) -> RouteMatch {
         }
         parsed
     });
-    let mut range = |field: &str, raw: Option<RawRange>, limit: u64| {
-        raw.and_then(|r| parse_range(&r, limit).map_err(|e| cx.err(format!("{path}.{field}"), e)).ok())
-    };
+    let mut range =
+        |field: &str, raw: Option<RawRange>, limit: u64| raw.and_then(|r| parse_range(&r, limit).map_err(|e| cx.err(format!("{path}.{field}"), e)).ok());
     let complexity = range("complexity", m.complexity, 10);
     let tokens = range("tokens", m.tokens, u64::MAX);
     let mut header = Vec::new();
@@ -252,7 +251,10 @@ pub(super) fn routing_of(cx: &mut Ctx, raw: RawRouting) -> Routing {
     for (hash, app) in raw.app_keys {
         let hex = hash.strip_prefix("sha256:").unwrap_or(&hash).to_ascii_lowercase();
         if hex.len() != 64 || !hex.bytes().all(|b| b.is_ascii_hexdigit()) {
-            cx.err(format!("routing.app_keys.{hash}"), "must be the SHA-256 of an API key as 64 hex digits (print it with `modelgate hash-key`), never the key itself");
+            cx.err(
+                format!("routing.app_keys.{hash}"),
+                "must be the SHA-256 of an API key as 64 hex digits (print it with `modelgate hash-key`), never the key itself",
+            );
         } else if app.trim().is_empty() {
             cx.err(format!("routing.app_keys.{hash}"), "the app name must not be empty");
         } else {

@@ -56,7 +56,14 @@ pub(super) fn split_of(cx: &mut Ctx, spath: &str, arms: Vec<RawArm>, model_names
 
 /// A plan whose every model lacks what every matched request needs
 /// cannot serve one of them: an error (and `true`) when so.
-pub(super) fn lacks_capability(cx: &mut Ctx, path: &str, matcher: &RouteMatch, target: &Target, fallbacks: &[String], models: &IndexMap<String, Model>) -> bool {
+pub(super) fn lacks_capability(
+    cx: &mut Ctx,
+    path: &str,
+    matcher: &RouteMatch,
+    target: &Target,
+    fallbacks: &[String],
+    models: &IndexMap<String, Model>,
+) -> bool {
     for (needed, cap) in [(matcher.tools, Capability::Tools), (matcher.stream, Capability::Streaming)] {
         if needed != Some(true) {
             continue;

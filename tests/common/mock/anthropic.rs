@@ -3,7 +3,7 @@
 
 use serde_json::{json, Value};
 
-use super::{ev, COMPLETION_TOKENS, CACHED_TOKENS, PROMPT_TOKENS};
+use super::{ev, CACHED_TOKENS, COMPLETION_TOKENS, PROMPT_TOKENS};
 
 /// The error body for a `code` answer (529: `overloaded_error`, "Overloaded").
 pub(super) fn error_body(code: u16) -> Value {
@@ -42,8 +42,11 @@ pub(super) fn message(model: &str) -> Value {
 fn start(model: &str) -> String {
     let mut usage = usage();
     usage["output_tokens"] = json!(1);
-    ev("message_start", json!({"type": "message_start", "message": {"id": "msg_mock", "type": "message", "role": "assistant", "model": model,
-        "content": [], "stop_reason": null, "stop_sequence": null, "usage": usage}}))
+    ev(
+        "message_start",
+        json!({"type": "message_start", "message": {"id": "msg_mock", "type": "message", "role": "assistant", "model": model,
+        "content": [], "stop_reason": null, "stop_sequence": null, "usage": usage}}),
+    )
 }
 
 pub(super) fn stream(model: &str) -> Vec<String> {
@@ -54,7 +57,10 @@ pub(super) fn stream(model: &str) -> Vec<String> {
         ev("content_block_delta", json!({"type": "content_block_delta", "index": 0, "delta": {"type": "text_delta", "text": "Hello"}})),
         ev("content_block_delta", json!({"type": "content_block_delta", "index": 0, "delta": {"type": "text_delta", "text": " from the mock"}})),
         ev("content_block_stop", json!({"type": "content_block_stop", "index": 0})),
-        ev("message_delta", json!({"type": "message_delta", "delta": {"stop_reason": "end_turn", "stop_sequence": null}, "usage": {"output_tokens": COMPLETION_TOKENS}})),
+        ev(
+            "message_delta",
+            json!({"type": "message_delta", "delta": {"stop_reason": "end_turn", "stop_sequence": null}, "usage": {"output_tokens": COMPLETION_TOKENS}}),
+        ),
         ev("message_stop", json!({"type": "message_stop"})),
     ]
 }
@@ -74,11 +80,17 @@ pub(super) fn tool_stream(model: &str, tool: &str) -> Vec<String> {
         ev("content_block_start", json!({"type": "content_block_start", "index": 0, "content_block": {"type": "text", "text": ""}})),
         ev("content_block_delta", json!({"type": "content_block_delta", "index": 0, "delta": {"type": "text_delta", "text": "Let me check."}})),
         ev("content_block_stop", json!({"type": "content_block_stop", "index": 0})),
-        ev("content_block_start", json!({"type": "content_block_start", "index": 1, "content_block": {"type": "tool_use", "id": "toolu_mock1", "name": tool, "input": {}}})),
+        ev(
+            "content_block_start",
+            json!({"type": "content_block_start", "index": 1, "content_block": {"type": "tool_use", "id": "toolu_mock1", "name": tool, "input": {}}}),
+        ),
         ev("content_block_delta", json!({"type": "content_block_delta", "index": 1, "delta": {"type": "input_json_delta", "partial_json": "{\"city\": "}})),
         ev("content_block_delta", json!({"type": "content_block_delta", "index": 1, "delta": {"type": "input_json_delta", "partial_json": "\"Paris\"}"}})),
         ev("content_block_stop", json!({"type": "content_block_stop", "index": 1})),
-        ev("message_delta", json!({"type": "message_delta", "delta": {"stop_reason": "tool_use", "stop_sequence": null}, "usage": {"output_tokens": COMPLETION_TOKENS}})),
+        ev(
+            "message_delta",
+            json!({"type": "message_delta", "delta": {"stop_reason": "tool_use", "stop_sequence": null}, "usage": {"output_tokens": COMPLETION_TOKENS}}),
+        ),
         ev("message_stop", json!({"type": "message_stop"})),
     ]
 }

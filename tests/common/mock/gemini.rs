@@ -8,7 +8,7 @@ use axum::response::Response;
 use serde_json::{json, Value};
 use tokio::sync::Semaphore;
 
-use super::{data, json_response, sse, Script, COMPLETION_TOKENS, CACHED_TOKENS, PROMPT_TOKENS};
+use super::{data, json_response, sse, Script, CACHED_TOKENS, COMPLETION_TOKENS, PROMPT_TOKENS};
 
 /// The error body for a `code` answer.
 pub(super) fn error_body(code: u16) -> Value {

@@ -264,11 +264,7 @@ impl Mock {
 
 fn sse(events: Vec<String>, script: Script, gate: Arc<Semaphore>) -> Response {
     let stream = async_stream(events, script, gate);
-    Response::builder()
-        .header("content-type", "text/event-stream")
-        .header("cache-control", "no-cache")
-        .body(Body::from_stream(stream))
-        .unwrap()
+    Response::builder().header("content-type", "text/event-stream").header("cache-control", "no-cache").body(Body::from_stream(stream)).unwrap()
 }
 
 fn async_stream(events: Vec<String>, script: Script, gate: Arc<Semaphore>) -> impl futures_util::Stream<Item = Result<Bytes, std::io::Error>> {
@@ -299,12 +295,7 @@ fn async_stream(events: Vec<String>, script: Script, gate: Arc<Semaphore>) -> im
 }
 
 fn json_response(status: u16, v: Value) -> Response {
-    Response::builder()
-        .status(status)
-        .header("content-type", "application/json")
-        .header("x-request-id", "req_mock")
-        .body(Body::from(v.to_string()))
-        .unwrap()
+    Response::builder().status(status).header("content-type", "application/json").header("x-request-id", "req_mock").body(Body::from(v.to_string())).unwrap()
 }
 
 /// A `x-mock-script` header value, when it applies to a call for `model`.
@@ -424,7 +415,14 @@ async fn handle(State(mock): State<Mock>, ConnectInfo(kill): ConnectInfo<Kill>, 
         .map(String::from)
         .filter(|_| !has_result);
     if let Some((model, call)) = gemini.filter(|(_, call)| matches!(*call, "generateContent" | "streamGenerateContent")) {
-        return gemini::answer(model, call == "streamGenerateContent", uri.query().unwrap_or("").split('&').any(|q| q == "alt=sse"), tool.as_deref(), script, gate);
+        return gemini::answer(
+            model,
+            call == "streamGenerateContent",
+            uri.query().unwrap_or("").split('&').any(|q| q == "alt=sse"),
+            tool.as_deref(),
+            script,
+            gate,
+        );
     }
     if let Some(tool) = tool {
         return match (uri.path(), stream) {

@@ -4,7 +4,7 @@
 
 use serde_json::{json, Value};
 
-use super::{data, ev, COMPLETION_TOKENS, CACHED_TOKENS, PROMPT_TOKENS};
+use super::{data, ev, CACHED_TOKENS, COMPLETION_TOKENS, PROMPT_TOKENS};
 
 /// The error body for a `code` answer.
 pub(super) fn error_body(code: u16) -> Value {
@@ -15,7 +15,9 @@ pub(super) fn error_body(code: u16) -> Value {
 /// Chat's `data: {"error": …}` for every other path.
 pub(super) fn error_event(path: &str) -> String {
     match path {
-        "/v1/responses" => ev("error", json!({"type": "error", "code": "server_error", "message": "The server had an error", "param": null, "sequence_number": 0})),
+        "/v1/responses" => {
+            ev("error", json!({"type": "error", "code": "server_error", "message": "The server had an error", "param": null, "sequence_number": 0}))
+        }
         _ => data(json!({"error": {"message": "The server had an error", "type": "server_error", "param": null, "code": null}})),
     }
 }
@@ -80,10 +82,15 @@ pub(super) fn tool_call(model: &str, tool: &str) -> Value {
 }
 
 pub(super) fn tool_stream(model: &str, tool: &str) -> Vec<String> {
-    let chunk = |delta: Value, finish: Value| data(json!({"id": "chatcmpl-mock", "object": "chat.completion.chunk", "created": 1731000000, "model": model,
-        "choices": [{"index": 0, "delta": delta, "logprobs": null, "finish_reason": finish}]}));
+    let chunk = |delta: Value, finish: Value| {
+        data(json!({"id": "chatcmpl-mock", "object": "chat.completion.chunk", "created": 1731000000, "model": model,
+        "choices": [{"index": 0, "delta": delta, "logprobs": null, "finish_reason": finish}]}))
+    };
     vec![
-        chunk(json!({"role": "assistant", "content": null, "tool_calls": [{"index": 0, "id": "call_mock1", "type": "function", "function": {"name": tool, "arguments": ""}}]}), Value::Null),
+        chunk(
+            json!({"role": "assistant", "content": null, "tool_calls": [{"index": 0, "id": "call_mock1", "type": "function", "function": {"name": tool, "arguments": ""}}]}),
+            Value::Null,
+        ),
         chunk(json!({"tool_calls": [{"index": 0, "function": {"arguments": "{\"city\": "}}]}), Value::Null),
         chunk(json!({"tool_calls": [{"index": 0, "function": {"arguments": "\"Paris\"}"}}]}), Value::Null),
         chunk(json!({}), json!("tool_calls")),
@@ -124,7 +131,10 @@ pub(super) fn responses_stream(model: &str) -> Vec<String> {
     created["usage"] = Value::Null;
     vec![
         ev("response.created", json!({"type": "response.created", "sequence_number": 0, "response": created})),
-        ev("response.output_text.delta", json!({"type": "response.output_text.delta", "sequence_number": 1, "item_id": "msg_mock", "output_index": 0, "content_index": 0, "delta": "Hello from the mock"})),
+        ev(
+            "response.output_text.delta",
+            json!({"type": "response.output_text.delta", "sequence_number": 1, "item_id": "msg_mock", "output_index": 0, "content_index": 0, "delta": "Hello from the mock"}),
+        ),
         ev("response.completed", json!({"type": "response.completed", "sequence_number": 2, "response": responses_json(model)})),
     ]
 }
