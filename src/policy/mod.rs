@@ -23,6 +23,7 @@ mod fit;
 pub mod overrides;
 mod plan;
 mod price;
+mod prompt;
 pub mod tokens;
 mod trace;
 

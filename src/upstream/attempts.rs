@@ -18,7 +18,7 @@ use pingora::http::RequestHeader;
 
 use crate::body::JsonBody;
 use crate::budget::{Budgets, Charge, Hold, RequestEstimate, Verdict};
-use crate::config::{Auth, Breaker, Provider, Snapshot};
+use crate::config::{Breaker, Provider, Snapshot};
 use crate::dialect::wire::AUTH_HEADERS;
 use crate::dialect::{ErrorKind, GatewayError, Incoming};
 use crate::drain::AbortSignal;
@@ -26,7 +26,8 @@ use crate::metrics;
 use crate::policy::{self, Attempt, Decision, Facts};
 use crate::translate::{self, Wire};
 use crate::upstream::health::{Health, Unusable};
-use crate::upstream::request::{prepare, Cred, Prepared};
+pub use crate::upstream::request::key_owner;
+use crate::upstream::request::{credentials, prepare, Cred, NoKey, Prepared};
 use crate::upstream::retry::{status_class, Failure, Fetched, Kind, RetryPolicy};
 
 /// The models to try, in order.
@@ -109,13 +110,6 @@ pub enum Outcome<'s> {
     Served(Box<Served<'s>>),
     /// Nothing could be served: the client's answer.
     Exhausted(GatewayError),
-}
-
-/// Whose key the client sent: the provider it called (transparent mode),
-/// else that of the model it asked for, else its dialect's default. Without
-/// api_key_env, no other provider may see it.
-pub fn key_owner(snap: &Snapshot, incoming: &Incoming, requested: Option<&str>) -> Option<usize> {
-    incoming.provider.or_else(|| requested.and_then(|m| snap.models.get(m)).map(|m| m.provider)).or(snap.default_provider[incoming.dialect as usize])
 }
 
 /// The services the loop uses.
@@ -221,34 +215,21 @@ impl<'g> Attempts<'g> {
         Outcome::Exhausted(p.exhausted())
     }
 
-    /// The credentials of a try at `attempt`, or `None` (skipped) when the
-    /// provider has none for it.
+    /// The credentials of a try at `attempt`, or `None` (skipped, with the
+    /// reason recorded) when the provider has none for it.
     fn credentials<'s>(&self, q: &Request<'_, 's>, attempt: &Attempt<'s>, client_sent_key: bool, p: &mut Progress, trail: &mut Trail) -> Option<Cred<'s>> {
-        let snap = q.snap;
-        let provider = &snap.providers[attempt.provider];
         let label = attempt.model_label();
-        let foreign = client_sent_key && !snap.cross_provider_client_keys && q.key_owner != Some(attempt.provider);
-        match &provider.auth {
-            // A local server needs no key: it gets none rather than another provider's.
-            Auth::Passthrough if foreign && provider.local => Some(Cred::Stripped),
-            Auth::Passthrough if foreign => {
-                let owner = q.key_owner.map_or("another provider", |i| snap.providers[i].name.as_str());
-                p.skip(label, "missing_key", format!("the client's key is for {owner}"), trail);
+        match credentials(q.snap, attempt.provider, q.key_owner, client_sent_key) {
+            Ok(c) => Some(c),
+            Err(NoKey::Foreign { why, message }) => {
+                p.skip(label, "missing_key", why, trail);
                 // A provider's own failure says more than this skip.
-                p.last.get_or_insert(Failure::new(Kind::MissingKey, format!(
-                    "`{label}` is served by provider `{}`, which has no api_key_env, and the key this request carries is for `{owner}`: modelgate does not send a client's key to another provider. Set api_key_env on `{}` (or, if the key is valid there, cross_provider_client_keys: true)",
-                    provider.name, provider.name
-                )));
+                p.last.get_or_insert(Failure::new(Kind::MissingKey, format!("`{label}` {message}")));
                 None
             }
-            Auth::Passthrough => Some(Cred::Client),
-            Auth::Inject { key: Some(k), .. } => Some(Cred::Inject(k.expose())),
-            Auth::Inject { env, key: None } => {
+            Err(NoKey::Unset { message }) => {
                 p.skip(label, "missing_key", "no API key".into(), trail);
-                p.last = Some(Failure::new(Kind::MissingKey, format!(
-                    "modelgate has no API key for provider `{}`: the environment variable {env} named by its api_key_env is not set in modelgate's environment. Set it and restart modelgate, or remove api_key_env to forward the client's own key.",
-                    provider.name
-                )));
+                p.last = Some(Failure::new(Kind::MissingKey, message));
                 None
             }
         }

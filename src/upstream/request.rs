@@ -8,7 +8,7 @@ use bytes::Bytes;
 use pingora::http::RequestHeader;
 
 use crate::body::JsonBody;
-use crate::config::Provider;
+use crate::config::{Auth, Provider, Snapshot};
 use crate::dialect::wire::AUTH_HEADERS;
 use crate::dialect::{Api, Incoming};
 use crate::dialect::{Dialect, ErrorKind, GatewayError};
@@ -88,6 +88,53 @@ pub fn prepare(
         None => upstream_request(client, provider, &incoming.upstream_path_for(path_model), key, bytes.len(), client.method == http::Method::POST)?,
     };
     Ok(Prepared { bytes, drop_usage_only, translated, req })
+}
+
+/// Whose key the client sent: the provider it called (transparent mode),
+/// else that of the model it asked for, else its dialect's default. Without
+/// api_key_env, no other provider may see it.
+pub fn key_owner(snap: &Snapshot, incoming: &Incoming, requested: Option<&str>) -> Option<usize> {
+    incoming.provider.or_else(|| requested.and_then(|m| snap.models.get(m)).map(|m| m.provider)).or(snap.default_provider[incoming.dialect as usize])
+}
+
+/// Why a try carries no key.
+pub enum NoKey {
+    /// The client's key is another provider's (`why` for the `tried` list;
+    /// `message` follows the model's name in the client's error).
+    Foreign { why: String, message: String },
+    /// The provider's api_key_env is not set.
+    Unset { message: String },
+}
+
+/// The credentials a try at a model on `provider` carries: modelgate's key
+/// (api_key_env), else the client's own when it was meant for this provider
+/// (or `cross_provider_client_keys` allows it), else none for a local
+/// provider; refused otherwise.
+pub fn credentials(snap: &Snapshot, provider: usize, key_owner: Option<usize>, client_sent_key: bool) -> Result<Cred<'_>, NoKey> {
+    let p = &snap.providers[provider];
+    let foreign = client_sent_key && !snap.cross_provider_client_keys && key_owner != Some(provider);
+    match &p.auth {
+        // A local server needs no key: it gets none rather than another provider's.
+        Auth::Passthrough if foreign && p.local => Ok(Cred::Stripped),
+        Auth::Passthrough if foreign => {
+            let owner = key_owner.map_or("another provider", |i| snap.providers[i].name.as_str());
+            Err(NoKey::Foreign {
+                why: format!("the client's key is for {owner}"),
+                message: format!(
+                    "is served by provider `{}`, which has no api_key_env, and the key this request carries is for `{owner}`: modelgate does not send a client's key to another provider. Set api_key_env on `{}` (or, if the key is valid there, cross_provider_client_keys: true)",
+                    p.name, p.name
+                ),
+            })
+        }
+        Auth::Passthrough => Ok(Cred::Client),
+        Auth::Inject { key: Some(k), .. } => Ok(Cred::Inject(k.expose())),
+        Auth::Inject { env, key: None } => Err(NoKey::Unset {
+            message: format!(
+                "modelgate has no API key for provider `{}`: the environment variable {env} named by its api_key_env is not set in modelgate's environment. Set it and restart modelgate, or remove api_key_env to forward the client's own key.",
+                p.name
+            ),
+        }),
+    }
 }
 
 /// A header that could not be built (a value Pingora refuses).

@@ -1,0 +1,154 @@
+//! What a model call's body says, read without decoding more than needed:
+//! the system prompt, the last user message's text, the message count
+//! (`Prompt`), Gemini's generation config, and whether structured output
+//! was asked for.
+
+use std::borrow::Cow;
+
+use serde::Deserialize;
+use serde_json::value::RawValue;
+
+use crate::body::JsonBody;
+use crate::dialect::{Api, Dialect};
+
+pub(super) fn has_response_format(b: &JsonBody) -> bool {
+    // Chat Completions `response_format`, or the Responses API's
+    // `text.format`, of a type other than plain text.
+    #[derive(Deserialize)]
+    struct Text<'a> {
+        #[serde(borrow)]
+        format: Option<Format<'a>>,
+    }
+    #[derive(Deserialize)]
+    struct Format<'a> {
+        #[serde(borrow, rename = "type")]
+        kind: Option<Cow<'a, str>>,
+    }
+    let structured = |f: Format<'_>| f.kind.as_deref().is_some_and(|k| k != "text");
+    let chat = b.field("response_format").and_then(|v| serde_json::from_str::<Option<Format<'_>>>(v.get()).ok()).flatten();
+    let responses = b.field("text").and_then(|t| serde_json::from_str::<Text<'_>>(t.get()).ok()).and_then(|t| t.format);
+    chat.or(responses).is_some_and(structured)
+}
+
+/// Gemini's `generationConfig` (camelCase or snake_case).
+#[derive(Deserialize)]
+pub(super) struct GeminiConfig {
+    #[serde(alias = "max_output_tokens", rename = "maxOutputTokens")]
+    pub(super) max_output_tokens: Option<u64>,
+    #[serde(alias = "response_mime_type", rename = "responseMimeType")]
+    pub(super) response_mime_type: Option<String>,
+    #[serde(alias = "response_schema", rename = "responseSchema")]
+    pub(super) response_schema: Option<serde::de::IgnoredAny>,
+    #[serde(alias = "response_json_schema", rename = "responseJsonSchema")]
+    pub(super) response_json_schema: Option<serde::de::IgnoredAny>,
+}
+
+impl GeminiConfig {
+    pub(super) fn read(b: &JsonBody) -> Option<Self> {
+        let raw = b.field("generationConfig").or_else(|| b.field("generation_config"))?;
+        serde_json::from_str(raw.get()).ok()
+    }
+
+    pub(super) fn structured(&self) -> bool {
+        self.response_mime_type.as_deref() == Some("application/json") || self.response_schema.is_some() || self.response_json_schema.is_some()
+    }
+}
+
+/// One message, with its content left as raw JSON (Gemini: `parts`).
+#[derive(Deserialize)]
+pub(super) struct Msg<'a> {
+    #[serde(borrow, default)]
+    pub role: Option<Cow<'a, str>>,
+    #[serde(borrow, default, alias = "parts")]
+    pub content: Option<&'a RawValue>,
+}
+
+#[derive(Deserialize)]
+pub(super) struct Part<'a> {
+    #[serde(borrow, default)]
+    pub(super) text: Option<Cow<'a, str>>,
+}
+
+/// The text of a message content: a string, the `text` of its parts, or of
+/// the `parts` of a Gemini content object.
+pub(super) fn text_of(raw: &RawValue) -> String {
+    let s = raw.get().trim_start();
+    if s.starts_with('{') {
+        #[derive(Deserialize)]
+        struct Content<'a> {
+            #[serde(borrow)]
+            parts: Option<&'a RawValue>,
+        }
+        serde_json::from_str::<Content<'_>>(s).ok().and_then(|c| c.parts).map(text_of).unwrap_or_default()
+    } else if s.starts_with('"') {
+        serde_json::from_str::<String>(s).unwrap_or_default()
+    } else if s.starts_with('[') {
+        let parts: Vec<Part<'_>> = serde_json::from_str(s).unwrap_or_default();
+        let texts: Vec<&str> = parts.iter().filter_map(|p| p.text.as_deref()).collect();
+        texts.join("\n")
+    } else {
+        String::new()
+    }
+}
+
+pub(super) fn is_system(role: Option<&str>) -> bool {
+    matches!(role, Some("system" | "developer"))
+}
+
+/// What the scorer and task rules read from the prompt.
+#[derive(Default)]
+pub(super) struct Prompt {
+    pub(super) last_user: String,
+    /// Conversation messages, system prompts not counted.
+    pub(super) messages: usize,
+    pub(super) system: String,
+}
+
+impl Prompt {
+    pub(super) fn read(b: &JsonBody, api: Api, dialect: Dialect, want_system: bool) -> Prompt {
+        let mut p = Prompt::default();
+        let list_field = match api {
+            Api::ChatCompletions | Api::Messages => "messages",
+            Api::Responses => "input",
+            Api::Completions => "prompt",
+            Api::Embeddings => "input",
+            Api::GenerateContent => "contents",
+            Api::Other => return p,
+        };
+        let Some(raw) = b.field(list_field) else { return p };
+        if raw.get().trim_start().starts_with('"') {
+            p.last_user = text_of(raw);
+            p.messages = 1;
+        } else if matches!(api, Api::ChatCompletions | Api::Messages | Api::Responses | Api::GenerateContent) {
+            let msgs: Vec<Msg<'_>> = serde_json::from_str(raw.get()).unwrap_or_default();
+            p.messages = msgs.iter().filter(|m| !is_system(m.role.as_deref())).count();
+            // The last user message with text (tool results carry none).
+            p.last_user = msgs
+                .iter()
+                .rev()
+                .filter(|m| m.role.as_deref() == Some("user"))
+                .filter_map(|m| m.content.map(text_of))
+                .find(|t| !t.is_empty())
+                .unwrap_or_default();
+            if want_system {
+                let texts: Vec<String> = msgs.iter().filter(|m| is_system(m.role.as_deref())).filter_map(|m| m.content.map(text_of)).collect();
+                p.system = texts.join("\n");
+            }
+        }
+        if want_system {
+            let extra = match (dialect, api) {
+                (Dialect::Anthropic, _) => b.field("system"),
+                (_, Api::Responses) => b.field("instructions"),
+                (_, Api::GenerateContent) => b.field("systemInstruction").or_else(|| b.field("system_instruction")),
+                _ => None,
+            };
+            if let Some(s) = extra {
+                let t = text_of(s);
+                if !t.is_empty() {
+                    p.system = if p.system.is_empty() { t } else { format!("{t}\n{}", p.system) };
+                }
+            }
+        }
+        p
+    }
+}
