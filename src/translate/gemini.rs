@@ -98,10 +98,6 @@ pub fn read_request(v: &Value) -> Result<Chat, GatewayError> {
             c.system.push(text);
         }
     }
-    // Function responses name their call; give each call an id and match
-    // responses to the oldest open call of that name.
-    let mut open: Vec<(String, String)> = Vec::new();
-    let mut calls = 0usize;
     let contents = top.get("contents").ok_or_else(|| bad("`contents` is required: the conversation as a list of {role, parts}"))?;
     let contents: Vec<Value> = match contents {
         Value::Array(a) => a.clone(),
@@ -109,7 +105,23 @@ pub fn read_request(v: &Value) -> Result<Chat, GatewayError> {
         o @ Value::Object(_) => vec![o.clone()],
         _ => return Err(bad("`contents` must be a list of {role, parts}")),
     };
-    for content in &contents {
+    c.messages = read_contents(&contents)?;
+    c.tools = read_tools(top.get("tools"))?;
+    if let Some(tc) = top.get("toolConfig") {
+        c.tool_choice = read_tool_config(tc)?;
+    }
+    read_generation_config(&fields(top.get("generationConfig").unwrap_or(&Value::Null)), &mut c)?;
+    c.stream_usage = true;
+    Ok(c)
+}
+
+/// The conversation. Function responses name their call: each call gets an
+/// id, and a response is matched to the oldest open call of its name.
+fn read_contents(contents: &[Value]) -> Result<Vec<Message>, GatewayError> {
+    let mut open: Vec<(String, String)> = Vec::new();
+    let mut calls = 0usize;
+    let mut messages = Vec::new();
+    for content in contents {
         let content = fields(content);
         let role = match content.get("role").and_then(Value::as_str) {
             Some("model") => Role::Assistant,
@@ -162,9 +174,15 @@ pub fn read_request(v: &Value) -> Result<Chat, GatewayError> {
                 return Err(bad(format!("part `{k}` cannot be translated (text, inlineData and fileData images, functionCall and functionResponse can)")));
             }
         }
-        c.messages.push(Message { role, parts });
+        messages.push(Message { role, parts });
     }
-    for t in top.get("tools").and_then(Value::as_array).into_iter().flatten() {
+    Ok(messages)
+}
+
+/// `tools`: function declarations (Gemini's built-in tools cannot be translated).
+fn read_tools(tools: Option<&Value>) -> Result<Vec<Tool>, GatewayError> {
+    let mut out = Vec::new();
+    for t in tools.and_then(Value::as_array).into_iter().flatten() {
         let t = fields(t);
         for k in t.keys() {
             if k != "functionDeclarations" {
@@ -178,28 +196,35 @@ pub fn read_request(v: &Value) -> Result<Chat, GatewayError> {
                 (_, Some(s)) if s.is_object() => json_schema(s),
                 _ => json!({"type": "object", "properties": {}}),
             };
-            c.tools.push(Tool {
+            out.push(Tool {
                 name: f.get("name").and_then(Value::as_str).unwrap_or_default().to_string(),
                 description: f.get("description").and_then(Value::as_str).map(str::to_string),
                 parameters,
             });
         }
     }
-    if let Some(tc) = top.get("toolConfig") {
-        let fc = fields(fields(tc).get("functionCallingConfig").unwrap_or(&Value::Null));
-        let names: Vec<&str> = fc.get("allowedFunctionNames").and_then(Value::as_array).into_iter().flatten().filter_map(Value::as_str).collect();
-        c.tool_choice = match fc.get("mode").and_then(Value::as_str) {
-            Some("NONE") => Some(ToolChoice::None),
-            Some("ANY") if names.len() == 1 => Some(ToolChoice::Tool(names[0].to_string())),
-            Some("ANY") if names.len() > 1 => {
-                return Err(bad("functionCallingConfig ANY with several allowedFunctionNames cannot be translated; allow one function or all"))
-            }
-            Some("ANY") => Some(ToolChoice::Required),
-            Some("AUTO" | "VALIDATED") => Some(ToolChoice::Auto),
-            _ => None,
-        };
-    }
-    let g = fields(top.get("generationConfig").unwrap_or(&Value::Null));
+    Ok(out)
+}
+
+/// `toolConfig.functionCallingConfig` as a tool choice.
+fn read_tool_config(tc: &Value) -> Result<Option<ToolChoice>, GatewayError> {
+    let fc = fields(fields(tc).get("functionCallingConfig").unwrap_or(&Value::Null));
+    let names: Vec<&str> = fc.get("allowedFunctionNames").and_then(Value::as_array).into_iter().flatten().filter_map(Value::as_str).collect();
+    Ok(match fc.get("mode").and_then(Value::as_str) {
+        Some("NONE") => Some(ToolChoice::None),
+        Some("ANY") if names.len() == 1 => Some(ToolChoice::Tool(names[0].to_string())),
+        Some("ANY") if names.len() > 1 => {
+            return Err(bad("functionCallingConfig ANY with several allowedFunctionNames cannot be translated; allow one function or all"))
+        }
+        Some("ANY") => Some(ToolChoice::Required),
+        Some("AUTO" | "VALIDATED") => Some(ToolChoice::Auto),
+        _ => None,
+    })
+}
+
+/// `generationConfig`: sampling, stops, structured output; what cannot be
+/// carried is dropped or refused.
+fn read_generation_config(g: &Map<String, Value>, c: &mut Chat) -> Result<(), GatewayError> {
     for k in g.keys() {
         match k.as_str() {
             "maxOutputTokens" | "temperature" | "topP" | "stopSequences" | "candidateCount" | "responseMimeType" | "responseSchema" | "responseJsonSchema"
@@ -235,8 +260,7 @@ pub fn read_request(v: &Value) -> Result<Chat, GatewayError> {
         (None | Some("text/plain"), None) => None,
         (Some(other), _) => return Err(bad(format!("responseMimeType `{other}` cannot be translated (text/plain and application/json can)"))),
     };
-    c.stream_usage = true;
-    Ok(c)
+    Ok(())
 }
 
 /// The text of a `{parts: [{text}]}` content (system instructions).
