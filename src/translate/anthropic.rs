@@ -104,6 +104,55 @@ fn block(b: &Value) -> Result<Option<Part>, GatewayError> {
 }
 
 pub fn write_request(c: &Chat, default_max: u64) -> Result<Value, GatewayError> {
+    let mut out = Map::new();
+    out.insert("model".into(), json!(c.model));
+    out.insert("max_tokens".into(), json!(c.max_tokens.unwrap_or(default_max)));
+    if !c.system.is_empty() {
+        out.insert("system".into(), json!(c.system.join("\n\n")));
+    }
+    out.insert("messages".into(), Value::Array(write_messages(c)?));
+    if let Some(t) = c.temperature {
+        // OpenAI allows 0–2, Anthropic 0–1.
+        out.insert("temperature".into(), json!(t.min(1.0)));
+    }
+    if let Some(p) = c.top_p {
+        out.insert("top_p".into(), json!(p));
+    }
+    if !c.stop.is_empty() {
+        out.insert("stop_sequences".into(), json!(c.stop));
+    }
+    if let Some(f) = &c.json {
+        write_json_tool(c, f, &mut out)?;
+    }
+    if !c.tools.is_empty() {
+        let tools: Vec<Value> = c
+            .tools
+            .iter()
+            .map(|t| {
+                let mut v = json!({"name": t.name, "input_schema": t.parameters});
+                if let Some(d) = &t.description {
+                    v["description"] = json!(d);
+                }
+                v
+            })
+            .collect();
+        out.insert("tools".into(), Value::Array(tools));
+    }
+    if let Some(ch) = tool_choice(c) {
+        out.insert("tool_choice".into(), ch);
+    }
+    if let Some(u) = &c.user {
+        out.insert("metadata".into(), json!({"user_id": u}));
+    }
+    if c.stream {
+        out.insert("stream".into(), json!(true));
+    }
+    Ok(Value::Object(out))
+}
+
+/// The turns as Anthropic content blocks, consecutive turns of one role
+/// merged (Anthropic wants them alternating).
+fn write_messages(c: &Chat) -> Result<Vec<Value>, GatewayError> {
     let mut messages: Vec<Value> = Vec::new();
     for m in &c.messages {
         let role = match m.role {
@@ -136,56 +185,32 @@ pub fn write_request(c: &Chat, default_max: u64) -> Result<Value, GatewayError> 
             _ => messages.push(json!({"role": role, "content": blocks})),
         }
     }
-    let mut out = Map::new();
-    out.insert("model".into(), json!(c.model));
-    out.insert("max_tokens".into(), json!(c.max_tokens.unwrap_or(default_max)));
-    if !c.system.is_empty() {
-        out.insert("system".into(), json!(c.system.join("\n\n")));
-    }
-    out.insert("messages".into(), Value::Array(messages));
-    if let Some(t) = c.temperature {
-        // OpenAI allows 0–2, Anthropic 0–1.
-        out.insert("temperature".into(), json!(t.min(1.0)));
-    }
-    if let Some(p) = c.top_p {
-        out.insert("top_p".into(), json!(p));
-    }
-    if !c.stop.is_empty() {
-        out.insert("stop_sequences".into(), json!(c.stop));
-    }
-    if let Some(f) = &c.json {
-        // Anthropic has no JSON mode: the answer is the input of a tool the
-        // model must call, turned back into text on the way out.
-        if !c.tools.is_empty() {
-            return Err(bad("structured output together with tools cannot be carried to an Anthropic model (it is carried as a forced tool call); route this request to an OpenAI- or Gemini-dialect model or drop one of them"));
-        }
-        let schema = match f {
-            JsonFormat::Object => json!({"type": "object"}),
-            JsonFormat::Schema { schema, .. } => schema.clone(),
-        };
-        if schema["type"] != "object" {
-            return Err(bad("structured output for an Anthropic model needs a JSON schema whose root is an object (`\"type\": \"object\"`)"));
-        }
-        out.insert(
-            "tools".into(),
-            json!([{"name": JSON_TOOL, "description": "Give the answer as this tool's input, which follows the JSON schema.", "input_schema": schema}]),
-        );
-        out.insert("tool_choice".into(), json!({"type": "tool", "name": JSON_TOOL}));
-    }
+    Ok(messages)
+}
+
+/// Structured output: Anthropic has no JSON mode, so the answer is the
+/// input of a tool the model must call, turned back into text on the way out.
+fn write_json_tool(c: &Chat, f: &JsonFormat, out: &mut Map<String, Value>) -> Result<(), GatewayError> {
     if !c.tools.is_empty() {
-        let tools: Vec<Value> = c
-            .tools
-            .iter()
-            .map(|t| {
-                let mut v = json!({"name": t.name, "input_schema": t.parameters});
-                if let Some(d) = &t.description {
-                    v["description"] = json!(d);
-                }
-                v
-            })
-            .collect();
-        out.insert("tools".into(), Value::Array(tools));
+        return Err(bad("structured output together with tools cannot be carried to an Anthropic model (it is carried as a forced tool call); route this request to an OpenAI- or Gemini-dialect model or drop one of them"));
     }
+    let schema = match f {
+        JsonFormat::Object => json!({"type": "object"}),
+        JsonFormat::Schema { schema, .. } => schema.clone(),
+    };
+    if schema["type"] != "object" {
+        return Err(bad("structured output for an Anthropic model needs a JSON schema whose root is an object (`\"type\": \"object\"`)"));
+    }
+    out.insert(
+        "tools".into(),
+        json!([{"name": JSON_TOOL, "description": "Give the answer as this tool's input, which follows the JSON schema.", "input_schema": schema}]),
+    );
+    out.insert("tool_choice".into(), json!({"type": "tool", "name": JSON_TOOL}));
+    Ok(())
+}
+
+/// The client's tool choice (and `parallel_tool_calls: false`) as Anthropic's.
+fn tool_choice(c: &Chat) -> Option<Value> {
     let mut choice = match &c.tool_choice {
         Some(ToolChoice::Auto) => Some(json!({"type": "auto"})),
         Some(ToolChoice::None) => Some(json!({"type": "none"})),
@@ -197,16 +222,7 @@ pub fn write_request(c: &Chat, default_max: u64) -> Result<Value, GatewayError> 
         let ch = choice.get_or_insert_with(|| json!({"type": "auto"}));
         ch["disable_parallel_tool_use"] = json!(true);
     }
-    if let Some(ch) = choice {
-        out.insert("tool_choice".into(), ch);
-    }
-    if let Some(u) = &c.user {
-        out.insert("metadata".into(), json!({"user_id": u}));
-    }
-    if c.stream {
-        out.insert("stream".into(), json!(true));
-    }
-    Ok(Value::Object(out))
+    choice
 }
 
 fn finish_of(s: &str) -> Finish {
