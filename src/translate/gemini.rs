@@ -301,7 +301,50 @@ fn image_part(url: &str) -> Value {
 }
 
 pub fn write_request(c: &mut Chat) -> Result<Value, GatewayError> {
-    // Function responses are matched to their call by name.
+    let mut out = Map::new();
+    out.insert("contents".into(), Value::Array(write_contents(c)?));
+    if !c.system.is_empty() {
+        out.insert("systemInstruction".into(), json!({"parts": [{"text": c.system.join("\n\n")}]}));
+    }
+    if !c.tools.is_empty() {
+        let decls: Vec<Value> = c
+            .tools
+            .iter()
+            .map(|t| {
+                let mut d = json!({"name": t.name, "parametersJsonSchema": t.parameters});
+                if let Some(desc) = &t.description {
+                    d["description"] = json!(desc);
+                }
+                d
+            })
+            .collect();
+        out.insert("tools".into(), json!([{"functionDeclarations": decls}]));
+    }
+    if let Some(tc) = &c.tool_choice {
+        let fc = match tc {
+            ToolChoice::Auto => json!({"mode": "AUTO"}),
+            ToolChoice::None => json!({"mode": "NONE"}),
+            ToolChoice::Required => json!({"mode": "ANY"}),
+            ToolChoice::Tool(n) => json!({"mode": "ANY", "allowedFunctionNames": [n]}),
+        };
+        out.insert("toolConfig".into(), json!({"functionCallingConfig": fc}));
+    }
+    let g = generation_config(c);
+    if !g.is_empty() {
+        out.insert("generationConfig".into(), Value::Object(g));
+    }
+    if c.user.is_some() {
+        c.dropped.push("user");
+    }
+    if c.parallel_tool_calls == Some(false) && !c.tools.is_empty() {
+        c.dropped.push("parallel_tool_calls");
+    }
+    Ok(Value::Object(out))
+}
+
+/// The turns as Gemini contents (consecutive turns of one role merged);
+/// function responses are matched to their call by name.
+fn write_contents(c: &Chat) -> Result<Vec<Value>, GatewayError> {
     let mut names: Vec<(&str, &str)> = Vec::new();
     let mut contents: Vec<Value> = Vec::new();
     for m in &c.messages {
@@ -341,34 +384,11 @@ pub fn write_request(c: &mut Chat) -> Result<Value, GatewayError> {
             _ => contents.push(json!({"role": role, "parts": parts})),
         }
     }
-    let mut out = Map::new();
-    out.insert("contents".into(), Value::Array(contents));
-    if !c.system.is_empty() {
-        out.insert("systemInstruction".into(), json!({"parts": [{"text": c.system.join("\n\n")}]}));
-    }
-    if !c.tools.is_empty() {
-        let decls: Vec<Value> = c
-            .tools
-            .iter()
-            .map(|t| {
-                let mut d = json!({"name": t.name, "parametersJsonSchema": t.parameters});
-                if let Some(desc) = &t.description {
-                    d["description"] = json!(desc);
-                }
-                d
-            })
-            .collect();
-        out.insert("tools".into(), json!([{"functionDeclarations": decls}]));
-    }
-    if let Some(tc) = &c.tool_choice {
-        let fc = match tc {
-            ToolChoice::Auto => json!({"mode": "AUTO"}),
-            ToolChoice::None => json!({"mode": "NONE"}),
-            ToolChoice::Required => json!({"mode": "ANY"}),
-            ToolChoice::Tool(n) => json!({"mode": "ANY", "allowedFunctionNames": [n]}),
-        };
-        out.insert("toolConfig".into(), json!({"functionCallingConfig": fc}));
-    }
+    Ok(contents)
+}
+
+/// `generationConfig`: sampling, stops, structured output.
+fn generation_config(c: &Chat) -> Map<String, Value> {
     let mut g = Map::new();
     if let Some(n) = c.max_tokens {
         g.insert("maxOutputTokens".into(), json!(n));
@@ -392,16 +412,7 @@ pub fn write_request(c: &mut Chat) -> Result<Value, GatewayError> {
         }
         None => {}
     }
-    if !g.is_empty() {
-        out.insert("generationConfig".into(), Value::Object(g));
-    }
-    if c.user.is_some() {
-        c.dropped.push("user");
-    }
-    if c.parallel_tool_calls == Some(false) && !c.tools.is_empty() {
-        c.dropped.push("parallel_tool_calls");
-    }
-    Ok(Value::Object(out))
+    g
 }
 
 fn finish_of(s: &str, tools: bool) -> Finish {
