@@ -65,47 +65,9 @@ pub fn read_request(v: &Value) -> Result<Chat, GatewayError> {
         return Err(bad("`n` > 1 (several choices) cannot be served by an Anthropic model"));
     }
     for m in v["messages"].as_array().ok_or_else(|| bad("`messages` must be an array"))? {
-        let role = m["role"].as_str().unwrap_or("");
-        match role {
-            "system" | "developer" => c.system.push(text_of(&m["content"])),
-            "user" => c.messages.push(Message { role: Role::User, parts: user_parts(&m["content"])? }),
-            "assistant" => {
-                let mut parts = Vec::new();
-                let text = text_of(&m["content"]);
-                if !text.is_empty() {
-                    parts.push(Part::Text(text));
-                }
-                for t in m["tool_calls"].as_array().into_iter().flatten() {
-                    parts.push(Part::ToolCall {
-                        id: t["id"].as_str().unwrap_or_default().to_string(),
-                        name: t["function"]["name"].as_str().unwrap_or_default().to_string(),
-                        arguments: t["function"]["arguments"].as_str().unwrap_or("{}").to_string(),
-                    });
-                }
-                c.messages.push(Message { role: Role::Assistant, parts });
-            }
-            "tool" => c.messages.push(Message {
-                role: Role::User,
-                parts: vec![Part::ToolResult {
-                    id: m["tool_call_id"].as_str().unwrap_or_default().to_string(),
-                    content: text_of(&m["content"]),
-                    is_error: false,
-                }],
-            }),
-            other => return Err(bad(format!("message role `{other}` cannot be translated (expected system, developer, user, assistant or tool)"))),
-        }
+        read_message(m, &mut c)?;
     }
-    for t in v["tools"].as_array().into_iter().flatten() {
-        if t["type"] != "function" {
-            return Err(bad(format!("tool type `{}` cannot be translated; only function tools can", t["type"].as_str().unwrap_or("?"))));
-        }
-        let f = &t["function"];
-        c.tools.push(Tool {
-            name: f["name"].as_str().unwrap_or_default().to_string(),
-            description: f["description"].as_str().map(str::to_string),
-            parameters: if f["parameters"].is_object() { f["parameters"].clone() } else { json!({"type": "object", "properties": {}}) },
-        });
-    }
+    c.tools = read_tools(v)?;
     c.tool_choice = match &v["tool_choice"] {
         Value::String(s) if s == "auto" => Some(ToolChoice::Auto),
         Value::String(s) if s == "none" => Some(ToolChoice::None),
@@ -136,6 +98,53 @@ pub fn read_request(v: &Value) -> Result<Chat, GatewayError> {
         Some(other) => return Err(bad(format!("response_format type `{other}` cannot be translated (text, json_object and json_schema can)"))),
     };
     Ok(c)
+}
+
+/// One message: system prompts, user and assistant turns, tool results.
+fn read_message(m: &Value, c: &mut Chat) -> Result<(), GatewayError> {
+    let role = m["role"].as_str().unwrap_or("");
+    match role {
+        "system" | "developer" => c.system.push(text_of(&m["content"])),
+        "user" => c.messages.push(Message { role: Role::User, parts: user_parts(&m["content"])? }),
+        "assistant" => {
+            let mut parts = Vec::new();
+            let text = text_of(&m["content"]);
+            if !text.is_empty() {
+                parts.push(Part::Text(text));
+            }
+            for t in m["tool_calls"].as_array().into_iter().flatten() {
+                parts.push(Part::ToolCall {
+                    id: t["id"].as_str().unwrap_or_default().to_string(),
+                    name: t["function"]["name"].as_str().unwrap_or_default().to_string(),
+                    arguments: t["function"]["arguments"].as_str().unwrap_or("{}").to_string(),
+                });
+            }
+            c.messages.push(Message { role: Role::Assistant, parts });
+        }
+        "tool" => c.messages.push(Message {
+            role: Role::User,
+            parts: vec![Part::ToolResult { id: m["tool_call_id"].as_str().unwrap_or_default().to_string(), content: text_of(&m["content"]), is_error: false }],
+        }),
+        other => return Err(bad(format!("message role `{other}` cannot be translated (expected system, developer, user, assistant or tool)"))),
+    }
+    Ok(())
+}
+
+/// Function tools (others cannot be translated).
+fn read_tools(v: &Value) -> Result<Vec<Tool>, GatewayError> {
+    let mut tools = Vec::new();
+    for t in v["tools"].as_array().into_iter().flatten() {
+        if t["type"] != "function" {
+            return Err(bad(format!("tool type `{}` cannot be translated; only function tools can", t["type"].as_str().unwrap_or("?"))));
+        }
+        let f = &t["function"];
+        tools.push(Tool {
+            name: f["name"].as_str().unwrap_or_default().to_string(),
+            description: f["description"].as_str().map(str::to_string),
+            parameters: if f["parameters"].is_object() { f["parameters"].clone() } else { json!({"type": "object", "properties": {}}) },
+        });
+    }
+    Ok(tools)
 }
 
 /// Chat Completions' `response_format` for a structured-output request.
