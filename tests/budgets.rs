@@ -149,7 +149,11 @@ async fn downgrade_mode_serves_every_excess_request_with_the_cheap_model() {
     let log = mg.wait_access_log(300);
     assert_eq!(log.iter().filter(|r| r["downgraded_by"] == "gpt-4o-day").count(), cheap);
     let m = mg.metrics();
-    assert_eq!(common::metric_sum(&m, "modelgate_budget_warnings_total", &[("budget", "gpt-4o-day"), ("level", "warn")]), 1.0);
+    // The warning fires once, when the spend crossed warn_at (50 % of $0.30).
+    // Under heavy load worst-case reservations can move requests to the
+    // cheap model before the spend gets there; then it must not fire.
+    let warned = if f(&b["spent_usd"]) >= 0.15 { 1.0 } else { 0.0 };
+    assert_eq!(common::metric_sum(&m, "modelgate_budget_warnings_total", &[("budget", "gpt-4o-day"), ("level", "warn")]), warned, "spent {}", b["spent_usd"]);
     assert_eq!(common::metric_sum(&m, "modelgate_budget_exceeded_total", &[("budget", "gpt-4o-day"), ("action", "downgrade")]), cheap as f64);
 }
 
