@@ -162,6 +162,13 @@ async fn sigint_ends_streams_at_once_but_still_settles_them() {
 
 const TIMEOUTS: &str = "client_timeouts: { header_ms: 1000, body_idle_ms: 800, body_total_ms: 1500, keepalive_ms: 1000 }\n";
 
+/// A chat request head declaring `length` body bytes, then the first of them.
+fn post_head(length: u64, body_start: &[u8]) -> Vec<u8> {
+    let mut r = format!("POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: {length}\r\n\r\n").into_bytes();
+    r.extend_from_slice(body_start);
+    r
+}
+
 /// Read until the server closes; the time it took and what it sent.
 fn read_until_closed(s: &mut TcpStream, limit: Duration) -> (Duration, String) {
     let started = Instant::now();
@@ -220,7 +227,7 @@ async fn a_stalled_body_gets_408_at_the_body_idle_timeout() {
     let mock = Mock::start().await;
     let mg = Modelgate::start(&mini(&mock).raw(TIMEOUTS).build());
     let mut s = TcpStream::connect(host(&mg.gateway)).unwrap();
-    s.write_all(b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n{\"model\":").unwrap();
+    s.write_all(&post_head(100, b"{\"model\":")).unwrap();
     let (took, got) = read_until_closed(&mut s, Duration::from_secs(10));
     assert!(got.starts_with("HTTP/1.1 408"), "{got}");
     assert!(got.contains("body_idle_ms"), "{got}");
@@ -233,7 +240,7 @@ async fn a_trickled_body_gets_408_at_the_body_total_timeout() {
     let mock = Mock::start().await;
     let mg = Modelgate::start(&mini(&mock).raw(TIMEOUTS).build());
     let mut s = TcpStream::connect(host(&mg.gateway)).unwrap();
-    s.write_all(b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 1000\r\n\r\n").unwrap();
+    s.write_all(&post_head(1000, b"")).unwrap();
     let started = Instant::now();
     let mut writer = s.try_clone().unwrap();
     let trickle = std::thread::spawn(move || {
@@ -273,7 +280,7 @@ async fn a_declared_oversized_body_gets_413_at_once() {
     let mg = Modelgate::start(&mini(&mock).raw("max_body_bytes: 1000000").build());
     let mut s = TcpStream::connect(host(&mg.gateway)).unwrap();
     let started = Instant::now();
-    s.write_all(b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 10000000000\r\n\r\n{\"model\":").unwrap();
+    s.write_all(&post_head(10_000_000_000, b"{\"model\":")).unwrap();
     s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
     let mut buf = [0u8; 4096];
     let n = s.read(&mut buf).unwrap();

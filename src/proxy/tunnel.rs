@@ -80,29 +80,15 @@ where
                 let _ = client.shutdown().await;
             }
             Ev::FromClient(Err(_)) | Ev::FromUpstream(Err(_)) => break,
+            // A peer that stops reading stalls the write: the same limit.
             Ev::FromClient(Ok(n)) => {
-                // A peer that stops reading stalls the write: the same limit.
-                if !matches!(
-                    tokio::time::timeout(idle, async {
-                        upstream.write_all(&a[..n]).await?;
-                        upstream.flush().await
-                    })
-                    .await,
-                    Ok(Ok(()))
-                ) {
+                if !write_within(upstream, &a[..n], idle).await {
                     break;
                 }
                 up += n as u64;
             }
             Ev::FromUpstream(Ok(n)) => {
-                if !matches!(
-                    tokio::time::timeout(idle, async {
-                        client.write_all(&b[..n]).await?;
-                        client.flush().await
-                    })
-                    .await,
-                    Ok(Ok(()))
-                ) {
+                if !write_within(client, &b[..n], idle).await {
                     break;
                 }
                 down += n as u64;
@@ -110,6 +96,18 @@ where
         }
     }
     (up, down, false)
+}
+
+/// Write and flush `data` within `limit`; false when the peer failed or stalled.
+async fn write_within<W: AsyncWrite + Unpin>(w: &mut W, data: &[u8], limit: Duration) -> bool {
+    matches!(
+        tokio::time::timeout(limit, async {
+            w.write_all(data).await?;
+            w.flush().await
+        })
+        .await,
+        Ok(Ok(()))
+    )
 }
 
 #[cfg(test)]
