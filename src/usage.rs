@@ -99,30 +99,9 @@ impl RawUsage {
             && self.candidates_token_count.is_none()
     }
 
+    /// In disjoint counts, as `dialect` reports usage.
     pub fn normalize(&self, dialect: Dialect) -> Usage {
-        match dialect {
-            Dialect::OpenAi => {
-                let total = self.prompt_tokens.or(self.input_tokens).unwrap_or(0);
-                let cached = self.prompt_tokens_details.or(self.input_tokens_details).and_then(|d| d.cached_tokens).unwrap_or(0).min(total);
-                Usage { input: total - cached, cached_input: cached, cache_write: 0, output: self.completion_tokens.or(self.output_tokens).unwrap_or(0) }
-            }
-            Dialect::Anthropic => Usage {
-                input: self.input_tokens.unwrap_or(0),
-                cached_input: self.cache_read_input_tokens.unwrap_or(0),
-                cache_write: self.cache_creation_input_tokens.unwrap_or(0),
-                output: self.output_tokens.unwrap_or(0),
-            },
-            Dialect::Gemini => {
-                let total = self.prompt_token_count.unwrap_or(0) + self.tool_use_prompt_token_count.unwrap_or(0);
-                let cached = self.cached_content_token_count.unwrap_or(0).min(total);
-                Usage {
-                    input: total - cached,
-                    cached_input: cached,
-                    cache_write: 0,
-                    output: self.candidates_token_count.unwrap_or(0) + self.thoughts_token_count.unwrap_or(0),
-                }
-            }
-        }
+        dialect.spec().usage(self)
     }
 }
 
@@ -234,14 +213,6 @@ impl UsageCarrier {
         choices + delta + gemini
     }
 
-    /// Whether this event ends the answer (Anthropic `message_stop`,
-    /// Responses `response.completed` / `.incomplete` / `.failed`, a Gemini
-    /// chunk with a `finishReason`).
-    pub fn is_terminal(&self) -> bool {
-        matches!(self.kind.as_deref(), Some("message_stop" | "response.completed" | "response.incomplete" | "response.failed"))
-            || self.candidates.iter().flatten().any(|c| c.finish_reason.is_some())
-    }
-
     /// Whether this event reports an error (Anthropic `type: error`,
     /// OpenAI / Gemini `{"error": …}`, Responses `error` / `response.failed`).
     pub fn is_error(&self) -> bool {
@@ -290,12 +261,12 @@ mod tests {
     #[test]
     fn gemini_usage_metadata_counts_cached_inside_prompt_and_thoughts_as_output() {
         let c = UsageCarrier::parse(br#"{"candidates":[{"content":{"role":"model","parts":[{"text":"Hi"}]},"finishReason":"STOP"}],"usageMetadata":{"promptTokenCount":1200,"candidatesTokenCount":300,"cachedContentTokenCount":200,"thoughtsTokenCount":50,"totalTokenCount":1550}}"#).unwrap();
-        assert!(c.is_terminal());
+        assert!(Dialect::Gemini.spec().is_terminal(&c));
         assert_eq!(c.text_bytes(), 2);
         let u = c.usages().last().unwrap().normalize(Dialect::Gemini);
         assert_eq!(u, Usage { input: 1000, cached_input: 200, cache_write: 0, output: 350 });
         let first = UsageCarrier::parse(br#"{"candidates":[{"content":{"parts":[{"text":"Hi"}]}}],"usageMetadata":{"promptTokenCount":9}}"#).unwrap();
-        assert!(!first.is_terminal());
+        assert!(!Dialect::Gemini.spec().is_terminal(&first));
     }
 
     #[test]

@@ -4,13 +4,17 @@
 //! A client is always answered in its own dialect: an OpenAI SDK gets
 //! `{"error": {...}}`, an Anthropic SDK gets `{"type": "error", ...}`.
 
+mod anthropic;
+mod gemini;
+mod openai;
 pub mod sse;
 pub mod wire;
 
 use std::fmt;
 
 use bytes::Bytes;
-use serde_json::json;
+
+pub use wire::classify_path;
 
 /// A wire dialect (and provider kind). OpenRouter and Ollama speak `OpenAi`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -99,6 +103,15 @@ pub struct Incoming {
 }
 
 impl Incoming {
+    /// A request to `rest` (under the provider's base path) with the client's query.
+    pub(crate) fn plain(dialect: Dialect, api: Api, rest: &str, query: Option<&str>) -> Incoming {
+        let upstream_path = match query {
+            Some(q) => format!("{rest}?{q}"),
+            None => rest.to_string(),
+        };
+        Incoming { dialect, api, upstream_path, path_model: None, path_stream: false, provider: None }
+    }
+
     /// The path under the provider's base path for an attempt at `model`
     /// (its upstream id): Gemini generate calls name the model in the path.
     pub fn upstream_path_for(&self, model: Option<&str>) -> String {
@@ -112,60 +125,6 @@ impl Incoming {
     pub fn gemini_array_stream(&self) -> bool {
         self.api == Api::GenerateContent && self.path_stream && !self.upstream_path.contains("alt=sse")
     }
-}
-
-/// Map a gateway path to its dialect and API.
-///
-/// - `/v1/...` is OpenAI (`base_url` of OpenAI-kind providers ends in `/v1`,
-///   as the openai SDK's does), so `/v1/chat/completions` → `{base}/chat/completions`.
-/// - `/anthropic/v1/...` and `/v1/messages...` are Anthropic (`base_url`
-///   without `/v1`, as the anthropic SDK's), so the `/v1/...` part is kept.
-/// - `/gemini/v1beta/...` (and `/gemini/v1/...`) is Gemini (`base_url` of
-///   Gemini providers ends in `/v1beta`); `models/{model}:generateContent`
-///   and `:streamGenerateContent` are routed on the model in the path.
-pub fn classify_path(path: &str, query: Option<&str>) -> Option<Incoming> {
-    let with_query = |p: &str| match query {
-        Some(q) => format!("{p}?{q}"),
-        None => p.to_string(),
-    };
-    let plain = |dialect, api, rest: &str| Incoming { dialect, api, upstream_path: with_query(rest), path_model: None, path_stream: false, provider: None };
-    let anthropic = |rest: &str| plain(Dialect::Anthropic, if rest == "/v1/messages" { Api::Messages } else { Api::Other }, rest);
-    if let Some(rest) = path.strip_prefix("/gemini") {
-        let rest = rest.strip_prefix("/v1beta").or_else(|| rest.strip_prefix("/v1")).filter(|r| r.starts_with('/'))?;
-        let generate = rest
-            .strip_prefix("/models/")
-            .and_then(|m| m.rsplit_once(':'))
-            .filter(|(m, method)| !m.is_empty() && !m.contains('/') && matches!(*method, "generateContent" | "streamGenerateContent"));
-        return Some(match generate {
-            Some((model, method)) => Incoming {
-                dialect: Dialect::Gemini,
-                api: Api::GenerateContent,
-                upstream_path: with_query(&format!(":{method}")),
-                path_model: Some(model.to_string()),
-                path_stream: method == "streamGenerateContent",
-                provider: None,
-            },
-            None => plain(Dialect::Gemini, Api::Other, rest),
-        });
-    }
-    if let Some(rest) = path.strip_prefix("/anthropic") {
-        if rest.starts_with("/v1/") {
-            return Some(anthropic(rest));
-        }
-        return None;
-    }
-    if path == "/v1/messages" || path.starts_with("/v1/messages/") {
-        return Some(anthropic(path));
-    }
-    let rest = path.strip_prefix("/v1").filter(|r| r.starts_with('/'))?;
-    let api = match rest {
-        "/chat/completions" => Api::ChatCompletions,
-        "/responses" => Api::Responses,
-        "/completions" => Api::Completions,
-        "/embeddings" => Api::Embeddings,
-        _ => Api::Other,
-    };
-    Some(plain(Dialect::OpenAi, api, rest))
 }
 
 /// What went wrong, in terms both dialects can express.
@@ -227,35 +186,7 @@ impl GatewayError {
 
     /// The error body in the client's dialect.
     pub fn body(&self, dialect: Dialect) -> Bytes {
-        let v = match dialect {
-            Dialect::OpenAi => {
-                let ty = match self.kind {
-                    ErrorKind::InvalidRequest | ErrorKind::NotFound | ErrorKind::TooLarge => "invalid_request_error",
-                    ErrorKind::Authentication => "authentication_error",
-                    ErrorKind::PermissionDenied => "permission_error",
-                    ErrorKind::RateLimited => "rate_limit_error",
-                    // OpenAI's own type for a spent quota.
-                    ErrorKind::BudgetExceeded => "insufficient_quota",
-                    ErrorKind::Upstream | ErrorKind::Timeout | ErrorKind::Internal | ErrorKind::Unavailable => "server_error",
-                };
-                json!({"error": {"message": self.message, "type": ty, "param": null, "code": self.code}})
-            }
-            Dialect::Anthropic => {
-                let ty = match self.kind {
-                    ErrorKind::InvalidRequest => "invalid_request_error",
-                    ErrorKind::Authentication => "authentication_error",
-                    ErrorKind::PermissionDenied => "permission_error",
-                    ErrorKind::NotFound => "not_found_error",
-                    ErrorKind::TooLarge => "request_too_large",
-                    ErrorKind::RateLimited | ErrorKind::BudgetExceeded => "rate_limit_error",
-                    ErrorKind::Timeout => "timeout_error",
-                    ErrorKind::Upstream | ErrorKind::Internal | ErrorKind::Unavailable => "api_error",
-                };
-                json!({"type": "error", "error": {"type": ty, "message": self.message}})
-            }
-            Dialect::Gemini => json!({"error": {"code": self.status, "message": self.message, "status": self.kind.grpc_status()}}),
-        };
-        Bytes::from(v.to_string())
+        Bytes::from(dialect.spec().error_body(self).to_string())
     }
 }
 

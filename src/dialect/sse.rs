@@ -2,14 +2,32 @@
 //! they complete, read usage from them, and drop the usage-only chunk that
 //! modelgate asked for on the client's behalf. Events are forwarded as soon as
 //! their terminating blank line arrives; nothing waits for the end.
+//!
+//! This is the one SSE splitter, and each event's data is parsed once: to
+//! the usage fields alone when the stream passes through, or to a JSON
+//! value (read for usage, then handed to the translator) when it is
+//! translated.
 
 use bytes::{Bytes, BytesMut};
+use serde::Deserialize;
+use serde_json::Value;
 
+use super::Dialect;
 use crate::usage::{RawUsage, UsageCarrier};
+
+/// The data of an event passed on, for a translator.
+#[derive(Debug)]
+pub enum Data {
+    /// OpenAI's `data: [DONE]`.
+    Done,
+    Json(Value),
+}
 
 /// Observes (and optionally filters) one SSE response stream.
 #[derive(Debug)]
 pub struct StreamTap {
+    /// The provider's dialect (which event ends its streams).
+    dialect: Dialect,
     buf: BytesMut,
     /// Where to resume looking for an event boundary in `buf`.
     scanned: usize,
@@ -28,10 +46,14 @@ pub struct StreamTap {
     /// The provider sent an error event (passed on: it is the client's
     /// explanation).
     pub error_event: bool,
-    /// Keep the `data:` of each event passed on (for a translator, which
-    /// then needs no second split).
+    /// Events with data seen (comments and keep-alives not counted).
+    pub data_events: u64,
+    /// The first event with data was the provider's error event: its data.
+    pub first_error: Option<Vec<u8>>,
+    /// Keep the parsed data of each event passed on (for a translator,
+    /// which then needs no second split or parse).
     collect: bool,
-    data: Vec<Vec<u8>>,
+    data: Vec<Data>,
 }
 
 /// Length of the first complete event in `buf` (delimiter included), looking
@@ -66,8 +88,9 @@ pub(crate) fn data_of(event: &[u8]) -> Vec<u8> {
 impl StreamTap {
     /// `drop_usage_only`: remove OpenAI's final `choices: []` usage chunk
     /// (set when modelgate added `stream_options.include_usage` itself).
-    pub fn new(drop_usage_only: bool) -> Self {
+    pub fn new(dialect: Dialect, drop_usage_only: bool) -> Self {
         Self {
+            dialect,
             buf: BytesMut::new(),
             scanned: 0,
             usage: RawUsage::default(),
@@ -77,6 +100,8 @@ impl StreamTap {
             text_bytes: 0,
             malformed: false,
             error_event: false,
+            data_events: 0,
+            first_error: None,
             collect: false,
             data: Vec::new(),
         }
@@ -89,7 +114,7 @@ impl StreamTap {
     }
 
     /// The data of the events passed on since the last call.
-    pub fn take_data(&mut self) -> Vec<Vec<u8>> {
+    pub fn take_data(&mut self) -> Vec<Data> {
         std::mem::take(&mut self.data)
     }
 
@@ -151,38 +176,67 @@ impl StreamTap {
     fn observe(&mut self, event: &[u8]) -> bool {
         self.events += 1;
         let data = data_of(event);
-        let keep = self.judge(&data);
-        if keep && self.collect {
-            self.data.push(data);
+        if data.first() != Some(&b'{') {
+            return self.judge_text(&data);
+        }
+        self.data_events += 1;
+        let (carrier, value) = match self.collect {
+            // Translated: one parse to a value, which the translator reads.
+            true => match serde_json::from_slice::<Value>(&data) {
+                Ok(v) => (UsageCarrier::deserialize(&v).ok(), Some(v)),
+                Err(_) => return self.broken(),
+            },
+            false => match UsageCarrier::parse(&data) {
+                Some(c) => (Some(c), None),
+                // Valid JSON of an unexpected shape passes; broken JSON does not.
+                None if serde_json::from_slice::<serde::de::IgnoredAny>(&data).is_ok() => (None, None),
+                None => return self.broken(),
+            },
+        };
+        let keep = carrier.is_none_or(|c| self.judge(&c, &data));
+        if keep {
+            if let Some(v) = value {
+                self.data.push(Data::Json(v));
+            }
         }
         keep
     }
 
-    /// What the event's data says; false when it must not reach the client.
-    fn judge(&mut self, data: &[u8]) -> bool {
-        if data.first() != Some(&b'{') {
-            match data {
-                b"[DONE]" => self.terminal = true,
-                // Comments, keep-alives, `event:`-only lines.
-                d if d.iter().all(u8::is_ascii_whitespace) => {}
-                _ => {
-                    self.malformed = true;
-                    return false;
+    /// An event whose data is not JSON: `[DONE]`, or nothing (comments,
+    /// keep-alives, `event:`-only); anything else is malformed.
+    fn judge_text(&mut self, data: &[u8]) -> bool {
+        match data {
+            b"[DONE]" => {
+                self.data_events += 1;
+                self.terminal = true;
+                if self.collect {
+                    self.data.push(Data::Done);
                 }
+                true
             }
-            return true;
+            d if d.iter().all(u8::is_ascii_whitespace) => true,
+            _ => {
+                self.data_events += 1;
+                self.broken()
+            }
         }
-        let Some(c) = UsageCarrier::parse(data) else {
-            // Valid JSON of an unexpected shape passes; broken JSON does not.
-            if serde_json::from_slice::<serde::de::IgnoredAny>(data).is_err() {
-                self.malformed = true;
-                return false;
-            }
-            return true;
-        };
+    }
+
+    fn broken(&mut self) -> bool {
+        self.malformed = true;
+        false
+    }
+
+    /// What a JSON event says; false when it must not reach the client.
+    fn judge(&mut self, c: &UsageCarrier, data: &[u8]) -> bool {
         self.text_bytes += c.text_bytes();
-        self.terminal |= c.is_terminal();
-        self.error_event |= c.is_error();
+        self.terminal |= self.dialect.spec().is_terminal(c);
+        if c.is_error() {
+            if self.data_events == 1 {
+                self.first_error = Some(data.to_vec());
+            }
+            self.error_event = true;
+        }
         for u in c.usages() {
             self.usage.merge(u);
         }
@@ -203,7 +257,7 @@ data: [DONE]\n\n";
 
     #[test]
     fn drops_usage_only_chunk_but_keeps_its_usage() {
-        let mut tap = StreamTap::new(true);
+        let mut tap = StreamTap::new(Dialect::OpenAi, true);
         let mut out = Vec::new();
         // Feed in awkward 7-byte pieces: boundaries inside events and delimiters.
         for piece in OPENAI.as_bytes().chunks(7) {
@@ -221,7 +275,7 @@ data: [DONE]\n\n";
 
     #[test]
     fn forwards_everything_byte_identical_when_not_dropping() {
-        let mut tap = StreamTap::new(false);
+        let mut tap = StreamTap::new(Dialect::OpenAi, false);
         let mut out = Vec::new();
         for piece in OPENAI.as_bytes().chunks(5) {
             out.extend_from_slice(&tap.feed(piece));
@@ -233,7 +287,7 @@ data: [DONE]\n\n";
 
     #[test]
     fn anthropic_text_and_tool_deltas_are_measured_and_message_stop_ends() {
-        let mut tap = StreamTap::new(false);
+        let mut tap = StreamTap::new(Dialect::Anthropic, false);
         tap.feed(
             b"event: content_block_delta\ndata: {\"type\":\"content_block_delta\",\"index\":0,\"delta\":{\"type\":\"text_delta\",\"text\":\"Hello\"}}\n\n",
         );
@@ -245,8 +299,25 @@ data: [DONE]\n\n";
     }
 
     #[test]
+    fn the_first_event_is_found_however_the_stream_is_cut() {
+        let stream = b": keep-alive\n\ndata: {\"a\":1}\r\n\r\ndata: {\"b\":2}\n\n";
+        for cut in 1..stream.len() {
+            let mut tap = StreamTap::new(Dialect::OpenAi, false);
+            let mut out = tap.feed(&stream[..cut]).to_vec();
+            if tap.data_events == 0 {
+                out.extend_from_slice(&tap.feed(&stream[cut..]));
+            }
+            assert!(tap.data_events >= 1, "cut at {cut}");
+            assert!(out.ends_with(b"data: {\"a\":1}\r\n\r\n") || out.ends_with(b"data: {\"b\":2}\n\n"), "cut at {cut}");
+        }
+        let mut tap = StreamTap::new(Dialect::OpenAi, false);
+        tap.feed(b"data: {\"error\":{\"message\":\"overloaded\"}}\n\n");
+        assert_eq!(tap.first_error.as_deref(), Some(&b"{\"error\":{\"message\":\"overloaded\"}}"[..]));
+    }
+
+    #[test]
     fn an_event_is_released_as_soon_as_it_completes() {
-        let mut tap = StreamTap::new(false);
+        let mut tap = StreamTap::new(Dialect::OpenAi, false);
         assert!(tap.feed(b"event: ping\r\ndata: {}\r\n").is_empty());
         assert_eq!(&tap.feed(b"\r\nevent: x")[..], b"event: ping\r\ndata: {}\r\n\r\n");
     }

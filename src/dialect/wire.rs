@@ -1,16 +1,29 @@
-//! One place per dialect for what its wire looks like outside the message
-//! bodies: how a key is sent, the version header, the chat endpoint a
+//! The registry of wire dialects: one [`Spec`] per dialect says what its
+//! wire looks like outside the message bodies — how a key is sent, the
+//! version header, the gateway paths it claims, the chat endpoint a
 //! translated call goes to, where transparent mode maps its host's paths,
-//! which request headers belong to it, the default health-check path, and
-//! how a stream error event is framed. Bodies (requests, answers, streams,
-//! errors) are translated in `crate::translate::<dialect>`; usage is
-//! normalised in `crate::usage`.
+//! which request headers belong to it, the default health-check path, its
+//! error body and stream error event, how its usage is normalised and which
+//! event ends its streams. Each dialect's spec is in `src/dialect/<name>.rs`;
+//! its request, answer and stream translation in `src/translate/<name>.rs`.
 //!
-//! A new provider dialect adds a [`Dialect`] variant, one [`Spec`] here,
-//! its reader and writer in `src/translate/`, and its answers in the test
-//! mock (`tests/common/mock`).
+//! A new provider dialect adds a [`Dialect`] variant, its `Spec` file, one
+//! line in [`SPECS`], its translator, and its answers in the test mock
+//! (`tests/common/mock`).
 
-use super::Dialect;
+use serde_json::Value;
+
+use super::{Dialect, GatewayError, Incoming};
+use crate::usage::{RawUsage, Usage, UsageCarrier};
+
+/// Whether a gateway path is a dialect's.
+pub enum Claim {
+    No,
+    /// The dialect's prefix with a path it does not serve (no other
+    /// dialect may take it).
+    Invalid,
+    Yes(Incoming),
+}
 
 /// What a dialect's requests and streams carry besides their bodies.
 pub struct Spec {
@@ -27,52 +40,28 @@ pub struct Spec {
     /// paths under (`/v1/chat/completions` on api.openai.com → `/v1/chat/completions`).
     pub gateway_prefix: &'static str,
     /// The chat endpoint (under the provider's base path) of a translated call.
-    chat_endpoint: fn(model: &str, stream: bool) -> String,
+    pub(super) chat_endpoint: fn(model: &str, stream: bool) -> String,
     /// The health check's default path (from the host root), given the
     /// provider's base path.
-    health_path: fn(base_path: &str) -> String,
+    pub(super) health_path: fn(base_path: &str) -> String,
     /// The SSE event that carries an error (`event: error` for Anthropic).
-    error_event_name: Option<&'static str>,
+    pub(super) error_event_name: Option<&'static str>,
+    /// An error modelgate answers with, in this dialect's shape.
+    pub(super) error_body: fn(&GatewayError) -> Value,
+    /// Usage as this dialect reports it, in disjoint counts.
+    pub(super) usage: fn(&RawUsage) -> Usage,
+    /// Whether a (JSON) stream event ends the answer.
+    pub(super) is_terminal: fn(&UsageCarrier) -> bool,
+    /// Which gateway paths are this dialect's.
+    pub(super) claim: fn(path: &str, query: Option<&str>) -> Claim,
 }
 
-const OPENAI: Spec = Spec {
-    auth_header: "authorization",
-    auth_prefix: "Bearer ",
-    version_header: None,
-    header_prefix: "openai-",
-    gateway_prefix: "/v1",
-    chat_endpoint: |_, _| "/chat/completions".to_string(),
-    health_path: |base| format!("{base}/models"),
-    error_event_name: None,
-};
-
-const ANTHROPIC: Spec = Spec {
-    auth_header: "x-api-key",
-    auth_prefix: "",
-    version_header: Some(("anthropic-version", "2023-06-01")),
-    header_prefix: "anthropic-",
-    gateway_prefix: "/anthropic",
-    chat_endpoint: |_, _| "/v1/messages".to_string(),
-    health_path: |_| "/v1/models".to_string(),
-    error_event_name: Some("error"),
-};
-
-const GEMINI: Spec = Spec {
-    auth_header: "x-goog-api-key",
-    auth_prefix: "",
-    version_header: None,
-    header_prefix: "x-goog-",
-    gateway_prefix: "/gemini/v1beta",
-    chat_endpoint: |model, stream| match stream {
-        true => format!("/models/{model}:streamGenerateContent?alt=sse"),
-        false => format!("/models/{model}:generateContent"),
-    },
-    health_path: |base| format!("{base}/models"),
-    error_event_name: None,
-};
-
 /// The registry, indexed by [`Dialect`].
-const SPECS: [&Spec; Dialect::COUNT] = [&OPENAI, &ANTHROPIC, &GEMINI];
+const SPECS: [&Spec; Dialect::COUNT] = [&super::openai::SPEC, &super::anthropic::SPEC, &super::gemini::SPEC];
+
+/// The order in which dialects claim a gateway path (`/v1/messages` is
+/// Anthropic's before `/v1` is OpenAI's).
+const CLAIM_ORDER: [Dialect; Dialect::COUNT] = [Dialect::Gemini, Dialect::Anthropic, Dialect::OpenAi];
 
 impl Dialect {
     pub fn spec(self) -> &'static Spec {
@@ -81,7 +70,20 @@ impl Dialect {
 }
 
 /// Headers that carry a client's API key, in any dialect.
-pub const AUTH_HEADERS: [&str; Dialect::COUNT] = [OPENAI.auth_header, ANTHROPIC.auth_header, GEMINI.auth_header];
+pub const AUTH_HEADERS: [&str; Dialect::COUNT] = [SPECS[0].auth_header, SPECS[1].auth_header, SPECS[2].auth_header];
+
+/// Map a gateway path to its dialect and API: the first dialect (in
+/// [`CLAIM_ORDER`]) that claims it.
+pub fn classify_path(path: &str, query: Option<&str>) -> Option<Incoming> {
+    for d in CLAIM_ORDER {
+        match (d.spec().claim)(path, query) {
+            Claim::No => continue,
+            Claim::Invalid => return None,
+            Claim::Yes(incoming) => return Some(incoming),
+        }
+    }
+    None
+}
 
 impl Spec {
     /// The auth header's value for `key`.
@@ -100,6 +102,21 @@ impl Spec {
 
     pub fn health_path(&self, base_path: &str) -> String {
         (self.health_path)(base_path)
+    }
+
+    /// An error modelgate answers with, in this dialect's shape.
+    pub fn error_body(&self, e: &GatewayError) -> Value {
+        (self.error_body)(e)
+    }
+
+    /// A usage object of this dialect in disjoint counts.
+    pub fn usage(&self, u: &RawUsage) -> Usage {
+        (self.usage)(u)
+    }
+
+    /// Whether a stream event of this dialect ends the answer.
+    pub fn is_terminal(&self, c: &UsageCarrier) -> bool {
+        (self.is_terminal)(c)
     }
 
     /// An event that ends a stream with `error_body` (the error in this

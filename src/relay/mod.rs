@@ -6,13 +6,13 @@
 //! else that can replay a response (a cached answer, a canned one), which
 //! then goes through the same relay, translation and accounting.
 
+mod pump;
 mod settle;
+mod source;
 
-use std::collections::VecDeque;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
-use async_trait::async_trait;
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use pingora::connectors::http::Connector;
 use pingora::http::ResponseHeader;
 use pingora_proxy::Session;
@@ -20,7 +20,7 @@ use pingora_proxy::Session;
 use crate::budget::{Budgets, Hold};
 use crate::config::{Breaker, Provider, Snapshot};
 use crate::dialect::sse::StreamTap;
-use crate::dialect::{Dialect, ErrorKind, GatewayError};
+use crate::dialect::{ErrorKind, GatewayError};
 use crate::drain::AbortSignal;
 use crate::metrics;
 use crate::policy::{Attempt, Facts};
@@ -29,86 +29,15 @@ use crate::translate::{self, Wire};
 use crate::upstream::attempts::Served;
 use crate::upstream::health::Health;
 use crate::upstream::request::internal;
-use crate::upstream::retry::Fetched;
-use crate::upstream::{AttemptError, Exchange};
+use crate::upstream::AttemptError;
 use crate::usage::UsageCarrier;
 
+use pump::{stream_error_event, Pump};
 pub use settle::settle;
+pub use source::{Canned, Response, Source};
 
 /// Response headers never relayed as they are.
 const DROP_RESPONSE: &[&str] = &["content-length", "transfer-encoding", "connection", "keep-alive", "proxy-connection", "te", "trailer", "upgrade"];
-
-/// Where a relayed response's bytes come from.
-#[async_trait]
-pub trait Source: Send {
-    fn header(&self) -> &ResponseHeader;
-    /// The next piece of the body; `None` at its end.
-    async fn chunk(&mut self) -> Result<Option<Bytes>, AttemptError>;
-    /// How long the exchange has run.
-    fn elapsed(&self) -> Duration;
-    /// Done with it (a live exchange goes back to the connection pool when
-    /// it was read to the end).
-    async fn finish(self: Box<Self>, connector: &Connector);
-}
-
-#[async_trait]
-impl Source for Exchange {
-    fn header(&self) -> &ResponseHeader {
-        &self.header
-    }
-    async fn chunk(&mut self) -> Result<Option<Bytes>, AttemptError> {
-        Exchange::chunk(self).await
-    }
-    fn elapsed(&self) -> Duration {
-        self.started.elapsed()
-    }
-    async fn finish(self: Box<Self>, connector: &Connector) {
-        Exchange::finish(*self, connector).await
-    }
-}
-
-/// A response held in memory (a cached or canned answer).
-pub struct Canned {
-    header: ResponseHeader,
-    chunks: VecDeque<Bytes>,
-    started: Instant,
-}
-
-impl Canned {
-    pub fn new(header: ResponseHeader, chunks: impl IntoIterator<Item = Bytes>) -> Self {
-        Canned { header, chunks: chunks.into_iter().collect(), started: Instant::now() }
-    }
-}
-
-#[async_trait]
-impl Source for Canned {
-    fn header(&self) -> &ResponseHeader {
-        &self.header
-    }
-    async fn chunk(&mut self) -> Result<Option<Bytes>, AttemptError> {
-        Ok(self.chunks.pop_front())
-    }
-    fn elapsed(&self) -> Duration {
-        self.started.elapsed()
-    }
-    async fn finish(self: Box<Self>, _connector: &Connector) {}
-}
-
-/// An accepted response: read whole (JSON), or a stream whose first event
-/// has been read.
-pub enum Response {
-    Whole { src: Box<dyn Source>, body: Bytes },
-    Stream { src: Box<dyn Source>, first: Bytes },
-}
-
-impl From<Fetched> for Response {
-    fn from(f: Fetched) -> Self {
-        match f {
-            Fetched::Body { ex, body } => Response::Whole { src: Box::new(ex), body },
-            Fetched::Stream { ex, first } => Response::Stream { src: Box::new(ex), first },
-        }
-    }
-}
 
 /// The try being answered and its reservation.
 pub struct Answering<'a, 's> {
@@ -119,22 +48,12 @@ pub struct Answering<'a, 's> {
     /// A model call (JSON body): accounted and written to the ledger.
     pub model_call: bool,
     pub translated: Option<(Wire, translate::Chat)>,
-    pub drop_usage_only: bool,
     pub breaker: Breaker,
 }
 
 impl<'a, 's> Answering<'a, 's> {
     pub fn of(s: Served<'s>, snap: &'a Snapshot, model_call: bool) -> (Self, Response) {
-        let a = Answering {
-            attempt: s.attempt,
-            provider: s.provider,
-            hold: s.hold,
-            snap,
-            model_call,
-            translated: s.translated,
-            drop_usage_only: s.drop_usage_only,
-            breaker: s.breaker,
-        };
+        let a = Answering { attempt: s.attempt, provider: s.provider, hold: s.hold, snap, model_call, translated: s.translated, breaker: s.breaker };
         (a, s.fetched.into())
     }
 }
@@ -160,7 +79,7 @@ impl Relay<'_> {
     ) -> Result<(), Stop> {
         match resp {
             Response::Whole { src, body } => self.whole(session, src, body, a, facts, cx).await,
-            Response::Stream { src, first } => self.stream(session, src, first, a, facts, cx, abort).await,
+            Response::Stream { src, tap, first } => self.stream(session, src, tap, first, a, facts, cx, abort).await,
         }
     }
 
@@ -236,6 +155,7 @@ impl Relay<'_> {
         &self,
         session: &mut Session,
         mut src: Box<dyn Source>,
+        tap: Box<StreamTap>,
         first: Bytes,
         mut a: Answering<'_, '_>,
         facts: &Facts<'_>,
@@ -252,21 +172,18 @@ impl Relay<'_> {
             settle(self.budgets, &mut a, facts, ok, None, 0, cx).await;
             return Err(Stop::ClientGone);
         }
-        let mut pump = Pump::new(&a);
-        let mut next = Some(Ok(Some(first)));
+        let (mut pump, first) = Pump::new(&a, tap, first);
+        let mut next = Some(first);
         loop {
             let chunk = match next.take() {
-                Some(c) => c,
+                Some(out) => Ok(Some(out)),
                 None => tokio::select! {
-                    c = src.chunk() => c,
+                    c = src.chunk() => c.map(|c| c.map(|c| pump.feed(&c))),
                     _ = abort.fired() => Err(AttemptError::Shutdown),
                 },
             };
             let (out, last) = match chunk {
-                Ok(Some(c)) => {
-                    let out = pump.feed(&c);
-                    (out, pump.failed.is_some())
-                }
+                Ok(Some(out)) => (out, pump.failed.is_some()),
                 Ok(None) => (pump.end(), true),
                 Err(e) => {
                     // A connection that closes mid-body is a cut stream.
@@ -324,85 +241,5 @@ impl Relay<'_> {
         cx.trail.error = Some(reason.to_string());
         let err = GatewayError::new(502, ErrorKind::Upstream, reason, format!("the answer from {} broke off: {why}", a.attempt.model_label()));
         let _ = session.write_response_body(Some(stream_error_event(cx.dialect, &err)), true).await;
-    }
-}
-
-/// A stream on its way through: split and observed (usage, end, errors),
-/// translated when the client speaks another format.
-struct Pump {
-    tap: StreamTap,
-    tr: Option<translate::Translator>,
-    max_event: usize,
-    settled: bool,
-    /// The upstream ended (cleanly or not).
-    ended: bool,
-    /// Why the stream failed after it was committed, if it did.
-    failed: Option<(&'static str, String)>,
-}
-
-impl Pump {
-    fn new(a: &Answering<'_, '_>) -> Self {
-        let tr = a.translated.as_ref().map(|(client, chat)| translate::Translator::new(Wire::of_provider(a.provider.kind), *client, chat));
-        let tap = match tr {
-            Some(_) => StreamTap::new(a.drop_usage_only).collecting(),
-            None => StreamTap::new(a.drop_usage_only),
-        };
-        Pump { tap, tr, max_event: a.snap.limits.max_event_bytes, settled: false, ended: false, failed: None }
-    }
-
-    /// What to send the client for a piece of the upstream stream.
-    fn feed(&mut self, chunk: &[u8]) -> Bytes {
-        let mut out = self.tap.feed(chunk);
-        if let Some(t) = self.tr.as_mut() {
-            out = t.feed_data(self.tap.take_data());
-        }
-        if self.tap.malformed {
-            self.failed = Some(("malformed", "the provider sent an event that is not valid JSON".into()));
-        } else if self.tap.pending() > self.max_event {
-            self.failed = Some(("event_too_large", format!("the provider sent an event larger than {} bytes (limits.max_event_bytes)", self.max_event)));
-        }
-        out
-    }
-
-    /// The upstream stream ended: its tail (and the client format's
-    /// closing events when it ended properly), or a cut.
-    fn end(&mut self) -> Bytes {
-        self.ended = true;
-        let mut tail = self.tap.finish();
-        if let Some(t) = self.tr.as_mut() {
-            // An unterminated last event is not translated (it may be cut).
-            self.tap.take_data();
-            let mut b = BytesMut::new();
-            // Close the client's stream only when the provider's ended properly.
-            if self.tap.terminal {
-                b.extend_from_slice(&t.finish());
-            }
-            tail = b.freeze();
-        }
-        if !self.tap.terminal && !self.tap.error_event {
-            self.failed = Some(("cut", "the provider's stream ended before the answer was complete".into()));
-        }
-        tail
-    }
-}
-
-/// An error event that ends a stream, in the client's dialect.
-fn stream_error_event(dialect: Dialect, e: &GatewayError) -> Bytes {
-    Bytes::from(dialect.spec().error_event(&String::from_utf8_lossy(&e.body(dialect))))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[tokio::test]
-    async fn a_canned_source_replays_its_header_and_chunks_in_order() {
-        let header = ResponseHeader::build(200, None).unwrap();
-        let mut src: Box<dyn Source> = Box::new(Canned::new(header, [Bytes::from_static(b"data: a\n\n"), Bytes::from_static(b"data: b\n\n")]));
-        assert_eq!(src.header().status.as_u16(), 200);
-        assert_eq!(src.chunk().await.unwrap().as_deref(), Some(&b"data: a\n\n"[..]));
-        assert_eq!(src.chunk().await.unwrap().as_deref(), Some(&b"data: b\n\n"[..]));
-        assert!(src.chunk().await.unwrap().is_none());
-        src.finish(&Connector::new(None)).await;
     }
 }

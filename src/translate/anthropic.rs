@@ -295,9 +295,8 @@ pub struct Reader {
 }
 
 impl super::StreamReader for Reader {
-    fn read(&mut self, data: &[u8]) -> Vec<Event> {
+    fn read(&mut self, v: &Value) -> Vec<Event> {
         let mut out = Vec::new();
-        let Ok(v) = serde_json::from_slice::<Value>(data) else { return out };
         match v["type"].as_str() {
             Some("message_start") => {
                 let m = &v["message"];

@@ -510,9 +510,8 @@ pub struct Reader {
 }
 
 impl super::StreamReader for Reader {
-    fn read(&mut self, data: &[u8]) -> Vec<Event> {
+    fn read(&mut self, v: &Value) -> Vec<Event> {
         let mut out = Vec::new();
-        let Ok(v) = serde_json::from_slice::<Value>(data) else { return out };
         if let Some(e) = v.get("error") {
             out.push(Event::Error { kind: ErrorKind::Upstream, message: e["message"].as_str().unwrap_or("upstream stream error").to_string() });
             return out;
@@ -526,7 +525,7 @@ impl super::StreamReader for Reader {
         }
         // Gemini sends each call whole: its start and all its arguments.
         let mut index = self.calls;
-        for p in candidate_parts(&v, &mut self.calls) {
+        for p in candidate_parts(v, &mut self.calls) {
             match p {
                 Part::Text(t) => out.push(Event::Text(t)),
                 Part::ToolCall { id, name, arguments } => {

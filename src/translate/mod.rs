@@ -17,6 +17,7 @@ mod responses;
 use bytes::{Bytes, BytesMut};
 use serde_json::{json, Value};
 
+use crate::dialect::sse::Data;
 use crate::dialect::{Api, Dialect, ErrorKind, GatewayError};
 use crate::usage::Usage;
 
@@ -309,8 +310,12 @@ pub struct Translator {
 
 /// Reads one provider dialect's stream events into neutral [`Event`]s.
 pub(crate) trait StreamReader: Send {
-    /// The events one provider event (its `data:`) says.
-    fn read(&mut self, data: &[u8]) -> Vec<Event>;
+    /// The events one provider event (its `data:`, parsed) says.
+    fn read(&mut self, data: &Value) -> Vec<Event>;
+    /// The events of OpenAI's `data: [DONE]`.
+    fn done(&mut self) -> Vec<Event> {
+        Vec::new()
+    }
 }
 
 /// Writes neutral [`Event`]s as one client format's stream.
@@ -353,23 +358,16 @@ impl Translator {
         }
     }
 
-    /// Translate complete provider events (bytes as passed by the stream tap).
-    pub fn feed(&mut self, events: &[u8]) -> Bytes {
-        let mut data = Vec::new();
-        let mut pos = 0;
-        while let Some(end) = crate::dialect::sse::event_end(events, pos) {
-            data.push(crate::dialect::sse::data_of(&events[pos..end]));
-            pos = end;
-        }
-        self.feed_data(data)
-    }
-
-    /// Translate provider events given by their `data:` (as the stream tap
-    /// collected them: no second split).
-    pub fn feed_data(&mut self, events: Vec<Vec<u8>>) -> Bytes {
+    /// Translate provider events given by their parsed `data:` (as the
+    /// stream tap collected them: no second split or parse).
+    pub fn feed_data(&mut self, events: Vec<Data>) -> Bytes {
         let mut out = BytesMut::new();
         for data in events {
-            for e in self.reader.read(&data) {
+            let said = match &data {
+                Data::Done => self.reader.done(),
+                Data::Json(v) => self.reader.read(v),
+            };
+            for e in said {
                 if let Some(e) = self.unwrap_json(e) {
                     self.writer.write(&e, &mut out);
                 }

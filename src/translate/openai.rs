@@ -336,13 +336,12 @@ pub struct Reader {
 }
 
 impl super::StreamReader for Reader {
-    fn read(&mut self, data: &[u8]) -> Vec<Event> {
+    fn done(&mut self) -> Vec<Event> {
+        vec![Event::End]
+    }
+
+    fn read(&mut self, v: &Value) -> Vec<Event> {
         let mut out = Vec::new();
-        if data == b"[DONE]" {
-            out.push(Event::End);
-            return out;
-        }
-        let Ok(v) = serde_json::from_slice::<Value>(data) else { return out };
         if let Some(e) = v.get("error") {
             out.push(Event::Error { kind: ErrorKind::Upstream, message: e["message"].as_str().unwrap_or("upstream stream error").to_string() });
             return out;

@@ -3,6 +3,14 @@ use serde_json::json;
 
 use super::*;
 
+/// Translate complete provider events, split and parsed as the relay's
+/// stream tap does.
+fn feed(t: &mut Translator, events: &[u8]) -> Bytes {
+    let mut tap = crate::dialect::sse::StreamTap::new(Dialect::OpenAi, false).collecting();
+    tap.feed(events);
+    t.feed_data(tap.take_data())
+}
+
 fn to_json(b: &Bytes) -> Value {
     serde_json::from_slice(b).unwrap()
 }
@@ -147,12 +155,12 @@ fn answers_and_errors_keep_content_finish_and_usage() {
 fn stream(provider: Wire, client: Wire, sse: &str, step: usize) -> String {
     let chat = Chat { model: "m".into(), stream: true, stream_usage: true, ..Default::default() };
     let mut t = Translator::new(provider, client, &chat);
-    let mut tap = crate::dialect::sse::StreamTap::new(false);
+    let mut tap = crate::dialect::sse::StreamTap::new(Dialect::OpenAi, false);
     let mut out = Vec::new();
     for piece in sse.as_bytes().chunks(step.max(1)) {
-        out.extend_from_slice(&t.feed(&tap.feed(piece)));
+        out.extend_from_slice(&feed(&mut t, &tap.feed(piece)));
     }
-    out.extend_from_slice(&t.feed(&tap.finish()));
+    out.extend_from_slice(&feed(&mut t, &tap.finish()));
     out.extend_from_slice(&t.finish());
     String::from_utf8(out).unwrap()
 }
@@ -235,7 +243,7 @@ fn streams_translate_event_by_event_both_ways() {
     // Output is produced as events arrive, not at the end.
     let chat = Chat { model: "m".into(), ..Default::default() };
     let mut t = Translator::new(Wire::Messages, Wire::Chat, &chat);
-    let first = t.feed(b"event: message_start\ndata: {\"type\":\"message_start\",\"message\":{\"id\":\"msg_1\",\"model\":\"c\",\"usage\":{\"input_tokens\":1}}}\n\nevent: content_block_delta\ndata: {\"type\":\"content_block_delta\",\"index\":0,\"delta\":{\"type\":\"text_delta\",\"text\":\"Hi\"}}\n\n");
+    let first = feed(&mut t, b"event: message_start\ndata: {\"type\":\"message_start\",\"message\":{\"id\":\"msg_1\",\"model\":\"c\",\"usage\":{\"input_tokens\":1}}}\n\nevent: content_block_delta\ndata: {\"type\":\"content_block_delta\",\"index\":0,\"delta\":{\"type\":\"text_delta\",\"text\":\"Hi\"}}\n\n");
     assert!(String::from_utf8_lossy(&first).contains("\"content\":\"Hi\""));
 }
 
@@ -293,7 +301,7 @@ proptest! {
             let _ = answer(&bytes, from, to, &Chat::default());
             let _ = error(&bytes, 500, from.dialect(), to.dialect());
             let mut t = Translator::new(from, to, &Chat::default());
-            let _ = t.feed(&bytes);
+            let _ = feed(&mut t, &bytes);
             let _ = t.finish();
         }
     }
@@ -567,8 +575,8 @@ fn a_responses_client_gets_responses_stream_events() {
     let args: Vec<String> = vec!["{\"a\":".into(), "1}".into()];
     let chat = Chat { model: "m".into(), stream: true, ..Default::default() };
     let mut t = Translator::new(Wire::Messages, Wire::Responses, &chat);
-    let mut tap = crate::dialect::sse::StreamTap::new(false);
-    let mut out = t.feed(&tap.feed(anthropic_sse(&text, &args).as_bytes())).to_vec();
+    let mut tap = crate::dialect::sse::StreamTap::new(Dialect::OpenAi, false);
+    let mut out = feed(&mut t, &tap.feed(anthropic_sse(&text, &args).as_bytes())).to_vec();
     out.extend_from_slice(&t.finish());
     let sse = String::from_utf8(out).unwrap();
     let (text, args, status, last) = responses_assemble(&sse);
@@ -600,9 +608,9 @@ fn structured_output_reaches_anthropic_as_a_forced_tool_and_comes_back_as_text()
     assert_eq!(o["choices"][0]["finish_reason"], "stop");
     // Streamed: argument fragments become content deltas.
     let mut t = Translator::new(Wire::Messages, Wire::Chat, &Chat { stream: true, ..chat.clone() });
-    let mut tap = crate::dialect::sse::StreamTap::new(false);
+    let mut tap = crate::dialect::sse::StreamTap::new(Dialect::OpenAi, false);
     let sse = anthropic_sse(&[], &["{\"city\":".into(), "\"Paris\"}".into()]).replace("\"name\":\"f\"", &format!("\"name\":\"{JSON_TOOL}\""));
-    let mut out = t.feed(&tap.feed(sse.as_bytes())).to_vec();
+    let mut out = feed(&mut t, &tap.feed(sse.as_bytes())).to_vec();
     out.extend_from_slice(&t.finish());
     let (text, name, args, finish, _) = openai_assemble(&String::from_utf8(out).unwrap());
     assert_eq!((text.as_str(), name.as_str(), args.as_str(), finish.as_deref()), ("{\"city\":\"Paris\"}", "", "", Some("stop")));

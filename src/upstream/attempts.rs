@@ -100,8 +100,6 @@ pub struct Served<'s> {
     /// The request was translated: the client's format and the request in
     /// neutral form.
     pub translated: Option<(Wire, translate::Chat)>,
-    /// modelgate asked an OpenAI stream for usage: hide the usage-only chunk.
-    pub drop_usage_only: bool,
     /// The model's breaker (a stream that breaks off counts against it).
     pub breaker: Breaker,
 }
@@ -277,7 +275,7 @@ impl<'g> Attempts<'g> {
             let call = async {
                 match crate::upstream::send(self.connector, &provider.endpoint, timeouts, &pr.req, &pr.bytes).await {
                     Err(e) => Err(Failure::from_attempt(&e)),
-                    Ok(ex) => policy.judge(ex, self.connector).await,
+                    Ok(ex) => policy.judge(ex, pr.tap(provider.kind), self.connector).await,
                 }
             };
             let outcome = tokio::select! {
@@ -293,8 +291,8 @@ impl<'g> Attempts<'g> {
                     self.health.record(label, &provider.name, &breaker, Ok(()), now);
                     metrics::attempt(label, status_class(fetched.status()));
                     trail.error = None;
-                    let (translated, drop_usage_only) = prepared.take().map_or((None, false), |pr| (pr.translated, pr.drop_usage_only));
-                    return ModelEnd::Served(Box::new(Served { attempt, provider, hold, fetched, translated, drop_usage_only, breaker }));
+                    let translated = prepared.take().and_then(|pr| pr.translated);
+                    return ModelEnd::Served(Box::new(Served { attempt, provider, hold, fetched, translated, breaker }));
                 }
                 Err(f) => f,
             };

@@ -9,6 +9,7 @@ use pingora::http::RequestHeader;
 
 use crate::body::JsonBody;
 use crate::config::{Auth, Provider, Snapshot};
+use crate::dialect::sse::StreamTap;
 use crate::dialect::wire::AUTH_HEADERS;
 use crate::dialect::{Api, Incoming};
 use crate::dialect::{Dialect, ErrorKind, GatewayError};
@@ -39,6 +40,17 @@ pub struct Prepared {
     /// The request was translated: the client's format and the request in neutral form.
     pub translated: Option<(Wire, translate::Chat)>,
     pub req: RequestHeader,
+}
+
+impl Prepared {
+    /// How a stream answering it is split and read (`provider`: its dialect).
+    pub fn tap(&self, provider: Dialect) -> StreamTap {
+        let tap = StreamTap::new(provider, self.drop_usage_only);
+        match self.translated {
+            Some(_) => tap.collecting(),
+            None => tap,
+        }
+    }
 }
 
 /// The body and request header for attempts at one model: `model`

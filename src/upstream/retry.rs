@@ -16,10 +16,10 @@ use pingora::connectors::http::Connector;
 use pingora::http::ResponseHeader;
 
 use crate::config::{Retry, SizeLimits};
+use crate::dialect::sse::StreamTap;
 use crate::dialect::{ErrorKind, GatewayError};
 use crate::translate;
 use crate::upstream::{AttemptError, Exchange};
-use crate::usage::UsageCarrier;
 
 /// Most of an upstream's own words a client error echoes.
 const ECHO_BYTES: usize = 200;
@@ -144,8 +144,9 @@ impl Failure {
 pub enum Fetched {
     /// A whole body (JSON answers, errors passed back).
     Body { ex: Exchange, body: Bytes },
-    /// A 2xx stream; `first` holds what was read up to its first event.
-    Stream { ex: Exchange, first: Bytes },
+    /// A 2xx stream whose first event has been read: `tap` has split and
+    /// read it, `first` is what it passed on so far.
+    Stream { ex: Exchange, tap: Box<StreamTap>, first: Bytes },
 }
 
 impl Fetched {
@@ -179,7 +180,8 @@ impl RetryPolicy<'_> {
     /// Read enough of an upstream response to know whether it can be
     /// relayed. A stream is committed to the client only after its first
     /// event.
-    pub async fn judge(&self, mut ex: Exchange, connector: &Connector) -> Result<Fetched, Failure> {
+    /// A stream is read through `tap` (the relay goes on with it).
+    pub async fn judge(&self, mut ex: Exchange, tap: StreamTap, connector: &Connector) -> Result<Fetched, Failure> {
         let status = ex.header.status.as_u16();
         let ok = (200..300).contains(&status);
         if self.retry.on_status.contains(&status) {
@@ -191,7 +193,7 @@ impl RetryPolicy<'_> {
             return Err(f);
         }
         if ok && is_sse(&ex.header) {
-            return self.first_event(ex, connector).await;
+            return self.first_event(ex, tap, connector).await;
         }
         let max = self.limits.max_answer_bytes;
         let declared = ex.header.headers.get(http::header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()?.parse::<usize>().ok());
@@ -210,29 +212,27 @@ impl RetryPolicy<'_> {
     }
 
     /// Read a 2xx stream up to its first event; its error event fails the try.
-    async fn first_event(&self, mut ex: Exchange, connector: &Connector) -> Result<Fetched, Failure> {
-        let mut first = FirstEvent::default();
-        loop {
+    async fn first_event(&self, mut ex: Exchange, mut tap: StreamTap, connector: &Connector) -> Result<Fetched, Failure> {
+        let mut first = BytesMut::new();
+        while tap.data_events == 0 {
             let chunk = match ex.chunk().await {
                 Ok(Some(c)) => c,
                 Ok(None) => return Err(Failure::invalid("the stream ended before its first event")),
                 Err(e) => return Err(Failure::from_attempt(&e)),
             };
-            let Some(data) = first.feed(&chunk) else {
-                if first.pending() > self.limits.max_event_bytes {
-                    return Err(Failure::invalid(format!(
-                        "the stream's first event is larger than {} bytes (limits.max_event_bytes)",
-                        self.limits.max_event_bytes
-                    )));
-                }
-                continue;
-            };
-            if UsageCarrier::parse(&data).is_some_and(|c| c.is_error()) {
-                ex.finish(connector).await;
-                return Err(Failure::new(Kind::StreamErrorEvent, excerpt(&translate::upstream_message(&data))));
+            first.extend_from_slice(&tap.feed(&chunk));
+            if tap.data_events == 0 && tap.pending() > self.limits.max_event_bytes {
+                return Err(Failure::invalid(format!(
+                    "the stream's first event is larger than {} bytes (limits.max_event_bytes)",
+                    self.limits.max_event_bytes
+                )));
             }
-            return Ok(Fetched::Stream { ex, first: first.buf.freeze() });
         }
+        if let Some(data) = &tap.first_error {
+            ex.finish(connector).await;
+            return Err(Failure::new(Kind::StreamErrorEvent, excerpt(&translate::upstream_message(data))));
+        }
+        Ok(Fetched::Stream { ex, tap: Box::new(tap), first: first.freeze() })
     }
 }
 
@@ -283,40 +283,6 @@ async fn read_body_of(ex: &mut Exchange, limit: usize) -> Result<Bytes, Failure>
     Ok(buf.freeze())
 }
 
-/// Collects a stream's bytes up to its first event with data (comments and
-/// keep-alives skipped), scanning each byte once however the stream is cut.
-#[derive(Default)]
-struct FirstEvent {
-    buf: BytesMut,
-    /// Start of the event being read.
-    start: usize,
-    /// Where to resume looking for its end.
-    scanned: usize,
-}
-
-impl FirstEvent {
-    /// Add a chunk; the first event's data once it is complete.
-    fn feed(&mut self, chunk: &[u8]) -> Option<Vec<u8>> {
-        self.buf.extend_from_slice(chunk);
-        while let Some(end) = crate::dialect::sse::event_end(&self.buf, self.scanned.max(self.start)) {
-            let data = crate::dialect::sse::data_of(&self.buf[self.start..end]);
-            self.start = end;
-            self.scanned = end;
-            if !data.iter().all(u8::is_ascii_whitespace) {
-                return Some(data);
-            }
-        }
-        // A delimiter is at most 4 bytes: look again at the last 3.
-        self.scanned = self.buf.len().saturating_sub(3).max(self.start);
-        None
-    }
-
-    /// Bytes of the event still being read.
-    fn pending(&self) -> usize {
-        self.buf.len() - self.start
-    }
-}
-
 /// At most [`ECHO_BYTES`] of what an upstream said (on a char boundary).
 fn excerpt(text: &str) -> String {
     if text.len() <= ECHO_BYTES {
@@ -341,16 +307,6 @@ fn is_answer(body: &[u8]) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn the_first_event_is_found_however_the_stream_is_cut() {
-        let stream = b": keep-alive\n\ndata: {\"a\":1}\r\n\r\ndata: {\"b\":2}\n\n";
-        for cut in 1..stream.len() {
-            let mut f = FirstEvent::default();
-            let got = f.feed(&stream[..cut]).or_else(|| f.feed(&stream[cut..]));
-            assert_eq!(got.as_deref(), Some(&b"{\"a\":1}"[..]), "cut at {cut}");
-        }
-    }
 
     #[test]
     fn failures_say_what_the_client_gets() {
