@@ -26,39 +26,11 @@ use crate::metrics;
 use crate::policy::{self, Attempt, Decision, Facts};
 use crate::translate::{self, Wire};
 use crate::upstream::health::{Health, Unusable};
+use crate::upstream::progress::Progress;
+pub use crate::upstream::progress::{Plan, Trail};
 pub use crate::upstream::request::key_owner;
 use crate::upstream::request::{credentials, prepare, Cred, NoKey, Prepared};
 use crate::upstream::retry::{status_class, Failure, Fetched, Kind, RetryPolicy};
-
-/// The models to try, in order.
-pub struct Plan<'s> {
-    attempts: Vec<Attempt<'s>>,
-    next: usize,
-}
-
-impl<'s> Plan<'s> {
-    pub fn new(attempts: Vec<Attempt<'s>>) -> Self {
-        Plan { attempts, next: 0 }
-    }
-
-    fn take(&mut self) -> Option<Attempt<'s>> {
-        let a = self.attempts.get(self.next).copied();
-        self.next += 1;
-        a
-    }
-
-    /// A budget downgrade: `a` replaces the attempt in hand and all after it.
-    fn replace_rest(&mut self, a: Attempt<'s>) {
-        self.attempts.truncate(self.next.saturating_sub(1));
-        self.attempts.push(a);
-        self.next = self.attempts.len() - 1;
-    }
-
-    /// The attempt in hand is the plan's first.
-    fn at_first(&self) -> bool {
-        self.next == 1
-    }
-}
 
 /// What the loop needs to know of the request.
 pub struct Request<'r, 's> {
@@ -73,22 +45,6 @@ pub struct Request<'r, 's> {
     pub stream: bool,
     /// Whose key the client sent (see [`key_owner`]).
     pub key_owner: Option<usize>,
-}
-
-/// What the tries did, for the access log and the response headers.
-#[derive(Debug, Default)]
-pub struct Trail {
-    /// The model and provider of the last attempt considered.
-    pub model: Option<String>,
-    pub provider: Option<String>,
-    /// Upstream calls made.
-    pub calls: usize,
-    /// When the first upstream call started.
-    pub first_call: Option<Instant>,
-    /// Why the last try failed or was skipped (cleared when one is served).
-    pub error: Option<String>,
-    /// The budget whose `on_exceed: downgrade` moved this request.
-    pub downgraded_by: Option<String>,
 }
 
 /// The try whose response is relayed, with its reservation.
@@ -115,50 +71,6 @@ pub struct Attempts<'g> {
     pub connector: &'g Connector,
     pub health: &'g Health,
     pub budgets: &'g Budgets,
-}
-
-/// The loop's running state.
-#[derive(Default)]
-struct Progress {
-    tried: Vec<String>,
-    last: Option<Failure>,
-    /// The model the plan moved on from, and why (for the fallback metric).
-    moved: Option<(String, &'static str)>,
-    /// All skipped for open breakers: how long until the first may probe.
-    circuit_wait: Option<Duration>,
-    /// Resets that may be the request's fault: (model, provider, breaker).
-    ambiguous: Vec<(String, String, Breaker)>,
-}
-
-impl Progress {
-    /// A model not tried (`label`, the reason label, what the `tried` list says).
-    fn skip(&mut self, label: &str, reason: &'static str, why: String, trail: &mut Trail) {
-        metrics::attempt(label, reason);
-        self.tried.push(format!("{label}: {why}"));
-        trail.error = Some(reason.to_string());
-        self.moved = Some((label.to_string(), reason));
-    }
-
-    /// The client's answer when no model served.
-    fn exhausted(self) -> GatewayError {
-        let tried = self.tried.join("; ");
-        match (self.last, self.circuit_wait) {
-            (Some(f), _) => f.into_error(&tried),
-            (None, Some(wait)) => GatewayError::new(
-                503,
-                ErrorKind::Unavailable,
-                "circuit_open",
-                format!(
-                "every model that could serve this request is failing and skipped for now (circuit breaker open; tried: {tried}); retry after the cool-down"
-            ),
-            )
-            .retry_after(wait.as_secs().max(1)),
-            (None, None) if !tried.is_empty() => {
-                GatewayError::new(503, ErrorKind::Unavailable, "no_healthy_model", format!("no model that could serve this request is available: {tried}"))
-            }
-            (None, None) => GatewayError::new(502, ErrorKind::Upstream, "no_attempt", "no model could be tried for this request"),
-        }
-    }
 }
 
 /// How one model's tries ended.
@@ -404,22 +316,4 @@ pub fn shutting_down() -> GatewayError {
         "modelgate is shutting down; retry the request (another instance, or this one after its restart, will serve it)",
     )
     .retry_after(1)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn a_downgrade_replaces_the_rest_of_the_plan() {
-        let a = |provider| Attempt { model: None, provider };
-        let mut plan = Plan::new(vec![a(0), a(1), a(2)]);
-        assert_eq!(plan.take().map(|x| x.provider), Some(0));
-        assert!(plan.at_first());
-        assert_eq!(plan.take().map(|x| x.provider), Some(1));
-        plan.replace_rest(a(9));
-        assert_eq!(plan.take().map(|x| x.provider), Some(9));
-        assert!(!plan.at_first());
-        assert!(plan.take().is_none());
-    }
 }

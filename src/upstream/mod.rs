@@ -12,6 +12,7 @@ pub mod attempts;
 pub mod breaker;
 pub mod endpoint;
 pub mod health;
+pub mod progress;
 pub mod request;
 pub mod retry;
 pub mod tls;

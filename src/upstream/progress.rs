@@ -1,0 +1,120 @@
+//! What the attempt loop keeps: the [`Plan`] of models (a budget downgrade
+//! replaces its rest), its running [`Progress`] (what was tried, the last
+//! failure, the client's answer when nothing served) and the [`Trail`] the
+//! access log and response headers read.
+
+use std::time::{Duration, Instant};
+
+use crate::config::Breaker;
+use crate::dialect::{ErrorKind, GatewayError};
+use crate::metrics;
+use crate::policy::Attempt;
+use crate::upstream::retry::Failure;
+
+/// The models to try, in order.
+pub struct Plan<'s> {
+    attempts: Vec<Attempt<'s>>,
+    next: usize,
+}
+
+impl<'s> Plan<'s> {
+    pub fn new(attempts: Vec<Attempt<'s>>) -> Self {
+        Plan { attempts, next: 0 }
+    }
+
+    pub(super) fn take(&mut self) -> Option<Attempt<'s>> {
+        let a = self.attempts.get(self.next).copied();
+        self.next += 1;
+        a
+    }
+
+    /// A budget downgrade: `a` replaces the attempt in hand and all after it.
+    pub(super) fn replace_rest(&mut self, a: Attempt<'s>) {
+        self.attempts.truncate(self.next.saturating_sub(1));
+        self.attempts.push(a);
+        self.next = self.attempts.len() - 1;
+    }
+
+    /// The attempt in hand is the plan's first.
+    pub(super) fn at_first(&self) -> bool {
+        self.next == 1
+    }
+}
+
+/// What the tries did, for the access log and the response headers.
+#[derive(Debug, Default)]
+pub struct Trail {
+    /// The model and provider of the last attempt considered.
+    pub model: Option<String>,
+    pub provider: Option<String>,
+    /// Upstream calls made.
+    pub calls: usize,
+    /// When the first upstream call started.
+    pub first_call: Option<Instant>,
+    /// Why the last try failed or was skipped (cleared when one is served).
+    pub error: Option<String>,
+    /// The budget whose `on_exceed: downgrade` moved this request.
+    pub downgraded_by: Option<String>,
+}
+
+/// The loop's running state.
+#[derive(Default)]
+pub(super) struct Progress {
+    pub tried: Vec<String>,
+    pub last: Option<Failure>,
+    /// The model the plan moved on from, and why (for the fallback metric).
+    pub moved: Option<(String, &'static str)>,
+    /// All skipped for open breakers: how long until the first may probe.
+    pub circuit_wait: Option<Duration>,
+    /// Resets that may be the request's fault: (model, provider, breaker).
+    pub ambiguous: Vec<(String, String, Breaker)>,
+}
+
+impl Progress {
+    /// A model not tried (`label`, the reason label, what the `tried` list says).
+    pub fn skip(&mut self, label: &str, reason: &'static str, why: String, trail: &mut Trail) {
+        metrics::attempt(label, reason);
+        self.tried.push(format!("{label}: {why}"));
+        trail.error = Some(reason.to_string());
+        self.moved = Some((label.to_string(), reason));
+    }
+
+    /// The client's answer when no model served.
+    pub fn exhausted(self) -> GatewayError {
+        let tried = self.tried.join("; ");
+        match (self.last, self.circuit_wait) {
+            (Some(f), _) => f.into_error(&tried),
+            (None, Some(wait)) => GatewayError::new(
+                503,
+                ErrorKind::Unavailable,
+                "circuit_open",
+                format!(
+                "every model that could serve this request is failing and skipped for now (circuit breaker open; tried: {tried}); retry after the cool-down"
+            ),
+            )
+            .retry_after(wait.as_secs().max(1)),
+            (None, None) if !tried.is_empty() => {
+                GatewayError::new(503, ErrorKind::Unavailable, "no_healthy_model", format!("no model that could serve this request is available: {tried}"))
+            }
+            (None, None) => GatewayError::new(502, ErrorKind::Upstream, "no_attempt", "no model could be tried for this request"),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_downgrade_replaces_the_rest_of_the_plan() {
+        let a = |provider| Attempt { model: None, provider };
+        let mut plan = Plan::new(vec![a(0), a(1), a(2)]);
+        assert_eq!(plan.take().map(|x| x.provider), Some(0));
+        assert!(plan.at_first());
+        assert_eq!(plan.take().map(|x| x.provider), Some(1));
+        plan.replace_rest(a(9));
+        assert_eq!(plan.take().map(|x| x.provider), Some(9));
+        assert!(!plan.at_first());
+        assert!(plan.take().is_none());
+    }
+}
