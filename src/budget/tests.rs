@@ -7,6 +7,7 @@ use super::amount::{nanos, Limits};
 use super::spike::SpikeWatch;
 use super::*;
 use crate::config::{Budget, Downgrade, OnExceed, Scope, Spike, Window};
+use crate::test_config::{Config, Kind};
 use jiff::Timestamp;
 
 fn budget(name: &str, usd_limit: f64, on_exceed: OnExceed) -> Budget {
@@ -41,11 +42,14 @@ fn judge_counts_reservations_and_prefers_downgrade_then_reject() {
     }
 }
 
+/// Provider `openai` and model `m` ($1 per million tokens each way), with
+/// `extra` top-level YAML (the `budgets:` section and anything else).
+fn config(extra: &str) -> String {
+    Config::new().raw(extra).provider("openai", Kind::OpenAi, "http://127.0.0.1:9").model("m", "openai").prices(1.0, 1.0).build()
+}
+
 fn snapshot(dir: &std::path::Path, budgets: &str) -> Snapshot {
-    let yaml = format!(
-        "state_dir: {}\nproviders:\n  openai: {{ kind: openai, base_url: \"http://127.0.0.1:9/v1\" }}\nmodels:\n  m: {{ provider: openai, input_usd_per_mtok: 1, output_usd_per_mtok: 1 }}\nbudgets:\n{budgets}",
-        dir.display()
-    );
+    let yaml = config(&format!("state_dir: {}\nbudgets:\n{budgets}", dir.display()));
     crate::config::load_str(&yaml, &|_| None).unwrap()
 }
 
@@ -161,10 +165,7 @@ fn a_spend_spike_is_the_last_hour_over_factor_times_the_baseline_hour() {
 #[test]
 fn budget_config_mistakes_are_named_with_their_path() {
     let bad = |budgets: &str, extra: &str| -> Vec<String> {
-        let yaml = format!(
-            "{extra}providers:\n  openai: {{ kind: openai, base_url: \"http://127.0.0.1:9/v1\" }}\nmodels:\n  m: {{ provider: openai, input_usd_per_mtok: 1, output_usd_per_mtok: 1 }}\nbudgets:\n{budgets}"
-        );
-        crate::config::load_str(&yaml, &|_| None).err().unwrap_or_default().iter().map(|e| e.to_string()).collect()
+        crate::config::load_str(&config(&format!("{extra}budgets:\n{budgets}")), &|_| None).err().unwrap_or_default().iter().map(|e| e.to_string()).collect()
     };
     let e = bad("  - { name: a, window: fortnight, limit_usd: 1 }\n  - { name: a, window: day }\n", "");
     assert!(e.iter().any(|e| e.starts_with("budgets[0].window: unknown window `fortnight`")), "{e:?}");
@@ -182,10 +183,10 @@ fn budget_config_mistakes_are_named_with_their_path() {
     let e = bad("  - { name: a, window: day, limit_usd: 1 }\n", "budget_store: { on_ledger_error: ignore }\n");
     assert!(e.iter().any(|e| e.starts_with("budget_store.on_ledger_error: unknown choice `ignore`; expected refuse")), "{e:?}");
     // `kind` defaults to file; the policy defaults to refuse.
-    let yaml = "budget_store: { on_ledger_error: reset }\nproviders:\n  openai: { kind: openai, base_url: \"http://127.0.0.1:9/v1\" }\n";
-    assert_eq!(crate::config::load_str(yaml, &|_| None).unwrap().budget_store.on_ledger_error, OnLedgerError::Reset);
-    let yaml = "providers:\n  openai: { kind: openai, base_url: \"http://127.0.0.1:9/v1\" }\n";
-    assert_eq!(crate::config::load_str(yaml, &|_| None).unwrap().budget_store.on_ledger_error, OnLedgerError::Refuse);
+    let openai = |extra: &str| Config::new().raw(extra).provider("openai", Kind::OpenAi, "http://127.0.0.1:9").build();
+    let yaml = openai("budget_store: { on_ledger_error: reset }\n");
+    assert_eq!(crate::config::load_str(&yaml, &|_| None).unwrap().budget_store.on_ledger_error, OnLedgerError::Reset);
+    assert_eq!(crate::config::load_str(&openai(""), &|_| None).unwrap().budget_store.on_ledger_error, OnLedgerError::Refuse);
 }
 
 #[tokio::test]
