@@ -113,8 +113,9 @@ async fn concurrent_admission_never_reserves_past_the_limit_and_holds_release() 
 #[tokio::test]
 async fn spend_is_replayed_from_the_ledger_and_survives_scope_changes() {
     let dir = tempfile::tempdir().unwrap();
+    let clock = Arc::new(clock::ManualClock::at("2026-11-25T12:00:00Z".parse().unwrap()));
     let snap = snapshot(dir.path(), "  - { name: day, window: day, limit_usd: 5 }\n");
-    let b = Budgets::open(&snap).unwrap();
+    let b = Budgets::open_with_clock(&snap, clock.clone()).unwrap();
     for _ in 0..3 {
         let Verdict::Go(h) = b.admit(&CHARGE, &worst(0.5), false).await else { panic!() };
         let e = entry(h.admitted_at(), 0.25);
@@ -122,12 +123,12 @@ async fn spend_is_replayed_from_the_ledger_and_survives_scope_changes() {
     }
     // Yesterday's entry counts in the month, not the day.
     {
-        let e = entry((Timestamp::now() - jiff::SignedDuration::from_hours(48)).to_string(), 1.0);
+        let e = entry((clock.now() - jiff::SignedDuration::from_hours(48)).to_string(), 1.0);
         let mut g = b.inner.ledger.lock();
-        b.inner.ledger.append(&mut g, &e).unwrap();
+        b.inner.ledger.append(&mut g, &e, clock.now()).unwrap();
     }
     drop(b);
-    let again = Budgets::open(&snap).unwrap();
+    let again = Budgets::open_with_clock(&snap, clock).unwrap();
     assert_eq!(serde_json::to_value(again.report().await).unwrap()["budgets"][0]["spent_usd"], 0.75);
     // A new budget added by a reload counts what is already in the ledger.
     again.sync(&snapshot(dir.path(), "  - { name: day, window: day, limit_usd: 2 }\n  - { name: app, scope: { app: default }, window: day, limit_usd: 9 }\n"));
@@ -211,6 +212,32 @@ async fn windows_roll_on_the_injected_clock_without_sleeping() {
     let Verdict::Go(h) = b.admit(&CHARGE, &worst(0.6), false).await else { panic!("a new day has the whole limit") };
     assert!(matches!(b.admit(&CHARGE, &worst(0.6), false).await, Verdict::Refuse(_)), "today's reservation counts");
     drop(h);
+}
+
+#[tokio::test]
+async fn ledger_stamps_and_files_follow_the_injected_clock() {
+    let dir = tempfile::tempdir().unwrap();
+    let at: Timestamp = "2026-11-25T12:00:00Z".parse().unwrap();
+    let clock = Arc::new(clock::ManualClock::at(at));
+    // A damaged ledger under `reset` is moved aside stamped with the clock's time.
+    let good = serde_json::to_string(&entry("2026-11-25T10:00:00Z".into(), 0.25)).unwrap();
+    std::fs::write(dir.path().join("ledger-2026-11.jsonl"), format!("not an entry\n{good}\n")).unwrap();
+    let yaml = config(&format!(
+        "state_dir: {}\nbudget_store: {{ on_ledger_error: reset }}\nbudgets:\n  - {{ name: cap, window: day, limit_usd: 1 }}\n",
+        dir.path().display()
+    ));
+    let b = Budgets::open_with_clock(&crate::config::load_str(&yaml, &|_| None).unwrap(), clock.clone()).unwrap();
+    let files: Vec<String> = std::fs::read_dir(dir.path()).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect();
+    assert!(files.contains(&format!("ledger-2026-11.jsonl.damaged-{}", at.as_second())), "{files:?}");
+    assert_eq!(serde_json::to_value(b.report().await).unwrap()["budgets"][0]["spent_usd"], 0.25, "the readable entry counts");
+    // A request no budget applies to is admitted on the clock too.
+    clock.advance(std::time::Duration::from_secs(90));
+    assert_eq!(b.no_hold().admitted_at(), "2026-11-25T12:01:30Z");
+    // An entry whose time does not parse goes to the file of the clock's month.
+    // (A month the wall clock is not in.)
+    clock.set("2001-02-03T00:00:00Z".parse().unwrap());
+    b.settle(b.no_hold(), Amounts::default(), &entry("not a time".into(), 0.0)).await;
+    assert!(dir.path().join("ledger-2001-02.jsonl").exists());
 }
 
 /// A bound and a tighter count, as a request's byte bound and token count.
