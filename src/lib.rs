@@ -25,6 +25,9 @@ pub mod redact;
 pub mod relay;
 pub mod reload;
 pub mod server;
+#[cfg(test)]
+#[path = "../tests/common/config.rs"]
+pub(crate) mod test_config;
 pub mod translate;
 pub mod upstream;
 pub mod usage;

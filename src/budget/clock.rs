@@ -1,6 +1,7 @@
-//! The time budgets see: windows, hold timestamps, spike minutes and
-//! reports all read it through [`Clock`], so tests move time instead of
-//! sleeping.
+//! The time budgets see: windows, hold timestamps, spike minutes, reports,
+//! the shared store's hold expiries and tombstones, and the ledger's file
+//! months and repair stamps all read it through [`Clock`], so tests move
+//! time instead of sleeping.
 //!
 //! It must not be used for timeouts or I/O deadlines (those are tokio's).
 

@@ -36,8 +36,11 @@ pub(super) struct HoldEntry {
 }
 
 impl Hold {
-    /// Nothing reserved (no budget applies).
+    /// Nothing reserved, admitted now on the system clock: for a
+    /// placeholder, or a caller without the [`Budgets`] (which has
+    /// [`Budgets::no_hold`], on the budgets' clock).
     pub fn none() -> Self {
+        // No budgets' clock at hand here: the one wall-clock read left.
         Hold::none_at(Timestamp::now())
     }
 
@@ -102,6 +105,12 @@ impl Inner {
 }
 
 impl Budgets {
+    /// Nothing reserved (no budget applies), admitted now on the budgets'
+    /// clock: its [`Hold::admitted_at`] stamps the ledger entry.
+    pub fn no_hold(&self) -> Hold {
+        Hold::none_at(self.inner.clock.now())
+    }
+
     /// Replace the hold's reservation with the actual amounts and append
     /// the ledger entry. Returns when the entry is written.
     pub async fn settle(&self, mut hold: Hold, actual: Amounts, entry: &Entry) {
@@ -111,7 +120,7 @@ impl Budgets {
         let at = entry.at().unwrap_or(now);
         {
             let mut appends = inner.ledger.lock();
-            if let Err(e) = inner.ledger.append(&mut appends, entry) {
+            if let Err(e) = inner.ledger.append(&mut appends, entry, now) {
                 crate::metrics::ledger_error();
                 tracing::error!(error = %e, "cannot append to the spend ledger; this request's spend is counted in memory only");
             }

@@ -108,7 +108,7 @@ impl Budgets {
         let fsync_each = snap.budget_store.fsync_interval.is_zero();
         let shared = match &snap.budget_store.kind {
             StoreKind::File => None,
-            StoreKind::Redis { url, on_unavailable, timeout, key_prefix } => Some(Shared::new(url, *on_unavailable, *timeout, key_prefix)?),
+            StoreKind::Redis { url, on_unavailable, timeout, key_prefix } => Some(Shared::new(url, *on_unavailable, *timeout, key_prefix, clock.clone())?),
         };
         let b = Budgets {
             inner: Arc::new(Inner {
@@ -137,7 +137,7 @@ impl Budgets {
                 let _ = b.inner.ledger_fault.set(list.join("; "));
             }
             OnLedgerError::Reset => {
-                let done = b.inner.ledger.reset(&problems)?;
+                let done = b.inner.ledger.reset(&problems, b.inner.clock.now())?;
                 tracing::warn!(problems = ?list, actions = ?done, "the spend ledger could not be read completely; on_ledger_error: reset starts from the readable entries only, so spend in the skipped parts is not counted");
             }
         }

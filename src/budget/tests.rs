@@ -7,6 +7,7 @@ use super::amount::{nanos, Limits};
 use super::spike::SpikeWatch;
 use super::*;
 use crate::config::{Budget, Downgrade, OnExceed, Scope, Spike, Window};
+use crate::test_config::{Config, Kind};
 use jiff::Timestamp;
 
 fn budget(name: &str, usd_limit: f64, on_exceed: OnExceed) -> Budget {
@@ -41,11 +42,14 @@ fn judge_counts_reservations_and_prefers_downgrade_then_reject() {
     }
 }
 
+/// Provider `openai` and model `m` ($1 per million tokens each way), with
+/// `extra` top-level YAML (the `budgets:` section and anything else).
+fn config(extra: &str) -> String {
+    Config::new().raw(extra).provider("openai", Kind::OpenAi, "http://127.0.0.1:9").model("m", "openai").prices(1.0, 1.0).build()
+}
+
 fn snapshot(dir: &std::path::Path, budgets: &str) -> Snapshot {
-    let yaml = format!(
-        "state_dir: {}\nproviders:\n  openai: {{ kind: openai, base_url: \"http://127.0.0.1:9/v1\" }}\nmodels:\n  m: {{ provider: openai, input_usd_per_mtok: 1, output_usd_per_mtok: 1 }}\nbudgets:\n{budgets}",
-        dir.display()
-    );
+    let yaml = config(&format!("state_dir: {}\nbudgets:\n{budgets}", dir.display()));
     crate::config::load_str(&yaml, &|_| None).unwrap()
 }
 
@@ -109,8 +113,9 @@ async fn concurrent_admission_never_reserves_past_the_limit_and_holds_release() 
 #[tokio::test]
 async fn spend_is_replayed_from_the_ledger_and_survives_scope_changes() {
     let dir = tempfile::tempdir().unwrap();
+    let clock = Arc::new(clock::ManualClock::at("2026-11-25T12:00:00Z".parse().unwrap()));
     let snap = snapshot(dir.path(), "  - { name: day, window: day, limit_usd: 5 }\n");
-    let b = Budgets::open(&snap).unwrap();
+    let b = Budgets::open_with_clock(&snap, clock.clone()).unwrap();
     for _ in 0..3 {
         let Verdict::Go(h) = b.admit(&CHARGE, &worst(0.5), false).await else { panic!() };
         let e = entry(h.admitted_at(), 0.25);
@@ -118,12 +123,12 @@ async fn spend_is_replayed_from_the_ledger_and_survives_scope_changes() {
     }
     // Yesterday's entry counts in the month, not the day.
     {
-        let e = entry((Timestamp::now() - jiff::SignedDuration::from_hours(48)).to_string(), 1.0);
+        let e = entry((clock.now() - jiff::SignedDuration::from_hours(48)).to_string(), 1.0);
         let mut g = b.inner.ledger.lock();
-        b.inner.ledger.append(&mut g, &e).unwrap();
+        b.inner.ledger.append(&mut g, &e, clock.now()).unwrap();
     }
     drop(b);
-    let again = Budgets::open(&snap).unwrap();
+    let again = Budgets::open_with_clock(&snap, clock).unwrap();
     assert_eq!(serde_json::to_value(again.report().await).unwrap()["budgets"][0]["spent_usd"], 0.75);
     // A new budget added by a reload counts what is already in the ledger.
     again.sync(&snapshot(dir.path(), "  - { name: day, window: day, limit_usd: 2 }\n  - { name: app, scope: { app: default }, window: day, limit_usd: 9 }\n"));
@@ -161,10 +166,7 @@ fn a_spend_spike_is_the_last_hour_over_factor_times_the_baseline_hour() {
 #[test]
 fn budget_config_mistakes_are_named_with_their_path() {
     let bad = |budgets: &str, extra: &str| -> Vec<String> {
-        let yaml = format!(
-            "{extra}providers:\n  openai: {{ kind: openai, base_url: \"http://127.0.0.1:9/v1\" }}\nmodels:\n  m: {{ provider: openai, input_usd_per_mtok: 1, output_usd_per_mtok: 1 }}\nbudgets:\n{budgets}"
-        );
-        crate::config::load_str(&yaml, &|_| None).err().unwrap_or_default().iter().map(|e| e.to_string()).collect()
+        crate::config::load_str(&config(&format!("{extra}budgets:\n{budgets}")), &|_| None).err().unwrap_or_default().iter().map(|e| e.to_string()).collect()
     };
     let e = bad("  - { name: a, window: fortnight, limit_usd: 1 }\n  - { name: a, window: day }\n", "");
     assert!(e.iter().any(|e| e.starts_with("budgets[0].window: unknown window `fortnight`")), "{e:?}");
@@ -182,10 +184,10 @@ fn budget_config_mistakes_are_named_with_their_path() {
     let e = bad("  - { name: a, window: day, limit_usd: 1 }\n", "budget_store: { on_ledger_error: ignore }\n");
     assert!(e.iter().any(|e| e.starts_with("budget_store.on_ledger_error: unknown choice `ignore`; expected refuse")), "{e:?}");
     // `kind` defaults to file; the policy defaults to refuse.
-    let yaml = "budget_store: { on_ledger_error: reset }\nproviders:\n  openai: { kind: openai, base_url: \"http://127.0.0.1:9/v1\" }\n";
-    assert_eq!(crate::config::load_str(yaml, &|_| None).unwrap().budget_store.on_ledger_error, OnLedgerError::Reset);
-    let yaml = "providers:\n  openai: { kind: openai, base_url: \"http://127.0.0.1:9/v1\" }\n";
-    assert_eq!(crate::config::load_str(yaml, &|_| None).unwrap().budget_store.on_ledger_error, OnLedgerError::Refuse);
+    let openai = |extra: &str| Config::new().raw(extra).provider("openai", Kind::OpenAi, "http://127.0.0.1:9").build();
+    let yaml = openai("budget_store: { on_ledger_error: reset }\n");
+    assert_eq!(crate::config::load_str(&yaml, &|_| None).unwrap().budget_store.on_ledger_error, OnLedgerError::Reset);
+    assert_eq!(crate::config::load_str(&openai(""), &|_| None).unwrap().budget_store.on_ledger_error, OnLedgerError::Refuse);
 }
 
 #[tokio::test]
@@ -210,6 +212,32 @@ async fn windows_roll_on_the_injected_clock_without_sleeping() {
     let Verdict::Go(h) = b.admit(&CHARGE, &worst(0.6), false).await else { panic!("a new day has the whole limit") };
     assert!(matches!(b.admit(&CHARGE, &worst(0.6), false).await, Verdict::Refuse(_)), "today's reservation counts");
     drop(h);
+}
+
+#[tokio::test]
+async fn ledger_stamps_and_files_follow_the_injected_clock() {
+    let dir = tempfile::tempdir().unwrap();
+    let at: Timestamp = "2026-11-25T12:00:00Z".parse().unwrap();
+    let clock = Arc::new(clock::ManualClock::at(at));
+    // A damaged ledger under `reset` is moved aside stamped with the clock's time.
+    let good = serde_json::to_string(&entry("2026-11-25T10:00:00Z".into(), 0.25)).unwrap();
+    std::fs::write(dir.path().join("ledger-2026-11.jsonl"), format!("not an entry\n{good}\n")).unwrap();
+    let yaml = config(&format!(
+        "state_dir: {}\nbudget_store: {{ on_ledger_error: reset }}\nbudgets:\n  - {{ name: cap, window: day, limit_usd: 1 }}\n",
+        dir.path().display()
+    ));
+    let b = Budgets::open_with_clock(&crate::config::load_str(&yaml, &|_| None).unwrap(), clock.clone()).unwrap();
+    let files: Vec<String> = std::fs::read_dir(dir.path()).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect();
+    assert!(files.contains(&format!("ledger-2026-11.jsonl.damaged-{}", at.as_second())), "{files:?}");
+    assert_eq!(serde_json::to_value(b.report().await).unwrap()["budgets"][0]["spent_usd"], 0.25, "the readable entry counts");
+    // A request no budget applies to is admitted on the clock too.
+    clock.advance(std::time::Duration::from_secs(90));
+    assert_eq!(b.no_hold().admitted_at(), "2026-11-25T12:01:30Z");
+    // An entry whose time does not parse goes to the file of the clock's month.
+    // (A month the wall clock is not in.)
+    clock.set("2001-02-03T00:00:00Z".parse().unwrap());
+    b.settle(b.no_hold(), Amounts::default(), &entry("not a time".into(), 0.0)).await;
+    assert!(dir.path().join("ledger-2001-02.jsonl").exists());
 }
 
 /// A bound and a tighter count, as a request's byte bound and token count.

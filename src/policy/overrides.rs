@@ -132,22 +132,26 @@ fn write(file: &Path, map: &Overrides) -> Result<(), String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::test_config::{Config, Kind};
 
-    const CONF: &str = r#"
-providers:
-  openai: { kind: openai, base_url: "http://127.0.0.1:1/v1" }
-  anthropic: { kind: anthropic, base_url: "http://127.0.0.1:2" }
-models:
-  a: { provider: openai, input_usd_per_mtok: 1, output_usd_per_mtok: 1 }
-  b: { provider: openai, input_usd_per_mtok: 1, output_usd_per_mtok: 1 }
-  c: { provider: anthropic, input_usd_per_mtok: 1, output_usd_per_mtok: 1 }
-routes:
-  - { name: r, match: { model: "x*" }, target: a }
-"#;
+    /// Models `a` and `b` (OpenAI), `c` (Anthropic) and a route `r`.
+    fn conf() -> String {
+        Config::new()
+            .provider("openai", Kind::OpenAi, "http://127.0.0.1:1")
+            .provider("anthropic", Kind::Anthropic, "http://127.0.0.1:2")
+            .model("a", "openai")
+            .prices(1.0, 1.0)
+            .model("b", "openai")
+            .prices(1.0, 1.0)
+            .model("c", "anthropic")
+            .prices(1.0, 1.0)
+            .route(r#"name: r, match: { model: "x*" }, target: a"#)
+            .build()
+    }
 
     #[test]
     fn overrides_persist_and_are_checked() {
-        let snap = crate::config::load_str(CONF, &|_| None).unwrap();
+        let snap = crate::config::load_str(&conf(), &|_| None).unwrap();
         let dir = tempfile::tempdir().unwrap();
         let store = OverrideStore::open(dir.path()).unwrap();
         let e = store.set(&snap, "nope", "a", None).unwrap_err();

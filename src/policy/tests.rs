@@ -4,51 +4,61 @@ use http::HeaderMap;
 use super::*;
 use crate::body::JsonBody;
 use crate::dialect::classify_path;
+use crate::test_config::{Config, Kind};
 
-const CONF: &str = r#"
-providers:
-  openai: { kind: openai, base_url: "http://127.0.0.1:1/v1" }
-  anthropic: { kind: anthropic, base_url: "http://127.0.0.1:2" }
-  ollama: { kind: openai, base_url: "http://127.0.0.1:3/v1", local: true }
-models:
-  gpt-4o: { provider: openai, input_usd_per_mtok: 2.5, output_usd_per_mtok: 10, context_tokens: 128000, quality: 4, capabilities: [tools, json, streaming], fallbacks: [haiku, gpt-4o-mini] }
-  gpt-4o-mini: { provider: openai, input_usd_per_mtok: 0.15, output_usd_per_mtok: 0.6, context_tokens: 128000, quality: 2, capabilities: [tools, json, streaming] }
-  mid: { provider: openai, input_usd_per_mtok: 0.8, output_usd_per_mtok: 4, context_tokens: 200000, quality: 3, capabilities: [json, streaming] }
-  haiku: { provider: anthropic, id: claude-3-5-haiku-20241022, input_usd_per_mtok: 0.8, output_usd_per_mtok: 4, quality: 3 }
-  llama: { provider: ollama, id: "llama3.1:8b", input_usd_per_mtok: 0, output_usd_per_mtok: 0, context_tokens: 40, quality: 1, capabilities: [json, streaming] }
-  tiny: { provider: openai, input_usd_per_mtok: 0.1, output_usd_per_mtok: 0.1, context_tokens: 30, quality: 1 }
-routes:
-  - { name: planning, match: { task: planning }, target: gpt-4o }
-  - { name: billing, match: { app: "billing-*", model: "gpt-4o*" }, target: gpt-4o-mini, fallbacks: [gpt-4o] }
-  - name: rollout
-    match: { app: rollout }
-    split:
-      - { model: mid, weight: 10, name: candidate }
-      - { model: gpt-4o-mini, weight: 90, name: control }
-  - name: extraction
-    match: { task: extraction }
-    select: { candidates: [gpt-4o, gpt-4o-mini, mid, llama], require: [json] }
-  - { name: private, match: { app: hr }, target: gpt-4o-mini, mode: local-only, fallbacks: [llama] }
-  - { name: watch, match: { app: watched }, target: gpt-4o-mini, shadow: true }
-  - { name: small-first, match: { app: squeeze }, tiers: [ { max_complexity: 5, model: tiny }, { max_complexity: 10, model: gpt-4o } ] }
-  - { name: big, match: { tokens: ">=1000", header: { x-team: search } }, target: mid }
-  - { name: streams, match: { stream: true, tools: false, complexity: "<=3" }, target: gpt-4o-mini }
-  - name: by-complexity
-    match: { model: "gpt-4o*" }
-    tiers:
-      - { max_complexity: 3, model: gpt-4o-mini }
-      - { max_complexity: 7, model: mid }
-      - { max_complexity: 10, model: gpt-4o }
-routing:
-  app_keys: { "sha256:9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08": keyed-app }
-  tasks:
-    - { task: extraction, response_format: true }
-    - { task: planning, system_contains: "you are the planner" }
-  client_models: ["gpt-4o*"]
-"#;
+/// Providers (ollama is local), models with qualities, capabilities and
+/// context sizes, a route of every kind, and routing rules.
+fn conf() -> String {
+    Config::new()
+        .provider("openai", Kind::OpenAi, "http://127.0.0.1:1")
+        .provider("anthropic", Kind::Anthropic, "http://127.0.0.1:2")
+        .provider("ollama", Kind::OpenAi, "http://127.0.0.1:3")
+        .with("local: true")
+        .model("gpt-4o", "openai")
+        .prices(2.5, 10.0)
+        .with("context_tokens: 128000, quality: 4, capabilities: [tools, json, streaming]")
+        .fallbacks(["haiku", "gpt-4o-mini"])
+        .model("gpt-4o-mini", "openai")
+        .prices(0.15, 0.6)
+        .with("context_tokens: 128000, quality: 2, capabilities: [tools, json, streaming]")
+        .model("mid", "openai")
+        .prices(0.8, 4.0)
+        .with("context_tokens: 200000, quality: 3, capabilities: [json, streaming]")
+        .model("haiku", "anthropic")
+        .id("claude-3-5-haiku-20241022")
+        .prices(0.8, 4.0)
+        .with("quality: 3")
+        .model("llama", "ollama")
+        .id("llama3.1:8b")
+        .prices(0.0, 0.0)
+        .with("context_tokens: 40, quality: 1, capabilities: [json, streaming]")
+        .model("tiny", "openai")
+        .prices(0.1, 0.1)
+        .with("context_tokens: 30, quality: 1")
+        .route("name: planning, match: { task: planning }, target: gpt-4o")
+        .route(r#"name: billing, match: { app: "billing-*", model: "gpt-4o*" }, target: gpt-4o-mini, fallbacks: [gpt-4o]"#)
+        .route("name: rollout, match: { app: rollout }")
+        .with("split: [ { model: mid, weight: 10, name: candidate }, { model: gpt-4o-mini, weight: 90, name: control } ]")
+        .route("name: extraction, match: { task: extraction }, select: { candidates: [gpt-4o, gpt-4o-mini, mid, llama], require: [json] }")
+        .route("name: private, match: { app: hr }, target: gpt-4o-mini, mode: local-only, fallbacks: [llama]")
+        .route("name: watch, match: { app: watched }, target: gpt-4o-mini, shadow: true")
+        .route("name: small-first, match: { app: squeeze }, tiers: [ { max_complexity: 5, model: tiny }, { max_complexity: 10, model: gpt-4o } ]")
+        .route(r#"name: big, match: { tokens: ">=1000", header: { x-team: search } }, target: mid"#)
+        .route(r#"name: streams, match: { stream: true, tools: false, complexity: "<=3" }, target: gpt-4o-mini"#)
+        .tiers("by-complexity", "gpt-4o*", [(3, "gpt-4o-mini"), (7, "mid"), (10, "gpt-4o")])
+        .raw(concat!(
+            "routing:\n",
+            "  app_keys: { \"sha256:9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08\": keyed-app }\n",
+            "  tasks:\n",
+            "    - { task: extraction, response_format: true }\n",
+            "    - { task: planning, system_contains: \"you are the planner\" }\n",
+            "  client_models: [\"gpt-4o*\"]\n",
+        ))
+        .build()
+}
 
 fn snap() -> Snapshot {
-    crate::config::load_str(CONF, &|_| None).unwrap()
+    crate::config::load_str(&conf(), &|_| None).unwrap()
 }
 
 /// What a test checks of one decision.
@@ -281,23 +291,31 @@ fn routes_serve_other_dialects_where_translation_allows() {
     assert_eq!((o.route.as_str(), o.plan.clone()), ("none", vec!["other".to_string()]));
 }
 
-const CONF2: &str = r#"
-providers:
-  openai: { kind: openai, base_url: "http://127.0.0.1:1/v1" }
-  ollama: { kind: openai, base_url: "http://127.0.0.1:3/v1", local: true }
-models:
-  gpt-4o-mini: { provider: openai, input_usd_per_mtok: 0.15, output_usd_per_mtok: 0.6, context_tokens: 128000 }
-  small: { provider: openai, input_usd_per_mtok: 0.1, output_usd_per_mtok: 0.1, context_tokens: 400 }
-  llama: { provider: ollama, input_usd_per_mtok: 0, output_usd_per_mtok: 0, context_tokens: 40, capabilities: [streaming] }
-routes:
-  - { name: local-select, match: { app: a }, select: { candidates: [llama], local_only: true }, fallbacks: [gpt-4o-mini] }
-  - { name: json-select, match: { app: b }, select: { candidates: [llama], require: [json] } }
-  - { name: small-first, match: { app: c }, tiers: [ { max_complexity: 10, model: small } ], fallbacks: [gpt-4o-mini] }
-  - { name: shadowed, match: { app: s }, target: llama, mode: local-only, shadow: true }
-"#;
+/// A local select with a cloud fallback, a select no model passes, tiers
+/// with a fallback, and a local-only shadow route.
+fn conf2() -> String {
+    Config::new()
+        .provider("openai", Kind::OpenAi, "http://127.0.0.1:1")
+        .provider("ollama", Kind::OpenAi, "http://127.0.0.1:3")
+        .with("local: true")
+        .model("gpt-4o-mini", "openai")
+        .prices(0.15, 0.6)
+        .with("context_tokens: 128000")
+        .model("small", "openai")
+        .prices(0.1, 0.1)
+        .with("context_tokens: 400")
+        .model("llama", "ollama")
+        .prices(0.0, 0.0)
+        .with("context_tokens: 40, capabilities: [streaming]")
+        .route("name: local-select, match: { app: a }, select: { candidates: [llama], local_only: true }, fallbacks: [gpt-4o-mini]")
+        .route("name: json-select, match: { app: b }, select: { candidates: [llama], require: [json] }")
+        .route("name: small-first, match: { app: c }, tiers: [ { max_complexity: 10, model: small } ], fallbacks: [gpt-4o-mini]")
+        .route("name: shadowed, match: { app: s }, target: llama, mode: local-only, shadow: true")
+        .build()
+}
 
 fn run2(app: &str, body: &str) -> Result<Out, GatewayError> {
-    let s = crate::config::load_str(CONF2, &|_| None).unwrap();
+    let s = crate::config::load_str(&conf2(), &|_| None).unwrap();
     decide_with(&s, &Overrides::new(), "/v1/chat/completions", &[("x-modelgate-app", app)], body)
 }
 

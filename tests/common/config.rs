@@ -18,9 +18,12 @@
 //! routing, forward_proxy, limits, retry, …) go in with `raw`, which must
 //! not repeat `providers:`, `models:` or `routes:` when the builder writes
 //! them.
+//!
+//! It knows nothing of the harness (a provider is served at any
+//! [`Upstream`]: a mock, or a root URL such as `"http://127.0.0.1:9"`), so
+//! the library's unit tests use it too, as `crate::test_config` (see
+//! `src/lib.rs`); `tests/common/mod.rs` makes a `&Mock` an `Upstream`.
 #![allow(dead_code)]
-
-use super::Mock;
 
 /// A provider's wire dialect: the `kind:` and the path its `base_url` adds
 /// to the server root.
@@ -49,16 +52,10 @@ impl Kind {
     }
 }
 
-/// Where a provider is served: a mock, or a server root
-/// (`http://127.0.0.1:PORT`, `https://localhost:PORT`).
+/// Where a provider is served: a server root (`http://127.0.0.1:PORT`,
+/// `https://localhost:PORT`), or a mock (`tests/common/mod.rs`).
 pub trait Upstream {
     fn root(&self) -> String;
-}
-
-impl Upstream for &Mock {
-    fn root(&self) -> String {
-        self.url()
-    }
 }
 
 impl Upstream for &str {
@@ -120,9 +117,9 @@ impl Config {
         Config { raw: String::new(), providers: Vec::new(), models: Vec::new(), routes: Vec::new(), last: Section::None }
     }
 
-    /// Providers `openai` and `anthropic`, both served by `mock`.
-    pub fn openai_anthropic(mock: &Mock) -> Config {
-        Config::new().provider("openai", Kind::OpenAi, mock).provider("anthropic", Kind::Anthropic, mock)
+    /// Providers `openai` and `anthropic`, both served at `at`.
+    pub fn openai_anthropic(at: impl Upstream + Copy) -> Config {
+        Config::new().provider("openai", Kind::OpenAi, at).provider("anthropic", Kind::Anthropic, at)
     }
 
     /// The four models most tests use, at list prices with cached-input

@@ -15,6 +15,13 @@ pub use config::{Config, Kind};
 #[allow(unused_imports)]
 pub use mock::{Mock, Script};
 
+/// A provider served by a mock: at its root URL.
+impl config::Upstream for &Mock {
+    fn root(&self) -> String {
+        self.url()
+    }
+}
+
 /// A free loopback port (bound on 127.0.0.1:0, then released).
 pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()

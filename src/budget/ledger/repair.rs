@@ -23,9 +23,10 @@ impl Ledger {
     /// `on_ledger_error: reset`: move each damaged or unreadable file
     /// aside (`NAME.damaged-UNIXTIME`) with its readable entries copied
     /// into a fresh file, and record shortened or missing files as they
-    /// are now, so the next start is clean. Returns what was done.
-    pub fn reset(&self, problems: &[Problem]) -> Result<Vec<String>, String> {
-        let stamp = Timestamp::now().as_second();
+    /// are now, so the next start is clean; `now` (the budgets' clock)
+    /// stamps the names. Returns what was done.
+    pub fn reset(&self, problems: &[Problem], now: Timestamp) -> Result<Vec<String>, String> {
+        let stamp = now.as_second();
         let mut done = Vec::new();
         for p in problems {
             let path = p.file().to_path_buf();

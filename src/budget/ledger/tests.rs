@@ -22,10 +22,12 @@ fn entries_round_trip_and_torn_lines_are_skipped() {
         ..Default::default()
     };
     let old = Entry { ts: "2026-10-31T23:59:59Z".into(), ..e.clone() };
+    // Only for an entry whose `ts` does not parse (none here).
+    let now: Timestamp = "2026-09-15T00:00:00Z".parse().unwrap();
     {
         let mut g = l.lock();
-        l.append(&mut g, &old).unwrap();
-        l.append(&mut g, &e).unwrap();
+        l.append(&mut g, &old, now).unwrap();
+        l.append(&mut g, &e, now).unwrap();
     }
     l.sync();
     assert!(dir.path().join("ledger-2026-10.jsonl").exists());
@@ -34,7 +36,7 @@ fn entries_round_trip_and_torn_lines_are_skipped() {
     // A new process appends after the torn line, not onto it.
     let l2 = Ledger::new(dir.path(), true);
     let later = Entry { ts: "2026-11-25T12:00:00Z".into(), ..e.clone() };
-    l2.append(&mut l2.lock(), &later).unwrap();
+    l2.append(&mut l2.lock(), &later, now).unwrap();
     let mut seen = Vec::new();
     let scan = l.scan_since("2026-11-01T00:00:00Z".parse::<Timestamp>().unwrap().as_second(), |e, _| seen.push(e.clone()));
     assert_eq!(seen, vec![e, later]);

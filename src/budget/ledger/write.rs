@@ -63,9 +63,11 @@ impl Ledger {
         Ok(f)
     }
 
-    /// Append one entry (the caller holds [`Ledger::lock`]).
-    pub fn append(&self, guard: &mut MutexGuard<'_, Option<(String, File)>>, e: &Entry) -> std::io::Result<()> {
-        let month = month_of(e.at().unwrap_or_else(Timestamp::now));
+    /// Append one entry (the caller holds [`Ledger::lock`]) to the file of
+    /// its month; `now` (the budgets' clock) for an entry whose `ts` does
+    /// not parse.
+    pub fn append(&self, guard: &mut MutexGuard<'_, Option<(String, File)>>, e: &Entry, now: Timestamp) -> std::io::Result<()> {
+        let month = month_of(e.at().unwrap_or(now));
         if guard.as_ref().is_none_or(|(m, _)| *m != month) {
             let f = self.open(&month)?;
             if let Some((old_month, old)) = guard.take() {

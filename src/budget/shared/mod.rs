@@ -47,6 +47,7 @@ use redis::Script;
 use scripts::{RESERVE, SEED, SETTLE};
 
 use super::amount::{Amounts, Limits};
+use super::clock::Clock;
 use crate::config::OnUnavailable;
 
 mod conn;
@@ -91,8 +92,10 @@ pub struct Shared {
     seed: Script,
     /// This process's random part of seed marks.
     nonce: u64,
-    /// When this process started (Unix seconds).
+    /// When this process started (Unix seconds, on `clock`).
     started: i64,
+    /// The budgets' clock: hold expiries, tombstones and window ages.
+    clock: Arc<dyn Clock>,
     state: Arc<Mutex<State>>,
     /// One connection attempt at a time (no herd of connects under load).
     connecting: Arc<tokio::sync::Mutex<()>>,
@@ -133,6 +136,7 @@ fn counts(v: &[i64]) -> (Counts, Vec<i64>) {
 pub fn random_u64() -> u64 {
     use std::hash::{BuildHasher, Hasher};
     let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    // Only seeds the hash: not budget time, so not the budgets' clock.
     h.write_u128(std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos()).unwrap_or(0));
     h.write_u32(std::process::id());
     h.finish()
@@ -161,7 +165,7 @@ fn int(v: u64) -> i64 {
 }
 
 impl Shared {
-    pub fn new(url: &str, on_unavailable: OnUnavailable, timeout: Duration, prefix: &str) -> Result<Self, String> {
+    pub fn new(url: &str, on_unavailable: OnUnavailable, timeout: Duration, prefix: &str, clock: Arc<dyn Clock>) -> Result<Self, String> {
         let client = redis::Client::open(url).map_err(|e| format!("budget_store.url `{url}`: {e}"))?;
         Ok(Self {
             client,
@@ -173,7 +177,8 @@ impl Shared {
             settle: Script::new(SETTLE),
             seed: Script::new(SEED),
             nonce: random_u64(),
-            started: Timestamp::now().as_second(),
+            started: clock.now().as_second(),
+            clock,
             state: Arc::new(Mutex::new(State::default())),
             connecting: Arc::new(tokio::sync::Mutex::new(())),
         })
@@ -260,6 +265,7 @@ impl Shared {
             seed: Script::new(SEED),
             nonce: self.nonce,
             started: self.started,
+            clock: self.clock.clone(),
             state: self.state.clone(),
             connecting: self.connecting.clone(),
         }

@@ -3,8 +3,6 @@
 //! back from the ledger totals the caller passes. It must not read the
 //! ledger itself.
 
-use jiff::Timestamp;
-
 use super::super::amount::Amounts;
 use super::{epoch, int, Shared, View, KEY_GRACE_SECS};
 
@@ -36,7 +34,7 @@ impl Shared {
         }
         // Forget windows long gone (a month is the longest).
         if s.views.len() > 4096 {
-            let now = Timestamp::now().as_second();
+            let now = self.clock.now().as_second();
             s.views.retain(|k, _| k.1 > now - 40 * 86_400);
         }
     }

@@ -2,8 +2,6 @@
 //! spend, at once or queued while Redis is away (replayed in order, at
 //! most `MAX_PENDING` kept). It must not decide admission.
 
-use jiff::Timestamp;
-
 use super::super::amount::Amounts;
 use super::{counts, epoch, int, Counts, Pending, Shared, KEY_GRACE_SECS, MAX_PENDING, TOMB_TTL};
 
@@ -57,7 +55,7 @@ impl Shared {
                 inv.key(k);
             }
         }
-        let tomb = Timestamp::now().as_millisecond() + TOMB_TTL.as_millis() as i64;
+        let tomb = self.clock.now().as_millisecond() + TOMB_TTL.as_millis() as i64;
         inv.arg(&p.id)
             .arg(&p.member)
             .arg(int(p.held.nanos))
