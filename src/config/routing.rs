@@ -219,6 +219,8 @@ pub struct Complexity {
     pub many_questions: Bump,
     /// Characters in the last user message.
     pub long_message: Bump,
+    /// One automaton per group over its keywords, built on first use.
+    pub index: std::sync::OnceLock<Vec<aho_corasick::AhoCorasick>>,
 }
 
 impl Default for Complexity {
@@ -235,6 +237,7 @@ impl Default for Complexity {
             long_conversation: Bump { over: 10, add: 2 },
             many_questions: Bump { over: 1, add: 2 },
             long_message: Bump { over: 200, add: 1 },
+            index: std::sync::OnceLock::new(),
         }
     }
 }

@@ -132,24 +132,26 @@ impl Gateway {
 
 #[async_trait]
 impl ProxyHttp for Gateway {
-    type CTX = Ctx;
+    /// Boxed: Pingora moves its per-request futures, which hold the
+    /// context, several times per request.
+    type CTX = Box<Ctx>;
 
-    fn new_ctx(&self) -> Ctx {
-        Ctx::new()
+    fn new_ctx(&self) -> Box<Ctx> {
+        Box::new(Ctx::new())
     }
 
-    fn suppress_error_log(&self, _session: &Session, _ctx: &Ctx, error: &pingora::Error) -> bool {
+    fn suppress_error_log(&self, _session: &Session, _ctx: &Box<Ctx>, error: &pingora::Error) -> bool {
         // A client that stalls its request header is closed by the guard
         // (proxy::conn) and logged there.
         error.to_string().contains("request header timeout")
     }
 
-    async fn upstream_peer(&self, _session: &mut Session, _ctx: &mut Ctx) -> pingora::Result<Box<HttpPeer>> {
+    async fn upstream_peer(&self, _session: &mut Session, _ctx: &mut Box<Ctx>) -> pingora::Result<Box<HttpPeer>> {
         // Never reached: request_filter answers every request.
         Err(pingora::Error::explain(pingora::ErrorType::InternalError, "modelgate answers from request_filter"))
     }
 
-    async fn request_filter(&self, session: &mut Session, cx: &mut Ctx) -> pingora::Result<bool> {
+    async fn request_filter(&self, session: &mut Session, cx: &mut Box<Ctx>) -> pingora::Result<bool> {
         // Held until the request is accounted for (a drain waits for it).
         cx.in_flight = Some(self.drain.enter());
         let mut abort = self.drain.signal();
@@ -183,7 +185,7 @@ impl ProxyHttp for Gateway {
         Ok(true)
     }
 
-    async fn logging(&self, _session: &mut Session, _e: Option<&pingora::Error>, cx: &mut Ctx) {
+    async fn logging(&self, _session: &mut Session, _e: Option<&pingora::Error>, cx: &mut Box<Ctx>) {
         cx.account(&self.log);
         cx.in_flight = None;
     }

@@ -30,7 +30,7 @@ use crate::upstream::attempts::Served;
 use crate::upstream::health::Health;
 use crate::upstream::request::internal;
 use crate::upstream::AttemptError;
-use crate::usage::UsageCarrier;
+use crate::usage::{RawUsage, UsageCarrier};
 
 use pump::{stream_error_event, Pump};
 pub use settle::settle;
@@ -78,7 +78,7 @@ impl Relay<'_> {
         abort: &mut AbortSignal,
     ) -> Result<(), Stop> {
         match resp {
-            Response::Whole { src, body } => self.whole(session, src, body, a, facts, cx).await,
+            Response::Whole { src, body, usage } => self.whole(session, src, body, usage, a, facts, cx).await,
             Response::Stream { src, tap, first } => self.stream(session, src, tap, first, a, facts, cx, abort).await,
         }
     }
@@ -106,6 +106,7 @@ impl Relay<'_> {
         session: &mut Session,
         src: Box<dyn Source>,
         mut body: Bytes,
+        usage: Option<RawUsage>,
         mut a: Answering<'_, '_>,
         facts: &Facts<'_>,
         cx: &mut Ctx,
@@ -114,7 +115,10 @@ impl Relay<'_> {
         let ok = (200..300).contains(&status);
         let mut resp = self.head(src.as_ref(), &a, cx)?;
         cx.upstream_end = Some(Instant::now());
-        let usage = if ok { UsageCarrier::parse(&body).and_then(|c| c.usages().last().copied()) } else { None };
+        let usage = match ok {
+            true => usage.or_else(|| UsageCarrier::parse(&body).and_then(|c| c.usages().last().copied())),
+            false => None,
+        };
         // Without usage, the answer's size bounds its output.
         let text_bytes = if usage.is_none() { body.len() as u64 } else { 0 };
         if let Some(cost) = settle(self.budgets, &mut a, facts, ok, usage, text_bytes, cx).await {

@@ -13,6 +13,7 @@ use pingora::http::ResponseHeader;
 use crate::dialect::sse::StreamTap;
 use crate::upstream::retry::Fetched;
 use crate::upstream::{AttemptError, Exchange};
+use crate::usage::RawUsage;
 
 /// Where a relayed response's bytes come from.
 #[async_trait]
@@ -73,22 +74,16 @@ impl Source for Canned {
 /// An accepted response: read whole (JSON), or a stream whose first event
 /// has been read.
 pub enum Response {
-    Whole {
-        src: Box<dyn Source>,
-        body: Bytes,
-    },
+    /// `usage`: already read from the body (else the relay reads it).
+    Whole { src: Box<dyn Source>, body: Bytes, usage: Option<RawUsage> },
     /// `tap` has split and read what came so far; `first` is what it passed on.
-    Stream {
-        src: Box<dyn Source>,
-        tap: Box<StreamTap>,
-        first: Bytes,
-    },
+    Stream { src: Box<dyn Source>, tap: Box<StreamTap>, first: Bytes },
 }
 
 impl From<Fetched> for Response {
     fn from(f: Fetched) -> Self {
         match f {
-            Fetched::Body { ex, body } => Response::Whole { src: Box::new(ex), body },
+            Fetched::Body { ex, body, usage } => Response::Whole { src: Box::new(ex), body, usage },
             Fetched::Stream { ex, tap, first } => Response::Stream { src: Box::new(ex), tap, first },
         }
     }

@@ -190,9 +190,14 @@ impl<'g> Attempts<'g> {
                     Ok(ex) => policy.judge(ex, pr.tap(provider.kind), self.connector).await,
                 }
             };
-            let outcome = tokio::select! {
-                o = call => o,
-                _ = abort.fired() => Err(Failure::new(Kind::Shutdown, "modelgate is shutting down")),
+            // Pinned where it is: the call's future is large, and select!
+            // would move it.
+            let outcome = {
+                let call = std::pin::pin!(call);
+                tokio::select! {
+                    o = call => o,
+                    _ = abort.fired() => Err(Failure::new(Kind::Shutdown, "modelgate is shutting down")),
+                }
             };
             let f = match outcome {
                 Ok(fetched) => {
@@ -242,7 +247,7 @@ impl<'g> Attempts<'g> {
         trail: &mut Trail,
     ) -> Result<Hold, ModelEnd<'s>> {
         if q.json.is_none() {
-            return Ok(Hold::none());
+            return Ok(self.budgets.no_hold());
         }
         match self.admit(q, attempt, provider, trail.downgraded_by.is_some()).await {
             Verdict::Go(h) => Ok(h),
@@ -301,7 +306,7 @@ impl<'g> Attempts<'g> {
         let f = q.facts;
         let c = Charge { provider: &p.name, model: a.model.map(|m| m.name.as_str()), app: &f.app, task: f.task.as_deref() };
         if !q.snap.budgets.iter().any(|b| b.scope.matches(&c)) {
-            return Verdict::Go(Hold::none());
+            return Verdict::Go(self.budgets.no_hold());
         }
         self.budgets.admit(&c, &RequestEstimate { facts: f, model: a.model }, downgraded).await
     }

@@ -20,6 +20,7 @@ use crate::dialect::sse::StreamTap;
 use crate::dialect::{ErrorKind, GatewayError};
 use crate::translate;
 use crate::upstream::{AttemptError, Exchange};
+use crate::usage::{RawUsage, UsageCarrier};
 
 /// Most of an upstream's own words a client error echoes.
 const ECHO_BYTES: usize = 200;
@@ -142,8 +143,9 @@ impl Failure {
 
 /// An upstream response that can be relayed.
 pub enum Fetched {
-    /// A whole body (JSON answers, errors passed back).
-    Body { ex: Exchange, body: Bytes },
+    /// A whole body (JSON answers, errors passed back); `usage` as read
+    /// when it was judged (a model call's 2xx answer).
+    Body { ex: Exchange, body: Bytes, usage: Option<RawUsage> },
     /// A 2xx stream whose first event has been read: `tap` has split and
     /// read it, `first` is what it passed on so far.
     Stream { ex: Exchange, tap: Box<StreamTap>, first: Bytes },
@@ -201,14 +203,15 @@ impl RetryPolicy<'_> {
             return Err(Failure::invalid(format!("the response is larger than {max} bytes (limits.max_answer_bytes)")));
         }
         let body = read_body_of(&mut ex, max).await?;
-        if ok && self.model_call && !is_answer(&body) {
+        let mut usage = None;
+        if ok && self.model_call && !is_answer(&body, &mut usage) {
             ex.finish(connector).await;
             return Err(Failure::invalid(format!(
                 "the provider answered {status} with a body that is not a JSON answer: {}",
                 excerpt(&String::from_utf8_lossy(&body))
             )));
         }
-        Ok(Fetched::Body { ex, body })
+        Ok(Fetched::Body { ex, body, usage })
     }
 
     /// Read a 2xx stream up to its first event; its error event fails the try.
@@ -296,7 +299,13 @@ fn excerpt(text: &str) -> String {
 }
 
 /// A model call's 2xx body is an answer: a JSON object without `error`.
-fn is_answer(body: &[u8]) -> bool {
+/// Its usage is read in the same parse.
+fn is_answer(body: &[u8], usage: &mut Option<RawUsage>) -> bool {
+    if let Some(c) = UsageCarrier::parse(body) {
+        *usage = c.usages().last().copied();
+        return c.error.is_none();
+    }
+    // An object whose other fields have unexpected shapes is still an answer.
     #[derive(serde::Deserialize)]
     struct Top {
         error: Option<serde::de::IgnoredAny>,

@@ -227,6 +227,7 @@ fn complexity_of(cx: &mut Ctx, raw: RawComplexity) -> Complexity {
         long_conversation: bump(cx, &format!("{path}.long_conversation"), raw.long_conversation, d.long_conversation),
         many_questions: bump(cx, &format!("{path}.many_questions"), raw.many_questions, d.many_questions),
         long_message: bump(cx, &format!("{path}.long_message"), raw.long_message, d.long_message),
+        index: std::sync::OnceLock::new(),
     }
 }
 
