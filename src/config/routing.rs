@@ -220,7 +220,7 @@ pub struct Complexity {
     /// Characters in the last user message.
     pub long_message: Bump,
     /// One automaton per group over its keywords, built on first use.
-    pub index: std::sync::OnceLock<Vec<aho_corasick::AhoCorasick>>,
+    pub index: std::sync::OnceLock<Vec<Option<aho_corasick::AhoCorasick>>>,
 }
 
 impl Default for Complexity {

@@ -304,7 +304,7 @@ fn first_keyword(rules: &Complexity, message: &str) -> Option<(usize, usize)> {
             KeywordMatch::Substring => aho_corasick::MatchKind::LeftmostFirst,
             KeywordMatch::Word => aho_corasick::MatchKind::Standard,
         };
-        let group = |kws: &Vec<String>| aho_corasick::AhoCorasick::builder().match_kind(kind).build(kws).expect("keywords are plain strings");
+        let group = |kws: &Vec<String>| aho_corasick::AhoCorasick::builder().match_kind(kind).build(kws).ok();
         rules.groups.iter().map(|(_, kws)| group(kws)).collect()
     });
     let bytes = lower.as_bytes();
@@ -312,6 +312,8 @@ fn first_keyword(rules: &Complexity, message: &str) -> Option<(usize, usize)> {
     let whole_word =
         |s: usize, e: usize| (s == 0 || !is_word(bytes[s - 1])) && (e == bytes.len() || !is_word(bytes[e])) && bytes[s..e].iter().all(|&b| is_word(b));
     index.iter().zip(&rules.groups).enumerate().find_map(|(g, (ac, (_, kws)))| {
+        // (Plain strings always build; without an automaton, scan plainly.)
+        let Some(ac) = ac else { return kws.iter().position(|kw| plain_find(rules.keyword_match, &lower, kw)).map(|k| (g, k)) };
         let k = match rules.keyword_match {
             KeywordMatch::Substring if ac.is_match(&lower) => kws.iter().position(|kw| memchr::memmem::find(bytes, kw.as_bytes()).is_some()),
             KeywordMatch::Substring => None,
@@ -319,6 +321,14 @@ fn first_keyword(rules: &Complexity, message: &str) -> Option<(usize, usize)> {
         };
         k.map(|k| (g, k))
     })
+}
+
+/// Whether `kw` is in the lowercased message, keyword by keyword.
+fn plain_find(how: KeywordMatch, lower: &str, kw: &str) -> bool {
+    match how {
+        KeywordMatch::Substring => lower.contains(kw),
+        KeywordMatch::Word => lower.split(|c: char| !c.is_alphanumeric() && c != '\'').any(|w| w == kw),
+    }
 }
 
 /// Whole-word keywords in a message with non-ASCII text: its Unicode

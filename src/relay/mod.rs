@@ -101,6 +101,7 @@ impl Relay<'_> {
 
     /// A whole (non-streamed) response, translated when needed; its usage
     /// is settled before it is sent.
+    #[allow(clippy::too_many_arguments)]
     async fn whole(
         &self,
         session: &mut Session,
