@@ -1,9 +1,11 @@
 //! One JSON line per request: who, what was asked, what served it, tokens,
 //! cost, timings. Never prompt text, never keys.
 
+use std::cell::RefCell;
 use std::fs::{File, OpenOptions};
 use std::io::Write;
-use std::sync::Mutex;
+use std::sync::{Condvar, Mutex, OnceLock};
+use std::time::Duration;
 
 use serde::Serialize;
 
@@ -51,42 +53,121 @@ pub struct Record {
     pub error: Option<String>,
 }
 
-/// Writes records to stdout or a file, following config reloads.
+/// Lines are batched: a request appends its line to a buffer, which is
+/// written out within [`FLUSH_AFTER`] of its first line (by one flusher
+/// thread that sleeps while nothing is pending), at once when it passes
+/// [`FLUSH_BYTES`], and at shutdown ([`flush`]). No request waits for a
+/// write(2) of its own.
+const FLUSH_AFTER: Duration = Duration::from_millis(50);
+const FLUSH_BYTES: usize = 64 * 1024;
+
+/// Writes records to stdout or a file, following config reloads. One per
+/// process ([`logger`]).
 pub struct AccessLogger {
-    sink: Mutex<(AccessLog, Option<File>)>,
+    sink: Mutex<Sink>,
+    pending: Condvar,
 }
 
-impl Default for AccessLogger {
-    fn default() -> Self {
-        Self { sink: Mutex::new((AccessLog::Off, None)) }
+struct Sink {
+    target: AccessLog,
+    file: Option<File>,
+    buf: Vec<u8>,
+    flusher: bool,
+}
+
+static LOGGER: OnceLock<AccessLogger> = OnceLock::new();
+
+/// The process's access logger.
+pub fn logger() -> &'static AccessLogger {
+    LOGGER.get_or_init(|| AccessLogger {
+        sink: Mutex::new(Sink { target: AccessLog::Off, file: None, buf: Vec::new(), flusher: false }),
+        pending: Condvar::new(),
+    })
+}
+
+/// Write out what is buffered (at shutdown).
+pub fn flush() {
+    if let Some(l) = LOGGER.get() {
+        if let Ok(mut sink) = l.sink.lock() {
+            sink.write_out();
+        }
     }
 }
 
+thread_local! {
+    /// Each thread's line, reused.
+    static LINE: RefCell<Vec<u8>> = const { RefCell::new(Vec::new()) };
+}
+
 impl AccessLogger {
-    pub fn write(&self, target: &AccessLog, rec: &Record) {
+    pub fn write(&'static self, target: &AccessLog, rec: &Record) {
         if *target == AccessLog::Off {
             return;
         }
-        let Ok(mut line) = serde_json::to_vec(rec) else { return };
-        line.push(b'\n');
-        let Ok(mut sink) = self.sink.lock() else { return };
-        if sink.0 != *target {
-            sink.1 = match target {
-                AccessLog::File(p) => match OpenOptions::new().create(true).append(true).open(p) {
-                    Ok(f) => Some(f),
-                    Err(e) => {
-                        tracing::error!(path = %p.display(), error = %e, "cannot open access log; writing to stdout");
-                        None
-                    }
-                },
-                _ => None,
-            };
-            sink.0 = target.clone();
+        LINE.with_borrow_mut(|line| {
+            line.clear();
+            if serde_json::to_writer(&mut *line, rec).is_err() {
+                return;
+            }
+            line.push(b'\n');
+            let Ok(mut sink) = self.sink.lock() else { return };
+            if sink.target != *target {
+                sink.write_out();
+                sink.open(target);
+            }
+            let was_empty = sink.buf.is_empty();
+            sink.buf.extend_from_slice(line);
+            if sink.buf.len() >= FLUSH_BYTES {
+                sink.write_out();
+            } else if was_empty {
+                if !sink.flusher {
+                    sink.flusher = std::thread::Builder::new().name("access-log".into()).spawn(move || self.flusher()).is_ok();
+                }
+                self.pending.notify_one();
+            }
+        });
+    }
+
+    /// Sleeps until a line is pending, gives the batch [`FLUSH_AFTER`] to
+    /// fill, writes it out.
+    fn flusher(&self) {
+        loop {
+            let Ok(sink) = self.sink.lock() else { return };
+            let Ok(sink) = self.pending.wait_while(sink, |s| s.buf.is_empty()) else { return };
+            drop(sink);
+            std::thread::sleep(FLUSH_AFTER);
+            match self.sink.lock() {
+                Ok(mut sink) => sink.write_out(),
+                Err(_) => return,
+            }
         }
-        let res = match sink.1.as_mut() {
-            Some(f) => f.write_all(&line),
-            None => std::io::stdout().lock().write_all(&line),
+    }
+}
+
+impl Sink {
+    fn open(&mut self, target: &AccessLog) {
+        self.file = match target {
+            AccessLog::File(p) => match OpenOptions::new().create(true).append(true).open(p) {
+                Ok(f) => Some(f),
+                Err(e) => {
+                    tracing::error!(path = %p.display(), error = %e, "cannot open access log; writing to stdout");
+                    None
+                }
+            },
+            _ => None,
         };
+        self.target = target.clone();
+    }
+
+    fn write_out(&mut self) {
+        if self.buf.is_empty() {
+            return;
+        }
+        let res = match self.file.as_mut() {
+            Some(f) => f.write_all(&self.buf),
+            None => std::io::stdout().lock().write_all(&self.buf),
+        };
+        self.buf.clear();
         if let Err(e) = res {
             tracing::warn!(error = %e, "access log write failed");
         }

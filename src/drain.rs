@@ -115,6 +115,7 @@ impl Drain {
         }
         let b = budgets.clone();
         let _ = tokio::task::spawn_blocking(move || b.sync_ledger()).await;
+        crate::accesslog::flush();
         tracing::info!("shutdown complete: every request settled, ledger synced");
     }
 }

@@ -33,6 +33,9 @@ pub fn reload(path: &Path, state: &ArcSwap<Snapshot>, budgets: &Budgets, why: &s
             if new.listen.gateway != old.listen.gateway || new.listen.admin != old.listen.admin {
                 tracing::warn!("listen addresses changed in {}; they take effect only after a restart", path.display());
             }
+            if new.threads != old.threads {
+                tracing::warn!("threads changed in {}; it takes effect only after a restart", path.display());
+            }
             if new.budget_store != old.budget_store || new.state_dir != old.state_dir {
                 tracing::warn!("budget_store or state_dir changed in {}; they take effect only after a restart", path.display());
             }

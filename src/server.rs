@@ -40,10 +40,11 @@ pub fn run(snap: Snapshot, config_path: Option<PathBuf>) -> Result<(), String> {
     let budgets = Budgets::open(&snap)?;
     let listen = snap.listen;
     let grace = snap.shutdown_grace;
+    let threads = snap.threads;
     let state = Arc::new(ArcSwap::from_pointee(snap));
 
     let conf = ServerConf {
-        threads: std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2),
+        threads,
         // SIGTERM: Pingora stops accepting at once; the drain service lets
         // in-flight requests finish (up to `grace`), settles and exits the
         // process. Pingora's own grace period is only a backstop (after it,
@@ -82,6 +83,8 @@ pub fn run(snap: Snapshot, config_path: Option<PathBuf>) -> Result<(), String> {
         Admin { metrics: metrics.clone(), state: state.clone(), overrides, budgets: budgets.clone(), health: health.clone() },
     );
     admin.add_tcp(&listen.admin.to_string());
+    // Scrapes and admin calls are rare: one thread (the gateway has `threads`).
+    admin.threads = Some(1);
     server.add_service(gateway);
     server.add_service(admin);
     if let Some(f) = forward {
@@ -98,5 +101,6 @@ pub fn run(snap: Snapshot, config_path: Option<PathBuf>) -> Result<(), String> {
     }
     tracing::info!(gateway = %listen.gateway, admin = %listen.admin, forward_proxy = ?listen.forward_proxy, "modelgate listening");
     server.run(RunArgs { shutdown_signal: Box::new(Signals { drain, budgets }) });
+    crate::accesslog::flush();
     Ok(())
 }

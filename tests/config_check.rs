@@ -75,3 +75,19 @@ fn env_vars_are_substituted_and_unset_ones_reported() {
     assert!(!ok);
     assert!(out.contains("environment variable `MG_TEST_UNSET_DIR` is not set") && out.contains("(line 3)"), "{out}");
 }
+
+#[test]
+fn threads_must_be_a_sensible_count() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("threads.yaml");
+    let conf = |n: &str| format!("threads: {n}\nproviders:\n  openai: {{ kind: openai, base_url: \"http://127.0.0.1:9/v1\" }}\n");
+    std::fs::write(&path, conf("0")).unwrap();
+    let (ok, out) = check(&path);
+    assert!(!ok && out.contains("threads: use at least 1 worker thread"), "{out}");
+    std::fs::write(&path, conf("many")).unwrap();
+    let (ok, out) = check(&path);
+    assert!(!ok && out.contains("threads"), "{out}");
+    std::fs::write(&path, conf("1")).unwrap();
+    let (ok, out) = check(&path);
+    assert!(ok, "{out}");
+}

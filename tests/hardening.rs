@@ -124,6 +124,7 @@ async fn fifty_streams_then_sigterm(grace_s: u64, release: bool) {
     }
     let entries = ledger(&mg);
     assert_eq!(entries.len(), 50, "every stream is settled in the ledger: {entries:?}");
+    assert_eq!(mg.access_log().len(), 50, "every stream has its access-log line when the process has exited");
     if !release {
         assert!(entries.iter().all(|e| e["estimated"] == true || e["output"].as_u64() > Some(0)), "{entries:?}");
     }

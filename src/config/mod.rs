@@ -259,6 +259,9 @@ pub struct Snapshot {
     pub client_timeouts: ClientTimeouts,
     /// How long SIGTERM lets in-flight requests finish.
     pub shutdown_grace: Duration,
+    /// Worker threads of each listener (`threads`; default: the cores this
+    /// process may use). Applied at start.
+    pub threads: usize,
     /// `allow_passthrough`: pass-through endpoints beyond the built-in list.
     pub allow_passthrough: Vec<PassRule>,
     /// A client's own key may be sent to a provider other than the one it

@@ -39,6 +39,7 @@ const TOP_KEYS: &[&str] = &[
     "shutdown_grace_s",
     "allow_passthrough",
     "cross_provider_client_keys",
+    "threads",
 ];
 
 mod budgets;
@@ -123,6 +124,7 @@ struct Sections {
     shutdown_grace_s: Option<u64>,
     allow_passthrough: Vec<String>,
     cross_provider_client_keys: bool,
+    threads: Option<usize>,
 }
 
 /// Parse the YAML and split it into top-level sections (unknown keys are
@@ -186,6 +188,7 @@ impl Sections {
             shutdown_grace_s: take("shutdown_grace_s").and_then(|v| cx.section("shutdown_grace_s", v)),
             allow_passthrough: take("allow_passthrough").and_then(|v| cx.section("allow_passthrough", v)).unwrap_or_default(),
             cross_provider_client_keys: take("cross_provider_client_keys").and_then(|v| cx.section("cross_provider_client_keys", v)).unwrap_or(false),
+            threads: take("threads").and_then(|v| cx.section("threads", v)),
         }
     }
 }
@@ -213,6 +216,18 @@ pub fn validate(text: &str, env: &dyn Fn(&str) -> Option<String>) -> Result<Snap
     let limits = super::limits::limits_of(&mut cx, raw.limits);
     let client_timeouts = super::limits::client_timeouts_of(&mut cx, raw.client_timeouts);
     let allow_passthrough = super::limits::passthrough_of(&mut cx, raw.allow_passthrough);
+    let threads = match raw.threads {
+        Some(0) => {
+            cx.err("threads", "use at least 1 worker thread (leave `threads` out to use one per core)");
+            1
+        }
+        Some(n) if n > 256 => {
+            cx.err("threads", format!("{n} worker threads is more than 256; one per core is usually best"));
+            1
+        }
+        Some(n) => n,
+        None => std::thread::available_parallelism().map_or(2, |n| n.get()),
+    };
     let retry = resilience::retry_of(&mut cx, raw.retry);
     let breaker = resilience::breaker_of(&mut cx, "breaker", raw.breaker.as_ref(), Breaker::default());
     let listen = listen::listen_of(&mut cx, raw.listen);
@@ -256,5 +271,6 @@ pub fn validate(text: &str, env: &dyn Fn(&str) -> Option<String>) -> Result<Snap
         shutdown_grace: raw.shutdown_grace_s.map_or(super::limits::DEFAULT_SHUTDOWN_GRACE, std::time::Duration::from_secs),
         allow_passthrough,
         cross_provider_client_keys: raw.cross_provider_client_keys,
+        threads,
     })
 }

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant, SystemTime};
 use pingora::http::ResponseHeader;
 use pingora_proxy::Session;
 
-use crate::accesslog::{AccessLogger, Record};
+use crate::accesslog::{self, Record};
 use crate::config::{Provider, Snapshot};
 use crate::dialect::{Dialect, ErrorKind, GatewayError};
 use crate::metrics;
@@ -120,7 +120,7 @@ impl Ctx {
     }
 
     /// Metrics and the access-log line (once, from `logging()`).
-    pub fn account(&mut self, log: &AccessLogger) {
+    pub fn account(&mut self) {
         let Some(snap) = self.snap.take() else { return };
         let now = Instant::now();
         let pre_upstream = self.trail.first_call.map(|t| t.saturating_duration_since(self.body_done)).unwrap_or_default();
@@ -147,7 +147,7 @@ impl Ctx {
             status: rec.status,
         });
         metrics::durations(self.upstream, overhead);
-        log.write(&snap.access_log, rec);
+        accesslog::logger().write(&snap.access_log, rec);
     }
 }
 

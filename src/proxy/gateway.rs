@@ -32,7 +32,6 @@ use pingora::connectors::http::Connector;
 use pingora::upstreams::peer::HttpPeer;
 use pingora_proxy::{ProxyHttp, Session};
 
-use crate::accesslog::AccessLogger;
 use crate::budget::Budgets;
 use crate::config::Snapshot;
 use crate::drain::{AbortSignal, Drain};
@@ -49,7 +48,6 @@ pub struct Gateway {
     overrides: Arc<OverrideStore>,
     budgets: Budgets,
     connector: Connector,
-    log: AccessLogger,
     health: Health,
     drain: Drain,
     /// Serves the forward proxy (transparent mode): the host a request was
@@ -59,7 +57,7 @@ pub struct Gateway {
 
 impl Gateway {
     pub fn new(state: Arc<ArcSwap<Snapshot>>, overrides: Arc<OverrideStore>, budgets: Budgets, health: Health, drain: Drain) -> Self {
-        Self { state, overrides, budgets, connector: Connector::new(None), log: AccessLogger::default(), health, drain, forward: false }
+        Self { state, overrides, budgets, connector: Connector::new(None), health, drain, forward: false }
     }
 
     /// The same pipeline behind the forward proxy.
@@ -186,7 +184,7 @@ impl ProxyHttp for Gateway {
     }
 
     async fn logging(&self, _session: &mut Session, _e: Option<&pingora::Error>, cx: &mut Box<Ctx>) {
-        cx.account(&self.log);
+        cx.account();
         cx.in_flight = None;
     }
 }
