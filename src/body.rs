@@ -49,21 +49,27 @@ impl<'de> serde::Deserialize<'de> for Fields {
 const DUPLICATE: &str = "duplicate top-level key ";
 
 /// Whether `body` nests arrays and objects deeper than `max` (one linear
-/// pass; strings and escapes skipped). Checked before any parser recurses.
+/// pass; strings, where prompts spend their bytes, skipped with a SIMD
+/// search for their end). Checked before any parser recurses.
 pub fn too_deep(body: &[u8], max: usize) -> bool {
-    let (mut depth, mut in_string, mut escaped) = (0usize, false, false);
-    for &b in body {
-        if in_string {
-            match b {
-                _ if escaped => escaped = false,
-                b'\\' => escaped = true,
-                b'"' => in_string = false,
-                _ => {}
+    let mut depth = 0usize;
+    let mut i = 0;
+    while i < body.len() {
+        match body[i] {
+            b'"' => {
+                // Skip to the closing quote, stepping over escapes.
+                loop {
+                    let rest = body.get(i + 1..).unwrap_or_default();
+                    match memchr::memchr2(b'"', b'\\', rest) {
+                        None => return false,
+                        Some(j) if rest[j] == b'\\' => i += j + 2,
+                        Some(j) => {
+                            i += j + 1;
+                            break;
+                        }
+                    }
+                }
             }
-            continue;
-        }
-        match b {
-            b'"' => in_string = true,
             b'[' | b'{' => {
                 depth += 1;
                 if depth > max {
@@ -73,6 +79,7 @@ pub fn too_deep(body: &[u8], max: usize) -> bool {
             b']' | b'}' => depth = depth.saturating_sub(1),
             _ => {}
         }
+        i += 1;
     }
     false
 }
@@ -173,6 +180,41 @@ impl JsonBody {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The plain definition of [`too_deep`]: byte by byte.
+    fn too_deep_plain(body: &[u8], max: usize) -> bool {
+        let (mut depth, mut in_string, mut escaped) = (0usize, false, false);
+        for &b in body {
+            if in_string {
+                match b {
+                    _ if escaped => escaped = false,
+                    b'\\' => escaped = true,
+                    b'"' => in_string = false,
+                    _ => {}
+                }
+                continue;
+            }
+            match b {
+                b'"' => in_string = true,
+                b'[' | b'{' => {
+                    depth += 1;
+                    if depth > max {
+                        return true;
+                    }
+                }
+                b']' | b'}' => depth = depth.saturating_sub(1),
+                _ => {}
+            }
+        }
+        false
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn the_depth_scan_agrees_with_the_plain_one(body in proptest::collection::vec(proptest::sample::select(b"[]{}\"\\ax".to_vec()), 0..64), max in 0usize..6) {
+            proptest::prop_assert_eq!(too_deep(&body, max), too_deep_plain(&body, max));
+        }
+    }
 
     #[test]
     fn rewrite_changes_only_model() {

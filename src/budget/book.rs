@@ -78,7 +78,9 @@ const USAGE_WINDOWS: [Window; 2] = [Window::Day, Window::Month];
 pub(super) struct Book {
     pub(super) defs: Vec<Budget>,
     tz: Option<TimeZone>,
-    pub(super) counters: HashMap<String, Counter>,
+    /// (hashbrown's: looked up by `&str` with the key cloned only when a
+    /// budget's first counter is made.)
+    pub(super) counters: hashbrown::HashMap<String, Counter>,
     /// Day and month of the usage report.
     usage: [UsageWindow; 2],
     pub(super) spike: SpikeWatch,
@@ -93,16 +95,16 @@ impl Book {
 
     /// The counter of budget `i`, rolled into the window holding `now`.
     pub(super) fn counter(&mut self, i: usize, now: Timestamp) -> &mut Counter {
-        let tz = self.tz();
+        let tz = self.tz.as_ref();
         let def = &self.defs[i];
-        let basis = (def.scope.clone(), def.window);
         let secs = now.as_second();
         let next_gen = &mut self.next_gen;
-        let c = self.counters.entry(def.name.clone()).or_insert_with(|| Counter::fresh(basis.clone(), 0, (0, 0)));
-        if secs >= c.end || secs < c.start || c.basis != basis {
-            let bounds = window::bounds(basis.1, &tz, now);
+        // The scope is cloned only when a counter starts or its window rolls.
+        let c = self.counters.entry_ref(def.name.as_str()).or_insert_with(|| Counter::fresh((def.scope.clone(), def.window), 0, (0, 0)));
+        if secs >= c.end || secs < c.start || c.basis.0 != def.scope || c.basis.1 != def.window {
+            let bounds = window::bounds(def.window, tz.unwrap_or(&TimeZone::UTC), now);
             *next_gen += 1;
-            *c = Counter::fresh(basis, *next_gen, bounds);
+            *c = Counter::fresh((def.scope.clone(), def.window), *next_gen, bounds);
         }
         c
     }
