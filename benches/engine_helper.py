@@ -17,9 +17,10 @@
                                keep-alive connection; prints the median and
                                p10/p90 time to the first body byte (the first
                                event), in microseconds
-  hold URL BODY --n N          open N streams, wait for each one's first
-                               event, print "held N", keep them until stdin
-                               closes, then close them
+  hold URL BODY --n N --hold-s S
+                               open N streams, wait for each one's first
+                               event, print "held N", keep them S seconds
+                               (or until killed), then close them
   idle URL BODY --n N --hold-s S
                                open N keep-alive connections, one request on
                                each, print "open N", keep them S seconds,
@@ -216,7 +217,7 @@ def hold(args):
 
         writers = await asyncio.wait_for(asyncio.gather(*[limited() for _ in range(args.n)]), args.timeout)
         print(f"held {len(ready)}", flush=True)
-        await asyncio.get_running_loop().run_in_executor(None, sys.stdin.read)
+        await asyncio.sleep(args.hold_s)
         for w in writers:
             w.close()
         print("closed", flush=True)
