@@ -44,6 +44,27 @@ ensure_redis() {
   # Debian starts a system instance on install; the tests never use it.
 }
 
+# benches/engine.sh and benches/callgrind.sh: the load generator, nginx (the
+# reference proxy and the upstream), valgrind and python3. Arguments are
+# commands; each missing one is installed from its Debian package.
+ensure_bench_tools() {
+  local missing=() cmd pkg
+  for cmd in "$@"; do
+    command -v "$cmd" >/dev/null && continue
+    case "$cmd" in
+      callgrind_control) pkg=valgrind ;;
+      taskset) pkg=util-linux ;;
+      pgrep) pkg=procps ;;
+      *) pkg="$cmd" ;;
+    esac
+    missing+=("$pkg")
+  done
+  if [ ${#missing[@]} -gt 0 ]; then
+    echo "installing ${missing[*]} …"
+    apt_install "${missing[@]}"
+  fi
+}
+
 # A local venv (.venv) with the pinned official SDKs used by the e2e tests.
 ensure_python_venv() {
   if ! command -v python3 >/dev/null; then apt_install python3 python3-venv; fi
