@@ -71,7 +71,8 @@ pub(super) struct Part<'a> {
 
 /// The text of a message content: a string, the `text` of its parts, or of
 /// the `parts` of a Gemini content object.
-pub(super) fn text_of(raw: &RawValue) -> String {
+/// Borrowed from the body when the text has no escapes.
+pub(super) fn text_of(raw: &RawValue) -> Cow<'_, str> {
     let s = raw.get().trim_start();
     if s.starts_with('{') {
         #[derive(Deserialize)]
@@ -79,15 +80,16 @@ pub(super) fn text_of(raw: &RawValue) -> String {
             #[serde(borrow)]
             parts: Option<&'a RawValue>,
         }
-        serde_json::from_str::<Content<'_>>(s).ok().and_then(|c| c.parts).map(text_of).unwrap_or_default()
+        let parts = serde_json::from_str::<Content<'_>>(s).ok().and_then(|c| c.parts);
+        Cow::Owned(parts.map(|p| text_of(p).into_owned()).unwrap_or_default())
     } else if s.starts_with('"') {
-        serde_json::from_str::<String>(s).unwrap_or_default()
+        serde_json::from_str::<Cow<'_, str>>(s).unwrap_or_default()
     } else if s.starts_with('[') {
         let parts: Vec<Part<'_>> = serde_json::from_str(s).unwrap_or_default();
         let texts: Vec<&str> = parts.iter().filter_map(|p| p.text.as_deref()).collect();
-        texts.join("\n")
+        Cow::Owned(texts.join("\n"))
     } else {
-        String::new()
+        Cow::Borrowed("")
     }
 }
 
@@ -97,15 +99,15 @@ pub(super) fn is_system(role: Option<&str>) -> bool {
 
 /// What the scorer and task rules read from the prompt.
 #[derive(Default)]
-pub(super) struct Prompt {
-    pub(super) last_user: String,
+pub(super) struct Prompt<'a> {
+    pub(super) last_user: Cow<'a, str>,
     /// Conversation messages, system prompts not counted.
     pub(super) messages: usize,
     pub(super) system: String,
 }
 
-impl Prompt {
-    pub(super) fn read(b: &JsonBody, api: Api, dialect: Dialect, want_system: bool) -> Prompt {
+impl<'a> Prompt<'a> {
+    pub(super) fn read(b: &'a JsonBody, api: Api, dialect: Dialect, want_system: bool) -> Prompt<'a> {
         let mut p = Prompt::default();
         let list_field = match api {
             Api::ChatCompletions | Api::Messages => "messages",
@@ -131,7 +133,7 @@ impl Prompt {
                 .find(|t| !t.is_empty())
                 .unwrap_or_default();
             if want_system {
-                let texts: Vec<String> = msgs.iter().filter(|m| is_system(m.role.as_deref())).filter_map(|m| m.content.map(text_of)).collect();
+                let texts: Vec<Cow<'_, str>> = msgs.iter().filter(|m| is_system(m.role.as_deref())).filter_map(|m| m.content.map(text_of)).collect();
                 p.system = texts.join("\n");
             }
         }
@@ -145,7 +147,7 @@ impl Prompt {
             if let Some(s) = extra {
                 let t = text_of(s);
                 if !t.is_empty() {
-                    p.system = if p.system.is_empty() { t } else { format!("{t}\n{}", p.system) };
+                    p.system = if p.system.is_empty() { t.into_owned() } else { format!("{t}\n{}", p.system) };
                 }
             }
         }
