@@ -2,42 +2,55 @@
 //! so a rewrite changes exactly the fields it means to and every other byte
 //! of every other field (unknown ones included) reaches upstream unchanged.
 
-use bytes::Bytes;
-use indexmap::IndexMap;
+use std::ops::Range;
+
+use bytes::{BufMut, Bytes, BytesMut};
 use serde_json::value::RawValue;
 
 use crate::dialect::{ErrorKind, GatewayError};
 
 pub struct JsonBody {
     original: Bytes,
-    fields: IndexMap<String, Box<RawValue>>,
+    /// Each top-level field's key and where its value's text is in
+    /// `original` (in order; bodies have a handful, so a list beats a map).
+    fields: Vec<(String, Range<usize>)>,
+}
+
+/// A top-level field's JSON text, borrowed from the body.
+#[derive(Debug, Clone, Copy)]
+pub struct Raw<'a>(&'a str);
+
+impl<'a> Raw<'a> {
+    pub fn get(&self) -> &'a str {
+        self.0
+    }
 }
 
 fn invalid(message: String) -> GatewayError {
     GatewayError::new(400, ErrorKind::InvalidRequest, "invalid_json", message)
 }
 
-/// The top-level fields of a JSON object; a key given twice is an error
-/// (parsers disagree on which copy wins, so a proxy and a provider could
-/// read different models from one body).
-struct Fields(IndexMap<String, Box<RawValue>>);
+/// The top-level fields of a JSON object, borrowed from the body; a key
+/// given twice is an error (parsers disagree on which copy wins, so a proxy
+/// and a provider could read different models from one body).
+struct Fields<'a>(Vec<(String, &'a RawValue)>);
 
-impl<'de> serde::Deserialize<'de> for Fields {
+impl<'de> serde::Deserialize<'de> for Fields<'de> {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         struct V;
         impl<'de> serde::de::Visitor<'de> for V {
-            type Value = Fields;
+            type Value = Fields<'de>;
             fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
                 f.write_str("a JSON object")
             }
-            fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<Fields, A::Error> {
-                let mut fields = IndexMap::with_capacity(map.size_hint().unwrap_or(8));
+            fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<Fields<'de>, A::Error> {
+                let mut fields: Vec<(String, &'de RawValue)> = Vec::with_capacity(map.size_hint().unwrap_or(8));
                 while let Some(key) = map.next_key::<String>()? {
-                    let value: Box<RawValue> = map.next_value()?;
-                    if fields.contains_key(&key) {
+                    let value: &'de RawValue = map.next_value()?;
+                    if fields.iter().any(|(k, _)| *k == key) {
                         return Err(serde::de::Error::custom(format_args!("{DUPLICATE}`{key}`")));
                     }
-                    fields.insert(key, value);
+                    fields.push((key, value));
                 }
                 Ok(Fields(fields))
             }
@@ -93,7 +106,7 @@ pub fn too_deep_error(max: usize) -> GatewayError {
 
 impl JsonBody {
     pub fn parse(original: Bytes) -> Result<Self, GatewayError> {
-        let Fields(fields) = serde_json::from_slice(&original).map_err(|e| {
+        let Fields(fields) = serde_json::from_slice::<Fields<'_>>(&original).map_err(|e| {
             let text = e.to_string();
             if let Some(at) = text.find(DUPLICATE) {
                 let what = text[at..].split(" at line").next().unwrap_or(DUPLICATE);
@@ -104,12 +117,27 @@ impl JsonBody {
                 invalid(format!("the request body is not valid JSON ({e}); send a JSON object with Content-Type: application/json"))
             }
         })?;
+        // Each value's place in the body (its text is a slice of it).
+        let base = original.as_ptr() as usize;
+        let fields = fields
+            .into_iter()
+            .map(|(k, v)| {
+                let start = v.get().as_ptr() as usize - base;
+                (k, start..start + v.get().len())
+            })
+            .collect();
         Ok(Self { original, fields })
+    }
+
+    fn raw(&self, key: &str) -> Option<Raw<'_>> {
+        let (_, at) = self.fields.iter().find(|(k, _)| k == key)?;
+        // Always in bounds and on char boundaries: the parser read it there.
+        std::str::from_utf8(self.original.get(at.clone())?).ok().map(Raw)
     }
 
     /// The `model` field. A present but non-string `model` is an error.
     pub fn model(&self) -> Result<Option<String>, GatewayError> {
-        match self.fields.get("model") {
+        match self.raw("model") {
             None => Ok(None),
             Some(raw) => match serde_json::from_str::<String>(raw.get()) {
                 Ok(m) if m.chars().any(char::is_control) => {
@@ -122,8 +150,8 @@ impl JsonBody {
     }
 
     /// The raw text of a top-level field.
-    pub fn field(&self, key: &str) -> Option<&RawValue> {
-        self.fields.get(key).map(|v| &**v)
+    pub fn field(&self, key: &str) -> Option<Raw<'_>> {
+        self.raw(key)
     }
 
     /// The body as the client sent it.
@@ -133,13 +161,13 @@ impl JsonBody {
 
     /// `stream: true`.
     pub fn stream(&self) -> bool {
-        self.fields.get("stream").is_some_and(|v| v.get().trim() == "true")
+        self.raw("stream").is_some_and(|v| v.get().trim() == "true")
     }
 
     /// `stream_options` with `include_usage: true`, when the body lacks it.
     fn usage_request(&self) -> Option<Box<RawValue>> {
         let mut opts: serde_json::Map<String, serde_json::Value> =
-            self.fields.get("stream_options").and_then(|r| serde_json::from_str(r.get()).ok()).unwrap_or_default();
+            self.raw("stream_options").and_then(|r| serde_json::from_str(r.get()).ok()).unwrap_or_default();
         if opts.get("include_usage") == Some(&serde_json::Value::Bool(true)) {
             return None;
         }
@@ -153,27 +181,37 @@ impl JsonBody {
     /// says whether modelgate added the usage request (so the usage-only
     /// chunk must be hidden from the client).
     pub fn render(&self, model: Option<&str>, stream_usage: bool) -> (Bytes, bool) {
-        let current = self.fields.get("model").and_then(|r| serde_json::from_str::<String>(r.get()).ok());
+        let current = self.raw("model").and_then(|r| serde_json::from_str::<String>(r.get()).ok());
         let model = model.filter(|m| current.as_deref() != Some(*m)).and_then(|m| serde_json::value::to_raw_value(m).ok());
         let usage = if stream_usage { self.usage_request() } else { None };
         if model.is_none() && usage.is_none() {
             return (self.original.clone(), false);
         }
-        let mut edits: Vec<(&str, &RawValue)> = Vec::with_capacity(2);
-        if let Some(m) = &model {
-            edits.push(("model", m));
+        // Splice: a field present is replaced where it is; a new one goes
+        // before the closing brace. Every other byte stays as sent.
+        let mut replace: Vec<(Range<usize>, &str)> = Vec::with_capacity(2);
+        let mut append = String::new();
+        for (key, value) in [("model", &model), ("stream_options", &usage)] {
+            let Some(value) = value else { continue };
+            match self.fields.iter().find(|(k, _)| k == key) {
+                Some((_, at)) => replace.push((at.clone(), value.get())),
+                None => append.push_str(&format!(",\"{key}\":{}", value.get())),
+            }
         }
-        if let Some(u) = &usage {
-            edits.push(("stream_options", u));
+        replace.sort_by_key(|(at, _)| at.start);
+        let Some(close) = self.original.iter().rposition(|&b| b == b'}') else { return (self.original.clone(), false) };
+        let mut out = BytesMut::with_capacity(self.original.len() + append.len() + 64);
+        let mut pos = 0;
+        for (at, text) in &replace {
+            out.put_slice(&self.original[pos..at.start]);
+            out.put_slice(text.as_bytes());
+            pos = at.end;
         }
-        let kept = self.fields.iter().map(|(k, v)| (k.as_str(), edits.iter().find(|(e, _)| e == k).map(|(_, r)| *r).unwrap_or(&**v)));
-        let added = edits.iter().filter(|(k, _)| !self.fields.contains_key(*k)).copied();
-        let mut out = Vec::with_capacity(self.original.len() + 64);
-        let mut ser = serde_json::Serializer::new(&mut out);
-        match serde::Serializer::collect_map(&mut ser, kept.chain(added)) {
-            Ok(()) => (Bytes::from(out), usage.is_some()),
-            Err(_) => (self.original.clone(), false),
-        }
+        out.put_slice(&self.original[pos..close]);
+        // No leading comma in an object that had no fields.
+        out.put_slice(if self.fields.is_empty() { append.strip_prefix(',').unwrap_or(&append) } else { &append }.as_bytes());
+        out.put_slice(&self.original[close..]);
+        (out.freeze(), usage.is_some())
     }
 }
 
@@ -216,6 +254,40 @@ mod tests {
         }
     }
 
+    proptest::proptest! {
+        #[test]
+        fn a_rewrite_means_exactly_the_edit(
+            keys in proptest::collection::vec(proptest::sample::select(vec!["model", "stream", "stream_options", "messages", "x", "\\u006dodel"]), 0..5),
+            space in proptest::sample::select(vec!["", " ", "\n  "]),
+            model in proptest::sample::select(vec![None, Some("m2")]),
+            usage in proptest::bool::ANY,
+        ) {
+            let mut keys = keys;
+            keys.dedup();
+            let mut seen = std::collections::HashSet::new();
+            keys.retain(|k| seen.insert(k.replace("\\u006d", "m")));
+            let value = |k: &str| match k {
+                "stream" => "true",
+                "stream_options" => r#"{"x":1}"#,
+                "messages" => r#"[{"role":"user","content":"a}b"}]"#,
+                _ => r#""m1""#,
+            };
+            let body = format!("{space}{{{}{space}}}{space}", keys.iter().map(|k| format!("{space}\"{k}\"{space}:{space}{}", value(k))).collect::<Vec<_>>().join(","));
+            let b = JsonBody::parse(Bytes::from(body.clone())).unwrap();
+            let (out, added) = b.render(model, usage);
+            let mut want: serde_json::Value = serde_json::from_str(&body).unwrap();
+            if let Some(m) = model {
+                want["model"] = m.into();
+            }
+            if usage && want["stream_options"]["include_usage"] != true {
+                want["stream_options"]["include_usage"] = true.into();
+                proptest::prop_assert!(added);
+            }
+            let got: serde_json::Value = serde_json::from_slice(&out).unwrap();
+            proptest::prop_assert_eq!(got, want, "{} -> {}", body, String::from_utf8_lossy(&out));
+        }
+    }
+
     #[test]
     fn rewrite_changes_only_model() {
         let src = br#"{"model":"gpt-4o","messages":[{"role":"user","content":"hi \u00e9"}],"x_unknown":{"a":[1,2.50]},"temperature":0.2}"#;
@@ -243,6 +315,11 @@ mod tests {
         let b = JsonBody::parse(Bytes::from_static(br#"{"stream":true}"#)).unwrap();
         let v: serde_json::Value = serde_json::from_slice(&b.render(Some("m"), true).0).unwrap();
         assert_eq!(v, serde_json::json!({"stream":true,"model":"m","stream_options":{"include_usage":true}}));
+        let b = JsonBody::parse(Bytes::from_static(b" { } ")).unwrap();
+        assert_eq!(&b.render(Some("m"), false).0[..], br#" { "model":"m"} "#);
+        // Whitespace and order are kept; only the value's text changes.
+        let b = JsonBody::parse(Bytes::from_static(b"{ \"stream\" : true ,\n \"model\" :\"a\" }")).unwrap();
+        assert_eq!(&b.render(Some("bb"), false).0[..], b"{ \"stream\" : true ,\n \"model\" :\"bb\" }");
         let b = JsonBody::parse(Bytes::from_static(br#"{"stream":true,"stream_options":{"include_usage":true}}"#)).unwrap();
         assert!(!b.render(None, true).1);
     }

@@ -72,8 +72,8 @@ pub(super) struct Part<'a> {
 /// The text of a message content: a string, the `text` of its parts, or of
 /// the `parts` of a Gemini content object.
 /// Borrowed from the body when the text has no escapes.
-pub(super) fn text_of(raw: &RawValue) -> Cow<'_, str> {
-    let s = raw.get().trim_start();
+pub(super) fn text_of(raw: &str) -> Cow<'_, str> {
+    let s = raw.trim_start();
     if s.starts_with('{') {
         #[derive(Deserialize)]
         struct Content<'a> {
@@ -81,7 +81,7 @@ pub(super) fn text_of(raw: &RawValue) -> Cow<'_, str> {
             parts: Option<&'a RawValue>,
         }
         let parts = serde_json::from_str::<Content<'_>>(s).ok().and_then(|c| c.parts);
-        Cow::Owned(parts.map(|p| text_of(p).into_owned()).unwrap_or_default())
+        Cow::Owned(parts.map(|p| text_of(p.get()).into_owned()).unwrap_or_default())
     } else if s.starts_with('"') {
         serde_json::from_str::<Cow<'_, str>>(s).unwrap_or_default()
     } else if s.starts_with('[') {
@@ -119,7 +119,7 @@ impl<'a> Prompt<'a> {
         };
         let Some(raw) = b.field(list_field) else { return p };
         if raw.get().trim_start().starts_with('"') {
-            p.last_user = text_of(raw);
+            p.last_user = text_of(raw.get());
             p.messages = 1;
         } else if matches!(api, Api::ChatCompletions | Api::Messages | Api::Responses | Api::GenerateContent) {
             let msgs: Vec<Msg<'_>> = serde_json::from_str(raw.get()).unwrap_or_default();
@@ -129,11 +129,12 @@ impl<'a> Prompt<'a> {
                 .iter()
                 .rev()
                 .filter(|m| m.role.as_deref() == Some("user"))
-                .filter_map(|m| m.content.map(text_of))
+                .filter_map(|m| m.content.map(|c| text_of(c.get())))
                 .find(|t| !t.is_empty())
                 .unwrap_or_default();
             if want_system {
-                let texts: Vec<Cow<'_, str>> = msgs.iter().filter(|m| is_system(m.role.as_deref())).filter_map(|m| m.content.map(text_of)).collect();
+                let texts: Vec<Cow<'_, str>> =
+                    msgs.iter().filter(|m| is_system(m.role.as_deref())).filter_map(|m| m.content.map(|c| text_of(c.get()))).collect();
                 p.system = texts.join("\n");
             }
         }
@@ -145,7 +146,7 @@ impl<'a> Prompt<'a> {
                 _ => None,
             };
             if let Some(s) = extra {
-                let t = text_of(s);
+                let t = text_of(s.get());
                 if !t.is_empty() {
                     p.system = if p.system.is_empty() { t.into_owned() } else { format!("{t}\n{}", p.system) };
                 }
