@@ -29,3 +29,14 @@ impl BackgroundService for Reclaim {
         }
     }
 }
+
+/// A client connection closed on this thread: return this thread's free
+/// pages. mimalloc keeps freed pages per thread until that thread
+/// allocates again, and [`Reclaim`] runs on a thread of its own, so without
+/// this a worker that went idle after a burst kept its peak (3,000 idle
+/// connections closed: +86 MB kept with two workers; +11 MB with this).
+/// About 6k instructions (~2 µs) per closed connection.
+pub fn connection_closed() {
+    // SAFETY: as in Reclaim.
+    unsafe { libmimalloc_sys::mi_collect(false) }
+}

@@ -40,7 +40,11 @@ pub struct GatewayApp {
 impl ServerApp for GatewayApp {
     async fn process_new(self: &Arc<Self>, io: Stream, shutdown: &ShutdownWatch) -> Option<Stream> {
         let header = self.state.load().client_timeouts.header;
-        self.http.process_new(Box::new(Guarded::new(io, header)), shutdown).await
+        let reused = self.http.process_new(Box::new(Guarded::new(io, header)), shutdown).await;
+        if reused.is_none() {
+            crate::memory::connection_closed();
+        }
+        reused
     }
 
     async fn cleanup(&self) {
