@@ -189,8 +189,8 @@ pub fn existing(state_dir: &Path) -> Option<PathBuf> {
 /// command names its config).
 pub fn proxy_off_note(config: &str) -> String {
     format!(
-        "# Transparent mode is off in {config}: listen.forward_proxy is not set, so no app goes through modelgate's HTTPS proxy\n\
-         # and nothing uses this CA. To turn it on, add under `listen:` in the config\n\
+        "# Transparent mode is off in {config}: listen.forward_proxy is not set, so no app goes through modelgate's\n\
+         # HTTPS proxy and no app needs this CA. To turn it on, add under `listen:` in the config\n\
          #   forward_proxy: 127.0.0.1:8081\n\
          # and restart modelgate (README \"Transparent mode\")."
     )

@@ -225,12 +225,12 @@ fn ca(action: CaAction, config: Option<PathBuf>) -> Result<ExitCode, String> {
                 println!("{}", modelgate::ca::missing_note(&config_name(&config), dir, snap.listen.forward_proxy));
                 return Ok(ExitCode::FAILURE);
             };
-            if snap.listen.forward_proxy.is_none() {
-                println!("{}\n", modelgate::ca::proxy_off_note(&config_name(&config)));
-            }
             let pem = std::fs::read_to_string(&cert).map_err(|e| format!("cannot read {}: {e}", cert.display()))?;
             print!("{pem}");
             println!("{}", modelgate::ca::trust_instructions(&cert, &dir.join("ca").join("bundle.pem"), snap.listen.forward_proxy));
+            if snap.listen.forward_proxy.is_none() {
+                println!("{}", modelgate::ca::proxy_off_note(&config_name(&config)));
+            }
         }
         CaAction::Bundle { out } => {
             let (cert, _) = modelgate::ca::init(dir, false)?;
@@ -268,6 +268,14 @@ fn check(config: &Option<PathBuf>) -> ExitCode {
             }
             for w in s.exposure_warnings() {
                 println!("  warning: {w}");
+            }
+            let silent: Vec<&str> =
+                s.models.values().filter(|m| !m.fallbacks.is_empty() && s.retry_for(None, Some(m)).on_status.is_empty()).map(|m| m.name.as_str()).collect();
+            if !silent.is_empty() {
+                println!(
+                    "  note: retry.on_status is empty, so these models fall back only when their provider cannot be reached or times out, never on a 429 or 5xx: {} (list the statuses in retry.on_status, e.g. [429, 500, 502, 503, 504, 529])",
+                    silent.join(", ")
+                );
             }
             if s.budgets.iter().any(|b| b.limits.nanos.is_some() || b.limits.tokens.is_some()) {
                 let open: Vec<&str> = s.models.values().filter(|m| m.max_output_tokens.is_none()).map(|m| m.name.as_str()).collect();
