@@ -289,6 +289,17 @@ fn config_errors_say_what_was_expected() {
     assert!(out.contains("routes[0].match.complexity: invalid type: sequence, expected a number such as 5, or a range in quotes such as \"<=3\""), "{out}");
     assert!(out.contains("budgets[0].scope: invalid type: sequence, expected `global`, or a mapping of provider, model, app and/or task"), "{out}");
     assert!(out.contains("unknown field `team`, expected one of `provider`, `model`, `app`, `task`"), "{out}");
+
+    // Aliases that would swallow other models are refused, each saying why.
+    std::fs::write(
+        &config,
+        "providers:\n  openai: { kind: openai, base_url: \"https://api.openai.com/v1\" }\nmodels:\n  gpt-4o: { provider: openai, aliases: [\"gpt-4o*\", \"*\"], input_usd_per_mtok: 2.5, output_usd_per_mtok: 10 }\n  gpt-4o-mini: { provider: openai, input_usd_per_mtok: 0.15, output_usd_per_mtok: 0.6 }\n",
+    )
+    .unwrap();
+    let (ok, out) = modelgate(&["check", "-c", config.to_str().unwrap()]);
+    assert!(!ok);
+    assert!(out.contains("models.gpt-4o.aliases[0]: alias `gpt-4o*` matches `gpt-4o-mini`, which is a model of its own"), "{out}");
+    assert!(out.contains("models.gpt-4o.aliases[1]: `*` would match every model id"), "{out}");
 }
 
 /// Regression (issue 17 item 7): a budget that refused one large request
