@@ -194,6 +194,10 @@ async fn an_unconfigured_model_is_named_in_errors() {
     let msg = body["error"]["message"].as_str().unwrap();
     assert!(msg.contains("unconfigured model gpt-4.1-nano: connect"), "{msg}");
     assert!(!msg.contains("other"), "{msg}");
+    // The access log names it by the id asked for; metrics keep their stable label.
+    let log = mg.wait_access_log(1);
+    assert_eq!((log[0]["requested_model"].as_str(), log[0]["model"].as_str()), (Some("gpt-4.1-nano"), None), "{:?}", log[0]);
+    assert_eq!(common::metric_sum(&mg.metrics(), "modelgate_requests_total", &[("model", "other"), ("status", "502")]), 1.0);
 }
 
 /// Regression (issue 17 item 6): `ANTHROPIC_BASE_URL=…/anthropic/v1` sent

@@ -140,7 +140,8 @@ impl Ctx {
         metrics::request(&metrics::RequestLabels {
             dialect: self.dialect.as_str(),
             provider: rec.provider.as_deref().unwrap_or("none"),
-            model: rec.model.as_deref().unwrap_or("none"),
+            // `other`: forwarded to a provider as an unconfigured model.
+            model: rec.model.as_deref().unwrap_or(if rec.provider.is_some() { "other" } else { "none" }),
             route: &self.route,
             status: rec.status,
         });

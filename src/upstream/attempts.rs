@@ -91,7 +91,9 @@ impl<'g> Attempts<'g> {
         while let Some(attempt) = plan.take() {
             let provider = &q.snap.providers[attempt.provider];
             let label = attempt.model_label();
-            trail.model = Some(label.to_string());
+            // (None for a model the config does not know: the access log
+            // names it by `requested_model`, never by the metrics label.)
+            trail.model = attempt.model.map(|m| m.name.clone());
             trail.provider = Some(provider.name.clone());
             if let Some((from, reason)) = p.moved.take() {
                 metrics::fallback(&from, label, reason);
