@@ -178,3 +178,36 @@ pub fn trust_instructions(cert: &Path, bundle: &Path, proxy: Option<std::net::So
 "
     )
 }
+
+/// The CA certificate in `state_dir`, when the CA has been created.
+pub fn existing(state_dir: &Path) -> Option<PathBuf> {
+    let cert = cert_path(state_dir);
+    (cert.exists() && key_path(state_dir).exists()).then_some(cert)
+}
+
+/// What `ca show` says when the forward proxy is off (`config`: how the
+/// command names its config).
+pub fn proxy_off_note(config: &str) -> String {
+    format!(
+        "# Transparent mode is off in {config}: listen.forward_proxy is not set, so no app goes through modelgate's\n\
+         # HTTPS proxy and no app needs this CA. To turn it on, add under `listen:` in the config\n\
+         #   forward_proxy: 127.0.0.1:8081\n\
+         # and restart modelgate (README \"Transparent mode\")."
+    )
+}
+
+/// What `ca show` says when there is no CA yet (it never creates one).
+pub fn missing_note(config: &str, state_dir: &Path, proxy: Option<std::net::SocketAddr>) -> String {
+    let dir = state_dir.join("ca");
+    match proxy {
+        None => format!(
+            "{}\n# There is no CA in {} either: `modelgate ca init` creates one (modelgate run also does when the proxy is on).",
+            proxy_off_note(config),
+            dir.display()
+        ),
+        Some(addr) => format!(
+            "# The forward proxy is on ({addr}) but there is no CA in {} yet: `modelgate ca init` creates it (modelgate run also does at start); then run `modelgate ca show` again.",
+            dir.display()
+        ),
+    }
+}

@@ -61,7 +61,7 @@ pub fn render_status(b: &Value) -> String {
                 usd(&x["reserved_usd"]),
                 usd(&x["limit_usd"]),
                 usd(&x["remaining_usd"]),
-                x["state"].as_str().unwrap_or("").to_string(),
+                x["state"].as_str().unwrap_or("").replace('_', " "),
                 x["on_exceed"].as_str().unwrap_or("").to_string(),
                 x["resets_at"].as_str().unwrap_or("").to_string(),
             ]
@@ -72,6 +72,18 @@ pub fn render_status(b: &Value) -> String {
         out += "no budgets configured (add `budgets:` to the config)\n";
     } else {
         out += &table(&["BUDGET", "SCOPE", "WINDOW", "SPENT", "RESERVED", "LIMIT", "REMAINING", "STATE", "ON EXCEED", "RESETS AT"], &rows);
+        // What a state means, in words, for every budget that is not plainly ok.
+        let notes: Vec<String> = b["budgets"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter(|x| x["state"] != "ok")
+            .filter_map(|x| Some(format!("  {}: {}\n", x["name"].as_str()?, x["detail"].as_str()?)))
+            .collect();
+        if !notes.is_empty() {
+            out += "\n";
+            out += &notes.concat();
+        }
     }
     if b["store"]["kind"] == "redis" {
         let up = b["store"]["available"].as_bool().unwrap_or(false);
@@ -101,8 +113,10 @@ pub fn render_cost(u: &Value) -> String {
         let rows: Vec<Vec<String>> = m
             .iter()
             .map(|(k, c)| {
+                // `other` is the ledger's key for models the config does not name.
+                let name = if key == "by_model" && k == "other" { "(unconfigured models)".to_string() } else { k.clone() };
                 vec![
-                    k.clone(),
+                    name,
                     c["requests"].to_string(),
                     c["input_tokens"].to_string(),
                     c["output_tokens"].to_string(),

@@ -31,11 +31,12 @@ enum Command {
         config: Option<PathBuf>,
     },
     /// Validate a config file and print every error with its YAML path and
-    /// line. Exits 0 when valid, 1 when not.
+    /// line. Exits 0 when valid, 1 when not. Without --config it checks the
+    /// built-in defaults, the config `run` uses without one.
     Check {
-        /// The YAML config file.
+        /// The YAML config file (default: the built-in defaults).
         #[arg(short, long, value_name = "FILE")]
-        config: PathBuf,
+        config: Option<PathBuf>,
     },
     /// Explain how a request would be routed: classification (app, task,
     /// complexity, tokens), each route tried and why it matched or not,
@@ -103,7 +104,8 @@ enum CaAction {
         #[arg(long)]
         force: bool,
     },
-    /// Print the CA certificate (PEM) and how to trust it from Python, Node, curl and the host.
+    /// Print the CA certificate (PEM) and how to trust it from Python, Node,
+    /// curl and the host. Never creates the CA (`ca init` does).
     Show,
     /// Write the system's trusted roots plus the CA as one PEM file (for
     /// SSL_CERT_FILE, REQUESTS_CA_BUNDLE, CURL_CA_BUNDLE).
@@ -219,10 +221,16 @@ fn ca(action: CaAction, config: Option<PathBuf>) -> Result<ExitCode, String> {
             println!("{} — {what}", cert.display());
         }
         CaAction::Show => {
-            let (cert, _) = modelgate::ca::init(dir, false)?;
+            let Some(cert) = modelgate::ca::existing(dir) else {
+                println!("{}", modelgate::ca::missing_note(&config_name(&config), dir, snap.listen.forward_proxy));
+                return Ok(ExitCode::FAILURE);
+            };
             let pem = std::fs::read_to_string(&cert).map_err(|e| format!("cannot read {}: {e}", cert.display()))?;
             print!("{pem}");
             println!("{}", modelgate::ca::trust_instructions(&cert, &dir.join("ca").join("bundle.pem"), snap.listen.forward_proxy));
+            if snap.listen.forward_proxy.is_none() {
+                println!("{}", modelgate::ca::proxy_off_note(&config_name(&config)));
+            }
         }
         CaAction::Bundle { out } => {
             let (cert, _) = modelgate::ca::init(dir, false)?;
@@ -234,11 +242,22 @@ fn ca(action: CaAction, config: Option<PathBuf>) -> Result<ExitCode, String> {
     Ok(ExitCode::SUCCESS)
 }
 
+/// How a command names its config: the file, or the built-in defaults.
+fn config_name(config: &Option<PathBuf>) -> String {
+    config.as_ref().map_or_else(|| "the built-in defaults".to_string(), |p| p.display().to_string())
+}
+
+/// `n thing` or `n things`.
+fn count(n: usize, thing: &str) -> String {
+    format!("{n} {thing}{}", if n == 1 { "" } else { "s" })
+}
+
 /// `modelgate check`: every error with its YAML path, or what may need a look.
-fn check(config: &std::path::Path) -> ExitCode {
-    match config::load_file(config) {
+fn check(config: &Option<PathBuf>) -> ExitCode {
+    match load(config) {
         Ok(s) => {
-            println!("{}: ok ({} providers, {} models, {} routes)", config.display(), s.providers.len(), s.models.len(), s.routes.len());
+            let name = config.as_ref().map_or_else(|| "<built-in defaults>".to_string(), |p| p.display().to_string());
+            println!("{name}: ok ({}, {}, {})", count(s.providers.len(), "provider"), count(s.models.len(), "model"), count(s.routes.len(), "route"));
             for (provider, env) in s.missing_keys() {
                 println!("  note: provider `{provider}` reads its key from {env}, which is not set here");
             }
@@ -249,6 +268,14 @@ fn check(config: &std::path::Path) -> ExitCode {
             }
             for w in s.exposure_warnings() {
                 println!("  warning: {w}");
+            }
+            let silent: Vec<&str> =
+                s.models.values().filter(|m| !m.fallbacks.is_empty() && s.retry_for(None, Some(m)).on_status.is_empty()).map(|m| m.name.as_str()).collect();
+            if !silent.is_empty() {
+                println!(
+                    "  note: retry.on_status is empty, so these models fall back only when their provider cannot be reached or times out, never on a 429 or 5xx: {} (list the statuses in retry.on_status, e.g. [429, 500, 502, 503, 504, 529])",
+                    silent.join(", ")
+                );
             }
             if s.budgets.iter().any(|b| b.limits.nanos.is_some() || b.limits.tokens.is_some()) {
                 let open: Vec<&str> = s.models.values().filter(|m| m.max_output_tokens.is_none()).map(|m| m.name.as_str()).collect();
@@ -269,8 +296,18 @@ fn check(config: &std::path::Path) -> ExitCode {
     }
 }
 
+/// `modelgate help --help` (and `help run -h`): clap's built-in `help`
+/// takes no flags, so they are dropped and `help` prints what was asked.
+fn args() -> Vec<std::ffi::OsString> {
+    let mut args: Vec<std::ffi::OsString> = std::env::args_os().collect();
+    if args.get(1).is_some_and(|a| a == "help") {
+        args.retain(|a| a != "--help" && a != "-h");
+    }
+    args
+}
+
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let cli = Cli::parse_from(args());
     if !matches!(cli.command, Command::Run { .. }) {
         // A CLI piped into `head` ends quietly, as Unix tools do, instead of
         // panicking on a closed stdout. (The server keeps Rust's default of

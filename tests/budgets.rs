@@ -101,7 +101,8 @@ async fn three_hundred_concurrent_requests_never_overrun_a_reject_cap() {
     assert!(spent <= 0.5, "settled spend {spent} is over the limit");
     assert!((spent - ok as f64 * COST).abs() < 1e-9, "spent {spent} for {ok} requests");
     assert_eq!(f(&b["reserved_usd"]), 0.0, "no reservation is left behind");
-    assert_eq!(b["state"], "exceeded");
+    // Spend stays under the cap: the budget is `at_limit` (a request did not fit), `exceeded` only when it reached it exactly.
+    assert!(b["state"] == "at_limit" || (b["state"] == "exceeded" && spent >= 0.5), "{b}");
     let m = mg.metrics();
     assert_eq!(common::metric_sum(&m, "modelgate_budget_exceeded_total", &[("budget", "daily-cap"), ("action", "reject")]), refused as f64);
     assert!((common::metric_sum(&m, "modelgate_budget_spent_usd", &[("budget", "daily-cap")]) - spent).abs() < 1e-9);

@@ -367,7 +367,7 @@ async fn unreachable_and_slow_providers_get_502_and_504() {
     assert_eq!(r.status(), 502);
     let e: Value = r.json().await.unwrap();
     assert_eq!(e["error"]["code"], "connect");
-    assert!(e["error"]["message"].as_str().unwrap().contains("tried: other: connect"), "{e}");
+    assert!(e["error"]["message"].as_str().unwrap().contains("tried: unconfigured model gpt-4o: connect"), "{e}");
     mock.script([Script::Delay(Duration::from_secs(2))]);
     let r = post_json(format!("{}/anthropic/v1/messages", mg.gateway), &json!({"model": "claude-x", "max_tokens": 5})).await;
     assert_eq!(r.status(), 504);

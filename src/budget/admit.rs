@@ -11,7 +11,7 @@ use std::sync::Arc;
 use jiff::Timestamp;
 
 use super::amount::{Amounts, Limit, Limits};
-use super::book::Book;
+use super::book::{Book, Refusal};
 use super::charge::{Charge, Estimate};
 use super::hold::{Hold, HoldEntry};
 use super::shared::Shared;
@@ -122,6 +122,18 @@ fn refusal(def: &Budget, s: &Seen, worst: Amounts, what: Limit, limit: u64, now:
     GatewayError::new(429, ErrorKind::BudgetExceeded, "budget_exceeded", message).retry_after(secs)
 }
 
+/// Remember that a request's worst case did not fit in budget `i` (for
+/// the report: "at limit: a request needing up to $0.16 was refused with
+/// $0.0081 left").
+fn note_refusal(book: &mut Book, i: usize, seen: &[Seen], worst: Amounts, action: &'static str, now: Timestamp) {
+    let Some(s) = seen.iter().find(|s| s.i == i) else { return };
+    let limits = book.defs[i].limits;
+    let Some((what, limit)) = limits.over(s.spent + s.reserved + worst) else { return };
+    let left = limit.saturating_sub(what.of(s.spent + s.reserved));
+    let ctr = book.counter(i, now);
+    ctr.refused = Some(Refusal { what, need: what.of(worst), left, action, at: now.as_second() });
+}
+
 /// The budgets a shared reservation touches: their (name, window start,
 /// window end) keys and (limits, blocking) flags.
 type SharedKeys = (Vec<usize>, Vec<(String, i64, i64)>, Vec<(Limits, bool)>);
@@ -156,6 +168,7 @@ impl Inner {
             Judged::Go { over_warn_only } => {
                 for i in over_warn_only {
                     let def = book.defs[i].clone();
+                    note_refusal(book, i, seen, worst, "warn", now);
                     let ctr = book.counter(i, now);
                     if ctr.tripped.is_none() {
                         ctr.tripped = Some(def.limits);
@@ -174,6 +187,7 @@ impl Inner {
             }
             Judged::Downgrade(i) => {
                 let def = book.defs[i].clone();
+                note_refusal(book, i, seen, worst, "downgrade", now);
                 self.trip(book, i, now, "downgrade");
                 let to = match def.on_exceed {
                     OnExceed::Downgrade(to) => to,
@@ -182,6 +196,7 @@ impl Inner {
                 Verdict::Downgrade { budget: def.name, to }
             }
             Judged::Refuse { i, what, limit } => {
+                note_refusal(book, i, seen, worst, "reject", now);
                 self.trip(book, i, now, "reject");
                 let s = seen.iter().find(|s| s.i == i).copied().unwrap_or(Seen {
                     i,

@@ -10,7 +10,7 @@ use std::collections::HashMap;
 use jiff::tz::TimeZone;
 use jiff::Timestamp;
 
-use super::amount::{nanos, usd, Amounts, Limits};
+use super::amount::{nanos, usd, Amounts, Limit, Limits};
 use super::charge::{charged, Charge};
 use super::ledger::{Entry, Problem};
 use super::spike::SpikeWatch;
@@ -33,11 +33,28 @@ pub(super) struct Counter {
     pub(super) warned: bool,
     /// The limits at which a request was refused or downgraded this window.
     pub(super) tripped: Option<Limits>,
+    /// The last request this window whose worst case did not fit (what the
+    /// budget report says in words).
+    pub(super) refused: Option<Refusal>,
+}
+
+/// A request whose worst case did not fit in what a budget had left.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct Refusal {
+    pub(super) what: Limit,
+    /// What the request might have used (its worst case).
+    pub(super) need: u64,
+    /// What was left then: the limit minus spent and reserved.
+    pub(super) left: u64,
+    /// `reject`, `downgrade` or `warn` (let through).
+    pub(super) action: &'static str,
+    /// When (Unix seconds).
+    pub(super) at: i64,
 }
 
 impl Counter {
     fn fresh(basis: (Scope, Window), gen: u64, (start, end): (i64, i64)) -> Self {
-        Counter { basis, gen, start, end, spent: Amounts::default(), reserved: Amounts::default(), warned: false, tripped: None }
+        Counter { basis, gen, start, end, spent: Amounts::default(), reserved: Amounts::default(), warned: false, tripped: None, refused: None }
     }
 }
 

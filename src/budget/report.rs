@@ -10,8 +10,8 @@ use std::fmt::Write as _;
 
 use serde::Serialize;
 
-use super::amount::{usd, Amounts, Limits};
-use super::book::{Cell, KEY_SEP};
+use super::amount::{usd, Amounts, Limit, Limits};
+use super::book::{Cell, Refusal, KEY_SEP};
 use super::{window, Budgets};
 use crate::config::{Budget, Downgrade, OnExceed, Window};
 
@@ -32,8 +32,10 @@ pub struct BudgetRow {
     pub spent_usd: f64,
     pub reserved_usd: f64,
     pub remaining_usd: Option<f64>,
-    /// `ok`, `warn` or `exceeded`.
+    /// `ok`, `warn`, `at_limit` or `exceeded` (README "Budget states").
     pub state: &'static str,
+    /// The state in words: what was spent, and what happened at the limit.
+    pub detail: String,
     pub on_exceed: &'static str,
     pub warn_at: f64,
     pub resets_at: String,
@@ -118,17 +120,50 @@ struct Counts {
     spent: Amounts,
     reserved: Amounts,
     tripped: Option<Limits>,
+    refused: Option<Refusal>,
+}
+
+/// The state of a budget and the same in words. Settled spend decides
+/// `exceeded` (it reached a limit) and `warn` (it passed warn_at); a request
+/// whose worst case did not fit in what was left makes it `at_limit`
+/// although spend is below the limit (reservations are worst cases).
+fn state_of(d: &Budget, c: &Counts) -> (&'static str, String) {
+    let spent = c.spent;
+    let used = Limit::ALL
+        .into_iter()
+        .filter_map(|k| d.limits.get(k).map(|l| format!("{} of {} spent", k.show(k.of(spent)), k.show(l))))
+        .collect::<Vec<_>>()
+        .join(", ");
+    if let Some((what, limit)) =
+        d.limits.over(spent).or_else(|| Limit::ALL.into_iter().find_map(|k| d.limits.get(k).filter(|l| k.of(spent) >= *l).map(|l| (k, l))))
+    {
+        let action = match d.on_exceed {
+            OnExceed::Reject => "requests it applies to are refused",
+            OnExceed::Downgrade(_) => "requests it applies to go to a cheaper model",
+            OnExceed::Warn => "requests still go through (on_exceed: warn)",
+        };
+        return ("exceeded", format!("exceeded: {} spent of {}; {action} until it resets", what.show(what.of(spent)), what.show(limit)));
+    }
+    // (A reload that changed the limits clears it, as it clears `tripped`.)
+    let refused = c.refused.filter(|_| c.tripped == Some(d.limits));
+    if let Some(r) = refused {
+        let what = match r.action {
+            "reject" => "was refused",
+            "downgrade" => "went to a cheaper model",
+            _ => "was let through (on_exceed: warn)",
+        };
+        let at = jiff::Timestamp::from_second(r.at).map(|t| t.strftime("%H:%M:%S UTC").to_string()).unwrap_or_default();
+        return ("at_limit", format!("at limit: a request needing up to {} {what} with {} left (at {at}); {used}", r.what.show(r.need), r.what.show(r.left)));
+    }
+    if d.limits.fraction(spent) >= d.warn_at {
+        return ("warn", format!("warn: {used} (warn_at {:.0}%)", d.warn_at * 100.0));
+    }
+    ("ok", format!("ok: {used}"))
 }
 
 fn row(d: &Budget, c: &Counts) -> BudgetRow {
     let (spent, reserved) = (c.spent, c.reserved);
-    let state = if d.limits.over(spent).is_some() || d.limits.fraction(spent) >= 1.0 || c.tripped == Some(d.limits) {
-        "exceeded"
-    } else if d.limits.fraction(spent) >= d.warn_at {
-        "warn"
-    } else {
-        "ok"
-    };
+    let (state, detail) = state_of(d, c);
     BudgetRow {
         name: d.name.clone(),
         scope: d.scope.to_string(),
@@ -138,6 +173,7 @@ fn row(d: &Budget, c: &Counts) -> BudgetRow {
         reserved_usd: usd(reserved.nanos),
         remaining_usd: d.limits.nanos.map(|l| usd(l.saturating_sub(spent.nanos + reserved.nanos))),
         state,
+        detail,
         on_exceed: d.on_exceed.as_str(),
         warn_at: d.warn_at,
         resets_at: window::rfc3339(c.end),
@@ -167,7 +203,7 @@ impl Budgets {
                 let name = book.defs[i].name.clone();
                 let c = book.counter(i, now);
                 keys.push((name, c.start, c.end));
-                counts.push(Counts { end: c.end, spent: c.spent, reserved: c.reserved, tripped: c.tripped });
+                counts.push(Counts { end: c.end, spent: c.spent, reserved: c.reserved, tripped: c.tripped, refused: c.refused });
             }
             (book.defs.clone(), keys, counts)
         };

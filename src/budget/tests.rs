@@ -285,7 +285,7 @@ async fn reports_serialize_to_the_json_the_admin_api_always_answered() {
     // The shape the reports had as `serde_json::Value`s, key order included.
     let mut row = serde_json::json!({
         "name": "cap", "scope": "global", "window": "day", "limit_usd": 1.0, "spent_usd": 0.25, "reserved_usd": 0.0, "remaining_usd": 0.75,
-        "state": "ok", "on_exceed": "downgrade", "warn_at": 0.8, "resets_at": "2026-11-26T00:00:00Z", "spent_tokens": 10, "reserved_tokens": 0, "requests": 1,
+        "state": "ok", "detail": "ok: $0.2500 of $1.0000 spent, 10 tokens of 1000 tokens spent", "on_exceed": "downgrade", "warn_at": 0.8, "resets_at": "2026-11-26T00:00:00Z", "spent_tokens": 10, "reserved_tokens": 0, "requests": 1,
     });
     row["limit_tokens"] = serde_json::json!(1000);
     row["downgrade_to"] = serde_json::json!("cheapest");

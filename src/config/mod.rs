@@ -27,6 +27,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use indexmap::IndexMap;
+use wildmatch::WildMatch;
 
 use crate::dialect::Dialect;
 use crate::upstream::endpoint::{Endpoint, Timeouts};
@@ -197,6 +198,10 @@ pub struct Model {
     pub provider: usize,
     /// The upstream model id.
     pub id: String,
+    /// Upstream ids (globs) a client may ask for that this model answers
+    /// (`aliases:`): dated versions such as `gpt-4o-2024-08-06`. Its `id`
+    /// counts too.
+    pub aliases: Vec<WildMatch>,
     pub prices: Prices,
     pub context_tokens: Option<u64>,
     pub max_output_tokens: Option<u64>,
@@ -270,6 +275,21 @@ pub struct Snapshot {
 }
 
 impl Snapshot {
+    /// The configured model a client's model id names: a model of that
+    /// name, else the first (in file order) whose `id` is it, else the
+    /// first with an alias pattern matching it. The `bool` says whether the
+    /// id is not the model's name (an upstream id or alias: sent upstream
+    /// as the client wrote it).
+    pub fn model_for(&self, requested: &str) -> Option<(&Model, bool)> {
+        if let Some(m) = self.models.get(requested) {
+            return Some((m, false));
+        }
+        if let Some(m) = self.models.values().find(|m| m.id == requested) {
+            return Some((m, true));
+        }
+        self.models.values().find(|m| m.aliases.iter().any(|a| a.matches(requested))).map(|m| (m, true))
+    }
+
     /// The retry policy of `model` on `route`: model fields over route
     /// fields over the global `retry:`.
     pub fn retry_for(&self, route: Option<&Route>, model: Option<&Model>) -> Retry {

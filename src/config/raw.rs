@@ -84,6 +84,9 @@ pub struct RawBreaker {
 pub struct RawModel {
     pub provider: String,
     pub id: Option<String>,
+    /// Other model ids (globs) clients may ask for that this model answers.
+    #[serde(default)]
+    pub aliases: Vec<String>,
     pub input_usd_per_mtok: Option<f64>,
     pub output_usd_per_mtok: Option<f64>,
     pub cached_input_usd_per_mtok: Option<f64>,
@@ -105,11 +108,34 @@ pub struct RawModel {
 }
 
 /// A number range written as `5`, `"<=3"`, `">=4"`, `"<8"`, `">2"` or `"4-7"`.
-#[derive(Debug, Deserialize, Clone)]
-#[serde(untagged)]
+#[derive(Debug, Clone)]
 pub enum RawRange {
     Exact(u64),
     Text(String),
+}
+
+/// By hand rather than `untagged`, so a wrong value says what was expected
+/// instead of "did not match any variant of untagged enum".
+impl<'de> Deserialize<'de> for RawRange {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl serde::de::Visitor<'_> for V {
+            type Value = RawRange;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str(r#"a number such as 5, or a range in quotes such as "<=3", ">=4", "<8", ">2" or "4-7""#)
+            }
+            fn visit_u64<E: serde::de::Error>(self, v: u64) -> Result<RawRange, E> {
+                Ok(RawRange::Exact(v))
+            }
+            fn visit_i64<E: serde::de::Error>(self, v: i64) -> Result<RawRange, E> {
+                u64::try_from(v).map(RawRange::Exact).map_err(|_| E::invalid_value(serde::de::Unexpected::Signed(v), &self))
+            }
+            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<RawRange, E> {
+                Ok(RawRange::Text(v.to_string()))
+            }
+        }
+        d.deserialize_any(V)
+    }
 }
 
 #[derive(Debug, Deserialize, Default)]
@@ -238,11 +264,31 @@ pub struct RawRouting {
 }
 
 /// `scope: global` or `scope: { provider: X, app: Y }`.
-#[derive(Debug, Deserialize)]
-#[serde(untagged)]
+#[derive(Debug)]
 pub enum RawScope {
     Word(String),
     Map(RawScopeMap),
+}
+
+/// By hand rather than `untagged` (see `RawRange`); a mapping keeps its
+/// own errors (an unknown key names the keys allowed).
+impl<'de> Deserialize<'de> for RawScope {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> serde::de::Visitor<'de> for V {
+            type Value = RawScope;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("`global`, or a mapping of provider, model, app and/or task such as { provider: openai } or { app: billing, model: gpt-4o }")
+            }
+            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<RawScope, E> {
+                Ok(RawScope::Word(v.to_string()))
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(self, map: A) -> Result<RawScope, A::Error> {
+                RawScopeMap::deserialize(serde::de::value::MapAccessDeserializer::new(map)).map(RawScope::Map)
+            }
+        }
+        d.deserialize_any(V)
+    }
 }
 
 #[derive(Debug, Deserialize)]

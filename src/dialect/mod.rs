@@ -172,11 +172,20 @@ pub struct GatewayError {
     pub message: String,
     /// Seconds for a `Retry-After` header.
     pub retry_after: Option<u64>,
+    /// Answer in this dialect, whatever the request's path said (a path
+    /// modelgate does not serve, but whose SDK is known).
+    pub dialect: Option<Dialect>,
 }
 
 impl GatewayError {
     pub fn new(status: u16, kind: ErrorKind, code: &'static str, message: impl Into<String>) -> Self {
-        Self { status, kind, code, message: message.into(), retry_after: None }
+        Self { status, kind, code, message: message.into(), retry_after: None, dialect: None }
+    }
+
+    /// Written in `dialect`'s error shape.
+    pub fn in_dialect(mut self, dialect: Dialect) -> Self {
+        self.dialect = Some(dialect);
+        self
     }
 
     pub fn retry_after(mut self, secs: u64) -> Self {
@@ -186,7 +195,7 @@ impl GatewayError {
 
     /// The error body in the client's dialect.
     pub fn body(&self, dialect: Dialect) -> Bytes {
-        Bytes::from(dialect.spec().error_body(self).to_string())
+        Bytes::from(self.dialect.unwrap_or(dialect).spec().error_body(self).to_string())
     }
 }
 

@@ -15,7 +15,7 @@ use sha2::{Digest, Sha256};
 use super::prompt::{has_response_format, GeminiConfig, Prompt};
 use super::tokens::{self, Tokens};
 use crate::body::JsonBody;
-use crate::config::{Complexity, KeywordMatch, Mode, Snapshot};
+use crate::config::{Complexity, KeywordMatch, Mode, Model, Snapshot};
 use crate::dialect::{Api, Dialect, ErrorKind, GatewayError, Incoming};
 
 /// Where a classification value came from.
@@ -66,6 +66,12 @@ pub struct Facts<'a> {
     pub headers: &'a HeaderMap,
     /// The body's `model`.
     pub model: Option<&'a str>,
+    /// The configured model `model` names: by its name, its upstream `id`
+    /// or one of its `aliases` (`Snapshot::model_for`).
+    pub configured: Option<&'a Model>,
+    /// `model` is an upstream id or alias of `configured`, not its name: a
+    /// try at `configured` sends it upstream as the client wrote it.
+    pub by_alias: bool,
     pub app: String,
     pub app_source: Source,
     pub task: Option<String>,
@@ -174,7 +180,9 @@ pub fn classify<'a>(
         .or(gemini_config.as_ref().and_then(|g| g.max_output_tokens));
     // Count with the tokenizer of the model the request names (its upstream id
     // when it is a configured model).
-    let tokens_model = model.map(|m| snap.models.get(m).map(|c| c.id.as_str()).unwrap_or(m));
+    let found = model.and_then(|m| snap.model_for(m));
+    let (configured, by_alias) = (found.map(|(c, _)| c), found.is_some_and(|(_, a)| a));
+    let tokens_model = model.map(|m| configured.filter(|_| !by_alias).map(|c| c.id.as_str()).unwrap_or(m));
 
     Ok(Facts {
         dialect,
@@ -182,6 +190,8 @@ pub fn classify<'a>(
         path,
         headers,
         model,
+        configured,
+        by_alias,
         app,
         app_source,
         task,

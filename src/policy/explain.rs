@@ -69,7 +69,8 @@ pub fn explain(snap: &Snapshot, overrides: &Overrides, path: &str, headers: &Hea
             "overridden": d.overridden,
             "plan": d.attempts.iter().map(|a| {
                 let p = &snap.providers[a.provider];
-                json!({"model": a.model_label(), "provider": p.name, "upstream_model": a.model.map(|m| m.id.as_str()).or(model.as_deref())})
+                let upstream = a.model.filter(|_| !a.as_requested).map(|m| m.id.as_str()).or(model.as_deref());
+                json!({"model": a.shown(model.as_deref()), "provider": p.name, "upstream_model": upstream})
             }).collect::<Vec<_>>(),
         }),
         Err(e) => json!({"refused": refusal(&e.error)}),

@@ -25,7 +25,9 @@ pub(super) fn route_check(r: &Route, f: &Facts<'_>) -> Result<(), Miss> {
     let reachable = Dialect::ALL.iter().any(|d| r.speaks[*d as usize] && translate::can_translate(f.api, f.dialect, *d));
     ok(r.dialects[f.dialect as usize] && reachable, Miss::Dialect)?;
     let model = f.model.ok_or(Miss::NoModel)?;
-    ok(m.model.as_ref().is_none_or(|g| g.matches(model)), Miss::Model)?;
+    // A dated id or alias matches as the configured model it names, too.
+    let matches = |g: &wildmatch::WildMatch| g.matches(model) || f.configured.is_some_and(|c| g.matches(&c.name));
+    ok(m.model.as_ref().is_none_or(matches), Miss::Model)?;
     ok(m.app.as_ref().is_none_or(|g| g.matches(&f.app)), Miss::App)?;
     ok(m.task.as_ref().is_none_or(|t| f.task.as_deref() == Some(t.as_str())), Miss::Task)?;
     ok(m.complexity.is_none_or(|c| c.contains(u64::from(f.complexity.value))), Miss::Complexity)?;

@@ -53,12 +53,26 @@ pub struct Attempt<'s> {
     pub model: Option<&'s Model>,
     /// Index into `Snapshot::providers`.
     pub provider: usize,
+    /// Send the model id the client asked for (an upstream id or alias of
+    /// `model`, such as `gpt-4o-2024-08-06`) instead of `model`'s `id`.
+    pub as_requested: bool,
 }
 
 impl Attempt<'_> {
-    /// The model label for metrics and logs.
+    /// The model label for metrics (a closed set: configured names, and
+    /// `other` for every model the config does not know). Never shown to a
+    /// user as a model's name: see [`Attempt::shown`].
     pub fn model_label(&self) -> &str {
         self.model.map(|m| m.name.as_str()).unwrap_or("other")
+    }
+
+    /// The model as messages name it: its configured name, or
+    /// `unconfigured model X` (`requested`: what the client asked for).
+    pub fn shown(&self, requested: Option<&str>) -> String {
+        match self.model {
+            Some(m) => m.name.clone(),
+            None => format!("unconfigured model {}", requested.unwrap_or("(none named)")),
+        }
     }
 }
 

@@ -151,7 +151,9 @@ impl<'s> Chain<'s> {
         match verdict {
             Ok(()) => {
                 tr.candidate(&m.name, role, true, || "fits".into(), None);
-                self.attempts.push(Attempt { model: Some(m), provider: m.provider });
+                // The model the client named by a dated id or alias gets that id.
+                let as_requested = f.by_alias && f.configured.is_some_and(|c| std::ptr::eq(c, m));
+                self.attempts.push(Attempt { model: Some(m), provider: m.provider, as_requested });
                 true
             }
             Err(u) => {
@@ -195,7 +197,8 @@ impl<'s> Chain<'s> {
 /// the request's dialect) with its fallbacks, else the dialect's default
 /// provider with the body unchanged.
 pub(super) fn unrouted<'s>(snap: &'s Snapshot, f: &Facts<'_>, mode: Mode, tr: &mut Tr<'_>) -> Result<Vec<Attempt<'s>>, GatewayError> {
-    if let Some(m) = f.model.and_then(|n| snap.models.get(n)).filter(|m| translate::can_translate(f.api, f.dialect, snap.dialect_of(m))) {
+    // (Looked up again: `Facts` may borrow a shorter-lived snapshot reference.)
+    if let Some(m) = f.configured.and_then(|c| snap.models.get(&c.name)).filter(|m| translate::can_translate(f.api, f.dialect, snap.dialect_of(m))) {
         let mut chain = Chain::new(None);
         chain.offer(snap, m, f, mode, "requested", tr);
         chain.offer_names(snap, &m.fallbacks, f, mode, "model fallback", tr);
@@ -221,7 +224,7 @@ pub(super) fn unrouted<'s>(snap: &'s Snapshot, f: &Facts<'_>, mode: Mode, tr: &m
     tr.note(|| {
         format!("`{}` is not a configured {} model: forwarded unchanged to the default provider `{}`", f.model.unwrap_or("(no model)"), f.dialect, p.name)
     });
-    Ok(vec![Attempt { model: None, provider }])
+    Ok(vec![Attempt { model: None, provider, as_requested: false }])
 }
 
 /// The routed plan for `route`.

@@ -108,10 +108,8 @@ impl Ctx {
         if e.status == 407 {
             let _ = resp.insert_header("proxy-authenticate", "Basic realm=\"modelgate\"");
         }
-        if e.kind == ErrorKind::BudgetExceeded {
-            // The official SDKs would retry a 429; this one lasts until the
-            // window resets.
-            let _ = resp.insert_header("x-should-retry", "false");
+        if let Some(retry) = should_retry(e) {
+            let _ = resp.insert_header("x-should-retry", if retry { "true" } else { "false" });
         }
         let _ = self.tag(&mut resp, None);
         if session.write_response_header(Box::new(resp), false).await.is_ok() {
@@ -142,13 +140,29 @@ impl Ctx {
         metrics::request(&metrics::RequestLabels {
             dialect: self.dialect.as_str(),
             provider: rec.provider.as_deref().unwrap_or("none"),
-            model: rec.model.as_deref().unwrap_or("none"),
+            // `other`: forwarded to a provider as an unconfigured model.
+            model: rec.model.as_deref().unwrap_or(if rec.provider.is_some() { "other" } else { "none" }),
             route: &self.route,
             status: rec.status,
         });
         metrics::durations(self.upstream, overhead);
         accesslog::logger().write(&snap.access_log, rec);
     }
+}
+
+/// `x-should-retry` on an error modelgate answers, for the statuses the
+/// official SDKs retry on their own (408, 409, 429, 5xx). modelgate has
+/// already tried as its `retry:` policy and the plan's fallbacks allow, so
+/// an SDK retry would only multiply its attempts: `false`, except a 429 or
+/// 503 that says when to come back (`Retry-After`: rate limited, circuit
+/// open, shutting down). A budget refusal lasts until the window resets:
+/// `false` although it carries Retry-After.
+fn should_retry(e: &GatewayError) -> Option<bool> {
+    if e.kind == ErrorKind::BudgetExceeded {
+        return Some(false);
+    }
+    let sdk_retries = matches!(e.status, 408 | 409 | 429) || e.status >= 500;
+    sdk_retries.then(|| matches!(e.status, 429 | 503) && e.retry_after.is_some())
 }
 
 impl Default for Ctx {

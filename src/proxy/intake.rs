@@ -11,7 +11,7 @@ use pingora_proxy::Session;
 
 use crate::body::JsonBody;
 use crate::config::Snapshot;
-use crate::dialect::{classify_path, ErrorKind, GatewayError, Incoming};
+use crate::dialect::{classify_path, Dialect, ErrorKind, GatewayError, Incoming};
 use crate::proxy::ctx::Stop;
 use crate::proxy::guard;
 
@@ -36,7 +36,10 @@ pub fn route_path(snap: &Snapshot, session: &Session, forward: bool) -> Result<(
             let (p, i) = forward_target(snap, head, session.digest().is_some_and(|d| d.ssl_digest.is_some()))?;
             (p, Some(i))
         }
-        false => (head.uri.path().to_string(), None),
+        false => {
+            doubled_version(head)?;
+            (head.uri.path().to_string(), None)
+        }
     };
     let mut incoming = classify_path(&path, head.uri.query()).ok_or_else(|| {
         GatewayError::new(
@@ -57,6 +60,34 @@ pub fn route_path(snap: &Snapshot, session: &Session, forward: bool) -> Result<(
         guard::check_passthrough(snap, head.method.as_str(), &path)?;
     }
     Ok((path, incoming))
+}
+
+/// A base URL that ends in one `/v1` too many (`ANTHROPIC_BASE_URL=…/anthropic/v1`
+/// gives `/anthropic/v1/v1/messages`): a 404 in the SDK's own error shape
+/// that names the base URL to use.
+fn doubled_version(head: &RequestHeader) -> Result<(), GatewayError> {
+    let path = head.uri.path();
+    let host = head.headers.get("host").and_then(|h| h.to_str().ok()).unwrap_or("127.0.0.1:8080");
+    let not_found = |dialect: Dialect, base: String, sdk: &str| {
+        GatewayError::new(
+            404,
+            ErrorKind::NotFound,
+            "wrong_base_url",
+            format!("modelgate has no endpoint {path}: the base URL has one /v1 too many (the SDK adds the rest of the path itself); set the {sdk} base URL to {base}"),
+        )
+        .in_dialect(dialect)
+    };
+    let anthropic_base = format!("http://{host}/anthropic");
+    if path.starts_with("/anthropic/v1/v1/") {
+        return Err(not_found(Dialect::Anthropic, anthropic_base, "Anthropic SDK's (ANTHROPIC_BASE_URL)"));
+    }
+    if let Some(rest) = path.strip_prefix("/v1/v1/") {
+        if rest == "messages" || rest.starts_with("messages/") {
+            return Err(not_found(Dialect::Anthropic, anthropic_base, "Anthropic SDK's (ANTHROPIC_BASE_URL)"));
+        }
+        return Err(not_found(Dialect::OpenAi, format!("http://{host}/v1"), "OpenAI SDK's (OPENAI_BASE_URL)"));
+    }
+    Ok(())
 }
 
 fn is_model_call(incoming: &Incoming, head: &RequestHeader) -> bool {

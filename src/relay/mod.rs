@@ -244,7 +244,12 @@ impl Relay<'_> {
         }
         tracing::warn!(model = a.attempt.model_label(), reason, error = %why, "upstream stream failed after the response started");
         cx.trail.error = Some(reason.to_string());
-        let err = GatewayError::new(502, ErrorKind::Upstream, reason, format!("the answer from {} broke off: {why}", a.attempt.model_label()));
+        let err = GatewayError::new(
+            502,
+            ErrorKind::Upstream,
+            reason,
+            format!("the answer from {} broke off: {why}", a.attempt.shown(cx.rec.requested_model.as_deref())),
+        );
         let _ = session.write_response_body(Some(stream_error_event(cx.dialect, &err)), true).await;
     }
 }

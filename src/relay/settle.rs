@@ -49,7 +49,7 @@ pub async fn settle(
     rec.cache_write_tokens = u.cache_write;
     rec.output_tokens = u.output;
     let cost = model.map(|m| u.cost_usd(&m.prices));
-    let requested = rec.requested_model.as_deref().and_then(|n| a.snap.models.get(n));
+    let requested = rec.requested_model.as_deref().and_then(|n| a.snap.model_for(n)).map(|(m, _)| m);
     let requested_cost = match requested {
         Some(q) => u.cost_usd(&q.prices),
         None => cost.unwrap_or(0.0),

@@ -86,12 +86,14 @@ impl<'g> Attempts<'g> {
     /// Try the plan's models in order until one serves.
     pub async fn run<'s>(&self, q: &Request<'_, 's>, trail: &mut Trail, abort: &mut AbortSignal) -> Outcome<'s> {
         let mut plan = Plan::new(q.decision.attempts.clone());
-        let mut p = Progress::default();
+        let mut p = Progress { requested: q.facts.model.map(str::to_string), ..Progress::default() };
         let client_sent_key = AUTH_HEADERS.iter().any(|h| q.client.headers.contains_key(*h));
         while let Some(attempt) = plan.take() {
             let provider = &q.snap.providers[attempt.provider];
             let label = attempt.model_label();
-            trail.model = Some(label.to_string());
+            // (None for a model the config does not know: the access log
+            // names it by `requested_model`, never by the metrics label.)
+            trail.model = attempt.model.map(|m| m.name.clone());
             trail.provider = Some(provider.name.clone());
             if let Some((from, reason)) = p.moved.take() {
                 metrics::fallback(&from, label, reason);
@@ -109,7 +111,7 @@ impl<'g> Attempts<'g> {
                             format!("circuit open for {} ms", retry_in.as_millis())
                         }
                     };
-                    p.skip(label, u.label(), why, trail);
+                    p.skip(&attempt, u.label(), why, trail);
                     continue;
                 }
             };
@@ -128,17 +130,17 @@ impl<'g> Attempts<'g> {
     /// The credentials of a try at `attempt`, or `None` (skipped, with the
     /// reason recorded) when the provider has none for it.
     fn credentials<'s>(&self, q: &Request<'_, 's>, attempt: &Attempt<'s>, client_sent_key: bool, p: &mut Progress, trail: &mut Trail) -> Option<Cred<'s>> {
-        let label = attempt.model_label();
         match credentials(q.snap, attempt.provider, q.key_owner, client_sent_key) {
             Ok(c) => Some(c),
             Err(NoKey::Foreign { why, message }) => {
-                p.skip(label, "missing_key", why, trail);
+                p.skip(attempt, "missing_key", why, trail);
                 // A provider's own failure says more than this skip.
-                p.last.get_or_insert(Failure::new(Kind::MissingKey, format!("`{label}` {message}")));
+                let shown = p.shown(attempt);
+                p.last.get_or_insert(Failure::new(Kind::MissingKey, format!("`{shown}` {message}")));
                 None
             }
             Err(NoKey::Unset { message }) => {
-                p.skip(label, "missing_key", "no API key".into(), trail);
+                p.skip(attempt, "missing_key", "no API key".into(), trail);
                 p.last = Some(Failure::new(Kind::MissingKey, message));
                 None
             }
@@ -291,7 +293,7 @@ impl<'g> Attempts<'g> {
             self.health.record(label, &provider.name, breaker, Err(reason), Instant::now());
         }
         metrics::attempt(label, reason);
-        p.tried.push(format!("{label}: {}", f.short()));
+        p.tried.push(format!("{}: {}", p.shown(attempt), f.short()));
         trail.error = Some(reason.to_string());
         tracing::warn!(model = label, provider = %provider.name, reason, error = %f.message, "upstream attempt failed");
         let wait = policy.wait(n, &f);

@@ -68,13 +68,23 @@ pub(super) struct Progress {
     pub circuit_wait: Option<Duration>,
     /// Resets that may be the request's fault: (model, provider, breaker).
     pub ambiguous: Vec<(String, String, Breaker)>,
+    /// The model the client asked for (how messages name a model the
+    /// config does not know).
+    pub requested: Option<String>,
 }
 
 impl Progress {
-    /// A model not tried (`label`, the reason label, what the `tried` list says).
-    pub fn skip(&mut self, label: &str, reason: &'static str, why: String, trail: &mut Trail) {
+    /// How the `tried` list and messages name the attempt's model (never
+    /// the metrics label `other`).
+    pub fn shown(&self, a: &Attempt<'_>) -> String {
+        a.shown(self.requested.as_deref())
+    }
+
+    /// A model not tried (the reason label, what the `tried` list says).
+    pub fn skip(&mut self, a: &Attempt<'_>, reason: &'static str, why: String, trail: &mut Trail) {
+        let label = a.model_label();
         metrics::attempt(label, reason);
-        self.tried.push(format!("{label}: {why}"));
+        self.tried.push(format!("{}: {why}", self.shown(a)));
         trail.error = Some(reason.to_string());
         self.moved = Some((label.to_string(), reason));
     }
@@ -107,7 +117,7 @@ mod tests {
 
     #[test]
     fn a_downgrade_replaces_the_rest_of_the_plan() {
-        let a = |provider| Attempt { model: None, provider };
+        let a = |provider| Attempt { model: None, provider, as_requested: false };
         let mut plan = Plan::new(vec![a(0), a(1), a(2)]);
         assert_eq!(plan.take().map(|x| x.provider), Some(0));
         assert!(plan.at_first());

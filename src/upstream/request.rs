@@ -80,11 +80,15 @@ pub fn prepare(
                 ));
             }
             let max = m.max_output_tokens.unwrap_or(translate::DEFAULT_MAX_TOKENS);
-            let (bytes, chat) = translate::request(body, from, Wire::of_provider(provider.kind), &m.id, stream, max)?;
+            // A dated id or alias the client asked for goes upstream as written.
+            let asked = json.filter(|_| attempt.as_requested).and_then(|j| j.model().ok().flatten());
+            let (bytes, chat) = translate::request(body, from, Wire::of_provider(provider.kind), asked.as_deref().unwrap_or(&m.id), stream, max)?;
             (bytes, false, Some((from, chat)), None)
         }
         (Some(j), _) => {
-            let model = attempt.model.filter(|_| !pristine).map(|m| m.id.as_str());
+            // `None` keeps the client's model: shadow mode, or a dated id
+            // or alias of the model that serves.
+            let model = attempt.model.filter(|_| !pristine && !attempt.as_requested).map(|m| m.id.as_str());
             if incoming.dialect == Dialect::Gemini {
                 (body.clone(), false, None, model)
             } else {
@@ -106,7 +110,7 @@ pub fn prepare(
 /// else that of the model it asked for, else its dialect's default. Without
 /// api_key_env, no other provider may see it.
 pub fn key_owner(snap: &Snapshot, incoming: &Incoming, requested: Option<&str>) -> Option<usize> {
-    incoming.provider.or_else(|| requested.and_then(|m| snap.models.get(m)).map(|m| m.provider)).or(snap.default_provider[incoming.dialect as usize])
+    incoming.provider.or_else(|| requested.and_then(|m| snap.model_for(m)).map(|(m, _)| m.provider)).or(snap.default_provider[incoming.dialect as usize])
 }
 
 /// Why a try carries no key.

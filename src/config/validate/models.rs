@@ -5,6 +5,7 @@ use std::sync::Arc;
 
 use indexmap::IndexMap;
 use serde_yaml::Value;
+use wildmatch::WildMatch;
 
 use super::super::raw::{RawModel, RawProvider};
 use super::listen::normalize_host;
@@ -172,6 +173,7 @@ fn model_of(
     let fields = [raw.connect_timeout_ms, raw.first_byte_timeout_ms, raw.idle_timeout_ms, raw.total_timeout_ms];
     let base = provider.map(|i| providers[i].timeouts).unwrap_or(super::resilience::DEFAULT_TIMEOUTS);
     let timeouts = super::resilience::timeouts_of(cx, path, fields, base);
+    let aliases = aliases_of(cx, &format!("{path}.aliases"), &raw.aliases, name, model_names);
     if cx.errors.len() != before {
         return None;
     }
@@ -179,6 +181,7 @@ fn model_of(
         name: name.to_string(),
         provider: provider?,
         id: raw.id.unwrap_or_else(|| name.to_string()),
+        aliases,
         prices: Prices { input_usd_per_mtok: input, output_usd_per_mtok: output, cached_input_usd_per_mtok: cached, cache_write_usd_per_mtok: cache_write },
         context_tokens: raw.context_tokens,
         max_output_tokens: raw.max_output_tokens,
@@ -190,6 +193,26 @@ fn model_of(
         breaker,
         timeouts,
     })
+}
+
+/// `aliases:`: model ids or globs (`*`, `?`); never another model's name
+/// (a configured name always means that model).
+fn aliases_of(cx: &mut Ctx, path: &str, list: &[String], this: &str, model_names: &[String]) -> Vec<WildMatch> {
+    let mut out = Vec::new();
+    for (i, a) in list.iter().enumerate() {
+        let at = format!("{path}[{i}]");
+        if a.trim().is_empty() || a.chars().all(|c| c == '*' || c == '?') {
+            cx.err(at, format!("`{a}` would match every model id; write the ids this model answers for, such as `{this}-2025*`"));
+            continue;
+        }
+        let glob = WildMatch::new(a);
+        if let Some(other) = model_names.iter().find(|n| n.as_str() != this && glob.matches(n)) {
+            cx.err(at, format!("alias `{a}` matches `{other}`, which is a model of its own; narrow the pattern (e.g. `{this}-20*` for dated versions)"));
+            continue;
+        }
+        out.push(glob);
+    }
+    out
 }
 
 pub(super) fn check_model_list(cx: &mut Ctx, path: &str, list: &[String], model_names: &[String], this: Option<&str>) {
