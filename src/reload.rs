@@ -26,7 +26,16 @@ use crate::metrics;
 const DEBOUNCE: Duration = Duration::from_millis(250);
 
 /// Load `path` and swap it in. Returns whether the new config was applied.
+/// systemd hears `RELOADING=1` before and `READY=1` after (either way: a
+/// rejected file leaves the old config serving).
 pub fn reload(path: &Path, state: &ArcSwap<Snapshot>, budgets: &Budgets, why: &str) -> bool {
+    crate::server::notify::reloading();
+    let applied = apply(path, state, budgets, why);
+    crate::server::notify::reloaded(applied);
+    applied
+}
+
+fn apply(path: &Path, state: &ArcSwap<Snapshot>, budgets: &Budgets, why: &str) -> bool {
     match config::load_file(path) {
         Ok(new) => {
             let old = state.load();
