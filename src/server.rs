@@ -45,6 +45,15 @@ pub fn run(snap: Snapshot, config_path: Option<PathBuf>, upgrade: bool) -> Resul
         listen::check_free(&snap.listen)?;
     }
     let upgrade_sock = upgrade::sock_path(&snap.state_dir)?;
+    // Until the config watcher and Pingora install their handlers, SIGHUP
+    // (default: terminate) and SIGQUIT (default: core dump) would kill a
+    // process that already serves; ignored meanwhile, they cost at most a
+    // reload that the file watcher makes anyway.
+    // SAFETY: SIG_IGN is a valid disposition; tokio replaces it later.
+    unsafe {
+        libc::signal(libc::SIGHUP, libc::SIG_IGN);
+        libc::signal(libc::SIGQUIT, libc::SIG_IGN);
+    }
     for (provider, env) in snap.missing_keys() {
         tracing::warn!(provider, env, "api_key_env is not set; requests to this provider will fail with 401 until it is set and modelgate restarted");
     }
@@ -93,7 +102,10 @@ pub fn run(snap: Snapshot, config_path: Option<PathBuf>, upgrade: bool) -> Resul
     let gateway = Gateway::new(state.clone(), overrides.clone(), budgets.clone(), health.clone(), drain.clone());
     let forward = match listen.forward_proxy {
         Some(addr) => {
-            let ca = Arc::new(crate::ca::Ca::open(&state.load().state_dir)?);
+            let state_dir = state.load().state_dir.clone();
+            let ca = Arc::new(crate::ca::Ca::open(&state_dir)?);
+            crate::ca::publish(&state_dir);
+            crate::ca::refresh_bundle(&state_dir);
             let gw = Gateway::new(state.clone(), overrides.clone(), budgets.clone(), health.clone(), drain.clone()).forward();
             let mut http = pingora_proxy::HttpProxy::new(gw, server.configuration.clone());
             http.handle_init_modules();
@@ -132,11 +144,13 @@ pub fn run(snap: Snapshot, config_path: Option<PathBuf>, upgrade: bool) -> Resul
         let handover = upgrade::Handover { state_dir: state.load().state_dir.clone(), old_pid, budgets: budgets.clone(), state: state.clone() };
         server.add_service(background_service("state handover", handover));
     }
-    if let Some(path) = config_path {
-        server.add_service(background_service("config watcher", Reloader { path, state, budgets: budgets.clone() }));
+    let watcher = config_path.map(|path| server.add_service(background_service("config watcher", Reloader { path, state, budgets: budgets.clone() })));
+    // "listening" and READY=1 once every listener accepts connections (and
+    // SIGHUP is handled).
+    let announce = server.add_service(background_service("readiness", listen::Announce { listen, takes_over: old_pid.is_some() }));
+    if let Some(w) = watcher {
+        announce.add_dependency(&w);
     }
-    // "listening" and READY=1 once every listener accepts connections.
-    server.add_service(background_service("readiness", listen::Announce { listen, takes_over: old_pid.is_some() }));
     server.run(RunArgs { shutdown_signal: Box::new(Signals { drain, budgets, upgrade_sock }) });
     crate::accesslog::flush();
     Ok(())

@@ -156,7 +156,11 @@ pub fn spawn_and_wait(config: &Path, limit: Duration) -> Result<u32, String> {
     let (read_end, write_end) = unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) };
     let w = write_end.as_raw_fd();
     let mut cmd = Command::new(&exe);
-    cmd.args(["run", "--upgrade", "-c"]).arg(config).stdin(Stdio::null()).env(super::notify::READY_FD_ENV, w.to_string());
+    // Its output goes where this command's errors go (the journal under
+    // systemd), never to our stdout: a caller reading that to its end
+    // would wait for the new process to exit.
+    let log = std::os::fd::AsFd::as_fd(&std::io::stderr()).try_clone_to_owned().map_err(|e| format!("cannot duplicate standard error: {e}"))?;
+    cmd.args(["run", "--upgrade", "-c"]).arg(config).stdin(Stdio::null()).stdout(Stdio::from(log)).env(super::notify::READY_FD_ENV, w.to_string());
     // SAFETY: between fork and exec only async-signal-safe calls: setsid
     // (the new process outlives this command) and fcntl (keep the pipe's
     // write end open across exec).
