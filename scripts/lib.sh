@@ -77,3 +77,9 @@ ensure_python_venv() {
     return 1
   fi
 }
+
+# tests/ops_systemd.rs runs `systemd-analyze verify` on the unit (the
+# `systemd` package; it does not have to be PID 1).
+ensure_systemd_analyze() {
+  command -v systemd-analyze >/dev/null || { echo "installing systemd (for systemd-analyze) …"; apt_install systemd; }
+}

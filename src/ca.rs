@@ -1,6 +1,12 @@
 //! The local certificate authority of transparent mode: created on this
 //! machine in `state_dir/ca/` (key 0600, never shipped, never logged), and
 //! the leaf certificates it mints for intercepted hosts (cached per host).
+//!
+//! Modes are set explicitly, whatever the umask (the systemd unit runs with
+//! `UMask=0077`): the key 0600, the directory 0755 and the certificate and
+//! bundle 0644, so an app's own unprivileged service can read
+//! `state_dir/ca/ca.pem` and `bundle.pem` while the rest of `state_dir`
+//! stays private to modelgate's user.
 
 use std::collections::HashMap;
 use std::io::Write;
@@ -42,13 +48,60 @@ pub fn init(state_dir: &Path, force: bool) -> Result<(PathBuf, bool), String> {
     }
     let dir = state_dir.join("ca");
     std::fs::create_dir_all(&dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+    set_mode(&dir, 0o755);
     let key_pair = KeyPair::generate().map_err(|e| format!("cannot generate the CA key: {e}"))?;
     let mut params = ca_params();
     validity(&mut params, 3650);
     let ca = params.self_signed(&key_pair).map_err(|e| format!("cannot sign the CA certificate: {e}"))?;
     write_private(&key, key_pair.serialize_pem().as_bytes())?;
     crate::fsutil::write_atomic(&cert, ca.pem().as_bytes()).map_err(|e| format!("cannot write {}: {e}", cert.display()))?;
+    set_mode(&cert, 0o644);
     Ok((cert, true))
+}
+
+/// Make the public parts readable by everyone (they are certificates), if
+/// this user owns them; a CA made under an older, stricter layout is fixed
+/// at the next start.
+pub fn publish(state_dir: &Path) {
+    let dir = state_dir.join("ca");
+    for (p, mode) in [(dir.clone(), 0o755), (cert_path(state_dir), 0o644), (dir.join("bundle.pem"), 0o644)] {
+        if p.exists() {
+            set_mode(&p, mode);
+        }
+    }
+}
+
+fn set_mode(path: &Path, mode: u32) {
+    use std::os::unix::fs::PermissionsExt;
+    let current = std::fs::metadata(path).map(|m| m.permissions().mode() & 0o7777).ok();
+    if current != Some(mode) {
+        if let Err(e) = std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)) {
+            tracing::warn!(file = %path.display(), error = %e, mode = format!("{mode:o}"), "cannot set the mode of a public CA file; apps running as other users may not read it");
+        }
+    }
+}
+
+/// Write `state_dir/ca/bundle.pem` when it is missing or older than the
+/// system's trust store (so an app's `SSL_CERT_FILE` works without a manual
+/// `modelgate ca bundle`); a failure is logged, never fatal.
+pub fn refresh_bundle(state_dir: &Path) {
+    let out = state_dir.join("ca").join("bundle.pem");
+    let modified = |p: &Path| std::fs::metadata(p).and_then(|m| m.modified()).ok();
+    let system = ["/etc/ssl/certs/ca-certificates.crt", "/etc/pki/tls/certs/ca-bundle.crt"].iter().filter_map(|p| modified(Path::new(p))).max();
+    let fresh = match (modified(&out), system, modified(&cert_path(state_dir))) {
+        (Some(b), Some(s), Some(c)) => b >= s && b >= c,
+        (Some(b), None, Some(c)) => b >= c,
+        _ => false,
+    };
+    if fresh {
+        return;
+    }
+    match write_bundle(&cert_path(state_dir), &out) {
+        Ok(n) => {
+            tracing::info!(bundle = %out.display(), system_roots = n, "wrote the CA bundle (system roots + the modelgate CA) for SSL_CERT_FILE / REQUESTS_CA_BUNDLE")
+        }
+        Err(e) => tracing::warn!(bundle = %out.display(), error = %e, "cannot write the CA bundle; run `modelgate ca bundle` as modelgate's user"),
+    }
 }
 
 /// Set a certificate valid from yesterday for `days` (UTC dates).
@@ -148,6 +201,7 @@ pub fn write_bundle(ca_cert: &Path, out: &Path) -> Result<usize, String> {
         std::fs::create_dir_all(dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
     }
     crate::fsutil::write_atomic(out, text.as_bytes()).map_err(|e| format!("cannot write {}: {e}", out.display()))?;
+    set_mode(out, 0o644);
     Ok(roots.len())
 }
 

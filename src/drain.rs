@@ -5,8 +5,13 @@
 //! then is told to stop ([`Drain::abort`]): each ends its stream with an
 //! error event in its client's dialect and settles its spend (estimated
 //! from what was relayed). The ledger is fsynced and the process exits 0.
-//! `SIGINT` does the same with no grace. `SIGQUIT` (binary upgrade) drains
-//! like `SIGTERM` once Pingora has handed the listeners over.
+//! `SIGINT` does the same with no grace. `SIGQUIT` (binary upgrade, sent by
+//! `modelgate run --upgrade`) first hands the listening sockets to the new
+//! process (Pingora sends them, then keeps accepting for 5 s while the new
+//! process starts serving), then drains like `SIGTERM`; a `SIGQUIT` with no
+//! new process waiting for the sockets is ignored, so a stray signal cannot
+//! take the service down. `STOPPING=1` goes to systemd on `SIGTERM` and
+//! `SIGINT` only: after a hand-over the service is not stopping.
 //!
 //! Pingora itself would wait its fixed grace period and then drop every
 //! task (tokio cancels futures at shutdown), which cuts streams without an
@@ -141,11 +146,14 @@ impl BackgroundService for DrainService {
 }
 
 /// Signals: `SIGTERM` and `SIGQUIT` start Pingora's graceful shutdown (the
-/// drain runs in [`DrainService`]); `SIGINT` ends requests at once but
-/// still settles them before the process ends.
+/// drain runs in [`DrainService`]; `SIGQUIT` hands the listeners over
+/// first); `SIGINT` ends requests at once but still settles them before
+/// the process ends.
 pub struct Signals {
     pub drain: Drain,
     pub budgets: Budgets,
+    /// Where a new process waits for the listening sockets.
+    pub upgrade_sock: std::path::PathBuf,
 }
 
 #[async_trait]
@@ -156,13 +164,25 @@ impl ShutdownSignalWatch for Signals {
             tracing::error!("cannot install signal handlers; SIGTERM will not drain");
             return std::future::pending().await;
         };
-        tokio::select! {
-            _ = quit.recv() => ShutdownSignal::GracefulUpgrade,
-            _ = term.recv() => ShutdownSignal::GracefulTerminate,
-            _ = int.recv() => {
-                tracing::info!(in_flight = self.drain.in_flight(), "SIGINT: ending requests in flight now");
-                self.drain.drain(Duration::ZERO, &self.budgets).await;
-                ShutdownSignal::FastShutdown
+        loop {
+            tokio::select! {
+                _ = quit.recv() => {
+                    if self.upgrade_sock.exists() {
+                        tracing::info!(in_flight = self.drain.in_flight(), sock = %self.upgrade_sock.display(), "SIGQUIT: handing the listening sockets to the new modelgate, then draining");
+                        return ShutdownSignal::GracefulUpgrade;
+                    }
+                    tracing::warn!(sock = %self.upgrade_sock.display(), "SIGQUIT but no new modelgate waits for the listening sockets (start one with `modelgate run --upgrade`, which signals this process itself); ignored");
+                }
+                _ = term.recv() => {
+                    crate::server::notify::stopping();
+                    return ShutdownSignal::GracefulTerminate;
+                }
+                _ = int.recv() => {
+                    crate::server::notify::stopping();
+                    tracing::info!(in_flight = self.drain.in_flight(), "SIGINT: ending requests in flight now");
+                    self.drain.drain(Duration::ZERO, &self.budgets).await;
+                    return ShutdownSignal::FastShutdown;
+                }
             }
         }
     }

@@ -29,6 +29,23 @@ enum Command {
         /// The YAML config file.
         #[arg(short, long, value_name = "FILE")]
         config: Option<PathBuf>,
+        /// Take over from the modelgate running on the same state_dir
+        /// without refusing a connection: it hands its listening sockets
+        /// to this process (on state_dir/upgrade.sock), then drains its
+        /// requests in flight and exits. Starts normally if none runs.
+        #[arg(long)]
+        upgrade: bool,
+    },
+    /// Replace the running modelgate with this binary without downtime
+    /// (systemd's ExecReload): start `modelgate run --upgrade` in the
+    /// background and return once it serves. Exits 1 if it did not.
+    Upgrade {
+        /// The YAML config file (the running one's, or its new version).
+        #[arg(short, long, value_name = "FILE")]
+        config: PathBuf,
+        /// How long to wait for the new process to serve.
+        #[arg(long, value_name = "SECONDS", default_value_t = 60)]
+        timeout_s: u64,
     },
     /// Validate a config file and print every error with its YAML path and
     /// line. Exits 0 when valid, 1 when not. Without --config it checks the
@@ -306,7 +323,25 @@ fn args() -> Vec<std::ffi::OsString> {
     args
 }
 
+/// A panic is a bug, not an operator error: one line, no backtrace note.
+/// A listener that could not be built (an address taken between the check
+/// and Pingora's bind) leaves nothing serving, so that one ends the
+/// process and lets a supervisor restart it.
+fn quiet_panics() {
+    std::panic::set_hook(Box::new(|info| {
+        let msg = info.payload().downcast_ref::<&str>().map(|s| s.to_string()).or_else(|| info.payload().downcast_ref::<String>().cloned()).unwrap_or_default();
+        let at = info.location().map(|l| format!(" ({}:{})", l.file(), l.line())).unwrap_or_default();
+        let msg = msg.replace('\n', " ");
+        if msg.contains("Failed to build listeners") {
+            eprintln!("modelgate: a listener could not be opened: {msg}");
+            std::process::exit(1);
+        }
+        eprintln!("modelgate: internal error: {msg}{at}");
+    }));
+}
+
 fn main() -> ExitCode {
+    quiet_panics();
     let cli = Cli::parse_from(args());
     if !matches!(cli.command, Command::Run { .. }) {
         // A CLI piped into `head` ends quietly, as Unix tools do, instead of
@@ -319,7 +354,24 @@ fn main() -> ExitCode {
     }
     match cli.command {
         Command::Check { config } => check(&config),
-        Command::Run { config } => {
+        Command::Upgrade { config, timeout_s } => {
+            // Refuse a broken config before touching the running process.
+            if let Err(e) = config::load_file(&config) {
+                print_errors(&e);
+                return ExitCode::FAILURE;
+            }
+            match modelgate::server::upgrade::spawn_and_wait(&config, std::time::Duration::from_secs(timeout_s)) {
+                Ok(pid) => {
+                    println!("modelgate: pid {pid} serves now; the previous process drains its requests in flight and exits");
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!("modelgate: {e}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
+        Command::Run { config, upgrade } => {
             init_logging();
             let snap = match load(&config) {
                 Ok(s) => s,
@@ -331,7 +383,7 @@ fn main() -> ExitCode {
             for w in snap.exposure_warnings() {
                 tracing::warn!("{w}");
             }
-            match modelgate::server::run(snap, config) {
+            match modelgate::server::run(snap, config, upgrade) {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {
                     eprintln!("modelgate: {e}");

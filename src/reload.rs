@@ -26,7 +26,16 @@ use crate::metrics;
 const DEBOUNCE: Duration = Duration::from_millis(250);
 
 /// Load `path` and swap it in. Returns whether the new config was applied.
+/// systemd hears `RELOADING=1` before and `READY=1` after (either way: a
+/// rejected file leaves the old config serving).
 pub fn reload(path: &Path, state: &ArcSwap<Snapshot>, budgets: &Budgets, why: &str) -> bool {
+    crate::server::notify::reloading();
+    let applied = apply(path, state, budgets, why);
+    crate::server::notify::reloaded(applied);
+    applied
+}
+
+fn apply(path: &Path, state: &ArcSwap<Snapshot>, budgets: &Budgets, why: &str) -> bool {
     match config::load_file(path) {
         Ok(new) => {
             let old = state.load();
@@ -69,7 +78,20 @@ pub struct Reloader {
 
 #[async_trait]
 impl BackgroundService for Reloader {
-    async fn start(&self, mut shutdown: ShutdownWatch) {
+    async fn start(&self, shutdown: ShutdownWatch) {
+        self.watch(shutdown, None).await
+    }
+
+    /// Ready once SIGHUP is handled: the readiness announcement
+    /// (`READY=1`) waits for it, so a reload right after the start is not
+    /// lost.
+    async fn start_with_ready_notifier(&self, shutdown: ShutdownWatch, ready: pingora::services::ServiceReadyNotifier) {
+        self.watch(shutdown, Some(ready)).await
+    }
+}
+
+impl Reloader {
+    async fn watch(&self, mut shutdown: ShutdownWatch, ready: Option<pingora::services::ServiceReadyNotifier>) {
         let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<()>();
         let dir = self.path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new(".")).to_path_buf();
         let watcher = notify::recommended_watcher(move |res: notify::Result<notify::Event>| {
@@ -95,6 +117,7 @@ impl BackgroundService for Reloader {
             }
         };
         let mut last = std::fs::read(&self.path).ok();
+        drop(ready);
         loop {
             tokio::select! {
                 _ = shutdown.changed() => return,

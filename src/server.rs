@@ -1,6 +1,14 @@
 //! Assemble and run the Pingora server: gateway and admin listeners, and the
 //! config watcher as a background service (threads started before
 //! `run_forever` would be lost when daemonising).
+//!
+//! `listen` checks the listeners before the start and announces them once
+//! they serve; `notify` talks to systemd; `upgrade` hands the listening
+//! sockets of a running process to a new one.
+
+pub mod listen;
+pub mod notify;
+pub mod upgrade;
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -20,16 +28,35 @@ use crate::proxy::forward::Forward;
 use crate::proxy::gateway::Gateway;
 use crate::reload::Reloader;
 
-/// Start serving `snap`; `config_path` enables hot reload. Returns when the
-/// server has shut down (SIGINT; SIGTERM ends the process from the drain);
-/// an `Err` means it could not start.
-pub fn run(snap: Snapshot, config_path: Option<PathBuf>) -> Result<(), String> {
+/// Start serving `snap`; `config_path` enables hot reload; `upgrade` takes
+/// the listening sockets over from the modelgate running on the same
+/// state_dir. Returns when the server has shut down (SIGINT; SIGTERM ends
+/// the process from the drain); an `Err` means it could not start.
+pub fn run(snap: Snapshot, config_path: Option<PathBuf>, upgrade: bool) -> Result<(), String> {
+    // One process per state_dir, for as long as this one runs (held until
+    // `run` returns or the process exits) — or, taking over, from when the
+    // old one has exited (`upgrade::Handover`).
+    let (_state_lock, old_pid) = match upgrade::start(&snap.state_dir, upgrade)? {
+        upgrade::Start::Alone(l) => (Some(l), None),
+        upgrade::Start::TakeOver { old_pid } => (None, Some(old_pid)),
+    };
+    // Taking over, the addresses are the old process's (in use by design).
+    if old_pid.is_none() {
+        listen::check_free(&snap.listen)?;
+    }
+    let upgrade_sock = upgrade::sock_path(&snap.state_dir)?;
+    // Until the config watcher and Pingora install their handlers, SIGHUP
+    // (default: terminate) and SIGQUIT (default: core dump) would kill a
+    // process that already serves; ignored meanwhile, they cost at most a
+    // reload that the file watcher makes anyway.
+    // SAFETY: SIG_IGN is a valid disposition; tokio replaces it later.
+    unsafe {
+        libc::signal(libc::SIGHUP, libc::SIG_IGN);
+        libc::signal(libc::SIGQUIT, libc::SIG_IGN);
+    }
     for (provider, env) in snap.missing_keys() {
         tracing::warn!(provider, env, "api_key_env is not set; requests to this provider will fail with 401 until it is set and modelgate restarted");
     }
-    // One process per state_dir, for as long as this one runs (held until
-    // `run` returns or the process exits).
-    let _state_lock = crate::budget::lock::lock_state_dir(&snap.state_dir)?;
     let overrides = Arc::new(OverrideStore::open(&snap.state_dir)?);
     for (route, o) in overrides.load().iter() {
         if let Err(e) = crate::policy::overrides::check(&snap, route, &o.target) {
@@ -51,17 +78,34 @@ pub fn run(snap: Snapshot, config_path: Option<PathBuf>) -> Result<(), String> {
         // tokio drops whatever still runs).
         grace_period_seconds: Some(grace.as_secs() + 10),
         graceful_shutdown_timeout_seconds: Some(1),
+        // SIGQUIT hands the listening sockets to `modelgate run --upgrade`
+        // on this socket (one per state_dir, like the process itself).
+        upgrade_sock: upgrade_sock.to_string_lossy().into_owned(),
         ..ServerConf::default()
     };
-    let mut server = Server::new_with_opt_and_conf(None, conf);
+    let opt = old_pid.map(|_| pingora::server::configuration::Opt { upgrade: true, ..Default::default() });
+    let mut server = Server::new_with_opt_and_conf(opt, conf);
+    if let Some(pid) = old_pid {
+        // A socket left by a crashed attempt would make us signal too early.
+        let _ = std::fs::remove_file(&upgrade_sock);
+        upgrade::signal_old_when_listening(upgrade_sock.clone(), pid);
+    }
+    // Taking over, this blocks until the old process sent its sockets
+    // (Pingora gives up, logs why and exits 1 after ~5 s).
     server.bootstrap();
+    if let Some(pid) = old_pid {
+        tracing::info!(old_pid = pid, "received the listening sockets; the previous modelgate drains its requests in flight");
+    }
 
     let health = crate::upstream::health::Health::default();
     let drain = Drain::default();
     let gateway = Gateway::new(state.clone(), overrides.clone(), budgets.clone(), health.clone(), drain.clone());
     let forward = match listen.forward_proxy {
         Some(addr) => {
-            let ca = Arc::new(crate::ca::Ca::open(&state.load().state_dir)?);
+            let state_dir = state.load().state_dir.clone();
+            let ca = Arc::new(crate::ca::Ca::open(&state_dir)?);
+            crate::ca::publish(&state_dir);
+            crate::ca::refresh_bundle(&state_dir);
             let gw = Gateway::new(state.clone(), overrides.clone(), budgets.clone(), health.clone(), drain.clone()).forward();
             let mut http = pingora_proxy::HttpProxy::new(gw, server.configuration.clone());
             http.handle_init_modules();
@@ -96,11 +140,18 @@ pub fn run(snap: Snapshot, config_path: Option<PathBuf>) -> Result<(), String> {
     let fsync = state.load().budget_store.fsync_interval;
     server.add_service(background_service("budget upkeep", crate::budget::Upkeep { budgets: budgets.clone(), fsync }));
     server.add_service(background_service("shutdown drain", DrainService { drain: drain.clone(), budgets: budgets.clone(), grace }));
-    if let Some(path) = config_path {
-        server.add_service(background_service("config watcher", Reloader { path, state, budgets: budgets.clone() }));
+    if let Some(old_pid) = old_pid {
+        let handover = upgrade::Handover { state_dir: state.load().state_dir.clone(), old_pid, budgets: budgets.clone(), state: state.clone() };
+        server.add_service(background_service("state handover", handover));
     }
-    tracing::info!(gateway = %listen.gateway, admin = %listen.admin, forward_proxy = ?listen.forward_proxy, "modelgate listening");
-    server.run(RunArgs { shutdown_signal: Box::new(Signals { drain, budgets }) });
+    let watcher = config_path.map(|path| server.add_service(background_service("config watcher", Reloader { path, state, budgets: budgets.clone() })));
+    // "listening" and READY=1 once every listener accepts connections (and
+    // SIGHUP is handled).
+    let announce = server.add_service(background_service("readiness", listen::Announce { listen, takes_over: old_pid.is_some() }));
+    if let Some(w) = watcher {
+        announce.add_dependency(&w);
+    }
+    server.run(RunArgs { shutdown_signal: Box::new(Signals { drain, budgets, upgrade_sock }) });
     crate::accesslog::flush();
     Ok(())
 }

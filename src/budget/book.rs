@@ -183,9 +183,9 @@ impl Book {
     /// Take `snap`'s budgets; returns the budgets whose counts must be
     /// rebuilt from the ledger and whether everything must (first load or
     /// a new time zone).
-    fn apply(&mut self, snap: &Snapshot) -> (Vec<usize>, bool) {
+    fn apply(&mut self, snap: &Snapshot, all: bool) -> (Vec<usize>, bool) {
         let tz_changed = self.tz.as_ref().map(|t| t.iana_name()) != Some(snap.timezone.iana_name());
-        let first = !self.loaded || tz_changed;
+        let first = all || !self.loaded || tz_changed;
         self.defs = snap.budgets.clone();
         self.tz = Some(snap.timezone.clone());
         self.spike.config = snap.spike;
@@ -202,13 +202,15 @@ impl Book {
 
     /// Zero what is recounted; returns the earliest second the ledger must
     /// be read from (`i64::MAX`: nothing to read).
-    fn reset_for_recount(&mut self, stale: &[usize], first: bool, now: Timestamp) -> i64 {
+    fn reset_for_recount(&mut self, stale: &[usize], first: bool, keep_reserved: bool, now: Timestamp) -> i64 {
         let mut since = i64::MAX;
         for &i in stale {
             let c = self.counter(i, now);
             since = since.min(c.start);
             c.spent = Amounts::default();
-            c.reserved = Amounts::default();
+            if !keep_reserved {
+                c.reserved = Amounts::default();
+            }
         }
         if first {
             self.usage = Default::default();
@@ -237,17 +239,30 @@ impl Book {
 impl Budgets {
     /// [`Budgets::sync`], returning what is wrong with the ledger.
     pub(super) fn count(&self, snap: &Snapshot) -> Vec<Problem> {
+        self.count_with(snap, false)
+    }
+
+    /// Count every budget's spend and the usage windows again from the
+    /// ledger, keeping what this process has reserved: after another
+    /// process appended to the ledger (the old process of a binary
+    /// upgrade, which settled its last requests while this one served).
+    /// Under the ledger's append lock, so no settlement is counted twice.
+    pub fn recount(&self, snap: &Snapshot) -> Vec<Problem> {
+        self.count_with(snap, true)
+    }
+
+    fn count_with(&self, snap: &Snapshot, all: bool) -> Vec<Problem> {
         let inner = &self.inner;
         let now = inner.clock.now();
         let _appends = inner.ledger.lock();
         let mut book = inner.book();
         // Budgets to count from the ledger (all of them in file mode at
         // start; in Redis mode the shared counts are authoritative).
-        let (stale, first) = book.apply(snap);
+        let (stale, first) = book.apply(snap, all);
         if inner.shared.is_some() && !first {
             return Vec::new();
         }
-        let since = book.reset_for_recount(&stale, first, now);
+        let since = book.reset_for_recount(&stale, first, all, now);
         if since == i64::MAX {
             return Vec::new();
         }

@@ -1,7 +1,9 @@
 //! One process per `state_dir`: an exclusive `flock` on `state_dir/lock`,
 //! held for the life of the process. Two processes appending to one ledger
 //! would interleave entries and each count only its own spend, so the
-//! second refuses to start instead.
+//! second refuses to start instead — except the new process of a binary
+//! upgrade (`modelgate run --upgrade`), which starts while the old one
+//! drains and takes the lock when the old one exits ([`wait_for_lock`]).
 
 use std::fs::{File, OpenOptions};
 use std::io::{Read, Seek, SeekFrom, Write};
@@ -16,8 +18,32 @@ pub struct StateLock {
     pub path: PathBuf,
 }
 
+/// What trying the lock found.
+#[derive(Debug)]
+pub enum Attempt {
+    Locked(StateLock),
+    /// Another process holds it; its pid when the lock file names one.
+    Busy {
+        holder: Option<u32>,
+    },
+}
+
 /// Take the lock on `dir` (created if missing) and write our pid into it.
 pub fn lock_state_dir(dir: &Path) -> Result<StateLock, String> {
+    match try_lock(dir)? {
+        Attempt::Locked(l) => Ok(l),
+        Attempt::Busy { holder } => {
+            let holder = holder.map_or("another modelgate process".to_string(), |pid| format!("another modelgate process (pid {pid})"));
+            Err(format!(
+                "state_dir {} is in use by {holder}: its spend ledger can have only one writer. Stop that process, or give this one its own state_dir (to replace a running modelgate without downtime: modelgate run --upgrade)",
+                dir.display()
+            ))
+        }
+    }
+}
+
+/// Try the lock once, without waiting.
+pub fn try_lock(dir: &Path) -> Result<Attempt, String> {
     std::fs::create_dir_all(dir)
         .map_err(|e| format!("cannot create state_dir {}: {e}; create it or point state_dir at a writable directory", dir.display()))?;
     let path = dir.join("lock");
@@ -35,20 +61,26 @@ pub fn lock_state_dir(dir: &Path) -> Result<StateLock, String> {
         if err.raw_os_error() == Some(libc::EWOULDBLOCK) {
             let mut text = String::new();
             let _ = file.read_to_string(&mut text);
-            let holder = match text.trim().parse::<u32>() {
-                Ok(pid) => format!("another modelgate process (pid {pid})"),
-                Err(_) => "another modelgate process".to_string(),
-            };
-            return Err(format!(
-                "state_dir {} is in use by {holder}: its spend ledger can have only one writer. Stop that process, or give this one its own state_dir",
-                dir.display()
-            ));
+            return Ok(Attempt::Busy { holder: text.trim().parse::<u32>().ok() });
         }
         return Err(format!("cannot lock state_dir {} ({}): {err}", dir.display(), path.display()));
     }
-    // Best effort: the pid only makes the message above more helpful.
+    // Best effort: the pid only makes the message above more helpful (and
+    // tells `modelgate run --upgrade` whom to take over from).
     let _ = file.set_len(0).and_then(|_| file.seek(SeekFrom::Start(0))).and_then(|_| writeln!(file, "{}", std::process::id())).and_then(|_| file.flush());
-    Ok(StateLock { _file: file, path })
+    Ok(Attempt::Locked(StateLock { _file: file, path }))
+}
+
+/// Wait until the holder of the lock on `dir` lets go (a binary upgrade's
+/// old process exits once it has drained), then take it. Polls, so it
+/// never blocks a runtime thread for long; `every` is the poll interval.
+pub fn wait_for_lock(dir: &Path, every: std::time::Duration) -> Result<StateLock, String> {
+    loop {
+        match try_lock(dir)? {
+            Attempt::Locked(l) => return Ok(l),
+            Attempt::Busy { .. } => std::thread::sleep(every),
+        }
+    }
 }
 
 #[cfg(test)]

@@ -220,3 +220,22 @@ pub fn metric_sum(text: &str, name: &str, labels: &[(&str, &str)]) -> f64 {
         .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
         .sum()
 }
+
+/// The modelgate binary under test (`MODELGATE_BIN` selects another build).
+pub fn bin() -> PathBuf {
+    std::env::var_os("MODELGATE_BIN").map(PathBuf::from).unwrap_or_else(|| PathBuf::from(env!("CARGO_BIN_EXE_modelgate")))
+}
+
+/// A config file in `dir` with `listen:` (`gateway`, `admin`, optional
+/// forward proxy), state_dir and access log in `dir`, then `yaml`.
+pub fn write_config(dir: &Path, gateway: &str, admin: &str, forward: Option<&str>, yaml: &str) -> PathBuf {
+    let forward = forward.map(|f| format!("  forward_proxy: {f}\n")).unwrap_or_default();
+    let text = format!(
+        "listen:\n  gateway: {gateway}\n  admin: {admin}\n{forward}state_dir: {}\naccess_log: {}\n{yaml}",
+        dir.join("state").display(),
+        dir.join("access.log").display()
+    );
+    let path = dir.join("modelgate.yaml");
+    std::fs::write(&path, text).unwrap();
+    path
+}

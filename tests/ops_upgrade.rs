@@ -1,0 +1,206 @@
+//! Zero-downtime binary upgrade through the release binary: `modelgate
+//! upgrade` (systemd's ExecReload) starts `modelgate run --upgrade`, which
+//! takes the listening sockets from the running process while clients
+//! keep sending requests and 50 streams stay open on the old process. No
+//! request fails, every stream ends with `[DONE]`, the old process exits
+//! 0 once drained, and the ledger (written by both processes meanwhile)
+//! holds every settled request, which the new process's budget counts
+//! include once it has taken over state_dir.
+
+mod common;
+
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use common::{bin, http_get, Config, Mock, Modelgate, Script};
+use futures_util::StreamExt;
+use serde_json::{json, Value};
+
+fn chat(stream: bool) -> Value {
+    json!({"model": "gpt-4o-mini", "stream": stream, "max_tokens": 400, "messages": [{"role": "user", "content": "hi"}]})
+}
+
+/// The ledger's entries (both processes append to the same files).
+fn ledger(mg: &Modelgate) -> Vec<Value> {
+    let Ok(dir) = std::fs::read_dir(mg.dir.path().join("state")) else { return Vec::new() };
+    dir.filter_map(|e| e.ok())
+        .filter(|e| e.file_name().to_string_lossy().starts_with("ledger-"))
+        .flat_map(|e| std::fs::read_to_string(e.path()).unwrap_or_default().lines().map(str::to_string).collect::<Vec<_>>())
+        .map(|l| serde_json::from_str(&l).unwrap_or_else(|e| panic!("a ledger line that is not an entry ({e}): {l}")))
+        .collect()
+}
+
+async fn stream_all(gateway: String) -> (u16, String) {
+    let r = reqwest::Client::new().post(format!("{gateway}/v1/chat/completions")).json(&chat(true)).send().await;
+    let r = match r {
+        Ok(r) => r,
+        Err(e) => return (0, e.to_string()),
+    };
+    let status = r.status().as_u16();
+    let mut body = Vec::new();
+    let mut s = r.bytes_stream();
+    while let Some(c) = s.next().await {
+        match c {
+            Ok(c) => body.extend_from_slice(&c),
+            Err(e) => return (status, format!("{}\n<cut: {e}>", String::from_utf8_lossy(&body))),
+        }
+    }
+    (status, String::from_utf8_lossy(&body).into_owned())
+}
+
+/// Kills the upgraded process at the end (it is not the harness's child).
+struct Pid(u32);
+
+impl Drop for Pid {
+    fn drop(&mut self) {
+        // SAFETY: kill(2) on the pid `modelgate upgrade` reported.
+        unsafe {
+            libc::kill(self.0 as i32, libc::SIGKILL);
+        }
+    }
+}
+
+fn alive(pid: u32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|s| !s.rsplit(')').next().unwrap_or("").trim_start().starts_with('Z'))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn upgrade_under_load_with_fifty_open_streams_fails_nothing_and_loses_no_ledger_entry() {
+    let mock = Mock::start().await;
+    let yaml = Config::openai_anthropic(&mock)
+        .model("gpt-4o-mini", "openai")
+        .prices(0.15, 0.6)
+        .raw("shutdown_grace_s: 60\nbudgets:\n  - { name: all, window: day, limit_usd: 1000 }\n")
+        .build();
+    let mut old = Modelgate::start(&yaml);
+    let old_pid = old.pid();
+
+    // 50 streams held open on the old process.
+    mock.script((0..50).map(|_| Script::Gated));
+    let streams: Vec<_> = (0..50).map(|_| tokio::spawn(stream_all(old.gateway.clone()))).collect();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while mock.model_calls() < 50 {
+        assert!(Instant::now() < deadline, "only {} streams started", mock.model_calls());
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+
+    // Continuous load: 6 client loops, each request on a new connection
+    // (a kept-alive idle connection the old process closes at the end of
+    // the hand-over is a race every HTTP server has; SDKs retry it).
+    let stop = Arc::new(AtomicBool::new(false));
+    let ok = Arc::new(AtomicUsize::new(0));
+    let failures = Arc::new(Mutex::new(Vec::<String>::new()));
+    let loops: Vec<_> = (0..6)
+        .map(|_| {
+            let (stop, ok, failures, gw) = (stop.clone(), ok.clone(), failures.clone(), old.gateway.clone());
+            tokio::spawn(async move {
+                let client = reqwest::Client::builder().pool_max_idle_per_host(0).build().unwrap();
+                while !stop.load(Ordering::Relaxed) {
+                    match client.post(format!("{gw}/v1/chat/completions")).json(&chat(false)).send().await {
+                        Ok(r) if r.status() == 200 => match r.json::<Value>().await {
+                            Ok(v) if v["choices"].is_array() => {
+                                ok.fetch_add(1, Ordering::Relaxed);
+                            }
+                            other => failures.lock().unwrap().push(format!("body: {other:?}")),
+                        },
+                        Ok(r) => failures.lock().unwrap().push(format!("status {}", r.status())),
+                        Err(e) => failures.lock().unwrap().push(format!("error: {e}")),
+                    }
+                    tokio::time::sleep(Duration::from_millis(5)).await;
+                }
+            })
+        })
+        .collect();
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let before = ok.load(Ordering::Relaxed);
+    assert!(before > 0, "no load went through before the upgrade: {:?}", failures.lock().unwrap());
+
+    // The upgrade, as systemd's ExecReload runs it.
+    let new_log = old.dir.path().join("new-stderr.log");
+    let config = old.config_path().to_path_buf();
+    let out = tokio::task::spawn_blocking(move || {
+        std::process::Command::new(bin())
+            .args(["upgrade", "-c"])
+            .arg(&config)
+            .env("MODELGATE_LOG", "info")
+            .stderr(std::fs::File::create(new_log).unwrap())
+            .output()
+            .unwrap()
+    })
+    .await
+    .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    let new_log = old.dir.path().join("new-stderr.log");
+    let new_stderr = || std::fs::read_to_string(&new_log).unwrap_or_default();
+    assert!(out.status.success(), "modelgate upgrade failed: {stdout}\n{}\nold:\n{}", new_stderr(), old.stderr());
+    let new_pid: u32 = stdout.split_whitespace().skip_while(|w| *w != "pid").nth(1).and_then(|p| p.parse().ok()).unwrap_or_else(|| panic!("{stdout}"));
+    let _new = Pid(new_pid);
+    assert_ne!(new_pid, old_pid);
+    assert!(alive(new_pid) && old.try_wait().is_none(), "both run while the old one drains");
+
+    // The old process accepts for 5 s more, then only the new one does.
+    tokio::time::sleep(Duration::from_secs(7)).await;
+    let during = ok.load(Ordering::Relaxed);
+    assert!(old.try_wait().is_none(), "the old process waits for its 50 streams");
+
+    // Release the streams: each ends cleanly on the old process.
+    for _ in 0..50 {
+        mock.release();
+    }
+    for s in streams {
+        let (status, body) = s.await.unwrap();
+        assert_eq!(status, 200, "{body}");
+        assert!(body.contains("data: [DONE]"), "a stream did not complete across the upgrade: {body}");
+    }
+    let deadline = Instant::now() + Duration::from_secs(15);
+    let status = loop {
+        if let Some(s) = old.try_wait() {
+            break s;
+        }
+        assert!(Instant::now() < deadline, "the old process did not exit after draining:\n{}", old.stderr());
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    assert!(status.success(), "old process: {status:?}\n{}", old.stderr());
+
+    // Load keeps going against the new process alone.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    stop.store(true, Ordering::Relaxed);
+    for l in loops {
+        l.await.unwrap();
+    }
+    let total = ok.load(Ordering::Relaxed);
+    let failures = failures.lock().unwrap().clone();
+    assert!(
+        failures.is_empty(),
+        "{} of {} requests failed across the upgrade: {:?}\nnew:\n{}",
+        failures.len(),
+        total + failures.len(),
+        &failures[..failures.len().min(10)],
+        new_stderr()
+    );
+    assert!(during > before && total > during, "load went through before ({before}), during ({during}) and after ({total}) the hand-over");
+    assert!(alive(new_pid), "the new process serves on:\n{}", new_stderr());
+
+    // Every settled request is in the ledger: the load and the 50 streams.
+    let entries = ledger(&old);
+    assert_eq!(entries.len(), total + 50, "ledger entries vs. requests answered");
+
+    // Once the old process is gone the new one takes state_dir over and
+    // recounts: its budget counts every entry, the old process's too.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !new_stderr().contains("took over state_dir") {
+        assert!(Instant::now() < deadline, "the new process did not take over state_dir:\n{}", new_stderr());
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let lock = std::fs::read_to_string(old.dir.path().join("state/lock")).unwrap();
+    assert_eq!(lock.trim(), new_pid.to_string(), "the lock names the new process");
+    let (code, body) = http_get(&format!("{}/admin/budgets", old.admin)).expect("the new process answers on the admin port");
+    assert_eq!(code, 200, "{body}");
+    let v: Value = serde_json::from_str(&body).unwrap();
+    let row = v["budgets"].as_array().unwrap().iter().find(|b| b["name"] == "all").unwrap().clone();
+    let ledger_usd: f64 = entries.iter().map(|e| e["cost_usd"].as_f64().unwrap()).sum();
+    assert!((row["spent_usd"].as_f64().unwrap() - ledger_usd).abs() < 1e-6, "budget {row} vs ledger {ledger_usd}");
+    assert_eq!(row["requests"].as_u64(), Some(entries.len() as u64), "{row}");
+    assert_eq!(row["reserved_usd"].as_f64(), Some(0.0), "{row}");
+}
