@@ -30,7 +30,7 @@ pub fn run(snap: Snapshot, config_path: Option<PathBuf>) -> Result<(), String> {
     // One process per state_dir, for as long as this one runs (held until
     // `run` returns or the process exits).
     let _state_lock = crate::budget::lock::lock_state_dir(&snap.state_dir)?;
-    let overrides = Arc::new(OverrideStore::open(&snap.state_dir)?);
+    let overrides = OverrideStore::open(&snap.state_dir)?;
     for (route, o) in overrides.load().iter() {
         if let Err(e) = crate::policy::overrides::check(&snap, route, &o.target) {
             tracing::warn!(route, target = %o.target, problem = %e, "saved route override does not apply to this config; it stays saved but inactive");
@@ -38,6 +38,8 @@ pub fn run(snap: Snapshot, config_path: Option<PathBuf>) -> Result<(), String> {
     }
     let metrics = crate::metrics::install()?;
     let budgets = Budgets::open(&snap)?;
+    // With a Redis budget store the overrides are the fleet's (same Redis).
+    let overrides = Arc::new(overrides.shared_by(budgets.override_channel()));
     let listen = snap.listen;
     let grace = snap.shutdown_grace;
     let threads = snap.threads;
@@ -80,7 +82,7 @@ pub fn run(snap: Snapshot, config_path: Option<PathBuf>) -> Result<(), String> {
     gateway.add_listener(pingora::listeners::ListenerConfig::tcp(listen.gateway.to_string()).l4_buffer(buffers));
     let mut admin = Service::new(
         "admin".to_string(),
-        Admin { metrics: metrics.clone(), state: state.clone(), overrides, budgets: budgets.clone(), health: health.clone() },
+        Admin { metrics: metrics.clone(), state: state.clone(), overrides: overrides.clone(), budgets: budgets.clone(), health: health.clone() },
     );
     admin.add_tcp(&listen.admin.to_string());
     // Scrapes and admin calls are rare: one thread (the gateway has `threads`).
@@ -95,6 +97,9 @@ pub fn run(snap: Snapshot, config_path: Option<PathBuf>) -> Result<(), String> {
     server.add_service(background_service("health checks", crate::upstream::health::Checker { state: state.clone(), health }));
     let fsync = state.load().budget_store.fsync_interval;
     server.add_service(background_service("budget upkeep", crate::budget::Upkeep { budgets: budgets.clone(), fsync }));
+    if let Some(sync) = crate::policy::overrides_fleet::service(&overrides, &state) {
+        server.add_service(background_service("fleet overrides", sync));
+    }
     server.add_service(background_service("shutdown drain", DrainService { drain: drain.clone(), budgets: budgets.clone(), grace }));
     if let Some(path) = config_path {
         server.add_service(background_service("config watcher", Reloader { path, state, budgets: budgets.clone() }));
