@@ -187,6 +187,12 @@ impl pingora::services::background::BackgroundService for FleetSync {
                 fleet.set_subscribed(sub.is_some());
             }
             self.store.refresh(&self.state.load()).await;
+            if !fleet.is_up() && sub.is_some() {
+                // A subscription that outlived a failed read (a silent
+                // network partition) may be dead: make a fresh one.
+                sub = None;
+                fleet.set_subscribed(false);
+            }
             let wait = if sub.is_some() && fleet.is_up() { BACKSTOP } else { POLL };
             tokio::select! {
                 _ = shutdown.changed() => return,
