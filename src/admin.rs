@@ -164,7 +164,7 @@ impl Admin {
                 json!({"route": route, "target": o.target, "set_at": o.set_at, "note": o.note, "active": problem.is_none(), "problem": problem})
             })
             .collect();
-        json_reply(StatusCode::OK, json!({"overrides": list}))
+        json_reply(StatusCode::OK, json!({"overrides": list, "store": self.overrides.store_report()}))
     }
 
     async fn overrides(&self, session: &mut ServerSession, snap: &Snapshot, method: &Method, route: &str) -> Reply {
@@ -172,9 +172,10 @@ impl Admin {
             return r;
         }
         if *method == Method::DELETE {
-            return match self.overrides.remove(route) {
+            return match self.overrides.remove(snap, route).await {
                 Ok(true) => json_reply(StatusCode::OK, json!({"removed": route})),
                 Ok(false) => error(StatusCode::NOT_FOUND, format!("route `{route}` has no override")),
+                Err(e @ OverrideError::Unavailable(_)) => error(StatusCode::SERVICE_UNAVAILABLE, e.to_string()),
                 Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
             };
         }
@@ -186,12 +187,13 @@ impl Admin {
             Ok(r) => r,
             Err(e) => return error(StatusCode::BAD_REQUEST, format!("send a JSON body like {{\"target\": \"gpt-4o-mini\", \"note\": \"why\"}} ({e})")),
         };
-        match self.overrides.set(snap, route, &req.target, req.note) {
+        match self.overrides.set(snap, route, &req.target, req.note).await {
             Ok(o) => {
                 tracing::info!(route, target = %o.target, "route override set");
                 json_reply(StatusCode::OK, json!({"route": route, "target": o.target, "set_at": o.set_at, "note": o.note}))
             }
             Err(e @ OverrideError::Store(_)) => error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
+            Err(e @ OverrideError::Unavailable(_)) => error(StatusCode::SERVICE_UNAVAILABLE, e.to_string()),
             Err(e @ OverrideError::Invalid(_)) => error(StatusCode::BAD_REQUEST, e.to_string()),
         }
     }

@@ -57,7 +57,7 @@ pub fn run(snap: Snapshot, config_path: Option<PathBuf>, upgrade: bool) -> Resul
     for (provider, env) in snap.missing_keys() {
         tracing::warn!(provider, env, "api_key_env is not set; requests to this provider will fail with 401 until it is set and modelgate restarted");
     }
-    let overrides = Arc::new(OverrideStore::open(&snap.state_dir)?);
+    let overrides = OverrideStore::open(&snap.state_dir)?;
     for (route, o) in overrides.load().iter() {
         if let Err(e) = crate::policy::overrides::check(&snap, route, &o.target) {
             tracing::warn!(route, target = %o.target, problem = %e, "saved route override does not apply to this config; it stays saved but inactive");
@@ -65,6 +65,8 @@ pub fn run(snap: Snapshot, config_path: Option<PathBuf>, upgrade: bool) -> Resul
     }
     let metrics = crate::metrics::install()?;
     let budgets = Budgets::open(&snap)?;
+    // With a Redis budget store the overrides are the fleet's (same Redis).
+    let overrides = Arc::new(overrides.shared_by(budgets.override_channel()));
     let listen = snap.listen;
     let grace = snap.shutdown_grace;
     let threads = snap.threads;
@@ -124,7 +126,7 @@ pub fn run(snap: Snapshot, config_path: Option<PathBuf>, upgrade: bool) -> Resul
     gateway.add_listener(pingora::listeners::ListenerConfig::tcp(listen.gateway.to_string()).l4_buffer(buffers));
     let mut admin = Service::new(
         "admin".to_string(),
-        Admin { metrics: metrics.clone(), state: state.clone(), overrides, budgets: budgets.clone(), health: health.clone() },
+        Admin { metrics: metrics.clone(), state: state.clone(), overrides: overrides.clone(), budgets: budgets.clone(), health: health.clone() },
     );
     admin.add_tcp(&listen.admin.to_string());
     // Scrapes and admin calls are rare: one thread (the gateway has `threads`).
@@ -139,6 +141,9 @@ pub fn run(snap: Snapshot, config_path: Option<PathBuf>, upgrade: bool) -> Resul
     server.add_service(background_service("health checks", crate::upstream::health::Checker { state: state.clone(), health }));
     let fsync = state.load().budget_store.fsync_interval;
     server.add_service(background_service("budget upkeep", crate::budget::Upkeep { budgets: budgets.clone(), fsync }));
+    if let Some(sync) = crate::policy::overrides_fleet::service(&overrides, &state) {
+        server.add_service(background_service("fleet overrides", sync));
+    }
     server.add_service(background_service("shutdown drain", DrainService { drain: drain.clone(), budgets: budgets.clone(), grace }));
     if let Some(old_pid) = old_pid {
         let handover = upgrade::Handover { state_dir: state.load().state_dir.clone(), old_pid, budgets: budgets.clone(), state: state.clone() };

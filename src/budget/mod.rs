@@ -47,6 +47,7 @@ use clock::{Clock, SystemClock};
 pub use hold::Hold;
 pub use ledger::{Entry, Ledger, Problem};
 pub use report::{BudgetRow, BudgetsReport, CellReport, StoreReport, UsageReport};
+pub use shared::overrides::{FleetOverrides, OverrideChannel, OverrideOp, Subscription};
 use shared::Shared;
 pub use upkeep::Upkeep;
 
@@ -179,6 +180,12 @@ impl Budgets {
             done.push((name, start));
         }
         done
+    }
+
+    /// The shared store, for admin overrides shared by the fleet (Redis
+    /// mode only): same connection and up/down state as the budgets.
+    pub fn override_channel(&self) -> Option<OverrideChannel> {
+        self.inner.shared.as_ref().map(OverrideChannel::new)
     }
 
     /// fsync the ledger if it has unsynced entries.

@@ -21,6 +21,7 @@ pub mod classify;
 pub mod explain;
 mod fit;
 pub mod overrides;
+pub mod overrides_fleet;
 mod plan;
 mod price;
 mod prompt;

@@ -77,9 +77,15 @@ impl Shared {
     }
 
     pub(super) async fn run(&self, inv: redis::ScriptInvocation<'_>) -> Result<Vec<i64>, CallError> {
+        self.run_as(inv).await
+    }
+
+    /// [`Shared::run`] for a script that answers something else than
+    /// numbers (the overrides' script answers strings).
+    pub(super) async fn run_as<T: redis::FromRedisValue>(&self, inv: redis::ScriptInvocation<'_>) -> Result<T, CallError> {
         let mut conn = self.conn().await.map_err(|message| CallError { message, maybe_ran: false })?;
         let sent = |message: String| CallError { message, maybe_ran: true };
-        match tokio::time::timeout(self.timeout, inv.invoke_async::<Vec<i64>>(&mut conn)).await {
+        match tokio::time::timeout(self.timeout, inv.invoke_async::<T>(&mut conn)).await {
             Ok(Ok(v)) => {
                 self.state().timeouts = 0;
                 Ok(v)

@@ -32,7 +32,8 @@
 //!
 //! Layout: this file holds the client, reservations and reads; `conn` the
 //! connection and its up/down state; `settle` settlements and their queue;
-//! `reseed` epochs and adding lost spend back; `scripts` the Lua. It must
+//! `reseed` epochs and adding lost spend back; `scripts` the Lua;
+//! `overrides` admin overrides shared by the fleet on the same store. It must
 //! not judge limits itself (the scripts only enforce the flags admission
 //! passes) nor read the ledger.
 
@@ -51,6 +52,7 @@ use super::clock::Clock;
 use crate::config::OnUnavailable;
 
 mod conn;
+pub mod overrides;
 mod reseed;
 mod scripts;
 mod settle;
