@@ -66,8 +66,12 @@ pub fn start(state_dir: &Path, upgrade: bool) -> Result<Start, String> {
             tracing::warn!(state_dir = %state_dir.display(), "--upgrade: no running modelgate holds this state_dir; starting normally");
             Ok(Start::Alone(l))
         }
-        Attempt::Busy { holder: Some(pid) } => Ok(Start::TakeOver { old_pid: pid }),
-        Attempt::Busy { holder: None } => {
+        Attempt::Busy { holder: Some(pid), hands_over: true } => Ok(Start::TakeOver { old_pid: pid }),
+        Attempt::Busy { holder: Some(pid), hands_over: false } => Err(format!(
+            "--upgrade: the modelgate running on state_dir {} (pid {pid}) is a build from before zero-downtime upgrades; it would shut down on SIGQUIT instead of handing over its sockets. Restart it this once (systemctl restart modelgate)",
+            state_dir.display()
+        )),
+        Attempt::Busy { holder: None, .. } => {
             Err(format!("--upgrade: state_dir {} is locked but its lock file names no process to take over from", state_dir.display()))
         }
     }
