@@ -3,7 +3,8 @@
 //! would interleave entries and each count only its own spend, so the
 //! second refuses to start instead — except the new process of a binary
 //! upgrade (`modelgate run --upgrade`), which starts while the old one
-//! drains and takes the lock when the old one exits ([`wait_for_lock`]).
+//! drains and takes the lock when the old one exits ([`try_lock`] until it
+//! is free).
 
 use std::fs::{File, OpenOptions};
 use std::io::{Read, Seek, SeekFrom, Write};
@@ -82,18 +83,6 @@ pub fn try_lock(dir: &Path) -> Result<Attempt, String> {
         .and_then(|_| writeln!(file, "{}\n{HANDS_OVER}", std::process::id()))
         .and_then(|_| file.flush());
     Ok(Attempt::Locked(StateLock { _file: file, path }))
-}
-
-/// Wait until the holder of the lock on `dir` lets go (a binary upgrade's
-/// old process exits once it has drained), then take it. Polls, so it
-/// never blocks a runtime thread for long; `every` is the poll interval.
-pub fn wait_for_lock(dir: &Path, every: std::time::Duration) -> Result<StateLock, String> {
-    loop {
-        match try_lock(dir)? {
-            Attempt::Locked(l) => return Ok(l),
-            Attempt::Busy { .. } => std::thread::sleep(every),
-        }
-    }
 }
 
 #[cfg(test)]
