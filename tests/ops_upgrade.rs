@@ -73,8 +73,27 @@ async fn upgrade_under_load_with_fifty_open_streams_fails_nothing_and_loses_no_l
         .prices(0.15, 0.6)
         .raw("shutdown_grace_s: 60\nbudgets:\n  - { name: all, window: day, limit_usd: 1000 }\n")
         .build();
-    let mut old = Modelgate::start(&yaml);
+    // A fake systemd notify socket, inherited by both processes.
+    let notify_dir = tempfile::tempdir().unwrap();
+    let notify_path = notify_dir.path().join("notify.sock");
+    let notify = std::os::unix::net::UnixDatagram::bind(&notify_path).unwrap();
+    notify.set_nonblocking(true).unwrap();
+    let notify_env = notify_path.display().to_string();
+    let mut old = Modelgate::start_with_env(&yaml, &[("NOTIFY_SOCKET", notify_env.as_str())]);
     let old_pid = old.pid();
+    let drain_notify = |sock: &std::os::unix::net::UnixDatagram| {
+        let mut got = Vec::new();
+        let mut buf = [0u8; 4096];
+        while let Ok(n) = sock.recv(&mut buf) {
+            got.push(String::from_utf8_lossy(&buf[..n]).into_owned());
+        }
+        got
+    };
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while !drain_notify(&notify).iter().any(|m| m.contains("READY=1")) {
+        assert!(Instant::now() < deadline, "the old process did not announce READY=1");
+        std::thread::sleep(Duration::from_millis(20));
+    }
 
     // 50 streams held open on the old process.
     mock.script((0..50).map(|_| Script::Gated));
@@ -119,11 +138,13 @@ async fn upgrade_under_load_with_fifty_open_streams_fails_nothing_and_loses_no_l
     // The upgrade, as systemd's ExecReload runs it.
     let new_log = old.dir.path().join("new-stderr.log");
     let config = old.config_path().to_path_buf();
+    let notify_env_helper = notify_env.clone();
     let out = tokio::task::spawn_blocking(move || {
         std::process::Command::new(bin())
             .args(["upgrade", "-c"])
             .arg(&config)
             .env("MODELGATE_LOG", "info")
+            .env("NOTIFY_SOCKET", notify_env_helper)
             .stderr(std::fs::File::create(new_log).unwrap())
             .output()
             .unwrap()
@@ -193,8 +214,16 @@ async fn upgrade_under_load_with_fifty_open_streams_fails_nothing_and_loses_no_l
         assert!(Instant::now() < deadline, "the new process did not take over state_dir:\n{}", new_stderr());
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+    // systemd heard the new process claim the service (MAINPID= with
+    // READY=1, and MAINPID= again after the take-over); nobody said
+    // STOPPING=1, which would make systemd stop the whole service.
+    let msgs = drain_notify(&notify);
+    let claim = format!("MAINPID={new_pid}");
+    assert!(msgs.iter().any(|m| m.lines().any(|l| l == claim) && m.lines().any(|l| l == "READY=1")), "{msgs:?}");
+    assert!(msgs.iter().filter(|m| m.lines().any(|l| l == claim)).count() >= 2, "MAINPID= again after the take-over: {msgs:?}");
+    assert!(!msgs.iter().any(|m| m.contains("STOPPING=1")), "the old process said STOPPING=1 during an upgrade: {msgs:?}");
     let lock = std::fs::read_to_string(old.dir.path().join("state/lock")).unwrap();
-    assert_eq!(lock.trim(), new_pid.to_string(), "the lock names the new process");
+    assert_eq!(lock.lines().next(), Some(new_pid.to_string().as_str()), "the lock names the new process: {lock}");
     let (code, body) = http_get(&format!("{}/admin/budgets", old.admin)).expect("the new process answers on the admin port");
     assert_eq!(code, 200, "{body}");
     let v: Value = serde_json::from_str(&body).unwrap();
@@ -203,4 +232,27 @@ async fn upgrade_under_load_with_fifty_open_streams_fails_nothing_and_loses_no_l
     assert!((row["spent_usd"].as_f64().unwrap() - ledger_usd).abs() < 1e-6, "budget {row} vs ledger {ledger_usd}");
     assert_eq!(row["requests"].as_u64(), Some(entries.len() as u64), "{row}");
     assert_eq!(row["reserved_usd"].as_f64(), Some(0.0), "{row}");
+}
+
+/// A running build from before `--upgrade` (its lock file names only its
+/// pid) would shut down on SIGQUIT: the new process refuses at once and
+/// leaves it alone.
+#[test]
+fn upgrade_refuses_to_signal_a_build_that_cannot_hand_over() {
+    use std::os::fd::AsRawFd;
+    let dir = tempfile::tempdir().unwrap();
+    let yaml = Config::new().provider("openai", common::Kind::OpenAi, "http://127.0.0.1:9").model("gpt-4o-mini", "openai").prices(0.15, 0.6).build();
+    let (g, a) = (format!("127.0.0.1:{}", common::free_port()), format!("127.0.0.1:{}", common::free_port()));
+    let config = common::write_config(dir.path(), &g, &a, None, &yaml);
+    std::fs::create_dir_all(dir.path().join("state")).unwrap();
+    let lock = std::fs::OpenOptions::new().create(true).truncate(true).write(true).open(dir.path().join("state/lock")).unwrap();
+    std::io::Write::write_all(&mut &lock, format!("{}\n", std::process::id()).as_bytes()).unwrap();
+    // SAFETY: flock on a descriptor this test owns.
+    assert_eq!(unsafe { libc::flock(lock.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) }, 0);
+    let started = Instant::now();
+    let out = std::process::Command::new(bin()).args(["run", "--upgrade", "-c"]).arg(&config).output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && started.elapsed() < Duration::from_secs(3), "{stderr}");
+    assert!(stderr.contains("from before zero-downtime upgrades") && stderr.contains(&format!("pid {}", std::process::id())), "{stderr}");
+    assert!(!stderr.contains("panicked"), "{stderr}");
 }

@@ -3,7 +3,8 @@
 //! would interleave entries and each count only its own spend, so the
 //! second refuses to start instead — except the new process of a binary
 //! upgrade (`modelgate run --upgrade`), which starts while the old one
-//! drains and takes the lock when the old one exits ([`wait_for_lock`]).
+//! drains and takes the lock when the old one exits ([`try_lock`] until it
+//! is free).
 
 use std::fs::{File, OpenOptions};
 use std::io::{Read, Seek, SeekFrom, Write};
@@ -18,13 +19,20 @@ pub struct StateLock {
     pub path: PathBuf,
 }
 
+/// The lock file's second line: this build hands its listening sockets to
+/// `modelgate run --upgrade` on SIGQUIT.
+const HANDS_OVER: &str = "hands-over: upgrade.sock";
+
 /// What trying the lock found.
 #[derive(Debug)]
 pub enum Attempt {
     Locked(StateLock),
-    /// Another process holds it; its pid when the lock file names one.
+    /// Another process holds it; its pid when the lock file names one, and
+    /// whether it hands its listening sockets over on SIGQUIT (a build
+    /// from before `--upgrade` would shut down instead).
     Busy {
         holder: Option<u32>,
+        hands_over: bool,
     },
 }
 
@@ -32,7 +40,7 @@ pub enum Attempt {
 pub fn lock_state_dir(dir: &Path) -> Result<StateLock, String> {
     match try_lock(dir)? {
         Attempt::Locked(l) => Ok(l),
-        Attempt::Busy { holder } => {
+        Attempt::Busy { holder, .. } => {
             let holder = holder.map_or("another modelgate process".to_string(), |pid| format!("another modelgate process (pid {pid})"));
             Err(format!(
                 "state_dir {} is in use by {holder}: its spend ledger can have only one writer. Stop that process, or give this one its own state_dir (to replace a running modelgate without downtime: modelgate run --upgrade)",
@@ -61,26 +69,20 @@ pub fn try_lock(dir: &Path) -> Result<Attempt, String> {
         if err.raw_os_error() == Some(libc::EWOULDBLOCK) {
             let mut text = String::new();
             let _ = file.read_to_string(&mut text);
-            return Ok(Attempt::Busy { holder: text.trim().parse::<u32>().ok() });
+            let mut lines = text.lines();
+            let holder = lines.next().and_then(|l| l.trim().parse::<u32>().ok());
+            return Ok(Attempt::Busy { holder, hands_over: lines.any(|l| l.trim() == HANDS_OVER) });
         }
         return Err(format!("cannot lock state_dir {} ({}): {err}", dir.display(), path.display()));
     }
     // Best effort: the pid only makes the message above more helpful (and
     // tells `modelgate run --upgrade` whom to take over from).
-    let _ = file.set_len(0).and_then(|_| file.seek(SeekFrom::Start(0))).and_then(|_| writeln!(file, "{}", std::process::id())).and_then(|_| file.flush());
+    let _ = file
+        .set_len(0)
+        .and_then(|_| file.seek(SeekFrom::Start(0)))
+        .and_then(|_| writeln!(file, "{}\n{HANDS_OVER}", std::process::id()))
+        .and_then(|_| file.flush());
     Ok(Attempt::Locked(StateLock { _file: file, path }))
-}
-
-/// Wait until the holder of the lock on `dir` lets go (a binary upgrade's
-/// old process exits once it has drained), then take it. Polls, so it
-/// never blocks a runtime thread for long; `every` is the poll interval.
-pub fn wait_for_lock(dir: &Path, every: std::time::Duration) -> Result<StateLock, String> {
-    loop {
-        match try_lock(dir)? {
-            Attempt::Locked(l) => return Ok(l),
-            Attempt::Busy { .. } => std::thread::sleep(every),
-        }
-    }
 }
 
 #[cfg(test)]

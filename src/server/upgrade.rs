@@ -66,8 +66,12 @@ pub fn start(state_dir: &Path, upgrade: bool) -> Result<Start, String> {
             tracing::warn!(state_dir = %state_dir.display(), "--upgrade: no running modelgate holds this state_dir; starting normally");
             Ok(Start::Alone(l))
         }
-        Attempt::Busy { holder: Some(pid) } => Ok(Start::TakeOver { old_pid: pid }),
-        Attempt::Busy { holder: None } => {
+        Attempt::Busy { holder: Some(pid), hands_over: true } => Ok(Start::TakeOver { old_pid: pid }),
+        Attempt::Busy { holder: Some(pid), hands_over: false } => Err(format!(
+            "--upgrade: the modelgate running on state_dir {} (pid {pid}) is a build from before zero-downtime upgrades; it would shut down on SIGQUIT instead of handing over its sockets. Restart it this once (systemctl restart modelgate)",
+            state_dir.display()
+        )),
+        Attempt::Busy { holder: None, .. } => {
             Err(format!("--upgrade: state_dir {} is locked but its lock file names no process to take over from", state_dir.display()))
         }
     }
@@ -108,19 +112,29 @@ pub struct Handover {
 #[async_trait]
 impl BackgroundService for Handover {
     async fn start(&self, _shutdown: ShutdownWatch) {
-        let dir = self.state_dir.clone();
         let started = Instant::now();
-        let taken = tokio::task::spawn_blocking(move || lock::wait_for_lock(&dir, Duration::from_millis(50))).await;
-        let l = match taken {
-            Ok(Ok(l)) => l,
-            Ok(Err(e)) => {
-                tracing::error!(error = %e, "cannot take the state_dir lock after the upgrade; budgets may miss the old process's last settlements until a restart");
-                return;
+        // The old process drains for up to its shutdown_grace_s (plus the
+        // time to settle what it had to end): say so if it takes longer.
+        let patience = self.state.load().shutdown_grace + Duration::from_secs(60);
+        let mut warned = false;
+        let l = loop {
+            match lock::try_lock(&self.state_dir) {
+                Ok(Attempt::Locked(l)) => break l,
+                Ok(Attempt::Busy { .. }) => {}
+                Err(e) => {
+                    tracing::error!(error = %e, "cannot take the state_dir lock after the upgrade; budgets may miss the old process's last settlements until a restart");
+                    return;
+                }
             }
-            Err(e) => {
-                tracing::error!(error = %e, "the state_dir lock waiter failed");
-                return;
+            if !warned && started.elapsed() > patience {
+                warned = true;
+                tracing::warn!(
+                    old_pid = self.old_pid,
+                    waited_s = started.elapsed().as_secs(),
+                    "the previous modelgate still holds state_dir; still waiting for it to exit (budgets here do not yet count what it settles)"
+                );
             }
+            tokio::time::sleep(Duration::from_millis(50)).await;
         };
         let _ = TAKEN.set(l);
         let snap = self.state.load_full();
