@@ -28,27 +28,36 @@ impl Ledger {
             )));
         }
         let mut f = OpenOptions::new().create(true).append(true).open(&path)?;
-        let len = f.metadata()?.len();
-        if len > 0 {
-            let mut r = File::open(&path)?;
+        let ends_line = |path: &std::path::Path| -> std::io::Result<bool> {
+            let mut r = File::open(path)?;
             let mut last = [0u8];
             r.seek(SeekFrom::End(-1))?;
             r.read_exact(&mut last)?;
-            if last[0] != b'\n' {
-                // Find where the last complete line ends.
-                let keep = {
-                    let mut buf = Vec::new();
-                    r.seek(SeekFrom::Start(0))?;
-                    r.read_to_end(&mut buf)?;
-                    memchr::memrchr(b'\n', &buf).map_or(0, |i| i as u64 + 1)
-                };
-                let synced = self.track().meta.get(&name).map_or(0, |m| m.bytes);
-                if keep >= synced {
-                    tracing::warn!(file = %path.display(), bytes = len - keep, "removing the end of a ledger line torn by a crash (it was never fsynced and holds no complete entry)");
-                    f.set_len(keep)?;
-                } else {
-                    f.write_all(b"\n")?;
-                }
+            Ok(last[0] == b'\n')
+        };
+        // During a binary upgrade the old process may be appending at this
+        // moment: a line still being written is not a torn one. Look again
+        // a moment later before cutting anything.
+        let torn = f.metadata()?.len() > 0 && !ends_line(&path)? && {
+            std::thread::sleep(std::time::Duration::from_millis(50));
+            !ends_line(&path)?
+        };
+        let len = f.metadata()?.len();
+        if torn {
+            let mut r = File::open(&path)?;
+            // Find where the last complete line ends.
+            let keep = {
+                let mut buf = Vec::new();
+                r.seek(SeekFrom::Start(0))?;
+                r.read_to_end(&mut buf)?;
+                memchr::memrchr(b'\n', &buf).map_or(0, |i| i as u64 + 1)
+            };
+            let synced = self.track().meta.get(&name).map_or(0, |m| m.bytes);
+            if keep >= synced {
+                tracing::warn!(file = %path.display(), bytes = len - keep, "removing the end of a ledger line torn by a crash (it was never fsynced and holds no complete entry)");
+                f.set_len(keep)?;
+            } else {
+                f.write_all(b"\n")?;
             }
         }
         let counts = {
