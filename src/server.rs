@@ -21,12 +21,14 @@ use pingora::services::listening::Service;
 
 use crate::admin::Admin;
 use crate::budget::Budgets;
-use crate::config::Snapshot;
+use crate::config::{Listen, Snapshot};
 use crate::drain::{Drain, DrainService, Signals};
 use crate::policy::OverrideStore;
 use crate::proxy::forward::Forward;
 use crate::proxy::gateway::Gateway;
 use crate::reload::Reloader;
+use crate::upstream::health::Health;
+use metrics_exporter_prometheus::PrometheusHandle;
 
 /// Start serving `snap`; `config_path` enables hot reload; `upgrade` takes
 /// the listening sockets over from the modelgate running on the same
@@ -99,64 +101,87 @@ pub fn run(snap: Snapshot, config_path: Option<PathBuf>, upgrade: bool) -> Resul
         tracing::info!(old_pid = pid, "received the listening sockets; the previous modelgate drains its requests in flight");
     }
 
-    let health = crate::upstream::health::Health::default();
-    let drain = Drain::default();
-    let gateway = Gateway::new(state.clone(), overrides.clone(), budgets.clone(), health.clone(), drain.clone());
-    let forward = match listen.forward_proxy {
-        Some(addr) => {
-            let state_dir = state.load().state_dir.clone();
-            let ca = Arc::new(crate::ca::Ca::open(&state_dir)?);
-            crate::ca::publish(&state_dir);
-            crate::ca::refresh_bundle(&state_dir);
-            let gw = Gateway::new(state.clone(), overrides.clone(), budgets.clone(), health.clone(), drain.clone()).forward();
-            let mut http = pingora_proxy::HttpProxy::new(gw, server.configuration.clone());
-            http.handle_init_modules();
-            let mut svc = Service::new("forward proxy".to_string(), Forward::new(state.clone(), http, ca));
-            svc.add_tcp(&addr.to_string());
-            Some(svc)
-        }
-        None => None,
-    };
+    let shared = Shared { state, overrides, budgets, health: crate::upstream::health::Health::default(), drain: Drain::default() };
+    add_listeners(&mut server, &shared, listen, metrics.clone())?;
+    add_background(&mut server, &shared, metrics, grace, old_pid, config_path, listen);
+    let Shared { drain, budgets, .. } = shared;
+    server.run(RunArgs { shutdown_signal: Box::new(Signals { drain, budgets, upgrade_sock }) });
+    crate::accesslog::flush();
+    Ok(())
+}
+
+/// What the services share.
+struct Shared {
+    state: Arc<ArcSwap<Snapshot>>,
+    overrides: Arc<OverrideStore>,
+    budgets: Budgets,
+    health: Health,
+    drain: Drain,
+}
+
+/// The gateway, admin and (when configured) forward-proxy listeners.
+fn add_listeners(server: &mut Server, s: &Shared, listen: Listen, metrics: PrometheusHandle) -> Result<(), String> {
+    let gateway = Gateway::new(s.state.clone(), s.overrides.clone(), s.budgets.clone(), s.health.clone(), s.drain.clone());
+    if let Some(addr) = listen.forward_proxy {
+        let state_dir = s.state.load().state_dir.clone();
+        let ca = Arc::new(crate::ca::Ca::open(&state_dir)?);
+        crate::ca::publish(&state_dir);
+        crate::ca::refresh_bundle(&state_dir);
+        let gw = Gateway::new(s.state.clone(), s.overrides.clone(), s.budgets.clone(), s.health.clone(), s.drain.clone()).forward();
+        let mut http = pingora_proxy::HttpProxy::new(gw, server.configuration.clone());
+        http.handle_init_modules();
+        let mut svc = Service::new("forward proxy".to_string(), Forward::new(s.state.clone(), http, ca));
+        svc.add_tcp(&addr.to_string());
+        server.add_service(svc);
+    }
     let mut http = pingora_proxy::HttpProxy::new(gateway, server.configuration.clone());
     http.handle_init_modules();
-    let mut gateway = Service::new("gateway".to_string(), crate::proxy::conn::GatewayApp { http: Arc::new(http), state: state.clone() });
+    let mut gateway = Service::new("gateway".to_string(), crate::proxy::conn::GatewayApp { http: Arc::new(http), state: s.state.clone() });
     // Pingora's default 64 KiB read buffer per connection made 3,000 idle
     // clients cost ~300 MB; request heads and JSON bodies read fine in 16 KiB.
     let buffers = pingora::protocols::l4::stream::L4BufferSettings::new(16 * 1024, pingora::protocols::l4::stream::DEFAULT_L4_WRITE_BUFFER_SIZE);
     gateway.add_listener(pingora::listeners::ListenerConfig::tcp(listen.gateway.to_string()).l4_buffer(buffers));
-    let mut admin = Service::new(
-        "admin".to_string(),
-        Admin { metrics: metrics.clone(), state: state.clone(), overrides: overrides.clone(), budgets: budgets.clone(), health: health.clone() },
-    );
+    let admin = Admin { metrics, state: s.state.clone(), overrides: s.overrides.clone(), budgets: s.budgets.clone(), health: s.health.clone() };
+    let mut admin = Service::new("admin".to_string(), admin);
     admin.add_tcp(&listen.admin.to_string());
     // Scrapes and admin calls are rare: one thread (the gateway has `threads`).
     admin.threads = Some(1);
     server.add_service(gateway);
     server.add_service(admin);
-    if let Some(f) = forward {
-        server.add_service(f);
-    }
+    Ok(())
+}
+
+/// Upkeep, health checks, the drain, the config watcher, the take-over of
+/// an upgrade, and the readiness announcement.
+fn add_background(
+    server: &mut Server,
+    s: &Shared,
+    metrics: PrometheusHandle,
+    grace: std::time::Duration,
+    old_pid: Option<u32>,
+    config_path: Option<PathBuf>,
+    listen: Listen,
+) {
+    let state = &s.state;
     server.add_service(background_service("metrics upkeep", crate::metrics::Upkeep(metrics)));
     server.add_service(background_service("memory reclaim", crate::memory::Reclaim));
-    server.add_service(background_service("health checks", crate::upstream::health::Checker { state: state.clone(), health }));
+    server.add_service(background_service("health checks", crate::upstream::health::Checker { state: state.clone(), health: s.health.clone() }));
     let fsync = state.load().budget_store.fsync_interval;
-    server.add_service(background_service("budget upkeep", crate::budget::Upkeep { budgets: budgets.clone(), fsync }));
-    if let Some(sync) = crate::policy::overrides_fleet::service(&overrides, &state) {
+    server.add_service(background_service("budget upkeep", crate::budget::Upkeep { budgets: s.budgets.clone(), fsync }));
+    if let Some(sync) = crate::policy::overrides_fleet::service(&s.overrides, state) {
         server.add_service(background_service("fleet overrides", sync));
     }
-    server.add_service(background_service("shutdown drain", DrainService { drain: drain.clone(), budgets: budgets.clone(), grace }));
+    server.add_service(background_service("shutdown drain", DrainService { drain: s.drain.clone(), budgets: s.budgets.clone(), grace }));
     if let Some(old_pid) = old_pid {
-        let handover = upgrade::Handover { state_dir: state.load().state_dir.clone(), old_pid, budgets: budgets.clone(), state: state.clone() };
+        let handover = upgrade::Handover { state_dir: state.load().state_dir.clone(), old_pid, budgets: s.budgets.clone(), state: state.clone() };
         server.add_service(background_service("state handover", handover));
     }
-    let watcher = config_path.map(|path| server.add_service(background_service("config watcher", Reloader { path, state, budgets: budgets.clone() })));
+    let watcher =
+        config_path.map(|path| server.add_service(background_service("config watcher", Reloader { path, state: state.clone(), budgets: s.budgets.clone() })));
     // "listening" and READY=1 once every listener accepts connections (and
     // SIGHUP is handled).
     let announce = server.add_service(background_service("readiness", listen::Announce { listen, takes_over: old_pid.is_some() }));
     if let Some(w) = watcher {
         announce.add_dependency(&w);
     }
-    server.run(RunArgs { shutdown_signal: Box::new(Signals { drain, budgets, upgrade_sock }) });
-    crate::accesslog::flush();
-    Ok(())
 }

@@ -18,6 +18,7 @@
 //! on the request path it is off and costs nothing.
 
 pub mod classify;
+mod complexity;
 pub mod explain;
 mod fit;
 pub mod overrides;

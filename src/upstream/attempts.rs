@@ -203,13 +203,7 @@ impl<'g> Attempts<'g> {
             };
             let f = match outcome {
                 Ok(fetched) => {
-                    let now = Instant::now();
-                    for (m, pv, b) in p.ambiguous.drain(..) {
-                        self.health.record(&m, &pv, &b, Err("io"), now);
-                    }
-                    self.health.record(label, &provider.name, &breaker, Ok(()), now);
-                    metrics::attempt(label, status_class(fetched.status()));
-                    trail.error = None;
+                    self.succeeded(label, &provider.name, &breaker, fetched.status(), p, trail);
                     let translated = prepared.take().and_then(|pr| pr.translated);
                     return ModelEnd::Served(Box::new(Served { attempt, provider, hold, fetched, translated, breaker }));
                 }
@@ -269,6 +263,18 @@ impl<'g> Attempts<'g> {
             }
             Verdict::Refuse(e) => Err(ModelEnd::Stop(e)),
         }
+    }
+
+    /// Record a try whose response is accepted: the model is healthy, and
+    /// resets earlier in this request were not the request's fault.
+    fn succeeded(&self, label: &str, provider: &str, breaker: &Breaker, status: u16, p: &mut Progress, trail: &mut Trail) {
+        let now = Instant::now();
+        for (m, pv, b) in p.ambiguous.drain(..) {
+            self.health.record(&m, &pv, &b, Err("io"), now);
+        }
+        self.health.record(label, provider, breaker, Ok(()), now);
+        metrics::attempt(label, status_class(status));
+        trail.error = None;
     }
 
     /// Record a failed try (breaker, metrics, the `tried` list); how long to
