@@ -7,66 +7,13 @@
 
 mod common;
 
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use common::redis::Redis;
 use common::{http_get, Config, Kind, Mock, Modelgate};
 use serde_json::{json, Value};
 
 const COST: f64 = 0.015;
-
-struct Redis {
-    child: Child,
-    dir: PathBuf,
-}
-
-impl Redis {
-    fn start(dir: &Path) -> Redis {
-        let bin = which("redis-server").expect("redis-server is not installed: run the suite with scripts/test, which installs it");
-        let sock = dir.join("redis.sock");
-        let _ = std::fs::remove_file(&sock);
-        let child = Command::new(bin)
-            .args(["--port", "0", "--unixsocket"])
-            .arg(&sock)
-            .args(["--dir"])
-            .arg(dir)
-            .args(["--appendonly", "yes", "--appendfsync", "always", "--save", ""])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("start redis-server");
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while std::os::unix::net::UnixStream::connect(&sock).is_err() {
-            assert!(Instant::now() < deadline, "redis-server did not start");
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        Redis { child, dir: dir.to_path_buf() }
-    }
-
-    fn url(&self) -> String {
-        format!("redis+unix://{}", self.dir.join("redis.sock").display())
-    }
-
-    fn signal(&self, sig: &str) {
-        Command::new("kill").args([&format!("-{sig}"), &self.child.id().to_string()]).status().unwrap();
-    }
-
-    fn stop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-impl Drop for Redis {
-    fn drop(&mut self) {
-        self.stop();
-    }
-}
-
-fn which(bin: &str) -> Option<PathBuf> {
-    std::env::var_os("PATH").and_then(|p| std::env::split_paths(&p).map(|d| d.join(bin)).find(|f| f.is_file()))
-}
 
 fn config(mock: &Mock, redis: &Redis, on_unavailable: &str, limit: f64) -> String {
     Config::new()
@@ -194,19 +141,12 @@ async fn redis_outage_follows_fail_open_or_fail_closed_and_both_recover() {
     drop(redis);
 }
 
-/// `redis-cli` against the test's Redis (installed with redis-server).
-fn cli(redis: &Redis, args: &[&str]) -> String {
-    let out = Command::new("redis-cli").arg("-s").arg(redis.dir.join("redis.sock")).args(args).output().expect("redis-cli (comes with redis-server)");
-    assert!(out.status.success(), "redis-cli {args:?}: {}", String::from_utf8_lossy(&out.stderr));
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
 /// Spent and reserved nano-dollars of budget `name` in Redis (its only
 /// window in these tests).
 fn in_redis(redis: &Redis, name: &str) -> (i64, i64) {
-    let keys = cli(redis, &["--scan", "--pattern", &format!("{{modelgate}}:budget:{name}:*")]);
+    let keys = redis.cli(&["--scan", "--pattern", &format!("{{modelgate}}:budget:{name}:*")]);
     let key = keys.lines().find(|k| !k.ends_with(":holds")).unwrap_or_else(|| panic!("no counter for {name} in Redis: {keys:?}")).to_string();
-    let v = cli(redis, &["HMGET", &key, "sn", "rn"]);
+    let v = redis.cli(&["HMGET", &key, "sn", "rn"]);
     let mut it = v.lines().map(|l| l.trim().parse::<i64>().unwrap_or(0));
     (it.next().unwrap_or(0), it.next().unwrap_or(0))
 }
@@ -283,7 +223,7 @@ async fn a_flushed_budget_is_reseeded_from_each_sidecars_ledger() {
     assert!((counts(&a, "fleet-day").1 - 3.0 * COST).abs() < 1e-9);
 
     // Redis loses everything mid-window (a restart without persistence).
-    assert_eq!(cli(&redis, &["FLUSHALL"]).trim(), "OK");
+    assert_eq!(redis.cli(&["FLUSHALL"]).trim(), "OK");
     // Each sidecar adds its own spend back from its ledger the next time it
     // looks at the budget: the window's spend is whole again, not 0.
     for mg in [&a, &b] {

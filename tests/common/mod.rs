@@ -4,6 +4,7 @@
 
 pub mod config;
 pub mod mock;
+pub mod redis;
 pub mod tls;
 
 use std::path::{Path, PathBuf};
