@@ -238,13 +238,13 @@ async fn shadow_mode_forwards_bytes_unchanged_and_reports_the_would_be_model() {
         (header(&r, "x-modelgate-shadow-model"), header(&r, "x-modelgate-model"), header(&r, "x-modelgate-route")),
         ("gpt-4o-mini", "gpt-4o", "observe")
     );
-    assert_eq!(mock.last().body, raw.as_bytes(), "shadow mode changed the request body");
+    assert_eq!(mock.last_call().body, raw.as_bytes(), "shadow mode changed the request body");
     // A stream too: no stream_options added.
     let raw = r#"{"model":"gpt-4o","stream":true,"messages":[{"role":"user","content":"analyze why"}]}"#;
     let r = client().post(&url).header("content-type", "application/json").body(raw).send().await.unwrap();
     assert_eq!(header(&r, "x-modelgate-shadow-model"), "gpt-4o");
     let _ = r.bytes().await.unwrap();
-    assert_eq!(mock.last().body, raw.as_bytes());
+    assert_eq!(mock.last_call().body, raw.as_bytes());
     let m = mg.metrics();
     assert_eq!(metric_sum(&m, "modelgate_shadow_decisions_total", &[("route", "observe"), ("model", "gpt-4o-mini")]), 1.0);
     assert_eq!(metric_sum(&m, "modelgate_shadow_decisions_total", &[("route", "observe"), ("model", "gpt-4o")]), 1.0);

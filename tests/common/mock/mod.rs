@@ -256,6 +256,12 @@ impl Mock {
         self.requests().pop().expect("the mock received no request")
     }
 
+    /// The last model call (health checks and model listings skipped:
+    /// they may arrive at any time).
+    pub fn last_call(&self) -> Recorded {
+        self.requests().into_iter().rev().find(|r| r.method != "GET").expect("the mock received no model call")
+    }
+
     /// Let one gated stream continue.
     pub fn release(&self) {
         self.gate.add_permits(1);
