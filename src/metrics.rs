@@ -5,11 +5,12 @@
 //! when no route matched), status codes, outcome/reason labels. Never user
 //! text, API keys or unbounded ids.
 
-use std::collections::BTreeMap;
+use std::cell::RefCell;
+use std::collections::{BTreeMap, HashMap};
 use std::fmt::Write;
 use std::sync::Mutex;
 
-use metrics::{counter, describe_counter, describe_histogram, histogram, Unit};
+use metrics::{counter, describe_counter, describe_histogram, histogram, Counter, Unit};
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 
 pub const REQUESTS: &str = "modelgate_requests_total";
@@ -97,17 +98,45 @@ pub struct RequestLabels<'a> {
     pub status: u16,
 }
 
+/// The counter for a label set, resolved in the registry once per thread
+/// (label strings allocated and hashed there only the first time); `key`
+/// names the metric and its label values. Label sets are closed (see the
+/// module doc), so the cache stays as small as the registry.
+fn cached(key: &[&str], make: impl FnOnce() -> Counter) -> Counter {
+    thread_local! {
+        static HANDLES: RefCell<(String, HashMap<String, Counter>)> = RefCell::new((String::new(), HashMap::new()));
+    }
+    HANDLES.with_borrow_mut(|(buf, map)| {
+        buf.clear();
+        for part in key {
+            buf.push_str(part);
+            buf.push('\u{1f}');
+        }
+        if let Some(c) = map.get(buf.as_str()) {
+            return c.clone();
+        }
+        let c = make();
+        map.insert(buf.clone(), c.clone());
+        c
+    })
+}
+
 pub fn request(l: &RequestLabels<'_>) {
-    counter!(REQUESTS,
-        "dialect" => l.dialect, "provider" => l.provider.to_string(), "model" => l.model.to_string(),
-        "route" => l.route.to_string(), "status" => l.status.to_string())
+    let mut status = itoa::Buffer::new();
+    let status = status.format(l.status);
+    cached(&[REQUESTS, l.dialect, l.provider, l.model, l.route, status], || {
+        counter!(REQUESTS,
+            "dialect" => l.dialect, "provider" => l.provider.to_string(), "model" => l.model.to_string(),
+            "route" => l.route.to_string(), "status" => status.to_string())
+    })
     .increment(1);
 }
 
 pub fn usage(provider: &str, model: &str, u: &crate::usage::Usage, cost_usd: f64) {
     for (kind, n) in [("input", u.input), ("cached", u.cached_input), ("cache_write", u.cache_write), ("output", u.output)] {
         if n > 0 {
-            counter!(TOKENS, "provider" => provider.to_string(), "model" => model.to_string(), "kind" => kind).increment(n);
+            cached(&[TOKENS, provider, model, kind], || counter!(TOKENS, "provider" => provider.to_string(), "model" => model.to_string(), "kind" => kind))
+                .increment(n);
         }
     }
     COST_USD.add(provider, model, cost_usd);
@@ -227,7 +256,7 @@ pub fn budget_store(up: bool) {
 }
 
 pub fn attempt(model: &str, outcome: &'static str) {
-    counter!(ATTEMPTS, "model" => model.to_string(), "outcome" => outcome).increment(1);
+    cached(&[ATTEMPTS, model, outcome], || counter!(ATTEMPTS, "model" => model.to_string(), "outcome" => outcome)).increment(1);
 }
 
 pub fn fallback(from: &str, to: &str, reason: &'static str) {
