@@ -20,7 +20,7 @@ use crate::dialect::sse::StreamTap;
 use crate::dialect::{ErrorKind, GatewayError};
 use crate::translate;
 use crate::upstream::{AttemptError, Exchange};
-use crate::usage::{RawUsage, UsageCarrier};
+use crate::usage::RawUsage;
 
 /// Most of an upstream's own words a client error echoes.
 const ECHO_BYTES: usize = 200;
@@ -299,18 +299,27 @@ fn excerpt(text: &str) -> String {
 }
 
 /// A model call's 2xx body is an answer: a JSON object without `error`.
-/// Its usage is read in the same parse.
+/// Its usage is read in the same parse (top-level `usage`, or Gemini's
+/// `usageMetadata`: where every dialect's whole answer carries it; the
+/// rest of the answer is skipped, not decoded).
 fn is_answer(body: &[u8], usage: &mut Option<RawUsage>) -> bool {
-    if let Some(c) = UsageCarrier::parse(body) {
-        *usage = c.usages().last().copied();
-        return c.error.is_none();
-    }
-    // An object whose other fields have unexpected shapes is still an answer.
     #[derive(serde::Deserialize)]
     struct Top {
         error: Option<serde::de::IgnoredAny>,
+        usage: Option<RawUsage>,
+        #[serde(rename = "usageMetadata")]
+        usage_metadata: Option<RawUsage>,
     }
-    serde_json::from_slice::<Top>(body).is_ok_and(|t| t.error.is_none())
+    #[derive(serde::Deserialize)]
+    struct Bare {
+        error: Option<serde::de::IgnoredAny>,
+    }
+    if let Ok(t) = serde_json::from_slice::<Top>(body) {
+        *usage = t.usage_metadata.or(t.usage);
+        return t.error.is_none();
+    }
+    // An object whose usage has an unexpected shape is still an answer.
+    serde_json::from_slice::<Bare>(body).is_ok_and(|t| t.error.is_none())
 }
 
 #[cfg(test)]
