@@ -53,15 +53,24 @@ fn signal(child: &Child, sig: &str) {
     Command::new("kill").args([&format!("-{sig}"), &child.id().to_string()]).status().unwrap();
 }
 
-#[test]
-fn ready_after_the_listeners_accept_reload_reported_stopping_on_sigterm() {
+/// modelgate started on free ports with a test-bound NOTIFY_SOCKET (what
+/// systemd gives a `Type=notify` service); its stderr in `dir/stderr.log`.
+struct Notified {
+    dir: tempfile::TempDir,
+    gateway: String,
+    admin: String,
+    sock: UnixDatagram,
+    mg: Killed,
+}
+
+fn start_notified() -> Notified {
     let dir = tempfile::tempdir().unwrap();
     let (g, a) = (format!("127.0.0.1:{}", free_port()), format!("127.0.0.1:{}", free_port()));
     let config = write_config(dir.path(), &g, &a, None, &yaml());
     let sock_path = dir.path().join("notify.sock");
     let sock = UnixDatagram::bind(&sock_path).unwrap();
     let stderr = std::fs::File::create(dir.path().join("stderr.log")).unwrap();
-    let mut mg = Killed(
+    let mg = Killed(
         Command::new(bin())
             .args(["run", "-c"])
             .arg(&config)
@@ -72,6 +81,12 @@ fn ready_after_the_listeners_accept_reload_reported_stopping_on_sigterm() {
             .spawn()
             .unwrap(),
     );
+    Notified { dir, gateway: g, admin: a, sock, mg }
+}
+
+#[test]
+fn ready_after_the_listeners_accept_reload_reported_stopping_on_sigterm() {
+    let Notified { dir, gateway: g, admin: a, sock, mut mg } = start_notified();
     let log = || std::fs::read_to_string(dir.path().join("stderr.log")).unwrap_or_default();
 
     let first = next(&sock, Duration::from_secs(20)).unwrap_or_else(|| panic!("no notification in 20 s:\n{}", log()));
@@ -105,23 +120,7 @@ fn ready_after_the_listeners_accept_reload_reported_stopping_on_sigterm() {
 
 #[test]
 fn a_stray_sigquit_without_a_new_process_is_ignored() {
-    let dir = tempfile::tempdir().unwrap();
-    let (g, a) = (format!("127.0.0.1:{}", free_port()), format!("127.0.0.1:{}", free_port()));
-    let config = write_config(dir.path(), &g, &a, None, &yaml());
-    let sock_path = dir.path().join("notify.sock");
-    let sock = UnixDatagram::bind(&sock_path).unwrap();
-    let stderr = std::fs::File::create(dir.path().join("stderr.log")).unwrap();
-    let mut mg = Killed(
-        Command::new(bin())
-            .args(["run", "-c"])
-            .arg(&config)
-            .env("NOTIFY_SOCKET", &sock_path)
-            .env("MODELGATE_LOG", "info")
-            .stdout(Stdio::null())
-            .stderr(stderr)
-            .spawn()
-            .unwrap(),
-    );
+    let Notified { dir, gateway: g, admin: _, sock, mut mg } = start_notified();
     assert!(until(&sock, "READY=1", Duration::from_secs(20)).iter().any(|m| m.contains("READY=1")));
     signal(&mg.0, "QUIT");
     std::thread::sleep(Duration::from_secs(2));
