@@ -251,7 +251,9 @@ impl Budgets {
             let now = self.inner.clock.now();
             let pass = match &self.inner.shared {
                 None => self.inner.admit_local(c, worst, may_recount, downgraded, now),
-                Some(shared) => self.admit_shared(shared, c, worst, may_recount, downgraded, now).await,
+                // Boxed: the Redis future is large and rare; it would size every
+                // request's future.
+                Some(shared) => Box::pin(self.admit_shared(shared, c, worst, may_recount, downgraded, now)).await,
             };
             match pass {
                 Pass::Done(v) => return v,

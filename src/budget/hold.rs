@@ -144,8 +144,13 @@ impl Budgets {
             if keys.is_empty() {
                 return;
             }
-            let states = shared.settle(hold.id.clone(), hold.remote, hold.amounts, keys.clone(), actual).await;
-            self.reseed(shared).await;
+            // Boxed: the Redis future would size every request's future.
+            let states = Box::pin(async {
+                let states = shared.settle(hold.id.clone(), hold.remote, hold.amounts, keys.clone(), actual).await;
+                self.reseed(shared).await;
+                states
+            })
+            .await;
             let mut book = inner.book();
             for (k, (name, start, _)) in keys.iter().enumerate() {
                 let Some(i) = book.defs.iter().position(|d| &d.name == name) else { continue };
