@@ -6,7 +6,8 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
-use pingora::http::ResponseHeader;
+use http::header::{HeaderMap, HeaderValue};
+use http::StatusCode;
 use pingora_proxy::Session;
 
 use crate::accesslog::{self, Record};
@@ -14,6 +15,7 @@ use crate::config::{Provider, Snapshot};
 use crate::dialect::{Dialect, ErrorKind, GatewayError};
 use crate::metrics;
 use crate::policy::Attempt;
+use crate::proxy::head;
 use crate::upstream::attempts::Trail;
 
 /// Why handling stopped before a response was relayed.
@@ -70,27 +72,25 @@ impl Ctx {
     }
 
     /// Add the `x-modelgate-*` response headers.
-    pub fn tag(&self, resp: &mut ResponseHeader, served: Option<(&Attempt<'_>, &Provider)>) -> Result<(), GatewayError> {
-        let internal = crate::upstream::request::internal;
+    pub fn tag(&self, h: &mut HeaderMap, served: Option<(&Attempt<'_>, &Provider)>) -> Result<(), GatewayError> {
         if let Some((a, p)) = served {
-            resp.insert_header("x-modelgate-model", a.model.map(|m| m.name.as_str()).or(self.rec.requested_model.as_deref()).unwrap_or(""))
-                .map_err(internal)?;
-            resp.insert_header("x-modelgate-provider", p.name.as_str()).map_err(internal)?;
+            h.insert(head::MODEL, head::text(a.model.map(|m| m.name.as_str()).or(self.rec.requested_model.as_deref()).unwrap_or(""))?);
+            h.insert(head::PROVIDER, head::text(&p.name)?);
         }
-        resp.insert_header("x-modelgate-route", self.route.as_str()).map_err(internal)?;
+        h.insert(head::ROUTE, head::text(&self.route)?);
         if let Some(arm) = &self.rec.arm {
-            resp.insert_header("x-modelgate-arm", arm.as_str()).map_err(internal)?;
+            h.insert(head::ARM, head::text(arm)?);
         }
         if let Some(would) = &self.rec.shadow_model {
-            resp.insert_header("x-modelgate-shadow-model", would.as_str()).map_err(internal)?;
+            h.insert(head::SHADOW_MODEL, head::text(would)?);
         }
         if let Some(budget) = &self.trail.downgraded_by {
-            resp.insert_header("x-modelgate-downgraded-by", budget.as_str()).map_err(internal)?;
+            h.insert(head::DOWNGRADED_BY, head::text(budget)?);
         }
         if let Some(c) = self.rec.complexity {
-            resp.insert_header("x-modelgate-complexity", c.to_string()).map_err(internal)?;
+            h.insert(head::COMPLEXITY, head::text(&c.to_string())?);
         }
-        resp.insert_header("x-modelgate-attempts", self.trail.calls.to_string()).map_err(internal)?;
+        h.insert(head::ATTEMPTS, HeaderValue::from(self.trail.calls));
         Ok(())
     }
 
@@ -99,19 +99,21 @@ impl Ctx {
         self.rec.status = e.status;
         self.trail.error.get_or_insert_with(|| e.code.to_string());
         let body = e.body(self.dialect);
-        let Ok(mut resp) = ResponseHeader::build(e.status, Some(6)) else { return };
-        let _ = resp.insert_header("content-type", "application/json");
-        let _ = resp.insert_header("content-length", body.len().to_string());
+        let Ok(status) = StatusCode::from_u16(e.status) else { return };
+        let mut h = HeaderMap::with_capacity(12);
+        h.insert(http::header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+        h.insert(http::header::CONTENT_LENGTH, HeaderValue::from(body.len()));
         if let Some(secs) = e.retry_after {
-            let _ = resp.insert_header("retry-after", secs.to_string());
+            h.insert(http::header::RETRY_AFTER, HeaderValue::from(secs));
         }
         if e.status == 407 {
-            let _ = resp.insert_header("proxy-authenticate", "Basic realm=\"modelgate\"");
+            h.insert(http::header::PROXY_AUTHENTICATE, HeaderValue::from_static("Basic realm=\"modelgate\""));
         }
         if let Some(retry) = should_retry(e) {
-            let _ = resp.insert_header("x-should-retry", if retry { "true" } else { "false" });
+            h.insert(head::SHOULD_RETRY, HeaderValue::from_static(if retry { "true" } else { "false" }));
         }
-        let _ = self.tag(&mut resp, None);
+        let _ = self.tag(&mut h, None);
+        let resp = head::response(status, h);
         if session.write_response_header(Box::new(resp), false).await.is_ok() {
             let _ = session.write_response_body(Some(body), true).await;
         }

@@ -6,6 +6,7 @@ pub mod ctx;
 pub mod forward;
 pub mod gateway;
 pub mod guard;
+pub mod head;
 pub mod intake;
 pub mod target;
 pub mod tunnel;

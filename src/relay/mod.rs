@@ -13,8 +13,8 @@ mod source;
 use std::time::Instant;
 
 use bytes::Bytes;
+use http::header::{HeaderMap, HeaderValue};
 use pingora::connectors::http::Connector;
-use pingora::http::ResponseHeader;
 use pingora_proxy::Session;
 
 use crate::budget::{Budgets, Hold};
@@ -25,19 +25,16 @@ use crate::drain::AbortSignal;
 use crate::metrics;
 use crate::policy::{Attempt, Facts};
 use crate::proxy::ctx::{Ctx, Stop};
+use crate::proxy::head;
 use crate::translate::{self, Wire};
 use crate::upstream::attempts::Served;
 use crate::upstream::health::Health;
-use crate::upstream::request::internal;
 use crate::upstream::AttemptError;
 use crate::usage::{RawUsage, UsageCarrier};
 
 use pump::{stream_error_event, Pump};
 pub use settle::settle;
 pub use source::{Canned, Response, Source};
-
-/// Response headers never relayed as they are.
-const DROP_RESPONSE: &[&str] = &["content-length", "transfer-encoding", "connection", "keep-alive", "proxy-connection", "te", "trailer", "upgrade"];
 
 /// The try being answered and its reservation.
 pub struct Answering<'a, 's> {
@@ -85,18 +82,17 @@ impl Relay<'_> {
 
     /// The client's response header: the provider's minus hop-by-hop ones,
     /// plus modelgate's.
-    fn head(&self, src: &dyn Source, a: &Answering<'_, '_>, cx: &mut Ctx) -> Result<ResponseHeader, GatewayError> {
+    fn head(&self, src: &dyn Source, a: &Answering<'_, '_>, cx: &mut Ctx) -> Result<HeaderMap, GatewayError> {
         let header = src.header();
-        let status = header.status.as_u16();
-        let mut resp = ResponseHeader::build(status, None).map_err(internal)?;
+        let mut h = HeaderMap::with_capacity(header.headers.len() + 12);
         for (name, value) in header.headers.iter() {
-            if !DROP_RESPONSE.contains(&name.as_str()) {
-                resp.append_header(name.clone(), value.clone()).map_err(internal)?;
+            if !head::DROP_RESPONSE.contains(name) {
+                h.append(name.clone(), value.clone());
             }
         }
-        cx.tag(&mut resp, Some((&a.attempt, a.provider)))?;
-        cx.rec.status = status;
-        Ok(resp)
+        cx.tag(&mut h, Some((&a.attempt, a.provider)))?;
+        cx.rec.status = header.status.as_u16();
+        Ok(h)
     }
 
     /// A whole (non-streamed) response, translated when needed; its usage
@@ -112,9 +108,10 @@ impl Relay<'_> {
         facts: &Facts<'_>,
         cx: &mut Ctx,
     ) -> Result<(), Stop> {
-        let status = src.header().status.as_u16();
+        let code = src.header().status;
+        let status = code.as_u16();
         let ok = (200..300).contains(&status);
-        let mut resp = self.head(src.as_ref(), &a, cx)?;
+        let mut h = self.head(src.as_ref(), &a, cx)?;
         cx.upstream_end = Some(Instant::now());
         let usage = match ok {
             true => usage.or_else(|| UsageCarrier::parse(&body).and_then(|c| c.usages().last().copied())),
@@ -123,7 +120,7 @@ impl Relay<'_> {
         // Without usage, the answer's size bounds its output.
         let text_bytes = if usage.is_none() { body.len() as u64 } else { 0 };
         if let Some(cost) = settle(self.budgets, &mut a, facts, ok, usage, text_bytes, cx).await {
-            resp.insert_header("x-modelgate-cost-usd", cost.to_string()).map_err(internal)?;
+            h.insert(head::COST_USD, head::text(&cost.to_string())?);
         }
         if let Some((client, chat)) = &a.translated {
             // The answer (or the provider's error) in the client's dialect.
@@ -139,10 +136,10 @@ impl Relay<'_> {
                 }
                 (false, _) => translate::error(&body, status, a.provider.kind, cx.dialect),
             };
-            resp.insert_header("content-type", "application/json").map_err(internal)?;
+            h.insert(http::header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
         }
-        resp.insert_header("content-length", body.len().to_string()).map_err(internal)?;
-        session.write_response_header(Box::new(resp), body.is_empty()).await.map_err(|_| Stop::ClientGone)?;
+        h.insert(http::header::CONTENT_LENGTH, HeaderValue::from(body.len()));
+        session.write_response_header(Box::new(head::response(code, h)), body.is_empty()).await.map_err(|_| Stop::ClientGone)?;
         if !body.is_empty() {
             session.write_response_body(Some(body), true).await.map_err(|_| Stop::ClientGone)?;
         }
@@ -167,12 +164,13 @@ impl Relay<'_> {
         cx: &mut Ctx,
         abort: &mut AbortSignal,
     ) -> Result<(), Stop> {
-        let ok = (200..300).contains(&src.header().status.as_u16());
-        let mut resp = self.head(src.as_ref(), &a, cx)?;
+        let code = src.header().status;
+        let ok = code.is_success();
+        let mut h = self.head(src.as_ref(), &a, cx)?;
         if !session.is_http2() {
-            resp.insert_header("transfer-encoding", "chunked").map_err(internal)?;
+            h.insert(http::header::TRANSFER_ENCODING, HeaderValue::from_static("chunked"));
         }
-        if session.write_response_header(Box::new(resp), false).await.is_err() {
+        if session.write_response_header(Box::new(head::response(code, h)), false).await.is_err() {
             // Gone before the first byte: the provider still read the input.
             settle(self.budgets, &mut a, facts, ok, None, 0, cx).await;
             return Err(Stop::ClientGone);
