@@ -26,9 +26,9 @@
 use std::sync::Arc;
 use std::time::Instant;
 
+use crate::upstream::Connector;
 use arc_swap::ArcSwap;
 use async_trait::async_trait;
-use pingora::connectors::http::Connector;
 use pingora::upstreams::peer::HttpPeer;
 use pingora_proxy::{ProxyHttp, Session};
 

@@ -12,9 +12,9 @@ mod source;
 
 use std::time::Instant;
 
+use crate::upstream::Connector;
 use bytes::Bytes;
 use http::header::{HeaderMap, HeaderValue};
-use pingora::connectors::http::Connector;
 use pingora_proxy::Session;
 
 use crate::budget::{Budgets, Hold};

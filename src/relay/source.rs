@@ -5,9 +5,9 @@
 use std::collections::VecDeque;
 use std::time::{Duration, Instant};
 
+use crate::upstream::Connector;
 use async_trait::async_trait;
 use bytes::Bytes;
-use pingora::connectors::http::Connector;
 use pingora::http::ResponseHeader;
 
 use crate::dialect::sse::StreamTap;

@@ -12,8 +12,8 @@
 
 use std::time::{Duration, Instant};
 
+use crate::upstream::Connector;
 use bytes::Bytes;
-use pingora::connectors::http::Connector;
 use pingora::http::RequestHeader;
 
 use crate::body::JsonBody;

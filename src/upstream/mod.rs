@@ -20,7 +20,10 @@ pub mod tls;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use pingora::connectors::http::Connector;
+/// Upstream calls are HTTP/1.1 (no peer asks for ALPN h2), so the H1
+/// connector is used directly: its pool can be asked for a reused
+/// connection without building the connect future.
+pub use pingora::connectors::http::v1::Connector;
 use pingora::http::{RequestHeader, ResponseHeader};
 use pingora::protocols::http::client::HttpSession;
 use pingora::upstreams::peer::HttpPeer;
@@ -97,11 +100,17 @@ pub async fn send(connector: &Connector, endpoint: &Endpoint, t: &Timeouts, req:
     let mut tries = 0;
     loop {
         tries += 1;
-        let (mut session, reused) = match timeout(t.connect, Box::pin(connector.get_http_session(&peer))).await {
-            Err(_) => return Err(AttemptError::ConnectTimeout),
-            Ok(Err(e)) if e.etype() == &pingora::ErrorType::ConnectTimedout => return Err(AttemptError::ConnectTimeout),
-            Ok(Err(e)) => return Err(AttemptError::Connect(e.to_string())),
-            Ok(Ok(s)) => s,
+        // A pooled connection first: its future is small. Connecting (TCP,
+        // TLS) is an 8.8 KB future, boxed so that it sizes no other future
+        // and is only built when a connection must be made.
+        let (mut session, reused) = match connector.reused_http_session(&peer).await {
+            Some(h1) => (HttpSession::H1(h1), true),
+            None => match timeout(t.connect, Box::pin(connector.get_http_session(&peer))).await {
+                Err(_) => return Err(AttemptError::ConnectTimeout),
+                Ok(Err(e)) if e.etype() == &pingora::ErrorType::ConnectTimedout => return Err(AttemptError::ConnectTimeout),
+                Ok(Err(e)) => return Err(AttemptError::Connect(e.to_string())),
+                Ok(Ok((h1, reused))) => (HttpSession::H1(h1), reused),
+            },
         };
         let first_byte = t.first_byte.min(deadline.saturating_duration_since(Instant::now()));
         let sent = async {
@@ -162,12 +171,13 @@ impl Exchange {
     /// end; otherwise it is closed (dropping a half-read connection is the
     /// only safe choice).
     pub async fn finish(mut self, connector: &Connector) {
-        if let Some(mut session) = self.session.take() {
-            if session.response_done() {
-                Box::pin(connector.release_http_session(session, &self.peer, Some(POOL_IDLE))).await;
-            } else {
-                session.shutdown().await;
-            }
+        match self.session.take() {
+            Some(HttpSession::H1(mut h1)) => match h1.is_body_done() {
+                true => connector.release_http_session(h1, &self.peer, Some(POOL_IDLE)).await,
+                false => h1.shutdown().await,
+            },
+            Some(mut session) => session.shutdown().await,
+            None => {}
         }
     }
 }

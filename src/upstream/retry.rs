@@ -11,8 +11,8 @@
 
 use std::time::Duration;
 
+use crate::upstream::Connector;
 use bytes::{Bytes, BytesMut};
-use pingora::connectors::http::Connector;
 use pingora::http::ResponseHeader;
 
 use crate::config::{Retry, SizeLimits};
