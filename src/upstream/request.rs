@@ -5,6 +5,7 @@
 //! may carry ([`Cred`]).
 
 use bytes::Bytes;
+use http::header::{HeaderMap, HeaderName, HeaderValue};
 use pingora::http::RequestHeader;
 
 use crate::body::JsonBody;
@@ -209,25 +210,32 @@ pub fn upstream_request(
     body_len: usize,
     has_body: bool,
 ) -> Result<RequestHeader, GatewayError> {
+    // Built as an `http` request head: Pingora's insert_header would parse
+    // every name again and keep a case-preserving copy of each (names are
+    // case-insensitive; standard ones go out in title case).
     let path = format!("{}{upstream_path}", provider.endpoint.base_path);
-    let mut req = RequestHeader::build(client.method.clone(), path.as_bytes(), Some(client.headers.len() + 4)).map_err(internal)?;
+    let mut h = HeaderMap::with_capacity(client.headers.len() + 4);
     for (name, value) in client.headers.iter() {
         let n = name.as_str();
         if DROP_REQUEST.contains(&n) || n.starts_with("x-modelgate-") || (!matches!(key, Cred::Client) && AUTH_HEADERS.contains(&n)) {
             continue;
         }
-        req.append_header(name.clone(), value.clone()).map_err(internal)?;
+        h.append(name.clone(), value.clone());
     }
-    req.insert_header("host", provider.endpoint.authority.as_str()).map_err(internal)?;
-    req.insert_header("accept-encoding", "identity").map_err(internal)?;
+    h.insert(http::header::HOST, HeaderValue::from_str(&provider.endpoint.authority).map_err(internal)?);
+    h.insert(http::header::ACCEPT_ENCODING, HeaderValue::from_static("identity"));
     if has_body || body_len > 0 {
-        req.insert_header("content-length", body_len.to_string()).map_err(internal)?;
+        h.insert(http::header::CONTENT_LENGTH, HeaderValue::from(body_len));
     }
     if let Cred::Inject(k) = key {
         let spec = provider.kind.spec();
-        req.insert_header(spec.auth_header, spec.auth_value(k)).map_err(internal)?;
+        h.insert(HeaderName::from_static(spec.auth_header), HeaderValue::try_from(spec.auth_value(k)).map_err(internal)?);
     }
-    Ok(req)
+    let (mut parts, ()) = http::Request::new(()).into_parts();
+    parts.method = client.method.clone();
+    parts.uri = http::Uri::try_from(path).map_err(internal)?;
+    parts.headers = h;
+    Ok(RequestHeader::from(parts))
 }
 
 /// What authenticates an attempt upstream.
