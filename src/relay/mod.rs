@@ -167,6 +167,8 @@ impl Relay<'_> {
         cx: &mut Ctx,
         abort: &mut AbortSignal,
     ) -> Result<(), Stop> {
+        // The first event has arrived (the retry policy read it).
+        cx.ttft = Some(src.elapsed());
         let ok = (200..300).contains(&src.header().status.as_u16());
         let mut resp = self.head(src.as_ref(), &a, cx)?;
         if !session.is_http2() {
