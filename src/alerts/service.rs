@@ -63,11 +63,16 @@ fn raise(e: Event, snap: &Snapshot, quiet: &mut Quiet, outbox: &Outbox) {
 }
 
 impl Service {
-    /// The figures one evaluation reads.
-    fn inputs(&self, snap: &Snapshot) -> Inputs {
+    /// The figures one evaluation reads; sets `modelgate_route_up` where
+    /// it changed (`shown`: what the gauges say).
+    fn inputs(&self, snap: &Snapshot, shown: &mut HashMap<String, bool>) -> Inputs {
         let down = self.health.unservable(snap, Instant::now());
         for r in &snap.routes {
-            crate::metrics::route_up(&r.name, !down.iter().any(|(d, _)| *d == r.name));
+            let up = !down.iter().any(|(d, _)| *d == r.name);
+            if shown.get(&r.name) != Some(&up) {
+                crate::metrics::route_up(&r.name, up);
+                shown.insert(r.name.clone(), up);
+            }
         }
         Inputs { models: stats::all(), last_hour_usd: self.budgets.last_hour_usd(), down_routes: down }
     }
@@ -80,6 +85,7 @@ impl pingora::services::background::BackgroundService for Service {
         let outbox = Outbox::new();
         let mut quiet = Quiet::default();
         let mut eval = Evaluator::default();
+        let mut routes_shown = HashMap::new();
         let mut period = self.state.load().alerts.eval_interval;
         let mut tick = tokio::time::interval(period);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -92,7 +98,7 @@ impl pingora::services::background::BackgroundService for Service {
                 },
                 _ = tick.tick() => {
                     let snap = self.state.load_full();
-                    for e in eval.step(Instant::now(), self.inputs(&snap), &snap.alerts) {
+                    for e in eval.step(Instant::now(), self.inputs(&snap, &mut routes_shown), &snap.alerts) {
                         raise(e, &snap, &mut quiet, &outbox);
                     }
                     if snap.alerts.eval_interval != period {
