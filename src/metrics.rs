@@ -521,3 +521,33 @@ pub fn alert_dropped(sink: &str, reason: &'static str) {
 pub fn reload(ok: bool) {
     counter!(if ok { CONFIG_RELOADS } else { CONFIG_RELOAD_FAILURES }).increment(1);
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn outcomes_separate_what_modelgate_or_providers_failed_from_the_clients_doing() {
+        assert_eq!(Outcome::of(200, None), Outcome::Ok);
+        assert_eq!(Outcome::of(200, Some("cut")), Outcome::Error, "a stream broken after its header");
+        assert_eq!(Outcome::of(503, Some("circuit_open")), Outcome::Error);
+        assert_eq!(Outcome::of(429, None), Outcome::Error, "a provider's rate limit");
+        assert_eq!(Outcome::of(429, Some("budget_exceeded")), Outcome::Rejected);
+        assert_eq!(Outcome::of(400, None), Outcome::ClientError);
+        assert_eq!(Outcome::of(499, Some("client_closed")), Outcome::ClientClosed);
+        assert_eq!(Outcome::of(200, Some("client_closed")), Outcome::ClientClosed);
+    }
+
+    #[test]
+    fn app_labels_keep_known_names_then_the_first_few_others() {
+        let auto = AutoLabels(LazyLock::new(|| RwLock::new(HashSet::new())));
+        let known: HashSet<String> = ["billing".to_string()].into();
+        assert_eq!(auto.bound("billing", &known, 2), "billing");
+        assert_eq!(auto.bound("a", &known, 2), "a");
+        assert_eq!(auto.bound("b", &known, 2), "b");
+        assert_eq!(auto.bound("c", &known, 2), "other", "over auto_labels");
+        assert_eq!(auto.bound("a", &known, 2), "a", "a name seen first stays");
+        assert_eq!(auto.bound("billing", &known, 2), "billing", "known names never count against the limit");
+        assert_eq!(task_label(None, &MetricLabels::default()), "none");
+    }
+}

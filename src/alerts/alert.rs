@@ -57,6 +57,11 @@ fn obj(v: Value) -> Map<String, Value> {
     }
 }
 
+/// The used share in percent, one decimal (as `figures.used_pct`).
+fn used_pct(b: &BudgetFigures) -> f64 {
+    (b.used * 1000.0).round() / 10.0
+}
+
 /// Budget figures without the fields a budget does not set.
 fn budget_figures(b: &BudgetFigures) -> Map<String, Value> {
     let mut m = obj(json!({
@@ -64,7 +69,7 @@ fn budget_figures(b: &BudgetFigures) -> Map<String, Value> {
         "spent_usd": b.spent_usd, "reserved_usd": b.reserved_usd, "limit_usd": b.limit_usd,
         "spent_tokens": b.spent_tokens, "limit_tokens": b.limit_tokens,
         "requests": b.requests, "limit_requests": b.limit_requests,
-        "used_pct": (b.used * 1000.0).round() / 10.0, "warn_at": b.warn_at,
+        "used_pct": used_pct(b), "warn_at": b.warn_at,
         "on_exceed": b.on_exceed, "downgrade_to": b.downgrade_to, "action": b.action,
         "resets_at": b.resets_at,
     }));
@@ -101,8 +106,8 @@ fn describe(e: &Event) -> (String, String, Map<String, Value>) {
         Event::BudgetWarn(b) => (
             format!("Budget `{}` passed {:.0}% of its limit: {}", b.budget, b.warn_at * 100.0, budget_spent(b)),
             format!(
-                "{} of the budget is used ({} scope, per {}; warn_at {:.0}%). When it is used up, {}. It resets at {}.",
-                pct(b.used),
+                "{}% of the budget is used ({} scope, per {}; warn_at {:.0}%). When it is used up, {}. It resets at {}.",
+                used_pct(b),
                 b.scope,
                 b.window,
                 b.warn_at * 100.0,
@@ -118,8 +123,14 @@ fn describe(e: &Event) -> (String, String, Map<String, Value>) {
                 Some(_) => "a request went over it and was let through (on_exceed: warn)",
                 None => "settled spend reached the limit",
             };
+            let state = match b.action {
+                Some("reject") => "is refusing requests".to_string(),
+                Some("downgrade") => format!("is downgrading requests to {}", b.downgrade_to.as_deref().unwrap_or("a cheaper model")),
+                Some(_) => "is over its limit".to_string(),
+                None => "reached its limit".to_string(),
+            };
             (
-                format!("Budget `{}` is used up: {}", b.budget, budget_spent(b)),
+                format!("Budget `{}` {state}: {}", b.budget, budget_spent(b)),
                 format!(
                     "{} ({} scope, per {}; {} reserved by requests in flight). From now on {}. It resets at {}; raise the limit in the config to allow more now.",
                     capitalize(what),

@@ -98,7 +98,10 @@ pub fn quantile(buckets: &[u64; BUCKETS], q: f64) -> Option<f64> {
     UPSTREAM_BUCKETS.last().copied()
 }
 
-static MODELS: LazyLock<Mutex<Vec<(String, Arc<ModelStats>)>>> = LazyLock::new(|| Mutex::new(Vec::new()));
+/// Every model label's stats, in the order first seen.
+type Registry = Mutex<Vec<(String, Arc<ModelStats>)>>;
+
+static MODELS: LazyLock<Registry> = LazyLock::new(|| Mutex::new(Vec::new()));
 
 /// The stats of `model` (a metrics label: a configured name, `other` or
 /// `none`), made on first use.

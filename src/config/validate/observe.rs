@@ -203,11 +203,10 @@ fn rule_of(cx: &mut Ctx, path: &str, kind: RuleKind, r: RawRule) -> Rule {
         rule.min_requests = n;
     }
     let threshold = match kind {
-        RuleKind::ErrorRate => r.threshold.map(|t| {
+        RuleKind::ErrorRate => r.threshold.inspect(|&t| {
             if !(t > 0.0 && t <= 1.0) {
                 cx.err(format!("{path}.threshold"), format!("is a share of requests between 0 and 1 (0.05 = 5%), got {t}"));
             }
-            t
         }),
         RuleKind::LatencyP95 => r.threshold_ms.map(|ms| {
             if ms == 0 {
@@ -215,11 +214,10 @@ fn rule_of(cx: &mut Ctx, path: &str, kind: RuleKind, r: RawRule) -> Rule {
             }
             ms as f64 / 1000.0
         }),
-        RuleKind::CostPerHour => r.threshold_usd.map(|v| {
+        RuleKind::CostPerHour => r.threshold_usd.inspect(|&v| {
             if !(v.is_finite() && v > 0.0) {
                 cx.err(format!("{path}.threshold_usd"), format!("must be a positive amount of USD, got {v}"));
             }
-            v
         }),
         _ => None,
     };
