@@ -178,20 +178,29 @@ impl SinkKind {
 }
 
 /// Where alerts are posted.
-#[derive(Debug)]
 pub struct Sink {
     pub name: String,
     pub kind: SinkKind,
-    /// The URL as written (with `${VAR}`s already replaced; shown only
-    /// as scheme://host[:port] in logs).
-    pub url: String,
+    /// Where the URL points (logs show only scheme://host[:port] of it).
     pub endpoint: Arc<Endpoint>,
-    /// Path and query of the request line.
+    /// Path and query of the request line: a Slack webhook's secret, never
+    /// logged (and so not kept with the rest of the URL).
     pub path: String,
     pub headers: Vec<(String, Secret)>,
     pub timeout: Duration,
     /// Rules this sink gets (`None`: all).
     pub rules: Option<Vec<RuleKind>>,
+}
+
+impl std::fmt::Debug for Sink {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Sink")
+            .field("name", &self.name)
+            .field("kind", &self.kind)
+            .field("url", &self.shown())
+            .field("rules", &self.rules)
+            .finish_non_exhaustive()
+    }
 }
 
 impl Sink {

@@ -141,7 +141,7 @@ fn sink_of(cx: &mut Ctx, path: &str, raw: RawSink, names: &mut HashSet<String>) 
             .collect()
     });
     let (endpoint, request_path) = target?;
-    (cx.errors.len() == before).then(|| Sink { name: raw.name, kind, url: raw.url, endpoint: Arc::new(endpoint), path: request_path, headers, timeout, rules })
+    (cx.errors.len() == before).then(|| Sink { name: raw.name, kind, endpoint: Arc::new(endpoint), path: request_path, headers, timeout, rules })
 }
 
 /// A webhook URL: its endpoint and the request line's path and query.
