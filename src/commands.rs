@@ -152,6 +152,11 @@ pub(crate) fn check(config: &Option<PathBuf>) -> ExitCode {
                     silent.join(", ")
                 );
             }
+            if !s.alerts.sinks.is_empty() {
+                let sinks: Vec<String> = s.alerts.sinks.iter().map(|k| format!("{} ({} {})", k.name, k.kind.as_str(), k.shown())).collect();
+                let on: Vec<&str> = modelgate::config::RuleKind::ALL.into_iter().filter(|r| s.alerts.rule(*r).enabled).map(|r| r.as_str()).collect();
+                println!("  alerts: {} to {}; rules on: {}", count(sinks.len(), "sink"), sinks.join(", "), on.join(", "));
+            }
             if s.alerts.sinks.is_empty() && s.alerts.rules.iter().any(|r| r.enabled && r.threshold > 0.0) {
                 println!("  note: alerts.rules are set but alerts.sinks is empty: alerts are only written to the log (add a webhook or slack sink)");
             }
