@@ -78,6 +78,17 @@ ensure_python_venv() {
   fi
 }
 
+# tests/monitoring.rs checks the shipped Prometheus rules with promtool, from
+# Debian's `prometheus` package. Its postinst starts a Prometheus server on
+# :9090 (modelgate's default admin port) where systemd runs; the tests need
+# only the tool, so that service is stopped and disabled again.
+ensure_promtool() {
+  command -v promtool >/dev/null && return
+  echo "installing prometheus (for promtool) …"
+  apt_install prometheus
+  if [ -d /run/systemd/system ]; then as_root systemctl disable --now prometheus >/dev/null 2>&1 || true; fi
+}
+
 # tests/ops_systemd.rs runs `systemd-analyze verify` on the unit (the
 # `systemd` package; it does not have to be PID 1).
 ensure_systemd_analyze() {

@@ -21,7 +21,7 @@ use serde::Deserialize;
 use serde_json::json;
 
 use crate::budget::Budgets;
-use crate::config::{Snapshot, Window};
+use crate::config::Snapshot;
 use crate::policy::explain;
 use crate::policy::overrides::OverrideError;
 use crate::policy::OverrideStore;
@@ -117,18 +117,7 @@ impl Admin {
     /// Routes none of whose models can serve now: every one skipped for an
     /// open breaker, a failing provider health check, or (local) not installed.
     fn unservable_routes(&self, snap: &Snapshot) -> Vec<String> {
-        let now = Instant::now();
-        let usable = |name: &str| {
-            snap.models.get(name).is_some_and(|m| self.health.usable(&snap.providers[m.provider], Some(&m.id), &m.name, &m.breaker, now, false).is_ok())
-        };
-        snap.routes
-            .iter()
-            .filter(|r| {
-                let planned: Vec<&str> = r.target.models().into_iter().chain(r.fallbacks.iter().map(String::as_str)).collect();
-                !planned.is_empty() && !planned.iter().any(|m| usable(m))
-            })
-            .map(|r| r.name.clone())
-            .collect()
+        self.health.unservable(snap, Instant::now()).into_iter().map(|(route, _)| route).collect()
     }
 
     // The error is the reply itself, built at most once per admin call.
@@ -254,14 +243,10 @@ impl ServeHttp for Admin {
                 reply(StatusCode::OK, "text/plain; version=0.0.4", text.into_bytes())
             }
             (Method::GET, "/admin/budgets") => serialized_reply(StatusCode::OK, &self.budgets.report().await),
-            (Method::GET, "/admin/usage") => {
-                let query = session.req_header().uri.query().unwrap_or("");
-                let window = query.split('&').find_map(|kv| kv.strip_prefix("window=")).unwrap_or("day");
-                match Window::parse(window).filter(|w| matches!(w, Window::Day | Window::Month)) {
-                    Some(w) => serialized_reply(StatusCode::OK, &self.budgets.usage(w)),
-                    None => error(StatusCode::BAD_REQUEST, format!("window `{window}`: use ?window=day or ?window=month")),
-                }
-            }
+            (Method::GET, "/admin/usage") => match crate::budget::UsageQuery::parse(session.req_header().uri.query().unwrap_or("")) {
+                Ok(q) => serialized_reply(StatusCode::OK, &self.budgets.usage(q)),
+                Err(e) => error(StatusCode::BAD_REQUEST, e),
+            },
             (Method::GET, "/healthz") => reply(StatusCode::OK, "text/plain", b"ok\n".to_vec()),
             (Method::GET, "/readyz") => {
                 let unservable = self.unservable_routes(&snap);

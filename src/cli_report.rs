@@ -92,6 +92,44 @@ pub fn render_status(b: &Value) -> String {
     out
 }
 
+/// The breakdowns of `GET /admin/usage`, in the order they are shown.
+const BREAKDOWNS: [(&str, &str); 6] =
+    [("by_provider", "PROVIDER"), ("by_model", "MODEL"), ("by_app", "APP"), ("by_task", "TASK"), ("by_route", "ROUTE"), ("by_arm", "ARM")];
+
+/// A CSV field, quoted when it must be (RFC 4180).
+fn csv_field(s: &str) -> String {
+    if s.contains([',', '"', '\n', '\r']) {
+        format!("\"{}\"", s.replace('"', "\"\""))
+    } else {
+        s.to_string()
+    }
+}
+
+/// `modelgate cost --csv`: one row per breakdown value. With one breakdown
+/// (`--by`) its name heads the first column; with all of them a `by`
+/// column says which breakdown a row belongs to.
+pub fn render_cost_csv(u: &Value) -> String {
+    let present: Vec<(&str, &str)> = BREAKDOWNS.iter().copied().filter(|(k, _)| u[*k].is_object()).collect();
+    let single = present.len() == 1;
+    let cols = "requests,input_tokens,output_tokens,cost_usd,requested_cost_usd,savings_usd,savings_pct";
+    let mut out = match present.first() {
+        Some((k, _)) if single => format!("{},{cols}\n", &k[3..]),
+        _ => format!("by,name,{cols}\n"),
+    };
+    for (key, _) in present {
+        let Some(m) = u[key].as_object() else { continue };
+        for (name, c) in m {
+            let nums: Vec<String> = ["requests", "input_tokens", "output_tokens", "cost_usd", "requested_cost_usd", "savings_usd", "savings_pct"]
+                .iter()
+                .map(|f| c[*f].to_string())
+                .collect();
+            let lead = if single { csv_field(name) } else { format!("{},{}", &key[3..], csv_field(name)) };
+            out += &format!("{lead},{}\n", nums.join(","));
+        }
+    }
+    out
+}
+
 pub fn render_cost(u: &Value) -> String {
     let mut out = format!("usage {} ({} to {})\n", u["window"].as_str().unwrap_or(""), u["from"].as_str().unwrap_or(""), u["to"].as_str().unwrap_or(""));
     let t = &u["total"];
@@ -108,7 +146,7 @@ pub fn render_cost(u: &Value) -> String {
     if u["spend_spike"] == true {
         out += "warning: spend spike — the last hour is well above the average hour\n";
     }
-    for (key, title) in [("by_provider", "PROVIDER"), ("by_model", "MODEL"), ("by_app", "APP"), ("by_route", "ROUTE")] {
+    for (key, title) in BREAKDOWNS {
         let Some(m) = u[key].as_object().filter(|m| !m.is_empty()) else { continue };
         let rows: Vec<Vec<String>> = m
             .iter()

@@ -1,4 +1,5 @@
-//! The subcommands that read a config and print (`check`, `route`, `ca`).
+//! The subcommands that read a config and print (`check`, `route`, `ca`,
+//! `alerts test`).
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -75,6 +76,47 @@ pub(crate) fn ca(action: CaAction, config: Option<PathBuf>) -> Result<ExitCode, 
     Ok(ExitCode::SUCCESS)
 }
 
+/// `modelgate alerts test`: a test alert to every sink, one try each.
+pub(crate) fn alerts_test(config: &Option<PathBuf>) -> ExitCode {
+    let snap = match load(config) {
+        Ok(s) => s,
+        Err(e) => {
+            print_errors(&e);
+            return ExitCode::FAILURE;
+        }
+    };
+    if snap.alerts.sinks.is_empty() {
+        eprintln!(
+            "modelgate: {} has no alert sinks; add `alerts: {{ sinks: [{{ name: ops, kind: webhook, url: https://… }}] }}` (see README, Alerts)",
+            config_name(config)
+        );
+        return ExitCode::FAILURE;
+    }
+    let rt = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("modelgate: cannot start: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let results = rt.block_on(modelgate::alerts::send_test(&snap.alerts));
+    let mut failed = 0;
+    for (sink, url, r) in &results {
+        match r {
+            Ok(status) => println!("{sink} ({url}): sent, answered {status}"),
+            Err(e) => {
+                failed += 1;
+                println!("{sink} ({url}): FAILED: {e}");
+            }
+        }
+    }
+    if failed > 0 {
+        eprintln!("modelgate: {failed} of {} sinks did not take the test alert", results.len());
+        return ExitCode::FAILURE;
+    }
+    ExitCode::SUCCESS
+}
+
 /// How a command names its config: the file, or the built-in defaults.
 fn config_name(config: &Option<PathBuf>) -> String {
     config.as_ref().map_or_else(|| "the built-in defaults".to_string(), |p| p.display().to_string())
@@ -109,6 +151,14 @@ pub(crate) fn check(config: &Option<PathBuf>) -> ExitCode {
                     "  note: retry.on_status is empty, so these models fall back only when their provider cannot be reached or times out, never on a 429 or 5xx: {} (list the statuses in retry.on_status, e.g. [429, 500, 502, 503, 504, 529])",
                     silent.join(", ")
                 );
+            }
+            if !s.alerts.sinks.is_empty() {
+                let sinks: Vec<String> = s.alerts.sinks.iter().map(|k| format!("{} ({} {})", k.name, k.kind.as_str(), k.shown())).collect();
+                let on: Vec<&str> = modelgate::config::RuleKind::ALL.into_iter().filter(|r| s.alerts.rule(*r).enabled).map(|r| r.as_str()).collect();
+                println!("  alerts: {} to {}; rules on: {}", count(sinks.len(), "sink"), sinks.join(", "), on.join(", "));
+            }
+            if s.alerts.sinks.is_empty() && s.alerts.rules.iter().any(|r| r.enabled && r.threshold > 0.0) {
+                println!("  note: alerts.rules are set but alerts.sinks is empty: alerts are only written to the log (add a webhook or slack sink)");
             }
             if s.budgets.iter().any(|b| b.limits.nanos.is_some() || b.limits.tokens.is_some()) {
                 let open: Vec<&str> = s.models.values().filter(|m| m.max_output_tokens.is_none()).map(|m| m.name.as_str()).collect();

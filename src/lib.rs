@@ -3,12 +3,13 @@
 //! module docs; folders follow the request pipeline:
 //! `proxy` (listeners) → `dialect` (what the client speaks) → `policy`
 //! (which model) → `upstream` (the call) → `usage` (tokens and cost) →
-//! `metrics` / `accesslog`. `config` and `reload` own the snapshot.
+//! `metrics` / `accesslog` / `alerts`. `config` and `reload` own the snapshot.
 
 #![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used, clippy::panic))]
 
 pub mod accesslog;
 pub mod admin;
+pub mod alerts;
 pub mod body;
 pub mod budget;
 pub mod ca;

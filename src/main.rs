@@ -100,19 +100,42 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
-    /// Show cost, tokens and requests by provider, model, app and route,
-    /// with the savings against the models clients asked for (from GET
-    /// /admin/usage).
+    /// Show cost, tokens and requests by provider, model, app, task, route
+    /// and split arm, with the savings against the models clients asked
+    /// for (from GET /admin/usage).
     Cost {
         #[command(flatten)]
         admin: AdminArgs,
-        /// The calendar window: day or month.
-        #[arg(short, long, default_value = "day", value_parser = ["day", "month"])]
+        /// The calendar window: day, week (from Monday) or month.
+        #[arg(short, long, default_value = "day", value_parser = ["day", "week", "month"])]
         window: String,
+        /// Only this breakdown (default: all of them).
+        #[arg(short, long, value_parser = ["provider", "model", "app", "task", "route", "arm"])]
+        by: Option<String>,
         /// Print the admin API's JSON instead of tables.
-        #[arg(long)]
+        #[arg(long, conflicts_with = "csv")]
         json: bool,
+        /// Print CSV: with --by, one row per value; without, a `by` column
+        /// names the breakdown of each row.
+        #[arg(long)]
+        csv: bool,
     },
+    /// Alerts: `modelgate alerts test` sends a test alert to every sink of
+    /// the config's `alerts:` and says what each answered.
+    Alerts {
+        #[command(subcommand)]
+        action: AlertsAction,
+        /// The YAML config file (default: the built-in defaults).
+        #[arg(short, long, value_name = "FILE", global = true)]
+        config: Option<PathBuf>,
+    },
+}
+
+#[derive(Subcommand)]
+enum AlertsAction {
+    /// Send one test alert to every sink (one try each); exits 1 if a sink
+    /// did not take it.
+    Test,
 }
 
 #[derive(Subcommand)]
@@ -277,7 +300,15 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }),
         Command::Status { admin, json } => report(&admin, "/admin/budgets", json, modelgate::cli_report::render_status),
-        Command::Cost { admin, window, json } => report(&admin, &format!("/admin/usage?window={window}"), json, modelgate::cli_report::render_cost),
+        Command::Cost { admin, window, by, json, csv } => {
+            let path = match &by {
+                Some(b) => format!("/admin/usage?window={window}&by={b}"),
+                None => format!("/admin/usage?window={window}"),
+            };
+            let render = if csv { modelgate::cli_report::render_cost_csv } else { modelgate::cli_report::render_cost };
+            report(&admin, &path, json, render)
+        }
+        Command::Alerts { action: AlertsAction::Test, config } => commands::alerts_test(&config),
         Command::Ca { action, config } => ca(action, config).unwrap_or_else(|e| {
             eprintln!("modelgate: {e}");
             ExitCode::FAILURE

@@ -6,12 +6,17 @@
 //! text, API keys or unbounded ids.
 
 use std::cell::RefCell;
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::fmt::Write;
-use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, LazyLock, Mutex, RwLock};
+use std::time::Duration;
 
-use metrics::{counter, describe_counter, describe_histogram, histogram, Counter, Unit};
+use metrics::{counter, describe_counter, describe_histogram, histogram, Counter, Histogram, Unit};
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
+
+use crate::alerts::stats::{self as alert_stats, ModelStats};
+use crate::config::MetricLabels;
 
 pub const REQUESTS: &str = "modelgate_requests_total";
 pub const TOKENS: &str = "modelgate_tokens_total";
@@ -39,16 +44,28 @@ pub const FALLBACKS: &str = "modelgate_fallbacks_total";
 pub const RETRIES: &str = "modelgate_retries_total";
 pub const CIRCUIT_STATE: &str = "modelgate_circuit_state";
 pub const PROVIDER_UP: &str = "modelgate_provider_up";
+pub const TTFT: &str = "modelgate_time_to_first_token_seconds";
+pub const OUTCOMES: &str = "modelgate_request_outcomes_total";
+pub const ROUTE_UP: &str = "modelgate_route_up";
+pub const BUDGET_STATE: &str = "modelgate_budget_state";
+pub const ALERTS_FIRED: &str = "modelgate_alerts_fired_total";
+pub const ALERTS_SENT: &str = "modelgate_alerts_sent_total";
+pub const ALERT_FAILURES: &str = "modelgate_alert_delivery_failures_total";
+pub const ALERTS_DROPPED: &str = "modelgate_alerts_dropped_total";
+
+/// Buckets (seconds) of the upstream and time-to-first-token histograms;
+/// the alert evaluator computes its p95 over the same ones.
+pub const UPSTREAM_BUCKETS: [f64; 13] = [0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0];
 
 /// Install the global Prometheus recorder and describe every metric.
 /// Returns the handle `/metrics` renders from.
 pub fn install() -> Result<PrometheusHandle, String> {
     // Overhead is sub-millisecond when healthy: fine buckets at the low end.
     let overhead_buckets = [0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.5];
-    let upstream_buckets = [0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0];
     let handle = PrometheusBuilder::new()
         .set_buckets_for_metric(Matcher::Full(OVERHEAD.into()), &overhead_buckets)
-        .and_then(|b| b.set_buckets_for_metric(Matcher::Full(UPSTREAM_DURATION.into()), &upstream_buckets))
+        .and_then(|b| b.set_buckets_for_metric(Matcher::Full(UPSTREAM_DURATION.into()), &UPSTREAM_BUCKETS))
+        .and_then(|b| b.set_buckets_for_metric(Matcher::Full(TTFT.into()), &UPSTREAM_BUCKETS))
         .map_err(|e| e.to_string())?
         .install_recorder()
         .map_err(|e| e.to_string())?;
@@ -59,7 +76,12 @@ pub fn install() -> Result<PrometheusHandle, String> {
 fn describe() {
     describe_counter!(REQUESTS, "Requests answered, by client dialect, serving provider and model, route and HTTP status.");
     describe_counter!(TOKENS, Unit::Count, "Tokens reported by providers, by kind: input, cached, cache_write, output.");
-    describe_histogram!(UPSTREAM_DURATION, Unit::Seconds, "Time from sending a request upstream to the end of its response.");
+    describe_histogram!(UPSTREAM_DURATION, Unit::Seconds, "Time from sending a request upstream to the end of its response, by serving model and provider.");
+    describe_histogram!(TTFT, Unit::Seconds, "Streamed answers: time from sending the request upstream to its first event, by serving model and provider.");
+    describe_counter!(
+        OUTCOMES,
+        "Requests by serving model, provider and outcome: ok, error (modelgate or the provider failed it: 5xx, 429 from a provider, timeouts, open breakers, broken streams), client_error (4xx the client caused), rejected (a budget refused it), client_closed."
+    );
     describe_histogram!(
         OVERHEAD,
         Unit::Seconds,
@@ -87,6 +109,17 @@ fn describe() {
     metrics::describe_gauge!(CIRCUIT_STATE, "Circuit breaker per model and provider: 0 closed, 1 open (skipped), 2 half-open (one probe request).");
     metrics::describe_gauge!(PROVIDER_UP, "Active health check per provider: 1 healthy, 0 failing.");
     metrics::describe_gauge!(BUDGET_STORE_UP, "1 while the shared budget store (Redis) answers, 0 while it is unreachable.");
+    metrics::describe_gauge!(
+        ROUTE_UP,
+        "Per route: 1 while some model of it can serve, 0 while every one is skipped (breaker open, provider unhealthy, not installed)."
+    );
+    describe_counter!(ALERTS_FIRED, "Alerts raised, by rule (each condition once per window).");
+    describe_counter!(ALERTS_SENT, "Alerts delivered to a sink (2xx answer), by sink and rule.");
+    describe_counter!(ALERT_FAILURES, "Failed tries to deliver an alert, by sink (each retry counts).");
+    describe_counter!(
+        ALERTS_DROPPED,
+        "Alerts given up, by sink and reason: queue_full, expired (still failing after alerts.delivery.give_up_after_s), rejected (the sink answered 4xx)."
+    );
 }
 
 /// Labels of one answered request.
@@ -98,27 +131,42 @@ pub struct RequestLabels<'a> {
     pub status: u16,
 }
 
-/// The counter for a label set, resolved in the registry once per thread
-/// (label strings allocated and hashed there only the first time); `key`
-/// names the metric and its label values. Label sets are closed (see the
-/// module doc), so the cache stays as small as the registry.
-fn cached(key: &[&str], make: impl FnOnce() -> Counter) -> Counter {
-    thread_local! {
-        static HANDLES: RefCell<(String, HashMap<String, Counter>)> = RefCell::new((String::new(), HashMap::new()));
+/// Handles resolved in the registry once per thread and label set (label
+/// strings allocated and hashed there only the first time); the key names
+/// the metric (or handle set) and its label values. Label sets are closed
+/// (see the module doc), so a cache stays as small as the registry.
+struct Cache<T> {
+    buf: String,
+    map: HashMap<String, T>,
+}
+
+impl<T> Cache<T> {
+    fn new() -> Self {
+        Cache { buf: String::new(), map: HashMap::new() }
     }
-    HANDLES.with_borrow_mut(|(buf, map)| {
-        buf.clear();
+
+    fn with<R>(&mut self, key: &[&str], make: impl FnOnce() -> T, f: impl FnOnce(&mut T) -> R) -> R {
+        self.buf.clear();
         for part in key {
-            buf.push_str(part);
-            buf.push('\u{1f}');
+            self.buf.push_str(part);
+            self.buf.push('\u{1f}');
         }
-        if let Some(c) = map.get(buf.as_str()) {
-            return c.clone();
+        if let Some(h) = self.map.get_mut(self.buf.as_str()) {
+            return f(h);
         }
-        let c = make();
-        map.insert(buf.clone(), c.clone());
-        c
-    })
+        f(self.map.entry(self.buf.clone()).or_insert_with(make))
+    }
+}
+
+thread_local! {
+    static COUNTERS: RefCell<Cache<Counter>> = RefCell::new(Cache::new());
+    static MODELS: RefCell<Cache<ModelHandles>> = RefCell::new(Cache::new());
+    static USAGE: RefCell<Cache<UsageHandles>> = RefCell::new(Cache::new());
+}
+
+/// The counter for a label set, from this thread's cache.
+fn cached(key: &[&str], make: impl FnOnce() -> Counter) -> Counter {
+    COUNTERS.with_borrow_mut(|c| c.with(key, make, |h| h.clone()))
 }
 
 pub fn request(l: &RequestLabels<'_>) {
@@ -132,60 +180,223 @@ pub fn request(l: &RequestLabels<'_>) {
     .increment(1);
 }
 
-pub fn usage(provider: &str, model: &str, u: &crate::usage::Usage, cost_usd: f64) {
-    for (kind, n) in [("input", u.input), ("cached", u.cached_input), ("cache_write", u.cache_write), ("output", u.output)] {
-        if n > 0 {
-            cached(&[TOKENS, provider, model, kind], || counter!(TOKENS, "provider" => provider.to_string(), "model" => model.to_string(), "kind" => kind))
-                .increment(n);
+/// How a request ended, for error rates (`modelgate_request_outcomes_total`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    Ok,
+    /// modelgate or the provider failed it: 5xx, a provider's 429,
+    /// timeouts, every model skipped, a stream broken after it started.
+    Error,
+    /// A 4xx the client caused (bad request, auth, size, unknown endpoint).
+    ClientError,
+    /// A budget refused it.
+    Rejected,
+    ClientClosed,
+}
+
+impl Outcome {
+    pub const ALL: [Outcome; 5] = [Outcome::Ok, Outcome::Error, Outcome::ClientError, Outcome::Rejected, Outcome::ClientClosed];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Outcome::Ok => "ok",
+            Outcome::Error => "error",
+            Outcome::ClientError => "client_error",
+            Outcome::Rejected => "rejected",
+            Outcome::ClientClosed => "client_closed",
         }
     }
-    COST_USD.add(provider, model, cost_usd);
+
+    /// From the status the client got and the failure reason, if any.
+    pub fn of(status: u16, error: Option<&str>) -> Outcome {
+        match (status, error) {
+            (499, _) | (_, Some("client_closed")) => Outcome::ClientClosed,
+            (_, Some("budget_exceeded")) => Outcome::Rejected,
+            (200..=399, None) => Outcome::Ok,
+            // A stream that broke after its header went out.
+            (200..=399, Some(_)) => Outcome::Error,
+            (429, _) | (500.., _) => Outcome::Error,
+            _ => Outcome::ClientError,
+        }
+    }
+}
+
+/// The per-(model, provider) handles of an answered request.
+struct ModelHandles {
+    upstream: Histogram,
+    ttft: Histogram,
+    outcomes: [Counter; 5],
+    stats: Arc<ModelStats>,
+}
+
+impl ModelHandles {
+    fn new(model: &str, provider: &str) -> Self {
+        let (m, p) = (model.to_string(), provider.to_string());
+        ModelHandles {
+            upstream: histogram!(UPSTREAM_DURATION, "model" => m.clone(), "provider" => p.clone()),
+            ttft: histogram!(TTFT, "model" => m.clone(), "provider" => p.clone()),
+            // All five at once: an error rate reads 0, not "no data", until
+            // the first error.
+            outcomes: Outcome::ALL.map(|o| counter!(OUTCOMES, "model" => m.clone(), "provider" => p.clone(), "outcome" => o.as_str())),
+            stats: alert_stats::for_model(model),
+        }
+    }
+}
+
+/// Outcome, upstream duration and time to first token of an answered
+/// request (by serving model and provider), the time spent inside
+/// modelgate, and the same figures for the alert rules.
+pub fn answered(l: &RequestLabels<'_>, error: Option<&str>, upstream: Option<Duration>, ttft: Option<Duration>, overhead: Duration) {
+    let outcome = Outcome::of(l.status, error);
+    MODELS.with_borrow_mut(|c| {
+        c.with(
+            &[l.model, l.provider],
+            || ModelHandles::new(l.model, l.provider),
+            |h| {
+                h.outcomes[outcome as usize].increment(1);
+                if let Some(u) = upstream {
+                    h.upstream.record(u.as_secs_f64());
+                }
+                if let Some(t) = ttft {
+                    h.ttft.record(t.as_secs_f64());
+                }
+                h.stats.observe(outcome == Outcome::Error, upstream, ttft);
+            },
+        )
+    });
+    histogram!(OVERHEAD).record(overhead.as_secs_f64());
+}
+
+/// Bounded `app` / `task` label values: the names the config knows keep
+/// theirs, then the first `auto` others seen since start; the rest are
+/// `other`.
+struct AutoLabels(LazyLock<RwLock<HashSet<String>>>);
+
+static AUTO_APPS: AutoLabels = AutoLabels(LazyLock::new(|| RwLock::new(HashSet::new())));
+static AUTO_TASKS: AutoLabels = AutoLabels(LazyLock::new(|| RwLock::new(HashSet::new())));
+
+impl AutoLabels {
+    fn bound<'v>(&self, v: &'v str, known: &HashSet<String>, auto: usize) -> &'v str {
+        if known.contains(v) {
+            return v;
+        }
+        if self.0.read().is_ok_and(|s| s.contains(v)) {
+            return v;
+        }
+        let Ok(mut seen) = self.0.write() else { return "other" };
+        if seen.contains(v) {
+            return v;
+        }
+        if seen.len() < auto {
+            seen.insert(v.to_string());
+            return v;
+        }
+        "other"
+    }
+}
+
+/// The `app` label value of `app`.
+pub fn app_label<'v>(app: &'v str, bounds: &MetricLabels) -> &'v str {
+    AUTO_APPS.bound(app, &bounds.apps, bounds.auto)
+}
+
+/// The `task` label value of `task` (`none` without one).
+pub fn task_label<'v>(task: Option<&'v str>, bounds: &MetricLabels) -> &'v str {
+    match task {
+        Some(t) => AUTO_TASKS.bound(t, &bounds.tasks, bounds.auto),
+        None => "none",
+    }
+}
+
+/// Token counters (by kind, made on first use) and the cost counter of one
+/// (provider, model, app, task).
+struct UsageHandles {
+    tokens: [Option<Counter>; 4],
+    cost: Arc<AtomicU64>,
+}
+
+/// Tokens and cost of a settled request, by provider, model, app and task
+/// (app and task bounded by `bounds`).
+pub fn usage(provider: &str, model: &str, app: &str, task: Option<&str>, bounds: &MetricLabels, u: &crate::usage::Usage, cost_usd: f64) {
+    let app = app_label(app, bounds);
+    let task = task_label(task, bounds);
+    USAGE.with_borrow_mut(|c| {
+        c.with(
+            &[provider, model, app, task],
+            || UsageHandles { tokens: [None, None, None, None], cost: COST_USD.handle(&[provider, model, app, task]) },
+            |h| {
+                for (i, (kind, n)) in [("input", u.input), ("cached", u.cached_input), ("cache_write", u.cache_write), ("output", u.output)].into_iter().enumerate() {
+                    if n > 0 {
+                        h.tokens[i]
+                            .get_or_insert_with(|| {
+                                counter!(TOKENS, "provider" => provider.to_string(), "model" => model.to_string(), "app" => app.to_string(), "task" => task.to_string(), "kind" => kind)
+                            })
+                            .increment(n);
+                    }
+                }
+                add_f64(&h.cost, cost_usd);
+            },
+        )
+    });
+}
+
+/// Add to an `f64` kept as its bits.
+fn add_f64(a: &AtomicU64, v: f64) {
+    if v == 0.0 {
+        return;
+    }
+    let _ = a.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |bits| Some((f64::from_bits(bits) + v).to_bits()));
 }
 
 /// Counters of USD amounts. The `metrics` crate's counters are integers, so
-/// float counters are kept here and rendered after the exporter's output,
-/// with the Prometheus `counter` type.
+/// float counters are kept here (each series an `f64` in an atomic, its
+/// handle cached per thread like the others) and rendered after the
+/// exporter's output, with the Prometheus `counter` type.
 pub struct FloatCounters {
     name: &'static str,
     help: &'static str,
-    labels: (&'static str, &'static str),
-    values: Mutex<BTreeMap<(String, String), f64>>,
+    labels: &'static [&'static str],
+    values: Mutex<BTreeMap<Vec<String>, Arc<AtomicU64>>>,
 }
 
 pub static COST_USD: FloatCounters = FloatCounters {
     name: COST,
-    help: "Cost in USD of served requests, computed from reported usage and the model's prices.",
-    labels: ("provider", "model"),
+    help: "Cost in USD of served requests, computed from reported usage and the model's prices, by provider, model, app and task.",
+    labels: &["provider", "model", "app", "task"],
     values: Mutex::new(BTreeMap::new()),
 };
 
 pub static SAVINGS_USD: FloatCounters = FloatCounters {
     name: SAVINGS,
     help: "USD saved by routing: the cost the same tokens would have had at the model the client asked for, minus the actual cost (requests served by a cheaper model).",
-    labels: ("requested", "model"),
+    labels: &["requested", "model"],
     values: Mutex::new(BTreeMap::new()),
 };
 
 pub static UPGRADE_USD: FloatCounters = FloatCounters {
     name: UPGRADE_COST,
     help: "USD spent above the requested model's price when routing chose a pricier model (e.g. x-modelgate-tier: max).",
-    labels: ("requested", "model"),
+    labels: &["requested", "model"],
     values: Mutex::new(BTreeMap::new()),
 };
 
 impl FloatCounters {
-    pub fn add(&self, a: &str, b: &str, v: f64) {
-        if let Ok(mut m) = self.values.lock() {
-            *m.entry((a.to_string(), b.to_string())).or_insert(0.0) += v;
-        }
+    /// The series of `values` (one per label), created at 0 if new.
+    fn handle(&self, values: &[&str]) -> Arc<AtomicU64> {
+        let Ok(mut m) = self.values.lock() else { return Arc::new(AtomicU64::new(0)) };
+        m.entry(values.iter().map(|v| v.to_string()).collect()).or_insert_with(|| Arc::new(AtomicU64::new(0f64.to_bits()))).clone()
+    }
+
+    pub fn add(&self, values: &[&str], v: f64) {
+        add_f64(&self.handle(values), v);
     }
 
     pub fn render(&self, out: &mut String) {
         let Ok(m) = self.values.lock() else { return };
         let _ = writeln!(out, "# HELP {} {}\n# TYPE {} counter", self.name, self.help, self.name);
-        let (la, lb) = self.labels;
-        for ((a, b), v) in m.iter() {
-            let _ = writeln!(out, "{}{{{la}=\"{}\",{lb}=\"{}\"}} {}", self.name, escape(a), escape(b), v);
+        for (vals, v) in m.iter() {
+            let labels: Vec<String> = self.labels.iter().zip(vals).map(|(k, v)| format!("{k}=\"{}\"", escape(v))).collect();
+            let _ = writeln!(out, "{}{{{}}} {}", self.name, labels.join(","), f64::from_bits(v.load(Ordering::Relaxed)));
         }
     }
 }
@@ -225,9 +436,9 @@ pub fn render(handle: &PrometheusHandle) -> String {
 pub fn savings(requested: &str, model: &str, requested_cost: f64, cost: f64) {
     let d = requested_cost - cost;
     if d > 0.0 {
-        SAVINGS_USD.add(requested, model, d);
+        SAVINGS_USD.add(&[requested, model], d);
     } else if d < 0.0 {
-        UPGRADE_USD.add(requested, model, -d);
+        UPGRADE_USD.add(&[requested, model], -d);
     }
 }
 
@@ -279,13 +490,6 @@ pub fn stream_error(reason: &'static str) {
     counter!(STREAM_ERRORS, "reason" => reason).increment(1);
 }
 
-pub fn durations(upstream: Option<std::time::Duration>, overhead: std::time::Duration) {
-    if let Some(u) = upstream {
-        histogram!(UPSTREAM_DURATION).record(u.as_secs_f64());
-    }
-    histogram!(OVERHEAD).record(overhead.as_secs_f64());
-}
-
 pub fn split_arm(route: &str, arm: &str) {
     counter!(SPLIT_ARMS, "route" => route.to_string(), "arm" => arm.to_string()).increment(1);
 }
@@ -294,6 +498,56 @@ pub fn shadow_decision(route: &str, model: &str) {
     counter!(SHADOW_DECISIONS, "route" => route.to_string(), "model" => model.to_string()).increment(1);
 }
 
+pub fn route_up(route: &str, up: bool) {
+    metrics::gauge!(ROUTE_UP, "route" => route.to_string()).set(if up { 1.0 } else { 0.0 });
+}
+
+pub fn alert_fired(rule: &'static str) {
+    counter!(ALERTS_FIRED, "rule" => rule).increment(1);
+}
+
+pub fn alert_sent(sink: &str, rule: &'static str) {
+    counter!(ALERTS_SENT, "sink" => sink.to_string(), "rule" => rule).increment(1);
+}
+
+pub fn alert_failure(sink: &str) {
+    counter!(ALERT_FAILURES, "sink" => sink.to_string()).increment(1);
+}
+
+pub fn alert_dropped(sink: &str, reason: &'static str) {
+    counter!(ALERTS_DROPPED, "sink" => sink.to_string(), "reason" => reason).increment(1);
+}
+
 pub fn reload(ok: bool) {
     counter!(if ok { CONFIG_RELOADS } else { CONFIG_RELOAD_FAILURES }).increment(1);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn outcomes_separate_what_modelgate_or_providers_failed_from_the_clients_doing() {
+        assert_eq!(Outcome::of(200, None), Outcome::Ok);
+        assert_eq!(Outcome::of(200, Some("cut")), Outcome::Error, "a stream broken after its header");
+        assert_eq!(Outcome::of(503, Some("circuit_open")), Outcome::Error);
+        assert_eq!(Outcome::of(429, None), Outcome::Error, "a provider's rate limit");
+        assert_eq!(Outcome::of(429, Some("budget_exceeded")), Outcome::Rejected);
+        assert_eq!(Outcome::of(400, None), Outcome::ClientError);
+        assert_eq!(Outcome::of(499, Some("client_closed")), Outcome::ClientClosed);
+        assert_eq!(Outcome::of(200, Some("client_closed")), Outcome::ClientClosed);
+    }
+
+    #[test]
+    fn app_labels_keep_known_names_then_the_first_few_others() {
+        let auto = AutoLabels(LazyLock::new(|| RwLock::new(HashSet::new())));
+        let known: HashSet<String> = ["billing".to_string()].into();
+        assert_eq!(auto.bound("billing", &known, 2), "billing");
+        assert_eq!(auto.bound("a", &known, 2), "a");
+        assert_eq!(auto.bound("b", &known, 2), "b");
+        assert_eq!(auto.bound("c", &known, 2), "other", "over auto_labels");
+        assert_eq!(auto.bound("a", &known, 2), "a", "a name seen first stays");
+        assert_eq!(auto.bound("billing", &known, 2), "billing", "known names never count against the limit");
+        assert_eq!(task_label(None, &MetricLabels::default()), "none");
+    }
 }

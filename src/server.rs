@@ -166,6 +166,11 @@ fn add_background(
     server.add_service(background_service("metrics upkeep", crate::metrics::Upkeep(metrics)));
     server.add_service(background_service("memory reclaim", crate::memory::Reclaim));
     server.add_service(background_service("health checks", crate::upstream::health::Checker { state: state.clone(), health: s.health.clone() }));
+    if let Some(events) = crate::alerts::channel() {
+        let alerts =
+            crate::alerts::Service { state: state.clone(), budgets: s.budgets.clone(), health: s.health.clone(), events: std::sync::Mutex::new(Some(events)) };
+        server.add_service(background_service("alerts", alerts));
+    }
     let fsync = state.load().budget_store.fsync_interval;
     server.add_service(background_service("budget upkeep", crate::budget::Upkeep { budgets: s.budgets.clone(), fsync }));
     if let Some(sync) = crate::policy::overrides_fleet::service(&s.overrides, state) {

@@ -299,3 +299,72 @@ async fn modelgate_cost_shows_savings_against_the_requested_models() {
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("cannot reach modelgate's admin API"));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn modelgate_cost_breaks_spend_down_by_app_task_route_and_arm_as_table_json_and_csv() {
+    let mock = Mock::start().await;
+    let conf = models(
+        &mock,
+        "  - { name: all, window: month, limit_usd: 100 }\nroutes:\n  - { name: rollout, match: { app: agent-b }, split: [{ model: gpt-4o, weight: 50, name: big }, { model: claude-haiku, weight: 50, name: small }] }\n",
+    );
+    let mg = Modelgate::start(&conf);
+    let client = reqwest::Client::new();
+    let url = format!("{}/v1/chat/completions", mg.gateway);
+    // agent-a: two planning calls and one without a task; agent-b: two
+    // users, each sticky to an arm of the split.
+    for (app, task, user) in [
+        ("agent-a", Some("planning"), "u"),
+        ("agent-a", Some("planning"), "u"),
+        ("agent-a", None, "u"),
+        ("agent-b", None, "user-1"),
+        ("agent-b", None, "user-2"),
+    ] {
+        let mut body = chat("gpt-4o", false);
+        body["user"] = json!(user);
+        let mut req = client.post(&url).header("x-modelgate-app", app).json(&body);
+        if let Some(t) = task {
+            req = req.header("x-modelgate-task", t);
+        }
+        assert_eq!(req.send().await.unwrap().status(), 200);
+    }
+    let (status, body) = http_get(&format!("{}/admin/usage?window=week&by=task", mg.admin)).unwrap();
+    assert_eq!(status, 200, "{body}");
+    let u: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(u["window"], "week");
+    assert_eq!((u["by_task"]["planning"]["requests"].as_u64(), u["by_task"]["none"]["requests"].as_u64()), (Some(2), Some(3)), "{u}");
+    assert!(u.get("by_model").is_none() && u.get("by_app").is_none(), "only the breakdown asked for: {u}");
+    assert!((f(&u["by_task"]["planning"]["cost_usd"]) - 2.0 * COST).abs() < 1e-9, "{u}");
+    let (status, body) = http_get(&format!("{}/admin/usage?by=team", mg.admin)).unwrap();
+    assert_eq!(status, 400);
+    assert!(body.contains("use ?by=provider, model, app, task, route or arm"), "{body}");
+    // Every breakdown without `by`; arms named ROUTE/ARM.
+    let (_, body) = http_get(&format!("{}/admin/usage?window=month", mg.admin)).unwrap();
+    let all: Value = serde_json::from_str(&body).unwrap();
+    let arms = all["by_arm"].as_object().unwrap();
+    assert_eq!(arms.values().map(|c| c["requests"].as_u64().unwrap()).sum::<u64>(), 2, "{all}");
+    assert!(arms.keys().all(|k| k == "rollout/big" || k == "rollout/small"), "{all}");
+    assert_eq!(all["by_app"]["agent-a"]["requests"], 3);
+
+    let run = |args: &[&str]| {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_modelgate")).args(args).output().unwrap();
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8(out.stdout).unwrap()
+    };
+    let table = run(&["cost", "--window", "week", "--by", "app", "--admin", &mg.admin]);
+    assert!(table.contains("APP") && table.lines().any(|l| l.starts_with("agent-a") && l.contains(" 3 ")), "{table}");
+    assert!(!table.contains("MODEL"), "one breakdown: {table}");
+    let csv = run(&["cost", "--window", "month", "--by", "task", "--csv", "--admin", &mg.admin]);
+    let lines: Vec<&str> = csv.lines().collect();
+    assert_eq!(lines[0], "task,requests,input_tokens,output_tokens,cost_usd,requested_cost_usd,savings_usd,savings_pct");
+    assert!(lines.iter().any(|l| l.starts_with("planning,2,2400,600,0.03,")), "{csv}");
+    let every = run(&["cost", "--csv", "--admin", &mg.admin]);
+    assert!(every.starts_with("by,name,requests,"), "{every}");
+    for by in ["provider", "model", "app", "task", "route", "arm"] {
+        assert!(every.lines().any(|l| l.starts_with(&format!("{by},"))), "{by}: {every}");
+    }
+    let json: Value = serde_json::from_str(&run(&["cost", "--by", "arm", "--json", "--admin", &mg.admin])).unwrap();
+    assert!(json["by_arm"].is_object() && json.get("by_route").is_none(), "{json}");
+    // Per-agent cost also in the metrics, by app and task.
+    let m = mg.metrics();
+    assert!((common::metric_sum(&m, "modelgate_cost_usd_total", &[("app", "agent-a"), ("task", "planning")]) - 2.0 * COST).abs() < 1e-9, "{m}");
+}

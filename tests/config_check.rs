@@ -91,3 +91,46 @@ fn threads_must_be_a_sensible_count() {
     let (ok, out) = check(&path);
     assert!(ok, "{out}");
 }
+
+const BROKEN_ALERTS: &str = "\
+providers:
+  openai: { kind: openai, base_url: \"https://api.openai.com/v1\" }
+metrics:
+  auto_label: 5
+alerts:
+  sinks:
+    - { name: ops, kind: pagerduty, url: \"ftp://x\" }
+    - { name: ops, kind: slack, url: \"https://hooks.slack.com/services/a\", rules: [budget_warm] }
+  rules:
+    error_rate: { window_s: 60 }
+    budget_warn: { window_s: 60 }
+    latency: {}
+    cost_per_hour: { threshold_usd: -1 }
+  delivery: { backoff_ms: 5000, max_backoff_ms: 1000 }
+";
+
+#[test]
+fn alert_and_metrics_mistakes_are_all_reported_with_their_lines() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("alerts.yaml");
+    std::fs::write(&path, BROKEN_ALERTS).unwrap();
+    let (ok, out) = check(&path);
+    assert!(!ok);
+    let rules = "budget_warn, budget_exceeded, spend_spike, breaker_open, route_down, error_rate, latency_p95, cost_per_hour";
+    let want = format!(
+        "{}: 10 errors
+  - metrics.auto_label: unknown field `auto_label`, expected one of `app_labels`, `task_labels`, `auto_labels` (line 4, column 3)
+  - alerts.sinks[0].kind: unknown sink kind `pagerduty`; expected webhook (generic JSON) or slack (Slack incoming webhook) (line 7, column 20)
+  - alerts.sinks[0].url: `ftp://x` must start with https:// (or http://) (line 7, column 37)
+  - alerts.sinks[1].name: sink name `ops` is used twice; names must be unique (line 8, column 9)
+  - alerts.sinks[1].rules[0]: unknown rule `budget_warm`; expected one of: {rules} (line 8, column 84)
+  - alerts.rules.error_rate: error_rate needs a threshold, e.g. `threshold: 0.05` (line 10, column 19)
+  - alerts.rules.budget_warn.window_s: does not apply to budget_warn: a budget alert fires once per budget window; its thresholds are the budget's warn_at and limits (line 11, column 20)
+  - alerts.rules.latency: unknown rule `latency`; expected one of: {rules} (line 12, column 5)
+  - alerts.rules.cost_per_hour.threshold_usd: must be a positive amount of USD, got -1 (line 13, column 22)
+  - alerts.delivery.max_backoff_ms: must be at least backoff_ms (line 14, column 33)
+",
+        path.display()
+    );
+    assert_eq!(out, want);
+}

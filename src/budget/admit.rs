@@ -175,6 +175,7 @@ impl Inner {
                         crate::metrics::budget_warning(&def.name, "exceeded");
                         tracing::warn!(budget = %def.name, scope = %def.scope, window = def.window.as_str(), "budget exceeded; on_exceed: warn lets requests through");
                     }
+                    book.exceeded_alert(i, now, Some("warn"));
                 }
                 let mut entries = Vec::with_capacity(seen.len());
                 for s in seen {
@@ -218,6 +219,7 @@ impl Inner {
             crate::metrics::budget_warning(&def.name, "exceeded");
             tracing::warn!(budget = %def.name, scope = %def.scope, window = def.window.as_str(), action, resets_at = %window::rfc3339(ctr.end), "budget exceeded");
         }
+        book.exceeded_alert(i, now, Some(action));
     }
 
     /// The shared-store keys and flags of the budgets that count `c`.

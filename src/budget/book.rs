@@ -31,6 +31,8 @@ pub(super) struct Counter {
     pub(super) reserved: Amounts,
     /// `warn_at` was crossed this window (logged once).
     pub(super) warned: bool,
+    /// The `budget_exceeded` alert was raised this window.
+    pub(super) alerted_exceeded: bool,
     /// The limits at which a request was refused or downgraded this window.
     pub(super) tripped: Option<Limits>,
     /// The last request this window whose worst case did not fit (what the
@@ -54,7 +56,18 @@ pub(super) struct Refusal {
 
 impl Counter {
     fn fresh(basis: (Scope, Window), gen: u64, (start, end): (i64, i64)) -> Self {
-        Counter { basis, gen, start, end, spent: Amounts::default(), reserved: Amounts::default(), warned: false, tripped: None, refused: None }
+        Counter {
+            basis,
+            gen,
+            start,
+            end,
+            spent: Amounts::default(),
+            reserved: Amounts::default(),
+            warned: false,
+            alerted_exceeded: false,
+            tripped: None,
+            refused: None,
+        }
     }
 }
 
@@ -78,18 +91,20 @@ impl std::ops::AddAssign<&Cell> for Cell {
     }
 }
 
-/// Joins provider, model, app and route into one usage-cell key.
+/// Joins provider, model, app, route, task and arm into one usage-cell key.
 pub(super) const KEY_SEP: &str = "\u{1f}";
 
 #[derive(Debug, Default)]
 pub(super) struct UsageWindow {
     pub(super) start: i64,
     pub(super) end: i64,
-    /// By `provider␟model␟app␟route`.
+    /// By `provider␟model␟app␟route␟task␟arm` (`task` `none` without one,
+    /// `arm` empty outside a split).
     pub(super) cells: HashMap<String, Cell>,
 }
 
-const USAGE_WINDOWS: [Window; 2] = [Window::Day, Window::Month];
+/// The windows of the usage report, in [`USAGE_WINDOWS`] order.
+pub(super) const USAGE_WINDOWS: [Window; 3] = [Window::Day, Window::Week, Window::Month];
 
 #[derive(Default)]
 pub(super) struct Book {
@@ -98,8 +113,8 @@ pub(super) struct Book {
     /// (hashbrown's: looked up by `&str` with the key cloned only when a
     /// budget's first counter is made.)
     pub(super) counters: hashbrown::HashMap<String, Counter>,
-    /// Day and month of the usage report.
-    usage: [UsageWindow; 2],
+    /// Day, week and month of the usage report.
+    usage: [UsageWindow; 3],
     pub(super) spike: SpikeWatch,
     next_gen: u64,
     loaded: bool,
@@ -132,7 +147,7 @@ impl Book {
     }
 
     /// Roll the usage windows and return them.
-    pub(super) fn usage_at(&mut self, now: Timestamp) -> &mut [UsageWindow; 2] {
+    pub(super) fn usage_at(&mut self, now: Timestamp) -> &mut [UsageWindow; 3] {
         let tz = self.tz();
         for (u, w) in self.usage.iter_mut().zip(USAGE_WINDOWS) {
             let s = now.as_second();
@@ -148,7 +163,9 @@ impl Book {
     pub(super) fn record(&mut self, e: &Entry, at: Timestamp, now: Timestamp) {
         let cost = nanos(e.cost_usd);
         let secs = at.as_second();
-        let key = [e.provider.as_str(), e.model.as_str(), e.app.as_str(), e.route.as_str()].join(KEY_SEP);
+        let key =
+            [e.provider.as_str(), e.model.as_str(), e.app.as_str(), e.route.as_str(), e.task.as_deref().unwrap_or("none"), e.arm.as_deref().unwrap_or("")]
+                .join(KEY_SEP);
         for u in self.usage_at(now).iter_mut() {
             if !(u.start..u.end).contains(&secs) {
                 continue;
@@ -166,18 +183,37 @@ impl Book {
         self.spike.add(secs, cost);
     }
 
-    /// Log (once per window) and count a budget crossing `warn_at`.
+    /// Log (once per window), count and alert a budget crossing `warn_at`;
+    /// alert a budget whose settled spend reached a limit.
     pub(super) fn warn_check(&mut self, i: usize, now: Timestamp) {
         let (limits, warn_at) = (self.defs[i].limits, self.defs[i].warn_at);
         let c = self.counter(i, now);
-        if c.warned || limits.fraction(c.spent) < warn_at {
+        let used = limits.fraction(c.spent);
+        let (warn, exceeded) = (!c.warned && used >= warn_at, used >= 1.0 && !c.alerted_exceeded);
+        if warn {
+            c.warned = true;
+            let c = c.clone();
+            let def = &self.defs[i];
+            crate::metrics::budget_warning(&def.name, "warn");
+            tracing::warn!(budget = %def.name, scope = %def.scope, window = def.window.as_str(), spent_usd = usd(c.spent.nanos), limit_usd = def.limits.nanos.map(usd), warn_at, "budget passed its warning level");
+            crate::alerts::emit(crate::alerts::Event::BudgetWarn(super::report::alert_figures(def, &c, None)));
+        }
+        if exceeded {
+            self.exceeded_alert(i, now, None);
+        }
+    }
+
+    /// Alert, once per window, that budget `i` is used up: settled spend
+    /// reached a limit (`action` `None`), or a request did not fit in what
+    /// was left and was refused, downgraded or let through (`action`).
+    pub(super) fn exceeded_alert(&mut self, i: usize, now: Timestamp, action: Option<&'static str>) {
+        let c = self.counter(i, now);
+        if c.alerted_exceeded {
             return;
         }
-        c.warned = true;
-        let spent = c.spent;
-        let def = &self.defs[i];
-        crate::metrics::budget_warning(&def.name, "warn");
-        tracing::warn!(budget = %def.name, scope = %def.scope, window = def.window.as_str(), spent_usd = usd(spent.nanos), limit_usd = def.limits.nanos.map(usd), warn_at, "budget passed its warning level");
+        c.alerted_exceeded = true;
+        let c = c.clone();
+        crate::alerts::emit(crate::alerts::Event::BudgetExceeded(super::report::alert_figures(&self.defs[i], &c, action)));
     }
 
     /// Take `snap`'s budgets; returns the budgets whose counts must be
@@ -279,6 +315,7 @@ impl Budgets {
             let def = book.defs[i].clone();
             let c = book.counter(i, now);
             c.warned = def.limits.fraction(c.spent) >= def.warn_at;
+            c.alerted_exceeded = def.limits.fraction(c.spent) >= 1.0;
         }
         book.loaded = true;
         scan.problems

@@ -46,7 +46,7 @@ pub use charge::{charged, worst_case, Charge, Estimate, RequestEstimate, DEFAULT
 use clock::{Clock, SystemClock};
 pub use hold::Hold;
 pub use ledger::{Entry, Ledger, Problem};
-pub use report::{BudgetRow, BudgetsReport, CellReport, StoreReport, UsageReport};
+pub use report::{BudgetRow, BudgetsReport, CellReport, StoreReport, UsageBy, UsageQuery, UsageReport};
 pub use shared::overrides::{FleetOverrides, OverrideChannel, OverrideOp, Subscription};
 use shared::Shared;
 pub use upkeep::Upkeep;

@@ -72,18 +72,93 @@ impl StoreReport {
     }
 }
 
-/// `GET /admin/usage?window=day|month`.
+/// `GET /admin/usage?window=day|week|month[&by=…]`.
 #[derive(Debug, Clone, Serialize)]
 pub struct UsageReport {
     pub window: &'static str,
     pub from: String,
     pub to: String,
     pub total: CellReport,
-    pub by_provider: BTreeMap<String, CellReport>,
-    pub by_model: BTreeMap<String, CellReport>,
-    pub by_app: BTreeMap<String, CellReport>,
-    pub by_route: BTreeMap<String, CellReport>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub by_provider: Option<BTreeMap<String, CellReport>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub by_model: Option<BTreeMap<String, CellReport>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub by_app: Option<BTreeMap<String, CellReport>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub by_route: Option<BTreeMap<String, CellReport>>,
+    /// `none`: requests without a task.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub by_task: Option<BTreeMap<String, CellReport>>,
+    /// `ROUTE/ARM`: requests a split route sent to one of its arms (others
+    /// are not listed).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub by_arm: Option<BTreeMap<String, CellReport>>,
     pub spend_spike: bool,
+}
+
+/// What a usage report breaks the spend down by.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum UsageBy {
+    Provider,
+    Model,
+    App,
+    Route,
+    Task,
+    Arm,
+}
+
+impl UsageBy {
+    /// In the order of the usage-cell key.
+    pub const ALL: [UsageBy; 6] = [UsageBy::Provider, UsageBy::Model, UsageBy::App, UsageBy::Route, UsageBy::Task, UsageBy::Arm];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            UsageBy::Provider => "provider",
+            UsageBy::Model => "model",
+            UsageBy::App => "app",
+            UsageBy::Route => "route",
+            UsageBy::Task => "task",
+            UsageBy::Arm => "arm",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<UsageBy> {
+        Self::ALL.into_iter().find(|b| b.as_str() == s)
+    }
+}
+
+/// What `GET /admin/usage` was asked for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct UsageQuery {
+    pub window: Window,
+    /// One breakdown only (`None`: all of them).
+    pub by: Option<UsageBy>,
+}
+
+impl From<Window> for UsageQuery {
+    fn from(window: Window) -> Self {
+        UsageQuery { window, by: None }
+    }
+}
+
+impl UsageQuery {
+    /// From a query string: `window=day|week|month` (default day),
+    /// `by=provider|model|app|task|route|arm` (default all).
+    pub fn parse(query: &str) -> Result<UsageQuery, String> {
+        let mut q = UsageQuery { window: Window::Day, by: None };
+        for kv in query.split('&').filter(|kv| !kv.is_empty()) {
+            let (k, v) = kv.split_once('=').unwrap_or((kv, ""));
+            match k {
+                "window" => {
+                    q.window = Window::parse(v).filter(|w| *w != Window::Hour).ok_or_else(|| format!("window `{v}`: use ?window=day, week or month"))?;
+                }
+                "by" => q.by = Some(UsageBy::parse(v).ok_or_else(|| format!("by `{v}`: use ?by=provider, model, app, task, route or arm"))?),
+                _ => {}
+            }
+        }
+        Ok(q)
+    }
 }
 
 /// Cost, tokens and savings of a slice of usage.
@@ -161,6 +236,38 @@ fn state_of(d: &Budget, c: &Counts) -> (&'static str, String) {
     ("ok", format!("ok: {used}"))
 }
 
+/// A budget's figures for an alert about it.
+pub(super) fn alert_figures(d: &Budget, c: &super::book::Counter, action: Option<&'static str>) -> crate::alerts::BudgetFigures {
+    crate::alerts::BudgetFigures {
+        budget: d.name.clone(),
+        scope: d.scope.to_string(),
+        window: d.window.as_str(),
+        window_start: c.start,
+        window_end: c.end,
+        resets_at: window::rfc3339(c.end),
+        spent_usd: usd(c.spent.nanos),
+        reserved_usd: usd(c.reserved.nanos),
+        limit_usd: d.limits.nanos.map(usd),
+        spent_tokens: c.spent.tokens,
+        limit_tokens: d.limits.tokens,
+        requests: c.spent.requests,
+        limit_requests: d.limits.requests,
+        warn_at: d.warn_at,
+        used: d.limits.fraction(c.spent),
+        on_exceed: d.on_exceed.as_str(),
+        downgrade_to: downgrade_to(d),
+        action,
+    }
+}
+
+fn downgrade_to(d: &Budget) -> Option<String> {
+    match &d.on_exceed {
+        OnExceed::Downgrade(Downgrade::Model(m)) => Some(m.clone()),
+        OnExceed::Downgrade(Downgrade::Cheapest) => Some("cheapest".to_string()),
+        _ => None,
+    }
+}
+
 fn row(d: &Budget, c: &Counts) -> BudgetRow {
     let (spent, reserved) = (c.spent, c.reserved);
     let (state, detail) = state_of(d, c);
@@ -182,11 +289,7 @@ fn row(d: &Budget, c: &Counts) -> BudgetRow {
         requests: spent.requests,
         limit_tokens: d.limits.tokens,
         limit_requests: d.limits.requests,
-        downgrade_to: match &d.on_exceed {
-            OnExceed::Downgrade(Downgrade::Model(m)) => Some(m.clone()),
-            OnExceed::Downgrade(Downgrade::Cheapest) => Some("cheapest".to_string()),
-            _ => None,
-        },
+        downgrade_to: downgrade_to(d),
     }
 }
 
@@ -228,24 +331,33 @@ impl Budgets {
         BudgetsReport { budgets: defs.iter().zip(&counts).map(|(d, c)| row(d, c)).collect(), store }
     }
 
-    /// `GET /admin/usage?window=day|month`.
-    pub fn usage(&self, window: Window) -> UsageReport {
+    /// `GET /admin/usage`.
+    pub fn usage(&self, q: impl Into<UsageQuery>) -> UsageReport {
+        let q = q.into();
         let now = self.inner.clock.now();
         let mut book = self.inner.book();
         let spiking = book.spike.spiking;
-        let slot = if window == Window::Month { 1 } else { 0 };
+        let slot = super::book::USAGE_WINDOWS.iter().position(|w| *w == q.window).unwrap_or(0);
         let u = &book.usage_at(now)[slot];
         let mut total = Cell::default();
-        let mut by: [BTreeMap<String, Cell>; 4] = Default::default();
+        let mut by: [BTreeMap<String, Cell>; 6] = Default::default();
         for (key, c) in &u.cells {
-            for (map, part) in by.iter_mut().zip(key.split(KEY_SEP)) {
-                *map.entry(part.to_string()).or_default() += c;
+            let mut parts = key.split(KEY_SEP);
+            let [provider, model, app, route, task, arm] = std::array::from_fn(|_| parts.next().unwrap_or(""));
+            for (i, part) in [provider, model, app, route, task].into_iter().enumerate() {
+                *by[i].entry(part.to_string()).or_default() += c;
+            }
+            if !arm.is_empty() {
+                *by[5].entry(format!("{route}/{arm}")).or_default() += c;
             }
             total += c;
         }
-        let [by_provider, by_model, by_app, by_route] = by.map(|m| m.iter().map(|(k, c)| (k.clone(), CellReport::from(c))).collect());
+        let [by_provider, by_model, by_app, by_route, by_task, by_arm] = std::array::from_fn(|i| {
+            let wanted = q.by.is_none_or(|b| b == UsageBy::ALL[i]);
+            wanted.then(|| by[i].iter().map(|(k, c)| (k.clone(), CellReport::from(c))).collect())
+        });
         UsageReport {
-            window: window.as_str(),
+            window: q.window.as_str(),
             from: window::rfc3339(u.start),
             to: window::rfc3339(u.end),
             total: CellReport::from(&total),
@@ -253,8 +365,17 @@ impl Budgets {
             by_model,
             by_app,
             by_route,
+            by_task,
+            by_arm,
             spend_spike: spiking,
         }
+    }
+
+    /// Settled spend of the last 60 minutes (this process's ledger view),
+    /// for the `cost_per_hour` alert.
+    pub fn last_hour_usd(&self) -> f64 {
+        let now = self.inner.clock.now();
+        usd(self.inner.book().spike.last_hour(now))
     }
 
     /// Budget gauges in Prometheus text, appended to `/metrics`.
@@ -272,6 +393,24 @@ impl Budgets {
                 (name, limit, c.spent, c.reserved)
             })
             .collect();
+        // The state as a number, for alert rules and dashboards.
+        let states: Vec<u8> = (0..n)
+            .map(|i| {
+                let c = book.counter(i, now);
+                let counts = Counts { end: c.end, spent: c.spent, reserved: c.reserved, tripped: c.tripped, refused: c.refused };
+                match state_of(&book.defs[i], &counts).0 {
+                    "exceeded" => 3,
+                    "at_limit" => 2,
+                    "warn" => 1,
+                    _ => 0,
+                }
+            })
+            .collect();
+        let metric = crate::metrics::BUDGET_STATE;
+        let _ = writeln!(out, "# HELP {metric} The budget's state in its current window: 0 ok, 1 warn (passed warn_at), 2 at_limit (a request did not fit), 3 exceeded.\n# TYPE {metric} gauge");
+        for ((name, ..), state) in rows.iter().zip(&states) {
+            let _ = writeln!(out, "{metric}{{budget=\"{}\"}} {state}", crate::metrics::escape(name));
+        }
         for (metric, help) in [
             (crate::metrics::BUDGET_SPENT, "Spend in USD settled in the budget's current window."),
             (crate::metrics::BUDGET_LIMIT, "The budget's limit_usd."),

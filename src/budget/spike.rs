@@ -33,6 +33,12 @@ impl SpikeWatch {
         self.minutes.clear();
     }
 
+    /// Spend (nano-USD) in the 60 minutes up to `now`.
+    pub(super) fn last_hour(&self, now: Timestamp) -> u64 {
+        let minute = now.as_second().div_euclid(60);
+        self.minutes.range(minute - 59..=minute).map(|(_, v)| v).sum()
+    }
+
     /// Spend in the last hour vs the average hour of the baseline before it
     /// (checked at most once a minute).
     pub(super) fn check(&mut self, now: Timestamp) {
@@ -51,6 +57,13 @@ impl SpikeWatch {
         let spiking = avg > 0.0 && last_hour as f64 > self.config.factor * avg && usd(last_hour) >= self.config.min_usd;
         if spiking && !self.spiking {
             crate::metrics::spend_spike();
+            crate::alerts::emit(crate::alerts::Event::SpendSpike(crate::alerts::SpikeFigures {
+                last_hour_usd: usd(last_hour),
+                baseline_avg_usd: avg / 1e9,
+                factor: self.config.factor,
+                baseline_hours: self.config.baseline_hours,
+                min_usd: self.config.min_usd,
+            }));
             tracing::warn!(
                 last_hour_usd = usd(last_hour),
                 baseline_avg_usd = usd(avg as u64),

@@ -294,7 +294,9 @@ async fn reports_serialize_to_the_json_the_admin_api_always_answered() {
     let cell = serde_json::json!({"requests": 1, "input_tokens": 5, "output_tokens": 5, "cost_usd": 0.25, "requested_cost_usd": 0.25, "savings_usd": 0.0, "savings_pct": 0.0});
     let want = serde_json::json!({
         "window": "day", "from": "2026-11-25T00:00:00Z", "to": "2026-11-26T00:00:00Z", "total": cell,
-        "by_provider": {"openai": cell}, "by_model": {"m": cell}, "by_app": {"default": cell}, "by_route": {"none": cell}, "spend_spike": false,
+        "by_provider": {"openai": cell}, "by_model": {"m": cell}, "by_app": {"default": cell}, "by_route": {"none": cell},
+        // Added later: by task (`none` without one) and by split arm (none here).
+        "by_task": {"none": cell}, "by_arm": {}, "spend_spike": false,
     });
     assert_eq!(serde_json::to_string(&b.usage(Window::Day)).unwrap(), want.to_string());
 }

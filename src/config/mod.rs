@@ -13,7 +13,9 @@ mod forward;
 pub use forward::{ForwardProxy, ForwardTimeouts, DEFAULT_INTERCEPT};
 mod interp;
 mod limits;
+mod observe;
 pub use limits::{ClientTimeouts, PassRule, SizeLimits};
+pub use observe::{host_name, Alerts, Delivery, LatencyOf, MetricLabels, Rule, RuleKind, Severity, Sink, SinkKind, DEFAULT_AUTO_LABELS};
 mod positions;
 mod raw;
 pub use raw::RawRetry;
@@ -272,6 +274,10 @@ pub struct Snapshot {
     /// A client's own key may be sent to a provider other than the one it
     /// called (fallbacks and routes across providers without api_key_env).
     pub cross_provider_client_keys: bool,
+    /// `metrics:`: which app and task names become label values.
+    pub metric_labels: MetricLabels,
+    /// `alerts:` (no sinks: alerts are only logged).
+    pub alerts: Alerts,
 }
 
 impl Snapshot {

@@ -334,3 +334,67 @@ pub struct RawSpike {
     pub baseline_hours: Option<u32>,
     pub min_usd: Option<f64>,
 }
+
+/// `metrics:`.
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct RawMetrics {
+    #[serde(default)]
+    pub app_labels: Vec<String>,
+    #[serde(default)]
+    pub task_labels: Vec<String>,
+    pub auto_labels: Option<usize>,
+}
+
+/// `alerts:`; each sink and rule is read on its own (errors name it).
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct RawAlerts {
+    pub instance: Option<String>,
+    pub link: Option<String>,
+    #[serde(default)]
+    pub sinks: Vec<serde_yaml::Value>,
+    #[serde(default)]
+    pub rules: IndexMap<String, serde_yaml::Value>,
+    pub delivery: Option<RawDelivery>,
+    pub eval_interval_ms: Option<u64>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawSink {
+    pub name: String,
+    pub kind: String,
+    pub url: String,
+    #[serde(default)]
+    pub headers: IndexMap<String, String>,
+    pub timeout_ms: Option<u64>,
+    pub rules: Option<Vec<String>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawDelivery {
+    pub backoff_ms: Option<u64>,
+    pub max_backoff_ms: Option<u64>,
+    pub give_up_after_s: Option<u64>,
+    pub queue: Option<usize>,
+}
+
+/// One entry of `alerts.rules` (which fields apply depends on the rule).
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct RawRule {
+    pub enabled: Option<bool>,
+    pub severity: Option<String>,
+    pub window_s: Option<u64>,
+    /// error_rate: a share of requests, e.g. 0.05.
+    pub threshold: Option<f64>,
+    /// latency_p95.
+    pub threshold_ms: Option<u64>,
+    /// cost_per_hour.
+    pub threshold_usd: Option<f64>,
+    pub min_requests: Option<u64>,
+    /// latency_p95: `upstream` or `ttft`.
+    pub of: Option<String>,
+}

@@ -40,11 +40,14 @@ const TOP_KEYS: &[&str] = &[
     "allow_passthrough",
     "cross_provider_client_keys",
     "threads",
+    "metrics",
+    "alerts",
 ];
 
 mod budgets;
 mod listen;
 mod models;
+mod observe;
 mod resilience;
 mod routes;
 mod targets;
@@ -125,6 +128,8 @@ struct Sections {
     allow_passthrough: Vec<String>,
     cross_provider_client_keys: bool,
     threads: Option<usize>,
+    metrics: super::raw::RawMetrics,
+    alerts: Option<super::raw::RawAlerts>,
 }
 
 /// Parse the YAML and split it into top-level sections (unknown keys are
@@ -189,6 +194,8 @@ impl Sections {
             allow_passthrough: take("allow_passthrough").and_then(|v| cx.section("allow_passthrough", v)).unwrap_or_default(),
             cross_provider_client_keys: take("cross_provider_client_keys").and_then(|v| cx.section("cross_provider_client_keys", v)).unwrap_or(false),
             threads: take("threads").and_then(|v| cx.section("threads", v)),
+            metrics: take("metrics").and_then(|v| cx.section("metrics", v)).unwrap_or_default(),
+            alerts: take("alerts").and_then(|v| cx.section("alerts", v)),
         }
     }
 }
@@ -245,6 +252,8 @@ pub fn validate(text: &str, env: &dyn Fn(&str) -> Option<String>) -> Result<Snap
     let timezone = budgets::timezone_of(&mut cx, raw.timezone);
     let spike = budgets::spike_of(&mut cx, raw.spend_spike);
     let forward_proxy = listen::forward_proxy_of(&mut cx, raw.forward_proxy, &listen, &providers, env);
+    let metric_labels = observe::metric_labels_of(&mut cx, raw.metrics, &routing, &routes, &budgets);
+    let alerts = observe::alerts_of(&mut cx, raw.alerts);
     if !cx.errors.is_empty() {
         return Err(cx.errors);
     }
@@ -272,5 +281,7 @@ pub fn validate(text: &str, env: &dyn Fn(&str) -> Option<String>) -> Result<Snap
         allow_passthrough,
         cross_provider_client_keys: raw.cross_provider_client_keys,
         threads,
+        metric_labels,
+        alerts,
     })
 }

@@ -47,6 +47,8 @@ pub struct Ctx {
     /// The upstream exchange's duration and when its last byte came.
     pub upstream: Option<Duration>,
     pub upstream_end: Option<Instant>,
+    /// A relayed stream: from its upstream call to its first event.
+    pub ttft: Option<Duration>,
     pub route: String,
     pub trail: Trail,
     pub rec: Record,
@@ -64,6 +66,7 @@ impl Ctx {
             body_done: now,
             upstream: None,
             upstream_end: None,
+            ttft: None,
             route: "none".into(),
             trail: Trail::default(),
             rec: Record::default(),
@@ -139,15 +142,16 @@ impl Ctx {
         rec.duration_ms = ms(self.started.elapsed());
         rec.upstream_ms = self.upstream.map(ms);
         rec.overhead_ms = ms(overhead);
-        metrics::request(&metrics::RequestLabels {
+        let labels = metrics::RequestLabels {
             dialect: self.dialect.as_str(),
             provider: rec.provider.as_deref().unwrap_or("none"),
             // `other`: forwarded to a provider as an unconfigured model.
             model: rec.model.as_deref().unwrap_or(if rec.provider.is_some() { "other" } else { "none" }),
             route: &self.route,
             status: rec.status,
-        });
-        metrics::durations(self.upstream, overhead);
+        };
+        metrics::request(&labels);
+        metrics::answered(&labels, rec.error.as_deref(), self.upstream, self.ttft, overhead);
         accesslog::logger().write(&snap.access_log, rec);
     }
 }

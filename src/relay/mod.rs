@@ -164,6 +164,8 @@ impl Relay<'_> {
         cx: &mut Ctx,
         abort: &mut AbortSignal,
     ) -> Result<(), Stop> {
+        // The first event has arrived (the retry policy read it).
+        cx.ttft = Some(src.elapsed());
         let code = src.header().status;
         let ok = code.is_success();
         let mut h = self.head(src.as_ref(), &a, cx)?;

@@ -55,7 +55,7 @@ pub async fn settle(
         None => cost.unwrap_or(0.0),
     };
     let label = a.attempt.model_label();
-    metrics::usage(&a.provider.name, label, &u, cost.unwrap_or(0.0));
+    metrics::usage(&a.provider.name, label, &rec.app, rec.task.as_deref(), &a.snap.metric_labels, &u, cost.unwrap_or(0.0));
     if let (Some(q), Some(c)) = (requested, cost) {
         if q.name != label {
             metrics::savings(&q.name, label, requested_cost, c);
@@ -78,6 +78,7 @@ pub async fn settle(
         requested_cost_usd: requested_cost,
         estimated,
         downgraded_by: cx.trail.downgraded_by.clone(),
+        arm: rec.arm.clone(),
     };
     let actual = crate::budget::charged(&entry);
     budgets.settle(hold, actual, &entry).await;

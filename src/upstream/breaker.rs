@@ -103,6 +103,16 @@ impl Circuit {
                         cooldown_ms = cfg.cooldown.as_millis() as u64,
                         "circuit breaker opened; the model is skipped until the cool-down ends"
                     );
+                    // A failed half-open probe re-opens it: the same outage, no new alert.
+                    if self.state == State::Closed {
+                        crate::alerts::emit(crate::alerts::Event::BreakerOpen {
+                            model: model.to_string(),
+                            provider: provider.to_string(),
+                            reason,
+                            consecutive: self.consecutive,
+                            cooldown: cfg.cooldown,
+                        });
+                    }
                     self.set(State::Open { until: now + cfg.cooldown }, model, provider);
                 }
             }

@@ -145,6 +145,28 @@ impl Health {
         self.with(|i| i.checks.get(provider).is_none_or(|c| now.saturating_duration_since(c.at) >= interval))
     }
 
+    /// Routes none of whose models can serve now (`/readyz`, the
+    /// `route_down` alert): every one skipped for an open breaker, a failing
+    /// provider health check, or (local) not installed; with each model and
+    /// why.
+    pub fn unservable(&self, snap: &Snapshot, now: Instant) -> Vec<(String, Vec<(String, &'static str)>)> {
+        let why = |name: &str| match snap.models.get(name) {
+            Some(m) => self.usable(&snap.providers[m.provider], Some(&m.id), &m.name, &m.breaker, now, false).err().map(Unusable::label),
+            None => Some("unknown"),
+        };
+        snap.routes
+            .iter()
+            .filter_map(|r| {
+                let planned: Vec<&str> = r.target.models().into_iter().chain(r.fallbacks.iter().map(String::as_str)).collect();
+                let mut skipped = Vec::with_capacity(planned.len());
+                for m in &planned {
+                    skipped.push((m.to_string(), why(m)?));
+                }
+                (!planned.is_empty()).then(|| (r.name.clone(), skipped))
+            })
+            .collect()
+    }
+
     /// `GET /admin/health`.
     pub fn report(&self, snap: &Snapshot, now: Instant) -> Value {
         self.with(|i| {

@@ -35,6 +35,9 @@ pub struct Entry {
     /// The budget whose `on_exceed: downgrade` moved this request.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub downgraded_by: Option<String>,
+    /// The split arm of the route that served it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub arm: Option<String>,
 }
 
 fn is_false(b: &bool) -> bool {
