@@ -238,7 +238,7 @@ pub fn request(body: &[u8], from: Wire, to: Wire, model: &str, stream: bool, def
     if !chat.dropped.is_empty() {
         tracing::info!(dropped = ?chat.dropped, "translation dropped fields the target cannot carry");
     }
-    Ok((Bytes::from(out.to_string()), chat))
+    Ok((json_bytes(&out), chat))
 }
 
 /// Translate a provider's JSON answer into the client's format.
@@ -271,7 +271,7 @@ pub fn answer(body: &[u8], provider: Wire, client: Wire, chat: &Chat) -> Option<
         Wire::Messages => anthropic::write_answer(&a),
         Wire::Gemini => gemini::write_answer(&a),
     };
-    Some(Bytes::from(out.to_string()))
+    Some(json_bytes(&out))
 }
 
 /// The message of a provider's error body (all three dialects put it at
@@ -419,8 +419,22 @@ impl Tail {
 
 pub(crate) fn sse_data(out: &mut BytesMut, v: &Value) {
     out.extend_from_slice(b"data: ");
-    out.extend_from_slice(v.to_string().as_bytes());
+    write_json(out, v);
     out.extend_from_slice(b"\n\n");
+}
+
+/// `v` as JSON text. Written straight into bytes: `Value`'s `Display`
+/// (`to_string`) goes through `fmt` and costs about twice as much.
+fn json_bytes(v: &Value) -> Bytes {
+    let mut out = BytesMut::with_capacity(512);
+    write_json(&mut out, v);
+    out.freeze()
+}
+
+fn write_json(out: &mut BytesMut, v: &Value) {
+    use bytes::BufMut;
+    // Serializing a `Value` into memory cannot fail (its keys are strings).
+    let _ = serde_json::to_writer(out.writer(), v);
 }
 
 pub(crate) fn sse_event(out: &mut BytesMut, name: &str, v: &Value) {
