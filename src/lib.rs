@@ -11,6 +11,7 @@ pub mod accesslog;
 pub mod admin;
 pub mod body;
 pub mod budget;
+pub mod cache;
 pub mod ca;
 pub mod cli_report;
 pub mod config;

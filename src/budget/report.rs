@@ -96,6 +96,9 @@ pub struct CellReport {
     pub requested_cost_usd: f64,
     pub savings_usd: f64,
     pub savings_pct: f64,
+    /// Requests the response cache served, and the upstream cost they saved.
+    pub cache_hits: u64,
+    pub cache_savings_usd: f64,
 }
 
 impl From<&Cell> for CellReport {
@@ -110,6 +113,8 @@ impl From<&Cell> for CellReport {
             requested_cost_usd: usd(c.requested_nanos),
             savings_usd: (savings * 1e9).round() / 1e9,
             savings_pct: (pct * 10.0).round() / 10.0,
+            cache_hits: c.cache_hits,
+            cache_savings_usd: usd(c.cache_saved_nanos),
         }
     }
 }
