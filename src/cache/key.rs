@@ -341,7 +341,7 @@ mod tests {
         assert_eq!(check(r#"{"temperature":0,"n":2}"#, &policy), Err("n"));
         assert_eq!(check(r#"{"generationConfig":{"temperature":0}}"#, &policy), Ok(()));
         assert_eq!(check(r#"{"generationConfig":{"temperature":0,"candidateCount":2}}"#, &policy), Err("n"));
-        let warm = CachePolicy { max_temperature: 1.0, ..policy };
+        let warm = CachePolicy { max_temperature: 1.0, ..policy.clone() };
         assert_eq!(check(r#"{}"#, &warm), Ok(()));
         assert_eq!(check(r#"{"temperature":1.2}"#, &warm), Err("temperature"));
         let emb = crate::dialect::classify_path("/v1/embeddings", None).unwrap();

@@ -104,6 +104,16 @@ impl Ask {
         self.cache.lookup(self, attempt, provider, wait).await
     }
 
+    /// What `x-modelgate-cache` says of a miss: `bypass` when the client
+    /// said `no-cache` (the answer is kept, but was not looked up).
+    pub fn miss_label(&self) -> &'static str {
+        if self.lookup {
+            "miss"
+        } else {
+            "bypass"
+        }
+    }
+
     /// Count a found answer as served (`true`) or not.
     pub fn served(&self, hit: bool) {
         self.cache.served(hit);
@@ -198,6 +208,9 @@ impl Cache {
                 "store_error"
             })?;
             if control.no_cache {
+                // Not served from the cache (the fresh answer is kept).
+                self.inner.stats.bypasses.fetch_add(1, Ordering::Relaxed);
+                crate::metrics::cache_request("bypass");
                 crate::metrics::cache_bypass("no_cache");
             }
             Ok(Ask {

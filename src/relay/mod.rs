@@ -133,10 +133,12 @@ impl Relay<'_> {
             true => usage.or_else(|| UsageCarrier::parse(&body).and_then(|c| c.usages().last().copied())),
             false => None,
         };
-        if let cache::Note::Record(r) = std::mem::take(&mut a.cache) {
-            // The provider's answer, before translation; kept if it is a good one.
-            let ct = src.header().headers.get(http::header::CONTENT_TYPE).and_then(|v| v.to_str().ok());
-            r.whole(status, ct, &body, usage).await;
+        if matches!(a.cache, cache::Note::Record(_)) {
+            if let cache::Note::Record(r) = std::mem::take(&mut a.cache) {
+                // The provider's answer, before translation; kept if it is a good one.
+                let ct = src.header().headers.get(http::header::CONTENT_TYPE).and_then(|v| v.to_str().ok());
+                r.whole(status, ct, &body, usage).await;
+            }
         }
         // Without usage, the answer's size bounds its output.
         let text_bytes = if usage.is_none() { body.len() as u64 } else { 0 };
@@ -198,7 +200,7 @@ impl Relay<'_> {
             settle(self.budgets, &mut a, facts, ok, None, 0, cx).await;
             return Err(Stop::ClientGone);
         }
-        let recorder = match std::mem::take(&mut a.cache) {
+        let mut recorder = match std::mem::take(&mut a.cache) {
             cache::Note::Record(r) if ok => Some(r),
             other => {
                 a.cache = other;
@@ -230,6 +232,14 @@ impl Relay<'_> {
             if (last || pump.tap.terminal) && !pump.settled {
                 pump.settled = true;
                 settle(self.budgets, &mut a, facts, ok, pump.tap.usage(), pump.tap.text_bytes, cx).await;
+                // Kept only when complete and successful: the provider's
+                // last event came, with no error event, nothing malformed, no cut.
+                if let (Some(r), Some(rec)) = (recorder.take(), pump.rec.take()) {
+                    if pump.failed.is_none() && pump.tap.terminal && !pump.tap.error_event && !pump.tap.malformed {
+                        let ct = src.header().headers.get(http::header::CONTENT_TYPE).and_then(|v| v.to_str().ok());
+                        r.stream(ct, rec, pump.tap.usage()).await;
+                    }
+                }
             }
             // A clean end is always written (it ends the body); a cut
             // stream's tail is an incomplete event and not passed on.
@@ -244,13 +254,6 @@ impl Relay<'_> {
             }
             if last {
                 break;
-            }
-        }
-        if let (Some(r), Some(rec)) = (recorder, pump.rec.take()) {
-            // Only a complete, successful stream is kept.
-            if pump.ended && pump.failed.is_none() && pump.tap.terminal && !pump.tap.error_event && !pump.tap.malformed {
-                let ct = src.header().headers.get(http::header::CONTENT_TYPE).and_then(|v| v.to_str().ok());
-                r.stream(ct, rec, pump.tap.usage()).await;
             }
         }
         self.close(session, &mut pump, &a, cx).await;

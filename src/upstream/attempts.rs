@@ -201,7 +201,7 @@ impl<'g> Attempts<'g> {
                     Err(e) => return ModelEnd::Stop(e),
                 },
                 Lookup::Miss(r) => {
-                    trail.cache = Some("miss");
+                    trail.cache = Some(ask.miss_label());
                     record = cache::Note::Record(r);
                 }
             }
