@@ -129,7 +129,7 @@ pub fn render_cost(u: &Value) -> String {
                     format!("{}%", c["savings_pct"]),
                 ]
                 .into_iter()
-                .chain((hits > 0).then(|| [c["cache_hits"].to_string(), usd(&c["cache_savings_usd"])]).into_iter().flatten())
+                .chain((hits > 0).then(|| [c["cache_hits"].as_u64().unwrap_or(0).to_string(), usd(&c["cache_savings_usd"])]).into_iter().flatten())
                 .collect()
             })
             .collect();

@@ -96,9 +96,20 @@ pub struct CellReport {
     pub requested_cost_usd: f64,
     pub savings_usd: f64,
     pub savings_pct: f64,
-    /// Requests the response cache served, and the upstream cost they saved.
+    /// Requests the response cache served, and the upstream cost they
+    /// saved (left out while there are none).
+    #[serde(skip_serializing_if = "is_zero")]
     pub cache_hits: u64,
+    #[serde(skip_serializing_if = "is_zero_usd")]
     pub cache_savings_usd: f64,
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
+}
+
+fn is_zero_usd(v: &f64) -> bool {
+    *v == 0.0
 }
 
 impl From<&Cell> for CellReport {
