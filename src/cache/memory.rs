@@ -19,7 +19,7 @@ use super::key::Key;
 /// What one entry costs beyond its answer's bytes: the key, the `Arc`,
 /// the answer's own fields and moka's bookkeeping (measured: ~100k
 /// entries of small answers, see the README's Response cache section).
-pub const ENTRY_OVERHEAD: usize = 384;
+pub const ENTRY_OVERHEAD: usize = 700;
 
 /// The file `persist: true` keeps the cache in.
 pub const FILE: &str = "cache.bin";

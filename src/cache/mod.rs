@@ -552,6 +552,7 @@ impl Recorder {
             crate::metrics::cache_store("not_cacheable");
             return;
         }
+        let body = compact(body);
         let now = now();
         let answer = Answer {
             body,
@@ -577,6 +578,22 @@ impl Recorder {
                 cache.put(key, answer).await;
                 drop(flight);
             }
+        }
+    }
+}
+
+/// The body in one allocation of its own size: what the relay read may
+/// sit in larger buffers (a growing read buffer, the stream tap's), which a
+/// kept slice would keep alive whole. A stream's events are kept as one
+/// piece, in their order: a hit is written in one go (its events are all
+/// there), not as the provider happened to send them.
+fn compact(body: Body) -> Body {
+    match body {
+        Body::Whole(b) => Body::Whole(Bytes::copy_from_slice(&b)),
+        Body::Stream(pieces) => {
+            let mut all = Vec::with_capacity(pieces.iter().map(Bytes::len).sum());
+            pieces.iter().for_each(|p| all.extend_from_slice(p));
+            Body::Stream(vec![Bytes::from(all)])
         }
     }
 }
