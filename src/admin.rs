@@ -206,7 +206,10 @@ impl Admin {
         }
         let query = session.req_header().uri.query().unwrap_or("");
         let arg = |name: &str| {
-            query.split('&').find_map(|kv| kv.strip_prefix(name)?.strip_prefix('=')).map(|v| percent_encoding::percent_decode_str(v).decode_utf8_lossy().into_owned())
+            query
+                .split('&')
+                .find_map(|kv| kv.strip_prefix(name)?.strip_prefix('='))
+                .map(|v| percent_encoding::percent_decode_str(v).decode_utf8_lossy().into_owned())
         };
         let (model, route) = (arg("model"), arg("route"));
         match self.cache.clear(route.as_deref(), model.as_deref()).await {

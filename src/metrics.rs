@@ -102,14 +102,24 @@ fn describe() {
 }
 
 fn describe_cache() {
-    describe_counter!(CACHE_REQUESTS, "Model calls by what the response cache did: hit (served from it), miss (went upstream), bypass (not cacheable or not opted in).");
+    describe_counter!(
+        CACHE_REQUESTS,
+        "Model calls by what the response cache did: hit (served from it), miss (went upstream), bypass (not cacheable or not opted in)."
+    );
     describe_counter!(CACHE_BYPASSES, "Requests that bypassed the response cache, by reason (off, temperature, n, no_store, no_cache, not_a_model_call, …).");
-    describe_counter!(CACHE_STORES, "Answers offered to the response cache, by outcome: stored, too_large, not_cacheable (an error finish), error (store failed).");
+    describe_counter!(
+        CACHE_STORES,
+        "Answers offered to the response cache, by outcome: stored, too_large, not_cacheable (an error finish), error (store failed)."
+    );
     describe_counter!(CACHE_EVICTIONS, "Entries removed from the in-memory cache, by cause: size, expired, deleted (admin), replaced.");
     describe_counter!(CACHE_COALESCED, "Identical misses that waited for one in flight instead of calling upstream themselves.");
     describe_counter!(CACHE_STORE_ERRORS, "Response-cache store (Redis) calls that failed, by operation; each lookup that failed was served as a miss.");
     metrics::describe_gauge!(CACHE_ENTRIES, "Entries in the in-memory response cache.");
-    metrics::describe_gauge!(CACHE_BYTES, Unit::Bytes, "Bytes the in-memory response cache holds (answers plus per-entry overhead), bounded by cache.max_bytes.");
+    metrics::describe_gauge!(
+        CACHE_BYTES,
+        Unit::Bytes,
+        "Bytes the in-memory response cache holds (answers plus per-entry overhead), bounded by cache.max_bytes."
+    );
     metrics::describe_gauge!(CACHE_STORE_UP, "1 while the response cache's Redis answers, 0 while it is unreachable.");
 }
 

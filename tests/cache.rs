@@ -116,7 +116,8 @@ async fn the_same_request_twice_is_a_hit_and_any_changed_field_a_miss() {
     assert_eq!(mock.model_calls(), 1);
 
     let tools = json!([{"type": "function", "function": {"name": "get_weather", "parameters": {"type": "object", "properties": {}}}}]);
-    let variants: Vec<(&str, Value, Vec<(&str, &str)>)> = vec![
+    type Variant<'a> = (&'a str, Value, Vec<(&'a str, &'a str)>);
+    let variants: Vec<Variant> = vec![
         ("temperature", chat(json!({"temperature": 0.5})), vec![]),
         ("max_tokens", chat(json!({"max_tokens": 51})), vec![]),
         ("tools", chat(json!({"tools": tools})), vec![]),
@@ -144,9 +145,10 @@ async fn streams_are_replayed_with_their_events_in_order_json_and_stream_kept_ap
     let mock = Mock::start().await;
     let mg = start(&conf(&mock, "  ttl_s: 600").build());
     let tools = json!([{"type": "function", "function": {"name": "get_weather", "parameters": {"type": "object", "properties": {}}}}]);
-    for (i, body) in [chat(json!({"stream": true})), chat(json!({"stream": true, "stream_options": {"include_usage": true}})), chat(json!({"stream": true, "tools": tools}))]
-        .iter()
-        .enumerate()
+    for (i, body) in
+        [chat(json!({"stream": true})), chat(json!({"stream": true, "stream_options": {"include_usage": true}})), chat(json!({"stream": true, "tools": tools}))]
+            .iter()
+            .enumerate()
     {
         let miss = send(&mg, CHAT, &[], body).await;
         assert_eq!((miss.status, miss.cache()), (200, "miss"));
@@ -252,9 +254,7 @@ async fn what_bypasses_the_cache() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn entries_are_per_app_and_key_unless_the_scope_is_global() {
     let mock = Mock::start().await;
-    let conf = conf(&mock, "  scope: app")
-        .route("name: shared, match: { app: \"team-*\" }, target: gpt-4o-mini, cache: { scope: global }")
-        .build();
+    let conf = conf(&mock, "  scope: app").route("name: shared, match: { app: \"team-*\" }, target: gpt-4o-mini, cache: { scope: global }").build();
     let mg = start(&conf);
     let body = chat(json!({}));
     assert_eq!(send(&mg, CHAT, &[("x-modelgate-app", "a")], &body).await.cache(), "miss");
@@ -325,7 +325,8 @@ async fn a_hit_is_accounted_as_a_hit_with_what_it_saved() {
         assert!(h["upstream_ms"].is_null());
     }
     // The ledger has both, the hits marked.
-    let ledger = std::fs::read_dir(mg.dir.path().join("state")).unwrap().filter_map(|e| e.ok()).find(|e| e.file_name().to_string_lossy().starts_with("ledger-"));
+    let ledger =
+        std::fs::read_dir(mg.dir.path().join("state")).unwrap().filter_map(|e| e.ok()).find(|e| e.file_name().to_string_lossy().starts_with("ledger-"));
     let text = std::fs::read_to_string(ledger.expect("a ledger file").path()).unwrap();
     let entries: Vec<Value> = text.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
     assert_eq!(entries.len(), 4);
@@ -351,7 +352,11 @@ async fn a_hit_is_accounted_as_a_hit_with_what_it_saved() {
     let (status, stats) = http_get(&format!("{}/admin/cache", mg.admin)).unwrap();
     let stats: Value = serde_json::from_str(&stats).unwrap();
     assert_eq!(status, 200);
-    assert_eq!((stats["store"].as_str(), stats["entries"].as_u64(), stats["hits"].as_u64(), stats["misses"].as_u64()), (Some("memory"), Some(2), Some(2), Some(2)), "{stats}");
+    assert_eq!(
+        (stats["store"].as_str(), stats["entries"].as_u64(), stats["hits"].as_u64(), stats["misses"].as_u64()),
+        (Some("memory"), Some(2), Some(2), Some(2)),
+        "{stats}"
+    );
     assert!(stats["bytes"].as_u64().unwrap() > 0);
 }
 
@@ -468,7 +473,9 @@ async fn a_persisted_cache_survives_a_restart() {
 }
 
 fn redis_conf(mock: &Mock, redis: &Redis) -> String {
-    conf(mock, "  store: redis\n  ttl_s: 600\n  scope: global").raw(&format!("budget_store: {{ kind: redis, url: \"{}\", timeout_ms: 200 }}\n", redis.url())).build()
+    conf(mock, "  store: redis\n  ttl_s: 600\n  scope: global")
+        .raw(&format!("budget_store: {{ kind: redis, url: \"{}\", timeout_ms: 200 }}\n", redis.url()))
+        .build()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -174,7 +174,8 @@ impl Finish {
     /// content filter or safety stop (which providers apply anew), a
     /// refusal, a malformed call, a failed response.
     fn is_error(&self) -> bool {
-        let openai = self.choices.iter().flatten().filter_map(|c| c.finish_reason.as_deref()).any(|r| !matches!(r, "stop" | "length" | "tool_calls" | "function_call"));
+        let openai =
+            self.choices.iter().flatten().filter_map(|c| c.finish_reason.as_deref()).any(|r| !matches!(r, "stop" | "length" | "tool_calls" | "function_call"));
         let anthropic = self.stop_reason.as_deref().is_some_and(|r| !matches!(r, "end_turn" | "max_tokens" | "stop_sequence" | "tool_use" | "pause_turn"));
         let gemini = self.candidates.iter().flatten().filter_map(|c| c.finish_reason.as_deref()).any(|r| !matches!(r, "STOP" | "MAX_TOKENS"));
         let responses = self.status.as_deref().is_some_and(|s| matches!(s, "failed" | "cancelled"))
@@ -241,6 +242,8 @@ mod tests {
         assert!(!stream("data: {\"choices\":[{\"delta\":{},\"finish_reason\":\"stop\"}]}\n\ndata: [DONE]\n\n"));
         assert!(stream("data: {\"choices\":[{\"delta\":{},\"finish_reason\":\"content_filter\"}]}\n\ndata: [DONE]\n\n"));
         assert!(stream("event: message_delta\ndata: {\"type\":\"message_delta\",\"delta\":{\"stop_reason\":\"refusal\"}}\n\n"));
-        assert!(stream("data: {\"type\":\"response.incomplete\",\"response\":{\"status\":\"incomplete\",\"incomplete_details\":{\"reason\":\"content_filter\"}}}\n\n"));
+        assert!(stream(
+            "data: {\"type\":\"response.incomplete\",\"response\":{\"status\":\"incomplete\",\"incomplete_details\":{\"reason\":\"content_filter\"}}}\n\n"
+        ));
     }
 }

@@ -75,7 +75,7 @@ struct Stats {
 
 enum Store {
     Memory(memory::Memory),
-    Redis(redis::RedisStore),
+    Redis(Box<redis::RedisStore>),
 }
 
 /// What the cache does for one request.
@@ -168,7 +168,7 @@ impl Cache {
                 let dir = self.inner.state_dir.get().filter(|_| *persist);
                 Store::Memory(memory::Memory::open(*max_bytes, *max_entries, dir.map(PathBuf::as_path)))
             }
-            CacheStoreKind::Redis { url, timeout, key_prefix } => Store::Redis(redis::RedisStore::new(url, *timeout, key_prefix)?),
+            CacheStoreKind::Redis { url, timeout, key_prefix } => Store::Redis(Box::new(redis::RedisStore::new(url, *timeout, key_prefix)?)),
         };
         let _ = self.inner.store.set((store, cfg.store.clone()));
         self.inner.store.get().map(|(s, _)| s).ok_or_else(|| "cache store".to_string())
@@ -433,7 +433,7 @@ impl pingora::services::background::BackgroundService for Upkeep {
                 _ = tick.tick() => {
                     self.0.upkeep();
                     n += 1;
-                    if n % 60 == 0 {
+                    if n.is_multiple_of(60) {
                         let c = self.0.clone();
                         let _ = tokio::task::spawn_blocking(move || c.persist()).await;
                     }

@@ -118,7 +118,9 @@ impl RedisStore {
                 self.state().timeouts = 0;
                 Ok(v)
             }
-            Ok(Err(e)) if e.is_io_error() || e.is_connection_dropped() || e.is_connection_refusal() || e.is_unrecoverable_error() => Err(self.down(e.to_string())),
+            Ok(Err(e)) if e.is_io_error() || e.is_connection_dropped() || e.is_connection_refusal() || e.is_unrecoverable_error() => {
+                Err(self.down(e.to_string()))
+            }
             Ok(Err(e)) if !e.is_timeout() => Err(format!("Redis at {}: {e}", self.url)),
             _ => {
                 let n = {

@@ -187,7 +187,7 @@ impl CacheDefaults {
         if !self.present && !any_route {
             return None;
         }
-        let mut store = self.store.unwrap_or_else(|| CacheStore {
+        let mut store = self.store.unwrap_or(CacheStore {
             kind: CacheStoreKind::Memory { max_bytes: DEFAULT_CACHE_MAX_BYTES, max_entries: None, persist: false },
             max_entry_bytes: DEFAULT_CACHE_MAX_ENTRY_BYTES as usize,
         });
@@ -237,7 +237,9 @@ fn policy_of(
         Some("global") => p.scope = CacheScope::Global,
         Some(other) => cx.err(
             format!("{path}.scope"),
-            format!("unknown scope `{other}`; expected app (entries shared only by requests of the same app and client key) or global (shared by every client)"),
+            format!(
+                "unknown scope `{other}`; expected app (entries shared only by requests of the same app and client key) or global (shared by every client)"
+            ),
         ),
     }
     if let Some(hs) = key_headers {
@@ -283,7 +285,10 @@ pub(super) fn defaults_of(cx: &mut Ctx, raw: Option<RawCache>) -> CacheDefaults 
                 cx.err("cache.max_entries", "must be at least 1 (turn the cache off with `enabled: false`)");
             }
             if max_entry_bytes > max_bytes / 4 {
-                cx.err("cache.max_entry_bytes", format!("must be at most a quarter of max_bytes ({}), or one answer could push out most others", max_bytes / 4));
+                cx.err(
+                    "cache.max_entry_bytes",
+                    format!("must be at most a quarter of max_bytes ({}), or one answer could push out most others", max_bytes / 4),
+                );
             }
             CacheStoreKind::Memory { max_bytes, max_entries: raw.max_entries, persist: raw.persist.unwrap_or(false) }
         }
@@ -303,7 +308,10 @@ pub(super) fn defaults_of(cx: &mut Ctx, raw: Option<RawCache>) -> CacheDefaults 
             CacheStoreKind::Memory { max_bytes: DEFAULT_CACHE_MAX_BYTES, max_entries: None, persist: false }
         }
         other => {
-            cx.err("cache.store", format!("unknown store `{other}`; expected memory (in this process, the default) or redis (the budget store's Redis, shared by a fleet)"));
+            cx.err(
+                "cache.store",
+                format!("unknown store `{other}`; expected memory (in this process, the default) or redis (the budget store's Redis, shared by a fleet)"),
+            );
             CacheStoreKind::Memory { max_bytes: DEFAULT_CACHE_MAX_BYTES, max_entries: None, persist: false }
         }
     };

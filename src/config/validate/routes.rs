@@ -180,7 +180,19 @@ pub(super) fn route_of(
         super::resilience::retry_patch(cx, &format!("{path}.retry"), r);
     }
     let cache = cache.route(cx, path, raw.cache);
-    Some(Route { name: raw.name, matcher, target, fallbacks: raw.fallbacks, shadow: raw.shadow, mode, client_models, dialects, speaks, retry: raw.retry, cache })
+    Some(Route {
+        name: raw.name,
+        matcher,
+        target,
+        fallbacks: raw.fallbacks,
+        shadow: raw.shadow,
+        mode,
+        client_models,
+        dialects,
+        speaks,
+        retry: raw.retry,
+        cache,
+    })
 }
 
 fn bump(cx: &mut Ctx, path: &str, raw: Option<RawBump>, default: Bump) -> Bump {
