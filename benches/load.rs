@@ -11,6 +11,13 @@
 //! budgets that apply to every request: reserve, settle and a ledger append
 //! on each). The mock, modelgate and this
 //! driver share the machine's cores, so figures are relative, not absolute.
+//!
+//! `MG_BENCH_CACHE=1` benchmarks the response cache instead: the same
+//! request over and over (100 % hits after the first) against the mock
+//! called directly, JSON and streamed; then MG_BENCH_CACHE_ENTRIES
+//! (default 100000) distinct requests into a cache of
+//! MG_BENCH_CACHE_MAX_BYTES (default 64 MiB), reporting modelgate's RSS
+//! before and after against the bound.
 
 // The integration-test harness (mock provider + modelgate launcher); the
 // bench uses only part of it.
@@ -36,8 +43,18 @@ fn env_usize(name: &str, default: usize) -> usize {
 
 /// A chat request padded so the serialized body is ~1 KiB.
 fn request_body(stream: bool) -> Bytes {
+    request_body_n(stream, None)
+}
+
+/// The same with a temperature of 0 (cacheable) and, with `n`, a number
+/// that makes it distinct.
+fn request_body_n(stream: bool, n: Option<usize>) -> Bytes {
     let make = |content: String| {
         let mut v = serde_json::json!({"model": "gpt-4o", "messages": [{"role": "user", "content": content}]});
+        if let Some(n) = n {
+            v["temperature"] = serde_json::json!(0);
+            v["messages"][0]["content"] = serde_json::json!(format!("{n} {content}"));
+        }
         if stream {
             v["stream"] = serde_json::json!(true);
         }
@@ -141,6 +158,9 @@ fn row(name: &str, p: &Phase, s: &Stats) {
 async fn main() {
     let n = env_usize("MG_BENCH_REQUESTS", 20_000);
     let concurrency = env_usize("MG_BENCH_CONCURRENCY", 32);
+    if std::env::var("MG_BENCH_CACHE").is_ok_and(|v| v == "1") {
+        return cache_bench(n, concurrency).await;
+    }
 
     let mock = common::Mock::start().await;
     let budgets = std::env::var("MG_BENCH_BUDGETS").is_ok_and(|v| v == "1");
@@ -199,4 +219,98 @@ async fn main() {
     // Sanity: each proxied request should reach the mock exactly once.
     let expected = 1 + 2 * 2 * (WARMUP + n);
     println!("mock saw {} upstream calls (expected {expected})", mock.calls());
+}
+
+/// modelgate's resident set size, in bytes.
+fn rss(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    status.lines().find_map(|l| l.strip_prefix("VmRSS:")).and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok()).unwrap_or(0) * 1024
+}
+
+fn mib(b: u64) -> f64 {
+    b as f64 / (1024.0 * 1024.0)
+}
+
+/// `n` distinct cacheable requests (numbered from `from`) from
+/// `concurrency` tasks.
+async fn distinct(client: &reqwest::Client, url: &str, from: usize, n: usize, concurrency: usize) -> usize {
+    let next = Arc::new(AtomicUsize::new(from));
+    let workers: Vec<_> = (0..concurrency)
+        .map(|_| {
+            let (client, url, next) = (client.clone(), url.to_string(), next.clone());
+            tokio::spawn(async move {
+                let mut failed = 0;
+                loop {
+                    let i = next.fetch_add(1, Ordering::Relaxed);
+                    if i >= from + n {
+                        return failed;
+                    }
+                    failed += one(&client, &url, request_body_n(false, Some(i)), false).await.is_err() as usize;
+                }
+            })
+        })
+        .collect();
+    let mut failed = 0;
+    for w in workers {
+        failed += w.await.expect("load worker panicked");
+    }
+    failed
+}
+
+/// The response cache: 100 % hits against the mock called directly, then
+/// memory after many distinct entries against `cache.max_bytes`.
+async fn cache_bench(n: usize, concurrency: usize) {
+    let entries = env_usize("MG_BENCH_CACHE_ENTRIES", 100_000);
+    let max_bytes = env_usize("MG_BENCH_CACHE_MAX_BYTES", 64 * 1024 * 1024);
+    let mock = common::Mock::start().await;
+    let yaml = common::standard(&mock).raw(&format!("cache: {{ max_bytes: {max_bytes}, ttl_s: 3600 }}\n")).build();
+    let mg = tokio::task::spawn_blocking(move || common::Modelgate::start(&yaml)).await.expect("start modelgate");
+    let client = reqwest::Client::builder().no_proxy().timeout(Duration::from_secs(30)).pool_max_idle_per_host(concurrency).build().expect("build HTTP client");
+    println!("modelgate cache benchmark: {n} requests/phase, concurrency {concurrency}, {} B body", request_body_n(false, Some(0)).len());
+    println!("{:<22}{:>8}{:>9}{:>10}{:>9}{:>7}", "phase", "p50 ms", "p99 ms", "mean ms", "req/s", "fail");
+    for (kind, stream) in [("json", false), ("stream", true)] {
+        let body = request_body_n(stream, Some(usize::MAX));
+        let mut results = Vec::new();
+        for (label, base) in [("direct", mock.url()), ("cache hits", mg.gateway.clone())] {
+            let url = format!("{base}/v1/chat/completions");
+            run(&client, &url, &body, stream, WARMUP, concurrency).await;
+            let mut phase = run(&client, &url, &body, stream, n, concurrency).await;
+            let s = stats(&mut phase);
+            row(&format!("{kind} {label}"), &phase, &s);
+            results.push(s);
+        }
+        let (d, p) = (&results[0], &results[1]);
+        println!("  p50 {:+.3} ms, p99 {:+.3} ms against direct; throughput ratio {:.2}", p.p50 - d.p50, p.p99 - d.p99, p.rps / d.rps);
+    }
+    let hits = common::metric_sum(&mg.metrics(), "modelgate_cache_requests_total", &[("result", "hit")]);
+    println!("cache hits: {hits} (mock saw {} calls through modelgate: one per kind)", mock.calls() - 2 * (WARMUP + n));
+
+    // Memory: many distinct entries against the byte bound.
+    let url = format!("{}/v1/chat/completions", mg.gateway);
+    distinct(&client, &url, 0, 2_000, concurrency).await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let before = rss(mg.pid());
+    let started = Instant::now();
+    let failed = distinct(&client, &url, 2_000, entries, concurrency).await;
+    let took = started.elapsed();
+    tokio::time::sleep(Duration::from_secs(6)).await;
+    let after = rss(mg.pid());
+    let (_, stats) = common::http_get(&format!("{}/admin/cache", mg.admin)).unwrap_or_default();
+    let stats: serde_json::Value = serde_json::from_str(&stats).unwrap_or_default();
+    let evicted = common::metric_sum(&mg.metrics(), "modelgate_cache_evictions_total", &[("cause", "size")]);
+    println!(
+        "{entries} distinct entries in {:.1} s ({failed} failed): cache holds {} entries, {:.1} MiB weighed of max_bytes {:.1} MiB; {evicted} evicted for size",
+        took.as_secs_f64(),
+        stats["entries"],
+        mib(stats["bytes"].as_u64().unwrap_or(0)),
+        mib(max_bytes as u64)
+    );
+    println!(
+        "modelgate RSS: {:.1} MiB before, {:.1} MiB after: +{:.1} MiB for a {:.1} MiB cache ({:+.1} MiB over max_bytes)",
+        mib(before),
+        mib(after),
+        mib(after.saturating_sub(before)),
+        mib(max_bytes as u64),
+        mib(after.saturating_sub(before)) - mib(max_bytes as u64)
+    );
 }

@@ -51,6 +51,12 @@ pub struct Record {
     pub overhead_ms: f64,
     /// Failure reason, e.g. `first_byte_timeout`, `client_closed`.
     pub error: Option<String>,
+    /// What the response cache did (`hit`, `miss`, `bypass`), when one is configured.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cache: Option<&'static str>,
+    /// A hit: the upstream cost it saved.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cache_saved_usd: Option<f64>,
 }
 
 /// Lines are batched: a request appends its line to a buffer, which is

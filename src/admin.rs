@@ -33,6 +33,7 @@ pub struct Admin {
     pub overrides: Arc<OverrideStore>,
     pub budgets: Budgets,
     pub health: Health,
+    pub cache: crate::cache::Cache,
 }
 
 type Reply = Response<Vec<u8>>;
@@ -187,6 +188,28 @@ impl Admin {
         }
     }
 
+    /// `DELETE /admin/cache[?model=M][&route=R]`: remove cached answers.
+    async fn clear_cache(&self, session: &ServerSession, snap: &Snapshot) -> Reply {
+        if let Err(r) = self.authorize(snap, session) {
+            return r;
+        }
+        let query = session.req_header().uri.query().unwrap_or("");
+        let arg = |name: &str| {
+            query
+                .split('&')
+                .find_map(|kv| kv.strip_prefix(name)?.strip_prefix('='))
+                .map(|v| percent_encoding::percent_decode_str(v).decode_utf8_lossy().into_owned())
+        };
+        let (model, route) = (arg("model"), arg("route"));
+        match self.cache.clear(route.as_deref(), model.as_deref()).await {
+            Ok(n) => {
+                tracing::info!(deleted = n, model = ?model, route = ?route, "response cache cleared");
+                json_reply(StatusCode::OK, json!({"deleted": n, "model": model, "route": route}))
+            }
+            Err(e) => error(StatusCode::SERVICE_UNAVAILABLE, format!("cannot clear the response cache: {e}")),
+        }
+    }
+
     async fn route(&self, session: &mut ServerSession, snap: &Snapshot) -> Reply {
         // Unauthenticated: keep what one call can make modelgate buffer small.
         let body = match read_body(session, snap.max_body_bytes.min(EXPLAIN_MAX_BODY)).await {
@@ -258,12 +281,15 @@ impl ServeHttp for Admin {
                 )
             }
             (Method::GET, "/admin/health") => json_reply(StatusCode::OK, self.health.report(&snap, Instant::now())),
+            (Method::GET, "/admin/cache") => serialized_reply(StatusCode::OK, &self.cache.report(&snap)),
+            (Method::DELETE, "/admin/cache") => self.clear_cache(session, &snap).await,
             (Method::GET, "/admin/overrides") => self.list_overrides(&snap),
             (Method::POST, "/admin/route") => self.route(session, &snap).await,
             (_, "/metrics" | "/healthz" | "/readyz" | "/admin/overrides" | "/admin/budgets" | "/admin/usage" | "/admin/health") => {
                 error(StatusCode::METHOD_NOT_ALLOWED, format!("{path} answers GET"))
             }
             (_, "/admin/route") => error(StatusCode::METHOD_NOT_ALLOWED, "/admin/route answers POST"),
+            (_, "/admin/cache") => error(StatusCode::METHOD_NOT_ALLOWED, "/admin/cache answers GET (stats) and DELETE (clear; ?model=M and/or ?route=R)"),
             (_, other) => error(
                 StatusCode::NOT_FOUND,
                 format!(

@@ -143,6 +143,10 @@ pub fn render_cost(u: &Value) -> String {
         usd(&t["savings_usd"]),
         t["savings_pct"]
     );
+    let hits = t["cache_hits"].as_u64().unwrap_or(0);
+    if hits > 0 {
+        out += &format!("response cache: {hits} requests served from the cache, saving {} upstream\n", usd(&t["cache_savings_usd"]));
+    }
     if u["spend_spike"] == true {
         out += "warning: spend spike — the last hour is well above the average hour\n";
     }
@@ -162,10 +166,17 @@ pub fn render_cost(u: &Value) -> String {
                     usd(&c["savings_usd"]),
                     format!("{}%", c["savings_pct"]),
                 ]
+                .into_iter()
+                .chain((hits > 0).then(|| [c["cache_hits"].as_u64().unwrap_or(0).to_string(), usd(&c["cache_savings_usd"])]).into_iter().flatten())
+                .collect()
             })
             .collect();
         out += "\n";
-        out += &table(&[title, "REQUESTS", "INPUT TOK", "OUTPUT TOK", "COST", "SAVINGS", "SAVINGS %"], &rows);
+        let mut head = vec![title, "REQUESTS", "INPUT TOK", "OUTPUT TOK", "COST", "SAVINGS", "SAVINGS %"];
+        if hits > 0 {
+            head.extend(["CACHE HITS", "CACHE SAVED"]);
+        }
+        out += &table(&head, &rows);
     }
     out
 }

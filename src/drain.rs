@@ -141,6 +141,7 @@ impl BackgroundService for DrainService {
             return;
         }
         self.drain.drain(self.grace, &self.budgets).await;
+        crate::cache::at_exit();
         std::process::exit(0);
     }
 }

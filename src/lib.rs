@@ -13,6 +13,7 @@ pub mod alerts;
 pub mod body;
 pub mod budget;
 pub mod ca;
+pub mod cache;
 pub mod cli_report;
 pub mod config;
 pub mod dialect;

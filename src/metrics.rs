@@ -56,6 +56,17 @@ pub const ALERTS_DROPPED: &str = "modelgate_alerts_dropped_total";
 /// Buckets (seconds) of the upstream and time-to-first-token histograms;
 /// the alert evaluator computes its p95 over the same ones.
 pub const UPSTREAM_BUCKETS: [f64; 13] = [0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0];
+// Response cache.
+pub const CACHE_REQUESTS: &str = "modelgate_cache_requests_total";
+pub const CACHE_BYPASSES: &str = "modelgate_cache_bypasses_total";
+pub const CACHE_STORES: &str = "modelgate_cache_stores_total";
+pub const CACHE_EVICTIONS: &str = "modelgate_cache_evictions_total";
+pub const CACHE_COALESCED: &str = "modelgate_cache_coalesced_total";
+pub const CACHE_STORE_ERRORS: &str = "modelgate_cache_store_errors_total";
+pub const CACHE_ENTRIES: &str = "modelgate_cache_entries";
+pub const CACHE_BYTES: &str = "modelgate_cache_bytes";
+pub const CACHE_STORE_UP: &str = "modelgate_cache_store_up";
+pub const CACHE_SAVINGS: &str = "modelgate_cache_savings_usd_total";
 
 /// Install the global Prometheus recorder and describe every metric.
 /// Returns the handle `/metrics` renders from.
@@ -120,6 +131,29 @@ fn describe() {
         ALERTS_DROPPED,
         "Alerts given up, by sink and reason: queue_full, expired (still failing after alerts.delivery.give_up_after_s), rejected (the sink answered 4xx)."
     );
+    describe_cache();
+}
+
+fn describe_cache() {
+    describe_counter!(
+        CACHE_REQUESTS,
+        "Model calls by what the response cache did: hit (served from it), miss (went upstream), bypass (not cacheable or not opted in)."
+    );
+    describe_counter!(CACHE_BYPASSES, "Requests that bypassed the response cache, by reason (off, temperature, n, no_store, no_cache, not_a_model_call, …).");
+    describe_counter!(
+        CACHE_STORES,
+        "Answers offered to the response cache, by outcome: stored, too_large, not_cacheable (an error finish), error (store failed)."
+    );
+    describe_counter!(CACHE_EVICTIONS, "Entries removed from the in-memory cache, by cause: size, expired, deleted (admin), replaced.");
+    describe_counter!(CACHE_COALESCED, "Identical misses that waited for one in flight instead of calling upstream themselves.");
+    describe_counter!(CACHE_STORE_ERRORS, "Response-cache store (Redis) calls that failed, by operation; each lookup that failed was served as a miss.");
+    metrics::describe_gauge!(CACHE_ENTRIES, "Entries in the in-memory response cache.");
+    metrics::describe_gauge!(
+        CACHE_BYTES,
+        Unit::Bytes,
+        "Bytes the in-memory response cache holds (answers plus per-entry overhead), bounded by cache.max_bytes."
+    );
+    metrics::describe_gauge!(CACHE_STORE_UP, "1 while the response cache's Redis answers, 0 while it is unreachable.");
 }
 
 /// Labels of one answered request.
@@ -373,6 +407,13 @@ pub static SAVINGS_USD: FloatCounters = FloatCounters {
     values: Mutex::new(BTreeMap::new()),
 };
 
+pub static CACHE_SAVINGS_USD: FloatCounters = FloatCounters {
+    name: CACHE_SAVINGS,
+    help: "USD not spent upstream because the response cache served the answer: the cached answer's usage at the serving model's prices.",
+    labels: &["provider", "model"],
+    values: Mutex::new(BTreeMap::new()),
+};
+
 pub static UPGRADE_USD: FloatCounters = FloatCounters {
     name: UPGRADE_COST,
     help: "USD spent above the requested model's price when routing chose a pricier model (e.g. x-modelgate-tier: max).",
@@ -429,6 +470,7 @@ pub fn render(handle: &PrometheusHandle) -> String {
     COST_USD.render(&mut out);
     SAVINGS_USD.render(&mut out);
     UPGRADE_USD.render(&mut out);
+    CACHE_SAVINGS_USD.render(&mut out);
     out
 }
 
@@ -520,6 +562,45 @@ pub fn alert_dropped(sink: &str, reason: &'static str) {
 
 pub fn reload(ok: bool) {
     counter!(if ok { CONFIG_RELOADS } else { CONFIG_RELOAD_FAILURES }).increment(1);
+}
+
+// === response cache ===
+
+pub fn cache_request(result: &'static str) {
+    cached(&[CACHE_REQUESTS, result], || counter!(CACHE_REQUESTS, "result" => result)).increment(1);
+}
+
+pub fn cache_bypass(reason: &'static str) {
+    cached(&[CACHE_BYPASSES, reason], || counter!(CACHE_BYPASSES, "reason" => reason)).increment(1);
+}
+
+pub fn cache_store(outcome: &'static str) {
+    counter!(CACHE_STORES, "outcome" => outcome).increment(1);
+}
+
+pub fn cache_eviction(cause: &'static str) {
+    counter!(CACHE_EVICTIONS, "cause" => cause).increment(1);
+}
+
+pub fn cache_coalesced() {
+    counter!(CACHE_COALESCED).increment(1);
+}
+
+pub fn cache_store_error(op: &'static str) {
+    counter!(CACHE_STORE_ERRORS, "op" => op).increment(1);
+}
+
+pub fn cache_size(entries: u64, bytes: u64) {
+    metrics::gauge!(CACHE_ENTRIES).set(entries as f64);
+    metrics::gauge!(CACHE_BYTES).set(bytes as f64);
+}
+
+pub fn cache_store_up(up: bool) {
+    metrics::gauge!(CACHE_STORE_UP).set(if up { 1.0 } else { 0.0 });
+}
+
+pub fn cache_savings(provider: &str, model: &str, usd: f64) {
+    CACHE_SAVINGS_USD.add(&[provider, model], usd);
 }
 
 #[cfg(test)]

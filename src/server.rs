@@ -67,6 +67,7 @@ pub fn run(snap: Snapshot, config_path: Option<PathBuf>, upgrade: bool) -> Resul
     }
     let metrics = crate::metrics::install()?;
     let budgets = Budgets::open(&snap)?;
+    let cache = crate::cache::Cache::start(&snap)?;
     // With a Redis budget store the overrides are the fleet's (same Redis).
     let overrides = Arc::new(overrides.shared_by(budgets.override_channel()));
     let listen = snap.listen;
@@ -101,12 +102,13 @@ pub fn run(snap: Snapshot, config_path: Option<PathBuf>, upgrade: bool) -> Resul
         tracing::info!(old_pid = pid, "received the listening sockets; the previous modelgate drains its requests in flight");
     }
 
-    let shared = Shared { state, overrides, budgets, health: crate::upstream::health::Health::default(), drain: Drain::default() };
+    let shared = Shared { state, overrides, budgets, health: crate::upstream::health::Health::default(), drain: Drain::default(), cache };
     add_listeners(&mut server, &shared, listen, metrics.clone())?;
     add_background(&mut server, &shared, metrics, grace, old_pid, config_path, listen);
     let Shared { drain, budgets, .. } = shared;
     server.run(RunArgs { shutdown_signal: Box::new(Signals { drain, budgets, upgrade_sock }) });
     crate::accesslog::flush();
+    crate::cache::at_exit();
     Ok(())
 }
 
@@ -117,17 +119,18 @@ struct Shared {
     budgets: Budgets,
     health: Health,
     drain: Drain,
+    cache: crate::cache::Cache,
 }
 
 /// The gateway, admin and (when configured) forward-proxy listeners.
 fn add_listeners(server: &mut Server, s: &Shared, listen: Listen, metrics: PrometheusHandle) -> Result<(), String> {
-    let gateway = Gateway::new(s.state.clone(), s.overrides.clone(), s.budgets.clone(), s.health.clone(), s.drain.clone());
+    let gateway = Gateway::new(s.state.clone(), s.overrides.clone(), s.budgets.clone(), s.health.clone(), s.drain.clone()).with_cache(s.cache.clone());
     if let Some(addr) = listen.forward_proxy {
         let state_dir = s.state.load().state_dir.clone();
         let ca = Arc::new(crate::ca::Ca::open(&state_dir)?);
         crate::ca::publish(&state_dir);
         crate::ca::refresh_bundle(&state_dir);
-        let gw = Gateway::new(s.state.clone(), s.overrides.clone(), s.budgets.clone(), s.health.clone(), s.drain.clone()).forward();
+        let gw = Gateway::new(s.state.clone(), s.overrides.clone(), s.budgets.clone(), s.health.clone(), s.drain.clone()).with_cache(s.cache.clone()).forward();
         let mut http = pingora_proxy::HttpProxy::new(gw, server.configuration.clone());
         http.handle_init_modules();
         let mut svc = Service::new("forward proxy".to_string(), Forward::new(s.state.clone(), http, ca));
@@ -141,7 +144,8 @@ fn add_listeners(server: &mut Server, s: &Shared, listen: Listen, metrics: Prome
     // clients cost ~300 MB; request heads and JSON bodies read fine in 16 KiB.
     let buffers = pingora::protocols::l4::stream::L4BufferSettings::new(16 * 1024, pingora::protocols::l4::stream::DEFAULT_L4_WRITE_BUFFER_SIZE);
     gateway.add_listener(pingora::listeners::ListenerConfig::tcp(listen.gateway.to_string()).l4_buffer(buffers));
-    let admin = Admin { metrics, state: s.state.clone(), overrides: s.overrides.clone(), budgets: s.budgets.clone(), health: s.health.clone() };
+    let admin =
+        Admin { metrics, state: s.state.clone(), overrides: s.overrides.clone(), budgets: s.budgets.clone(), health: s.health.clone(), cache: s.cache.clone() };
     let mut admin = Service::new("admin".to_string(), admin);
     admin.add_tcp(&listen.admin.to_string());
     // Scrapes and admin calls are rare: one thread (the gateway has `threads`).
@@ -164,6 +168,7 @@ fn add_background(
 ) {
     let state = &s.state;
     server.add_service(background_service("metrics upkeep", crate::metrics::Upkeep(metrics)));
+    server.add_service(background_service("cache upkeep", crate::cache::Upkeep(s.cache.clone())));
     server.add_service(background_service("memory reclaim", crate::memory::Reclaim));
     server.add_service(background_service("health checks", crate::upstream::health::Checker { state: state.clone(), health: s.health.clone() }));
     if let Some(events) = crate::alerts::channel() {

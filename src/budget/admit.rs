@@ -56,12 +56,14 @@ pub(super) struct Seen {
     pub(super) end: i64,
 }
 
-pub(super) fn judge(defs: &[Budget], seen: &[Seen], worst: Amounts, downgraded: bool) -> Judged {
+/// `requests_only`: judge request limits alone (a cache hit spends no
+/// dollars or tokens).
+pub(super) fn judge(defs: &[Budget], seen: &[Seen], worst: Amounts, downgraded: bool, requests_only: bool) -> Judged {
     let mut downgrade = None;
     let mut refuse = None;
     let mut warn_only = Vec::new();
     for s in seen {
-        let Some((what, limit)) = defs[s.i].limits.over(s.spent + s.reserved + worst) else { continue };
+        let Some((what, limit)) = defs[s.i].limits.only(requests_only).over(s.spent + s.reserved + worst) else { continue };
         match &defs[s.i].on_exceed {
             OnExceed::Reject => {
                 refuse.get_or_insert((s.i, what, limit));
@@ -125,9 +127,10 @@ fn refusal(def: &Budget, s: &Seen, worst: Amounts, what: Limit, limit: u64, now:
 /// Remember that a request's worst case did not fit in budget `i` (for
 /// the report: "at limit: a request needing up to $0.16 was refused with
 /// $0.0081 left").
-fn note_refusal(book: &mut Book, i: usize, seen: &[Seen], worst: Amounts, action: &'static str, now: Timestamp) {
+#[allow(clippy::too_many_arguments)]
+fn note_refusal(book: &mut Book, i: usize, seen: &[Seen], worst: Amounts, action: &'static str, now: Timestamp, requests_only: bool) {
     let Some(s) = seen.iter().find(|s| s.i == i) else { return };
-    let limits = book.defs[i].limits;
+    let limits = book.defs[i].limits.only(requests_only);
     let Some((what, limit)) = limits.over(s.spent + s.reserved + worst) else { return };
     let left = limit.saturating_sub(what.of(s.spent + s.reserved));
     let ctr = book.counter(i, now);
@@ -140,7 +143,7 @@ type SharedKeys = (Vec<usize>, Vec<(String, i64, i64)>, Vec<(Limits, bool)>);
 
 impl Inner {
     /// Admission against the local book.
-    fn admit_local(self: &Arc<Self>, c: &Charge<'_>, worst: Amounts, may_recount: bool, downgraded: bool, now: Timestamp) -> Pass {
+    fn admit_local(self: &Arc<Self>, c: &Charge<'_>, worst: Amounts, may_recount: bool, downgraded: bool, now: Timestamp, requests_only: bool) -> Pass {
         let mut book = self.book();
         let idx = book.applicable(c);
         if idx.is_empty() {
@@ -153,14 +156,24 @@ impl Inner {
                 Seen { i, spent: ctr.spent, reserved: ctr.reserved, end: ctr.end }
             })
             .collect();
-        let judged = judge(&book.defs, &seen, worst, downgraded);
-        self.conclude(&mut book, judged, &seen, worst, may_recount, now, false)
+        let judged = judge(&book.defs, &seen, worst, downgraded, requests_only);
+        self.conclude(&mut book, judged, &seen, worst, may_recount, now, false, requests_only)
     }
 
     /// Turn a judgement into a verdict; on `Go`, reserve in the local book
     /// (also the mirror of a shared reservation).
     #[allow(clippy::too_many_arguments)]
-    fn conclude(self: &Arc<Self>, book: &mut Book, judged: Judged, seen: &[Seen], worst: Amounts, may_recount: bool, now: Timestamp, remote: bool) -> Pass {
+    fn conclude(
+        self: &Arc<Self>,
+        book: &mut Book,
+        judged: Judged,
+        seen: &[Seen],
+        worst: Amounts,
+        may_recount: bool,
+        now: Timestamp,
+        remote: bool,
+        requests_only: bool,
+    ) -> Pass {
         if may_recount && !matches!(&judged, Judged::Go { over_warn_only } if over_warn_only.is_empty()) {
             return Pass::Recount;
         }
@@ -168,7 +181,7 @@ impl Inner {
             Judged::Go { over_warn_only } => {
                 for i in over_warn_only {
                     let def = book.defs[i].clone();
-                    note_refusal(book, i, seen, worst, "warn", now);
+                    note_refusal(book, i, seen, worst, "warn", now, requests_only);
                     let ctr = book.counter(i, now);
                     if ctr.tripped.is_none() {
                         ctr.tripped = Some(def.limits);
@@ -188,7 +201,7 @@ impl Inner {
             }
             Judged::Downgrade(i) => {
                 let def = book.defs[i].clone();
-                note_refusal(book, i, seen, worst, "downgrade", now);
+                note_refusal(book, i, seen, worst, "downgrade", now, requests_only);
                 self.trip(book, i, now, "downgrade");
                 let to = match def.on_exceed {
                     OnExceed::Downgrade(to) => to,
@@ -197,7 +210,7 @@ impl Inner {
                 Verdict::Downgrade { budget: def.name, to }
             }
             Judged::Refuse { i, what, limit } => {
-                note_refusal(book, i, seen, worst, "reject", now);
+                note_refusal(book, i, seen, worst, "reject", now, requests_only);
                 self.trip(book, i, now, "reject");
                 let s = seen.iter().find(|s| s.i == i).copied().unwrap_or(Seen {
                     i,
@@ -223,7 +236,7 @@ impl Inner {
     }
 
     /// The shared-store keys and flags of the budgets that count `c`.
-    fn shared_keys(&self, c: &Charge<'_>, downgraded: bool, now: Timestamp) -> SharedKeys {
+    fn shared_keys(&self, c: &Charge<'_>, downgraded: bool, now: Timestamp, requests_only: bool) -> SharedKeys {
         let mut book = self.book();
         let idx = book.applicable(c);
         let keys = idx
@@ -234,7 +247,7 @@ impl Inner {
                 (name, ctr.start, ctr.end)
             })
             .collect();
-        let flags = idx.iter().map(|&i| (book.defs[i].limits, blocking(&book.defs[i], downgraded))).collect();
+        let flags = idx.iter().map(|&i| (book.defs[i].limits.only(requests_only), blocking(&book.defs[i], downgraded))).collect();
         (idx, keys, flags)
     }
 }
@@ -244,6 +257,17 @@ impl Budgets {
     /// that counts it. `est.bound()` is tried first; when it does not fit
     /// (and is not exact) the exact count is taken and judged instead.
     pub async fn admit(&self, c: &Charge<'_>, est: &dyn Estimate, downgraded: bool) -> Verdict {
+        self.admit_as(c, est, downgraded, false).await
+    }
+
+    /// Admit an answer served from the response cache: one request, no
+    /// dollars or tokens; judged on request limits alone (a budget whose
+    /// dollars are used up still lets a $0 hit through).
+    pub async fn admit_hit(&self, c: &Charge<'_>) -> Verdict {
+        self.admit_as(c, &Amounts { nanos: 0, tokens: 0, requests: 1 }, false, true).await
+    }
+
+    async fn admit_as(&self, c: &Charge<'_>, est: &dyn Estimate, downgraded: bool, requests_only: bool) -> Verdict {
         if let Some(v) = self.ledger_fault_refusal(c) {
             return v;
         }
@@ -252,10 +276,10 @@ impl Budgets {
         loop {
             let now = self.inner.clock.now();
             let pass = match &self.inner.shared {
-                None => self.inner.admit_local(c, worst, may_recount, downgraded, now),
+                None => self.inner.admit_local(c, worst, may_recount, downgraded, now, requests_only),
                 // Boxed: the Redis future is large and rare; it would size every
                 // request's future.
-                Some(shared) => Box::pin(self.admit_shared(shared, c, worst, may_recount, downgraded, now)).await,
+                Some(shared) => Box::pin(self.admit_shared(shared, c, worst, may_recount, downgraded, now, requests_only)).await,
             };
             match pass {
                 Pass::Done(v) => return v,
@@ -280,11 +304,21 @@ impl Budgets {
     }
 
     /// Admission against the shared store (Redis), mirrored in the book.
-    async fn admit_shared(&self, shared: &Shared, c: &Charge<'_>, worst: Amounts, may_recount: bool, downgraded: bool, now: Timestamp) -> Pass {
+    #[allow(clippy::too_many_arguments)]
+    async fn admit_shared(
+        &self,
+        shared: &Shared,
+        c: &Charge<'_>,
+        worst: Amounts,
+        may_recount: bool,
+        downgraded: bool,
+        now: Timestamp,
+        requests_only: bool,
+    ) -> Pass {
         let inner = &self.inner;
         let mut reseeded_once = false;
         loop {
-            let (idx, keys, flags) = inner.shared_keys(c, downgraded, now);
+            let (idx, keys, flags) = inner.shared_keys(c, downgraded, now, requests_only);
             if idx.is_empty() {
                 return Pass::Done(Verdict::Go(Hold::none_at(now)));
             }
@@ -299,7 +333,7 @@ impl Budgets {
                     return match shared.on_unavailable {
                         OnUnavailable::FailOpen => {
                             tracing::debug!(error = %e, "budget store unavailable; admitting with local accounting (fail_open)");
-                            inner.admit_local(c, worst, may_recount, downgraded, now)
+                            inner.admit_local(c, worst, may_recount, downgraded, now, requests_only)
                         }
                         OnUnavailable::FailClosed => Pass::Done(Verdict::Refuse(GatewayError::new(503, ErrorKind::Unavailable, "budget_store_unavailable", format!(
                             "modelgate cannot reach its shared budget store ({e}) and budget_store.on_unavailable is fail_closed, so requests that a budget applies to are refused until it is back; retry shortly"
@@ -334,8 +368,8 @@ impl Budgets {
                 ctr.spent = s.spent;
                 ctr.reserved = s.reserved;
             }
-            let judged = judge(&book.defs, &seen, worst, downgraded);
-            return match inner.conclude(&mut book, judged, &seen, worst, may_recount, now, true) {
+            let judged = judge(&book.defs, &seen, worst, downgraded, requests_only);
+            return match inner.conclude(&mut book, judged, &seen, worst, may_recount, now, true, requests_only) {
                 Pass::Done(Verdict::Go(mut h)) => {
                     h.set_id(id);
                     Pass::Done(Verdict::Go(h))

@@ -109,6 +109,14 @@ impl Limits {
         }
     }
 
+    /// These limits, or (`requests_only`) only the request limit.
+    pub fn only(self, requests_only: bool) -> Limits {
+        match requests_only {
+            true => Limits { nanos: None, tokens: None, requests: self.requests },
+            false => self,
+        }
+    }
+
     /// The first limit `a` goes over (USD, then tokens, then requests), as
     /// (kind, limit).
     pub fn over(&self, a: Amounts) -> Option<(Limit, u64)> {

@@ -79,6 +79,9 @@ pub(super) struct Cell {
     pub(super) output: u64,
     pub(super) nanos: u64,
     pub(super) requested_nanos: u64,
+    /// Requests served from the response cache, and what they saved.
+    pub(super) cache_hits: u64,
+    pub(super) cache_saved_nanos: u64,
 }
 
 impl std::ops::AddAssign<&Cell> for Cell {
@@ -88,6 +91,8 @@ impl std::ops::AddAssign<&Cell> for Cell {
         self.output += c.output;
         self.nanos += c.nanos;
         self.requested_nanos += c.requested_nanos;
+        self.cache_hits += c.cache_hits;
+        self.cache_saved_nanos += c.cache_saved_nanos;
     }
 }
 
@@ -179,6 +184,10 @@ impl Book {
             cell.output += e.output;
             cell.nanos += cost;
             cell.requested_nanos += nanos(e.requested_cost_usd);
+            if e.cache_hit {
+                cell.cache_hits += 1;
+                cell.cache_saved_nanos += nanos(e.cache_saved_usd);
+            }
         }
         self.spike.add(secs, cost);
     }

@@ -171,6 +171,20 @@ pub struct CellReport {
     pub requested_cost_usd: f64,
     pub savings_usd: f64,
     pub savings_pct: f64,
+    /// Requests the response cache served, and the upstream cost they
+    /// saved (left out while there are none).
+    #[serde(skip_serializing_if = "is_zero")]
+    pub cache_hits: u64,
+    #[serde(skip_serializing_if = "is_zero_usd")]
+    pub cache_savings_usd: f64,
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
+}
+
+fn is_zero_usd(v: &f64) -> bool {
+    *v == 0.0
 }
 
 impl From<&Cell> for CellReport {
@@ -185,6 +199,8 @@ impl From<&Cell> for CellReport {
             requested_cost_usd: usd(c.requested_nanos),
             savings_usd: (savings * 1e9).round() / 1e9,
             savings_pct: (pct * 10.0).round() / 10.0,
+            cache_hits: c.cache_hits,
+            cache_savings_usd: usd(c.cache_saved_nanos),
         }
     }
 }

@@ -30,13 +30,13 @@ fn judge_counts_reservations_and_prefers_downgrade_then_reject() {
     let defs = vec![budget("hard", 1.0, OnExceed::Reject), budget("soft", 0.5, OnExceed::Downgrade(Downgrade::Cheapest)), budget("note", 0.1, OnExceed::Warn)];
     let worst = Amounts { nanos: nanos(0.2), tokens: 0, requests: 1 };
     // 0.7 spent + 0.2 reserved + 0.2 > 1.0: over the hard cap.
-    assert!(matches!(judge(&defs[..1], &[seen(0, nanos(0.7), nanos(0.2))], worst, false), Judged::Refuse { i: 0, what: Limit::Usd, .. }));
-    assert!(matches!(judge(&defs[..1], &[seen(0, nanos(0.5), nanos(0.2))], worst, false), Judged::Go { .. }));
+    assert!(matches!(judge(&defs[..1], &[seen(0, nanos(0.7), nanos(0.2))], worst, false, false), Judged::Refuse { i: 0, what: Limit::Usd, .. }));
+    assert!(matches!(judge(&defs[..1], &[seen(0, nanos(0.5), nanos(0.2))], worst, false, false), Judged::Go { .. }));
     // The soft cap downgrades first; once downgraded it no longer blocks.
     let all = [seen(0, nanos(0.7), nanos(0.2)), seen(1, nanos(0.4), 0), seen(2, nanos(0.4), 0)];
-    assert!(matches!(judge(&defs, &all, worst, false), Judged::Downgrade(1)));
-    assert!(matches!(judge(&defs, &all, worst, true), Judged::Refuse { i: 0, .. }));
-    match judge(&defs, &[seen(1, nanos(0.4), 0), seen(2, nanos(0.4), 0)], worst, true) {
+    assert!(matches!(judge(&defs, &all, worst, false, false), Judged::Downgrade(1)));
+    assert!(matches!(judge(&defs, &all, worst, true, false), Judged::Refuse { i: 0, .. }));
+    match judge(&defs, &[seen(1, nanos(0.4), 0), seen(2, nanos(0.4), 0)], worst, true, false) {
         Judged::Go { over_warn_only } => assert_eq!(over_warn_only, vec![1, 2]),
         _ => panic!("a downgraded request passes soft and warn budgets"),
     }

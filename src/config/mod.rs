@@ -7,6 +7,8 @@
 //! one (fallible) and swaps it in (infallible), see `crate::reload`.
 
 mod budget;
+mod cache;
+pub use cache::{CacheConfig, CachePolicy, CacheScope, CacheStore, CacheStoreKind, RouteCache};
 mod error;
 pub use error::{ConfigError, ConfigErrors};
 mod forward;
@@ -278,6 +280,8 @@ pub struct Snapshot {
     pub metric_labels: MetricLabels,
     /// `alerts:` (no sinks: alerts are only logged).
     pub alerts: Alerts,
+    /// The response cache (`cache:`, or a route's); `None`: off everywhere.
+    pub cache: Option<CacheConfig>,
 }
 
 impl Snapshot {

@@ -197,6 +197,7 @@ pub struct RawRoute {
     pub mode: Option<String>,
     pub client_models: Option<Vec<String>>,
     pub retry: Option<RawRetry>,
+    pub cache: Option<super::cache::RawRouteCache>,
 }
 
 #[derive(Debug, Deserialize, Clone, Copy)]

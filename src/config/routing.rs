@@ -175,6 +175,8 @@ pub struct Route {
     pub speaks: [bool; Dialect::COUNT],
     /// Fields of `retry:` set on this route.
     pub retry: Option<super::RawRetry>,
+    /// The route's `cache:`.
+    pub cache: super::RouteCache,
 }
 
 /// A rule that names the task of requests that carry no `x-modelgate-task`.

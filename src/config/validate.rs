@@ -42,6 +42,7 @@ const TOP_KEYS: &[&str] = &[
     "threads",
     "metrics",
     "alerts",
+    "cache",
 ];
 
 mod budgets;
@@ -130,6 +131,7 @@ struct Sections {
     threads: Option<usize>,
     metrics: super::raw::RawMetrics,
     alerts: Option<super::raw::RawAlerts>,
+    cache: Option<super::cache::RawCache>,
 }
 
 /// Parse the YAML and split it into top-level sections (unknown keys are
@@ -196,11 +198,19 @@ impl Sections {
             threads: take("threads").and_then(|v| cx.section("threads", v)),
             metrics: take("metrics").and_then(|v| cx.section("metrics", v)).unwrap_or_default(),
             alerts: take("alerts").and_then(|v| cx.section("alerts", v)),
+            cache: take("cache").and_then(|v| cx.section("cache", v)),
         }
     }
 }
 
-fn routes_of(cx: &mut Ctx, raw_routes: Vec<Value>, models: &IndexMap<String, Model>, providers: &[Provider], model_names: &[String]) -> Vec<Route> {
+fn routes_of(
+    cx: &mut Ctx,
+    raw_routes: Vec<Value>,
+    models: &IndexMap<String, Model>,
+    providers: &[Provider],
+    model_names: &[String],
+    cache: &super::cache::CacheDefaults,
+) -> Vec<Route> {
     let mut routes = Vec::new();
     let mut route_names = HashSet::new();
     for (i, v) in raw_routes.into_iter().enumerate() {
@@ -209,7 +219,7 @@ fn routes_of(cx: &mut Ctx, raw_routes: Vec<Value>, models: &IndexMap<String, Mod
         if !route_names.insert(raw.name.clone()) {
             cx.err(format!("{path}.name"), format!("route name `{}` is used twice; names must be unique", raw.name));
         }
-        if let Some(r) = routes::route_of(cx, &path, raw, models, providers, model_names) {
+        if let Some(r) = routes::route_of(cx, &path, raw, models, providers, model_names, cache) {
             routes.push(r);
         }
     }
@@ -244,11 +254,13 @@ pub fn validate(text: &str, env: &dyn Fn(&str) -> Option<String>) -> Result<Snap
     let access_log = listen::access_log_of(&mut cx, &raw.access_log);
     let (providers, provider_names, default_provider) = models::providers_of(&mut cx, raw.providers, env);
     let (models, model_names) = models::models_of(&mut cx, raw.models, &providers, &provider_names, breaker);
-    let routes = routes_of(&mut cx, raw.routes, &models, &providers, &model_names);
+    let cache = super::cache::defaults_of(&mut cx, raw.cache);
+    let routes = routes_of(&mut cx, raw.routes, &models, &providers, &model_names, &cache);
     let routing = routes::routing_of(&mut cx, raw.routing);
     let admin_token = listen::admin_of(&mut cx, &listen, raw.admin_token_env, raw.admin_read_requires_token, env);
     let budgets = budgets::budgets_of(&mut cx, raw.budgets, &providers, &models);
     let budget_store = budgets::store_of(&mut cx, raw.budget_store);
+    let cache = cache.finish(&mut cx, &routes, &budget_store);
     let timezone = budgets::timezone_of(&mut cx, raw.timezone);
     let spike = budgets::spike_of(&mut cx, raw.spend_spike);
     let forward_proxy = listen::forward_proxy_of(&mut cx, raw.forward_proxy, &listen, &providers, env);
@@ -283,5 +295,6 @@ pub fn validate(text: &str, env: &dyn Fn(&str) -> Option<String>) -> Result<Snap
         threads,
         metric_labels,
         alerts,
+        cache,
     })
 }

@@ -94,6 +94,9 @@ impl Ctx {
             h.insert(head::COMPLEXITY, head::text(&c.to_string())?);
         }
         h.insert(head::ATTEMPTS, HeaderValue::from(self.trail.calls));
+        if let Some(c) = self.trail.cache {
+            h.insert(head::CACHE, HeaderValue::from_static(c));
+        }
         Ok(())
     }
 
@@ -137,6 +140,7 @@ impl Ctx {
         rec.attempts = self.trail.calls;
         rec.downgraded_by = self.trail.downgraded_by.take();
         rec.error = self.trail.error.take();
+        rec.cache = self.trail.cache;
         rec.route = self.route.clone();
         rec.ts = humantime::format_rfc3339_millis(SystemTime::now()).to_string();
         rec.duration_ms = ms(self.started.elapsed());

@@ -33,6 +33,7 @@ use pingora::upstreams::peer::HttpPeer;
 use pingora_proxy::{ProxyHttp, Session};
 
 use crate::budget::Budgets;
+use crate::cache::{Cache, Plan};
 use crate::config::Snapshot;
 use crate::drain::{AbortSignal, Drain};
 use crate::metrics;
@@ -50,6 +51,7 @@ pub struct Gateway {
     connector: Connector,
     health: Health,
     drain: Drain,
+    cache: Cache,
     /// Serves the forward proxy (transparent mode): the host a request was
     /// sent to picks its provider and API.
     forward: bool,
@@ -57,7 +59,13 @@ pub struct Gateway {
 
 impl Gateway {
     pub fn new(state: Arc<ArcSwap<Snapshot>>, overrides: Arc<OverrideStore>, budgets: Budgets, health: Health, drain: Drain) -> Self {
-        Self { state, overrides, budgets, connector: Connector::new(None), health, drain, forward: false }
+        Self { state, overrides, budgets, connector: Connector::new(None), health, drain, cache: Cache::default(), forward: false }
+    }
+
+    /// Answer from (and keep answers in) `cache` where the config says so.
+    pub fn with_cache(mut self, cache: Cache) -> Self {
+        self.cache = cache;
+        self
     }
 
     /// The same pipeline behind the forward proxy.
@@ -105,6 +113,19 @@ impl Gateway {
             metrics::shadow_decision(&cx.route, would);
         }
 
+        // The response cache, where configured (one branch when it is not).
+        let ask = match snap.cache.is_some() {
+            false => None,
+            true => match self.cache.plan(snap, &decision, &input.incoming, &client.headers, input.json.as_ref(), &input.body, &facts.app) {
+                Plan::Off => None,
+                Plan::Bypass(_) => {
+                    cx.trail.cache = Some("bypass");
+                    None
+                }
+                Plan::Ask(a) => Some(a),
+            },
+        };
+
         // 3. Attempts.
         let q = Request {
             snap,
@@ -116,6 +137,7 @@ impl Gateway {
             decision: &decision,
             stream: cx.rec.stream,
             key_owner: attempts::key_owner(snap, &input.incoming, input.requested.as_deref()),
+            cache: ask.as_deref(),
         };
         let served = match (Attempts { connector: &self.connector, health: &self.health, budgets: &self.budgets }).run(&q, &mut cx.trail, abort).await {
             Outcome::Served(s) => s,

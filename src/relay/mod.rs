@@ -18,6 +18,7 @@ use http::header::{HeaderMap, HeaderValue};
 use pingora_proxy::Session;
 
 use crate::budget::{Budgets, Hold};
+use crate::cache;
 use crate::config::{Breaker, Provider, Snapshot};
 use crate::dialect::sse::StreamTap;
 use crate::dialect::{ErrorKind, GatewayError};
@@ -46,12 +47,27 @@ pub struct Answering<'a, 's> {
     pub model_call: bool,
     pub translated: Option<(Wire, translate::Chat)>,
     pub breaker: Breaker,
+    /// What the response cache does with this answer.
+    pub cache: cache::Note,
 }
 
 impl<'a, 's> Answering<'a, 's> {
     pub fn of(s: Served<'s>, snap: &'a Snapshot, model_call: bool) -> (Self, Response) {
-        let a = Answering { attempt: s.attempt, provider: s.provider, hold: s.hold, snap, model_call, translated: s.translated, breaker: s.breaker };
-        (a, s.fetched.into())
+        let a = Answering {
+            attempt: s.attempt,
+            provider: s.provider,
+            hold: s.hold,
+            snap,
+            model_call,
+            translated: s.translated,
+            breaker: s.breaker,
+            cache: s.cache,
+        };
+        (a, s.response)
+    }
+
+    fn is_hit(&self) -> bool {
+        matches!(self.cache, cache::Note::Hit { .. })
     }
 }
 
@@ -113,10 +129,17 @@ impl Relay<'_> {
         let ok = (200..300).contains(&status);
         let mut h = self.head(src.as_ref(), &a, cx)?;
         cx.upstream_end = Some(Instant::now());
-        let usage = match ok {
+        let usage = match ok && !a.is_hit() {
             true => usage.or_else(|| UsageCarrier::parse(&body).and_then(|c| c.usages().last().copied())),
             false => None,
         };
+        if matches!(a.cache, cache::Note::Record(_)) {
+            if let cache::Note::Record(r) = std::mem::take(&mut a.cache) {
+                // The provider's answer, before translation; kept if it is a good one.
+                let ct = src.header().headers.get(http::header::CONTENT_TYPE).and_then(|v| v.to_str().ok());
+                r.whole(status, ct, &body, usage).await;
+            }
+        }
         // Without usage, the answer's size bounds its output.
         let text_bytes = if usage.is_none() { body.len() as u64 } else { 0 };
         if let Some(cost) = settle(self.budgets, &mut a, facts, ok, usage, text_bytes, cx).await {
@@ -143,7 +166,9 @@ impl Relay<'_> {
         if !body.is_empty() {
             session.write_response_body(Some(body), true).await.map_err(|_| Stop::ClientGone)?;
         }
-        cx.upstream = Some(src.elapsed());
+        if !a.is_hit() {
+            cx.upstream = Some(src.elapsed());
+        }
         src.finish(self.connector).await;
         Ok(())
     }
@@ -177,7 +202,14 @@ impl Relay<'_> {
             settle(self.budgets, &mut a, facts, ok, None, 0, cx).await;
             return Err(Stop::ClientGone);
         }
-        let (mut pump, first) = Pump::new(&a, tap, first);
+        let mut recorder = match std::mem::take(&mut a.cache) {
+            cache::Note::Record(r) if ok => Some(r),
+            other => {
+                a.cache = other;
+                None
+            }
+        };
+        let (mut pump, first) = Pump::new(&a, tap, first, recorder.as_ref().map(|r| r.recording()));
         let mut next = Some(first);
         loop {
             let chunk = match next.take() {
@@ -202,6 +234,14 @@ impl Relay<'_> {
             if (last || pump.tap.terminal) && !pump.settled {
                 pump.settled = true;
                 settle(self.budgets, &mut a, facts, ok, pump.tap.usage(), pump.tap.text_bytes, cx).await;
+                // Kept only when complete and successful: the provider's
+                // last event came, with no error event, nothing malformed, no cut.
+                if let (Some(r), Some(rec)) = (recorder.take(), pump.rec.take()) {
+                    if pump.failed.is_none() && pump.tap.terminal && !pump.tap.error_event && !pump.tap.malformed {
+                        let ct = src.header().headers.get(http::header::CONTENT_TYPE).and_then(|v| v.to_str().ok());
+                        r.stream(ct, rec, pump.tap.usage()).await;
+                    }
+                }
             }
             // A clean end is always written (it ends the body); a cut
             // stream's tail is an incomplete event and not passed on.
@@ -224,7 +264,9 @@ impl Relay<'_> {
             // The client went away mid-stream: count what was produced.
             settle(self.budgets, &mut a, facts, ok, pump.tap.usage(), pump.tap.text_bytes, cx).await;
         }
-        cx.upstream = Some(src.elapsed());
+        if !a.is_hit() {
+            cx.upstream = Some(src.elapsed());
+        }
         src.finish(self.connector).await;
         Ok(())
     }

@@ -19,14 +19,16 @@ pub(super) struct Pump {
     pub ended: bool,
     /// Why the stream failed after it was committed, if it did.
     pub failed: Option<(&'static str, String)>,
+    /// What the tap passed on (before translation), for the response cache.
+    pub rec: Option<crate::cache::Recording>,
 }
 
 impl Pump {
     /// A pump going on with `tap`; what to send the client of what it
     /// has read so far (`first`: what it passed on).
-    pub(super) fn new(a: &Answering<'_, '_>, tap: Box<StreamTap>, first: Bytes) -> (Self, Bytes) {
+    pub(super) fn new(a: &Answering<'_, '_>, tap: Box<StreamTap>, first: Bytes, rec: Option<crate::cache::Recording>) -> (Self, Bytes) {
         let tr = a.translated.as_ref().map(|(client, chat)| translate::Translator::new(Wire::of_provider(a.provider.kind), *client, chat));
-        let mut pump = Pump { tap, tr, max_event: a.snap.limits.max_event_bytes, settled: false, ended: false, failed: None };
+        let mut pump = Pump { tap, tr, max_event: a.snap.limits.max_event_bytes, settled: false, ended: false, failed: None, rec };
         let out = pump.pass(first);
         (pump, out)
     }
@@ -40,6 +42,9 @@ impl Pump {
     /// What to send of what the tap passed on (translated when needed);
     /// notes a malformed or oversized event.
     fn pass(&mut self, mut out: Bytes) -> Bytes {
+        if let Some(r) = self.rec.as_mut() {
+            r.push(&out);
+        }
         if let Some(t) = self.tr.as_mut() {
             out = t.feed_data(self.tap.take_data());
         }
@@ -56,6 +61,9 @@ impl Pump {
     pub(super) fn end(&mut self) -> Bytes {
         self.ended = true;
         let mut tail = self.tap.finish();
+        if let Some(r) = self.rec.as_mut() {
+            r.push(&tail);
+        }
         if let Some(t) = self.tr.as_mut() {
             // An unterminated last event is not translated (it may be cut).
             self.tap.take_data();

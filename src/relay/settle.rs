@@ -22,6 +22,9 @@ pub async fn settle(
     cx: &mut Ctx,
 ) -> Option<f64> {
     let hold = std::mem::replace(&mut a.hold, Hold::none());
+    if let crate::cache::Note::Hit { usage, cache } = &a.cache {
+        return settle_hit(budgets, a, *usage, cache.clone(), hold, cx).await;
+    }
     let reported = raw.map(|u| u.normalize(a.provider.kind));
     if !a.model_call || (!ok && reported.is_none()) {
         drop(hold);
@@ -79,8 +82,41 @@ pub async fn settle(
         estimated,
         downgraded_by: cx.trail.downgraded_by.clone(),
         arm: rec.arm.clone(),
+        ..Entry::default()
     };
     let actual = crate::budget::charged(&entry);
     budgets.settle(hold, actual, &entry).await;
     cost
+}
+
+/// Settle an answer the response cache served: no upstream call, so no
+/// tokens and $0; the ledger entry and access log say it was a hit and
+/// what it saved (the cached answer's usage at the model's prices); the
+/// budgets count it as one request.
+async fn settle_hit(budgets: &Budgets, a: &Answering<'_, '_>, usage: crate::usage::Usage, cache: crate::cache::Cache, hold: Hold, cx: &mut Ctx) -> Option<f64> {
+    let model = a.attempt.model;
+    let label = a.attempt.model_label();
+    let saved = model.map_or(0.0, |m| usage.cost_usd(&m.prices));
+    metrics::cache_savings(&a.provider.name, label, saved);
+    cache.saved(saved);
+    let rec = &mut cx.rec;
+    rec.usage_reported = true;
+    rec.cost_usd = model.map(|_| 0.0);
+    rec.cache_saved_usd = Some(saved);
+    let entry = Entry {
+        ts: hold.admitted_at(),
+        app: rec.app.clone(),
+        task: rec.task.clone(),
+        route: cx.route.clone(),
+        provider: a.provider.name.clone(),
+        model: label.to_string(),
+        requested: rec.requested_model.clone().filter(|q| q != label),
+        downgraded_by: cx.trail.downgraded_by.clone(),
+        cache_hit: true,
+        cache_saved_usd: saved,
+        ..Entry::default()
+    };
+    let actual = crate::budget::charged(&entry);
+    budgets.settle(hold, actual, &entry).await;
+    model.map(|_| 0.0)
 }

@@ -18,19 +18,21 @@ use pingora::http::RequestHeader;
 
 use crate::body::JsonBody;
 use crate::budget::{Budgets, Charge, Hold, RequestEstimate, Verdict};
+use crate::cache::{self, Lookup};
 use crate::config::{Breaker, Provider, Snapshot};
 use crate::dialect::wire::AUTH_HEADERS;
 use crate::dialect::{ErrorKind, GatewayError, Incoming};
 use crate::drain::AbortSignal;
 use crate::metrics;
 use crate::policy::{self, Attempt, Decision, Facts};
+use crate::relay::Response;
 use crate::translate::{self, Wire};
 use crate::upstream::health::{Health, Unusable};
 use crate::upstream::progress::Progress;
 pub use crate::upstream::progress::{Plan, Trail};
 pub use crate::upstream::request::key_owner;
 use crate::upstream::request::{credentials, prepare, Cred, NoKey, Prepared};
-use crate::upstream::retry::{status_class, Failure, Fetched, Kind, RetryPolicy};
+use crate::upstream::retry::{status_class, Failure, Kind, RetryPolicy};
 
 /// What the loop needs to know of the request.
 pub struct Request<'r, 's> {
@@ -45,6 +47,9 @@ pub struct Request<'r, 's> {
     pub stream: bool,
     /// Whose key the client sent (see [`key_owner`]).
     pub key_owner: Option<usize>,
+    /// The response cache applies: looked up per model before its budget
+    /// hold (a hit reserves no dollars and makes no upstream call).
+    pub cache: Option<&'r cache::Ask>,
 }
 
 /// The try whose response is relayed, with its reservation.
@@ -52,12 +57,15 @@ pub struct Served<'s> {
     pub attempt: Attempt<'s>,
     pub provider: &'s Provider,
     pub hold: Hold,
-    pub fetched: Fetched,
+    /// The live exchange, or a cached answer.
+    pub response: Response,
     /// The request was translated: the client's format and the request in
     /// neutral form.
     pub translated: Option<(Wire, translate::Chat)>,
     /// The model's breaker (a stream that breaks off counts against it).
     pub breaker: Breaker,
+    /// Record the answer for the cache, or settle it as a hit.
+    pub cache: cache::Note,
 }
 
 pub enum Outcome<'s> {
@@ -168,6 +176,36 @@ impl<'g> Attempts<'g> {
         let timeouts = attempt.model.map_or(&provider.timeouts, |m| &m.timeouts);
         // Shadow mode forwards the body byte for byte (its first attempt).
         let pristine = q.decision.shadow.is_some() && plan.at_first() && trail.downgraded_by.is_none();
+        let mut record = cache::Note::None;
+        if let Some(ask) = q.cache {
+            // Boxed: rare next to the request's own future.
+            let lookup = Box::pin(ask.lookup(&attempt, provider, timeouts.total));
+            let found = tokio::select! {
+                l = lookup => l,
+                _ = abort.fired() => return ModelEnd::Stop(shutting_down()),
+            };
+            match found {
+                Lookup::Hit(answer) => match Box::pin(self.hit(q, &attempt, provider, key, &answer)).await {
+                    Ok(Some((hold, translated, response))) => {
+                        ask.served(true);
+                        trail.cache = Some("hit");
+                        trail.error = None;
+                        let cache = cache::Note::Hit { usage: answer.usage, cache: ask.cache() };
+                        return ModelEnd::Served(Box::new(Served { attempt, provider, hold, response, translated, breaker, cache }));
+                    }
+                    // A budget moves the request to another model: not this answer.
+                    Ok(None) => {
+                        ask.served(false);
+                        trail.cache = Some("miss");
+                    }
+                    Err(e) => return ModelEnd::Stop(e),
+                },
+                Lookup::Miss(r) => {
+                    trail.cache = Some(ask.miss_label());
+                    record = cache::Note::Record(r);
+                }
+            }
+        }
         let mut prepared: Option<Prepared> = None;
         let mut n = 0;
         loop {
@@ -205,7 +243,8 @@ impl<'g> Attempts<'g> {
                 Ok(fetched) => {
                     self.succeeded(label, &provider.name, &breaker, fetched.status(), p, trail);
                     let translated = prepared.take().and_then(|pr| pr.translated);
-                    return ModelEnd::Served(Box::new(Served { attempt, provider, hold, fetched, translated, breaker }));
+                    let response = fetched.into();
+                    return ModelEnd::Served(Box::new(Served { attempt, provider, hold, response, translated, breaker, cache: record }));
                 }
                 Err(f) => f,
             };
@@ -263,6 +302,36 @@ impl<'g> Attempts<'g> {
             }
             Verdict::Refuse(e) => Err(ModelEnd::Stop(e)),
         }
+    }
+
+    /// Serve a cached answer at `attempt`: admitted as one request on the
+    /// budgets (no dollars), the request translated only to know the
+    /// answer's way back. `None` when a budget moves the request elsewhere.
+    #[allow(clippy::type_complexity)]
+    async fn hit<'s>(
+        &self,
+        q: &Request<'_, 's>,
+        attempt: &Attempt<'s>,
+        provider: &Provider,
+        key: Cred<'_>,
+        answer: &cache::entry::Answer,
+    ) -> Result<Option<(Hold, Option<(Wire, translate::Chat)>, Response)>, GatewayError> {
+        let f = q.facts;
+        let c = Charge { provider: &provider.name, model: attempt.model.map(|m| m.name.as_str()), app: &f.app, task: f.task.as_deref() };
+        let hold = match q.snap.budgets.iter().any(|b| b.scope.matches(&c)) {
+            false => self.budgets.no_hold(),
+            true => match self.budgets.admit_hit(&c).await {
+                Verdict::Go(h) => h,
+                Verdict::Downgrade { .. } => return Ok(None),
+                Verdict::Refuse(e) => return Err(e),
+            },
+        };
+        let translated = match provider.kind != q.incoming.dialect {
+            true => prepare(q.incoming, q.client, q.body, q.json, q.stream, attempt, provider, key, false)?.translated,
+            false => None,
+        };
+        let response = cache::replay(answer, provider.kind, translated.is_some())?;
+        Ok(Some((hold, translated, response)))
     }
 
     /// Record a try whose response is accepted: the model is healthy, and

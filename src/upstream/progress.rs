@@ -55,6 +55,8 @@ pub struct Trail {
     pub error: Option<String>,
     /// The budget whose `on_exceed: downgrade` moved this request.
     pub downgraded_by: Option<String>,
+    /// What the response cache did (`hit`, `miss`, `bypass`).
+    pub cache: Option<&'static str>,
 }
 
 /// The loop's running state.

@@ -38,10 +38,21 @@ pub struct Entry {
     /// The split arm of the route that served it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub arm: Option<String>,
+    /// Served from the response cache: no upstream call, no tokens, $0;
+    /// `cache_saved_usd` is what the cached answer cost when it was made
+    /// (at today's prices).
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub cache_hit: bool,
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub cache_saved_usd: f64,
 }
 
 fn is_false(b: &bool) -> bool {
     !*b
+}
+
+fn is_zero(v: &f64) -> bool {
+    *v == 0.0
 }
 
 impl Entry {

@@ -110,6 +110,7 @@ pub(super) fn route_of(
     models: &IndexMap<String, Model>,
     providers: &[Provider],
     model_names: &[String],
+    cache: &crate::config::cache::CacheDefaults,
 ) -> Option<Route> {
     let before = cx.errors.len();
     if raw.name.trim().is_empty() {
@@ -178,7 +179,20 @@ pub(super) fn route_of(
     if let Some(r) = &raw.retry {
         super::resilience::retry_patch(cx, &format!("{path}.retry"), r);
     }
-    Some(Route { name: raw.name, matcher, target, fallbacks: raw.fallbacks, shadow: raw.shadow, mode, client_models, dialects, speaks, retry: raw.retry })
+    let cache = cache.route(cx, path, raw.cache);
+    Some(Route {
+        name: raw.name,
+        matcher,
+        target,
+        fallbacks: raw.fallbacks,
+        shadow: raw.shadow,
+        mode,
+        client_models,
+        dialects,
+        speaks,
+        retry: raw.retry,
+        cache,
+    })
 }
 
 fn bump(cx: &mut Ctx, path: &str, raw: Option<RawBump>, default: Bump) -> Bump {
