@@ -51,6 +51,9 @@ pub struct Record {
     pub overhead_ms: f64,
     /// Failure reason, e.g. `first_byte_timeout`, `client_closed`.
     pub error: Option<String>,
+    /// The OpenTelemetry trace id (32 hex digits; with `telemetry:` on).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub trace_id: Option<String>,
 }
 
 /// Lines are batched: a request appends its line to a buffer, which is

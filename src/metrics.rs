@@ -52,6 +52,8 @@ pub const ALERTS_FIRED: &str = "modelgate_alerts_fired_total";
 pub const ALERTS_SENT: &str = "modelgate_alerts_sent_total";
 pub const ALERT_FAILURES: &str = "modelgate_alert_delivery_failures_total";
 pub const ALERTS_DROPPED: &str = "modelgate_alerts_dropped_total";
+pub const TRACE_SPANS_EXPORTED: &str = "modelgate_trace_spans_exported_total";
+pub const TRACE_SPANS_DROPPED: &str = "modelgate_trace_spans_dropped_total";
 
 /// Buckets (seconds) of the upstream and time-to-first-token histograms;
 /// the alert evaluator computes its p95 over the same ones.
@@ -119,6 +121,11 @@ fn describe() {
     describe_counter!(
         ALERTS_DROPPED,
         "Alerts given up, by sink and reason: queue_full, expired (still failing after alerts.delivery.give_up_after_s), rejected (the sink answered 4xx)."
+    );
+    describe_counter!(TRACE_SPANS_EXPORTED, "Trace spans the OTLP collector accepted.");
+    describe_counter!(
+        TRACE_SPANS_DROPPED,
+        "Trace spans not exported, by reason: queue_full (telemetry.queue was full: the request path never waits), export_failed (the collector refused or could not be reached)."
     );
 }
 
@@ -550,4 +557,12 @@ mod tests {
         assert_eq!(auto.bound("billing", &known, 2), "billing", "known names never count against the limit");
         assert_eq!(task_label(None, &MetricLabels::default()), "none");
     }
+}
+
+pub fn trace_spans_exported(n: u64) {
+    counter!(TRACE_SPANS_EXPORTED).increment(n);
+}
+
+pub fn trace_spans_dropped(reason: &'static str, n: u64) {
+    counter!(TRACE_SPANS_DROPPED, "reason" => reason).increment(n);
 }

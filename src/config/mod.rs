@@ -15,7 +15,7 @@ mod interp;
 mod limits;
 mod observe;
 pub use limits::{ClientTimeouts, PassRule, SizeLimits};
-pub use observe::{host_name, Alerts, Delivery, LatencyOf, MetricLabels, Rule, RuleKind, Severity, Sink, SinkKind, DEFAULT_AUTO_LABELS};
+pub use observe::{host_name, Alerts, Telemetry, DEFAULT_TRACE_QUEUE, Delivery, LatencyOf, MetricLabels, Rule, RuleKind, Severity, Sink, SinkKind, DEFAULT_AUTO_LABELS};
 mod positions;
 mod raw;
 pub use raw::RawRetry;
@@ -278,6 +278,8 @@ pub struct Snapshot {
     pub metric_labels: MetricLabels,
     /// `alerts:` (no sinks: alerts are only logged).
     pub alerts: Alerts,
+    /// `telemetry:` (OpenTelemetry traces; `None`: off).
+    pub telemetry: Option<Arc<Telemetry>>,
 }
 
 impl Snapshot {

@@ -42,6 +42,7 @@ const TOP_KEYS: &[&str] = &[
     "threads",
     "metrics",
     "alerts",
+    "telemetry",
 ];
 
 mod budgets;
@@ -130,6 +131,7 @@ struct Sections {
     threads: Option<usize>,
     metrics: super::raw::RawMetrics,
     alerts: Option<super::raw::RawAlerts>,
+    telemetry: Option<super::raw::RawTelemetry>,
 }
 
 /// Parse the YAML and split it into top-level sections (unknown keys are
@@ -196,6 +198,7 @@ impl Sections {
             threads: take("threads").and_then(|v| cx.section("threads", v)),
             metrics: take("metrics").and_then(|v| cx.section("metrics", v)).unwrap_or_default(),
             alerts: take("alerts").and_then(|v| cx.section("alerts", v)),
+            telemetry: take("telemetry").and_then(|v| cx.section("telemetry", v)),
         }
     }
 }
@@ -254,6 +257,7 @@ pub fn validate(text: &str, env: &dyn Fn(&str) -> Option<String>) -> Result<Snap
     let forward_proxy = listen::forward_proxy_of(&mut cx, raw.forward_proxy, &listen, &providers, env);
     let metric_labels = observe::metric_labels_of(&mut cx, raw.metrics, &routing, &routes, &budgets);
     let alerts = observe::alerts_of(&mut cx, raw.alerts);
+    let telemetry = observe::telemetry_of(&mut cx, raw.telemetry);
     if !cx.errors.is_empty() {
         return Err(cx.errors);
     }
@@ -283,5 +287,6 @@ pub fn validate(text: &str, env: &dyn Fn(&str) -> Option<String>) -> Result<Snap
         threads,
         metric_labels,
         alerts,
+        telemetry,
     })
 }

@@ -16,6 +16,7 @@ use crate::dialect::{Dialect, ErrorKind, GatewayError};
 use crate::metrics;
 use crate::policy::Attempt;
 use crate::proxy::head;
+use crate::telemetry::{self, Finished};
 use crate::upstream::attempts::Trail;
 
 /// Why handling stopped before a response was relayed.
@@ -94,6 +95,9 @@ impl Ctx {
             h.insert(head::COMPLEXITY, head::text(&c.to_string())?);
         }
         h.insert(head::ATTEMPTS, HeaderValue::from(self.trail.calls));
+        if let Some(id) = &self.rec.trace_id {
+            h.insert(head::TRACE_ID, head::text(id)?);
+        }
         Ok(())
     }
 
@@ -153,6 +157,11 @@ impl Ctx {
         metrics::request(&labels);
         metrics::answered(&labels, rec.error.as_deref(), self.upstream, self.ttft, overhead);
         accesslog::logger().write(&snap.access_log, rec);
+        if let Some(trace) = self.trail.trace.take().filter(|t| t.sampled) {
+            let upstream_end = self.upstream_end;
+            let rec = std::mem::take(&mut self.rec);
+            telemetry::emit(Finished { trace, rec, started: self.started, upstream_end, now, now_wall: SystemTime::now() });
+        }
     }
 }
 

@@ -19,6 +19,7 @@ pub const DOWNGRADED_BY: HeaderName = HeaderName::from_static("x-modelgate-downg
 pub const COMPLEXITY: HeaderName = HeaderName::from_static("x-modelgate-complexity");
 pub const ATTEMPTS: HeaderName = HeaderName::from_static("x-modelgate-attempts");
 pub const COST_USD: HeaderName = HeaderName::from_static("x-modelgate-cost-usd");
+pub const TRACE_ID: HeaderName = HeaderName::from_static("x-modelgate-trace-id");
 pub const SHOULD_RETRY: HeaderName = HeaderName::from_static("x-should-retry");
 
 /// Response headers never relayed as they are (hop-by-hop, and the framing

@@ -55,6 +55,9 @@ pub struct Trail {
     pub error: Option<String>,
     /// The budget whose `on_exceed: downgrade` moved this request.
     pub downgraded_by: Option<String>,
+    /// The request's trace (`telemetry:` on): its tries, and the
+    /// `traceparent` each carries upstream.
+    pub trace: Option<Box<crate::telemetry::Trace>>,
 }
 
 /// The loop's running state.
