@@ -206,7 +206,10 @@ fn usage(a: &mut Vec<KeyValue>, rec: &crate::accesslog::Record) {
     if rec.input_tokens == 0 && rec.output_tokens == 0 && !rec.usage_reported {
         return;
     }
-    a.push(KeyValue::new("gen_ai.usage.input_tokens", rec.input_tokens as i64));
+    // The conventions count every input token, cached ones included
+    // (modelgate's `input_tokens` is the uncached part).
+    let input = rec.input_tokens + rec.cached_input_tokens + rec.cache_write_tokens;
+    a.push(KeyValue::new("gen_ai.usage.input_tokens", input as i64));
     a.push(KeyValue::new("gen_ai.usage.output_tokens", rec.output_tokens as i64));
     if rec.cached_input_tokens > 0 {
         a.push(KeyValue::new("gen_ai.usage.cache_read.input_tokens", rec.cached_input_tokens as i64));
