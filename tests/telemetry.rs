@@ -204,7 +204,11 @@ async fn a_client_traceparent_joins_its_trace_and_its_sampled_flag_decides() {
     let rx = Receiver::start().await;
     let mock = Mock::start().await;
     // sample_ratio 0: only the client's sampled flag records a trace.
-    let cfg = Config::openai_anthropic(&mock).model("gpt-4o-mini", "openai").prices(0.15, 0.6).raw(&telemetry(&rx).replace("sample_ratio: 1.0", "sample_ratio: 0.0")).build();
+    let cfg = Config::openai_anthropic(&mock)
+        .model("gpt-4o-mini", "openai")
+        .prices(0.15, 0.6)
+        .raw(&telemetry(&rx).replace("sample_ratio: 1.0", "sample_ratio: 0.0"))
+        .build();
     let mg = Modelgate::start_with_env(&cfg, &[("OTLP_TEST_TOKEN", "t")]);
     let client_trace = "0af7651916cd43dd8448eb211c80319c";
     let client_span = "b7ad6b7169203331";

@@ -15,7 +15,9 @@ mod interp;
 mod limits;
 mod observe;
 pub use limits::{ClientTimeouts, PassRule, SizeLimits};
-pub use observe::{host_name, Alerts, Telemetry, DEFAULT_TRACE_QUEUE, Delivery, LatencyOf, MetricLabels, Rule, RuleKind, Severity, Sink, SinkKind, DEFAULT_AUTO_LABELS};
+pub use observe::{
+    host_name, Alerts, Delivery, LatencyOf, MetricLabels, Rule, RuleKind, Severity, Sink, SinkKind, Telemetry, DEFAULT_AUTO_LABELS, DEFAULT_TRACE_QUEUE,
+};
 mod positions;
 mod raw;
 pub use raw::RawRetry;

@@ -330,9 +330,8 @@ pub(super) fn telemetry_of(cx: &mut Ctx, raw: Option<RawTelemetry>) -> Option<Ar
         cx.err("telemetry.queue", format!("must be between 1 and 1000000 requests, got {queue}"));
     }
     let (endpoint, path) = target?;
-    (cx.errors.len() == before).then(|| {
-        Arc::new(Telemetry { endpoint: Arc::new(endpoint), path, service_name, sample_ratio, headers, timeout, batch_delay, batch_size, queue })
-    })
+    (cx.errors.len() == before)
+        .then(|| Arc::new(Telemetry { endpoint: Arc::new(endpoint), path, service_name, sample_ratio, headers, timeout, batch_delay, batch_size, queue }))
 }
 
 /// An OTLP/HTTP base URL (as `OTEL_EXPORTER_OTLP_ENDPOINT`): its endpoint,
