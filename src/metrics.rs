@@ -529,6 +529,14 @@ pub fn reload(ok: bool) {
     counter!(if ok { CONFIG_RELOADS } else { CONFIG_RELOAD_FAILURES }).increment(1);
 }
 
+pub fn trace_spans_exported(n: u64) {
+    counter!(TRACE_SPANS_EXPORTED).increment(n);
+}
+
+pub fn trace_spans_dropped(reason: &'static str, n: u64) {
+    counter!(TRACE_SPANS_DROPPED, "reason" => reason).increment(n);
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -557,12 +565,4 @@ mod tests {
         assert_eq!(auto.bound("billing", &known, 2), "billing", "known names never count against the limit");
         assert_eq!(task_label(None, &MetricLabels::default()), "none");
     }
-}
-
-pub fn trace_spans_exported(n: u64) {
-    counter!(TRACE_SPANS_EXPORTED).increment(n);
-}
-
-pub fn trace_spans_dropped(reason: &'static str, n: u64) {
-    counter!(TRACE_SPANS_DROPPED, "reason" => reason).increment(n);
 }

@@ -356,3 +356,48 @@ fn check_names_telemetry_errors() {
         assert!(said.contains(want), "missing {want:?} in:\n{said}");
     }
 }
+
+#[test]
+fn check_shows_where_traces_go_and_never_a_header_value() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("ok.yaml");
+    std::fs::write(
+        &path,
+        "providers:\n  openai: { kind: openai, base_url: \"http://127.0.0.1:9/v1\" }\ntelemetry:\n  otlp_endpoint: https://collector.example.com:4318/otlp/\n  sample_ratio: 0.25\n  headers: { Authorization: \"Bearer ${OTLP_CHECK_TOKEN}\" }\n",
+    )
+    .unwrap();
+    let out =
+        std::process::Command::new(env!("CARGO_BIN_EXE_modelgate")).args(["check", "-c"]).arg(&path).env("OTLP_CHECK_TOKEN", "s3cr3t-token").output().unwrap();
+    let said = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert!(out.status.success(), "{said}");
+    assert!(
+        said.contains("telemetry: traces over OTLP/HTTP to https://collector.example.com:4318/otlp/v1/traces as service modelgate, sample_ratio 0.25, headers: authorization"),
+        "{said}"
+    );
+    assert!(!said.contains("s3cr3t-token"), "{said}");
+}
+
+#[tokio::test]
+async fn sigterm_flushes_the_last_spans() {
+    let rx = Receiver::start().await;
+    let mock = Mock::start().await;
+    // A batch would wait a minute: only the shutdown flush can send it.
+    let cfg = Config::openai_anthropic(&mock)
+        .model("gpt-4o-mini", "openai")
+        .prices(0.15, 0.6)
+        .raw(&format!("telemetry:\n  otlp_endpoint: {}\n  batch_delay_ms: 60000\n", rx.url))
+        .build();
+    let mut mg = Modelgate::start(&cfg);
+    let r = post(&mg, &chat("gpt-4o-mini"), None).await;
+    assert_eq!(r.status(), 200);
+    let id = trace_id_of(&r);
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert!(rx.trace(&id, 0).await.is_empty(), "exported before its batch delay");
+    mg.signal("TERM");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while mg.try_wait().is_none() {
+        assert!(Instant::now() < deadline, "modelgate did not exit");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(rx.trace(&id, 2).await.len(), 2, "the last spans were not flushed at shutdown");
+}
