@@ -8,7 +8,7 @@
 //!
 //! Then traces: a second modelgate with `telemetry:` on (sample_ratio 1.0,
 //! exporting to a local OTLP receiver in this process) against the first,
-//! off and on alternated twice per kind, with the throughput and latency
+//! off and on alternated three times per kind, with the throughput and latency
 //! difference (MG_BENCH_TRACING=0 skips it).
 //!
 //! Run: `cargo bench --bench load`; knobs: MG_BENCH_REQUESTS (default 20000
@@ -31,6 +31,8 @@ use bytes::Bytes;
 
 const WARMUP: usize = 500;
 const BODY_SIZE: usize = 1024;
+/// Off/on pairs per kind in the tracing comparison.
+const TRACE_ROUNDS: usize = 3;
 
 fn env_usize(name: &str, default: usize) -> usize {
     match std::env::var(name) {
@@ -230,7 +232,7 @@ async fn otlp_receiver() -> (String, Arc<AtomicUsize>) {
 }
 
 /// The same load through `plain` (no telemetry) and a second modelgate
-/// tracing every request, alternated (off, on, off, on) per kind. Returns
+/// tracing every request, alternated (off, on, ×3) per kind. Returns
 /// the upstream calls it made.
 async fn tracing_on_off(client: &reqwest::Client, base_yaml: &str, plain: &common::Modelgate, n: usize, concurrency: usize) -> usize {
     let (receiver, received) = otlp_receiver().await;
@@ -243,7 +245,7 @@ async fn tracing_on_off(client: &reqwest::Client, base_yaml: &str, plain: &commo
     for (kind, stream) in [("json", false), ("stream", true)] {
         let body = request_body(stream);
         let (mut off, mut on) = (Vec::new(), Vec::new());
-        for round in 0..2 {
+        for round in 0..TRACE_ROUNDS {
             for (label, mg) in [("tracing off", plain), ("tracing on", &traced)] {
                 let url = format!("{}/v1/chat/completions", mg.gateway);
                 if round == 0 {
@@ -264,7 +266,7 @@ async fn tracing_on_off(client: &reqwest::Client, base_yaml: &str, plain: &commo
         let avg = |v: &[Stats], f: fn(&Stats) -> f64| v.iter().map(f).sum::<f64>() / v.len() as f64;
         let (rps_off, rps_on) = (avg(&off, |s| s.rps), avg(&on, |s| s.rps));
         println!(
-            "  {kind}: throughput {:+.1} % with tracing (avg of 2 rounds: {rps_off:.0} → {rps_on:.0} req/s); p50 {:+.3} ms, p99 {:+.3} ms",
+            "  {kind}: throughput {:+.1} % with tracing (avg of {TRACE_ROUNDS} rounds: {rps_off:.0} → {rps_on:.0} req/s); p50 {:+.3} ms, p99 {:+.3} ms",
             (rps_on / rps_off - 1.0) * 100.0,
             avg(&on, |s| s.p50) - avg(&off, |s| s.p50),
             avg(&on, |s| s.p99) - avg(&off, |s| s.p99)

@@ -36,7 +36,9 @@ pub fn provider_name(d: Dialect) -> &'static str {
 
 /// The spans of `f`: the request's first, then its tries in order.
 pub fn build(f: Finished, scope: &InstrumentationScope) -> Vec<SpanData> {
-    let Finished { trace, rec, started, upstream_end, now, now_wall } = f;
+    let Finished { trace, mut rec, started, upstream_end, now, now_wall } = f;
+    // Strings the tries do not read are moved into the request span.
+    let take = std::mem::take::<String>;
     let wall = |t: Instant| now_wall.checked_sub(now.saturating_duration_since(t)).unwrap_or(now_wall);
     let op = operation(rec.api);
     let ctx = |span: SpanId| SpanContext::new(trace.trace_id, span, TraceFlags::SAMPLED, false, TraceState::default());
@@ -50,37 +52,41 @@ pub fn build(f: Finished, scope: &InstrumentationScope) -> Vec<SpanData> {
         a.push(KeyValue::new("gen_ai.provider.name", provider_name(last.kind)));
         a.push(KeyValue::new("gen_ai.system", provider_name(last.kind)));
     }
-    if let Some(m) = &rec.requested_model {
-        a.push(KeyValue::new("gen_ai.request.model", m.clone()));
+    let name = match &rec.requested_model {
+        Some(m) => format!("{op} {m}"),
+        None => op.to_string(),
+    };
+    if let Some(m) = rec.requested_model.take() {
+        a.push(KeyValue::new("gen_ai.request.model", m));
     }
-    if let Some(m) = &rec.model {
-        a.push(KeyValue::new("gen_ai.response.model", m.clone()));
+    if let Some(m) = rec.model.take() {
+        a.push(KeyValue::new("gen_ai.response.model", m));
     }
     usage(&mut a, &rec);
-    a.push(KeyValue::new("http.request.method", rec.method.clone()));
-    a.push(KeyValue::new("url.path", rec.path.clone()));
+    a.push(KeyValue::new("http.request.method", take(&mut rec.method)));
+    a.push(KeyValue::new("url.path", take(&mut rec.path)));
     a.push(KeyValue::new("http.response.status_code", i64::from(rec.status)));
     let error_type = rec.error.clone().or_else(|| (rec.status >= 400).then(|| rec.status.to_string()));
     if let Some(e) = &error_type {
         a.push(KeyValue::new("error.type", e.clone()));
     }
-    a.push(KeyValue::new("modelgate.route", rec.route.clone()));
+    a.push(KeyValue::new("modelgate.route", take(&mut rec.route)));
     a.push(KeyValue::new("modelgate.mode", rec.mode));
-    a.push(KeyValue::new("modelgate.app", rec.app.clone()));
-    if let Some(t) = &rec.task {
-        a.push(KeyValue::new("modelgate.task", t.clone()));
+    a.push(KeyValue::new("modelgate.app", take(&mut rec.app)));
+    if let Some(t) = rec.task.take() {
+        a.push(KeyValue::new("modelgate.task", t));
     }
     if let Some(c) = rec.complexity {
         a.push(KeyValue::new("modelgate.complexity", i64::from(c)));
     }
-    if let Some(arm) = &rec.arm {
-        a.push(KeyValue::new("modelgate.arm", arm.clone()));
+    if let Some(arm) = rec.arm.take() {
+        a.push(KeyValue::new("modelgate.arm", arm));
     }
-    if let Some(s) = &rec.shadow_model {
-        a.push(KeyValue::new("modelgate.shadow_model", s.clone()));
+    if let Some(s) = rec.shadow_model.take() {
+        a.push(KeyValue::new("modelgate.shadow_model", s));
     }
-    if let Some(p) = &rec.provider {
-        a.push(KeyValue::new("modelgate.provider", p.clone()));
+    if let Some(p) = rec.provider.take() {
+        a.push(KeyValue::new("modelgate.provider", p));
     }
     a.push(KeyValue::new("modelgate.dialect", rec.dialect));
     a.push(KeyValue::new("modelgate.stream", rec.stream));
@@ -91,8 +97,8 @@ pub fn build(f: Finished, scope: &InstrumentationScope) -> Vec<SpanData> {
     if let Some(r) = trace.fallback {
         a.push(KeyValue::new("modelgate.fallback_reason", r));
     }
-    let budget = match (&rec.downgraded_by, rec.error.as_deref()) {
-        (Some(b), _) => Some(("downgrade", Some(b.clone()))),
+    let budget = match (rec.downgraded_by.take(), rec.error.as_deref()) {
+        (Some(b), _) => Some(("downgrade", Some(b))),
         (None, Some("budget_exceeded")) => Some(("refuse", None)),
         _ => None,
     };
@@ -105,10 +111,6 @@ pub fn build(f: Finished, scope: &InstrumentationScope) -> Vec<SpanData> {
     if let Some(n) = rec.est_input_tokens {
         a.push(KeyValue::new("modelgate.estimated_input_tokens", n as i64));
     }
-    let name = match &rec.requested_model {
-        Some(m) => format!("{op} {m}"),
-        None => op.to_string(),
-    };
     out.push(SpanData {
         span_context: ctx(trace.span_id),
         parent_span_id: trace.parent.unwrap_or(SpanId::INVALID),
