@@ -6,6 +6,11 @@
 //! percentiles, the added latency and the throughput ratio; there is no
 //! pass/fail threshold. Everything listens on 127.0.0.1.
 //!
+//! Then traces: a second modelgate with `telemetry:` on (sample_ratio 1.0,
+//! exporting to a local OTLP receiver in this process) against the first,
+//! off and on alternated three times per kind, with the throughput and latency
+//! difference (MG_BENCH_TRACING=0 skips it).
+//!
 //! Run: `cargo bench --bench load`; knobs: MG_BENCH_REQUESTS (default 20000
 //! per phase), MG_BENCH_CONCURRENCY (default 32), MG_BENCH_BUDGETS=1 (two
 //! budgets that apply to every request: reserve, settle and a ledger append
@@ -33,6 +38,8 @@ use bytes::Bytes;
 
 const WARMUP: usize = 500;
 const BODY_SIZE: usize = 1024;
+/// Off/on pairs per kind in the tracing comparison.
+const TRACE_ROUNDS: usize = 3;
 
 fn env_usize(name: &str, default: usize) -> usize {
     match std::env::var(name) {
@@ -169,6 +176,7 @@ async fn main() {
         conf = conf.raw("budgets:\n  - { name: day, window: day, limit_usd: 1000000 }\n  - { name: openai-month, scope: { provider: openai }, window: month, limit_usd: 1000000 }\n");
     }
     let yaml = conf.build();
+    let base_yaml = yaml.clone();
     // Modelgate::start polls readiness with blocking sleeps; keep it off the
     // runtime's worker threads (the mock is already serving on them).
     let mg = tokio::task::spawn_blocking(move || common::Modelgate::start(&yaml)).await.expect("start modelgate");
@@ -209,6 +217,10 @@ async fn main() {
         let (d, p) = (&results[0], &results[1]);
         println!("  added latency p50 {:+.3} ms, p99 {:+.3} ms; throughput ratio {:.2}", p.p50 - d.p50, p.p99 - d.p99, p.rps / d.rps);
     }
+    let mut traced_calls = 0;
+    if std::env::var("MG_BENCH_TRACING").map_or(true, |v| v != "0") {
+        traced_calls = tracing_on_off(&client, &base_yaml, &mg, n, concurrency).await;
+    }
     // modelgate's own account of the time spent inside it (access log).
     let mut own: Vec<f64> = mg.access_log().iter().filter_map(|r| r["overhead_ms"].as_f64()).collect();
     own.sort_by(f64::total_cmp);
@@ -217,7 +229,7 @@ async fn main() {
         println!("inside modelgate (access log overhead_ms): p50 {:.3} ms, p99 {:.3} ms over {} requests", q(0.5), q(0.99), own.len());
     }
     // Sanity: each proxied request should reach the mock exactly once.
-    let expected = 1 + 2 * 2 * (WARMUP + n);
+    let expected = 1 + 2 * 2 * (WARMUP + n) + traced_calls;
     println!("mock saw {} upstream calls (expected {expected})", mock.calls());
 }
 
@@ -313,4 +325,69 @@ async fn cache_bench(n: usize, concurrency: usize) {
         mib(max_bytes as u64),
         mib(after.saturating_sub(before)) - mib(max_bytes as u64)
     );
+/// A local OTLP/HTTP receiver: takes each export and counts its bytes. It
+/// does not decode them (tests/telemetry.rs does): it shares the cores with
+/// the load driver, the mock and modelgate, and decoding is a collector's
+/// cost, not modelgate's. modelgate's own counters say how many spans went.
+async fn otlp_receiver() -> (String, Arc<AtomicUsize>) {
+    use prost::Message;
+    let bytes = Arc::new(AtomicUsize::new(0));
+    async fn traces(axum::extract::State(bytes): axum::extract::State<Arc<AtomicUsize>>, body: Bytes) -> Vec<u8> {
+        bytes.fetch_add(body.len(), Ordering::Relaxed);
+        opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceResponse::default().encode_to_vec()
+    }
+    let app = axum::Router::new().route("/v1/traces", axum::routing::post(traces)).with_state(bytes.clone());
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind the OTLP receiver");
+    let url = format!("http://{}", listener.local_addr().expect("receiver address"));
+    tokio::spawn(async move { axum::serve(listener, app).await.expect("OTLP receiver") });
+    (url, bytes)
+}
+
+/// The same load through `plain` (no telemetry) and a second modelgate
+/// tracing every request, alternated (off, on, ×3) per kind. Returns
+/// the upstream calls it made.
+async fn tracing_on_off(client: &reqwest::Client, base_yaml: &str, plain: &common::Modelgate, n: usize, concurrency: usize) -> usize {
+    let (receiver, received) = otlp_receiver().await;
+    let yaml = format!("{base_yaml}\ntelemetry:\n  otlp_endpoint: {receiver}\n  sample_ratio: 1.0\n");
+    let traced = tokio::task::spawn_blocking(move || common::Modelgate::start(&yaml)).await.expect("start traced modelgate");
+    println!();
+    println!("traces: the same modelgate config without and with telemetry (sample_ratio 1.0, OTLP receiver up)");
+    println!("{:<22}{:>8}{:>9}{:>10}{:>9}{:>7}", "phase", "p50 ms", "p99 ms", "mean ms", "req/s", "fail");
+    let mut calls = 0;
+    for (kind, stream) in [("json", false), ("stream", true)] {
+        let body = request_body(stream);
+        let (mut off, mut on) = (Vec::new(), Vec::new());
+        for round in 0..TRACE_ROUNDS {
+            for (label, mg) in [("tracing off", plain), ("tracing on", &traced)] {
+                let url = format!("{}/v1/chat/completions", mg.gateway);
+                if round == 0 {
+                    run(client, &url, &body, stream, WARMUP, concurrency).await;
+                    calls += WARMUP;
+                }
+                let mut phase = run(client, &url, &body, stream, n, concurrency).await;
+                calls += n;
+                let s = stats(&mut phase);
+                row(&format!("{kind} {label}"), &phase, &s);
+                if label == "tracing off" {
+                    off.push(s)
+                } else {
+                    on.push(s)
+                }
+            }
+        }
+        let avg = |v: &[Stats], f: fn(&Stats) -> f64| v.iter().map(f).sum::<f64>() / v.len() as f64;
+        let (rps_off, rps_on) = (avg(&off, |s| s.rps), avg(&on, |s| s.rps));
+        println!(
+            "  {kind}: throughput {:+.1} % with tracing (avg of {TRACE_ROUNDS} rounds: {rps_off:.0} → {rps_on:.0} req/s); p50 {:+.3} ms, p99 {:+.3} ms",
+            (rps_on / rps_off - 1.0) * 100.0,
+            avg(&on, |s| s.p50) - avg(&off, |s| s.p50),
+            avg(&on, |s| s.p99) - avg(&off, |s| s.p99)
+        );
+    }
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let m = traced.metrics();
+    let dropped = common::metric_sum(&m, "modelgate_trace_spans_dropped_total", &[]).abs();
+    let exported = common::metric_sum(&m, "modelgate_trace_spans_exported_total", &[]);
+    println!("  the OTLP receiver took {} KiB; modelgate counted {exported} spans exported, {dropped} dropped", received.load(Ordering::Relaxed) / 1024);
+    calls
 }

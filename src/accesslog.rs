@@ -57,6 +57,9 @@ pub struct Record {
     /// A hit: the upstream cost it saved.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub cache_saved_usd: Option<f64>,
+    /// The OpenTelemetry trace id (32 hex digits; with `telemetry:` on).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub trace_id: Option<String>,
 }
 
 /// Lines are batched: a request appends its line to a buffer, which is

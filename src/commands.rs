@@ -157,6 +157,20 @@ pub(crate) fn check(config: &Option<PathBuf>) -> ExitCode {
                 let on: Vec<&str> = modelgate::config::RuleKind::ALL.into_iter().filter(|r| s.alerts.rule(*r).enabled).map(|r| r.as_str()).collect();
                 println!("  alerts: {} to {}; rules on: {}", count(sinks.len(), "sink"), sinks.join(", "), on.join(", "));
             }
+            if let Some(t) = &s.telemetry {
+                println!(
+                    "  telemetry: traces over OTLP/HTTP to {}{} as service {}, sample_ratio {}{}",
+                    t.shown(),
+                    t.path,
+                    t.service_name,
+                    t.sample_ratio,
+                    if t.headers.is_empty() {
+                        String::new()
+                    } else {
+                        format!(", headers: {}", t.headers.iter().map(|(k, _)| k.as_str()).collect::<Vec<_>>().join(", "))
+                    }
+                );
+            }
             if s.alerts.sinks.is_empty() && s.alerts.rules.iter().any(|r| r.enabled && r.threshold > 0.0) {
                 println!("  note: alerts.rules are set but alerts.sinks is empty: alerts are only written to the log (add a webhook or slack sink)");
             }

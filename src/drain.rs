@@ -30,6 +30,8 @@ use crate::budget::Budgets;
 
 /// How long aborted requests get to write their error events and settle.
 const SETTLE_AFTER_ABORT: Duration = Duration::from_secs(5);
+/// How long the last trace spans may take to reach the collector at shutdown.
+const TRACE_FLUSH: Duration = Duration::from_secs(3);
 
 #[derive(Clone)]
 pub struct Drain(Arc<Inner>);
@@ -120,6 +122,7 @@ impl Drain {
         }
         let b = budgets.clone();
         let _ = tokio::task::spawn_blocking(move || b.sync_ledger()).await;
+        crate::telemetry::flush(TRACE_FLUSH).await;
         crate::accesslog::flush();
         tracing::info!("shutdown complete: every request settled, ledger synced");
     }

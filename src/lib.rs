@@ -27,6 +27,7 @@ pub mod redact;
 pub mod relay;
 pub mod reload;
 pub mod server;
+pub mod telemetry;
 #[cfg(test)]
 #[path = "../tests/common/config.rs"]
 pub(crate) mod test_config;

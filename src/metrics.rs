@@ -52,6 +52,8 @@ pub const ALERTS_FIRED: &str = "modelgate_alerts_fired_total";
 pub const ALERTS_SENT: &str = "modelgate_alerts_sent_total";
 pub const ALERT_FAILURES: &str = "modelgate_alert_delivery_failures_total";
 pub const ALERTS_DROPPED: &str = "modelgate_alerts_dropped_total";
+pub const TRACE_SPANS_EXPORTED: &str = "modelgate_trace_spans_exported_total";
+pub const TRACE_SPANS_DROPPED: &str = "modelgate_trace_spans_dropped_total";
 
 /// Buckets (seconds) of the upstream and time-to-first-token histograms;
 /// the alert evaluator computes its p95 over the same ones.
@@ -154,6 +156,11 @@ fn describe_cache() {
         "Bytes the in-memory response cache holds (answers plus per-entry overhead), bounded by cache.max_bytes."
     );
     metrics::describe_gauge!(CACHE_STORE_UP, "1 while the response cache's Redis answers, 0 while it is unreachable.");
+    describe_counter!(TRACE_SPANS_EXPORTED, "Trace spans the OTLP collector accepted.");
+    describe_counter!(
+        TRACE_SPANS_DROPPED,
+        "Trace spans not exported, by reason: queue_full (telemetry.queue was full: the request path never waits), export_failed (the collector refused or could not be reached)."
+    );
 }
 
 /// Labels of one answered request.
@@ -601,6 +608,12 @@ pub fn cache_store_up(up: bool) {
 
 pub fn cache_savings(provider: &str, model: &str, usd: f64) {
     CACHE_SAVINGS_USD.add(&[provider, model], usd);
+pub fn trace_spans_exported(n: u64) {
+    counter!(TRACE_SPANS_EXPORTED).increment(n);
+}
+
+pub fn trace_spans_dropped(reason: &'static str, n: u64) {
+    counter!(TRACE_SPANS_DROPPED, "reason" => reason).increment(n);
 }
 
 #[cfg(test)]

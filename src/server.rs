@@ -176,6 +176,11 @@ fn add_background(
             crate::alerts::Service { state: state.clone(), budgets: s.budgets.clone(), health: s.health.clone(), events: std::sync::Mutex::new(Some(events)) };
         server.add_service(background_service("alerts", alerts));
     }
+    let queue = state.load().telemetry.as_ref().map_or(crate::config::DEFAULT_TRACE_QUEUE, |t| t.queue);
+    if let Some(rx) = crate::telemetry::channel(queue) {
+        let telemetry = crate::telemetry::Service { state: state.clone(), queue: std::sync::Mutex::new(Some(rx)) };
+        server.add_service(background_service("telemetry", telemetry));
+    }
     let fsync = state.load().budget_store.fsync_interval;
     server.add_service(background_service("budget upkeep", crate::budget::Upkeep { budgets: s.budgets.clone(), fsync }));
     if let Some(sync) = crate::policy::overrides_fleet::service(&s.overrides, state) {

@@ -17,7 +17,9 @@ mod interp;
 mod limits;
 mod observe;
 pub use limits::{ClientTimeouts, PassRule, SizeLimits};
-pub use observe::{host_name, Alerts, Delivery, LatencyOf, MetricLabels, Rule, RuleKind, Severity, Sink, SinkKind, DEFAULT_AUTO_LABELS};
+pub use observe::{
+    host_name, Alerts, Delivery, LatencyOf, MetricLabels, Rule, RuleKind, Severity, Sink, SinkKind, Telemetry, DEFAULT_AUTO_LABELS, DEFAULT_TRACE_QUEUE,
+};
 mod positions;
 mod raw;
 pub use raw::RawRetry;
@@ -282,6 +284,8 @@ pub struct Snapshot {
     pub alerts: Alerts,
     /// The response cache (`cache:`, or a route's); `None`: off everywhere.
     pub cache: Option<CacheConfig>,
+    /// `telemetry:` (OpenTelemetry traces; `None`: off).
+    pub telemetry: Option<Arc<Telemetry>>,
 }
 
 impl Snapshot {

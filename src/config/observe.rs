@@ -281,3 +281,59 @@ pub fn host_name() -> String {
         name
     }
 }
+
+/// `telemetry:` — OpenTelemetry traces exported over OTLP/HTTP (protobuf).
+pub struct Telemetry {
+    /// The collector's address (logs show only scheme://host[:port]).
+    pub endpoint: Arc<Endpoint>,
+    /// Path of the export request: the endpoint's path + `/v1/traces`
+    /// (unless the URL already ends with it).
+    pub path: String,
+    /// `service.name` of the resource every span belongs to.
+    pub service_name: String,
+    /// Share of new traces recorded (0.0–1.0); a client's `traceparent`
+    /// decides for the traces it starts.
+    pub sample_ratio: f64,
+    /// Sent with every export (auth: `Authorization: Bearer ${TOKEN}`).
+    pub headers: Vec<(String, Secret)>,
+    /// One export request's limit.
+    pub timeout: Duration,
+    /// How long a finished span may wait for its batch.
+    pub batch_delay: Duration,
+    /// Spans per export request.
+    pub batch_size: usize,
+    /// Requests' spans waiting for export; beyond, dropped and counted
+    /// (applied at start).
+    pub queue: usize,
+}
+
+pub const DEFAULT_TRACE_QUEUE: usize = 4096;
+
+impl Telemetry {
+    /// scheme://host[:port] of the collector (what logs and `check` show).
+    pub fn shown(&self) -> String {
+        format!("{}://{}", if self.endpoint.tls { "https" } else { "http" }, self.endpoint.authority)
+    }
+
+    /// Whether `other` exports to the same place the same way (a reload
+    /// that changes none of this keeps the running exporter).
+    pub fn same_exporter(&self, other: &Telemetry) -> bool {
+        let headers = |t: &Telemetry| t.headers.iter().map(|(k, v)| (k.clone(), v.expose().to_string())).collect::<Vec<_>>();
+        self.shown() == other.shown()
+            && self.path == other.path
+            && self.service_name == other.service_name
+            && self.timeout == other.timeout
+            && headers(self) == headers(other)
+    }
+}
+
+impl std::fmt::Debug for Telemetry {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Telemetry")
+            .field("endpoint", &self.shown())
+            .field("service_name", &self.service_name)
+            .field("sample_ratio", &self.sample_ratio)
+            .field("headers", &self.headers.iter().map(|(k, _)| k.as_str()).collect::<Vec<_>>())
+            .finish_non_exhaustive()
+    }
+}

@@ -399,3 +399,18 @@ pub struct RawRule {
     /// latency_p95: `upstream` or `ttft`.
     pub of: Option<String>,
 }
+
+/// `telemetry:` (OpenTelemetry traces over OTLP/HTTP).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawTelemetry {
+    pub otlp_endpoint: String,
+    pub service_name: Option<String>,
+    pub sample_ratio: Option<f64>,
+    #[serde(default)]
+    pub headers: IndexMap<String, String>,
+    pub timeout_ms: Option<u64>,
+    pub batch_delay_ms: Option<u64>,
+    pub batch_size: Option<usize>,
+    pub queue: Option<usize>,
+}

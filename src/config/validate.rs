@@ -43,6 +43,7 @@ const TOP_KEYS: &[&str] = &[
     "metrics",
     "alerts",
     "cache",
+    "telemetry",
 ];
 
 mod budgets;
@@ -132,6 +133,7 @@ struct Sections {
     metrics: super::raw::RawMetrics,
     alerts: Option<super::raw::RawAlerts>,
     cache: Option<super::cache::RawCache>,
+    telemetry: Option<super::raw::RawTelemetry>,
 }
 
 /// Parse the YAML and split it into top-level sections (unknown keys are
@@ -199,6 +201,7 @@ impl Sections {
             metrics: take("metrics").and_then(|v| cx.section("metrics", v)).unwrap_or_default(),
             alerts: take("alerts").and_then(|v| cx.section("alerts", v)),
             cache: take("cache").and_then(|v| cx.section("cache", v)),
+            telemetry: take("telemetry").and_then(|v| cx.section("telemetry", v)),
         }
     }
 }
@@ -266,6 +269,7 @@ pub fn validate(text: &str, env: &dyn Fn(&str) -> Option<String>) -> Result<Snap
     let forward_proxy = listen::forward_proxy_of(&mut cx, raw.forward_proxy, &listen, &providers, env);
     let metric_labels = observe::metric_labels_of(&mut cx, raw.metrics, &routing, &routes, &budgets);
     let alerts = observe::alerts_of(&mut cx, raw.alerts);
+    let telemetry = observe::telemetry_of(&mut cx, raw.telemetry);
     if !cx.errors.is_empty() {
         return Err(cx.errors);
     }
@@ -296,5 +300,6 @@ pub fn validate(text: &str, env: &dyn Fn(&str) -> Option<String>) -> Result<Snap
         metric_labels,
         alerts,
         cache,
+        telemetry,
     })
 }

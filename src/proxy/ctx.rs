@@ -16,6 +16,7 @@ use crate::dialect::{Dialect, ErrorKind, GatewayError};
 use crate::metrics;
 use crate::policy::Attempt;
 use crate::proxy::head;
+use crate::telemetry::{self, Finished};
 use crate::upstream::attempts::Trail;
 
 /// Why handling stopped before a response was relayed.
@@ -97,6 +98,9 @@ impl Ctx {
         if let Some(c) = self.trail.cache {
             h.insert(head::CACHE, HeaderValue::from_static(c));
         }
+        if let Some(id) = &self.rec.trace_id {
+            h.insert(head::TRACE_ID, head::text(id)?);
+        }
         Ok(())
     }
 
@@ -157,6 +161,11 @@ impl Ctx {
         metrics::request(&labels);
         metrics::answered(&labels, rec.error.as_deref(), self.upstream, self.ttft, overhead);
         accesslog::logger().write(&snap.access_log, rec);
+        if let Some(trace) = self.trail.trace.take().filter(|t| t.sampled) {
+            let upstream_end = self.upstream_end;
+            let rec = std::mem::take(&mut self.rec);
+            telemetry::emit(Finished { trace, rec, started: self.started, upstream_end, now, now_wall: SystemTime::now() });
+        }
     }
 }
 

@@ -185,6 +185,11 @@ impl ProxyHttp for Gateway {
         let head = session.req_header();
         cx.rec.method = head.method.to_string();
         cx.rec.path = head.uri.path().to_string();
+        if let Some(t) = &snap.telemetry {
+            let trace = crate::telemetry::Trace::start(t, &head.headers);
+            cx.rec.trace_id = Some(trace.id_hex());
+            cx.trail.trace = Some(Box::new(trace));
+        }
         cx.snap = Some(snap.clone());
         let handled = match abort.is_fired() {
             true => Err(shutting_down().into()),

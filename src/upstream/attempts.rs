@@ -105,6 +105,9 @@ impl<'g> Attempts<'g> {
             trail.provider = Some(provider.name.clone());
             if let Some((from, reason)) = p.moved.take() {
                 metrics::fallback(&from, label, reason);
+                if let Some(t) = trail.trace.as_deref_mut() {
+                    t.moved = Some(reason);
+                }
             }
             let Some(key) = self.credentials(q, &attempt, client_sent_key, &mut p, trail) else { continue };
             let breaker = attempt.model.map_or(Breaker { failures: 0, ..Breaker::default() }, |m| m.breaker);
@@ -224,6 +227,10 @@ impl<'g> Attempts<'g> {
             };
             trail.first_call.get_or_insert_with(Instant::now);
             trail.calls += 1;
+            if let Some(t) = trail.trace.as_deref_mut() {
+                let tp = t.begin_try(p.shown(&attempt), attempt.model.map(|m| m.id.as_str()), provider);
+                let _ = pr.req.insert_header(crate::telemetry::TRACEPARENT, tp);
+            }
             let call = async {
                 match crate::upstream::send(self.connector, &provider.endpoint, timeouts, &pr.req, &pr.bytes).await {
                     Err(e) => Err(Failure::from_attempt(&e)),
@@ -241,6 +248,9 @@ impl<'g> Attempts<'g> {
             };
             let f = match outcome {
                 Ok(fetched) => {
+                    if let Some(t) = trail.trace.as_deref_mut() {
+                        t.end_try(Some(fetched.status()), None);
+                    }
                     self.succeeded(label, &provider.name, &breaker, fetched.status(), p, trail);
                     let translated = prepared.take().and_then(|pr| pr.translated);
                     let response = fetched.into();
@@ -249,6 +259,9 @@ impl<'g> Attempts<'g> {
                 Err(f) => f,
             };
             drop(hold);
+            if let Some(t) = trail.trace.as_deref_mut() {
+                t.end_try(f.status, Some(f.kind.label()));
+            }
             if f.kind == Kind::Shutdown {
                 trail.error = Some("shutdown".into());
                 return ModelEnd::Stop(shutting_down());

@@ -57,6 +57,9 @@ pub struct Trail {
     pub downgraded_by: Option<String>,
     /// What the response cache did (`hit`, `miss`, `bypass`).
     pub cache: Option<&'static str>,
+    /// The request's trace (`telemetry:` on): its tries, and the
+    /// `traceparent` each carries upstream.
+    pub trace: Option<Box<crate::telemetry::Trace>>,
 }
 
 /// The loop's running state.

@@ -4,7 +4,7 @@ use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::Duration;
 
-use super::super::raw::{RawAlerts, RawDelivery, RawMetrics, RawRule, RawSink};
+use super::super::raw::{RawAlerts, RawDelivery, RawMetrics, RawRule, RawSink, RawTelemetry};
 use super::Ctx;
 use crate::config::*;
 use crate::upstream::endpoint::Endpoint;
@@ -276,4 +276,72 @@ fn delivery_of(cx: &mut Ctx, raw: RawDelivery) -> Delivery {
         None => {}
     }
     d
+}
+
+/// `telemetry:` (absent: traces off).
+pub(super) fn telemetry_of(cx: &mut Ctx, raw: Option<RawTelemetry>) -> Option<Arc<Telemetry>> {
+    let raw = raw?;
+    let before = cx.errors.len();
+    let target = match otlp_url(&raw.otlp_endpoint) {
+        Ok(t) => Some(t),
+        Err(e) => {
+            cx.err("telemetry.otlp_endpoint", e);
+            None
+        }
+    };
+    let service_name = raw.service_name.unwrap_or_else(|| "modelgate".into());
+    if service_name.trim().is_empty() {
+        cx.err("telemetry.service_name", "must not be empty (leave it out for `modelgate`)");
+    }
+    let sample_ratio = raw.sample_ratio.unwrap_or(1.0);
+    if !(0.0..=1.0).contains(&sample_ratio) {
+        cx.err("telemetry.sample_ratio", format!("must be between 0.0 and 1.0 (the share of new traces recorded), got {sample_ratio}"));
+    }
+    let mut headers = Vec::new();
+    for (k, v) in raw.headers {
+        let lower = k.to_ascii_lowercase();
+        let path = format!("telemetry.headers.{k}");
+        if http::HeaderName::from_bytes(k.as_bytes()).is_err() {
+            cx.err(path, "is not a valid header name");
+        } else if matches!(lower.as_str(), "host" | "content-length" | "content-type" | "transfer-encoding" | "connection") {
+            cx.err(path, "is set by modelgate; remove it");
+        } else if http::HeaderValue::from_str(&v).is_err() {
+            cx.err(path, "has a value that is not a valid header value (control characters?)");
+        } else {
+            headers.push((lower, Secret(v)));
+        }
+    }
+    let mut ms = |field: &str, v: Option<u64>, default: u64, range: std::ops::RangeInclusive<u64>| match v {
+        Some(n) if !range.contains(&n) => {
+            cx.err(format!("telemetry.{field}"), format!("must be between {} and {} ms, got {n}", range.start(), range.end()));
+            Duration::from_millis(default)
+        }
+        Some(n) => Duration::from_millis(n),
+        None => Duration::from_millis(default),
+    };
+    let timeout = ms("timeout_ms", raw.timeout_ms, 10_000, 100..=120_000);
+    let batch_delay = ms("batch_delay_ms", raw.batch_delay_ms, 1_000, 10..=60_000);
+    let batch_size = raw.batch_size.unwrap_or(512);
+    if !(1..=10_000).contains(&batch_size) {
+        cx.err("telemetry.batch_size", format!("must be between 1 and 10000 spans, got {batch_size}"));
+    }
+    let queue = raw.queue.unwrap_or(DEFAULT_TRACE_QUEUE);
+    if !(1..=1_000_000).contains(&queue) {
+        cx.err("telemetry.queue", format!("must be between 1 and 1000000 requests, got {queue}"));
+    }
+    let (endpoint, path) = target?;
+    (cx.errors.len() == before)
+        .then(|| Arc::new(Telemetry { endpoint: Arc::new(endpoint), path, service_name, sample_ratio, headers, timeout, batch_delay, batch_size, queue }))
+}
+
+/// An OTLP/HTTP base URL (as `OTEL_EXPORTER_OTLP_ENDPOINT`): its endpoint,
+/// and the export path (`/v1/traces` appended unless it ends with it).
+fn otlp_url(url: &str) -> Result<(Endpoint, String), String> {
+    let (endpoint, path) = webhook_url(url).map_err(|e| format!("{e} (the collector's OTLP/HTTP address, e.g. http://localhost:4318)"))?;
+    if path.contains('?') {
+        return Err(format!("`{url}` must not have a query string"));
+    }
+    let base = path.trim_end_matches('/');
+    let path = if base.ends_with("/v1/traces") { base.to_string() } else { format!("{base}/v1/traces") };
+    Ok((endpoint, path))
 }
