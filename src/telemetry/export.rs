@@ -3,8 +3,9 @@
 //! `telemetry.batch_delay_ms`) and exported with `opentelemetry-otlp`'s
 //! HTTP/protobuf exporter. Its HTTP client is Pingora's connector (the one
 //! modelgate calls providers with: same TLS stack and roots), so no second
-//! HTTP stack or runtime is linked in. One export at a time; while it runs
-//! the queue fills, and past `telemetry.queue` the request path drops
+//! HTTP stack or runtime is linked in. The queue is drained on a timer
+//! (every 50 ms, or `batch_delay_ms` if shorter), so a request never wakes
+//! the service. One export at a time; while it runs the queue fills, and past `telemetry.queue` the request path drops
 //! (never waits). A failed export is dropped and counted, not retried:
 //! traces are best effort. The exporter follows reloads of `telemetry:`.
 
@@ -65,52 +66,45 @@ impl pingora::services::background::BackgroundService for Service {
         let scope = InstrumentationScope::builder("modelgate").with_version(env!("CARGO_PKG_VERSION")).build();
         let mut current: Option<Current> = None;
         let mut batch: Vec<SpanData> = Vec::new();
-        let mut deadline: Option<tokio::time::Instant> = None;
+        let mut oldest: Option<tokio::time::Instant> = None;
+        let mut acks = Vec::new();
         loop {
             let cfg = self.state.load().telemetry.clone();
             let (delay, size) = cfg.as_ref().map_or((Duration::from_secs(1), 512), |c| (c.batch_delay, c.batch_size));
-            let wait = async {
-                match deadline {
-                    Some(d) => tokio::time::sleep_until(d).await,
-                    None => std::future::pending().await,
-                }
-            };
-            let flush_ack = tokio::select! {
-                m = rx.recv() => match m {
-                    Some(Msg::Request(f)) => {
+            // Woken by a timer, never by each request: a wake-up per
+            // request costs a cross-thread wake on the request path.
+            tokio::time::sleep(delay.min(DRAIN_EVERY)).await;
+            loop {
+                match rx.try_recv() {
+                    Ok(Msg::Request(f)) => {
                         batch.extend(spans::build(*f, &scope));
-                        deadline.get_or_insert_with(|| tokio::time::Instant::now() + delay);
-                        if batch.len() < size {
-                            continue;
-                        }
-                        None
+                        oldest.get_or_insert_with(tokio::time::Instant::now);
                     }
-                    Some(Msg::Flush(ack)) => {
-                        // Take everything already queued into this export.
-                        while let Ok(m) = rx.try_recv() {
-                            if let Msg::Request(f) = m {
-                                batch.extend(spans::build(*f, &scope));
-                            }
-                        }
-                        Some(ack)
-                    }
-                    None => return,
-                },
-                _ = wait => None,
-            };
-            deadline = None;
+                    Ok(Msg::Flush(ack)) => acks.push(ack),
+                    Err(mpsc::error::TryRecvError::Empty) => break,
+                    Err(mpsc::error::TryRecvError::Disconnected) => return,
+                }
+            }
+            let due = oldest.is_some_and(|t| t.elapsed() >= delay) || batch.len() >= size || !acks.is_empty();
+            if !due {
+                continue;
+            }
+            oldest = None;
             while !batch.is_empty() {
                 let take = batch.len().min(size);
                 let rest = batch.split_off(take);
                 let now = std::mem::replace(&mut batch, rest);
                 export(&mut current, cfg.as_ref(), &connector, now).await;
             }
-            if let Some(ack) = flush_ack {
+            for ack in acks.drain(..) {
                 let _ = ack.send(());
             }
         }
     }
 }
+
+/// How often the queue is drained (at most; `batch_delay_ms` if shorter).
+const DRAIN_EVERY: Duration = Duration::from_millis(50);
 
 /// Export one batch (with the exporter of `cfg`, rebuilt when it changed;
 /// with the one running when telemetry was just turned off).
