@@ -579,3 +579,28 @@ async fn official_sdks_get_identical_answers_from_the_cache() {
     let distinct: usize = stdout.lines().find_map(|l| l.strip_prefix("distinct requests: ")).and_then(|n| n.trim().parse().ok()).unwrap();
     assert_eq!(mock.model_calls(), distinct);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn gemini_calls_are_cached_per_method_json_and_stream() {
+    let mock = Mock::start().await;
+    let conf = conf(&mock, "  ttl_s: 600")
+        .provider("gemini", common::Kind::Gemini, &mock)
+        .model("gemini-flash", "gemini")
+        .id("gemini-2.5-flash")
+        .prices(0.3, 2.5)
+        .build();
+    let mg = start(&conf);
+    let body = json!({"contents": [{"role": "user", "parts": [{"text": "Say hello"}]}], "generationConfig": {"temperature": 0}});
+    let json_path = "/gemini/v1beta/models/gemini-flash:generateContent";
+    let sse_path = "/gemini/v1beta/models/gemini-flash:streamGenerateContent?alt=sse";
+    for path in [json_path, sse_path] {
+        let miss = send(&mg, path, &[], &body).await;
+        let hit = send(&mg, path, &[], &body).await;
+        assert_eq!((miss.status, miss.cache(), hit.cache()), (200, "miss", "hit"), "{path}: {}", miss.text());
+        assert_eq!(hit.body, miss.body, "{path}");
+    }
+    assert_eq!(mock.model_calls(), 2);
+    // A temperature in generationConfig above the default threshold bypasses.
+    let warm = json!({"contents": [{"role": "user", "parts": [{"text": "Say hello"}]}], "generationConfig": {"temperature": 0.9}});
+    assert_eq!(send(&mg, json_path, &[], &warm).await.cache(), "bypass");
+}

@@ -1,5 +1,6 @@
-//! The embedded store: an in-memory cache (moka: TinyLFU admission, LRU
-//! eviction) bounded by bytes — each entry weighs its answer plus
+//! The embedded store: an in-memory LRU cache (moka, with its LRU policy:
+//! every new answer is admitted, the least recently used go first) bounded
+//! by bytes — each entry weighs its answer plus
 //! [`ENTRY_OVERHEAD`] — and, with `max_entries`, by count; each entry
 //! expires after its own TTL. With `persist`, [`Memory::save`] writes the
 //! live entries to `state_dir/cache.bin` (at shutdown) and
@@ -52,6 +53,7 @@ impl Memory {
         // max_entries: the byte bound then also bounds the count.
         let floor = max_entries.map_or(0, |n| (max_bytes / n.max(1)) as usize);
         let cache = Cache::builder()
+            .eviction_policy(moka::policy::EvictionPolicy::lru())
             .max_capacity(max_bytes)
             .weigher(move |_k: &Key, v: &Arc<Answer>| u32::try_from((v.size() + ENTRY_OVERHEAD).max(floor)).unwrap_or(u32::MAX))
             .expire_after(Expiry)
@@ -176,6 +178,11 @@ mod tests {
         let (n, bytes) = m.usage();
         assert!(bytes <= 1024 * 1024, "{bytes}");
         assert!(n < 2000 && n > 500, "{n}");
+        // LRU: the newest answer is kept, the oldest went.
+        let mut last = [0u8; 32];
+        last[..4].copy_from_slice(&1999u32.to_le_bytes());
+        assert!(m.get(&last).is_some());
+        assert!(m.get(&[0u8; 32]).is_none());
         let m = Memory::open(1024 * 1024, Some(10), None);
         for i in 0..50u32 {
             let mut k = [0u8; 32];

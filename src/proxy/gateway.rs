@@ -12,9 +12,10 @@
 //!      ├─ 2. decide ........... policy/          classify (app, task, complexity,
 //!      │                          tokens) → route → plan of models
 //!      ├─ 3. attempts ......... upstream/attempts.rs   per model: key, usable now
-//!      │                          (upstream/health.rs), budget hold or downgrade
-//!      │                          (budget/), tries under upstream/retry.rs,
-//!      │                          requests built by upstream/request.rs
+//!      │                          (upstream/health.rs), a cached answer (cache/),
+//!      │                          budget hold or downgrade (budget/), tries under
+//!      │                          upstream/retry.rs, requests built by
+//!      │                          upstream/request.rs
 //!      ├─ 4. relay ............ relay/            the response (a live exchange or
 //!      │                          another relay::Source) to the client, translated
 //!      │                          (translate/), spend settled (relay/settle.rs)

@@ -133,13 +133,15 @@ impl Relay<'_> {
             true => usage.or_else(|| UsageCarrier::parse(&body).and_then(|c| c.usages().last().copied())),
             false => None,
         };
-        if matches!(a.cache, cache::Note::Record(_)) {
-            if let cache::Note::Record(r) = std::mem::take(&mut a.cache) {
-                // The provider's answer, before translation; kept if it is a good one.
-                let ct = src.header().headers.get(http::header::CONTENT_TYPE).and_then(|v| v.to_str().ok());
-                r.whole(status, ct, &body, usage).await;
+        // The provider's answer, before translation: kept (below, once it
+        // translated) if it is a good one.
+        let recorder = match std::mem::take(&mut a.cache) {
+            cache::Note::Record(r) => Some((r, body.clone())),
+            other => {
+                a.cache = other;
+                None
             }
-        }
+        };
         // Without usage, the answer's size bounds its output.
         let text_bytes = if usage.is_none() { body.len() as u64 } else { 0 };
         if let Some(cost) = settle(self.budgets, &mut a, facts, ok, usage, text_bytes, cx).await {
@@ -160,6 +162,10 @@ impl Relay<'_> {
                 (false, _) => translate::error(&body, status, a.provider.kind, cx.dialect),
             };
             h.insert(http::header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+        }
+        if let Some((r, kept)) = recorder {
+            let ct = src.header().headers.get(http::header::CONTENT_TYPE).and_then(|v| v.to_str().ok());
+            r.whole(status, ct, &kept, usage).await;
         }
         h.insert(http::header::CONTENT_LENGTH, HeaderValue::from(body.len()));
         session.write_response_header(Box::new(head::response(code, h)), body.is_empty()).await.map_err(|_| Stop::ClientGone)?;

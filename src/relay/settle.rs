@@ -66,13 +66,6 @@ pub async fn settle(
     }
     rec.cost_usd = cost;
     let entry = Entry {
-        ts: hold.admitted_at(),
-        app: rec.app.clone(),
-        task: rec.task.clone(),
-        route: cx.route.clone(),
-        provider: a.provider.name.clone(),
-        model: label.to_string(),
-        requested: rec.requested_model.clone().filter(|q| q != label),
         input: u.input,
         cached: u.cached_input,
         cache_write: u.cache_write,
@@ -80,9 +73,7 @@ pub async fn settle(
         cost_usd: cost.unwrap_or(0.0),
         requested_cost_usd: requested_cost,
         estimated,
-        downgraded_by: cx.trail.downgraded_by.clone(),
-        arm: rec.arm.clone(),
-        ..Entry::default()
+        ..entry_of(a, &hold, cx)
     };
     let actual = crate::budget::charged(&entry);
     budgets.settle(hold, actual, &entry).await;
@@ -103,20 +94,26 @@ async fn settle_hit(budgets: &Budgets, a: &Answering<'_, '_>, usage: crate::usag
     rec.usage_reported = true;
     rec.cost_usd = model.map(|_| 0.0);
     rec.cache_saved_usd = Some(saved);
-    let entry = Entry {
-        ts: hold.admitted_at(),
-        app: rec.app.clone(),
-        task: rec.task.clone(),
-        route: cx.route.clone(),
-        provider: a.provider.name.clone(),
-        model: label.to_string(),
-        requested: rec.requested_model.clone().filter(|q| q != label),
-        downgraded_by: cx.trail.downgraded_by.clone(),
-        cache_hit: true,
-        cache_saved_usd: saved,
-        ..Entry::default()
-    };
+    let entry = Entry { cache_hit: true, cache_saved_usd: saved, ..entry_of(a, &hold, cx) };
     let actual = crate::budget::charged(&entry);
     budgets.settle(hold, actual, &entry).await;
     model.map(|_| 0.0)
+}
+
+/// The ledger entry's who and what, shared by served answers and cache
+/// hits (a hit in a split arm keeps its arm too).
+fn entry_of(a: &Answering<'_, '_>, hold: &Hold, cx: &Ctx) -> Entry {
+    let label = a.attempt.model_label();
+    Entry {
+        ts: hold.admitted_at(),
+        app: cx.rec.app.clone(),
+        task: cx.rec.task.clone(),
+        route: cx.route.clone(),
+        provider: a.provider.name.clone(),
+        model: label.to_string(),
+        requested: cx.rec.requested_model.clone().filter(|q| q != label),
+        downgraded_by: cx.trail.downgraded_by.clone(),
+        arm: cx.rec.arm.clone(),
+        ..Entry::default()
+    }
 }
