@@ -325,6 +325,8 @@ async fn cache_bench(n: usize, concurrency: usize) {
         mib(max_bytes as u64),
         mib(after.saturating_sub(before)) - mib(max_bytes as u64)
     );
+}
+
 /// A local OTLP/HTTP receiver: takes each export and counts its bytes. It
 /// does not decode them (tests/telemetry.rs does): it shares the cores with
 /// the load driver, the mock and modelgate, and decoding is a collector's

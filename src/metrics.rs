@@ -133,6 +133,11 @@ fn describe() {
         ALERTS_DROPPED,
         "Alerts given up, by sink and reason: queue_full, expired (still failing after alerts.delivery.give_up_after_s), rejected (the sink answered 4xx)."
     );
+    describe_counter!(TRACE_SPANS_EXPORTED, "Trace spans the OTLP collector accepted.");
+    describe_counter!(
+        TRACE_SPANS_DROPPED,
+        "Trace spans not exported, by reason: queue_full (telemetry.queue was full: the request path never waits), export_failed (the collector refused or could not be reached)."
+    );
     describe_cache();
 }
 
@@ -156,11 +161,6 @@ fn describe_cache() {
         "Bytes the in-memory response cache holds (answers plus per-entry overhead), bounded by cache.max_bytes."
     );
     metrics::describe_gauge!(CACHE_STORE_UP, "1 while the response cache's Redis answers, 0 while it is unreachable.");
-    describe_counter!(TRACE_SPANS_EXPORTED, "Trace spans the OTLP collector accepted.");
-    describe_counter!(
-        TRACE_SPANS_DROPPED,
-        "Trace spans not exported, by reason: queue_full (telemetry.queue was full: the request path never waits), export_failed (the collector refused or could not be reached)."
-    );
 }
 
 /// Labels of one answered request.
@@ -608,6 +608,8 @@ pub fn cache_store_up(up: bool) {
 
 pub fn cache_savings(provider: &str, model: &str, usd: f64) {
     CACHE_SAVINGS_USD.add(&[provider, model], usd);
+}
+
 pub fn trace_spans_exported(n: u64) {
     counter!(TRACE_SPANS_EXPORTED).increment(n);
 }

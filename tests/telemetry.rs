@@ -200,6 +200,44 @@ async fn a_request_is_one_trace_with_its_attempt_span_genai_attributes_and_cost(
 }
 
 #[tokio::test]
+async fn a_cache_hit_is_a_trace_without_an_attempt_span_and_says_what_it_saved() {
+    let rx = Receiver::start().await;
+    let mock = Mock::start().await;
+    let cfg = Config::openai_anthropic(&mock)
+        .model("gpt-4o-mini", "openai")
+        .prices(0.15, 0.6)
+        .raw("cache: { ttl_s: 600 }\n")
+        .raw(&telemetry(&rx))
+        .build();
+    let mg = Modelgate::start_with_env(&cfg, &[("OTLP_TEST_TOKEN", "t")]);
+    // Temperature 0: a repeatable answer, which the cache keeps.
+    let mut body = chat("gpt-4o-mini");
+    body["temperature"] = json!(0);
+    let miss = post(&mg, &body, None).await;
+    assert_eq!(miss.headers()["x-modelgate-cache"], "miss");
+    let miss_spans = rx.trace(&trace_id_of(&miss), 2).await;
+    let hit = post(&mg, &body, None).await;
+    assert_eq!(hit.headers()["x-modelgate-cache"], "hit");
+    let hit_id = trace_id_of(&hit);
+    let hit_spans = rx.trace(&hit_id, 1).await;
+    assert_eq!(mock.calls(), 1, "the hit never went upstream");
+
+    let server = |spans: &[Span]| spans.iter().find(|s| s.kind == SpanKind::Server as i32).cloned().expect("a SERVER span");
+    assert_eq!(miss_spans.len(), 2, "the miss: request span and its attempt");
+    assert_eq!(text(&server(&miss_spans), "modelgate.cache"), "miss");
+    assert!(attr(&server(&miss_spans), "modelgate.cache_saved_usd").is_none());
+    // Give a stray attempt span time to arrive: there must be none.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let hit_spans_now = rx.trace(&hit_id, 1).await;
+    assert_eq!(hit_spans_now.len(), 1, "a hit has no upstream attempt: {hit_spans:#?}");
+    let s = server(&hit_spans_now);
+    assert_eq!(text(&s, "modelgate.cache"), "hit");
+    let saved = float(&s, "modelgate.cache_saved_usd");
+    let miss_cost = float(&server(&miss_spans), "modelgate.cost_usd");
+    assert!((saved - miss_cost).abs() < 1e-12, "saved {saved} vs the miss's cost {miss_cost}");
+}
+
+#[tokio::test]
 async fn a_client_traceparent_joins_its_trace_and_its_sampled_flag_decides() {
     let rx = Receiver::start().await;
     let mock = Mock::start().await;

@@ -111,6 +111,12 @@ pub fn build(f: Finished, scope: &InstrumentationScope) -> Vec<SpanData> {
     if let Some(n) = rec.est_input_tokens {
         a.push(KeyValue::new("modelgate.estimated_input_tokens", n as i64));
     }
+    if let Some(c) = rec.cache {
+        a.push(KeyValue::new("modelgate.cache", c));
+    }
+    if let Some(usd) = rec.cache_saved_usd {
+        a.push(KeyValue::new("modelgate.cache_saved_usd", usd));
+    }
     out.push(SpanData {
         span_context: ctx(trace.span_id),
         parent_span_id: trace.parent.unwrap_or(SpanId::INVALID),
