@@ -14,6 +14,8 @@ use crate::config::AccessLog;
 #[derive(Debug, Default, Serialize)]
 pub struct Record {
     pub ts: String,
+    /// Returned to the client in `x-modelgate-request-id`.
+    pub request_id: crate::request_id::RequestId,
     pub method: String,
     pub path: String,
     pub dialect: &'static str,

@@ -24,7 +24,9 @@ pub mod proxy;
 pub mod redact;
 pub mod relay;
 pub mod reload;
+pub mod request_id;
 pub mod server;
+pub mod stats;
 #[cfg(test)]
 #[path = "../tests/common/config.rs"]
 pub(crate) mod test_config;

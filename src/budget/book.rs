@@ -78,14 +78,15 @@ impl std::ops::AddAssign<&Cell> for Cell {
     }
 }
 
-/// Joins provider, model, app and route into one usage-cell key.
+/// Joins provider, model, app, route and split arm (empty: none) into one
+/// usage-cell key.
 pub(super) const KEY_SEP: &str = "\u{1f}";
 
 #[derive(Debug, Default)]
 pub(super) struct UsageWindow {
     pub(super) start: i64,
     pub(super) end: i64,
-    /// By `provider␟model␟app␟route`.
+    /// By `provider␟model␟app␟route␟arm`.
     pub(super) cells: HashMap<String, Cell>,
 }
 
@@ -148,7 +149,7 @@ impl Book {
     pub(super) fn record(&mut self, e: &Entry, at: Timestamp, now: Timestamp) {
         let cost = nanos(e.cost_usd);
         let secs = at.as_second();
-        let key = [e.provider.as_str(), e.model.as_str(), e.app.as_str(), e.route.as_str()].join(KEY_SEP);
+        let key = [e.provider.as_str(), e.model.as_str(), e.app.as_str(), e.route.as_str(), e.arm.as_deref().unwrap_or("")].join(KEY_SEP);
         for u in self.usage_at(now).iter_mut() {
             if !(u.start..u.end).contains(&secs) {
                 continue;

@@ -83,6 +83,10 @@ pub struct UsageReport {
     pub by_model: BTreeMap<String, CellReport>,
     pub by_app: BTreeMap<String, CellReport>,
     pub by_route: BTreeMap<String, CellReport>,
+    /// Split routes' arms: route → arm → usage (requests the ledger
+    /// records an arm for); left out when there are none.
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub by_arm: BTreeMap<String, BTreeMap<String, CellReport>>,
     pub spend_spike: bool,
 }
 
@@ -237,13 +241,20 @@ impl Budgets {
         let u = &book.usage_at(now)[slot];
         let mut total = Cell::default();
         let mut by: [BTreeMap<String, Cell>; 4] = Default::default();
+        let mut arms: BTreeMap<String, BTreeMap<String, Cell>> = BTreeMap::new();
         for (key, c) in &u.cells {
-            for (map, part) in by.iter_mut().zip(key.split(KEY_SEP)) {
+            let mut parts = key.split(KEY_SEP);
+            for (map, part) in by.iter_mut().zip(parts.by_ref()) {
                 *map.entry(part.to_string()).or_default() += c;
+            }
+            if let Some(arm) = parts.next().filter(|a| !a.is_empty()) {
+                let route = key.split(KEY_SEP).nth(3).unwrap_or_default();
+                *arms.entry(route.to_string()).or_default().entry(arm.to_string()).or_default() += c;
             }
             total += c;
         }
         let [by_provider, by_model, by_app, by_route] = by.map(|m| m.iter().map(|(k, c)| (k.clone(), CellReport::from(c))).collect());
+        let by_arm = arms.into_iter().map(|(route, m)| (route, m.iter().map(|(k, c)| (k.clone(), CellReport::from(c))).collect())).collect();
         UsageReport {
             window: window.as_str(),
             from: window::rfc3339(u.start),
@@ -253,6 +264,7 @@ impl Budgets {
             by_model,
             by_app,
             by_route,
+            by_arm,
             spend_spike: spiking,
         }
     }

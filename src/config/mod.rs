@@ -7,6 +7,8 @@
 //! one (fallible) and swaps it in (infallible), see `crate::reload`.
 
 mod budget;
+mod dashboard;
+pub use dashboard::{Dashboard, DEFAULT_FEEDBACK_REQUESTS, DEFAULT_RECENT_REQUESTS};
 mod error;
 pub use error::{ConfigError, ConfigErrors};
 mod forward;
@@ -272,6 +274,8 @@ pub struct Snapshot {
     /// A client's own key may be sent to a provider other than the one it
     /// called (fallbacks and routes across providers without api_key_env).
     pub cross_provider_client_keys: bool,
+    /// `dashboard:`: what the admin listener keeps for the dashboard.
+    pub dashboard: Dashboard,
 }
 
 impl Snapshot {

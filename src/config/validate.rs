@@ -40,6 +40,7 @@ const TOP_KEYS: &[&str] = &[
     "allow_passthrough",
     "cross_provider_client_keys",
     "threads",
+    "dashboard",
 ];
 
 mod budgets;
@@ -125,6 +126,7 @@ struct Sections {
     allow_passthrough: Vec<String>,
     cross_provider_client_keys: bool,
     threads: Option<usize>,
+    dashboard: super::dashboard::RawDashboard,
 }
 
 /// Parse the YAML and split it into top-level sections (unknown keys are
@@ -189,6 +191,7 @@ impl Sections {
             allow_passthrough: take("allow_passthrough").and_then(|v| cx.section("allow_passthrough", v)).unwrap_or_default(),
             cross_provider_client_keys: take("cross_provider_client_keys").and_then(|v| cx.section("cross_provider_client_keys", v)).unwrap_or(false),
             threads: take("threads").and_then(|v| cx.section("threads", v)),
+            dashboard: take("dashboard").and_then(|v| cx.section("dashboard", v)).unwrap_or_default(),
         }
     }
 }
@@ -244,6 +247,7 @@ pub fn validate(text: &str, env: &dyn Fn(&str) -> Option<String>) -> Result<Snap
     let budget_store = budgets::store_of(&mut cx, raw.budget_store);
     let timezone = budgets::timezone_of(&mut cx, raw.timezone);
     let spike = budgets::spike_of(&mut cx, raw.spend_spike);
+    let dashboard = super::dashboard::dashboard_of(&mut cx, raw.dashboard);
     let forward_proxy = listen::forward_proxy_of(&mut cx, raw.forward_proxy, &listen, &providers, env);
     if !cx.errors.is_empty() {
         return Err(cx.errors);
@@ -272,5 +276,6 @@ pub fn validate(text: &str, env: &dyn Fn(&str) -> Option<String>) -> Result<Snap
         allow_passthrough,
         cross_provider_client_keys: raw.cross_provider_client_keys,
         threads,
+        dashboard,
     })
 }

@@ -14,6 +14,7 @@ use crate::config::{Provider, Snapshot};
 use crate::dialect::{Dialect, ErrorKind, GatewayError};
 use crate::metrics;
 use crate::policy::Attempt;
+use crate::request_id::RequestId;
 use crate::upstream::attempts::Trail;
 
 /// Why handling stopped before a response was relayed.
@@ -64,7 +65,7 @@ impl Ctx {
             upstream_end: None,
             route: "none".into(),
             trail: Trail::default(),
-            rec: Record::default(),
+            rec: Record { request_id: RequestId::next(), ..Record::default() },
             in_flight: None,
         }
     }
@@ -78,6 +79,8 @@ impl Ctx {
             resp.insert_header("x-modelgate-provider", p.name.as_str()).map_err(internal)?;
         }
         resp.insert_header("x-modelgate-route", self.route.as_str()).map_err(internal)?;
+        let id = self.rec.request_id.hex();
+        resp.insert_header("x-modelgate-request-id", std::str::from_utf8(&id).unwrap_or_default()).map_err(internal)?;
         if let Some(arm) = &self.rec.arm {
             resp.insert_header("x-modelgate-arm", arm.as_str()).map_err(internal)?;
         }
@@ -147,6 +150,8 @@ impl Ctx {
         });
         metrics::durations(self.upstream, overhead);
         accesslog::logger().write(&snap.access_log, rec);
+        // The dashboard's copy: the record moves (it is not used again).
+        crate::stats::observe(std::mem::take(rec));
     }
 }
 

@@ -78,6 +78,8 @@ pub async fn settle(
         requested_cost_usd: requested_cost,
         estimated,
         downgraded_by: cx.trail.downgraded_by.clone(),
+        arm: rec.arm.clone(),
+        request_id: Some(rec.request_id),
     };
     let actual = crate::budget::charged(&entry);
     budgets.settle(hold, actual, &entry).await;

@@ -35,6 +35,14 @@ pub struct Entry {
     /// The budget whose `on_exceed: downgrade` moved this request.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub downgraded_by: Option<String>,
+    /// The split arm the request landed in (per-arm cost in
+    /// `/admin/usage` and the dashboard's Experiments survives restarts).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub arm: Option<String>,
+    /// The request's `x-modelgate-request-id` (ties the entry to its
+    /// access-log line and to feedback).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub request_id: Option<crate::request_id::RequestId>,
 }
 
 fn is_false(b: &bool) -> bool {

@@ -1,11 +1,18 @@
 //! The admin listener: `/metrics` (Prometheus text), `/healthz` (the process
 //! answers), `/readyz` (a config is loaded and at least one provider exists),
 //! `/admin/budgets` (spend against each budget), `/admin/usage` (cost,
-//! tokens and savings by provider, model, app and route), `/admin/overrides`
-//! (runtime route targets) and `/admin/route` (explain a routing decision). Mutating endpoints need `Authorization: Bearer <token>`
-//! with the token from the variable named by `admin_token_env`; with
-//! `admin_read_requires_token` the read-only ones and `/metrics` do too
-//! (`/healthz` and `/readyz` stay open for probes).
+//! tokens and savings by provider, model, app, route and split arm),
+//! `/admin/overrides` (runtime route targets), `/admin/route` (explain a
+//! routing decision), and the web dashboard at `/` with its own endpoints
+//! (`dashboard`, `insight`, `feedback`). Mutating endpoints need
+//! `Authorization: Bearer <token>` with the token from the variable named
+//! by `admin_token_env`; with `admin_read_requires_token` the read-only ones
+//! and `/metrics` do too (`/healthz` and `/readyz` stay open for probes).
+//! The dashboard's data endpoints need the token whenever one is set.
+
+mod dashboard;
+mod feedback;
+mod insight;
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -25,6 +32,7 @@ use crate::config::{Snapshot, Window};
 use crate::policy::explain;
 use crate::policy::overrides::OverrideError;
 use crate::policy::OverrideStore;
+use crate::stats::Stats;
 use crate::upstream::health::Health;
 
 pub struct Admin {
@@ -33,6 +41,7 @@ pub struct Admin {
     pub overrides: Arc<OverrideStore>,
     pub budgets: Budgets,
     pub health: Health,
+    pub stats: &'static Stats,
 }
 
 type Reply = Response<Vec<u8>>;
@@ -154,6 +163,21 @@ impl Admin {
         }
     }
 
+    /// The dashboard's data endpoints: open like the other read-only ones
+    /// when no admin token is set; with a token, they need it (even when
+    /// `admin_read_requires_token` is off) — they list single requests, and
+    /// the page asks for the token once. A token variable that is named but
+    /// unset leaves them open on a loopback listener only.
+    #[allow(clippy::result_large_err)]
+    fn dashboard_access(&self, snap: &Snapshot, session: &ServerSession) -> Result<(), Reply> {
+        match &snap.admin_token {
+            None => Ok(()),
+            Some((_, Some(_))) => self.authorize(snap, session),
+            Some((_, None)) if snap.listen.admin.ip().is_loopback() => Ok(()),
+            Some(_) => self.authorize(snap, session),
+        }
+    }
+
     fn list_overrides(&self, snap: &Snapshot) -> Reply {
         let list: Vec<serde_json::Value> = self
             .overrides
@@ -240,6 +264,12 @@ impl ServeHttp for Admin {
                 return r;
             }
         }
+        if let Some(name) = path.strip_prefix("/dashboard/").filter(|n| !n.is_empty()) {
+            return match method {
+                Method::GET => dashboard::asset(name),
+                _ => error(StatusCode::METHOD_NOT_ALLOWED, format!("{path} answers GET")),
+            };
+        }
         if let Some(rest) = path.strip_prefix("/admin/overrides/") {
             let route = percent_encoding::percent_decode_str(rest).decode_utf8_lossy().into_owned();
             return match method {
@@ -272,17 +302,32 @@ impl ServeHttp for Admin {
                     json!({"ready": ready, "providers": snap.providers.len(), "models": snap.models.len(), "routes": snap.routes.len(), "unservable_routes": unservable}),
                 )
             }
-            (Method::GET, "/admin/health") => json_reply(StatusCode::OK, self.health.report(&snap, Instant::now())),
+            (Method::GET, "/admin/health") => {
+                let mut report = self.health.report(&snap, Instant::now());
+                report["fallbacks"] = insight::fallbacks(&crate::metrics::render(&self.metrics));
+                json_reply(StatusCode::OK, report)
+            }
+            (Method::GET, "/" | "/dashboard" | "/dashboard/") => dashboard::page(),
+            (Method::GET, "/admin/requests" | "/admin/series" | "/admin/traffic" | "/admin/experiments") => {
+                if let Err(r) = self.dashboard_access(&snap, session) {
+                    return r;
+                }
+                let query = session.req_header().uri.query().unwrap_or("").to_string();
+                self.insight(&snap, &path, &query)
+            }
+            (Method::POST, "/admin/feedback") => self.feedback(session, &snap).await,
             (Method::GET, "/admin/overrides") => self.list_overrides(&snap),
             (Method::POST, "/admin/route") => self.route(session, &snap).await,
-            (_, "/metrics" | "/healthz" | "/readyz" | "/admin/overrides" | "/admin/budgets" | "/admin/usage" | "/admin/health") => {
-                error(StatusCode::METHOD_NOT_ALLOWED, format!("{path} answers GET"))
-            }
-            (_, "/admin/route") => error(StatusCode::METHOD_NOT_ALLOWED, "/admin/route answers POST"),
+            (
+                _,
+                "/metrics" | "/healthz" | "/readyz" | "/admin/overrides" | "/admin/budgets" | "/admin/usage" | "/admin/health" | "/" | "/dashboard"
+                | "/dashboard/" | "/admin/requests" | "/admin/series" | "/admin/traffic" | "/admin/experiments",
+            ) => error(StatusCode::METHOD_NOT_ALLOWED, format!("{path} answers GET")),
+            (_, "/admin/route" | "/admin/feedback") => error(StatusCode::METHOD_NOT_ALLOWED, format!("{path} answers POST")),
             (_, other) => error(
                 StatusCode::NOT_FOUND,
                 format!(
-                    "no admin endpoint {other}; try /metrics, /healthz, /readyz, /admin/health, /admin/budgets, /admin/usage, /admin/overrides, /admin/route"
+                    "no admin endpoint {other}; try / (the dashboard), /metrics, /healthz, /readyz, /admin/health, /admin/budgets, /admin/usage, /admin/overrides, /admin/route, /admin/requests, /admin/series, /admin/traffic, /admin/experiments, /admin/feedback"
                 ),
             ),
         }
