@@ -155,9 +155,10 @@ pub fn append(dir: &Path, at: jiff::Timestamp, line: &Line) -> std::io::Result<(
     f.write_all(&text)
 }
 
-/// Ratings given in `[since, until)` (Unix seconds), the latest per request
-/// id. Lines that do not parse are skipped (a torn last line after a crash).
-pub fn read(dir: &Path, since: i64, until: i64) -> HashMap<u64, Line> {
+/// Ratings given from `since` (Unix seconds) to before `until`, the latest
+/// per request id. Lines that do not parse are skipped (a torn last line
+/// after a crash).
+pub fn read(dir: &Path, since: i64, until: jiff::Timestamp) -> HashMap<u64, Line> {
     let mut latest: HashMap<u64, Line> = HashMap::new();
     let Ok(first) = jiff::Timestamp::from_second(since) else { return latest };
     let first = file_name(&first.strftime("%Y-%m").to_string());
@@ -172,8 +173,8 @@ pub fn read(dir: &Path, since: i64, until: i64) -> HashMap<u64, Line> {
         let Ok(f) = std::fs::File::open(dir.join(&name)) else { continue };
         for line in std::io::BufReader::new(f).lines().map_while(Result::ok) {
             let Ok(l) = serde_json::from_str::<Line>(&line) else { continue };
-            let at = l.ts.parse::<jiff::Timestamp>().map(|t| t.as_second()).unwrap_or(i64::MIN);
-            if (since..until).contains(&at) && l.given().is_some() {
+            let Ok(at) = l.ts.parse::<jiff::Timestamp>() else { continue };
+            if at.as_second() >= since && at < until && l.given().is_some() {
                 latest.insert(l.request_id.0, l);
             }
         }
@@ -220,7 +221,7 @@ mod tests {
         append(dir.path(), at, &line(1, "2026-11-25T10:00:01Z", None, Some("up"))).unwrap();
         append(dir.path(), at, &line(2, "2026-11-25T10:00:02Z", Some(7.0), None)).unwrap();
         std::fs::OpenOptions::new().append(true).open(dir.path().join("feedback-2026-11.jsonl")).unwrap().write_all(b"{\"ts\":\"torn").unwrap();
-        let got = read(dir.path(), at.as_second() - 10, at.as_second() + 10);
+        let got = read(dir.path(), at.as_second() - 10, at + jiff::SignedDuration::from_secs(10));
         assert_eq!(got.len(), 1, "the out-of-range score is not a rating");
         assert_eq!(got[&1].given(), Some(Given::Thumbs(true)));
         assert_eq!(Given::Thumbs(false).score(), Score { ratings: 1, sum: 0.0, up: 0, down: 1 });

@@ -48,9 +48,10 @@ pub struct Stats {
     wake: Condvar,
     data: Mutex<Data>,
     state: Arc<ArcSwap<Snapshot>>,
-    /// When this process started (Unix seconds): ledger entries and
-    /// ratings before it are read from disk, those after come live.
-    started: i64,
+    /// When this process started (to the millisecond, as the ledger
+    /// writes times): ledger entries and ratings before it are read from
+    /// disk, those after come live.
+    started: Timestamp,
 }
 
 #[derive(Default)]
@@ -78,7 +79,7 @@ static STATS: OnceLock<Stats> = OnceLock::new();
 /// Start counting for the process (once): the dashboard's endpoints read
 /// [`get`]; the ledger and ratings before now are read in the background.
 pub fn init(state: Arc<ArcSwap<Snapshot>>) -> &'static Stats {
-    let started = Timestamp::now().as_second();
+    let started = Timestamp::now();
     let mut fresh = false;
     let stats = STATS.get_or_init(|| {
         fresh = true;
@@ -144,7 +145,8 @@ pub struct FeedbackAck {
 }
 
 impl Stats {
-    pub fn new(state: Arc<ArcSwap<Snapshot>>, started: i64) -> Stats {
+    pub fn new(state: Arc<ArcSwap<Snapshot>>, started: Timestamp) -> Stats {
+        let started = Timestamp::from_millisecond(started.as_millisecond()).unwrap_or(started);
         Stats {
             pending: Mutex::new(Pending::default()),
             wake: Condvar::new(),
@@ -190,7 +192,7 @@ impl Stats {
 
     /// When this process started (Unix seconds).
     pub fn started(&self) -> i64 {
-        self.started
+        self.started.as_second()
     }
 
     pub fn snapshot(&self) -> Arc<Snapshot> {
@@ -201,14 +203,14 @@ impl Stats {
     fn seed(&self) {
         let snap = self.state.load_full();
         let tz = snap.timezone.clone();
-        let since = self.started - (buckets::DAYS_KEPT as i64 + 1) * 86_400;
+        let since = self.started.as_second() - (buckets::DAYS_KEPT as i64 + 1) * 86_400;
         let mut b = Buckets::default();
         let mut split = Vec::new();
         let scan = Ledger::new(&snap.state_dir, false).scan_since(since, |e, at| {
-            let at = at.as_second();
             if at >= self.started {
                 return;
             }
+            let at = at.as_second();
             let sample = Sample {
                 at,
                 provider: &e.provider,

@@ -45,7 +45,7 @@ fn rec(now: Timestamp, route: &str, arm: Option<&str>, model: &str, status: u16,
 }
 
 fn stats(snap: Snapshot) -> Stats {
-    Stats::new(Arc::new(ArcSwap::from_pointee(snap)), Timestamp::now().as_second() - 1)
+    Stats::new(Arc::new(ArcSwap::from_pointee(snap)), Timestamp::now() - jiff::SignedDuration::from_secs(1))
 }
 
 /// Hand a record over as the request path does, to this instance.
@@ -128,7 +128,7 @@ fn ratings_count_per_arm_replace_and_survive_a_restart() {
     };
     let ledger = crate::budget::Ledger::new(&state_dir, true);
     ledger.append(&mut ledger.lock(), &usage_line, now).unwrap();
-    let later = Stats::new(Arc::new(ArcSwap::from_pointee(snapshot(dir.path(), ""))), now.as_second() + 5);
+    let later = Stats::new(Arc::new(ArcSwap::from_pointee(snapshot(dir.path(), ""))), Timestamp::now());
     assert_eq!(later.feedback(id, Given::Score(1.0), &state_dir).unwrap_err(), FeedbackError::NotReady);
     later.seed();
     {
