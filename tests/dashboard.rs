@@ -215,13 +215,13 @@ async fn traffic(mock: &Mock, mg: &Modelgate) {
 }
 
 /// Run the browser driver; returns its summary line.
-async fn drive(mg: &Modelgate, mode: &str, token: &str, out: &Path) -> Value {
+async fn drive(mg: &Modelgate, mode: &str, token: &str, shots: &Path) -> Value {
     chromium_present();
     let run = tokio::process::Command::new(python())
         .arg(root().join("tests/dashboard/drive.py"))
         .env("MG_ADMIN", &mg.admin)
         .env("MG_GATEWAY", &mg.gateway)
-        .env("MG_OUT", out)
+        .env("MG_OUT", shots)
         .env("MG_MODE", mode)
         .env("MG_TOKEN", token)
         .kill_on_drop(true)
@@ -229,7 +229,10 @@ async fn drive(mg: &Modelgate, mode: &str, token: &str, out: &Path) -> Value {
     let out = tokio::time::timeout(Duration::from_secs(240), run).await.expect("the browser test finished in 4 minutes").unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout);
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(out.status.success(), "the dashboard in Chromium ({mode}):\n{stdout}\n{stderr}\nmodelgate's log:\n{}", mg.stderr());
+    if !out.status.success() {
+        let kept = keep(shots, &format!("{mode}-failed"));
+        panic!("the dashboard in Chromium ({mode}) failed; screenshots in {}:\n{stdout}\n{stderr}\nmodelgate's log:\n{}", kept.display(), mg.stderr());
+    }
     serde_json::from_str(stdout.lines().last().unwrap_or_default()).unwrap_or_else(|_| panic!("driver output: {stdout}"))
 }
 

@@ -75,6 +75,14 @@
     return '$' + v.toFixed(digits);
   }
 
+  // 1.2k, 3.4M: axis labels.
+  function compact(v) {
+    const a = Math.abs(v);
+    if (a >= 1e6) return (v / 1e6).toFixed(a >= 1e7 ? 0 : 1) + 'M';
+    if (a >= 1e3) return (v / 1e3).toFixed(a >= 1e4 ? 0 : 1) + 'k';
+    return String(Math.round(v));
+  }
+
   function int(v) {
     return v === null || v === undefined ? '–' : Math.round(v).toLocaleString('en-US');
   }
@@ -179,7 +187,7 @@
     const data = [t, ...order.map((i) => sums[i])];
     const raw = [t, ...order.map((i) => nonEmpty[i].values)];
     const bars = o.bars;
-    const series = [{ label: o.xLabel || 'Time', value: (u, v) => (v == null ? '–' : clock(v * 1000)) }].concat(order.map((i, k) => ({
+    const series = [{ label: o.xLabel || 'Time', value: (u, v) => bucketLabel(v, o.bars) }].concat(order.map((i, k) => ({
       label: nonEmpty[i].label,
       stroke: nonEmpty[i].color,
       fill: nonEmpty[i].color + (bars ? 'ee' : 'cc'),
@@ -198,7 +206,7 @@
       el.replaceChildren(h('div', { class: 'empty', text: o.empty }));
       return;
     }
-    const series = [{ label: 'Time', value: (u, v) => (v == null ? '–' : clock(v * 1000)) }].concat(lines.map((l) => ({
+    const series = [{ label: 'Time', value: (u, v) => bucketLabel(v, false) }].concat(lines.map((l) => ({
       label: l.label,
       stroke: l.color,
       width: 2,
@@ -216,17 +224,22 @@
     const have = charts.get(key);
     if (have && have.sig === sig && have.el === el && el.contains(have.u.root)) {
       have.u.setData(data);
+      showLatest(have.u);
       return;
     }
     dropChart(key);
     el.replaceChildren();
+    const step = data[0].length > 1 ? data[0][1] - data[0][0] : 3600;
     const opts = {
       width,
       height: o.height || 220,
       tzDate: (ts) => { try { return uPlot.tzDate(new Date(ts * 1e3), tz); } catch (_) { return new Date(ts * 1e3); } },
-      scales: { x: { time: true }, y: { range: (u, min, max) => [0, max > 0 ? max * 1.12 : 1] } },
+      scales: {
+        x: { time: true, range: (u, min, max) => (o.bars ? [min - step / 2, max + step / 2] : [min, max]) },
+        y: { range: (u, min, max) => [0, max > 0 ? max * 1.12 : 1] },
+      },
       axes: [
-        { stroke: '#667085', grid: { stroke: '#eef0f3', width: 1 }, ticks: { stroke: '#e3e6eb', width: 1 }, space: o.xSpace || 60 },
+        { stroke: '#667085', grid: { stroke: '#eef0f3', width: 1 }, ticks: { stroke: '#e3e6eb', width: 1 }, space: o.xSpace || 60, values: (u, splits, ai, space, incr) => splits.map((t) => timeTick(t, incr)) },
         { stroke: '#667085', grid: { stroke: '#eef0f3', width: 1 }, ticks: { stroke: '#e3e6eb', width: 1 }, label: o.yLabel, labelSize: 16, labelFont: '12px system-ui, sans-serif', size: axisSize, space: 28, values: (u, vals) => vals.map(o.axis || o.fmt) },
       ],
       series,
@@ -235,6 +248,30 @@
     };
     const u = new uPlot(opts, data, el);
     charts.set(key, { u, sig, el });
+    showLatest(u);
+  }
+
+  // The legend shows the latest bucket until the pointer is on the chart.
+  function showLatest(u) {
+    const n = u.data[0].length;
+    if (n) u.setLegend({ idx: n - 1 });
+  }
+
+  // A bucket in the legend: its day, or its day and hour.
+  function bucketLabel(t, day) {
+    if (t == null) return '–';
+    const d = new Date(t * 1000);
+    return day ? fmt({ weekday: 'short', day: 'numeric', month: 'short' }).format(d)
+      : fmt({ day: 'numeric', month: 'short', hour: '2-digit', minute: '2-digit', hour12: false }).format(d);
+  }
+
+  // Hours as 24-hour times, midnight and whole days as dates, in the
+  // config's time zone.
+  function timeTick(t, incr) {
+    const d = new Date(t * 1000);
+    const hm = fmt({ hour: '2-digit', minute: '2-digit', hour12: false }).format(d);
+    if (incr >= 86400 || hm === '00:00') return fmt({ day: 'numeric', month: 'short' }).format(d);
+    return hm;
   }
 
   function dropChart(key) {
@@ -254,10 +291,10 @@
       note !== undefined ? h('div', { class: 'note', 'data-k': noteK, text: note }) : null);
   }
 
-  // Horizontal bars scaled to the largest value; `color` a colour or a
-  // function of the label.
-  function hbars(rows, fmtVal, color) {
-    const max = Math.max(0, ...rows.map((r) => r.value));
+  // Horizontal bars scaled to the largest value (or `scale`, when the
+  // values may all be 0); `color` a colour or a function of the label.
+  function hbars(rows, fmtVal, color, scale) {
+    const max = Math.max(scale || 0, ...rows.map((r) => r.value));
     if (!rows.length || max <= 0) return h('div', { class: 'muted small', text: 'Nothing yet' });
     const grid = h('div', { class: 'hbars' });
     for (const r of rows) {
@@ -265,6 +302,24 @@
       fill.style.width = (r.value / max * 100).toFixed(2) + '%';
       if (color) fill.style.background = typeof color === 'function' ? color(r.label) : color;
       grid.append(h('div', { class: 'lbl', title: r.label, text: r.label }), h('div', { class: 'bar' }, fill), h('div', { class: 'val', text: fmtVal(r.value) }));
+    }
+    return grid;
+  }
+
+  // p50 and p95 per row, as two thin bars on one scale.
+  function latencyBars(rows) {
+    const max = Math.max(0, ...rows.map((r) => r.p95 || 0));
+    if (!rows.length || max <= 0) return h('div', { class: 'muted small', text: 'Nothing answered since start today' });
+    const grid = h('div', { class: 'hbars' });
+    for (const r of rows) {
+      const bar = h('div', { class: 'bar pair' });
+      for (const [v, c] of [[r.p50, '#3757d6'], [r.p95, '#f08c00']]) {
+        const fill = h('span');
+        fill.style.width = ((v || 0) / max * 100).toFixed(2) + '%';
+        fill.style.background = c;
+        bar.append(fill);
+      }
+      grid.append(h('div', { class: 'lbl', title: r.label, text: r.label }), bar, h('div', { class: 'val', text: ms(r.p50) + ' · ' + ms(r.p95) }));
     }
     return grid;
   }
@@ -389,11 +444,11 @@
     const m = usageMonth.total;
     const t = traffic.total;
     part('kpis').replaceChildren(
-      kpi('Spend today', usd(d.cost_usd), 'spend-day', 'saved ' + (d.requested_cost_usd > 0 ? d.savings_pct.toFixed(1) + '%' : '–') + ' vs requested', 'savings-day-pct'),
+      kpi('Spend today', usd(d.cost_usd), 'spend-day', d.requested_cost_usd > 0 ? 'saved ' + d.savings_pct.toFixed(1) + '% today' : 'nothing saved yet', 'savings-day-pct'),
       kpi('Spend this month', usd(m.cost_usd), 'spend-month', int(m.requests) + ' charged requests', 'requests-month'),
-      kpi('Saved this month', m.requested_cost_usd > 0 ? m.savings_pct.toFixed(1) + '%' : '–', 'savings-month-pct', usd(m.savings_usd) + ' less than the requested models', 'savings-month-usd', m.savings_usd > 0 ? 'good' : ''),
+      kpi('Saved this month', m.requested_cost_usd > 0 ? m.savings_pct.toFixed(1) + '%' : '–', 'savings-month-pct', usd(m.savings_usd) + ' vs requested', 'savings-month-usd', m.savings_usd > 0 ? 'good' : ''),
       kpi('Requests today', int(t.requests), 'requests-day', int(t.errors) + ' errors', 'errors-day'),
-      kpi('Error rate today', pct(t.error_rate), 'error-rate-day', 'of ' + int(t.observed) + ' answered since start', null, t.error_rate > 0.05 ? 'bad' : ''),
+      kpi('Error rate today', pct(t.error_rate), 'error-rate-day', 'of ' + int(t.observed) + ' answered', null, t.error_rate > 0.05 ? 'bad' : ''),
       kpi('Latency today', ms(t.p50_ms), 'p50-day', 'p50 · p95 ' + ms(t.p95_ms), 'p95-day'));
     const alerts = alertsOf(budgets, usageDay, traffic, health, ready);
     part('alerts').replaceChildren(...(alerts.length
@@ -481,8 +536,12 @@
           h('div', { class: 'card' }, h('h3', {}, 'Cost per hour by model', h('span', { class: 'sub', text: 'last 24 h' })), h('div', { class: 'chart', 'data-part': 'cost-h' }))),
         h('div', { class: 'grid two' },
           h('div', { class: 'card' }, h('h3', {}, 'Cost per day by model', h('span', { class: 'sub', text: 'last 30 days' })), h('div', { class: 'chart', 'data-part': 'cost-d' })),
-          h('div', { class: 'card' }, h('h3', {}, 'Latency per hour', h('span', { class: 'sub', text: 'whole request, answered since start' })), h('div', { class: 'chart', 'data-part': 'lat-h' }))),
-        h('div', { class: 'card' }, h('h3', {}, 'Share today'), h('div', { class: 'grid two', 'data-part': 'share' })),
+          h('div', { class: 'card' }, h('h3', {}, 'Tokens per hour', h('span', { class: 'sub', text: 'last 24 h, all models' })), h('div', { class: 'chart', 'data-part': 'tok-h' }))),
+        h('div', { class: 'grid two' },
+          h('div', { class: 'card' }, h('h3', {}, 'Share today'), h('div', { 'data-part': 'share' })),
+          h('div', { class: 'card' }, h('h3', {}, 'Latency today', h('span', { class: 'sub', text: 'whole request, answered since start' })),
+            h('div', { class: 'legend-row tight' }, h('span', {}, h('i', { class: 'p50' }), 'p50'), h('span', {}, h('i', { class: 'p95' }), 'p95')),
+            h('div', { 'data-part': 'latency' }))),
         h('div', { class: 'card' }, h('h3', {}, 'Models today', h('span', { class: 'sub', text: 'breaker state from the last tries' })), h('div', { class: 'wrap', 'data-part': 'table' })),
         h('div', { class: 'grid two' },
           h('div', { class: 'card' }, h('h3', {}, 'Fallbacks', h('span', { class: 'sub', text: 'since start' })), h('div', { 'data-part': 'fallbacks' })),
@@ -495,10 +554,11 @@
       { fmt: usd, axis: axisUsd, yLabel: 'USD per hour', empty: 'No spend in the last 24 hours' });
     stackedChart('m-cost-d', part('cost-d'), days.t, days.models.slice().sort(byTotal('cost_usd')).map((s) => ({ label: s.model, color: colorOf(s.model), values: s.cost_usd })),
       { fmt: usd, axis: axisUsd, yLabel: 'USD per day', bars: true, xLabel: 'Day', xSpace: 50, empty: 'No spend in the last 30 days' });
-    lineChart('m-lat-h', part('lat-h'), hours.t, [
-      { label: 'p50', color: '#3757d6', values: hours.total.p50_ms },
-      { label: 'p95', color: '#f08c00', values: hours.total.p95_ms },
-    ], { fmt: ms, yLabel: 'ms', empty: 'No requests answered since start in the last 24 hours' });
+    const tokens = (k) => hours.t.map((_, i) => hours.models.reduce((a, m) => a + m[k][i], 0));
+    lineChart('m-tok-h', part('tok-h'), hours.t, [
+      { label: 'input', color: '#0c8599', values: tokens('input_tokens') },
+      { label: 'output', color: '#7048e8', values: tokens('output_tokens') },
+    ], { fmt: int, axis: compact, yLabel: 'tokens per hour', empty: 'No tokens in the last 24 hours' });
 
     const models = traffic.models || [];
     const providers = {};
@@ -508,10 +568,11 @@
       p.cost += m.cost_usd;
     }
     part('share').replaceChildren(
-      h('div', {}, share('Requests by model', models.map((m) => ({ label: m.model, value: m.requests })), int),
-        share('Cost by model', models.map((m) => ({ label: m.model, value: m.cost_usd })), usd)),
-      h('div', {}, share('Requests by provider', Object.entries(providers).map(([k, v]) => ({ label: k, value: v.requests })), int),
-        share('Cost by provider', Object.entries(providers).map(([k, v]) => ({ label: k, value: v.cost })), usd)));
+      share('Requests by model', models.map((m) => ({ label: m.model, value: m.requests })), int),
+      share('Cost by model', models.map((m) => ({ label: m.model, value: m.cost_usd })), usd),
+      share('Requests by provider', Object.entries(providers).map(([k, v]) => ({ label: k, value: v.requests })), int),
+      share('Cost by provider', Object.entries(providers).map(([k, v]) => ({ label: k, value: v.cost })), usd));
+    part('latency').replaceChildren(latencyBars(models.filter((m) => m.observed).map((m) => ({ label: m.model, p50: m.p50_ms, p95: m.p95_ms }))));
 
     const breakers = {};
     for (const b of health.models || []) breakers[b.model + '\u001f' + b.provider] = b;
@@ -573,10 +634,10 @@
         h('div', { class: 'section-label', text: r.shadow ? 'Served by (forwarded as asked)' : 'Decisions: served by' }),
         hbars(r.models.map((m) => ({ label: m.model, value: m.requests })), int, colorOf));
       if (r.tiers) {
-        card.append(h('div', { class: 'section-label', text: 'Tiers hit (by complexity score)' }),
+        card.append(h('div', { class: 'section-label', text: 'Tiers hit (by complexity score, answered since start)' }),
           hbars(r.tiers.map((t) => ({ label: '≤ ' + t.max_complexity + ' → ' + t.model, value: t.requests })), int, '#7048e8'));
       }
-      if (r.kind !== 'none') card.append(h('div', { class: 'section-label', text: 'Complexity distribution' }), complexityChart(r.complexity));
+      if (r.kind !== 'none') card.append(h('div', { class: 'section-label', text: 'Complexity distribution (answered since start)' }), complexityChart(r.complexity));
       if (r.shadow || r.shadow_decisions.length) {
         card.append(h('div', { class: 'section-label', text: 'Shadow decisions: would have chosen → served' }),
           r.shadow_decisions.length
@@ -619,9 +680,9 @@
             h('td', { class: 'num', 'data-k': 'arm-ratings', text: a.feedback.ratings ? int(a.feedback.ratings) + (a.feedback.up + a.feedback.down ? ' (' + a.feedback.up + ' up, ' + a.feedback.down + ' down)' : '') : 'none' })))))),
         h('div', { class: 'grid three' },
           h('div', {}, h('div', { class: 'section-label', text: 'Cost per request' }), hbars(arms.map((a) => ({ label: a.arm, value: a.cost_per_request_usd || 0 })), usd, colorOf)),
-          h('div', {}, h('div', { class: 'section-label', text: 'Error rate (answered since start)' }), arms.some((a) => a.observed) ? hbars(arms.map((a) => ({ label: a.arm, value: a.error_rate || 0 })), (v) => pct(v), '#d63939') : h('div', { class: 'muted small', text: 'Nothing answered since start' })),
+          h('div', {}, h('div', { class: 'section-label', text: 'Error rate (answered since start)' }), arms.some((a) => a.observed) ? hbars(arms.map((a) => ({ label: a.arm, value: a.error_rate || 0 })), (v) => pct(v), '#d63939', 0.05) : h('div', { class: 'muted small', text: 'Nothing answered since start' })),
           h('div', {}, h('div', { class: 'section-label', text: 'Quality (mean rating, 0–1)' }), arms.some((a) => a.feedback.ratings) ? hbars(arms.map((a) => ({ label: a.arm, value: a.feedback.mean_score || 0 })), (v) => v.toFixed(2), '#2f9e44') : h('div', { class: 'muted small', text: 'No ratings yet: apps rate answers with POST /admin/feedback' }))),
-        h('div', { class: 'muted small', text: 'Requests and cost: the ledger (' + (exp.window === 'day' ? 'today' : 'this month') + '). Errors and latency: answered since ' + clock(exp.since) + '.' }));
+        h('div', { class: 'muted small foot', text: 'Requests and cost: the ledger (' + (exp.window === 'day' ? 'today' : 'this month') + '). Errors and latency: answered since ' + clock(exp.since) + '.' }));
     }));
   }
 
@@ -717,18 +778,19 @@
     if (m) $('#token-var').textContent = m[1];
     $('#login-error').textContent = token ? 'The saved token was not accepted: ' + message : '';
     $('#token').focus();
-    setLive('down', 'sign in');
+    setLive('locked', 'admin token needed');
   }
 
   function setLive(state, text) {
     const live = $('#live');
     live.className = 'live' + (state === 'ok' ? '' : ' ' + state);
-    live.textContent = state === 'ok' ? 'live' : state === 'stale' ? 'retrying' : 'offline';
+    live.textContent = { ok: 'live', stale: 'retrying', locked: 'locked', down: 'offline' }[state];
     $('#updated').textContent = text || '';
   }
 
   async function refresh() {
-    if (busy) return;
+    // Nothing to show until a token is given at the prompt.
+    if (busy || (!$('#login').hidden && !token)) return;
     busy = true;
     const v = view;
     try {
@@ -779,7 +841,7 @@
     window.addEventListener('hashchange', () => { showView(); refresh(); });
     document.addEventListener('visibilitychange', () => { if (!document.hidden) refresh(); });
     let resizeTimer = null;
-    window.addEventListener('resize', () => { clearTimeout(resizeTimer); resizeTimer = setTimeout(refresh, 150); });
+    window.addEventListener('resize', () => { clearTimeout(resizeTimer); resizeTimer = setTimeout(() => { if (!$('#main').hidden) refresh(); }, 150); });
     $('#login-form').addEventListener('submit', async (ev) => {
       ev.preventDefault();
       const input = $('#token');

@@ -112,12 +112,17 @@ class Browser:
 
     def wait(self, expression, timeout=20, what=None):
         deadline = time.time() + timeout
+        last = None
         while True:
-            value = self.eval(expression)
-            if value:
-                return value
+            try:
+                value = self.eval(expression)
+                if value:
+                    return value
+            except CdpError as e:
+                # The page may be between documents.
+                last = e
             if time.time() > deadline:
-                raise CdpError(f"timed out after {timeout} s waiting for {what or expression}")
+                raise CdpError(f"timed out after {timeout} s waiting for {what or expression}" + (f" (last error: {last})" if last else ""))
             time.sleep(0.1)
 
     def navigate(self, url):

@@ -100,8 +100,16 @@ OVERLAPS_JS = r"""
     if (!n.textContent.trim()) continue;
     const r = document.createRange();
     r.selectNodeContents(n);
-    for (const b of r.getClientRects()) {
-      if (b.width > 0.5 && b.height > 0.5) boxes.push({ b, t: n.textContent.trim().slice(0, 40) });
+    // What a clipping ancestor (overflow hidden, ellipsis) hides is not shown.
+    const clips = [];
+    for (let el = n.parentElement; el && el !== document.body; el = el.parentElement) {
+      const o = getComputedStyle(el);
+      if (o.overflowX !== 'visible' || o.overflowY !== 'visible') clips.push(el.getBoundingClientRect());
+    }
+    for (const b0 of r.getClientRects()) {
+      let b = { left: b0.left, right: b0.right, top: b0.top, bottom: b0.bottom };
+      for (const c of clips) b = { left: Math.max(b.left, c.left), right: Math.min(b.right, c.right), top: Math.max(b.top, c.top), bottom: Math.min(b.bottom, c.bottom) };
+      if (b.right - b.left > 0.5 && b.bottom - b.top > 0.5) boxes.push({ b, t: n.textContent.trim().slice(0, 40) });
     }
   }
   const out = [];
@@ -183,7 +191,7 @@ def full(b):
     same_amount(text_of(b, '[data-k="savings-month-usd"]'), month["total"]["savings_usd"], "savings $")
     check(text_of(b, '[data-k="requests-day"]') == f"{traffic['total']['requests']:,}", "requests today as /admin/traffic says")
     alerts = b.eval("[...document.querySelectorAll('#view-overview .alerts li')].map((l) => l.textContent)")
-    check(any("openai-monthly" in a for a in alerts), f"the budget past warn_at is an active alert ({alerts})")
+    check(any("billing-bot" in a for a in alerts), f"the budget past warn_at is an active alert ({alerts})")
     charts_have_data(b, "overview", 2)
     no_overlaps(b, "overview")
     screenshot(b, "overview")
@@ -321,6 +329,15 @@ def main():
     b = Browser()
     try:
         full(b) if MODE == "full" else token(b)
+    except BaseException:
+        # What the page looked like when it went wrong.
+        try:
+            b.screenshot(os.path.join(OUT, "failure.png"))
+            print("page text at the failure:", b.eval("document.body.innerText")[:2000], file=sys.stderr)
+            print("console:", console_errors(b)[:10], file=sys.stderr)
+        except Exception as e:
+            print("(no screenshot of the failure:", e, ")", file=sys.stderr)
+        raise
     finally:
         b.close()
     print(json.dumps({"ok": True, "mode": MODE, "checks": len(checked), "screenshots": OUT}))
