@@ -66,7 +66,8 @@ fn python() -> PathBuf {
 }
 
 fn chromium_present() {
-    let found = ["chromium", "chromium-browser", "google-chrome"].iter().any(|c| std::process::Command::new("which").arg(c).output().is_ok_and(|o| o.status.success()));
+    let found =
+        ["chromium", "chromium-browser", "google-chrome"].iter().any(|c| std::process::Command::new("which").arg(c).output().is_ok_and(|o| o.status.success()));
     assert!(found, "chromium is not installed: scripts/test installs Debian's chromium package (or: apt-get install chromium)");
 }
 
@@ -122,7 +123,8 @@ struct Answer {
 }
 
 async fn chat(client: &reqwest::Client, mg: &Modelgate, app: &str, body: Value, script: Option<&str>) -> Answer {
-    let mut req = client.post(format!("{}/v1/chat/completions", mg.gateway)).header("authorization", "Bearer sk-test").header("x-modelgate-app", app).json(&body);
+    let mut req =
+        client.post(format!("{}/v1/chat/completions", mg.gateway)).header("authorization", "Bearer sk-test").header("x-modelgate-app", app).json(&body);
     if let Some(s) = script {
         req = req.header("x-mock-script", s);
     }
@@ -301,6 +303,18 @@ async fn with_a_token_the_page_asks_for_it_and_shows_nothing_without_it() {
     assert!(!log.is_empty());
     assert!(!log.contains(&token), "the token is not in the access log");
     assert!(!mg.stderr().contains(&token), "the token is not in modelgate's log");
+
+    // admin_read_requires_token closes every read, but a browser can still
+    // load the page (it holds no data) to be asked for the token.
+    let strict = Modelgate::start_with_env(
+        &config(&mock, "admin_token_env: MG_TEST_ADMIN_TOKEN\nadmin_read_requires_token: true\n"),
+        &[("MG_TEST_ADMIN_TOKEN", &token)],
+    );
+    for (path, want) in [("/", 200), ("/dashboard", 200), ("/dashboard/app.js", 200), ("/admin/budgets", 401), ("/admin/requests", 401), ("/metrics", 401)] {
+        assert_eq!(http_get(&format!("{}{path}", strict.admin)).unwrap().0, want, "{path}");
+    }
+    let r = client.post(format!("{}/admin/feedback", strict.admin)).json(&json!({"request_id": "00000000000000ff", "score": 1})).send().await.unwrap();
+    assert_eq!(r.status().as_u16(), 401, "feedback follows admin_read_requires_token");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

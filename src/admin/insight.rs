@@ -121,7 +121,7 @@ fn sample(line: &str, name: &str) -> Option<(Vec<(String, String)>, f64)> {
     loop {
         rest = rest.trim_start_matches(',');
         if let Some(r) = rest.strip_prefix('}') {
-            return Some((labels, r.trim().split_whitespace().next()?.parse().ok()?));
+            return Some((labels, r.split_whitespace().next()?.parse().ok()?));
         }
         let (key, r) = rest.split_once("=\"")?;
         let (value, r) = label_value(r)?;
@@ -157,7 +157,10 @@ mod tests {
             modelgate_fallbacks_total{from=\"we\\\"ird\",to=\"b\",reason=\"429\"} 7\n\
             modelgate_retries_total{model=\"gpt-4o\",reason=\"5xx\"} 9\n";
         let v = fallbacks(text);
-        assert_eq!(v, json!([{"from": "we\"ird", "to": "b", "reason": "429", "count": 7}, {"from": "gpt-4o", "to": "gpt-4o-mini", "reason": "5xx", "count": 3}]));
+        assert_eq!(
+            v,
+            json!([{"from": "we\"ird", "to": "b", "reason": "429", "count": 7}, {"from": "gpt-4o", "to": "gpt-4o-mini", "reason": "5xx", "count": 3}])
+        );
         assert_eq!(param("a=1&window=day", "window"), Some("day"));
         assert_eq!(param("windows=day", "window"), None);
     }

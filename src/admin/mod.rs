@@ -259,16 +259,26 @@ impl ServeHttp for Admin {
         let snap = self.state.load_full();
         let method = session.req_header().method.clone();
         let path = session.req_header().uri.path().to_string();
+        // The dashboard's page and files hold no data (the page asks for
+        // the token and sends it with every call), so a browser can load
+        // them without one.
+        if method == Method::GET {
+            match path.as_str() {
+                "/" | "/dashboard" | "/dashboard/" => return dashboard::page(),
+                p => {
+                    if let Some(name) = p.strip_prefix("/dashboard/") {
+                        return dashboard::asset(name);
+                    }
+                }
+            }
+        }
         if snap.admin_read_requires_token && !matches!(path.as_str(), "/healthz" | "/readyz") {
             if let Err(r) = self.authorize(&snap, session) {
                 return r;
             }
         }
-        if let Some(name) = path.strip_prefix("/dashboard/").filter(|n| !n.is_empty()) {
-            return match method {
-                Method::GET => dashboard::asset(name),
-                _ => error(StatusCode::METHOD_NOT_ALLOWED, format!("{path} answers GET")),
-            };
+        if path.starts_with("/dashboard/") {
+            return error(StatusCode::METHOD_NOT_ALLOWED, format!("{path} answers GET"));
         }
         if let Some(rest) = path.strip_prefix("/admin/overrides/") {
             let route = percent_encoding::percent_decode_str(rest).decode_utf8_lossy().into_owned();
@@ -307,7 +317,6 @@ impl ServeHttp for Admin {
                 report["fallbacks"] = insight::fallbacks(&crate::metrics::render(&self.metrics));
                 json_reply(StatusCode::OK, report)
             }
-            (Method::GET, "/" | "/dashboard" | "/dashboard/") => dashboard::page(),
             (Method::GET, "/admin/requests" | "/admin/series" | "/admin/traffic" | "/admin/experiments") => {
                 if let Err(r) = self.dashboard_access(&snap, session) {
                     return r;

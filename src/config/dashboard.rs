@@ -38,7 +38,10 @@ pub struct RawDashboard {
 
 pub(super) fn dashboard_of(cx: &mut Ctx, raw: RawDashboard) -> Dashboard {
     let d = Dashboard::default();
-    let out = Dashboard { recent_requests: raw.recent_requests.unwrap_or(d.recent_requests), feedback_requests: raw.feedback_requests.unwrap_or(d.feedback_requests) };
+    let out = Dashboard {
+        recent_requests: raw.recent_requests.unwrap_or(d.recent_requests),
+        feedback_requests: raw.feedback_requests.unwrap_or(d.feedback_requests),
+    };
     if out.recent_requests > MAX_RECENT_REQUESTS {
         cx.err(
             "dashboard.recent_requests",

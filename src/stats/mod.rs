@@ -150,7 +150,14 @@ impl Stats {
         Stats {
             pending: Mutex::new(Pending::default()),
             wake: Condvar::new(),
-            data: Mutex::new(Data { recent: Recent::default(), buckets: Buckets::default(), index: Index::default(), spare: Vec::new(), dropped: 0, seeded: false }),
+            data: Mutex::new(Data {
+                recent: Recent::default(),
+                buckets: Buckets::default(),
+                index: Index::default(),
+                spare: Vec::new(),
+                dropped: 0,
+                seeded: false,
+            }),
             state,
             started,
         }

@@ -98,7 +98,11 @@ impl Filter {
                 "limit" => {
                     f.limit = v.parse().ok().filter(|n| *n > 0).ok_or_else(|| format!("limit `{v}`: give a number of requests ≥ 1, e.g. limit=50"))?;
                 }
-                other => return Err(format!("unknown parameter `{other}`; filter with app=, model=, route=, status= (2xx, 4xx, 5xx, errors or a code such as 429) and limit=")),
+                other => {
+                    return Err(format!(
+                        "unknown parameter `{other}`; filter with app=, model=, route=, status= (2xx, 4xx, 5xx, errors or a code such as 429) and limit="
+                    ))
+                }
             }
         }
         Ok(f)

@@ -112,6 +112,9 @@ fn day_starts(tz: &TimeZone, now: Timestamp, n: usize) -> Vec<i64> {
     out
 }
 
+/// One bucket's models and totals.
+type Cells<'a> = (&'a hashbrown::HashMap<String, Usage>, &'a Traffic);
+
 fn round_usd(nanos: u64) -> f64 {
     (usd(nanos) * 1e9).round() / 1e9
 }
@@ -119,7 +122,7 @@ fn round_usd(nanos: u64) -> f64 {
 impl Data {
     pub fn series(&self, step: Window, snap: &Snapshot, now: Timestamp, started: i64) -> SeriesReport {
         let tz = &snap.timezone;
-        let (t, cells): (Vec<i64>, Vec<Option<(&hashbrown::HashMap<String, Usage>, &Traffic)>>) = if step == Window::Hour {
+        let (t, cells): (Vec<i64>, Vec<Option<Cells<'_>>>) = if step == Window::Hour {
             let now_h = now.as_second() - now.as_second().rem_euclid(3600);
             let t: Vec<i64> = (0..SERIES_HOURS as i64).rev().map(|i| now_h - i * 3600).collect();
             let cells = t.iter().map(|s| self.buckets.hours.iter().find(|h| h.start == *s).map(|h| (&h.models, &h.traffic))).collect();
@@ -160,9 +163,11 @@ impl Data {
                 m.cost_usd[i] = round_usd((m.cost_usd[i] * 1e9).round() as u64 + u.nanos);
                 m.input_tokens[i] += u.input;
                 m.output_tokens[i] += u.output;
-                let p = providers
-                    .entry(provider.to_string())
-                    .or_insert_with(|| ProviderSeries { provider: provider.to_string(), requests: vec![0; n], cost_usd: vec![0.0; n] });
+                let p = providers.entry(provider.to_string()).or_insert_with(|| ProviderSeries {
+                    provider: provider.to_string(),
+                    requests: vec![0; n],
+                    cost_usd: vec![0.0; n],
+                });
                 p.requests[i] += u.traffic.requests;
                 p.cost_usd[i] = round_usd((p.cost_usd[i] * 1e9).round() as u64 + u.nanos);
             }
@@ -421,6 +426,19 @@ impl From<&Score> for FeedbackRow {
     }
 }
 
+/// A split route to report and its arms.
+struct Planned {
+    route: String,
+    arms: Vec<PlannedArm>,
+    in_config: bool,
+}
+
+struct PlannedArm {
+    name: String,
+    model: Option<String>,
+    weight_pct: Option<f64>,
+}
+
 impl Data {
     /// `usage` is `/admin/usage` for the same window (`by_arm`).
     pub fn experiments(&self, w: Window, snap: &Snapshot, usage: &UsageReport, now: Timestamp, started: i64) -> ExperimentsReport {
@@ -432,40 +450,53 @@ impl Data {
                 seen.entry(route.to_string()).or_default().entry(arm.to_string()).or_default().merge(a);
             }
         }
-        let mut routes: Vec<(String, Vec<(String, Option<String>, Option<f64>)>, bool)> = Vec::new();
+        // Split routes of the config (every arm, with or without traffic),
+        // then arms seen in the ledger or since the start that it no
+        // longer names.
+        let mut routes: Vec<Planned> = Vec::new();
         for r in &snap.routes {
             if let Target::Split(arms) = &r.target {
                 let sum: f64 = arms.iter().map(|a| a.weight).sum();
-                let list = arms.iter().map(|a| (a.name.clone(), Some(a.model.clone()), (sum > 0.0).then(|| (a.weight / sum * 1e3).round() / 10.0))).collect();
-                routes.push((r.name.clone(), list, true));
+                let arms = arms
+                    .iter()
+                    .map(|a| PlannedArm {
+                        name: a.name.clone(),
+                        model: Some(a.model.clone()),
+                        weight_pct: (sum > 0.0).then(|| (a.weight / sum * 1e3).round() / 10.0),
+                    })
+                    .collect();
+                routes.push(Planned { route: r.name.clone(), arms, in_config: true });
             }
         }
         let mut extra: BTreeMap<String, Vec<String>> = BTreeMap::new();
-        for (route, arms) in usage.by_arm.iter().map(|(r, m)| (r, m.keys().cloned().collect::<Vec<_>>())).chain(seen.iter().map(|(r, m)| (r, m.keys().cloned().collect()))) {
+        for (route, arms) in
+            usage.by_arm.iter().map(|(r, m)| (r, m.keys().cloned().collect::<Vec<_>>())).chain(seen.iter().map(|(r, m)| (r, m.keys().cloned().collect())))
+        {
             extra.entry(route.clone()).or_default().extend(arms);
         }
-        for (route, arms) in &mut extra {
+        for (route, mut arms) in extra {
             arms.sort();
             arms.dedup();
-            match routes.iter_mut().find(|(r, _, _)| r == route) {
-                Some((_, list, _)) => {
-                    for a in arms.iter() {
-                        if !list.iter().any(|(n, _, _)| n == a) {
-                            list.push((a.clone(), None, None));
+            let unplanned = |name: String| PlannedArm { name, model: None, weight_pct: None };
+            match routes.iter_mut().find(|p| p.route == route) {
+                Some(p) => {
+                    for a in arms {
+                        if !p.arms.iter().any(|x| x.name == a) {
+                            p.arms.push(unplanned(a));
                         }
                     }
                 }
-                None => routes.push((route.clone(), arms.iter().map(|a| (a.clone(), None, None)).collect(), false)),
+                None => routes.push(Planned { route, arms: arms.into_iter().map(unplanned).collect(), in_config: false }),
             }
         }
         let none = CellReport { requests: 0, input_tokens: 0, output_tokens: 0, cost_usd: 0.0, requested_cost_usd: 0.0, savings_usd: 0.0, savings_pct: 0.0 };
         let empty = ArmCell::default();
         let experiments = routes
             .into_iter()
-            .map(|(route, list, in_config)| {
-                let arms: Vec<ArmRow> = list
+            .map(|Planned { route, arms, in_config }| {
+                let arms: Vec<ArmRow> = arms
                     .into_iter()
-                    .map(|(arm, model, weight_pct)| {
+                    .map(|PlannedArm { name: arm, model, weight_pct }| {
                         let used = usage.by_arm.get(&route).and_then(|m| m.get(&arm)).unwrap_or(&none);
                         let cell = seen.get(&route).and_then(|m| m.get(&arm)).unwrap_or(&empty);
                         let t = TrafficRow::from(&cell.traffic);
