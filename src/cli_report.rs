@@ -129,5 +129,33 @@ pub fn render_cost(u: &Value) -> String {
         out += "\n";
         out += &table(&[title, "REQUESTS", "INPUT TOK", "OUTPUT TOK", "COST", "SAVINGS", "SAVINGS %"], &rows);
     }
+    // Split routes' arms (cost per request is what an A/B split compares).
+    let arms: Vec<Vec<String>> = u["by_arm"]
+        .as_object()
+        .into_iter()
+        .flatten()
+        .flat_map(|(route, m)| m.as_object().into_iter().flatten().map(move |(arm, c)| (route, arm, c)))
+        .map(|(route, arm, c)| {
+            let n = c["requests"].as_u64().unwrap_or(0);
+            let per = c["cost_usd"].as_f64().filter(|_| n > 0).map_or_else(|| "-".to_string(), |v| format!("${:.6}", v / n as f64));
+            vec![format!("{route} / {arm}"), n.to_string(), usd(&c["cost_usd"]), per, format!("{}%", c["savings_pct"])]
+        })
+        .collect();
+    if !arms.is_empty() {
+        out += "\n";
+        out += &table(&["ROUTE / ARM", "REQUESTS", "COST", "COST/REQUEST", "SAVINGS %"], &arms);
+    }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn cost_lists_split_arms() {
+        let u = serde_json::json!({"window": "month", "from": "a", "to": "b",
+            "total": {"requests": 3, "input_tokens": 1, "output_tokens": 1, "cost_usd": 0.003, "requested_cost_usd": 0.01, "savings_usd": 0.007, "savings_pct": 70.0},
+            "by_arm": {"rollout": {"candidate": {"requests": 2, "cost_usd": 0.001, "savings_pct": 90.0}, "control": {"requests": 1, "cost_usd": 0.002, "savings_pct": 50.0}}}});
+        let text = super::render_cost(&u);
+        assert!(text.contains("ROUTE / ARM") && text.contains("rollout / candidate") && text.contains("$0.000500"), "{text}");
+    }
 }

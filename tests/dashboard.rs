@@ -102,7 +102,9 @@ fn write_history(state: &Path) {
             lines.push((t, entry(t, "history", "by-complexity", "openai", "gpt-4o", 0.00575, 0.00575)));
         }
         if d % 2 == 0 {
-            lines.push((t, entry(t, "history", "rollout", "anthropic", "claude-haiku", 0.00252, 0.00575)));
+            let mut e = entry(t, "history", "rollout", "anthropic", "claude-haiku", 0.00252, 0.00575);
+            e["arm"] = json!("control");
+            lines.push((t, e));
         }
     }
     lines.sort_by_key(|(t, _)| *t);

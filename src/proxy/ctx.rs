@@ -150,7 +150,7 @@ impl Ctx {
         });
         metrics::durations(self.upstream, overhead);
         accesslog::logger().write(&snap.access_log, rec);
-        // The dashboard's copy: the record moves (it is not used again).
+        // Hand the record to the dashboard: a move, it is not used again.
         crate::stats::observe(std::mem::take(rec));
     }
 }

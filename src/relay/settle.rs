@@ -79,7 +79,7 @@ pub async fn settle(
         estimated,
         downgraded_by: cx.trail.downgraded_by.clone(),
         arm: rec.arm.clone(),
-        request_id: Some(rec.request_id),
+        request_id: rec.arm.is_some().then_some(rec.request_id),
     };
     let actual = crate::budget::charged(&entry);
     budgets.settle(hold, actual, &entry).await;

@@ -5,6 +5,10 @@
 //! known) or charged before this process started (from the ledger: cost
 //! and tokens only).
 //!
+//! Maps are nested by name (provider → model, route → arm) and looked up
+//! by `&str`, so counting a request allocates nothing once its names have
+//! been seen in the bucket.
+//!
 //! It counts only: it must not read records, files or the config.
 
 use std::collections::VecDeque;
@@ -19,28 +23,13 @@ use crate::config::Window;
 pub const HOURS_KEPT: usize = 48;
 pub const DAYS_KEPT: usize = 35;
 
-/// Joins the parts of a two-part key (provider and model, route and arm,
-/// would-be and served model).
-pub const SEP: char = '\u{1f}';
-
-pub fn key(a: &str, b: &str) -> String {
-    let mut k = String::with_capacity(a.len() + b.len() + 1);
-    k.push_str(a);
-    k.push(SEP);
-    k.push_str(b);
-    k
-}
-
-pub fn split_key(k: &str) -> (&str, &str) {
-    k.split_once(SEP).unwrap_or((k, ""))
-}
-
 /// How an answered request went.
 #[derive(Debug, Clone, Copy)]
 pub struct Outcome {
     /// Status ≥ 400, or an error (a stream that broke after a 200).
     pub error: bool,
-    pub ms: f64,
+    /// Its latency's histogram bucket (`hist::bucket`).
+    pub latency: u8,
 }
 
 /// One request, as counted.
@@ -79,7 +68,7 @@ impl Traffic {
         if let Some(o) = o {
             self.observed += 1;
             self.errors += u64::from(o.error);
-            self.latency.add(o.ms);
+            self.latency.add_bucket(o.latency);
         }
     }
 
@@ -129,10 +118,12 @@ pub struct RouteCell {
     pub models: HashMap<String, u64>,
     /// Model calls by complexity score 0–10.
     pub complexity: [u64; 11],
-    /// Shadow mode: requests by (would-be model, served model).
-    pub shadow: HashMap<String, u64>,
+    /// Shadow mode: requests by would-be model, then served model.
+    pub shadow: HashMap<String, HashMap<String, u64>>,
     /// Requests a budget moved to a cheaper model.
     pub downgraded: u64,
+    /// Split routes: by arm.
+    pub arms: HashMap<String, ArmCell>,
 }
 
 impl RouteCell {
@@ -142,8 +133,13 @@ impl RouteCell {
         for (a, b) in self.complexity.iter_mut().zip(r.complexity) {
             *a += b;
         }
-        add_counts(&mut self.shadow, &r.shadow);
+        for (would, served) in &r.shadow {
+            add_counts(cell(&mut self.shadow, would), served);
+        }
         self.downgraded += r.downgraded;
+        for (k, a) in &r.arms {
+            cell(&mut self.arms, k).merge(a);
+        }
     }
 }
 
@@ -204,12 +200,29 @@ fn cell<'m, T: Default>(map: &'m mut HashMap<String, T>, k: &str) -> &'m mut T {
     map.entry_ref(k).or_default()
 }
 
+/// Per provider, per model.
+pub type Models = HashMap<String, HashMap<String, Usage>>;
+
+fn model_cell<'m>(m: &'m mut Models, provider: &str, model: &str) -> &'m mut Usage {
+    cell(cell(m, provider), model)
+}
+
+/// Every (provider, model, usage) of `m`.
+pub fn each_model(m: &Models) -> impl Iterator<Item = (&str, &str, &Usage)> {
+    m.iter().flat_map(|(p, ms)| ms.iter().map(move |(n, u)| (p.as_str(), n.as_str(), u)))
+}
+
+fn merge_models(into: &mut Models, from: &Models) {
+    for (p, m, u) in each_model(from) {
+        model_cell(into, p, m).merge(u);
+    }
+}
+
 /// One UTC hour.
 #[derive(Debug, Clone, Default)]
 pub struct Hour {
     pub start: i64,
-    /// By `provider␟model`.
-    pub models: HashMap<String, Usage>,
+    pub models: Models,
     pub traffic: Traffic,
 }
 
@@ -218,12 +231,16 @@ pub struct Hour {
 pub struct Day {
     pub start: i64,
     pub end: i64,
-    /// By `provider␟model`.
-    pub models: HashMap<String, Usage>,
+    pub models: Models,
     pub traffic: Traffic,
     pub routes: HashMap<String, RouteCell>,
-    /// By `route␟arm`.
-    pub arms: HashMap<String, ArmCell>,
+}
+
+impl Day {
+    /// A split arm's cell (made when new).
+    pub fn arm(&mut self, route: &str, arm: &str) -> &mut ArmCell {
+        cell(&mut cell(&mut self.routes, route).arms, arm)
+    }
 }
 
 trait Slot: Default {
@@ -262,37 +279,49 @@ fn slot<T: Slot>(q: &mut VecDeque<T>, start: i64, keep: usize, make: impl FnOnce
     q.get_mut(at)
 }
 
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct Buckets {
     pub hours: VecDeque<Hour>,
     pub days: VecDeque<Day>,
-    /// The last day looked up: its bounds and zone.
-    day_cache: Option<(i64, i64, TimeZone)>,
+    /// The zone of the day buckets and the last day looked up.
+    zone: TimeZone,
+    day_cache: Option<(i64, i64)>,
+}
+
+impl Default for Buckets {
+    fn default() -> Self {
+        Buckets { hours: VecDeque::new(), days: VecDeque::new(), zone: TimeZone::UTC, day_cache: None }
+    }
 }
 
 impl Buckets {
-    fn day_bounds(&mut self, at: i64, tz: &TimeZone) -> (i64, i64) {
-        if let Some((s, e, z)) = &self.day_cache {
-            if (*s..*e).contains(&at) && z == tz {
-                return (*s, *e);
-            }
+    /// Count days in `tz` from now on (a reload may change it).
+    pub fn set_zone(&mut self, tz: &TimeZone) {
+        if self.zone != *tz {
+            self.zone = tz.clone();
+            self.day_cache = None;
+        }
+    }
+
+    fn day_bounds(&mut self, at: i64) -> (i64, i64) {
+        if let Some((s, e)) = self.day_cache.filter(|(s, e)| (*s..*e).contains(&at)) {
+            return (s, e);
         }
         let ts = jiff::Timestamp::from_second(at).unwrap_or(jiff::Timestamp::UNIX_EPOCH);
-        let (s, e) = crate::budget::window::bounds(Window::Day, tz, ts);
-        self.day_cache = Some((s, e, tz.clone()));
+        let (s, e) = crate::budget::window::bounds(Window::Day, &self.zone, ts);
+        self.day_cache = Some((s, e));
         (s, e)
     }
 
-    pub fn add(&mut self, s: &Sample<'_>, tz: &TimeZone) {
-        let model = key(s.provider, s.model);
+    pub fn add(&mut self, s: &Sample<'_>) {
         let hour = s.at - s.at.rem_euclid(3600);
         if let Some(h) = slot(&mut self.hours, hour, HOURS_KEPT, || Hour { start: hour, ..Hour::default() }) {
-            cell(&mut h.models, &model).add(s);
+            model_cell(&mut h.models, s.provider, s.model).add(s);
             h.traffic.add(s.outcome);
         }
-        let (start, end) = self.day_bounds(s.at, tz);
+        let (start, end) = self.day_bounds(s.at);
         let Some(d) = slot(&mut self.days, start, DAYS_KEPT, || Day { start, end, ..Day::default() }) else { return };
-        cell(&mut d.models, &model).add(s);
+        model_cell(&mut d.models, s.provider, s.model).add(s);
         d.traffic.add(s.outcome);
         let r = cell(&mut d.routes, s.route);
         r.traffic.add(s.outcome);
@@ -301,19 +330,19 @@ impl Buckets {
             r.complexity[usize::from(c.min(10))] += 1;
         }
         if let Some(would) = s.shadow {
-            bump(&mut r.shadow, &key(would, s.model));
+            bump(cell(&mut r.shadow, would), s.model);
         }
         r.downgraded += u64::from(s.downgraded);
         if let Some(arm) = s.arm {
-            let a = cell(&mut d.arms, &key(s.route, arm));
+            let a = cell(&mut r.arms, arm);
             a.traffic.add(s.outcome);
             a.nanos += s.nanos;
         }
     }
 
     /// The day bucket holding `at` (for feedback on a request of that day).
-    pub fn day_of(&mut self, at: i64, tz: &TimeZone) -> Option<&mut Day> {
-        let (start, end) = self.day_bounds(at, tz);
+    pub fn day_of(&mut self, at: i64) -> Option<&mut Day> {
+        let (start, end) = self.day_bounds(at);
         slot(&mut self.days, start, DAYS_KEPT, || Day { start, end, ..Day::default() })
     }
 
@@ -322,24 +351,17 @@ impl Buckets {
         for h in other.hours {
             if let Some(mine) = slot(&mut self.hours, h.start, HOURS_KEPT, Hour::default) {
                 mine.start = h.start;
-                for (k, u) in &h.models {
-                    cell(&mut mine.models, k).merge(u);
-                }
+                merge_models(&mut mine.models, &h.models);
                 mine.traffic.merge(&h.traffic);
             }
         }
         for d in other.days {
             if let Some(mine) = slot(&mut self.days, d.start, DAYS_KEPT, Day::default) {
                 (mine.start, mine.end) = (d.start, d.end);
-                for (k, u) in &d.models {
-                    cell(&mut mine.models, k).merge(u);
-                }
+                merge_models(&mut mine.models, &d.models);
                 mine.traffic.merge(&d.traffic);
                 for (k, r) in &d.routes {
                     cell(&mut mine.routes, k).merge(r);
-                }
-                for (k, a) in &d.arms {
-                    cell(&mut mine.arms, k).merge(a);
                 }
             }
         }
@@ -363,7 +385,7 @@ mod tests {
             model,
             route: "r",
             arm: Some("a"),
-            outcome: Some(Outcome { error, ms }),
+            outcome: Some(Outcome { error, latency: crate::stats::hist::bucket(ms) }),
             nanos: 1_000,
             input: 10,
             output: 5,
@@ -375,33 +397,33 @@ mod tests {
 
     #[test]
     fn samples_land_in_their_hour_and_day_and_old_buckets_go() {
-        let tz = TimeZone::UTC;
         let mut b = Buckets::default();
+        b.set_zone(&TimeZone::UTC);
         let t0 = 1_790_000_000 - 1_790_000_000 % 86_400; // a UTC midnight
-        b.add(&sample(t0 + 10, "m", false, 5.0), &tz);
-        b.add(&sample(t0 + 20, "m", true, 50.0), &tz);
-        b.add(&sample(t0 + 3_700, "n", false, 5.0), &tz);
+        b.add(&sample(t0 + 10, "m", false, 5.0));
+        b.add(&sample(t0 + 20, "m", true, 50.0));
+        b.add(&sample(t0 + 3_700, "n", false, 5.0));
         assert_eq!(b.hours.len(), 2);
         assert_eq!(b.days.len(), 1);
-        let d = &b.days[0];
+        let d = &mut b.days[0];
         assert_eq!((d.start, d.end), (t0, t0 + 86_400));
         assert_eq!(d.traffic.requests, 3);
         assert_eq!(d.traffic.errors, 1);
         assert_eq!(d.routes["r"].complexity[4], 3);
-        assert_eq!(d.arms[&key("r", "a")].nanos, 3_000);
-        assert_eq!(d.models[&key("openai", "m")].traffic.requests, 2);
+        assert_eq!(d.arm("r", "a").nanos, 3_000);
+        assert_eq!(d.models["openai"]["m"].traffic.requests, 2);
         // An hour older than everything kept, with the deque full, is dropped.
         for h in 1..=HOURS_KEPT as i64 {
-            b.add(&sample(t0 + h * 3_600, "m", false, 1.0), &tz);
+            b.add(&sample(t0 + h * 3_600, "m", false, 1.0));
         }
         assert_eq!(b.hours.len(), HOURS_KEPT);
-        b.add(&sample(t0 - 7 * 86_400, "m", false, 1.0), &tz);
+        b.add(&sample(t0 - 7 * 86_400, "m", false, 1.0));
         assert_eq!(b.hours.len(), HOURS_KEPT);
         assert!(b.hours.iter().all(|h| h.start >= t0));
         // Days stay in order when an older one arrives late (the ledger's).
         assert_eq!(b.days.front().unwrap().start, t0 - 7 * 86_400);
         let mut seed = Buckets::default();
-        seed.add(&Sample { outcome: None, ..sample(t0 - 86_400, "m", false, 0.0) }, &tz);
+        seed.add(&Sample { outcome: None, ..sample(t0 - 86_400, "m", false, 0.0) });
         b.merge(seed);
         let starts: Vec<i64> = b.days.iter().map(|d| d.start).collect();
         let mut sorted = starts.clone();
@@ -410,5 +432,10 @@ mod tests {
         let yesterday = b.days.iter().find(|d| d.start == t0 - 86_400).unwrap();
         assert_eq!((yesterday.traffic.requests, yesterday.traffic.observed), (1, 0));
         assert_eq!(yesterday.traffic.error_rate(), None);
+        // Another zone: the next day counts in its own calendar.
+        b.set_zone(&TimeZone::get("America/New_York").unwrap());
+        b.add(&sample(t0 + 86_400 + 6 * 3_600, "m", false, 1.0));
+        let ny = b.days.iter().find(|d| d.start == t0 + 86_400 + 4 * 3_600).expect("a day from midnight in New York (EDT in September)");
+        assert_eq!(ny.traffic.requests, 1);
     }
 }

@@ -16,9 +16,11 @@ pub struct Hist {
     n: u64,
 }
 
-fn index(ms: f64) -> usize {
+/// The bucket of a latency in ms (worked out once per request, then added
+/// to several histograms).
+pub fn bucket(ms: f64) -> u8 {
     let ms = if ms.is_finite() { ms.max(1e-3) } else { 1e-3 };
-    ((ms.log2() - LOW) * PER_OCTAVE).round().clamp(0.0, (BUCKETS - 1) as f64) as usize
+    ((ms.log2() - LOW) * PER_OCTAVE).round().clamp(0.0, (BUCKETS - 1) as f64) as u8
 }
 
 fn centre(i: usize) -> f64 {
@@ -27,12 +29,18 @@ fn centre(i: usize) -> f64 {
 
 impl Hist {
     pub fn add(&mut self, ms: f64) {
+        self.add_bucket(bucket(ms));
+    }
+
+    /// Add a sample already put in its [`bucket`].
+    pub fn add_bucket(&mut self, b: u8) {
         if self.counts.is_empty() {
             self.counts = vec![0; BUCKETS];
         }
-        let c = &mut self.counts[index(ms)];
-        *c = c.saturating_add(1);
-        self.n += 1;
+        if let Some(c) = self.counts.get_mut(usize::from(b)) {
+            *c = c.saturating_add(1);
+            self.n += 1;
+        }
     }
 
     pub fn merge(&mut self, other: &Hist) {

@@ -188,8 +188,12 @@ impl Stats {
             std::mem::swap(&mut p.batch, &mut batch);
             data.dropped += std::mem::take(&mut p.dropped);
         }
+        // A batch counts at the time it is counted: at most BATCH_AFTER
+        // after its requests ended (no time to parse per record).
+        let now = Timestamp::now().as_second();
+        data.buckets.set_zone(&snap.timezone);
         for rec in batch.drain(..) {
-            data.add(rec, &snap);
+            data.add(rec, &snap, now);
         }
         // A burst's storage is not kept forever.
         batch.shrink_to(4096);
@@ -212,6 +216,7 @@ impl Stats {
         let tz = snap.timezone.clone();
         let since = self.started.as_second() - (buckets::DAYS_KEPT as i64 + 1) * 86_400;
         let mut b = Buckets::default();
+        b.set_zone(&tz);
         let mut split = Vec::new();
         let scan = Ledger::new(&snap.state_dir, false).scan_since(since, |e, at| {
             if at >= self.started {
@@ -232,7 +237,7 @@ impl Stats {
                 shadow: None,
                 downgraded: e.downgraded_by.is_some(),
             };
-            b.add(&sample, &tz);
+            b.add(&sample);
             if let (Some(arm), Some(id)) = (&e.arm, e.request_id) {
                 split.push((id, e.route.clone(), arm.clone(), e.model.clone(), at, None));
             }
@@ -242,11 +247,12 @@ impl Stats {
             *given = ratings.get(&id.0).and_then(feedback::Line::given);
         }
         let mut data = self.lock();
+        data.buckets.set_zone(&tz);
         data.buckets.merge(b);
         for l in ratings.values() {
             let (Some(g), Ok(at)) = (l.given(), l.request_ts.parse::<Timestamp>()) else { continue };
-            if let Some(day) = data.buckets.day_of(at.as_second(), &tz) {
-                day.arms.entry_ref(buckets::key(&l.route, &l.arm).as_str()).or_default().feedback.merge(&g.score());
+            if let Some(day) = data.buckets.day_of(at.as_second()) {
+                day.arm(&l.route, &l.arm).feedback.merge(&g.score());
             }
         }
         let cap = self.state.load().dashboard.feedback_requests;
@@ -258,7 +264,6 @@ impl Stats {
     /// Rate a split request (`POST /admin/feedback`).
     pub fn feedback(&self, id: RequestId, given: Given, state_dir: &std::path::Path) -> Result<FeedbackAck, FeedbackError> {
         let mut data = self.catch_up();
-        let tz = self.state.load().timezone.clone();
         let Some(r) = data.index.get_mut(id) else {
             return Err(if data.seeded { FeedbackError::Unknown } else { FeedbackError::NotReady });
         };
@@ -281,8 +286,8 @@ impl Stats {
             },
         };
         feedback::append(state_dir, now, &line).map_err(|e| FeedbackError::Store(format!("cannot save the rating in {}: {e}", state_dir.display())))?;
-        if let Some(day) = data.buckets.day_of(r.at, &tz) {
-            let cell = day.arms.entry_ref(buckets::key(&r.route, &r.arm).as_str()).or_default();
+        if let Some(day) = data.buckets.day_of(r.at) {
+            let cell = day.arm(&r.route, &r.arm);
             if let Some(old) = r.given {
                 cell.feedback.remove(&old.score());
             }
@@ -309,8 +314,8 @@ impl Stats {
 }
 
 impl Data {
-    fn add(&mut self, rec: Record, snap: &Snapshot) {
-        let at = rec.ts.parse::<Timestamp>().unwrap_or_else(|_| Timestamp::now()).as_second();
+    /// Count `rec` as answered at `at` (Unix seconds) and keep it.
+    fn add(&mut self, rec: Record, snap: &Snapshot, at: i64) {
         // The labels of `modelgate_requests_total`: `other` served by a
         // provider as an unconfigured model, `none` never sent.
         let provider = rec.provider.as_deref().unwrap_or("none");
@@ -321,7 +326,7 @@ impl Data {
             model,
             route: &rec.route,
             arm: rec.arm.as_deref(),
-            outcome: Some(Outcome { error: rec.status >= 400 || rec.error.is_some(), ms: rec.duration_ms }),
+            outcome: Some(Outcome { error: rec.status >= 400 || rec.error.is_some(), latency: hist::bucket(rec.duration_ms) }),
             nanos: nanos(rec.cost_usd.unwrap_or(0.0)),
             input: rec.input_tokens + rec.cached_input_tokens + rec.cache_write_tokens,
             output: rec.output_tokens,
@@ -329,7 +334,7 @@ impl Data {
             shadow: rec.shadow_model.as_deref(),
             downgraded: rec.downgraded_by.is_some(),
         };
-        self.buckets.add(&sample, &snap.timezone);
+        self.buckets.add(&sample);
         if let Some(arm) = rec.arm.as_deref() {
             self.index.remember(rec.request_id, &rec.route, arm, model, at, snap.dashboard.feedback_requests);
         }

@@ -11,7 +11,7 @@ use jiff::tz::TimeZone;
 use jiff::Timestamp;
 use serde::Serialize;
 
-use super::buckets::{split_key, ArmCell, RouteCell, Score, Traffic, Usage};
+use super::buckets::{each_model, ArmCell, Models, RouteCell, Score, Traffic, Usage};
 use super::hist::Latency;
 use super::Data;
 use crate::budget::amount::usd;
@@ -113,7 +113,7 @@ fn day_starts(tz: &TimeZone, now: Timestamp, n: usize) -> Vec<i64> {
 }
 
 /// One bucket's models and totals.
-type Cells<'a> = (&'a hashbrown::HashMap<String, Usage>, &'a Traffic);
+type Cells<'a> = (&'a Models, &'a Traffic);
 
 fn round_usd(nanos: u64) -> f64 {
     (usd(nanos) * 1e9).round() / 1e9
@@ -134,11 +134,11 @@ impl Data {
         };
         let n = t.len();
         let mut total = SeriesColumns::default();
-        let mut models: BTreeMap<String, ModelSeries> = BTreeMap::new();
+        let mut models: BTreeMap<(String, String), ModelSeries> = BTreeMap::new();
         let mut providers: BTreeMap<String, ProviderSeries> = BTreeMap::new();
         for (i, c) in cells.iter().enumerate() {
             let (requests, errors, cost, lat) = match c {
-                Some((ms, tr)) => (tr.requests, tr.errors, ms.values().map(|u| u.nanos).sum::<u64>(), tr.latency.summary()),
+                Some((ms, tr)) => (tr.requests, tr.errors, each_model(ms).map(|(_, _, u)| u.nanos).sum::<u64>(), tr.latency.summary()),
                 None => (0, 0, 0, Latency { p50_ms: None, p95_ms: None }),
             };
             total.requests.push(requests);
@@ -147,9 +147,8 @@ impl Data {
             total.p50_ms.push(lat.p50_ms);
             total.p95_ms.push(lat.p95_ms);
             let Some((ms, _)) = c else { continue };
-            for (k, u) in ms.iter() {
-                let (provider, model) = split_key(k);
-                let m = models.entry(k.clone()).or_insert_with(|| ModelSeries {
+            for (provider, model, u) in each_model(ms) {
+                let m = models.entry((provider.to_string(), model.to_string())).or_insert_with(|| ModelSeries {
                     model: model.to_string(),
                     provider: provider.to_string(),
                     requests: vec![0; n],
@@ -271,12 +270,12 @@ impl Data {
         let tz = &snap.timezone;
         let (from, to) = window::bounds(w, tz, now);
         let mut total = Traffic::default();
-        let mut models: BTreeMap<String, Usage> = BTreeMap::new();
+        let mut models: BTreeMap<(String, String), Usage> = BTreeMap::new();
         let mut routes: BTreeMap<String, RouteCell> = BTreeMap::new();
         for d in self.buckets.days_in(from, to) {
             total.merge(&d.traffic);
-            for (k, u) in &d.models {
-                models.entry(k.clone()).or_default().merge(u);
+            for (provider, model, u) in each_model(&d.models) {
+                models.entry((provider.to_string(), model.to_string())).or_default().merge(u);
             }
             for (k, r) in &d.routes {
                 routes.entry(k.clone()).or_default().merge(r);
@@ -284,16 +283,13 @@ impl Data {
         }
         let mut model_rows: Vec<ModelRow> = models
             .iter()
-            .map(|(k, u)| {
-                let (provider, model) = split_key(k);
-                ModelRow {
-                    model: model.to_string(),
-                    provider: provider.to_string(),
-                    traffic: TrafficRow::from(&u.traffic),
-                    cost_usd: round_usd(u.nanos),
-                    input_tokens: u.input,
-                    output_tokens: u.output,
-                }
+            .map(|((provider, model), u)| ModelRow {
+                model: model.to_string(),
+                provider: provider.to_string(),
+                traffic: TrafficRow::from(&u.traffic),
+                cost_usd: round_usd(u.nanos),
+                input_tokens: u.input,
+                output_tokens: u.output,
             })
             .collect();
         model_rows.sort_by(|a, b| b.traffic.requests.cmp(&a.traffic.requests).then_with(|| a.model.cmp(&b.model)));
@@ -342,10 +338,7 @@ fn route_row(name: &str, kind: &'static str, shadow: bool, target: Option<&Targe
     let mut shadow_decisions: Vec<ShadowRow> = c
         .shadow
         .iter()
-        .map(|(k, n)| {
-            let (would, served) = split_key(k);
-            ShadowRow { would: would.to_string(), served: served.to_string(), requests: *n }
-        })
+        .flat_map(|(would, served)| served.iter().map(move |(m, n)| ShadowRow { would: would.clone(), served: m.clone(), requests: *n }))
         .collect();
     shadow_decisions.sort_by(|a, b| b.requests.cmp(&a.requests).then_with(|| a.would.cmp(&b.would)));
     RouteRow {
@@ -445,9 +438,10 @@ impl Data {
         let (from, to) = window::bounds(w, &snap.timezone, now);
         let mut seen: BTreeMap<String, BTreeMap<String, ArmCell>> = BTreeMap::new();
         for d in self.buckets.days_in(from, to) {
-            for (k, a) in &d.arms {
-                let (route, arm) = split_key(k);
-                seen.entry(route.to_string()).or_default().entry(arm.to_string()).or_default().merge(a);
+            for (route, r) in &d.routes {
+                for (arm, a) in &r.arms {
+                    seen.entry(route.clone()).or_default().entry(arm.clone()).or_default().merge(a);
+                }
             }
         }
         // Split routes of the config (every arm, with or without traffic),

@@ -109,7 +109,7 @@ fn ratings_count_per_arm_replace_and_survive_a_restart() {
     assert_eq!((ack.arm.as_str(), ack.score, ack.replaced), ("cheap", 0.0, false));
     let ack = s.feedback(id, Given::Score(0.75), &state_dir).unwrap();
     assert!(ack.replaced);
-    let cell = |d: &Data| d.buckets.days.back().unwrap().arms[&buckets::key("ab", "cheap")].feedback;
+    let cell = |d: &Data| d.buckets.days.back().unwrap().routes["ab"].arms["cheap"].feedback;
     assert_eq!(cell(&s.lock()), Score { ratings: 1, sum: 0.75, up: 0, down: 0 });
 
     // A new process reads the rating back (and may still rate the request,
@@ -134,7 +134,7 @@ fn ratings_count_per_arm_replace_and_survive_a_restart() {
     {
         let d = later.lock();
         assert_eq!(cell(&d), Score { ratings: 1, sum: 0.75, up: 0, down: 0 });
-        let arms = &d.buckets.days.back().unwrap().arms[&buckets::key("ab", "cheap")];
+        let arms = &d.buckets.days.back().unwrap().routes["ab"].arms["cheap"];
         assert_eq!((arms.traffic.requests, arms.traffic.observed, arms.nanos), (1, 0, 1_000_000));
     }
     let ack = later.feedback(id, Given::Thumbs(true), &state_dir).unwrap();
