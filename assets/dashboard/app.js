@@ -19,7 +19,8 @@
   const colors = new Map();
   const seenRequests = new Set();
   const filterOptions = { app: new Set(), model: new Set(), route: new Set() };
-  const windows = { routes: 'day', experiments: 'month' };
+  // What the window and grouping toggles show.
+  const windows = { routes: 'day', experiments: 'month', models: 'model' };
 
   class AuthError extends Error {}
   class ForbiddenError extends Error {}
@@ -245,10 +246,11 @@
       series,
       legend: { live: true },
       cursor: { points: { size: 6 }, drag: { x: false, y: false } },
+      // (After the first draw: earlier, uPlot would reset the legend.)
+      hooks: { ready: [showLatest] },
     };
     const u = new uPlot(opts, data, el);
     charts.set(key, { u, sig, el });
-    showLatest(u);
   }
 
   // The legend shows the latest bucket until the pointer is on the chart.
@@ -530,12 +532,12 @@
   function renderModels([hours, days, traffic, health]) {
     tz = traffic.timezone || tz;
     const part = frame('models', (sec) => {
-      sec.append(h('h2', { text: 'Models' }),
+      sec.append(h('h2', { 'data-part': 'title' }),
         h('div', { class: 'grid two' },
-          h('div', { class: 'card' }, h('h3', {}, 'Requests per hour by model', h('span', { class: 'sub', text: 'last 24 h' })), h('div', { class: 'chart', 'data-part': 'req-h' })),
-          h('div', { class: 'card' }, h('h3', {}, 'Cost per hour by model', h('span', { class: 'sub', text: 'last 24 h' })), h('div', { class: 'chart', 'data-part': 'cost-h' }))),
+          h('div', { class: 'card' }, h('h3', {}, h('span', { 'data-part': 'by1', text: 'Requests per hour by model' }), h('span', { class: 'sub', text: 'last 24 h' })), h('div', { class: 'chart', 'data-part': 'req-h' })),
+          h('div', { class: 'card' }, h('h3', {}, h('span', { 'data-part': 'by2', text: 'Cost per hour by model' }), h('span', { class: 'sub', text: 'last 24 h' })), h('div', { class: 'chart', 'data-part': 'cost-h' }))),
         h('div', { class: 'grid two' },
-          h('div', { class: 'card' }, h('h3', {}, 'Cost per day by model', h('span', { class: 'sub', text: 'last 30 days' })), h('div', { class: 'chart', 'data-part': 'cost-d' })),
+          h('div', { class: 'card' }, h('h3', {}, h('span', { 'data-part': 'by3', text: 'Cost per day by model' }), h('span', { class: 'sub', text: 'last 30 days' })), h('div', { class: 'chart', 'data-part': 'cost-d' })),
           h('div', { class: 'card' }, h('h3', {}, 'Tokens per hour', h('span', { class: 'sub', text: 'last 24 h, all models' })), h('div', { class: 'chart', 'data-part': 'tok-h' }))),
         h('div', { class: 'grid two' },
           h('div', { class: 'card' }, h('h3', {}, 'Share today'), h('div', { 'data-part': 'share' })),
@@ -547,12 +549,23 @@
           h('div', { class: 'card' }, h('h3', {}, 'Fallbacks', h('span', { class: 'sub', text: 'since start' })), h('div', { 'data-part': 'fallbacks' })),
           h('div', { class: 'card' }, h('h3', {}, 'Provider health checks'), h('div', { 'data-part': 'providers' }))));
     });
-    const byTotal = (key) => (a, b) => sum(b[key]) - sum(a[key]);
-    stackedChart('m-req-h', part('req-h'), hours.t, hours.models.slice().sort(byTotal('requests')).map((s) => ({ label: s.model, color: colorOf(s.model), values: s.requests })),
-      { fmt: int, yLabel: 'requests per hour', empty: 'No requests in the last 24 hours' });
-    stackedChart('m-cost-h', part('cost-h'), hours.t, hours.models.slice().sort(byTotal('cost_usd')).map((s) => ({ label: s.model, color: colorOf(s.model), values: s.cost_usd })),
-      { fmt: usd, axis: axisUsd, yLabel: 'USD per hour', empty: 'No spend in the last 24 hours' });
-    stackedChart('m-cost-d', part('cost-d'), days.t, days.models.slice().sort(byTotal('cost_usd')).map((s) => ({ label: s.model, color: colorOf(s.model), values: s.cost_usd })),
+    // Over time by model or by provider.
+    const by = windows.models;
+    const toggle = h('span', { class: 'sub' });
+    for (const [w, label] of [['model', 'By model'], ['provider', 'By provider']]) {
+      const b = h('button', { type: 'button', class: 'linkish', 'data-group': w, text: label, 'aria-pressed': by === w ? 'true' : 'false' });
+      b.addEventListener('click', () => { windows.models = w; refresh(); });
+      toggle.append(b);
+    }
+    part('title').replaceChildren('Models', toggle);
+    part('by1').textContent = 'Requests per hour by ' + by;
+    part('by2').textContent = 'Cost per hour by ' + by;
+    part('by3').textContent = 'Cost per day by ' + by;
+    const groups = (series) => (by === 'provider' ? series.providers.map((p) => ({ ...p, name: p.provider })) : series.models.map((m) => ({ ...m, name: m.model })));
+    const layers = (series, key) => groups(series).sort((a, b) => sum(b[key]) - sum(a[key])).map((g) => ({ label: g.name, color: colorOf(g.name), values: g[key] }));
+    stackedChart('m-req-h', part('req-h'), hours.t, layers(hours, 'requests'), { fmt: int, yLabel: 'requests per hour', empty: 'No requests in the last 24 hours' });
+    stackedChart('m-cost-h', part('cost-h'), hours.t, layers(hours, 'cost_usd'), { fmt: usd, axis: axisUsd, yLabel: 'USD per hour', empty: 'No spend in the last 24 hours' });
+    stackedChart('m-cost-d', part('cost-d'), days.t, layers(days, 'cost_usd'),
       { fmt: usd, axis: axisUsd, yLabel: 'USD per day', bars: true, xLabel: 'Day', xSpace: 50, empty: 'No spend in the last 30 days' });
     const tokens = (k) => hours.t.map((_, i) => hours.models.reduce((a, m) => a + m[k][i], 0));
     lineChart('m-tok-h', part('tok-h'), hours.t, [

@@ -222,6 +222,14 @@ def full(b):
     check(b.eval("document.querySelectorAll('#view-models .share span').length") >= 2, "shares by model drawn")
     no_overlaps(b, "models")
     screenshot(b, "models")
+    n = b.eval("Number(document.querySelector('#view-models').dataset.rendered)")
+    b.eval("document.querySelector('#view-models button[data-group=provider]').click()")
+    b.wait(f"Number(document.querySelector('#view-models').dataset.rendered) > {n}", what="the models view by provider")
+    legend = b.eval("[...document.querySelectorAll('#view-models [data-part=req-h] .u-legend .u-label')].map((l) => l.textContent)")
+    check(set(legend) >= {"openai", "anthropic"}, f"over time by provider ({legend})")
+    charts_have_data(b, "models", 4)
+    screenshot(b, "models-by-provider")
+    b.eval("document.querySelector('#view-models button[data-group=model]').click()")
 
     # Routes: decisions per route as /admin/traffic says.
     goto_view(b, "routes")
