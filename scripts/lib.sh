@@ -94,3 +94,20 @@ ensure_promtool() {
 ensure_systemd_analyze() {
   command -v systemd-analyze >/dev/null || { echo "installing systemd (for systemd-analyze) …"; apt_install systemd; }
 }
+
+# tests/dashboard.rs drives the web dashboard in headless Chromium (Debian's
+# chromium package, fonts for its text) over the DevTools protocol with
+# websocket-client in .venv (after ensure_python_venv).
+ensure_dashboard_tools() {
+  local missing=()
+  command -v chromium >/dev/null || missing+=(chromium)
+  [ -e /usr/share/fonts/truetype/dejavu/DejaVuSans.ttf ] || missing+=(fonts-dejavu-core)
+  if [ ${#missing[@]} -gt 0 ]; then
+    echo "installing ${missing[*]} …"
+    apt_install "${missing[@]}"
+  fi
+  if ! .venv/bin/python -m pip install -q --disable-pip-version-check -r tests/dashboard/requirements.txt; then
+    echo "could not install the dashboard test's Python packages into .venv" >&2
+    return 1
+  fi
+}

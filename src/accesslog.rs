@@ -11,9 +11,11 @@ use serde::Serialize;
 
 use crate::config::AccessLog;
 
-#[derive(Debug, Default, Serialize)]
+#[derive(Debug, Default, Clone, Serialize)]
 pub struct Record {
     pub ts: String,
+    /// Returned to the client in `x-modelgate-request-id`.
+    pub request_id: crate::request_id::RequestId,
     pub method: String,
     pub path: String,
     pub dialect: &'static str,

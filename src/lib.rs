@@ -26,7 +26,9 @@ pub mod proxy;
 pub mod redact;
 pub mod relay;
 pub mod reload;
+pub mod request_id;
 pub mod server;
+pub mod stats;
 pub mod telemetry;
 #[cfg(test)]
 #[path = "../tests/common/config.rs"]

@@ -144,8 +144,16 @@ fn add_listeners(server: &mut Server, s: &Shared, listen: Listen, metrics: Prome
     // clients cost ~300 MB; request heads and JSON bodies read fine in 16 KiB.
     let buffers = pingora::protocols::l4::stream::L4BufferSettings::new(16 * 1024, pingora::protocols::l4::stream::DEFAULT_L4_WRITE_BUFFER_SIZE);
     gateway.add_listener(pingora::listeners::ListenerConfig::tcp(listen.gateway.to_string()).l4_buffer(buffers));
-    let admin =
-        Admin { metrics, state: s.state.clone(), overrides: s.overrides.clone(), budgets: s.budgets.clone(), health: s.health.clone(), cache: s.cache.clone() };
+    let stats = crate::stats::init(s.state.clone());
+    let admin = Admin {
+        metrics,
+        state: s.state.clone(),
+        overrides: s.overrides.clone(),
+        budgets: s.budgets.clone(),
+        health: s.health.clone(),
+        cache: s.cache.clone(),
+        stats,
+    };
     let mut admin = Service::new("admin".to_string(), admin);
     admin.add_tcp(&listen.admin.to_string());
     // Scrapes and admin calls are rare: one thread (the gateway has `threads`).

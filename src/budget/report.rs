@@ -94,6 +94,10 @@ pub struct UsageReport {
     /// are not listed).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub by_arm: Option<BTreeMap<String, CellReport>>,
+    /// The same arms as route → arm → usage, for the dashboard (the JSON
+    /// shows `by_arm`).
+    #[serde(skip)]
+    pub arms: BTreeMap<String, BTreeMap<String, CellReport>>,
     pub spend_spike: bool,
 }
 
@@ -357,6 +361,7 @@ impl Budgets {
         let u = &book.usage_at(now)[slot];
         let mut total = Cell::default();
         let mut by: [BTreeMap<String, Cell>; 6] = Default::default();
+        let mut arms: BTreeMap<String, BTreeMap<String, Cell>> = BTreeMap::new();
         for (key, c) in &u.cells {
             let mut parts = key.split(KEY_SEP);
             let [provider, model, app, route, task, arm] = std::array::from_fn(|_| parts.next().unwrap_or(""));
@@ -365,6 +370,7 @@ impl Budgets {
             }
             if !arm.is_empty() {
                 *by[5].entry(format!("{route}/{arm}")).or_default() += c;
+                *arms.entry(route.to_string()).or_default().entry(arm.to_string()).or_default() += c;
             }
             total += c;
         }
@@ -383,6 +389,7 @@ impl Budgets {
             by_route,
             by_task,
             by_arm,
+            arms: arms.into_iter().map(|(route, m)| (route, m.iter().map(|(k, c)| (k.clone(), CellReport::from(c))).collect())).collect(),
             spend_spike: spiking,
         }
     }

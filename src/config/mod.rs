@@ -9,6 +9,8 @@
 mod budget;
 mod cache;
 pub use cache::{CacheConfig, CachePolicy, CacheScope, CacheStore, CacheStoreKind, RouteCache};
+mod dashboard;
+pub use dashboard::{Dashboard, DEFAULT_FEEDBACK_REQUESTS, DEFAULT_RECENT_REQUESTS};
 mod error;
 pub use error::{ConfigError, ConfigErrors};
 mod forward;
@@ -286,6 +288,8 @@ pub struct Snapshot {
     pub cache: Option<CacheConfig>,
     /// `telemetry:` (OpenTelemetry traces; `None`: off).
     pub telemetry: Option<Arc<Telemetry>>,
+    /// `dashboard:`: what the admin listener keeps for the dashboard.
+    pub dashboard: Dashboard,
 }
 
 impl Snapshot {

@@ -44,6 +44,7 @@ const TOP_KEYS: &[&str] = &[
     "alerts",
     "cache",
     "telemetry",
+    "dashboard",
 ];
 
 mod budgets;
@@ -134,6 +135,7 @@ struct Sections {
     alerts: Option<super::raw::RawAlerts>,
     cache: Option<super::cache::RawCache>,
     telemetry: Option<super::raw::RawTelemetry>,
+    dashboard: super::dashboard::RawDashboard,
 }
 
 /// Parse the YAML and split it into top-level sections (unknown keys are
@@ -202,6 +204,7 @@ impl Sections {
             alerts: take("alerts").and_then(|v| cx.section("alerts", v)),
             cache: take("cache").and_then(|v| cx.section("cache", v)),
             telemetry: take("telemetry").and_then(|v| cx.section("telemetry", v)),
+            dashboard: take("dashboard").and_then(|v| cx.section("dashboard", v)).unwrap_or_default(),
         }
     }
 }
@@ -266,6 +269,7 @@ pub fn validate(text: &str, env: &dyn Fn(&str) -> Option<String>) -> Result<Snap
     let cache = cache.finish(&mut cx, &routes, &budget_store);
     let timezone = budgets::timezone_of(&mut cx, raw.timezone);
     let spike = budgets::spike_of(&mut cx, raw.spend_spike);
+    let dashboard = super::dashboard::dashboard_of(&mut cx, raw.dashboard);
     let forward_proxy = listen::forward_proxy_of(&mut cx, raw.forward_proxy, &listen, &providers, env);
     let metric_labels = observe::metric_labels_of(&mut cx, raw.metrics, &routing, &routes, &budgets);
     let alerts = observe::alerts_of(&mut cx, raw.alerts);
@@ -301,5 +305,6 @@ pub fn validate(text: &str, env: &dyn Fn(&str) -> Option<String>) -> Result<Snap
         alerts,
         cache,
         telemetry,
+        dashboard,
     })
 }

@@ -16,6 +16,7 @@ use crate::dialect::{Dialect, ErrorKind, GatewayError};
 use crate::metrics;
 use crate::policy::Attempt;
 use crate::proxy::head;
+use crate::request_id::RequestId;
 use crate::telemetry::{self, Finished};
 use crate::upstream::attempts::Trail;
 
@@ -70,7 +71,7 @@ impl Ctx {
             ttft: None,
             route: "none".into(),
             trail: Trail::default(),
-            rec: Record::default(),
+            rec: Record { request_id: RequestId::next(), ..Record::default() },
             in_flight: None,
         }
     }
@@ -82,6 +83,8 @@ impl Ctx {
             h.insert(head::PROVIDER, head::text(&p.name)?);
         }
         h.insert(head::ROUTE, head::text(&self.route)?);
+        let id = self.rec.request_id.hex();
+        h.insert(head::REQUEST_ID, head::text(std::str::from_utf8(&id).unwrap_or_default())?);
         if let Some(arm) = &self.rec.arm {
             h.insert(head::ARM, head::text(arm)?);
         }
@@ -161,11 +164,13 @@ impl Ctx {
         metrics::request(&labels);
         metrics::answered(&labels, rec.error.as_deref(), self.upstream, self.ttft, overhead);
         accesslog::logger().write(&snap.access_log, rec);
+        let rec = std::mem::take(&mut self.rec);
         if let Some(trace) = self.trail.trace.take().filter(|t| t.sampled) {
             let upstream_end = self.upstream_end;
-            let rec = std::mem::take(&mut self.rec);
-            telemetry::emit(Finished { trace, rec, started: self.started, upstream_end, now, now_wall: SystemTime::now() });
+            telemetry::emit(Finished { trace, rec: rec.clone(), started: self.started, upstream_end, now, now_wall: SystemTime::now() });
         }
+        // Hand the record to the dashboard: a move, it is not used again.
+        crate::stats::observe(rec);
     }
 }
 

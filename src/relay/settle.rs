@@ -114,6 +114,7 @@ fn entry_of(a: &Answering<'_, '_>, hold: &Hold, cx: &Ctx) -> Entry {
         requested: cx.rec.requested_model.clone().filter(|q| q != label),
         downgraded_by: cx.trail.downgraded_by.clone(),
         arm: cx.rec.arm.clone(),
+        request_id: cx.rec.arm.is_some().then_some(cx.rec.request_id),
         ..Entry::default()
     }
 }

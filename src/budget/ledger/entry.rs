@@ -45,6 +45,17 @@ pub struct Entry {
     pub cache_hit: bool,
     #[serde(default, skip_serializing_if = "is_zero")]
     pub cache_saved_usd: f64,
+    /// Split requests: the request's `x-modelgate-request-id`, so it can
+    /// still be rated (`POST /admin/feedback`) after a restart. One that
+    /// does not read back is left out, not damage: spend does not depend
+    /// on it.
+    #[serde(default, skip_serializing_if = "Option::is_none", deserialize_with = "lenient_id")]
+    pub request_id: Option<crate::request_id::RequestId>,
+}
+
+fn lenient_id<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<crate::request_id::RequestId>, D::Error> {
+    let v = Option::<serde_json::Value>::deserialize(d)?;
+    Ok(v.as_ref().and_then(|v| v.as_str()).and_then(crate::request_id::RequestId::parse))
 }
 
 fn is_false(b: &bool) -> bool {

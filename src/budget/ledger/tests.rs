@@ -45,3 +45,23 @@ fn entries_round_trip_and_torn_lines_are_skipped() {
     l.read_since(0, |_, _| all += 1);
     assert_eq!(all, 3);
 }
+
+#[test]
+fn the_arm_and_request_id_read_back_and_a_bad_id_is_not_damage() {
+    let e = Entry {
+        ts: "2026-11-25T10:00:00.5Z".into(),
+        app: "a".into(),
+        route: "r".into(),
+        provider: "p".into(),
+        model: "m".into(),
+        arm: Some("candidate".into()),
+        request_id: Some(crate::request_id::RequestId(0xab)),
+        ..Default::default()
+    };
+    let line = serde_json::to_string(&e).unwrap();
+    assert!(line.contains(r#""arm":"candidate","request_id":"00000000000000ab""#), "{line}");
+    assert_eq!(entry::parse_line(line.as_bytes()).unwrap().unwrap().0, e);
+    let odd = line.replace("00000000000000ab", "not-an-id");
+    let (read, _) = entry::parse_line(odd.as_bytes()).unwrap().unwrap();
+    assert_eq!((read.request_id, read.arm.as_deref()), (None, Some("candidate")));
+}

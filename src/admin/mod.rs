@@ -1,11 +1,18 @@
 //! The admin listener: `/metrics` (Prometheus text), `/healthz` (the process
 //! answers), `/readyz` (a config is loaded and at least one provider exists),
 //! `/admin/budgets` (spend against each budget), `/admin/usage` (cost,
-//! tokens and savings by provider, model, app and route), `/admin/overrides`
-//! (runtime route targets) and `/admin/route` (explain a routing decision). Mutating endpoints need `Authorization: Bearer <token>`
-//! with the token from the variable named by `admin_token_env`; with
-//! `admin_read_requires_token` the read-only ones and `/metrics` do too
-//! (`/healthz` and `/readyz` stay open for probes).
+//! tokens and savings by provider, model, app, route and split arm),
+//! `/admin/overrides` (runtime route targets), `/admin/route` (explain a
+//! routing decision), and the web dashboard at `/` with its own endpoints
+//! (`dashboard`, `insight`, `feedback`). Mutating endpoints need
+//! `Authorization: Bearer <token>` with the token from the variable named
+//! by `admin_token_env`; with `admin_read_requires_token` the read-only ones
+//! and `/metrics` do too (`/healthz` and `/readyz` stay open for probes).
+//! The dashboard's data endpoints need the token whenever one is set.
+
+mod dashboard;
+mod feedback;
+mod insight;
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -25,6 +32,7 @@ use crate::config::Snapshot;
 use crate::policy::explain;
 use crate::policy::overrides::OverrideError;
 use crate::policy::OverrideStore;
+use crate::stats::Stats;
 use crate::upstream::health::Health;
 
 pub struct Admin {
@@ -34,6 +42,7 @@ pub struct Admin {
     pub budgets: Budgets,
     pub health: Health,
     pub cache: crate::cache::Cache,
+    pub stats: &'static Stats,
 }
 
 type Reply = Response<Vec<u8>>;
@@ -144,6 +153,21 @@ impl Admin {
         }
     }
 
+    /// The dashboard's data endpoints: open like the other read-only ones
+    /// when no admin token is set; with a token, they need it (even when
+    /// `admin_read_requires_token` is off) — they list single requests, and
+    /// the page asks for the token once. A token variable that is named but
+    /// unset leaves them open on a loopback listener only.
+    #[allow(clippy::result_large_err)]
+    fn dashboard_access(&self, snap: &Snapshot, session: &ServerSession) -> Result<(), Reply> {
+        match &snap.admin_token {
+            None => Ok(()),
+            Some((_, Some(_))) => self.authorize(snap, session),
+            Some((_, None)) if snap.listen.admin.ip().is_loopback() => Ok(()),
+            Some(_) => self.authorize(snap, session),
+        }
+    }
+
     fn list_overrides(&self, snap: &Snapshot) -> Reply {
         let list: Vec<serde_json::Value> = self
             .overrides
@@ -247,10 +271,26 @@ impl ServeHttp for Admin {
         let snap = self.state.load_full();
         let method = session.req_header().method.clone();
         let path = session.req_header().uri.path().to_string();
+        // The dashboard's page and files hold no data (the page asks for
+        // the token and sends it with every call), so a browser can load
+        // them without one.
+        if method == Method::GET {
+            match path.as_str() {
+                "/" | "/dashboard" | "/dashboard/" => return dashboard::page(),
+                p => {
+                    if let Some(name) = p.strip_prefix("/dashboard/") {
+                        return dashboard::asset(name);
+                    }
+                }
+            }
+        }
         if snap.admin_read_requires_token && !matches!(path.as_str(), "/healthz" | "/readyz") {
             if let Err(r) = self.authorize(&snap, session) {
                 return r;
             }
+        }
+        if path.starts_with("/dashboard/") {
+            return error(StatusCode::METHOD_NOT_ALLOWED, format!("{path} answers GET"));
         }
         if let Some(rest) = path.strip_prefix("/admin/overrides/") {
             let route = percent_encoding::percent_decode_str(rest).decode_utf8_lossy().into_owned();
@@ -280,20 +320,34 @@ impl ServeHttp for Admin {
                     json!({"ready": ready, "providers": snap.providers.len(), "models": snap.models.len(), "routes": snap.routes.len(), "unservable_routes": unservable}),
                 )
             }
-            (Method::GET, "/admin/health") => json_reply(StatusCode::OK, self.health.report(&snap, Instant::now())),
+            (Method::GET, "/admin/health") => {
+                let mut report = self.health.report(&snap, Instant::now());
+                report["fallbacks"] = insight::fallbacks(&crate::metrics::render(&self.metrics));
+                json_reply(StatusCode::OK, report)
+            }
             (Method::GET, "/admin/cache") => serialized_reply(StatusCode::OK, &self.cache.report(&snap)),
             (Method::DELETE, "/admin/cache") => self.clear_cache(session, &snap).await,
+            (Method::GET, "/admin/requests" | "/admin/series" | "/admin/traffic" | "/admin/experiments") => {
+                if let Err(r) = self.dashboard_access(&snap, session) {
+                    return r;
+                }
+                let query = session.req_header().uri.query().unwrap_or("").to_string();
+                self.insight(&snap, &path, &query)
+            }
+            (Method::POST, "/admin/feedback") => self.feedback(session, &snap).await,
             (Method::GET, "/admin/overrides") => self.list_overrides(&snap),
             (Method::POST, "/admin/route") => self.route(session, &snap).await,
-            (_, "/metrics" | "/healthz" | "/readyz" | "/admin/overrides" | "/admin/budgets" | "/admin/usage" | "/admin/health") => {
-                error(StatusCode::METHOD_NOT_ALLOWED, format!("{path} answers GET"))
-            }
-            (_, "/admin/route") => error(StatusCode::METHOD_NOT_ALLOWED, "/admin/route answers POST"),
+            (
+                _,
+                "/metrics" | "/healthz" | "/readyz" | "/admin/overrides" | "/admin/budgets" | "/admin/usage" | "/admin/health" | "/" | "/dashboard"
+                | "/dashboard/" | "/admin/requests" | "/admin/series" | "/admin/traffic" | "/admin/experiments",
+            ) => error(StatusCode::METHOD_NOT_ALLOWED, format!("{path} answers GET")),
+            (_, "/admin/route" | "/admin/feedback") => error(StatusCode::METHOD_NOT_ALLOWED, format!("{path} answers POST")),
             (_, "/admin/cache") => error(StatusCode::METHOD_NOT_ALLOWED, "/admin/cache answers GET (stats) and DELETE (clear; ?model=M and/or ?route=R)"),
             (_, other) => error(
                 StatusCode::NOT_FOUND,
                 format!(
-                    "no admin endpoint {other}; try /metrics, /healthz, /readyz, /admin/health, /admin/budgets, /admin/usage, /admin/overrides, /admin/route"
+                    "no admin endpoint {other}; try / (the dashboard), /metrics, /healthz, /readyz, /admin/health, /admin/budgets, /admin/usage, /admin/overrides, /admin/route, /admin/requests, /admin/series, /admin/traffic, /admin/experiments, /admin/feedback"
                 ),
             ),
         }
