@@ -203,12 +203,7 @@ async fn a_request_is_one_trace_with_its_attempt_span_genai_attributes_and_cost(
 async fn a_cache_hit_is_a_trace_without_an_attempt_span_and_says_what_it_saved() {
     let rx = Receiver::start().await;
     let mock = Mock::start().await;
-    let cfg = Config::openai_anthropic(&mock)
-        .model("gpt-4o-mini", "openai")
-        .prices(0.15, 0.6)
-        .raw("cache: { ttl_s: 600 }\n")
-        .raw(&telemetry(&rx))
-        .build();
+    let cfg = Config::openai_anthropic(&mock).model("gpt-4o-mini", "openai").prices(0.15, 0.6).raw("cache: { ttl_s: 600 }\n").raw(&telemetry(&rx)).build();
     let mg = Modelgate::start_with_env(&cfg, &[("OTLP_TEST_TOKEN", "t")]);
     // Temperature 0: a repeatable answer, which the cache keeps.
     let mut body = chat("gpt-4o-mini");
