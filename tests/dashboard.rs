@@ -245,8 +245,8 @@ fn keep(shots: &Path, name: &str) -> PathBuf {
     let target = std::env::var_os("CARGO_TARGET_DIR").map(PathBuf::from).unwrap_or_else(|| root().join("target"));
     let dest = target.join("dashboard-screenshots").join(name);
     std::fs::create_dir_all(&dest).unwrap();
-    for f in std::fs::read_dir(shots).unwrap() {
-        let f = f.unwrap();
+    // The driver may have failed before its first screenshot.
+    for f in std::fs::read_dir(shots).into_iter().flatten().flatten() {
         std::fs::copy(f.path(), dest.join(f.file_name())).unwrap();
     }
     dest

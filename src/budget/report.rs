@@ -166,7 +166,7 @@ impl UsageQuery {
 }
 
 /// Cost, tokens and savings of a slice of usage.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Default, Serialize)]
 pub struct CellReport {
     pub requests: u64,
     pub input_tokens: u64,

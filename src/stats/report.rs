@@ -483,7 +483,7 @@ impl Data {
                 None => routes.push(Planned { route, arms: arms.into_iter().map(unplanned).collect(), in_config: false }),
             }
         }
-        let none = CellReport { requests: 0, input_tokens: 0, output_tokens: 0, cost_usd: 0.0, requested_cost_usd: 0.0, savings_usd: 0.0, savings_pct: 0.0 };
+        let none = CellReport::default();
         let empty = ArmCell::default();
         let experiments = routes
             .into_iter()
