@@ -116,7 +116,11 @@ impl Reloader {
                 None
             }
         };
-        let mut last = std::fs::read(&self.path).ok();
+        // The bytes last judged: at first those the running config was
+        // loaded from, so an edit made between the start and this watcher
+        // is applied now rather than taken as the baseline.
+        let mut last = self.state.load().source_digest;
+        self.reload_if_changed(&mut last, "file change");
         drop(ready);
         loop {
             tokio::select! {
@@ -124,17 +128,24 @@ impl Reloader {
                 Some(()) = rx.recv() => {
                     tokio::time::sleep(DEBOUNCE).await;
                     while rx.try_recv().is_ok() {}
-                    let now = std::fs::read(&self.path).ok();
-                    if now.is_some() && now != last {
-                        reload(&self.path, &self.state, &self.budgets, "file change");
-                        last = now;
-                    }
+                    self.reload_if_changed(&mut last, "file change");
                 }
                 Some(()) = async { match hup.as_mut() { Some(h) => h.recv().await, None => std::future::pending().await } } => {
                     reload(&self.path, &self.state, &self.budgets, "SIGHUP");
-                    last = std::fs::read(&self.path).ok();
+                    last = std::fs::read(&self.path).map_or(last, |b| config::digest(&b));
                 }
             }
+        }
+    }
+
+    /// Reload when the file's bytes differ from those last judged (a
+    /// rejected file is not tried again until it changes).
+    fn reload_if_changed(&self, last: &mut u64, why: &str) {
+        let Ok(bytes) = std::fs::read(&self.path) else { return };
+        let now = config::digest(&bytes);
+        if now != *last {
+            reload(&self.path, &self.state, &self.budgets, why);
+            *last = now;
         }
     }
 }

@@ -290,6 +290,9 @@ pub struct Snapshot {
     pub telemetry: Option<Arc<Telemetry>>,
     /// `dashboard:`: what the admin listener keeps for the dashboard.
     pub dashboard: Dashboard,
+    /// A digest of the file's bytes this snapshot was loaded from (0: not
+    /// from a file): the reloader compares the file with it.
+    pub source_digest: u64,
 }
 
 impl Snapshot {
@@ -385,7 +388,15 @@ pub fn load_file(path: &Path) -> Result<Snapshot, ConfigErrors> {
     let wrap = |errors| ConfigErrors { file: path.to_path_buf(), errors };
     let text = std::fs::read_to_string(path)
         .map_err(|e| wrap(vec![ConfigError { path: String::new(), line: None, column: None, message: format!("cannot read file: {e}") }]))?;
-    load_str(&text, &|k| std::env::var(k).ok()).map_err(wrap)
+    let mut snap = load_str(&text, &|k| std::env::var(k).ok()).map_err(wrap)?;
+    snap.source_digest = digest(text.as_bytes());
+    Ok(snap)
+}
+
+/// What [`Snapshot::source_digest`] holds for a file's bytes.
+pub fn digest(bytes: &[u8]) -> u64 {
+    use std::hash::{BuildHasher, BuildHasherDefault, DefaultHasher};
+    BuildHasherDefault::<DefaultHasher>::default().hash_one(bytes)
 }
 
 /// Load and validate config text. Relative paths (state_dir, ca_file,

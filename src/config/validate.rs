@@ -305,6 +305,7 @@ pub fn validate(text: &str, env: &dyn Fn(&str) -> Option<String>) -> Result<Snap
         alerts,
         cache,
         telemetry,
+        source_digest: 0,
         dashboard,
     })
 }
