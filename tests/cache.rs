@@ -604,3 +604,35 @@ async fn gemini_calls_are_cached_per_method_json_and_stream() {
     let warm = json!({"contents": [{"role": "user", "parts": [{"text": "Say hello"}]}], "generationConfig": {"temperature": 0.9}});
     assert_eq!(send(&mg, json_path, &[], &warm).await.cache(), "bypass");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hit_in_a_split_route_keeps_its_arm_and_request_id_in_the_ledger() {
+    let mock = Mock::start().await;
+    // Both arms serve gpt-4o-mini, so whichever arm a request lands in, the
+    // second identical request is a hit.
+    let yaml = conf(&mock, "  ttl_s: 600")
+        .route("name: rollout, match: { app: ab }, split: [{ model: gpt-4o-mini, weight: 50, name: left }, { model: gpt-4o-mini, weight: 50, name: right }]")
+        .build();
+    let mg = start(&yaml);
+    let body = chat(json!({}));
+    let mut ids = Vec::new();
+    for _ in 0..2 {
+        let a = send(&mg, CHAT, &[("x-modelgate-app", "ab")], &body).await;
+        assert_eq!(a.status, 200);
+        ids.push(a.headers["x-modelgate-request-id"].to_str().unwrap().to_string());
+    }
+    let log = mg.wait_access_log(2);
+    assert_eq!((log[0]["cache"].as_str(), log[1]["cache"].as_str()), (Some("miss"), Some("hit")), "{log:?}");
+    let ledger =
+        std::fs::read_dir(mg.dir.path().join("state")).unwrap().filter_map(|e| e.ok()).find(|e| e.file_name().to_string_lossy().starts_with("ledger-"));
+    let text = std::fs::read_to_string(ledger.expect("a ledger file").path()).unwrap();
+    let entries: Vec<Value> = text.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    assert_eq!(entries.len(), 2, "{entries:?}");
+    for (i, rec) in log.iter().enumerate() {
+        let e =
+            entries.iter().find(|e| e["request_id"] == ids[i].as_str()).unwrap_or_else(|| panic!("no ledger entry with request id {}: {entries:?}", ids[i]));
+        assert!(rec["arm"].is_string(), "{rec}");
+        assert_eq!(e["arm"], rec["arm"], "the ledger's arm is the one the request landed in");
+        assert_eq!(e["cache_hit"].as_bool().unwrap_or(false), i == 1);
+    }
+}
