@@ -358,5 +358,11 @@ breaker:
   min_requests: 20
   cooldown_ms: 30000
 EOF
+  if [ "${MG_BENCH_TRACING:-0}" = 1 ]; then
+    # Every request traced; the bench upstream takes the exports (it
+    # answers 404, counted as export_failed: modelgate's own work — spans
+    # built, encoded and sent — is the same as with a collector).
+    printf 'telemetry:\n  otlp_endpoint: http://127.0.0.1:%s\n  sample_ratio: 1.0\n' "$UP_PORT" >>"$dir/conf/modelgate.yaml"
+  fi
   "$MODELGATE_BIN" check -c "$dir/conf/modelgate.yaml" >/dev/null
 }

@@ -20,7 +20,8 @@
 #
 # Knobs: N1=200 N2=1200 WARM=50 PROXY_CPU=0 LOAD_CPU=1 KEEP_WORK=1
 # MODELGATE_BIN=/path/to/other/modelgate (no cargo build of modelgate then)
-# NO_BUILD=1. About 1-2 minutes on 2 cores.
+# NO_BUILD=1, MG_BENCH_TRACING=1 (modelgate traces every request:
+# telemetry on, sample_ratio 1.0). About 1-2 minutes on 2 cores.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 OWN_MODELGATE="${MODELGATE_BIN:-}"
