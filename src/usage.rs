@@ -110,6 +110,8 @@ impl RawUsage {
 #[derive(Debug, Default, Deserialize)]
 pub struct ChoiceDelta {
     pub delta: Option<OpenAiDelta>,
+    /// Why the choice ended (chunks and whole answers).
+    pub finish_reason: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -134,7 +136,13 @@ pub struct FunctionDelta {
 #[serde(untagged)]
 pub enum EventDelta {
     Text(String),
-    Block { text: Option<String>, partial_json: Option<String>, thinking: Option<String> },
+    /// `stop_reason`: Anthropic `message_delta`.
+    Block {
+        text: Option<String>,
+        partial_json: Option<String>,
+        thinking: Option<String>,
+        stop_reason: Option<String>,
+    },
 }
 
 /// A Gemini candidate: its text and whether it is finished.
@@ -176,6 +184,8 @@ pub struct UsageCarrier {
     #[serde(rename = "type")]
     pub kind: Option<String>,
     pub delta: Option<EventDelta>,
+    /// Anthropic whole answers.
+    pub stop_reason: Option<String>,
     /// OpenAI and Gemini error events (`{"error": {…}}`).
     pub error: Option<serde::de::IgnoredAny>,
 }
@@ -206,7 +216,7 @@ impl UsageCarrier {
             .sum();
         let delta = match &self.delta {
             Some(EventDelta::Text(t)) => t.len() as u64,
-            Some(EventDelta::Block { text, partial_json, thinking }) => len(text) + len(partial_json) + len(thinking),
+            Some(EventDelta::Block { text, partial_json, thinking, .. }) => len(text) + len(partial_json) + len(thinking),
             None => 0,
         };
         let gemini: u64 = self.candidates.iter().flatten().filter_map(|c| c.content.as_ref()).flat_map(|c| &c.parts).map(|p| len(&p.text)).sum();
@@ -217,6 +227,19 @@ impl UsageCarrier {
     /// OpenAI / Gemini `{"error": …}`, Responses `error` / `response.failed`).
     pub fn is_error(&self) -> bool {
         self.error.is_some() || matches!(self.kind.as_deref(), Some("error" | "response.failed"))
+    }
+
+    /// Why the answer (or its choices) ended, in the provider's words:
+    /// OpenAI `finish_reason`, Anthropic `stop_reason`, Gemini
+    /// `finishReason`.
+    pub fn finish_reasons(&self) -> impl Iterator<Item = &str> {
+        let block = match &self.delta {
+            Some(EventDelta::Block { stop_reason, .. }) => stop_reason.as_deref(),
+            _ => None,
+        };
+        let choices = self.choices.iter().flatten().filter_map(|c| c.finish_reason.as_deref());
+        let gemini = self.candidates.iter().flatten().filter_map(|c| c.finish_reason.as_deref());
+        choices.chain(gemini).chain(self.stop_reason.as_deref()).chain(block)
     }
 
     /// All usage objects it carries, outermost last.

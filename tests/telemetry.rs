@@ -114,6 +114,20 @@ fn float(s: &Span, key: &str) -> f64 {
     }
 }
 
+fn strings(s: &Span, key: &str) -> Vec<String> {
+    match attr(s, key) {
+        Some(Any::ArrayValue(a)) => a
+            .values
+            .iter()
+            .map(|v| match &v.value {
+                Some(Any::StringValue(x)) => x.clone(),
+                other => panic!("{key}: {other:?} in the array on span {}", s.name),
+            })
+            .collect(),
+        other => panic!("{key}: {other:?} on span {}", s.name),
+    }
+}
+
 fn telemetry(rx: &Receiver) -> String {
     format!(
         "telemetry:\n  otlp_endpoint: {}\n  service_name: gateway-under-test\n  sample_ratio: 1.0\n  batch_delay_ms: 20\n  headers:\n    Authorization: \"Bearer ${{OTLP_TEST_TOKEN}}\"\n",
@@ -173,6 +187,7 @@ async fn a_request_is_one_trace_with_its_attempt_span_genai_attributes_and_cost(
         assert_eq!(int(s, "gen_ai.usage.cache_read.input_tokens"), common::mock::CACHED_TOKENS as i64);
         assert_eq!(int(s, "gen_ai.usage.output_tokens"), common::mock::COMPLETION_TOKENS as i64);
         assert!(attr(s, "error.type").is_none());
+        assert_eq!(strings(s, "gen_ai.response.finish_reasons"), ["stop"]);
         assert!(s.end_time_unix_nano >= s.start_time_unix_nano && s.start_time_unix_nano > 0);
     }
     let log = mg.wait_access_log(1);
@@ -197,6 +212,31 @@ async fn a_request_is_one_trace_with_its_attempt_span_genai_attributes_and_cost(
     drop(g);
     assert!(!String::from_utf8_lossy(&rx.all_bytes()).contains(SECRET), "prompt text was exported");
     assert_eq!(metric_sum(&mg.metrics(), "modelgate_trace_spans_exported_total", &[]), 2.0);
+}
+
+#[tokio::test]
+async fn a_streamed_answer_reports_the_providers_finish_reason() {
+    let rx = Receiver::start().await;
+    let mock = Mock::start().await;
+    let cfg = Config::openai_anthropic(&mock).model("claude-haiku", "anthropic").id("claude-haiku-4-5-20251001").prices(1.0, 5.0).raw(&telemetry(&rx)).build();
+    let mg = Modelgate::start_with_env(&cfg, &[("OTLP_TEST_TOKEN", "t")]);
+    let body = json!({"model": "claude-haiku", "max_tokens": 64, "stream": true, "messages": [{"role": "user", "content": "Say hi."}]});
+    let r = reqwest::Client::new()
+        .post(format!("{}/v1/messages", mg.gateway))
+        .header("x-api-key", "sk-ant-test")
+        .header("anthropic-version", "2023-06-01")
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let id = trace_id_of(&r);
+    assert!(r.text().await.unwrap().contains("message_stop"));
+    let spans = rx.trace(&id, 2).await;
+    assert_eq!(spans.len(), 2, "{spans:#?}");
+    for s in &spans {
+        assert_eq!(strings(s, "gen_ai.response.finish_reasons"), ["end_turn"], "{}", s.name);
+    }
 }
 
 #[tokio::test]

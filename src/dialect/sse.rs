@@ -50,6 +50,8 @@ pub struct StreamTap {
     pub data_events: u64,
     /// The first event with data was the provider's error event: its data.
     pub first_error: Option<Vec<u8>>,
+    /// Why the answer ended, as the provider said (each reason once).
+    pub finish_reasons: Vec<String>,
     /// Keep the parsed data of each event passed on (for a translator,
     /// which then needs no second split or parse).
     collect: bool,
@@ -102,6 +104,7 @@ impl StreamTap {
             error_event: false,
             data_events: 0,
             first_error: None,
+            finish_reasons: Vec::new(),
             collect: false,
             data: Vec::new(),
         }
@@ -239,6 +242,11 @@ impl StreamTap {
         }
         for u in c.usages() {
             self.usage.merge(u);
+        }
+        for r in c.finish_reasons() {
+            if !self.finish_reasons.iter().any(|x| x == r) {
+                self.finish_reasons.push(r.to_string());
+            }
         }
         let usage_only = c.usage.is_some() && c.choices.as_ref().is_some_and(|ch| ch.is_empty());
         !(self.drop_usage_only && usage_only)

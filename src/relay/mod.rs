@@ -133,6 +133,10 @@ impl Relay<'_> {
             true => usage.or_else(|| UsageCarrier::parse(&body).and_then(|c| c.usages().last().copied())),
             false => None,
         };
+        if let Some(t) = cx.trail.trace.as_mut().filter(|t| t.sampled && ok) {
+            // Traced requests only: one more read of the answer.
+            t.finish_reasons = UsageCarrier::parse(&body).map(|c| c.finish_reasons().map(str::to_string).collect()).unwrap_or_default();
+        }
         // The provider's answer, before translation: kept (below, once it
         // translated) if it is a good one.
         let recorder = match std::mem::take(&mut a.cache) {
@@ -239,6 +243,7 @@ impl Relay<'_> {
             // settle before that event leaves.
             if (last || pump.tap.terminal) && !pump.settled {
                 pump.settled = true;
+                note_finish(cx, &mut pump.tap.finish_reasons);
                 settle(self.budgets, &mut a, facts, ok, pump.tap.usage(), pump.tap.text_bytes, cx).await;
                 // Kept only when complete and successful: the provider's
                 // last event came, with no error event, nothing malformed, no cut.
@@ -268,6 +273,7 @@ impl Relay<'_> {
         cx.upstream_end = Some(Instant::now());
         if !pump.settled {
             // The client went away mid-stream: count what was produced.
+            note_finish(cx, &mut pump.tap.finish_reasons);
             settle(self.budgets, &mut a, facts, ok, pump.tap.usage(), pump.tap.text_bytes, cx).await;
         }
         if !a.is_hit() {
@@ -299,5 +305,12 @@ impl Relay<'_> {
             format!("the answer from {} broke off: {why}", a.attempt.shown(cx.rec.requested_model.as_deref())),
         );
         let _ = session.write_response_body(Some(stream_error_event(cx.dialect, &err)), true).await;
+    }
+}
+
+/// A traced stream's finish reasons, for its spans.
+fn note_finish(cx: &mut Ctx, reasons: &mut Vec<String>) {
+    if let Some(t) = cx.trail.trace.as_mut().filter(|t| t.sampled) {
+        t.finish_reasons = std::mem::take(reasons);
     }
 }

@@ -57,6 +57,9 @@ pub struct Trace {
     pub moved: Option<&'static str>,
     /// The last such reason (the request span's `modelgate.fallback_reason`).
     pub fallback: Option<&'static str>,
+    /// Why the served answer ended, in the provider's words
+    /// (`gen_ai.response.finish_reasons`).
+    pub finish_reasons: Vec<String>,
 }
 
 /// One upstream try.
@@ -99,7 +102,7 @@ impl Trace {
                 (t, None, ratio_sampled(t, cfg.sample_ratio))
             }
         };
-        Trace { trace_id, span_id: ids().new_span_id(), parent, sampled, tries: Vec::new(), moved: None, fallback: None }
+        Trace { trace_id, span_id: ids().new_span_id(), parent, sampled, tries: Vec::new(), moved: None, fallback: None, finish_reasons: Vec::new() }
     }
 
     /// The trace id as 32 hex digits (the access log's `trace_id`, the

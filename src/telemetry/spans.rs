@@ -63,6 +63,7 @@ pub fn build(f: Finished, scope: &InstrumentationScope) -> Vec<SpanData> {
         a.push(KeyValue::new("gen_ai.response.model", m));
     }
     usage(&mut a, &rec);
+    finish_reasons(&mut a, &trace.finish_reasons);
     a.push(KeyValue::new("http.request.method", take(&mut rec.method)));
     a.push(KeyValue::new("url.path", take(&mut rec.path)));
     a.push(KeyValue::new("http.response.status_code", i64::from(rec.status)));
@@ -139,7 +140,18 @@ pub fn build(f: Finished, scope: &InstrumentationScope) -> Vec<SpanData> {
     // The tries.
     for (i, t) in trace.tries.iter().enumerate() {
         let end = t.ended.or(upstream_end).unwrap_or(now);
-        out.push(try_span(t, i, Some(i) == served, &rec, op, ctx(t.span_id), trace.span_id, wall(t.started), wall(end), scope));
+        out.push(try_span(
+            t,
+            i,
+            (Some(i) == served).then_some(&trace.finish_reasons[..]),
+            &rec,
+            op,
+            ctx(t.span_id),
+            trace.span_id,
+            wall(t.started),
+            wall(end),
+            scope,
+        ));
     }
     out
 }
@@ -148,7 +160,8 @@ pub fn build(f: Finished, scope: &InstrumentationScope) -> Vec<SpanData> {
 fn try_span(
     t: &Try,
     i: usize,
-    served: bool,
+    // The serving try: its answer's finish reasons.
+    served: Option<&[String]>,
     rec: &crate::accesslog::Record,
     op: &'static str,
     ctx: SpanContext,
@@ -178,9 +191,10 @@ fn try_span(
     if let Some(r) = t.fallback {
         a.push(KeyValue::new("modelgate.fallback_reason", r));
     }
-    if served {
+    if let Some(reasons) = served {
         a.push(KeyValue::new("gen_ai.response.model", sent.clone()));
         usage(&mut a, rec);
+        finish_reasons(&mut a, reasons);
         if let Some(c) = rec.cost_usd {
             a.push(KeyValue::new("modelgate.cost_usd", c));
         }
@@ -206,6 +220,14 @@ fn try_span(
             None => Status::Unset,
         },
         instrumentation_scope: scope.clone(),
+    }
+}
+
+/// `gen_ai.response.finish_reasons`, when the answer said.
+fn finish_reasons(a: &mut Vec<KeyValue>, reasons: &[String]) {
+    if !reasons.is_empty() {
+        let list = reasons.iter().map(|r| opentelemetry::StringValue::from(r.clone())).collect();
+        a.push(KeyValue::new("gen_ai.response.finish_reasons", opentelemetry::Value::Array(opentelemetry::Array::String(list))));
     }
 }
 
