@@ -21,11 +21,13 @@ pub mod classify;
 mod complexity;
 pub mod explain;
 mod fit;
+mod ladder;
 pub mod overrides;
 pub mod overrides_fleet;
 mod plan;
 mod price;
 mod prompt;
+pub mod repeat;
 pub mod tokens;
 mod trace;
 
@@ -36,10 +38,13 @@ use serde::Serialize;
 use sha2::{Digest, Sha256};
 
 pub use classify::{classify, Facts, Score, Source};
+pub use ladder::escalation;
+pub use repeat::Conversations;
 pub use overrides::{OverrideStore, Overrides};
 pub use trace::{CandidateCheck, RouteCheck, ScoreParts, Trace};
 
 use fit::*;
+use ladder::client_escalated;
 use plan::*;
 use trace::Tr;
 
