@@ -33,6 +33,7 @@ mod answer;
 mod gemini;
 mod openai;
 
+#[allow(unused_imports)]
 pub use answer::{Answer, REFUSAL};
 
 use std::collections::VecDeque;

@@ -223,12 +223,12 @@ pub(super) fn responses_stream_scripted(model: &str, a: &Answer) -> Vec<String> 
     created["output"] = json!([]);
     created["usage"] = Value::Null;
     let done = if whole["status"] == "incomplete" { "response.incomplete" } else { "response.completed" };
-    let mut ev = vec![ev("response.created", json!({"type": "response.created", "sequence_number": 0, "response": created}))];
+    let mut out = vec![ev("response.created", json!({"type": "response.created", "sequence_number": 0, "response": created}))];
     if !a.text().is_empty() {
-        ev.push(ev_delta(a.text()));
+        out.push(ev_delta(a.text()));
     }
-    ev.push(ev(done, json!({"type": done, "sequence_number": 2, "response": whole})));
-    ev
+    out.push(ev(done, json!({"type": done, "sequence_number": 2, "response": whole})));
+    out
 }
 
 fn ev_delta(text: &str) -> String {
