@@ -144,15 +144,7 @@ fn mark<'s>(mut served: Box<Served<'s>>, check: Check, cx: &mut Ctx) -> Box<Serv
 
 /// Settle an answer that is not delivered (its tokens were spent) and
 /// close its exchange; its cost.
-async fn discard(
-    budgets: &Budgets,
-    connector: &Connector,
-    served: Box<Served<'_>>,
-    check: Check,
-    to: &str,
-    q: &Request<'_, '_>,
-    cx: &mut Ctx,
-) -> Option<f64> {
+async fn discard(budgets: &Budgets, connector: &Connector, served: Box<Served<'_>>, check: Check, to: &str, q: &Request<'_, '_>, cx: &mut Ctx) -> Option<f64> {
     let (mut a, response) = Answering::of(*served, q.snap, true);
     a.discarded = Some((check, to.to_string()));
     a.cache = crate::cache::Note::None;

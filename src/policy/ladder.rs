@@ -68,7 +68,14 @@ pub(super) fn client_escalated<'s>(snap: &'s Snapshot, route: &'s Route, pick: O
                 });
                 return None;
             }
-            tr.target(|| format!("client escalation: the conversation is asked again within {} s, for `{}` (the route picks `{}`)", window.as_secs(), want.name, pick.name));
+            tr.target(|| {
+                format!(
+                    "client escalation: the conversation is asked again within {} s, for `{}` (the route picks `{}`)",
+                    window.as_secs(),
+                    want.name,
+                    pick.name
+                )
+            });
         }
     }
     Some(want)

@@ -39,8 +39,8 @@ use sha2::{Digest, Sha256};
 
 pub use classify::{classify, Facts, Score, Source};
 pub use ladder::escalation;
-pub use repeat::Conversations;
 pub use overrides::{OverrideStore, Overrides};
+pub use repeat::Conversations;
 pub use trace::{CandidateCheck, RouteCheck, ScoreParts, Trace};
 
 use fit::*;

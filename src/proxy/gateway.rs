@@ -65,7 +65,17 @@ pub struct Gateway {
 
 impl Gateway {
     pub fn new(state: Arc<ArcSwap<Snapshot>>, overrides: Arc<OverrideStore>, budgets: Budgets, health: Health, drain: Drain) -> Self {
-        Self { state, overrides, budgets, connector: Connector::new(None), health, drain, cache: Cache::default(), conversations: Conversations::default(), forward: false }
+        Self {
+            state,
+            overrides,
+            budgets,
+            connector: Connector::new(None),
+            health,
+            drain,
+            cache: Cache::default(),
+            conversations: Conversations::default(),
+            forward: false,
+        }
     }
 
     /// Answer from (and keep answers in) `cache` where the config says so.
@@ -97,7 +107,8 @@ impl Gateway {
         let overrides = self.overrides.load();
         // An owned copy, so the classification can live across the writes.
         let client = session.req_header().clone();
-        let mut facts = policy::classify(snap, &input.incoming, &input.path, &client.headers, input.json.as_ref(), input.body.len(), input.requested.as_deref())?;
+        let mut facts =
+            policy::classify(snap, &input.incoming, &input.path, &client.headers, input.json.as_ref(), input.body.len(), input.requested.as_deref())?;
         facts.conversations = Some(&self.conversations);
         cx.rec.app = facts.app.clone();
         cx.rec.task = facts.task.clone();
@@ -158,7 +169,8 @@ impl Gateway {
 
         // 4. Relay.
         let (answering, response) = Answering::of(*served, snap, input.json.is_some());
-        let relayed = Relay { connector: &self.connector, health: &self.health, budgets: &self.budgets }.answer(session, response, answering, &facts, cx, abort).await;
+        let relayed =
+            Relay { connector: &self.connector, health: &self.health, budgets: &self.budgets }.answer(session, response, answering, &facts, cx, abort).await;
         // `client_escalation: on_retry` remembers what its route answered.
         if let Some(r) = decision.route.filter(|r| matches!(r.client_escalation, Some(ClientEscalation::OnRetry { .. }))) {
             if relayed.is_ok() && (200..300).contains(&cx.rec.status) {

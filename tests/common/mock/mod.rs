@@ -28,8 +28,8 @@
 //! path; each dialect's bodies and event sequences live in its own module.
 #![allow(dead_code)]
 
-mod anthropic;
 mod answer;
+mod anthropic;
 mod gemini;
 mod openai;
 

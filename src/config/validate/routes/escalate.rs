@@ -85,12 +85,13 @@ pub(in crate::config::validate) fn escalation_of(
     }
     let low = on.contains(&Check::LowLogprob);
     match raw.min_avg_logprob {
-        Some(v) if !(v.is_finite() && v <= 0.0) => cx.err(
-            format!("{path}.min_avg_logprob"),
-            format!("a log-probability is ≤ 0, got {v}; e.g. -0.357 is an average token probability of 0.7 (ln 0.7)"),
-        ),
+        Some(v) if !(v.is_finite() && v <= 0.0) => {
+            cx.err(format!("{path}.min_avg_logprob"), format!("a log-probability is ≤ 0, got {v}; e.g. -0.357 is an average token probability of 0.7 (ln 0.7)"))
+        }
         Some(_) if !low => cx.err(format!("{path}.min_avg_logprob"), "add `low_logprob` to `escalate_on` to use this threshold"),
-        None if low => cx.err(format!("{path}.escalate_on"), "`low_logprob` needs `min_avg_logprob`, e.g. min_avg_logprob: -0.357 (an average token probability of 0.7)"),
+        None if low => {
+            cx.err(format!("{path}.escalate_on"), "`low_logprob` needs `min_avg_logprob`, e.g. min_avg_logprob: -0.357 (an average token probability of 0.7)")
+        }
         _ => {}
     }
     let refusal_patterns = raw.refusal_patterns.and_then(|ps| {
