@@ -181,7 +181,7 @@ pub(super) fn route_of(
         super::resilience::retry_patch(cx, &format!("{path}.retry"), r);
     }
     let cache = cache.route(cx, path, raw.cache);
-    let (escalate, client_escalation) = escalate::escalation_of(cx, path, esc, &target, &raw.fallbacks, raw.shadow, models, model_names);
+    let (escalate, client_escalation) = escalate::escalation_of(cx, path, esc, &target, models, model_names);
     Some(Route {
         name: raw.name,
         matcher,

@@ -20,18 +20,24 @@ pub(in crate::config::validate) struct Raw {
     refusal_patterns: Option<Vec<String>>,
     check_streams: Option<bool>,
     client: Option<RawClientEscalation>,
+    /// The route's, for the checks here.
+    shadow: bool,
+    fallbacks: Vec<String>,
 }
 
 impl Raw {
     pub(in crate::config::validate) fn take(r: &mut RawRoute) -> Raw {
+        let on = r.escalate_on.take();
         Raw {
-            on: r.escalate_on.take(),
+            fallbacks: if on.is_some() { r.fallbacks.clone() } else { Vec::new() },
+            on,
             to: r.escalate_to.take(),
             max: r.max_escalations.take(),
             min_avg_logprob: r.min_avg_logprob.take(),
             refusal_patterns: r.refusal_patterns.take(),
             check_streams: r.check_streams.take(),
             client: r.client_escalation.take(),
+            shadow: r.shadow,
         }
     }
 }
@@ -42,8 +48,6 @@ pub(in crate::config::validate) fn escalation_of(
     path: &str,
     raw: Raw,
     target: &Target,
-    fallbacks: &[String],
-    shadow: bool,
     models: &IndexMap<String, Model>,
     model_names: &[String],
 ) -> (Option<Box<Escalation>>, Option<ClientEscalation>) {
@@ -74,7 +78,7 @@ pub(in crate::config::validate) fn escalation_of(
     if on_raw.is_empty() {
         cx.err(format!("{path}.escalate_on"), format!("list at least one check ({}), or leave `escalate_on` out", Check::names()));
     }
-    if shadow {
+    if raw.shadow {
         cx.err(format!("{path}.escalate_on"), "a shadow route forwards requests unchanged, so its answers are never checked; drop `shadow` or `escalate_on`");
     }
     let to = raw.to.unwrap_or_default();
@@ -109,7 +113,7 @@ pub(in crate::config::validate) fn escalation_of(
     // Somewhere to go: `escalate_to`, or a model of the route stronger than
     // its weakest (with max_escalations: 0 only marking is asked for).
     if to.is_empty() && max > 0 {
-        let named: Vec<&Model> = target.models().into_iter().chain(fallbacks.iter().map(String::as_str)).filter_map(|m| models.get(m)).collect();
+        let named: Vec<&Model> = target.models().into_iter().chain(raw.fallbacks.iter().map(String::as_str)).filter_map(|m| models.get(m)).collect();
         let weakest = named.iter().map(|m| m.quality).min();
         // Tiers climb in tier order; other targets by `quality`.
         let climbs = match target {
