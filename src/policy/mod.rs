@@ -164,6 +164,14 @@ pub fn decide<'s>(snap: &'s Snapshot, overrides: &'s Overrides, f: &Facts<'_>, t
         tr.note(|| format!("admin override (set {}): route `{}` → {}", o.set_at, route.name, m.name));
     }
     let over = over.map(|(_, m)| m);
+    if let Some(e) = route.escalate.as_deref() {
+        tr.note(|| {
+            let on: Vec<&str> = e.on.iter().map(|c| c.as_str()).collect();
+            let to = if e.to.is_empty() { "the next stronger model of the route".to_string() } else { e.to.join(", ") };
+            let streams = if e.streams { "" } else { "; streams are not checked" };
+            format!("answer checks [{}]: a failing answer is re-sent to {to}, at most {} time(s){streams}", on.join(", "), e.max)
+        });
+    }
     let routed = routed(snap, route, over, f, mode, &mut tr);
     if !(route.shadow || snap.routing.shadow) {
         let (attempts, arm) = routed.map_err(refused)?;
