@@ -50,8 +50,9 @@ pub async fn checked<'s>(
     cx: &mut Ctx,
     abort: &mut AbortSignal,
 ) -> Box<Served<'s>> {
-    // Cached answers were checked before they were kept.
-    if matches!(served.cache, crate::cache::Note::Hit { .. }) {
+    // Cached answers were checked before they were kept; shadow mode
+    // forwards unchanged (`routing.shadow`).
+    if matches!(served.cache, crate::cache::Note::Hit { .. }) || q.decision.shadow.is_some() {
         return served;
     }
     let (Some(body), Some(client)) = (q.json, Wire::of_client(q.incoming.dialect, q.incoming.api)) else { return served };
@@ -75,7 +76,9 @@ pub async fn checked<'s>(
         if let Some(m) = served.attempt.model {
             tried.push(m.name.as_str());
         }
-        let plan = match (hops < esc.max, served.attempt.model) {
+        // A budget that moved the request to a cheaper model wins: no
+        // re-send to a stronger one (the answer is marked).
+        let plan = match (hops < esc.max && cx.trail.downgraded_by.is_none(), served.attempt.model) {
             (true, Some(m)) => crate::policy::escalation(q.snap, q.decision, q.facts, esc, m, &tried),
             _ => Vec::new(),
         };
