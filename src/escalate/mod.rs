@@ -19,7 +19,7 @@
 //! It never writes to the client; the relay does. Routes without checks
 //! never reach this module (one `Option` test per request).
 
-mod answer;
+pub mod answer;
 mod buffer;
 mod check;
 
