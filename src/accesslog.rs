@@ -62,6 +62,18 @@ pub struct Record {
     /// The OpenTelemetry trace id (32 hex digits; with `telemetry:` on).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub trace_id: Option<String>,
+    /// Answer checks escalated the request: the hops
+    /// (`gpt-4o-mini→gpt-4o:schema_mismatch`, comma-separated).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub escalated: Option<String>,
+    /// What the discarded answers cost (included in no other figure here:
+    /// tokens and `cost_usd` are the delivered answer's).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub escalation_cost_usd: Option<f64>,
+    /// The delivered answer failed this check (no stronger model could
+    /// serve, or `max_escalations` was reached).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub check_failed: Option<&'static str>,
 }
 
 /// Lines are batched: a request appends its line to a buffer, which is

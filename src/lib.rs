@@ -18,6 +18,7 @@ pub mod cli_report;
 pub mod config;
 pub mod dialect;
 pub mod drain;
+pub mod escalate;
 pub mod fsutil;
 pub mod memory;
 pub mod metrics;

@@ -54,6 +54,9 @@ pub const ALERT_FAILURES: &str = "modelgate_alert_delivery_failures_total";
 pub const ALERTS_DROPPED: &str = "modelgate_alerts_dropped_total";
 pub const TRACE_SPANS_EXPORTED: &str = "modelgate_trace_spans_exported_total";
 pub const TRACE_SPANS_DROPPED: &str = "modelgate_trace_spans_dropped_total";
+pub const ANSWER_CHECKS: &str = "modelgate_answer_checks_total";
+pub const ESCALATIONS: &str = "modelgate_escalations_total";
+pub const ESCALATION_COST: &str = "modelgate_escalation_cost_usd_total";
 
 /// Buckets (seconds) of the upstream and time-to-first-token histograms;
 /// the alert evaluator computes its p95 over the same ones.
@@ -139,6 +142,11 @@ fn describe() {
         "Trace spans not exported, by reason: queue_full (telemetry.queue was full: the request path never waits), export_failed (the collector refused or could not be reached)."
     );
     describe_cache();
+    describe_counter!(
+        ANSWER_CHECKS,
+        "Answers judged by a route's checks (escalate_on), by route, model and result: pass, or the check that failed (invalid_json, schema_mismatch, refusal, truncated, empty, low_logprob)."
+    );
+    describe_counter!(ESCALATIONS, "Requests re-sent to a stronger model because an answer failed a check, by route, from, to and reason (the check).");
 }
 
 fn describe_cache() {
@@ -421,6 +429,13 @@ pub static CACHE_SAVINGS_USD: FloatCounters = FloatCounters {
     values: Mutex::new(BTreeMap::new()),
 };
 
+pub static ESCALATION_USD: FloatCounters = FloatCounters {
+    name: ESCALATION_COST,
+    help: "USD spent on answers that failed a check and were not delivered (the request escalated to a stronger model), by route, model and reason.",
+    labels: &["route", "model", "reason"],
+    values: Mutex::new(BTreeMap::new()),
+};
+
 pub static UPGRADE_USD: FloatCounters = FloatCounters {
     name: UPGRADE_COST,
     help: "USD spent above the requested model's price when routing chose a pricier model (e.g. x-modelgate-tier: max).",
@@ -478,6 +493,7 @@ pub fn render(handle: &PrometheusHandle) -> String {
     SAVINGS_USD.render(&mut out);
     UPGRADE_USD.render(&mut out);
     CACHE_SAVINGS_USD.render(&mut out);
+    ESCALATION_USD.render(&mut out);
     out
 }
 
@@ -537,6 +553,17 @@ pub fn provider_up(provider: &str, up: bool) {
 
 pub fn stream_error(reason: &'static str) {
     counter!(STREAM_ERRORS, "reason" => reason).increment(1);
+}
+
+pub fn answer_check(route: &str, model: &str, result: &'static str) {
+    counter!(ANSWER_CHECKS, "route" => route.to_string(), "model" => model.to_string(), "result" => result).increment(1);
+}
+
+/// An answer from `from` failed `reason` and the request went on to `to`;
+/// the discarded answer cost `cost`.
+pub fn escalation(route: &str, from: &str, to: &str, reason: &'static str, cost: f64) {
+    counter!(ESCALATIONS, "route" => route.to_string(), "from" => from.to_string(), "to" => to.to_string(), "reason" => reason).increment(1);
+    ESCALATION_USD.add(&[route, from, reason], cost);
 }
 
 pub fn split_arm(route: &str, arm: &str) {

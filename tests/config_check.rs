@@ -54,7 +54,7 @@ fn three_mistakes_are_all_reported_with_their_lines() {
     let want = format!(
         "{}: 3 errors
   - providers.local.kind: unknown provider kind `ollama`; expected one of: openai, anthropic, gemini (OpenRouter and Ollama are openai) (line 3, column 12)
-  - routes[0].budgt_usd: unknown field `budgt_usd`, expected one of `name`, `match`, `target`, `tiers`, `select`, `split`, `fallbacks`, `shadow`, `mode`, `client_models`, `retry`, `cache` (line 13, column 5)
+  - routes[0].budgt_usd: unknown field `budgt_usd`, expected one of `name`, `match`, `target`, `tiers`, `select`, `split`, `fallbacks`, `shadow`, `mode`, `client_models`, `retry`, `cache`, `escalate_on`, `escalate_to`, `max_escalations`, `min_avg_logprob`, `refusal_patterns`, `check_streams`, `client_escalation` (line 13, column 5)
   - routes[1].target: unknown model `gpt-5`; defined models: gpt-4o-mini (line 15, column 5)
 ",
         path.display()

@@ -198,6 +198,22 @@ pub struct RawRoute {
     pub client_models: Option<Vec<String>>,
     pub retry: Option<RawRetry>,
     pub cache: Option<super::cache::RawRouteCache>,
+    /// Answer checks whose failure re-sends the request to a stronger model.
+    pub escalate_on: Option<Vec<String>>,
+    pub escalate_to: Option<Vec<String>>,
+    pub max_escalations: Option<u32>,
+    pub min_avg_logprob: Option<f64>,
+    pub refusal_patterns: Option<Vec<String>>,
+    pub check_streams: Option<bool>,
+    pub client_escalation: Option<RawClientEscalation>,
+}
+
+/// `client_escalation: { requested_model: on_retry, window_s: 300 }`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawClientEscalation {
+    pub requested_model: String,
+    pub window_s: Option<u64>,
 }
 
 #[derive(Debug, Deserialize, Clone, Copy)]

@@ -177,6 +177,11 @@ pub struct Route {
     pub retry: Option<super::RawRetry>,
     /// The route's `cache:`.
     pub cache: super::RouteCache,
+    /// Answer checks that re-send to a stronger model (`escalate_on`).
+    pub escalate: Option<Box<Escalation>>,
+    /// A request for a stronger model than the route picks is honoured
+    /// (`client_escalation`).
+    pub client_escalation: Option<ClientEscalation>,
 }
 
 /// A rule that names the task of requests that carry no `x-modelgate-task`.
@@ -275,4 +280,89 @@ impl Default for Routing {
             client_models: Vec::new(),
         }
     }
+}
+
+// === Answer checks and escalation (a route's `escalate_on`) ===
+
+/// What an answer can fail (`escalate_on`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Check {
+    /// JSON mode was asked and the answer is not JSON.
+    InvalidJson,
+    /// A JSON schema was asked and the answer does not follow it.
+    SchemaMismatch,
+    /// The model declined (the provider's refusal signal, or a
+    /// `refusal_patterns` match).
+    Refusal,
+    /// Stopped at the output limit with nothing usable.
+    Truncated,
+    /// No text, no tool call.
+    Empty,
+    /// The answer's average token log-probability is under
+    /// `min_avg_logprob` (only when the request asked for logprobs).
+    LowLogprob,
+}
+
+impl Check {
+    pub const ALL: [Check; 6] = [Check::InvalidJson, Check::SchemaMismatch, Check::Refusal, Check::Truncated, Check::Empty, Check::LowLogprob];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Check::InvalidJson => "invalid_json",
+            Check::SchemaMismatch => "schema_mismatch",
+            Check::Refusal => "refusal",
+            Check::Truncated => "truncated",
+            Check::Empty => "empty",
+            Check::LowLogprob => "low_logprob",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Check> {
+        Self::ALL.into_iter().find(|c| c.as_str() == s)
+    }
+
+    pub fn names() -> String {
+        Self::ALL.map(Check::as_str).join(", ")
+    }
+}
+
+impl fmt::Display for Check {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A route's answer checks and where a failing answer escalates to.
+#[derive(Debug)]
+pub struct Escalation {
+    /// The checks, in config order (each at most once).
+    pub on: Vec<Check>,
+    /// Where to escalate, in order (`escalate_to`); empty: the next
+    /// stronger models the route names.
+    pub to: Vec<String>,
+    /// At most this many re-sends per request (0: check and mark only).
+    pub max: u32,
+    pub min_avg_logprob: Option<f64>,
+    /// Answer texts that count as refusals, besides the provider's signal.
+    pub refusal_patterns: Option<regex::RegexSet>,
+    /// Buffer streamed answers to check them (`check_streams`): the
+    /// client sees nothing until the answer passed.
+    pub streams: bool,
+}
+
+impl Escalation {
+    pub fn checks(&self, c: Check) -> bool {
+        self.on.contains(&c)
+    }
+}
+
+/// When a request naming a stronger model than the route's pick is
+/// served by that model (`client_escalation`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ClientEscalation {
+    /// Always (the app names its usual model as a weak one).
+    Always,
+    /// Only when this route answered the same conversation within
+    /// `window` (the app asks again, naming a stronger model).
+    OnRetry { window: std::time::Duration },
 }

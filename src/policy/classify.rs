@@ -76,6 +76,9 @@ pub struct Facts<'a> {
     /// The output budget the client asked for.
     pub max_tokens: Option<u64>,
     pub controls: Controls,
+    /// Conversations routes answered lately (`client_escalation`); `None`
+    /// where nothing is remembered (`modelgate route`).
+    pub conversations: Option<&'a super::Conversations>,
     body: Option<&'a JsonBody>,
     body_len: usize,
     tokens_model: Option<&'a str>,
@@ -117,6 +120,17 @@ impl Facts<'_> {
 
     pub fn header(&self, name: &str) -> Option<&str> {
         header(self.headers, name)
+    }
+
+    /// The request's JSON body (model calls).
+    pub fn body(&self) -> Option<&JsonBody> {
+        self.body
+    }
+
+    /// `route` answered this same conversation within `window` (the app
+    /// asks again).
+    pub fn asked_again(&self, route: &str, window: std::time::Duration) -> bool {
+        self.conversations.is_some_and(|c| c.answered_within(route, self, window))
     }
 }
 
@@ -193,6 +207,7 @@ pub fn classify<'a>(
         user,
         max_tokens,
         controls,
+        conversations: None,
         body,
         body_len,
         tokens_model,

@@ -21,11 +21,13 @@ pub mod classify;
 mod complexity;
 pub mod explain;
 mod fit;
+mod ladder;
 pub mod overrides;
 pub mod overrides_fleet;
 mod plan;
 mod price;
 mod prompt;
+pub mod repeat;
 pub mod tokens;
 mod trace;
 
@@ -36,10 +38,13 @@ use serde::Serialize;
 use sha2::{Digest, Sha256};
 
 pub use classify::{classify, Facts, Score, Source};
+pub use ladder::escalation;
 pub use overrides::{OverrideStore, Overrides};
+pub use repeat::Conversations;
 pub use trace::{CandidateCheck, RouteCheck, ScoreParts, Trace};
 
 use fit::*;
+use ladder::client_escalated;
 use plan::*;
 use trace::Tr;
 
@@ -159,6 +164,14 @@ pub fn decide<'s>(snap: &'s Snapshot, overrides: &'s Overrides, f: &Facts<'_>, t
         tr.note(|| format!("admin override (set {}): route `{}` → {}", o.set_at, route.name, m.name));
     }
     let over = over.map(|(_, m)| m);
+    if let Some(e) = route.escalate.as_deref() {
+        tr.note(|| {
+            let on: Vec<&str> = e.on.iter().map(|c| c.as_str()).collect();
+            let to = if e.to.is_empty() { "the next stronger model of the route".to_string() } else { e.to.join(", ") };
+            let streams = if e.streams { "" } else { "; streams are not checked" };
+            format!("answer checks [{}]: a failing answer is re-sent to {to}, at most {} time(s){streams}", on.join(", "), e.max)
+        });
+    }
     let routed = routed(snap, route, over, f, mode, &mut tr);
     if !(route.shadow || snap.routing.shadow) {
         let (attempts, arm) = routed.map_err(refused)?;

@@ -248,7 +248,13 @@ pub(super) fn routed<'s>(
                 tr.target(|| format!("target: {} (admin override)", m.name));
                 Primary::one(vec![m], None)
             }
-            None => primary(snap, route, f, mode, tr),
+            None => {
+                let p = primary(snap, route, f, mode, tr);
+                match route.client_escalation.and_then(|_| client_escalated(snap, route, p.models.first().copied(), f, tr)) {
+                    Some(want) => Primary::one(vec![want], None),
+                    None => p,
+                }
+            }
         },
     };
     let select = match &route.target {

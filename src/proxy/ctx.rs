@@ -104,6 +104,17 @@ impl Ctx {
         if let Some(id) = &self.rec.trace_id {
             h.insert(head::TRACE_ID, head::text(id)?);
         }
+        if let Some(hops) = &self.rec.escalated {
+            // UTF-8 (the arrow), which `HeaderValue::from_str` refuses.
+            h.insert(
+                head::ESCALATED,
+                HeaderValue::from_bytes(hops.as_bytes())
+                    .map_err(|_| crate::upstream::request::internal(format!("{hops:?} cannot be sent as a header value")))?,
+            );
+        }
+        if let Some(c) = self.rec.check_failed {
+            h.insert(head::CHECK_FAILED, HeaderValue::from_static(c));
+        }
         Ok(())
     }
 

@@ -16,6 +16,8 @@
 //!      │                          budget hold or downgrade (budget/), tries under
 //!      │                          upstream/retry.rs, requests built by
 //!      │                          upstream/request.rs
+//!      ├─ 3b. checks .......... escalate/         a route's answer checks; a failing
+//!      │                          answer escalates to a stronger model
 //!      ├─ 4. relay ............ relay/            the response (a live exchange or
 //!      │                          another relay::Source) to the client, translated
 //!      │                          (translate/), spend settled (relay/settle.rs)
@@ -35,10 +37,11 @@ use pingora_proxy::{ProxyHttp, Session};
 
 use crate::budget::Budgets;
 use crate::cache::{Cache, Plan};
-use crate::config::Snapshot;
+use crate::config::{ClientEscalation, Snapshot};
 use crate::drain::{AbortSignal, Drain};
+use crate::escalate;
 use crate::metrics;
-use crate::policy::{self, OverrideStore};
+use crate::policy::{self, Conversations, OverrideStore};
 use crate::proxy::ctx::{Ctx, Stop};
 use crate::proxy::intake;
 use crate::relay::{Answering, Relay};
@@ -53,6 +56,8 @@ pub struct Gateway {
     health: Health,
     drain: Drain,
     cache: Cache,
+    /// Conversations answered lately (`client_escalation: on_retry`).
+    conversations: Conversations,
     /// Serves the forward proxy (transparent mode): the host a request was
     /// sent to picks its provider and API.
     forward: bool,
@@ -60,7 +65,17 @@ pub struct Gateway {
 
 impl Gateway {
     pub fn new(state: Arc<ArcSwap<Snapshot>>, overrides: Arc<OverrideStore>, budgets: Budgets, health: Health, drain: Drain) -> Self {
-        Self { state, overrides, budgets, connector: Connector::new(None), health, drain, cache: Cache::default(), forward: false }
+        Self {
+            state,
+            overrides,
+            budgets,
+            connector: Connector::new(None),
+            health,
+            drain,
+            cache: Cache::default(),
+            conversations: Conversations::default(),
+            forward: false,
+        }
     }
 
     /// Answer from (and keep answers in) `cache` where the config says so.
@@ -92,7 +107,9 @@ impl Gateway {
         let overrides = self.overrides.load();
         // An owned copy, so the classification can live across the writes.
         let client = session.req_header().clone();
-        let facts = policy::classify(snap, &input.incoming, &input.path, &client.headers, input.json.as_ref(), input.body.len(), input.requested.as_deref())?;
+        let mut facts =
+            policy::classify(snap, &input.incoming, &input.path, &client.headers, input.json.as_ref(), input.body.len(), input.requested.as_deref())?;
+        facts.conversations = Some(&self.conversations);
         cx.rec.app = facts.app.clone();
         cx.rec.task = facts.task.clone();
         cx.rec.complexity = input.json.as_ref().map(|_| facts.complexity.value);
@@ -140,14 +157,27 @@ impl Gateway {
             key_owner: attempts::key_owner(snap, &input.incoming, input.requested.as_deref()),
             cache: ask.as_deref(),
         };
-        let served = match (Attempts { connector: &self.connector, health: &self.health, budgets: &self.budgets }).run(&q, &mut cx.trail, abort).await {
+        let at = Attempts { connector: &self.connector, health: &self.health, budgets: &self.budgets };
+        let mut served = match at.run(&q, &mut cx.trail, abort).await {
             Outcome::Served(s) => s,
             Outcome::Exhausted(e) => return Err(e.into()),
         };
+        // The route's answer checks (escalate/), where it has them.
+        if let Some(esc) = decision.route.and_then(|r| r.escalate.as_deref()) {
+            served = escalate::checked(&at, esc, &q, served, cx, abort).await;
+        }
 
         // 4. Relay.
         let (answering, response) = Answering::of(*served, snap, input.json.is_some());
-        Relay { connector: &self.connector, health: &self.health, budgets: &self.budgets }.answer(session, response, answering, &facts, cx, abort).await
+        let relayed =
+            Relay { connector: &self.connector, health: &self.health, budgets: &self.budgets }.answer(session, response, answering, &facts, cx, abort).await;
+        // `client_escalation: on_retry` remembers what its route answered.
+        if let Some(r) = decision.route.filter(|r| matches!(r.client_escalation, Some(ClientEscalation::OnRetry { .. }))) {
+            if relayed.is_ok() && (200..300).contains(&cx.rec.status) {
+                self.conversations.answered(&r.name, &facts);
+            }
+        }
+        relayed
     }
 }
 

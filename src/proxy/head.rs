@@ -22,6 +22,8 @@ pub const COST_USD: HeaderName = HeaderName::from_static("x-modelgate-cost-usd")
 pub const CACHE: HeaderName = HeaderName::from_static("x-modelgate-cache");
 pub const TRACE_ID: HeaderName = HeaderName::from_static("x-modelgate-trace-id");
 pub const REQUEST_ID: HeaderName = HeaderName::from_static("x-modelgate-request-id");
+pub const ESCALATED: HeaderName = HeaderName::from_static("x-modelgate-escalated");
+pub const CHECK_FAILED: HeaderName = HeaderName::from_static("x-modelgate-check-failed");
 pub const SHOULD_RETRY: HeaderName = HeaderName::from_static("x-should-retry");
 
 /// Response headers never relayed as they are (hop-by-hop, and the framing

@@ -49,6 +49,9 @@ pub struct Answering<'a, 's> {
     pub breaker: Breaker,
     /// What the response cache does with this answer.
     pub cache: cache::Note,
+    /// The answer failed this check and is not delivered: the request
+    /// escalated to the model named (settled as spent, counted apart).
+    pub discarded: Option<(crate::config::Check, String)>,
 }
 
 impl<'a, 's> Answering<'a, 's> {
@@ -62,6 +65,7 @@ impl<'a, 's> Answering<'a, 's> {
             translated: s.translated,
             breaker: s.breaker,
             cache: s.cache,
+            discarded: None,
         };
         (a, s.response)
     }

@@ -45,19 +45,44 @@ pub async fn settle(
         u.output = est_output;
         estimated = true;
     }
+    let cost = model.map(|m| u.cost_usd(&m.prices));
+    let label = a.attempt.model_label();
+    if let Some((check, to)) = a.discarded.take() {
+        // An answer not delivered: its tokens were spent, but it saved
+        // nothing (the delivered answer stands for the request).
+        let rec = &mut cx.rec;
+        metrics::usage(&a.provider.name, label, &rec.app, rec.task.as_deref(), &a.snap.metric_labels, &u, cost.unwrap_or(0.0));
+        let spent = cost.unwrap_or(0.0);
+        *rec.escalation_cost_usd.get_or_insert(0.0) += spent;
+        let entry = Entry {
+            input: u.input,
+            cached: u.cached_input,
+            cache_write: u.cache_write,
+            output: u.output,
+            cost_usd: spent,
+            requested_cost_usd: 0.0,
+            estimated,
+            check_failed: Some(check.as_str().to_string()),
+            escalated_to: Some(to),
+            request_id: Some(cx.rec.request_id),
+            escalated: None,
+            ..entry_of(a, &hold, cx)
+        };
+        let actual = crate::budget::charged(&entry);
+        budgets.settle(hold, actual, &entry).await;
+        return cost;
+    }
     let rec = &mut cx.rec;
     rec.usage_reported = reported.is_some() && !estimated;
     rec.input_tokens = u.input;
     rec.cached_input_tokens = u.cached_input;
     rec.cache_write_tokens = u.cache_write;
     rec.output_tokens = u.output;
-    let cost = model.map(|m| u.cost_usd(&m.prices));
     let requested = rec.requested_model.as_deref().and_then(|n| a.snap.model_for(n)).map(|(m, _)| m);
     let requested_cost = match requested {
         Some(q) => u.cost_usd(&q.prices),
         None => cost.unwrap_or(0.0),
     };
-    let label = a.attempt.model_label();
     metrics::usage(&a.provider.name, label, &rec.app, rec.task.as_deref(), &a.snap.metric_labels, &u, cost.unwrap_or(0.0));
     if let (Some(q), Some(c)) = (requested, cost) {
         if q.name != label {
@@ -114,7 +139,9 @@ fn entry_of(a: &Answering<'_, '_>, hold: &Hold, cx: &Ctx) -> Entry {
         requested: cx.rec.requested_model.clone().filter(|q| q != label),
         downgraded_by: cx.trail.downgraded_by.clone(),
         arm: cx.rec.arm.clone(),
-        request_id: cx.rec.arm.is_some().then_some(cx.rec.request_id),
+        request_id: (cx.rec.arm.is_some() || cx.rec.escalated.is_some() || cx.rec.check_failed.is_some()).then_some(cx.rec.request_id),
+        escalated: cx.rec.escalated.clone(),
+        check_failed: cx.rec.check_failed.map(str::to_string),
         ..Entry::default()
     }
 }

@@ -35,6 +35,7 @@ use crate::upstream::request::{credentials, prepare, Cred, NoKey, Prepared};
 use crate::upstream::retry::{status_class, Failure, Kind, RetryPolicy};
 
 /// What the loop needs to know of the request.
+#[derive(Clone, Copy)]
 pub struct Request<'r, 's> {
     pub snap: &'s Snapshot,
     pub incoming: &'r Incoming,
@@ -68,6 +69,29 @@ pub struct Served<'s> {
     pub cache: cache::Note,
 }
 
+impl Served<'_> {
+    /// The response's status.
+    pub fn status(&self) -> u16 {
+        match &self.response {
+            Response::Whole { src, .. } | Response::Stream { src, .. } => src.header().status.as_u16(),
+        }
+    }
+
+    pub fn response_ok(&self) -> bool {
+        (200..300).contains(&self.status())
+    }
+
+    /// Give up a response that is not relayed and cost nothing (an error
+    /// answer): its hold released, its exchange closed.
+    pub async fn abandon(self: Box<Self>, connector: &Connector) {
+        let s = *self;
+        drop(s.hold);
+        match s.response {
+            Response::Whole { src, .. } | Response::Stream { src, .. } => src.finish(connector).await,
+        }
+    }
+}
+
 pub enum Outcome<'s> {
     Served(Box<Served<'s>>),
     /// Nothing could be served: the client's answer.
@@ -93,7 +117,12 @@ enum ModelEnd<'s> {
 impl<'g> Attempts<'g> {
     /// Try the plan's models in order until one serves.
     pub async fn run<'s>(&self, q: &Request<'_, 's>, trail: &mut Trail, abort: &mut AbortSignal) -> Outcome<'s> {
-        let mut plan = Plan::new(q.decision.attempts.clone());
+        self.run_plan(q, q.decision.attempts.clone(), trail, abort).await
+    }
+
+    /// Try `attempts` in order until one serves (an escalation's plan).
+    pub async fn run_plan<'s>(&self, q: &Request<'_, 's>, attempts: Vec<Attempt<'s>>, trail: &mut Trail, abort: &mut AbortSignal) -> Outcome<'s> {
+        let mut plan = Plan::new(attempts);
         let mut p = Progress { requested: q.facts.model.map(str::to_string), ..Progress::default() };
         let client_sent_key = AUTH_HEADERS.iter().any(|h| q.client.headers.contains_key(*h));
         while let Some(attempt) = plan.take() {

@@ -51,6 +51,17 @@ pub struct Entry {
     /// on it.
     #[serde(default, skip_serializing_if = "Option::is_none", deserialize_with = "lenient_id")]
     pub request_id: Option<crate::request_id::RequestId>,
+    /// The answer check this attempt's answer failed (`escalate_on`); with
+    /// `escalated_to`, the answer was discarded and the request re-sent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub check_failed: Option<String>,
+    /// The discarded answer's request went on to this model.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub escalated_to: Option<String>,
+    /// The answer that served after escalations: the hops, as in
+    /// `x-modelgate-escalated` (`gpt-4o-mini→gpt-4o:schema_mismatch`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub escalated: Option<String>,
 }
 
 fn lenient_id<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<crate::request_id::RequestId>, D::Error> {

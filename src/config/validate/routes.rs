@@ -106,13 +106,14 @@ pub(super) fn header_safe(cx: &mut Ctx, path: &str, name: &str) {
 pub(super) fn route_of(
     cx: &mut Ctx,
     path: &str,
-    raw: RawRoute,
+    mut raw: RawRoute,
     models: &IndexMap<String, Model>,
     providers: &[Provider],
     model_names: &[String],
     cache: &crate::config::cache::CacheDefaults,
 ) -> Option<Route> {
     let before = cx.errors.len();
+    let esc = escalate::Raw::take(&mut raw);
     if raw.name.trim().is_empty() {
         cx.err(format!("{path}.name"), "must not be empty");
     }
@@ -180,6 +181,7 @@ pub(super) fn route_of(
         super::resilience::retry_patch(cx, &format!("{path}.retry"), r);
     }
     let cache = cache.route(cx, path, raw.cache);
+    let (escalate, client_escalation) = escalate::escalation_of(cx, path, esc, &target, models, model_names);
     Some(Route {
         name: raw.name,
         matcher,
@@ -192,6 +194,8 @@ pub(super) fn route_of(
         speaks,
         retry: raw.retry,
         cache,
+        escalate,
+        client_escalation,
     })
 }
 
@@ -304,5 +308,6 @@ pub(super) fn routing_of(cx: &mut Ctx, raw: RawRouting) -> Routing {
     routing
 }
 
+mod escalate;
 #[cfg(test)]
 mod tests;

@@ -94,3 +94,42 @@ pub(super) fn tool_stream(model: &str, tool: &str) -> Vec<String> {
         ev("message_stop", json!({"type": "message_stop"})),
     ]
 }
+
+// === Scripted answers (`Mock::answer`, `x-mock-answer-MODEL`) ===
+
+use super::answer::Answer;
+
+fn stop_reason(a: &Answer) -> &'static str {
+    match a {
+        Answer::Refusal => "refusal",
+        Answer::Truncated(_) => "max_tokens",
+        _ => "end_turn",
+    }
+}
+
+pub(super) fn message_scripted(model: &str, a: &Answer) -> Value {
+    let mut m = message(model);
+    m["content"] = match a {
+        Answer::Refusal | Answer::Empty => json!([]),
+        _ => json!([{"type": "text", "text": a.text()}]),
+    };
+    m["stop_reason"] = json!(stop_reason(a));
+    m
+}
+
+pub(super) fn stream_scripted(model: &str, a: &Answer) -> Vec<String> {
+    let mut ev_list = vec![start(model)];
+    if !matches!(a, Answer::Refusal) {
+        ev_list.push(ev("content_block_start", json!({"type": "content_block_start", "index": 0, "content_block": {"type": "text", "text": ""}})));
+        for t in a.tokens() {
+            ev_list.push(ev("content_block_delta", json!({"type": "content_block_delta", "index": 0, "delta": {"type": "text_delta", "text": t}})));
+        }
+        ev_list.push(ev("content_block_stop", json!({"type": "content_block_stop", "index": 0})));
+    }
+    ev_list.push(ev(
+        "message_delta",
+        json!({"type": "message_delta", "delta": {"stop_reason": stop_reason(a), "stop_sequence": null}, "usage": {"output_tokens": COMPLETION_TOKENS}}),
+    ));
+    ev_list.push(ev("message_stop", json!({"type": "message_stop"})));
+    ev_list
+}

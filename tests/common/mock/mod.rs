@@ -28,9 +28,13 @@
 //! path; each dialect's bodies and event sequences live in its own module.
 #![allow(dead_code)]
 
+mod answer;
 mod anthropic;
 mod gemini;
 mod openai;
+
+#[allow(unused_imports)]
+pub use answer::{Answer, REFUSAL};
 
 use std::collections::VecDeque;
 use std::net::SocketAddr;
@@ -107,6 +111,8 @@ struct Inner {
     rng: u64,
     /// Ids `GET /v1/models` lists (`None`: gpt-4o-mini).
     models: Option<Vec<String>>,
+    /// Scripted answer contents by upstream model id.
+    answers: std::collections::HashMap<String, Answer>,
 }
 
 impl Inner {
@@ -245,6 +251,16 @@ impl Mock {
         let mut inner = self.inner.lock().unwrap();
         inner.random = (ratio > 0.0).then_some((ratio, status));
         inner.rng = 0x5EED;
+    }
+
+    /// What `model` (an upstream model id) answers from now on (until
+    /// `clear_answers`), for every call a script does not fail.
+    pub fn answer(&self, model: &str, a: Answer) {
+        self.inner.lock().unwrap().answers.insert(model.to_string(), a);
+    }
+
+    pub fn clear_answers(&self) {
+        self.inner.lock().unwrap().answers.clear();
     }
 
     /// The model ids `GET /v1/models` lists from now on.
@@ -405,6 +421,19 @@ async fn handle(State(mock): State<Mock>, ConnectInfo(kill): ConnectInfo<Kill>, 
     }
     let model = req["model"].as_str().unwrap_or("unknown").to_string();
     let stream = req["stream"] == json!(true);
+    let scripted = answer::from_headers(&headers, &model).or_else(|| mock.inner.lock().unwrap().answers.get(&model).cloned());
+    if let Some(a) = scripted {
+        let include_usage = req["stream_options"]["include_usage"] == json!(true);
+        match (uri.path(), stream) {
+            ("/v1/chat/completions", false) => return json_response(200, openai::chat_scripted(&model, &a)),
+            ("/v1/chat/completions", true) => return sse(openai::chat_stream_scripted(&model, &a, include_usage), script, gate),
+            ("/v1/responses", false) => return json_response(200, openai::responses_scripted(&model, &a)),
+            ("/v1/responses", true) => return sse(openai::responses_stream_scripted(&model, &a), script, gate),
+            ("/v1/messages", false) => return json_response(200, anthropic::message_scripted(&model, &a)),
+            ("/v1/messages", true) => return sse(anthropic::stream_scripted(&model, &a), script, gate),
+            _ => {}
+        }
+    }
     // With tools offered and no tool result yet, the answer calls the
     // first tool with {"city": "Paris"}.
     let last = req["messages"].as_array().or(req["contents"].as_array()).and_then(|m| m.last()).cloned().unwrap_or(Value::Null);

@@ -138,3 +138,102 @@ pub(super) fn responses_stream(model: &str) -> Vec<String> {
         ev("response.completed", json!({"type": "response.completed", "sequence_number": 2, "response": responses_json(model)})),
     ]
 }
+
+// === Scripted answers (`Mock::answer`, `x-mock-answer-MODEL`) ===
+
+use super::answer::{Answer, REFUSAL};
+
+/// Chat `logprobs` for `tokens` (each with `lp`).
+fn chat_logprobs(tokens: &[String], lp: f64) -> Value {
+    let content: Vec<Value> = tokens.iter().map(|t| json!({"token": t, "logprob": lp, "bytes": t.as_bytes(), "top_logprobs": []})).collect();
+    json!({"content": content, "refusal": null})
+}
+
+pub(super) fn chat_scripted(model: &str, a: &Answer) -> Value {
+    let mut c = chat(model);
+    let choice = &mut c["choices"][0];
+    match a {
+        Answer::Refusal => {
+            choice["message"]["content"] = Value::Null;
+            choice["message"]["refusal"] = json!(REFUSAL);
+        }
+        _ => choice["message"]["content"] = json!(a.text()),
+    }
+    choice["finish_reason"] = json!(a.finish());
+    if let Answer::Logprobs { logprob, .. } = a {
+        choice["logprobs"] = chat_logprobs(&a.tokens(), *logprob);
+    }
+    c
+}
+
+pub(super) fn chat_stream_scripted(model: &str, a: &Answer, include_usage: bool) -> Vec<String> {
+    let chunk = |delta: Value, finish: Value, logprobs: Value| {
+        let mut c = json!({"id": "chatcmpl-mock", "object": "chat.completion.chunk", "created": 1731000000, "model": model, "system_fingerprint": "fp_mock",
+            "choices": [{"index": 0, "delta": delta, "logprobs": logprobs, "finish_reason": finish}]});
+        if include_usage {
+            c["usage"] = Value::Null;
+        }
+        data(c)
+    };
+    let mut ev = vec![chunk(json!({"role": "assistant", "content": "", "refusal": null}), Value::Null, Value::Null)];
+    match a {
+        Answer::Refusal => ev.push(chunk(json!({"refusal": REFUSAL}), Value::Null, Value::Null)),
+        _ => {
+            for t in a.tokens() {
+                let lp = match a {
+                    Answer::Logprobs { logprob, .. } => chat_logprobs(std::slice::from_ref(&t), *logprob),
+                    _ => Value::Null,
+                };
+                ev.push(chunk(json!({"content": t}), Value::Null, lp));
+            }
+        }
+    }
+    ev.push(chunk(json!({}), json!(a.finish()), Value::Null));
+    if include_usage {
+        ev.push(data(json!({"id": "chatcmpl-mock", "object": "chat.completion.chunk", "created": 1731000000, "model": model,
+            "system_fingerprint": "fp_mock", "choices": [], "usage": usage()})));
+    }
+    ev.push("data: [DONE]\n\n".into());
+    ev
+}
+
+pub(super) fn responses_scripted(model: &str, a: &Answer) -> Value {
+    let mut r = responses_json(model);
+    let content = match a {
+        Answer::Refusal => json!([{"type": "refusal", "refusal": REFUSAL}]),
+        Answer::Logprobs { logprob, .. } => {
+            let lps: Vec<Value> = a.tokens().iter().map(|t| json!({"token": t, "logprob": logprob, "bytes": t.as_bytes(), "top_logprobs": []})).collect();
+            json!([{"type": "output_text", "text": a.text(), "annotations": [], "logprobs": lps}])
+        }
+        _ => json!([{"type": "output_text", "text": a.text(), "annotations": []}]),
+    };
+    r["output"][0]["content"] = content;
+    if let Answer::Truncated(_) = a {
+        r["status"] = json!("incomplete");
+        r["incomplete_details"] = json!({"reason": "max_output_tokens"});
+        r["output"][0]["status"] = json!("incomplete");
+    }
+    r
+}
+
+pub(super) fn responses_stream_scripted(model: &str, a: &Answer) -> Vec<String> {
+    let whole = responses_scripted(model, a);
+    let mut created = whole.clone();
+    created["status"] = json!("in_progress");
+    created["output"] = json!([]);
+    created["usage"] = Value::Null;
+    let done = if whole["status"] == "incomplete" { "response.incomplete" } else { "response.completed" };
+    let mut out = vec![ev("response.created", json!({"type": "response.created", "sequence_number": 0, "response": created}))];
+    if !a.text().is_empty() {
+        out.push(ev_delta(a.text()));
+    }
+    out.push(ev(done, json!({"type": done, "sequence_number": 2, "response": whole})));
+    out
+}
+
+fn ev_delta(text: &str) -> String {
+    ev(
+        "response.output_text.delta",
+        json!({"type": "response.output_text.delta", "sequence_number": 1, "item_id": "msg_mock", "output_index": 0, "content_index": 0, "delta": text}),
+    )
+}
