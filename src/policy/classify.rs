@@ -76,6 +76,8 @@ pub struct Facts<'a> {
     /// The output budget the client asked for.
     pub max_tokens: Option<u64>,
     pub controls: Controls,
+    /// The virtual key the request carries (`crate::keys`).
+    pub key: Option<std::sync::Arc<crate::config::VirtualKey>>,
     body: Option<&'a JsonBody>,
     body_len: usize,
     tokens_model: Option<&'a str>,
@@ -117,6 +119,31 @@ impl Facts<'_> {
 
     pub fn header(&self, name: &str) -> Option<&str> {
         header(self.headers, name)
+    }
+
+    /// The virtual key's name.
+    pub fn key_name(&self) -> Option<&str> {
+        self.key.as_deref().map(|k| k.name.as_str())
+    }
+
+    /// Who the request is, from its virtual key: the key's app (unless it
+    /// is a `routing.app_keys` entry in open mode, where the
+    /// `x-modelgate-app` header still wins, as before) and user; without a
+    /// user on the key, `x-modelgate-user`, then the body's.
+    pub fn identify(&mut self, key: Option<std::sync::Arc<crate::config::VirtualKey>>, known_keys: bool) {
+        if let Some(k) = &key {
+            if let Some(app) = &k.app {
+                let header_wins = k.source == crate::config::KeySource::AppKeys && !known_keys && self.app_source == Source::Header;
+                if !header_wins {
+                    self.app = app.clone();
+                    self.app_source = Source::ApiKey;
+                }
+            }
+        }
+        if let Some(u) = key.as_ref().and_then(|k| k.user.clone()).or_else(|| self.header("x-modelgate-user").map(str::to_string)) {
+            self.user = Some(u);
+        }
+        self.key = key;
     }
 }
 
@@ -193,6 +220,7 @@ pub fn classify<'a>(
         user,
         max_tokens,
         controls,
+        key: None,
         body,
         body_len,
         tokens_model,

@@ -51,6 +51,12 @@ pub struct Entry {
     /// on it.
     #[serde(default, skip_serializing_if = "Option::is_none", deserialize_with = "lenient_id")]
     pub request_id: Option<crate::request_id::RequestId>,
+    /// The virtual key's name (never the key).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key: Option<String>,
+    /// The end user (from the key, `x-modelgate-user` or the body).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub user: Option<String>,
 }
 
 fn lenient_id<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<crate::request_id::RequestId>, D::Error> {
