@@ -1,0 +1,283 @@
+//! Virtual keys, auth modes and rate limits end to end against the release
+//! binary and the mock provider: `auth.mode: known_keys` answers an
+//! unknown, missing or revoked key 401 in the client's dialect before any
+//! upstream call and injects the provider's real key; a key's RPM limit
+//! and its own budget hold under 300 concurrent requests; keys created at
+//! runtime through `/admin/keys` work at once and stop at revocation; two
+//! sidecars sharing Redis enforce one RPM limit.
+
+mod common;
+
+use common::redis::Redis;
+use common::{http_get, Config, Mock, Modelgate};
+use serde_json::{json, Value};
+
+const ALICE: &str = "mg-alice-secret";
+const REAL: &str = "sk-real-provider-key";
+
+fn hash(key: &str) -> String {
+    use std::io::Write;
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_modelgate"))
+        .arg("hash-key")
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    child.stdin.take().unwrap().write_all(format!("{key}\n").as_bytes()).unwrap();
+    let out = child.wait_with_output().unwrap();
+    String::from_utf8(out.stdout).unwrap().trim().to_string()
+}
+
+/// `openai` and `anthropic` on `mock`, both injecting REAL; `extra` is
+/// more YAML (keys:, rate_limits:, budget_store:).
+fn config(mock: &Mock, extra: &str) -> String {
+    Config::openai_anthropic(mock)
+        .raw(extra)
+        .model("gpt-4o", "openai")
+        .prices(10.0, 10.0)
+        .with("max_output_tokens: 400")
+        .model("claude-haiku", "anthropic")
+        .prices(10.0, 10.0)
+        .with("max_output_tokens: 400")
+        .build()
+        .replace("kind: openai,", "kind: openai, api_key_env: REAL_KEY,")
+        .replace("kind: anthropic,", "kind: anthropic, api_key_env: REAL_KEY,")
+}
+
+fn chat() -> Value {
+    json!({"model": "gpt-4o", "max_tokens": 300, "messages": [{"role": "user", "content": "count these words please ".repeat(325)}]})
+}
+
+async fn openai(client: &reqwest::Client, mg: &Modelgate, key: Option<&str>) -> (u16, reqwest::header::HeaderMap, Value) {
+    let mut r = client.post(format!("{}/v1/chat/completions", mg.gateway)).json(&chat());
+    if let Some(k) = key {
+        r = r.bearer_auth(k);
+    }
+    let r = r.send().await.unwrap();
+    let (s, h) = (r.status().as_u16(), r.headers().clone());
+    (s, h, r.json().await.unwrap_or(Value::Null))
+}
+
+fn start(mock: &Mock, extra: &str) -> Modelgate {
+    Modelgate::start_with_env(&config(mock, extra), &[("REAL_KEY", REAL), ("MG_ADMIN_TOKEN", "admintok")])
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn known_keys_mode_refuses_unknown_keys_before_any_upstream_call_and_injects_the_real_key() {
+    let mock = Mock::start().await;
+    let keys = format!("auth: {{ mode: known_keys }}\nkeys:\n  - {{ name: alice, key_sha256: \"{}\", app: billing, user: alice }}\n", hash(ALICE));
+    let mg = start(&mock, &keys);
+    let client = reqwest::Client::new();
+
+    // Unknown and missing keys: 401 in the OpenAI shape, nothing upstream.
+    for key in [Some("sk-not-a-known-key"), None] {
+        let (status, _, body) = openai(&client, &mg, key).await;
+        assert_eq!(status, 401, "{body}");
+        assert_eq!(body["error"]["code"], "invalid_api_key", "{body}");
+        assert_eq!(body["error"]["type"], "authentication_error");
+        let msg = body["error"]["message"].as_str().unwrap();
+        assert!(msg.contains("known_keys"), "{msg}");
+        assert!(!msg.contains("sk-not-a-known-key"), "the key itself is never echoed: {msg}");
+    }
+    // The Anthropic dialect gets its own error shape.
+    let r = client
+        .post(format!("{}/anthropic/v1/messages", mg.gateway))
+        .header("x-api-key", "sk-ant-unknown")
+        .header("anthropic-version", "2023-06-01")
+        .json(&json!({"model": "claude-haiku", "max_tokens": 100, "messages": [{"role": "user", "content": "hi"}]}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 401);
+    let body: Value = r.json().await.unwrap();
+    assert_eq!(body["type"], "error", "{body}");
+    assert_eq!(body["error"]["type"], "authentication_error", "{body}");
+    assert_eq!(mock.calls(), 0, "the mock saw nothing");
+
+    // A known key is served with the provider's real key, never its own.
+    let (status, _, body) = openai(&client, &mg, Some(ALICE)).await;
+    assert_eq!(status, 200, "{body}");
+    let seen = mock.last_call();
+    assert_eq!(seen.headers["authorization"], format!("Bearer {REAL}"));
+    assert!(!format!("{:?}", seen.headers).contains(ALICE));
+    // The access log names the key and its hash prefix, never the key.
+    let log = mg.wait_access_log(4);
+    let line = log.iter().find(|l| l["status"] == 200).unwrap();
+    assert_eq!(line["key"], "alice");
+    assert_eq!(line["app"], "billing");
+    assert_eq!(line["key_hash"].as_str().unwrap().len(), 8);
+    let text = std::fs::read_to_string(mg.dir.path().join("access.log")).unwrap();
+    assert!(!text.contains(ALICE), "the key itself is never logged");
+    let m = mg.metrics();
+    assert_eq!(common::metric_sum(&m, "modelgate_auth_rejected_total", &[("reason", "unknown")]), 2.0);
+    assert_eq!(common::metric_sum(&m, "modelgate_auth_rejected_total", &[("reason", "missing")]), 1.0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_keys_rpm_limit_holds_under_300_concurrent_requests() {
+    let mock = Mock::start().await;
+    let keys = format!("auth: {{ mode: known_keys }}\nkeys:\n  - {{ name: alice, key_sha256: \"{}\", rate_limits: {{ rpm: 50 }} }}\n", hash(ALICE));
+    let mg = start(&mock, &keys);
+    let client = reqwest::Client::new();
+    let mut tasks = Vec::new();
+    for _ in 0..300 {
+        let c = client.clone();
+        let url = format!("{}/v1/chat/completions", mg.gateway);
+        tasks.push(tokio::spawn(async move {
+            let r = c.post(url).bearer_auth(ALICE).json(&chat()).send().await.unwrap();
+            let (s, h) = (r.status().as_u16(), r.headers().clone());
+            (s, h, r.json::<Value>().await.unwrap_or(Value::Null))
+        }));
+    }
+    let (mut ok, mut limited) = (0, 0);
+    for t in tasks {
+        let (status, h, body) = t.await.unwrap();
+        match status {
+            200 => ok += 1,
+            429 => {
+                limited += 1;
+                assert_eq!(body["error"]["type"], "rate_limit_error", "{body}");
+                assert_eq!(body["error"]["code"], "rate_limit_exceeded");
+                assert!(body["error"]["message"].as_str().unwrap().contains("50 requests per minute"), "{body}");
+                let retry: u64 = h["retry-after"].to_str().unwrap().parse().unwrap();
+                assert!((1..=60).contains(&retry), "{retry}");
+                assert_eq!(h["x-should-retry"], "true", "a rate limit is worth the SDK's own backoff");
+            }
+            other => panic!("unexpected {other}: {body}"),
+        }
+    }
+    assert_eq!(ok, 50, "exactly the limit is admitted in the window");
+    assert_eq!(limited, 250);
+    assert_eq!(mock.calls(), 50);
+    let m = mg.metrics();
+    assert_eq!(common::metric_sum(&m, "modelgate_rate_limited_total", &[("limit", "key:alice"), ("kind", "requests")]), 250.0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_keys_own_budget_holds_under_300_concurrent_requests() {
+    let mock = Mock::start().await;
+    // One call costs $0.015; the worst case reserves ~$0.017.
+    let keys = format!(
+        "auth: {{ mode: known_keys }}\nkeys:\n  - {{ name: alice, key_sha256: \"{}\", budgets: [{{ name: day, window: day, limit_usd: 0.5 }}] }}\n  - {{ name: bob, key_sha256: \"{}\" }}\n",
+        hash(ALICE),
+        hash("mg-bob")
+    );
+    let mg = start(&mock, &keys);
+    let client = reqwest::Client::new();
+    let mut tasks = Vec::new();
+    for _ in 0..300 {
+        let c = client.clone();
+        let url = format!("{}/v1/chat/completions", mg.gateway);
+        tasks.push(tokio::spawn(async move {
+            let r = c.post(url).bearer_auth(ALICE).json(&chat()).send().await.unwrap();
+            r.status().as_u16()
+        }));
+    }
+    let mut ok = 0;
+    for t in tasks {
+        match t.await.unwrap() {
+            200 => ok += 1,
+            429 => {}
+            other => panic!("unexpected {other}"),
+        }
+    }
+    assert!(ok > 0 && ok < 300, "{ok}");
+    let (_, body) = http_get(&format!("{}/admin/budgets", mg.admin)).unwrap();
+    let v: Value = serde_json::from_str(&body).unwrap();
+    let b = v["budgets"].as_array().unwrap().iter().find(|b| b["name"] == "key:alice:day").cloned().expect("the key's budget is reported");
+    let spent = b["spent_usd"].as_f64().unwrap();
+    assert!(spent <= 0.5, "spent {spent}");
+    assert!((spent - ok as f64 * 0.015).abs() < 1e-9, "spent {spent} for {ok}");
+    assert_eq!(b["reserved_usd"].as_f64().unwrap(), 0.0);
+    assert_eq!(b["scope"], "key=alice");
+    // Another key is not held back by alice's budget.
+    let (status, _, _) = openai(&client, &mg, Some("mg-bob")).await;
+    assert_eq!(status, 200);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn keys_created_at_runtime_work_at_once_and_stop_when_revoked() {
+    let mock = Mock::start().await;
+    let mut mg = start(&mock, "admin_token_env: MG_ADMIN_TOKEN\nauth: { mode: known_keys }\n");
+    let client = reqwest::Client::new();
+    // Creating needs the admin token.
+    let r = client.post(format!("{}/admin/keys", mg.admin)).json(&json!({"name": "carol"})).send().await.unwrap();
+    assert_eq!(r.status().as_u16(), 401);
+    let r = client
+        .post(format!("{}/admin/keys", mg.admin))
+        .bearer_auth("admintok")
+        .json(&json!({"name": "carol", "app": "support", "user": "carol", "models": ["gpt-4o*"], "rpm": 100}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 201);
+    let created: Value = r.json().await.unwrap();
+    let key = created["key"].as_str().unwrap().to_string();
+    assert!(key.starts_with("mg-") && key.len() > 40, "{key}");
+    let hex = hash(&key).trim_start_matches("sha256:").to_string();
+    assert_eq!(created["hash_prefix"], hex[..8]);
+    let (status, _, body) = openai(&client, &mg, Some(&key)).await;
+    assert_eq!(status, 200, "{body}");
+    // The key's model list holds.
+    let r = client
+        .post(format!("{}/v1/chat/completions", mg.gateway))
+        .bearer_auth(&key)
+        .json(&json!({"model": "claude-haiku", "max_tokens": 10, "messages": [{"role": "user", "content": "hi"}]}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 403);
+    // Listed without the key; stored hashed only.
+    let (_, list) = http_get(&format!("{}/admin/keys", mg.admin)).unwrap();
+    assert!(list.contains("\"carol\"") && !list.contains(&key), "{list}");
+    let stored = std::fs::read_to_string(mg.dir.path().join("state/keys.json")).unwrap();
+    assert!(!stored.contains(&key) && stored.contains(&hex), "{stored}");
+    // Survives a restart.
+    mg.restart();
+    let (status, _, _) = openai(&client, &mg, Some(&key)).await;
+    assert_eq!(status, 200);
+    // Revoked: 401 at once, and still after a restart.
+    let r = client.delete(format!("{}/admin/keys/carol", mg.admin)).bearer_auth("admintok").send().await.unwrap();
+    assert_eq!(r.status().as_u16(), 200);
+    let calls = mock.calls();
+    let (status, _, body) = openai(&client, &mg, Some(&key)).await;
+    assert_eq!(status, 401);
+    assert!(body["error"]["message"].as_str().unwrap().contains("revoked"), "{body}");
+    mg.restart();
+    let (status, _, _) = openai(&client, &mg, Some(&key)).await;
+    assert_eq!(status, 401);
+    assert_eq!(mock.calls(), calls);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn two_sidecars_sharing_redis_enforce_one_rpm_limit() {
+    let dir = tempfile::tempdir().unwrap();
+    let redis = Redis::start(dir.path());
+    let mock = Mock::start().await;
+    let extra = format!(
+        "budget_store: {{ kind: redis, url: \"{}\", on_unavailable: fail_closed, timeout_ms: 1000 }}\nrate_limits:\n  - {{ name: fleet, rpm: 40 }}\n",
+        redis.url()
+    );
+    let a = start(&mock, &extra);
+    let b = start(&mock, &extra);
+    let client = reqwest::Client::new();
+    let mut tasks = Vec::new();
+    for i in 0..200 {
+        let c = client.clone();
+        let gw = if i % 2 == 0 { a.gateway.clone() } else { b.gateway.clone() };
+        tasks.push(tokio::spawn(async move {
+            let r = c.post(format!("{gw}/v1/chat/completions")).json(&chat()).send().await.unwrap();
+            r.status().as_u16()
+        }));
+    }
+    let mut ok = 0;
+    for t in tasks {
+        match t.await.unwrap() {
+            200 => ok += 1,
+            429 => {}
+            other => panic!("unexpected {other}"),
+        }
+    }
+    assert_eq!(ok, 40, "one limit for the fleet");
+    assert_eq!(mock.calls(), 40);
+}
