@@ -281,3 +281,98 @@ async fn two_sidecars_sharing_redis_enforce_one_rpm_limit() {
     assert_eq!(ok, 40, "one limit for the fleet");
     assert_eq!(mock.calls(), 40);
 }
+
+fn run_cli(args: &[&str]) -> String {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_modelgate")).args(args).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8(out.stdout).unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn per_user_budgets_hold_for_50_users_and_cost_lists_them_by_user() {
+    use futures_util::StreamExt;
+    let mock = Mock::start().await;
+    // $0.015 a call, ~$0.017 reserved: each user gets 5 or 6 calls of 20.
+    let extra = "budgets:\n  - { name: per-user, per: user, window: day, limit_usd: 0.1 }\n";
+    let mg = start(&mock, extra);
+    let client = reqwest::Client::new();
+    let reqs = (0..50).flat_map(|u| (0..20).map(move |i| (u, i)));
+    let results: Vec<(usize, u16)> = futures_util::stream::iter(reqs)
+        .map(|(u, i)| {
+            let c = client.clone();
+            let url = format!("{}/v1/chat/completions", mg.gateway);
+            async move {
+                let mut body = chat();
+                // Half name the user in the body (OpenAI's `user`), half in the header.
+                let mut r = c.post(url);
+                if i % 2 == 0 {
+                    body["user"] = json!(format!("user-{u}"));
+                } else {
+                    r = r.header("x-modelgate-user", format!("user-{u}"));
+                }
+                (u, r.json(&body).send().await.unwrap().status().as_u16())
+            }
+        })
+        .buffer_unordered(100)
+        .collect()
+        .await;
+    let mut ok = [0usize; 50];
+    for (u, s) in &results {
+        match s {
+            200 => ok[*u] += 1,
+            429 => {}
+            other => panic!("unexpected {other}"),
+        }
+    }
+    assert!(ok.iter().all(|n| (5..=6).contains(n)), "{ok:?}");
+    assert_eq!(mock.calls(), ok.iter().sum::<usize>());
+    let (_, body) = http_get(&format!("{}/admin/budgets", mg.admin)).unwrap();
+    let v: Value = serde_json::from_str(&body).unwrap();
+    for u in 0..50 {
+        let name = format!("per-user[user-{u}]");
+        let b = v["budgets"].as_array().unwrap().iter().find(|b| b["name"] == name).unwrap_or_else(|| panic!("no {name}"));
+        let spent = b["spent_usd"].as_f64().unwrap();
+        assert!(spent <= 0.1, "{name}: {spent}");
+        assert!((spent - ok[u] as f64 * 0.015).abs() < 1e-9, "{name}: {spent}");
+        assert_eq!(b["reserved_usd"].as_f64().unwrap(), 0.0);
+    }
+    // `modelgate cost --by user` lists every user with its cost.
+    let table = run_cli(&["cost", "--by", "user", "--admin", &mg.admin]);
+    for u in 0..50 {
+        assert!(table.contains(&format!("user-{u} ")), "{table}");
+    }
+    let json: Value = serde_json::from_str(&run_cli(&["cost", "--by", "user", "--json", "--admin", &mg.admin])).unwrap();
+    let by = json["by_user"].as_object().unwrap();
+    assert_eq!(by.len(), 50);
+    for u in 0..50 {
+        let c = &by[&format!("user-{u}")];
+        assert_eq!(c["requests"].as_u64().unwrap() as usize, ok[u]);
+        assert!(c["cost_usd"].as_f64().unwrap() <= 0.1);
+    }
+    // The spend survives a restart (counted again from the ledger).
+    let mut mg = mg;
+    mg.restart();
+    let r = client.post(format!("{}/v1/chat/completions", mg.gateway)).header("x-modelgate-user", "user-0").json(&chat()).send().await.unwrap();
+    assert_eq!(r.status().as_u16(), 429, "user-0's budget is still used up after a restart");
+}
+
+#[test]
+fn check_reports_key_and_rate_limit_mistakes_with_their_paths() {
+    let dir = tempfile::tempdir().unwrap();
+    let yaml = "providers:\n  openai: { kind: openai, base_url: \"http://127.0.0.1:1/v1\" }\nauth: { mode: known_keys }\nkeys:\n  - { name: a, key_sha256: \"nothex\" }\n  - { name: b, key_sha256: \"9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08\", budgets: [{ name: d, scope: global, window: day, limit_usd: 1 }] }\nrate_limits:\n  - { name: r, per: planet, rpm: 0 }\nbudgets:\n  - { name: u, per: user, scope: { user: x }, window: day, limit_usd: 1 }\n";
+    let path = dir.path().join("c.yaml");
+    std::fs::write(&path, yaml).unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_modelgate")).args(["check", "-c"]).arg(&path).output().unwrap();
+    assert!(!out.status.success());
+    let text = String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
+    for want in [
+        "providers.openai.api_key_env: auth.mode is known_keys",
+        "keys[0].key_sha256: must be the SHA-256",
+        "keys[1].budgets[0].scope:",
+        "rate_limits[0].per: unknown `per: planet`",
+        "rate_limits[0].rpm: must be greater than 0",
+        "budgets[0].per: `per: user` keeps one budget per user",
+    ] {
+        assert!(text.contains(want), "missing {want:?} in:\n{text}");
+    }
+}

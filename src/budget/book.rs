@@ -96,6 +96,23 @@ impl std::ops::AddAssign<&Cell> for Cell {
     }
 }
 
+/// The usage of one settled entry.
+pub(super) fn cell_of(e: &Entry) -> Cell {
+    let mut c = Cell {
+        requests: 1,
+        input: e.input + e.cached + e.cache_write,
+        output: e.output,
+        nanos: nanos(e.cost_usd),
+        requested_nanos: nanos(e.requested_cost_usd),
+        ..Cell::default()
+    };
+    if e.cache_hit {
+        c.cache_hits = 1;
+        c.cache_saved_nanos = nanos(e.cache_saved_usd);
+    }
+    c
+}
+
 /// Joins provider, model, app, route, task and arm into one usage-cell key.
 pub(super) const KEY_SEP: &str = "\u{1f}";
 
@@ -215,9 +232,9 @@ impl Book {
             .iter()
             .filter(|(u, last)| {
                 let name = user_budget_name(template, u);
-                self.counters.get(&name).is_none_or(|c| {
-                    c.reserved == Amounts::default() && (secs >= c.end || (c.spent == Amounts::default() && secs - **last >= 60))
-                })
+                self.counters
+                    .get(&name)
+                    .is_none_or(|c| c.reserved == Amounts::default() && (secs >= c.end || (c.spent == Amounts::default() && secs - **last >= 60)))
             })
             .map(|(u, _)| u.clone())
             .collect();
