@@ -376,3 +376,29 @@ fn check_reports_key_and_rate_limit_mistakes_with_their_paths() {
         assert!(text.contains(want), "missing {want:?} in:\n{text}");
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn official_sdks_get_401_for_unknown_keys_and_429_for_rate_limits() {
+    let mock = Mock::start().await;
+    let keys = format!("auth: {{ mode: known_keys }}\nkeys:\n  - {{ name: sdk, key_sha256: \"{}\", rate_limits: {{ rpm: 2 }} }}\n", hash("mg-sdk-key"));
+    let mg = start(&mock, &keys);
+    let python = std::env::var_os("MODELGATE_PYTHON")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(".venv/bin/python"));
+    let out = tokio::process::Command::new(python)
+        .arg(format!("{}/tests/sdk/sdk_keys.py", env!("CARGO_MANIFEST_DIR")))
+        .env("MG_GATEWAY", &mg.gateway)
+        .env("MG_ADMIN", &mg.admin)
+        .env_remove("OPENAI_BASE_URL")
+        .env_remove("ANTHROPIC_BASE_URL")
+        .output()
+        .await
+        .expect("run python");
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(out.status.success(), "sdk_keys.py failed:\n{stdout}\n{}\nmodelgate stderr:\n{}", String::from_utf8_lossy(&out.stderr), mg.stderr());
+    assert!(stdout.contains("all SDK key checks passed"));
+    // Two served requests (one per SDK); the refused ones never left.
+    assert_eq!(mock.calls(), 2);
+    assert!(mock.requests().iter().all(|r| r.headers.get("authorization").map(|v| v == &format!("Bearer {REAL}")).unwrap_or(true)
+        && r.headers.get("x-api-key").map(|v| v == REAL).unwrap_or(true)));
+}

@@ -130,7 +130,8 @@ impl Facts<'_> {
     /// is a `routing.app_keys` entry in open mode, where the
     /// `x-modelgate-app` header still wins, as before) and user; without a
     /// user on the key, `x-modelgate-user`, then the body's.
-    pub fn identify(&mut self, key: Option<std::sync::Arc<crate::config::VirtualKey>>, known_keys: bool) {
+    /// `x-modelgate-user` is read only when something counts users (`per_user`).
+    pub fn identify(&mut self, key: Option<std::sync::Arc<crate::config::VirtualKey>>, known_keys: bool, per_user: bool) {
         if let Some(k) = &key {
             if let Some(app) = &k.app {
                 let header_wins = k.source == crate::config::KeySource::AppKeys && !known_keys && self.app_source == Source::Header;
@@ -140,7 +141,8 @@ impl Facts<'_> {
                 }
             }
         }
-        if let Some(u) = key.as_ref().and_then(|k| k.user.clone()).or_else(|| self.header("x-modelgate-user").map(str::to_string)) {
+        let header = || if per_user { self.header("x-modelgate-user").map(str::to_string) } else { None };
+        if let Some(u) = key.as_ref().and_then(|k| k.user.clone()).or_else(header) {
             self.user = Some(u);
         }
         self.key = key;

@@ -133,10 +133,9 @@ impl Gateway {
         if let Some(k) = &key {
             crate::keys::check_model(k, input.requested.as_deref())?;
         }
-        facts.identify(key, snap.auth == crate::config::AuthMode::KnownKeys);
-        if snap.per_user {
-            cx.rec.user = facts.user.clone();
-        }
+        facts.identify(key, snap.auth == crate::config::AuthMode::KnownKeys, snap.per_user);
+        // (An allocation only when the request names a user.)
+        cx.rec.user = facts.user.clone();
         cx.rec.app = facts.app.clone();
         cx.rec.task = facts.task.clone();
         cx.rec.complexity = input.json.as_ref().map(|_| facts.complexity.value);
