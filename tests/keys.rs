@@ -325,15 +325,25 @@ async fn per_user_budgets_hold_for_50_users_and_cost_lists_them_by_user() {
         }
     }
     assert!(ok.iter().all(|n| (5..=6).contains(n)), "{ok:?}");
+    // One at a time, user-0 fits exactly 6 calls ($0.09; a 7th may need $0.107).
+    loop {
+        let r = client.post(format!("{}/v1/chat/completions", mg.gateway)).header("x-modelgate-user", "user-0").json(&chat()).send().await.unwrap();
+        match r.status().as_u16() {
+            200 => ok[0] += 1,
+            429 => break,
+            other => panic!("unexpected {other}"),
+        }
+    }
+    assert_eq!(ok[0], 6);
     assert_eq!(mock.calls(), ok.iter().sum::<usize>());
     let (_, body) = http_get(&format!("{}/admin/budgets", mg.admin)).unwrap();
     let v: Value = serde_json::from_str(&body).unwrap();
-    for u in 0..50 {
+    for (u, n) in ok.iter().enumerate() {
         let name = format!("per-user[user-{u}]");
         let b = v["budgets"].as_array().unwrap().iter().find(|b| b["name"] == name).unwrap_or_else(|| panic!("no {name}"));
         let spent = b["spent_usd"].as_f64().unwrap();
         assert!(spent <= 0.1, "{name}: {spent}");
-        assert!((spent - ok[u] as f64 * 0.015).abs() < 1e-9, "{name}: {spent}");
+        assert!((spent - *n as f64 * 0.015).abs() < 1e-9, "{name}: {spent}");
         assert_eq!(b["reserved_usd"].as_f64().unwrap(), 0.0);
     }
     // `modelgate cost --by user` lists every user with its cost.
@@ -344,16 +354,22 @@ async fn per_user_budgets_hold_for_50_users_and_cost_lists_them_by_user() {
     let json: Value = serde_json::from_str(&run_cli(&["cost", "--by", "user", "--json", "--admin", &mg.admin])).unwrap();
     let by = json["by_user"].as_object().unwrap();
     assert_eq!(by.len(), 50);
-    for u in 0..50 {
+    for (u, n) in ok.iter().enumerate() {
         let c = &by[&format!("user-{u}")];
-        assert_eq!(c["requests"].as_u64().unwrap() as usize, ok[u]);
+        assert_eq!(c["requests"].as_u64().unwrap() as usize, *n);
         assert!(c["cost_usd"].as_f64().unwrap() <= 0.1);
     }
-    // The spend survives a restart (counted again from the ledger).
+    // The spend survives a restart (counted again from the ledger): user-0
+    // (6 calls, $0.09) has no room for a seventh.
+    let six = 0;
     let mut mg = mg;
     mg.restart();
-    let r = client.post(format!("{}/v1/chat/completions", mg.gateway)).header("x-modelgate-user", "user-0").json(&chat()).send().await.unwrap();
-    assert_eq!(r.status().as_u16(), 429, "user-0's budget is still used up after a restart");
+    let r = client.post(format!("{}/v1/chat/completions", mg.gateway)).header("x-modelgate-user", format!("user-{six}")).json(&chat()).send().await.unwrap();
+    assert_eq!(r.status().as_u16(), 429, "user-{six}'s budget is still used up after a restart");
+    let (_, body) = http_get(&format!("{}/admin/budgets", mg.admin)).unwrap();
+    let v: Value = serde_json::from_str(&body).unwrap();
+    let b = v["budgets"].as_array().unwrap().iter().find(|b| b["name"] == format!("per-user[user-{six}]")).cloned().unwrap();
+    assert!((b["spent_usd"].as_f64().unwrap() - 0.09).abs() < 1e-9, "{b}");
 }
 
 #[test]
