@@ -39,6 +39,17 @@ pub fn client_key<'h>(headers: &'h HeaderMap, query: Option<&'h str>) -> Option<
         .or_else(|| query.and_then(|q| q.split('&').find_map(|kv| kv.strip_prefix("key="))).filter(|k| !k.is_empty()))
 }
 
+/// `path?query` without its `key=` parameter (Gemini's API key in the
+/// query), or `None` when it has none.
+pub fn without_query_key(path: &str) -> Option<String> {
+    let (p, q) = path.split_once('?')?;
+    if !q.split('&').any(|kv| kv.starts_with("key=")) {
+        return None;
+    }
+    let rest: Vec<&str> = q.split('&').filter(|kv| !kv.starts_with("key=")).collect();
+    Some(if rest.is_empty() { p.to_string() } else { format!("{p}?{}", rest.join("&")) })
+}
+
 fn unauthorized(message: String) -> GatewayError {
     GatewayError::new(401, ErrorKind::Authentication, "invalid_api_key", message)
 }
@@ -132,5 +143,8 @@ mod tests {
         h.insert("authorization", "Bearer o-1".parse().unwrap());
         assert_eq!(client_key(&h, None), Some("o-1"));
         assert_eq!(hash_key("test"), "9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08");
+        assert_eq!(without_query_key(":streamGenerateContent?alt=sse&key=mg-1").as_deref(), Some(":streamGenerateContent?alt=sse"));
+        assert_eq!(without_query_key(":generateContent?key=mg-1").as_deref(), Some(":generateContent"));
+        assert_eq!(without_query_key(":generateContent?alt=sse"), None);
     }
 }

@@ -113,7 +113,13 @@ impl Gateway {
             cx.rec.key = Some(k.name.clone());
             cx.rec.key_hash = Some(k.hash_prefix().to_string());
         }
-        let input = intake::read(snap, session, path, incoming).await?;
+        let mut input = intake::read(snap, session, path, incoming).await?;
+        if key.as_ref().is_some_and(|k| k.source != crate::config::KeySource::AppKeys) {
+            // Nor in Gemini's `?key=`.
+            if let Some(p) = crate::keys::without_query_key(&input.incoming.upstream_path) {
+                input.incoming.upstream_path = p;
+            }
+        }
         cx.body_done = Instant::now();
         cx.rec.requested_model = input.requested.clone();
         cx.rec.stream = input.incoming.path_stream || input.json.as_ref().is_some_and(|j| j.stream());
