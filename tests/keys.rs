@@ -418,3 +418,37 @@ async fn official_sdks_get_401_for_unknown_keys_and_429_for_rate_limits() {
     assert!(mock.requests().iter().all(|r| r.headers.get("authorization").map(|v| v == &format!("Bearer {REAL}")).unwrap_or(true)
         && r.headers.get("x-api-key").map(|v| v == REAL).unwrap_or(true)));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_key_created_or_revoked_on_one_sidecar_is_known_to_the_fleet() {
+    let dir = tempfile::tempdir().unwrap();
+    let redis = Redis::start(dir.path());
+    let mock = Mock::start().await;
+    let extra =
+        format!("admin_token_env: MG_ADMIN_TOKEN\nauth: {{ mode: known_keys }}\nbudget_store: {{ kind: redis, url: \"{}\", timeout_ms: 1000 }}\n", redis.url());
+    let (a, b) = (start(&mock, &extra), start(&mock, &extra));
+    let client = reqwest::Client::new();
+    let r = client.post(format!("{}/admin/keys", a.admin)).bearer_auth("admintok").json(&json!({"name": "fleet-key"})).send().await.unwrap();
+    assert_eq!(r.status().as_u16(), 201);
+    let key = r.json::<Value>().await.unwrap()["key"].as_str().unwrap().to_string();
+    let until = |want: u16, mg: &Modelgate| {
+        let (client, key, gw) = (client.clone(), key.clone(), mg.gateway.clone());
+        async move {
+            let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+            loop {
+                let r = client.post(format!("{gw}/v1/chat/completions")).bearer_auth(&key).json(&chat()).send().await.unwrap();
+                if r.status().as_u16() == want {
+                    return true;
+                }
+                if std::time::Instant::now() > deadline {
+                    return false;
+                }
+                tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+            }
+        }
+    };
+    assert!(until(200, &b).await, "sidecar b learns the key created on a");
+    let r = client.delete(format!("{}/admin/keys/fleet-key", a.admin)).bearer_auth("admintok").send().await.unwrap();
+    assert_eq!(r.status().as_u16(), 200);
+    assert!(until(401, &b).await, "sidecar b learns the revocation");
+}
