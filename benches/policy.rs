@@ -95,7 +95,7 @@ fn main() {
     // reserve, settle with a ledger append.
     let budget_step = |exact: bool| {
         let f = classify(&snap, &inc, path, &headers, Some(&parsed), raw.len(), model.as_deref()).expect("classify");
-        let c = Charge { provider: "openai", model: Some("gpt-4o"), app: &f.app, task: None };
+        let c = Charge { provider: "openai", model: Some("gpt-4o"), app: &f.app, task: None, key: None, user: None };
         // `exact`: the tokenizer's count, as admission takes it when the
         // byte bound does not fit.
         let counted = exact.then(|| worst_case(&f, gpt4o, true));

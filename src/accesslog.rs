@@ -74,6 +74,16 @@ pub struct Record {
     /// serve, or `max_escalations` was reached).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub check_failed: Option<&'static str>,
+    /// The virtual key's name and its hash's first 8 hex digits (never
+    /// the key itself).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub key: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub key_hash: Option<String>,
+    /// The end user (from the key, `x-modelgate-user` or the body), when
+    /// a per-user budget or rate limit is configured.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub user: Option<String>,
 }
 
 /// Lines are batched: a request appends its line to a buffer, which is

@@ -93,8 +93,16 @@ pub fn render_status(b: &Value) -> String {
 }
 
 /// The breakdowns of `GET /admin/usage`, in the order they are shown.
-const BREAKDOWNS: [(&str, &str); 6] =
-    [("by_provider", "PROVIDER"), ("by_model", "MODEL"), ("by_app", "APP"), ("by_task", "TASK"), ("by_route", "ROUTE"), ("by_arm", "ARM")];
+const BREAKDOWNS: [(&str, &str); 8] = [
+    ("by_provider", "PROVIDER"),
+    ("by_model", "MODEL"),
+    ("by_app", "APP"),
+    ("by_task", "TASK"),
+    ("by_route", "ROUTE"),
+    ("by_arm", "ARM"),
+    ("by_user", "USER"),
+    ("by_key", "KEY"),
+];
 
 /// A CSV field, quoted when it must be (RFC 4180).
 fn csv_field(s: &str) -> String {

@@ -110,7 +110,8 @@ enum Command {
         #[arg(short, long, default_value = "day", value_parser = ["day", "week", "month"])]
         window: String,
         /// Only this breakdown (default: all of them).
-        #[arg(short, long, value_parser = ["provider", "model", "app", "task", "route", "arm"])]
+        /// (`user` and `key` are read from the ledger and only shown with --by.)
+        #[arg(short, long, value_parser = ["provider", "model", "app", "task", "route", "arm", "user", "key"])]
         by: Option<String>,
         /// Print the admin API's JSON instead of tables.
         #[arg(long, conflicts_with = "csv")]

@@ -36,6 +36,8 @@ pub const BUDGET_LIMIT: &str = "modelgate_budget_limit_usd";
 pub const BUDGET_RESERVED: &str = "modelgate_budget_reserved_usd";
 pub const BUDGET_WARNINGS: &str = "modelgate_budget_warnings_total";
 pub const BUDGET_EXCEEDED: &str = "modelgate_budget_exceeded_total";
+pub const RATE_LIMITED: &str = "modelgate_rate_limited_total";
+pub const AUTH_REJECTED: &str = "modelgate_auth_rejected_total";
 pub const SPEND_SPIKES: &str = "modelgate_spend_spikes_total";
 pub const LEDGER_ERRORS: &str = "modelgate_ledger_errors_total";
 pub const BUDGET_STORE_UP: &str = "modelgate_budget_store_up";
@@ -117,6 +119,8 @@ fn describe() {
         "Budget warnings, by budget and level: `warn` (spend passed warn_at) and `exceeded` (first request over the limit in a window)."
     );
     describe_counter!(BUDGET_EXCEEDED, "Requests a used-up budget acted on, by budget and action (reject, downgrade).");
+    describe_counter!(RATE_LIMITED, "Requests refused by a rate limit (429), by limit name and kind (requests, tokens).");
+    describe_counter!(AUTH_REJECTED, "Requests refused before any upstream call because of their API key (auth.mode: known_keys), by reason (missing, unknown, revoked, expired, model, route).");
     describe_counter!(SPEND_SPIKES, "Spend spikes: the last hour's spend went over spend_spike.factor × the average hour before it.");
     describe_counter!(LEDGER_ERRORS, "Spend-ledger entries that could not be written to state_dir.");
     describe_counter!(TRANSLATION_DROPPED, "Request fields dropped because the serving model's dialect cannot carry them, by field.");
@@ -517,6 +521,14 @@ pub fn budget_warning(budget: &str, level: &'static str) {
 
 pub fn budget_exceeded(budget: &str, action: &'static str) {
     counter!(BUDGET_EXCEEDED, "budget" => budget.to_string(), "action" => action).increment(1);
+}
+
+pub fn rate_limited(limit: &str, kind: &'static str) {
+    counter!(RATE_LIMITED, "limit" => limit.to_string(), "kind" => kind).increment(1);
+}
+
+pub fn auth_rejected(reason: &'static str) {
+    counter!(AUTH_REJECTED, "reason" => reason).increment(1);
 }
 
 pub fn spend_spike() {

@@ -68,6 +68,8 @@ pub fn run(snap: Snapshot, config_path: Option<PathBuf>, upgrade: bool) -> Resul
     let metrics = crate::metrics::install()?;
     let budgets = Budgets::open(&snap)?;
     let cache = crate::cache::Cache::start(&snap)?;
+    let keys = crate::keys::KeyStore::open(&snap)?;
+    let limiter = crate::ratelimit::Limiter::open(&snap)?;
     // With a Redis budget store the overrides are the fleet's (same Redis).
     let overrides = Arc::new(overrides.shared_by(budgets.override_channel()));
     let listen = snap.listen;
@@ -102,7 +104,7 @@ pub fn run(snap: Snapshot, config_path: Option<PathBuf>, upgrade: bool) -> Resul
         tracing::info!(old_pid = pid, "received the listening sockets; the previous modelgate drains its requests in flight");
     }
 
-    let shared = Shared { state, overrides, budgets, health: crate::upstream::health::Health::default(), drain: Drain::default(), cache };
+    let shared = Shared { state, overrides, budgets, health: crate::upstream::health::Health::default(), drain: Drain::default(), cache, keys, limiter };
     add_listeners(&mut server, &shared, listen, metrics.clone())?;
     add_background(&mut server, &shared, metrics, grace, old_pid, config_path, listen);
     let Shared { drain, budgets, .. } = shared;
@@ -120,17 +122,24 @@ struct Shared {
     health: Health,
     drain: Drain,
     cache: crate::cache::Cache,
+    keys: crate::keys::KeyStore,
+    limiter: crate::ratelimit::Limiter,
 }
 
 /// The gateway, admin and (when configured) forward-proxy listeners.
 fn add_listeners(server: &mut Server, s: &Shared, listen: Listen, metrics: PrometheusHandle) -> Result<(), String> {
-    let gateway = Gateway::new(s.state.clone(), s.overrides.clone(), s.budgets.clone(), s.health.clone(), s.drain.clone()).with_cache(s.cache.clone());
+    let gateway = Gateway::new(s.state.clone(), s.overrides.clone(), s.budgets.clone(), s.health.clone(), s.drain.clone())
+        .with_cache(s.cache.clone())
+        .with_access(s.keys.clone(), s.limiter.clone());
     if let Some(addr) = listen.forward_proxy {
         let state_dir = s.state.load().state_dir.clone();
         let ca = Arc::new(crate::ca::Ca::open(&state_dir)?);
         crate::ca::publish(&state_dir);
         crate::ca::refresh_bundle(&state_dir);
-        let gw = Gateway::new(s.state.clone(), s.overrides.clone(), s.budgets.clone(), s.health.clone(), s.drain.clone()).with_cache(s.cache.clone()).forward();
+        let gw = Gateway::new(s.state.clone(), s.overrides.clone(), s.budgets.clone(), s.health.clone(), s.drain.clone())
+            .with_cache(s.cache.clone())
+            .with_access(s.keys.clone(), s.limiter.clone())
+            .forward();
         let mut http = pingora_proxy::HttpProxy::new(gw, server.configuration.clone());
         http.handle_init_modules();
         let mut svc = Service::new("forward proxy".to_string(), Forward::new(s.state.clone(), http, ca));
@@ -153,6 +162,7 @@ fn add_listeners(server: &mut Server, s: &Shared, listen: Listen, metrics: Prome
         health: s.health.clone(),
         cache: s.cache.clone(),
         stats,
+        keys: s.keys.clone(),
     };
     let mut admin = Service::new("admin".to_string(), admin);
     admin.add_tcp(&listen.admin.to_string());
@@ -177,6 +187,7 @@ fn add_background(
     let state = &s.state;
     server.add_service(background_service("metrics upkeep", crate::metrics::Upkeep(metrics)));
     server.add_service(background_service("cache upkeep", crate::cache::Upkeep(s.cache.clone())));
+    server.add_service(background_service("fleet keys", crate::keys::Refresh(s.keys.clone())));
     server.add_service(background_service("memory reclaim", crate::memory::Reclaim));
     server.add_service(background_service("health checks", crate::upstream::health::Checker { state: state.clone(), health: s.health.clone() }));
     if let Some(events) = crate::alerts::channel() {

@@ -336,7 +336,7 @@ async fn modelgate_cost_breaks_spend_down_by_app_task_route_and_arm_as_table_jso
     assert!((f(&u["by_task"]["planning"]["cost_usd"]) - 2.0 * COST).abs() < 1e-9, "{u}");
     let (status, body) = http_get(&format!("{}/admin/usage?by=team", mg.admin)).unwrap();
     assert_eq!(status, 400);
-    assert!(body.contains("use ?by=provider, model, app, task, route or arm"), "{body}");
+    assert!(body.contains("use ?by=provider, model, app, task, route, arm, user or key"), "{body}");
     // Every breakdown without `by`; arms named ROUTE/ARM.
     let (_, body) = http_get(&format!("{}/admin/usage?window=month", mg.admin)).unwrap();
     let all: Value = serde_json::from_str(&body).unwrap();

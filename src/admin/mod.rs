@@ -13,6 +13,7 @@
 mod dashboard;
 mod feedback;
 mod insight;
+mod keys;
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -43,6 +44,8 @@ pub struct Admin {
     pub health: Health,
     pub cache: crate::cache::Cache,
     pub stats: &'static Stats,
+    /// Virtual keys created at runtime (`/admin/keys`).
+    pub keys: crate::keys::KeyStore,
 }
 
 type Reply = Response<Vec<u8>>;
@@ -292,6 +295,13 @@ impl ServeHttp for Admin {
         if path.starts_with("/dashboard/") {
             return error(StatusCode::METHOD_NOT_ALLOWED, format!("{path} answers GET"));
         }
+        if path == "/admin/keys" {
+            return self.keys(session, &snap, &method, None).await;
+        }
+        if let Some(rest) = path.strip_prefix("/admin/keys/") {
+            let name = percent_encoding::percent_decode_str(rest).decode_utf8_lossy().into_owned();
+            return self.keys(session, &snap, &method, Some(&name)).await;
+        }
         if let Some(rest) = path.strip_prefix("/admin/overrides/") {
             let route = percent_encoding::percent_decode_str(rest).decode_utf8_lossy().into_owned();
             return match method {
@@ -347,7 +357,7 @@ impl ServeHttp for Admin {
             (_, other) => error(
                 StatusCode::NOT_FOUND,
                 format!(
-                    "no admin endpoint {other}; try / (the dashboard), /metrics, /healthz, /readyz, /admin/health, /admin/budgets, /admin/usage, /admin/overrides, /admin/route, /admin/requests, /admin/series, /admin/traffic, /admin/experiments, /admin/feedback"
+                    "no admin endpoint {other}; try / (the dashboard), /metrics, /healthz, /readyz, /admin/health, /admin/budgets, /admin/usage, /admin/overrides, /admin/keys, /admin/route, /admin/requests, /admin/series, /admin/traffic, /admin/experiments, /admin/feedback"
                 ),
             ),
         }

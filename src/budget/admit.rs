@@ -271,6 +271,16 @@ impl Budgets {
         if let Some(v) = self.ledger_fault_refusal(c) {
             return v;
         }
+        if c.user.is_some() {
+            let now = self.inner.clock.now();
+            let full = self.inner.book().ensure_user(c, now, now).err();
+            if let Some((name, max)) = full {
+                crate::metrics::budget_exceeded(&name, "reject");
+                return Verdict::Refuse(GatewayError::new(429, ErrorKind::BudgetExceeded, "budget_users_full", format!(
+                    "budget `{name}` is kept per user and already tracks {max} users with spend this window (its max_users); this new user is refused until the window resets or the budget's max_users is raised"
+                )).retry_after(60));
+            }
+        }
         let mut worst = est.bound();
         let mut may_recount = !est.is_exact();
         loop {

@@ -96,6 +96,23 @@ impl std::ops::AddAssign<&Cell> for Cell {
     }
 }
 
+/// The usage of one settled entry.
+pub(super) fn cell_of(e: &Entry) -> Cell {
+    let mut c = Cell {
+        requests: 1,
+        input: e.input + e.cached + e.cache_write,
+        output: e.output,
+        nanos: nanos(e.cost_usd),
+        requested_nanos: nanos(e.requested_cost_usd),
+        ..Cell::default()
+    };
+    if e.cache_hit {
+        c.cache_hits = 1;
+        c.cache_saved_nanos = nanos(e.cache_saved_usd);
+    }
+    c
+}
+
 /// Joins provider, model, app, route, task and arm into one usage-cell key.
 pub(super) const KEY_SEP: &str = "\u{1f}";
 
@@ -123,6 +140,15 @@ pub(super) struct Book {
     pub(super) spike: SpikeWatch,
     next_gen: u64,
     loaded: bool,
+    /// `per: user` budgets: the users each template (by name) has a
+    /// budget for, and when each was last used (Unix seconds). Their
+    /// defs (`TEMPLATE[user]`) follow the config's in `defs`.
+    users: HashMap<String, HashMap<String, i64>>,
+}
+
+/// The name of user `u`'s budget of per-user budget `template`.
+pub(super) fn user_budget_name(template: &str, u: &str) -> String {
+    format!("{template}[{u}]")
 }
 
 impl Book {
@@ -146,9 +172,85 @@ impl Book {
         c
     }
 
-    /// The budgets (indexes into `defs`) that count `c`.
+    /// The budgets (indexes into `defs`) that count `c` (a `per: user`
+    /// budget counts through its users' budgets, see [`Book::ensure_user`]).
     pub(super) fn applicable(&self, c: &Charge<'_>) -> Vec<usize> {
-        (0..self.defs.len()).filter(|&i| self.defs[i].scope.matches(c)).collect()
+        (0..self.defs.len()).filter(|&i| self.defs[i].per_user.is_none() && self.defs[i].scope.matches(c)).collect()
+    }
+
+    /// Make sure `c`'s user has a budget of every `per: user` budget that
+    /// counts it; returns the indexes of budgets made now, or the name of a
+    /// per-user budget that keeps `max_users` users already (none of them
+    /// idle for a minute with nothing reserved, or in a past window).
+    pub(super) fn ensure_user(&mut self, c: &Charge<'_>, now: Timestamp, at: Timestamp) -> Result<Vec<usize>, (String, usize)> {
+        let Some(user) = c.user else { return Ok(Vec::new()) };
+        let mut made = Vec::new();
+        let secs = now.as_second();
+        for t in 0..self.defs.len() {
+            let Some(max) = self.defs[t].per_user else { continue };
+            if !self.defs[t].scope.matches(c) {
+                continue;
+            }
+            // (Replaying the ledger: only spend in the current window.)
+            let (start, end) = {
+                let w = self.counter(t, now);
+                (w.start, w.end)
+            };
+            if !(start..end).contains(&at.as_second()) {
+                continue;
+            }
+            let template = self.defs[t].name.clone();
+            let users = self.users.entry(template.clone()).or_default();
+            if let Some(last) = users.get_mut(user) {
+                *last = secs;
+                continue;
+            }
+            if users.len() >= max {
+                self.evict_idle(&template, secs);
+                if self.users.get(&template).map_or(0, |u| u.len()) >= max {
+                    return Err((template, max));
+                }
+            }
+            let mut def = self.defs[t].clone();
+            def.name = user_budget_name(&template, user);
+            def.scope.user = Some(user.to_string());
+            def.per_user = None;
+            self.defs.push(def);
+            self.users.entry(template).or_default().insert(user.to_string(), secs);
+            let i = self.defs.len() - 1;
+            self.counter(i, now);
+            made.push(i);
+        }
+        Ok(made)
+    }
+
+    /// Forget users of `template` whose budget has nothing reserved and
+    /// either nothing spent for a minute or a window that has passed.
+    fn evict_idle(&mut self, template: &str, secs: i64) {
+        let Some(users) = self.users.get(template) else { return };
+        let idle: Vec<String> = users
+            .iter()
+            .filter(|(u, last)| {
+                let name = user_budget_name(template, u);
+                self.counters
+                    .get(&name)
+                    .is_none_or(|c| c.reserved == Amounts::default() && (secs >= c.end || (c.spent == Amounts::default() && secs - **last >= 60)))
+            })
+            .map(|(u, _)| u.clone())
+            .collect();
+        if idle.is_empty() {
+            return;
+        }
+        let names: std::collections::HashSet<String> = idle.iter().map(|u| user_budget_name(template, u)).collect();
+        self.defs.retain(|d| !names.contains(&d.name));
+        for n in &names {
+            self.counters.remove(n.as_str());
+        }
+        if let Some(users) = self.users.get_mut(template) {
+            for u in &idle {
+                users.remove(u);
+            }
+        }
     }
 
     /// Roll the usage windows and return them.
@@ -232,6 +334,18 @@ impl Book {
         let tz_changed = self.tz.as_ref().map(|t| t.iana_name()) != Some(snap.timezone.iana_name());
         let first = all || !self.loaded || tz_changed;
         self.defs = snap.budgets.clone();
+        // Users' budgets of per-user budgets that are still per user.
+        self.users.retain(|t, _| snap.budgets.iter().any(|b| &b.name == t && b.per_user.is_some()));
+        for b in &snap.budgets {
+            let Some(users) = self.users.get(&b.name) else { continue };
+            for u in users.keys() {
+                let mut def = b.clone();
+                def.name = user_budget_name(&b.name, u);
+                def.scope.user = Some(u.clone());
+                def.per_user = None;
+                self.defs.push(def);
+            }
+        }
         self.tz = Some(snap.timezone.clone());
         self.spike.config = snap.spike;
         let names: Vec<String> = self.defs.iter().map(|b| b.name.clone()).collect();
@@ -267,10 +381,16 @@ impl Book {
         since
     }
 
-    /// Count a ledger entry into the stale budgets' counters.
-    fn count_entry(&mut self, stale: &[usize], e: &Entry, at: Timestamp) {
+    /// Count a ledger entry into the stale budgets' counters (a user first
+    /// seen gets its per-user budgets, counted from here on).
+    fn count_entry(&mut self, stale: &mut Vec<usize>, e: &Entry, at: Timestamp, now: Timestamp) {
         let c = Charge::of_entry(e);
-        for &i in stale {
+        if c.user.is_some() {
+            if let Ok(made) = self.ensure_user(&c, now, at) {
+                stale.extend(made);
+            }
+        }
+        for &i in stale.iter() {
             let d = &self.defs[i];
             let hit = d.scope.matches(&c);
             let name = d.name.clone();
@@ -303,7 +423,7 @@ impl Budgets {
         let mut book = inner.book();
         // Budgets to count from the ledger (all of them in file mode at
         // start; in Redis mode the shared counts are authoritative).
-        let (stale, first) = book.apply(snap, all);
+        let (mut stale, first) = book.apply(snap, all);
         if inner.shared.is_some() && !first {
             return Vec::new();
         }
@@ -314,7 +434,7 @@ impl Budgets {
         let count_budgets = inner.shared.is_none();
         let scan = inner.ledger.scan_since(since, |e, at| {
             if count_budgets {
-                book.count_entry(&stale, e, at);
+                book.count_entry(&mut stale, e, at, now);
             }
             if first {
                 book.record(e, at, now);

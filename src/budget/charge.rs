@@ -20,12 +20,16 @@ pub struct Charge<'a> {
     pub model: Option<&'a str>,
     pub app: &'a str,
     pub task: Option<&'a str>,
+    /// The virtual key's name.
+    pub key: Option<&'a str>,
+    /// The end user.
+    pub user: Option<&'a str>,
 }
 
 impl<'a> Charge<'a> {
     /// The charge of a settled ledger entry.
     pub fn of_entry(e: &'a Entry) -> Self {
-        Charge { provider: &e.provider, model: Some(e.model.as_str()), app: &e.app, task: e.task.as_deref() }
+        Charge { provider: &e.provider, model: Some(e.model.as_str()), app: &e.app, task: e.task.as_deref(), key: e.key.as_deref(), user: e.user.as_deref() }
     }
 }
 
@@ -36,6 +40,8 @@ impl Scope {
             && self.model.as_deref().is_none_or(|m| Some(m) == c.model)
             && self.app.as_deref().is_none_or(|a| a == c.app)
             && self.task.as_deref().is_none_or(|t| Some(t) == c.task)
+            && self.key.as_deref().is_none_or(|k| Some(k) == c.key)
+            && self.user.as_deref().is_none_or(|u| Some(u) == c.user)
     }
 }
 

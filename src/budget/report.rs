@@ -94,6 +94,13 @@ pub struct UsageReport {
     /// are not listed).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub by_arm: Option<BTreeMap<String, CellReport>>,
+    /// By end user (`none`: requests without one), read from the ledger;
+    /// only with `?by=user`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub by_user: Option<BTreeMap<String, CellReport>>,
+    /// By virtual key name (`none`: requests without one); only with `?by=key`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub by_key: Option<BTreeMap<String, CellReport>>,
     /// The same arms as route → arm → usage, for the dashboard (the JSON
     /// shows `by_arm`).
     #[serde(skip)]
@@ -110,6 +117,10 @@ pub enum UsageBy {
     Route,
     Task,
     Arm,
+    /// From the ledger (not kept as usage cells: users are unbounded).
+    User,
+    /// The virtual key, from the ledger.
+    Key,
 }
 
 impl UsageBy {
@@ -124,11 +135,13 @@ impl UsageBy {
             UsageBy::Route => "route",
             UsageBy::Task => "task",
             UsageBy::Arm => "arm",
+            UsageBy::User => "user",
+            UsageBy::Key => "key",
         }
     }
 
     pub fn parse(s: &str) -> Option<UsageBy> {
-        Self::ALL.into_iter().find(|b| b.as_str() == s)
+        Self::ALL.into_iter().chain([UsageBy::User, UsageBy::Key]).find(|b| b.as_str() == s)
     }
 }
 
@@ -157,7 +170,7 @@ impl UsageQuery {
                 "window" => {
                     q.window = Window::parse(v).filter(|w| *w != Window::Hour).ok_or_else(|| format!("window `{v}`: use ?window=day, week or month"))?;
                 }
-                "by" => q.by = Some(UsageBy::parse(v).ok_or_else(|| format!("by `{v}`: use ?by=provider, model, app, task, route or arm"))?),
+                "by" => q.by = Some(UsageBy::parse(v).ok_or_else(|| format!("by `{v}`: use ?by=provider, model, app, task, route, arm, user or key"))?),
                 _ => {}
             }
         }
@@ -354,6 +367,9 @@ impl Budgets {
     /// `GET /admin/usage`.
     pub fn usage(&self, q: impl Into<UsageQuery>) -> UsageReport {
         let q = q.into();
+        if matches!(q.by, Some(UsageBy::User | UsageBy::Key)) {
+            return self.usage_by_who(q);
+        }
         let now = self.inner.clock.now();
         let mut book = self.inner.book();
         let spiking = book.spike.spiking;
@@ -389,7 +405,57 @@ impl Budgets {
             by_route,
             by_task,
             by_arm,
+            by_user: None,
+            by_key: None,
             arms: arms.into_iter().map(|(route, m)| (route, m.iter().map(|(k, c)| (k.clone(), CellReport::from(c))).collect())).collect(),
+            spend_spike: spiking,
+        }
+    }
+
+    /// `?by=user` or `?by=key`: the window's ledger entries by user or by
+    /// key (read from the ledger, outside the book's lock).
+    fn usage_by_who(&self, q: UsageQuery) -> UsageReport {
+        let now = self.inner.clock.now();
+        let (start, end, spiking) = {
+            let mut book = self.inner.book();
+            let slot = super::book::USAGE_WINDOWS.iter().position(|w| *w == q.window).unwrap_or(0);
+            let u = &book.usage_at(now)[slot];
+            let (s, e) = (u.start, u.end);
+            (s, e, book.spike.spiking)
+        };
+        let mut by: BTreeMap<String, Cell> = BTreeMap::new();
+        let mut total = Cell::default();
+        self.inner.ledger.read_since(start, |e, at| {
+            if at.as_second() >= end {
+                return;
+            }
+            let who = match q.by {
+                Some(UsageBy::Key) => e.key.as_deref(),
+                _ => e.user.as_deref(),
+            };
+            let c = super::book::cell_of(e);
+            *by.entry(who.unwrap_or("none").to_string()).or_default() += &c;
+            total += &c;
+        });
+        let cells = Some(by.iter().map(|(k, c)| (k.clone(), CellReport::from(c))).collect());
+        let (by_user, by_key) = match q.by {
+            Some(UsageBy::Key) => (None, cells),
+            _ => (cells, None),
+        };
+        UsageReport {
+            window: q.window.as_str(),
+            from: window::rfc3339(start),
+            to: window::rfc3339(end),
+            total: CellReport::from(&total),
+            by_provider: None,
+            by_model: None,
+            by_app: None,
+            by_route: None,
+            by_task: None,
+            by_arm: None,
+            by_user,
+            by_key,
+            arms: BTreeMap::new(),
             spend_spike: spiking,
         }
     }

@@ -18,6 +18,7 @@ fn budget(name: &str, usd_limit: f64, on_exceed: OnExceed) -> Budget {
         limits: Limits { nanos: Some(nanos(usd_limit)), ..Default::default() },
         warn_at: 0.8,
         on_exceed,
+        per_user: None,
     }
 }
 
@@ -53,7 +54,7 @@ fn snapshot(dir: &std::path::Path, budgets: &str) -> Snapshot {
     crate::config::load_str(&yaml, &|_| None).unwrap()
 }
 
-const CHARGE: Charge<'static> = Charge { provider: "openai", model: Some("m"), app: "default", task: None };
+const CHARGE: Charge<'static> = Charge { provider: "openai", model: Some("m"), app: "default", task: None, key: None, user: None };
 
 fn worst(usd: f64) -> Amounts {
     Amounts { nanos: nanos(usd), tokens: 10, requests: 1 }

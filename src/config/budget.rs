@@ -15,14 +15,19 @@ pub struct Scope {
     pub model: Option<String>,
     pub app: Option<String>,
     pub task: Option<String>,
+    /// A virtual key's name (a key's own budgets).
+    pub key: Option<String>,
+    /// One end user (`scope: { user: X }`).
+    pub user: Option<String>,
 }
 
 impl fmt::Display for Scope {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let parts: Vec<String> = [("provider", &self.provider), ("model", &self.model), ("app", &self.app), ("task", &self.task)]
-            .into_iter()
-            .filter_map(|(k, v)| v.as_ref().map(|v| format!("{k}={v}")))
-            .collect();
+        let parts: Vec<String> =
+            [("provider", &self.provider), ("model", &self.model), ("app", &self.app), ("task", &self.task), ("key", &self.key), ("user", &self.user)]
+                .into_iter()
+                .filter_map(|(k, v)| v.as_ref().map(|v| format!("{k}={v}")))
+                .collect();
         if parts.is_empty() {
             f.write_str("global")
         } else {
@@ -91,6 +96,9 @@ pub struct Budget {
     /// Fraction of a limit at which a warning is logged (0 < warn_at ≤ 1).
     pub warn_at: f64,
     pub on_exceed: OnExceed,
+    /// `per: user`: one budget per distinct user, keeping counts for at
+    /// most this many users per window (`max_users`).
+    pub per_user: Option<usize>,
 }
 
 /// What happens to requests while a shared store cannot be reached.

@@ -16,6 +16,9 @@ pub use error::{ConfigError, ConfigErrors};
 mod forward;
 pub use forward::{ForwardProxy, ForwardTimeouts, DEFAULT_INTERCEPT};
 mod interp;
+mod keys;
+pub use keys::*;
+pub use validate::keys::{expiry_of, valid_name};
 mod limits;
 mod observe;
 pub use limits::{ClientTimeouts, PassRule, SizeLimits};
@@ -293,6 +296,15 @@ pub struct Snapshot {
     /// A digest of the file's bytes this snapshot was loaded from (0: not
     /// from a file): the reloader compares the file with it.
     pub source_digest: u64,
+    /// `auth.mode`: open, or known virtual keys only.
+    pub auth: AuthMode,
+    /// `keys:` (and `routing.app_keys`) by hash; keys created at runtime
+    /// live in `crate::keys::KeyStore`.
+    pub keys: Arc<KeyTable>,
+    /// `rate_limits:` (a key's own limits are on the key).
+    pub rate_limits: Vec<RateLimit>,
+    /// Some budget or rate limit counts users: requests record theirs.
+    pub per_user: bool,
 }
 
 impl Snapshot {

@@ -295,7 +295,9 @@ impl<'de> Deserialize<'de> for RawScope {
         impl<'de> serde::de::Visitor<'de> for V {
             type Value = RawScope;
             fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-                f.write_str("`global`, or a mapping of provider, model, app and/or task such as { provider: openai } or { app: billing, model: gpt-4o }")
+                f.write_str(
+                    "`global`, or a mapping of provider, model, app, task, key and/or user such as { provider: openai } or { app: billing, model: gpt-4o }",
+                )
             }
             fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<RawScope, E> {
                 Ok(RawScope::Word(v.to_string()))
@@ -315,6 +317,8 @@ pub struct RawScopeMap {
     pub model: Option<String>,
     pub app: Option<String>,
     pub task: Option<String>,
+    pub key: Option<String>,
+    pub user: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -329,6 +333,9 @@ pub struct RawBudget {
     pub warn_at: Option<f64>,
     pub on_exceed: Option<String>,
     pub downgrade_to: Option<String>,
+    /// `per: user`: one budget per distinct user.
+    pub per: Option<String>,
+    pub max_users: Option<usize>,
 }
 
 #[derive(Debug, Deserialize)]

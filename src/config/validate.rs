@@ -45,9 +45,13 @@ const TOP_KEYS: &[&str] = &[
     "cache",
     "telemetry",
     "dashboard",
+    "auth",
+    "keys",
+    "rate_limits",
 ];
 
 mod budgets;
+pub mod keys;
 mod listen;
 mod models;
 mod observe;
@@ -136,6 +140,9 @@ struct Sections {
     cache: Option<super::cache::RawCache>,
     telemetry: Option<super::raw::RawTelemetry>,
     dashboard: super::dashboard::RawDashboard,
+    auth: Option<keys::RawAuth>,
+    keys: Vec<Value>,
+    rate_limits: Vec<Value>,
 }
 
 /// Parse the YAML and split it into top-level sections (unknown keys are
@@ -205,6 +212,9 @@ impl Sections {
             cache: take("cache").and_then(|v| cx.section("cache", v)),
             telemetry: take("telemetry").and_then(|v| cx.section("telemetry", v)),
             dashboard: take("dashboard").and_then(|v| cx.section("dashboard", v)).unwrap_or_default(),
+            auth: take("auth").and_then(|v| cx.section("auth", v)),
+            keys: take("keys").and_then(|v| cx.section("keys", v)).unwrap_or_default(),
+            rate_limits: take("rate_limits").and_then(|v| cx.section("rate_limits", v)).unwrap_or_default(),
         }
     }
 }
@@ -264,7 +274,20 @@ pub fn validate(text: &str, env: &dyn Fn(&str) -> Option<String>) -> Result<Snap
     let routes = routes_of(&mut cx, raw.routes, &models, &providers, &model_names, &cache);
     let routing = routes::routing_of(&mut cx, raw.routing);
     let admin_token = listen::admin_of(&mut cx, &listen, raw.admin_token_env, raw.admin_read_requires_token, env);
-    let budgets = budgets::budgets_of(&mut cx, raw.budgets, &providers, &models);
+    let mut budget_names = HashSet::new();
+    let mut budgets = budgets::budgets_named(&mut cx, raw.budgets, &providers, &models, &mut budget_names);
+    let auth = keys::auth_of(&mut cx, raw.auth);
+    let (key_table, key_budgets) = keys::keys_of(&mut cx, raw.keys, &routing.app_keys, &routes, &providers, &models, &mut budget_names, env);
+    budgets.extend(key_budgets);
+    let rate_limits = keys::rate_limits_of(&mut cx, raw.rate_limits, &key_table, &models);
+    if auth == AuthMode::KnownKeys {
+        for p in providers.iter().filter(|p| matches!(p.auth, Auth::Passthrough) && !p.local) {
+            cx.err(
+                format!("providers.{}.api_key_env", p.name),
+                format!("auth.mode is known_keys, so clients send virtual keys that provider `{}` would not accept: set api_key_env so modelgate injects the provider's real key (or mark a local server `local: true`)", p.name),
+            );
+        }
+    }
     let budget_store = budgets::store_of(&mut cx, raw.budget_store);
     let cache = cache.finish(&mut cx, &routes, &budget_store);
     let timezone = budgets::timezone_of(&mut cx, raw.timezone);
@@ -289,7 +312,6 @@ pub fn validate(text: &str, env: &dyn Fn(&str) -> Option<String>) -> Result<Snap
         admin_token,
         admin_read_requires_token: raw.admin_read_requires_token,
         default_provider,
-        budgets,
         budget_store,
         timezone,
         spike,
@@ -307,5 +329,11 @@ pub fn validate(text: &str, env: &dyn Fn(&str) -> Option<String>) -> Result<Snap
         telemetry,
         source_digest: 0,
         dashboard,
+        auth,
+        keys: Arc::new(key_table),
+        per_user: budgets.iter().any(|b| b.per_user.is_some() || b.scope.user.is_some())
+            || rate_limits.iter().any(|r| r.per == Some(Per::User) || r.scope.user.is_some()),
+        rate_limits,
+        budgets,
     })
 }

@@ -79,6 +79,8 @@ pub struct Facts<'a> {
     /// Conversations routes answered lately (`client_escalation`); `None`
     /// where nothing is remembered (`modelgate route`).
     pub conversations: Option<&'a super::Conversations>,
+    /// The virtual key the request carries (`crate::keys`).
+    pub key: Option<std::sync::Arc<crate::config::VirtualKey>>,
     body: Option<&'a JsonBody>,
     body_len: usize,
     tokens_model: Option<&'a str>,
@@ -131,6 +133,33 @@ impl Facts<'_> {
     /// asks again).
     pub fn asked_again(&self, route: &str, window: std::time::Duration) -> bool {
         self.conversations.is_some_and(|c| c.answered_within(route, self, window))
+    }
+
+    /// The virtual key's name.
+    pub fn key_name(&self) -> Option<&str> {
+        self.key.as_deref().map(|k| k.name.as_str())
+    }
+
+    /// Who the request is, from its virtual key: the key's app (unless it
+    /// is a `routing.app_keys` entry in open mode, where the
+    /// `x-modelgate-app` header still wins, as before) and user; without a
+    /// user on the key, `x-modelgate-user`, then the body's.
+    /// `x-modelgate-user` is read only when something counts users (`per_user`).
+    pub fn identify(&mut self, key: Option<std::sync::Arc<crate::config::VirtualKey>>, known_keys: bool, per_user: bool) {
+        if let Some(k) = &key {
+            if let Some(app) = &k.app {
+                let header_wins = k.source == crate::config::KeySource::AppKeys && !known_keys && self.app_source == Source::Header;
+                if !header_wins {
+                    self.app = app.clone();
+                    self.app_source = Source::ApiKey;
+                }
+            }
+        }
+        let header = || if per_user { self.header("x-modelgate-user").map(str::to_string) } else { None };
+        if let Some(u) = key.as_ref().and_then(|k| k.user.clone()).or_else(header) {
+            self.user = Some(u);
+        }
+        self.key = key;
     }
 }
 
@@ -208,6 +237,7 @@ pub fn classify<'a>(
         max_tokens,
         controls,
         conversations: None,
+        key: None,
         body,
         body_len,
         tokens_model,

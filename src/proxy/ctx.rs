@@ -56,6 +56,9 @@ pub struct Ctx {
     pub rec: Record,
     /// Counts the request as in flight until it has been accounted for.
     pub in_flight: Option<crate::drain::InFlight>,
+    /// The request's rate-limit entries (settled with the tokens used;
+    /// dropped unsettled, they give their tokens back).
+    pub rate: Option<crate::ratelimit::RateHold>,
 }
 
 impl Ctx {
@@ -73,6 +76,7 @@ impl Ctx {
             trail: Trail::default(),
             rec: Record { request_id: RequestId::next(), ..Record::default() },
             in_flight: None,
+            rate: None,
         }
     }
 

@@ -58,6 +58,9 @@ pub struct Gateway {
     cache: Cache,
     /// Conversations answered lately (`client_escalation: on_retry`).
     conversations: Conversations,
+    /// Virtual keys created at runtime (config keys are in the snapshot).
+    keys: crate::keys::KeyStore,
+    limiter: crate::ratelimit::Limiter,
     /// Serves the forward proxy (transparent mode): the host a request was
     /// sent to picks its provider and API.
     forward: bool,
@@ -74,6 +77,8 @@ impl Gateway {
             drain,
             cache: Cache::default(),
             conversations: Conversations::default(),
+            keys: crate::keys::KeyStore::default(),
+            limiter: crate::ratelimit::Limiter::default(),
             forward: false,
         }
     }
@@ -81,6 +86,13 @@ impl Gateway {
     /// Answer from (and keep answers in) `cache` where the config says so.
     pub fn with_cache(mut self, cache: Cache) -> Self {
         self.cache = cache;
+        self
+    }
+
+    /// Authenticate with `keys` and count rate limits with `limiter`.
+    pub fn with_access(mut self, keys: crate::keys::KeyStore, limiter: crate::ratelimit::Limiter) -> Self {
+        self.keys = keys;
+        self.limiter = limiter;
         self
     }
 
@@ -98,7 +110,22 @@ impl Gateway {
         cx.rec.dialect = incoming.dialect.as_str();
         cx.rec.api = incoming.api.as_str();
         cx.rec.path = path.clone();
-        let input = intake::read(snap, session, path, incoming).await?;
+        // Who is calling: before the body is read and any upstream call.
+        let key = {
+            let head = session.req_header();
+            crate::keys::authenticate(snap, &self.keys, &head.headers, head.uri.query()).map_err(Stop::AnswerThenDrain)?
+        };
+        if let Some(k) = &key {
+            cx.rec.key = Some(k.name.clone());
+            cx.rec.key_hash = Some(k.hash_prefix().to_string());
+        }
+        let mut input = intake::read(snap, session, path, incoming).await?;
+        if key.as_ref().is_some_and(|k| k.source != crate::config::KeySource::AppKeys) {
+            // Nor in Gemini's `?key=`.
+            if let Some(p) = crate::keys::without_query_key(&input.incoming.upstream_path) {
+                input.incoming.upstream_path = p;
+            }
+        }
         cx.body_done = Instant::now();
         cx.rec.requested_model = input.requested.clone();
         cx.rec.stream = input.incoming.path_stream || input.json.as_ref().is_some_and(|j| j.stream());
@@ -106,9 +133,21 @@ impl Gateway {
         // 2. Decide.
         let overrides = self.overrides.load();
         // An owned copy, so the classification can live across the writes.
-        let client = session.req_header().clone();
+        let mut client = session.req_header().clone();
+        if key.as_ref().is_some_and(|k| k.source != crate::config::KeySource::AppKeys) {
+            // A virtual key is modelgate's, never a provider's: not sent on.
+            for h in crate::dialect::wire::AUTH_HEADERS {
+                client.remove_header(h);
+            }
+        }
         let mut facts =
             policy::classify(snap, &input.incoming, &input.path, &client.headers, input.json.as_ref(), input.body.len(), input.requested.as_deref())?;
+        if let Some(k) = &key {
+            crate::keys::check_model(k, input.requested.as_deref())?;
+        }
+        facts.identify(key, snap.auth == crate::config::AuthMode::KnownKeys, snap.per_user);
+        // (An allocation only when the request names a user.)
+        cx.rec.user = facts.user.clone();
         facts.conversations = Some(&self.conversations);
         cx.rec.app = facts.app.clone();
         cx.rec.task = facts.task.clone();
@@ -121,6 +160,9 @@ impl Gateway {
             refused.error
         })?;
         cx.route = decision.route_label().to_string();
+        if let Some(k) = &facts.key {
+            crate::keys::check_route(k, &cx.route)?;
+        }
         cx.rec.mode = decision.mode.as_str();
         cx.rec.arm = decision.arm.map(str::to_string);
         cx.rec.shadow_model = decision.shadow.clone();
@@ -143,6 +185,13 @@ impl Gateway {
                 Plan::Ask(a) => Some(a),
             },
         };
+
+        // Rate limits (model calls only), before any upstream call.
+        if input.json.is_some() {
+            let first = decision.attempts.first().and_then(|a| a.model);
+            let who = crate::ratelimit::Who { key: facts.key.as_deref(), app: &facts.app, user: facts.user.as_deref(), model: first.map(|m| m.name.as_str()) };
+            cx.rate = self.limiter.admit(snap, &who, || crate::budget::worst_case(&facts, first, true).tokens).await?;
+        }
 
         // 3. Attempts.
         let q = Request {

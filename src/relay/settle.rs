@@ -101,6 +101,9 @@ pub async fn settle(
         ..entry_of(a, &hold, cx)
     };
     let actual = crate::budget::charged(&entry);
+    if let Some(r) = cx.rate.take() {
+        r.settle(actual.tokens).await;
+    }
     budgets.settle(hold, actual, &entry).await;
     cost
 }
@@ -120,6 +123,9 @@ async fn settle_hit(budgets: &Budgets, a: &Answering<'_, '_>, usage: crate::usag
     rec.cost_usd = model.map(|_| 0.0);
     rec.cache_saved_usd = Some(saved);
     let entry = Entry { cache_hit: true, cache_saved_usd: saved, ..entry_of(a, &hold, cx) };
+    if let Some(r) = cx.rate.take() {
+        r.settle(0).await;
+    }
     let actual = crate::budget::charged(&entry);
     budgets.settle(hold, actual, &entry).await;
     model.map(|_| 0.0)
@@ -142,6 +148,8 @@ fn entry_of(a: &Answering<'_, '_>, hold: &Hold, cx: &Ctx) -> Entry {
         request_id: (cx.rec.arm.is_some() || cx.rec.escalated.is_some() || cx.rec.check_failed.is_some()).then_some(cx.rec.request_id),
         escalated: cx.rec.escalated.clone(),
         check_failed: cx.rec.check_failed.map(str::to_string),
+        key: cx.rec.key.clone(),
+        user: cx.rec.user.clone(),
         ..Entry::default()
     }
 }

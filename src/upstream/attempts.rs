@@ -359,7 +359,14 @@ impl<'g> Attempts<'g> {
         answer: &cache::entry::Answer,
     ) -> Result<Option<(Hold, Option<(Wire, translate::Chat)>, Response)>, GatewayError> {
         let f = q.facts;
-        let c = Charge { provider: &provider.name, model: attempt.model.map(|m| m.name.as_str()), app: &f.app, task: f.task.as_deref() };
+        let c = Charge {
+            provider: &provider.name,
+            model: attempt.model.map(|m| m.name.as_str()),
+            app: &f.app,
+            task: f.task.as_deref(),
+            key: f.key_name(),
+            user: f.user.as_deref(),
+        };
         let hold = match q.snap.budgets.iter().any(|b| b.scope.matches(&c)) {
             false => self.budgets.no_hold(),
             true => match self.budgets.admit_hit(&c).await {
@@ -423,7 +430,14 @@ impl<'g> Attempts<'g> {
     /// free byte bound does not fit); nothing at all when no budget applies.
     async fn admit(&self, q: &Request<'_, '_>, a: &Attempt<'_>, p: &Provider, downgraded: bool) -> Verdict {
         let f = q.facts;
-        let c = Charge { provider: &p.name, model: a.model.map(|m| m.name.as_str()), app: &f.app, task: f.task.as_deref() };
+        let c = Charge {
+            provider: &p.name,
+            model: a.model.map(|m| m.name.as_str()),
+            app: &f.app,
+            task: f.task.as_deref(),
+            key: f.key_name(),
+            user: f.user.as_deref(),
+        };
         if !q.snap.budgets.iter().any(|b| b.scope.matches(&c)) {
             return Verdict::Go(self.budgets.no_hold());
         }

@@ -130,6 +130,11 @@ pub enum NoKey {
 pub fn credentials(snap: &Snapshot, provider: usize, key_owner: Option<usize>, client_sent_key: bool) -> Result<Cred<'_>, NoKey> {
     let p = &snap.providers[provider];
     let foreign = client_sent_key && !snap.cross_provider_client_keys && key_owner != Some(provider);
+    // Known keys mode: the client's key is a virtual key, never sent on
+    // (`check` requires api_key_env on every non-local provider).
+    if snap.auth == crate::config::AuthMode::KnownKeys && matches!(p.auth, Auth::Passthrough) {
+        return Ok(Cred::Stripped);
+    }
     match &p.auth {
         // A local server needs no key: it gets none rather than another provider's.
         Auth::Passthrough if foreign && p.local => Ok(Cred::Stripped),

@@ -62,6 +62,12 @@ pub struct Entry {
     /// `x-modelgate-escalated` (`gpt-4o-mini→gpt-4o:schema_mismatch`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub escalated: Option<String>,
+    /// The virtual key's name (never the key).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key: Option<String>,
+    /// The end user (from the key, `x-modelgate-user` or the body).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub user: Option<String>,
 }
 
 fn lenient_id<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<crate::request_id::RequestId>, D::Error> {

@@ -8,21 +8,27 @@ use super::Ctx;
 use crate::budget::amount::{nanos, Limits};
 use crate::config::*;
 
-/// `budgets:`, each validated on its own.
-pub(super) fn budgets_of(cx: &mut Ctx, raw_budgets: Vec<serde_yaml::Value>, providers: &[Provider], models: &IndexMap<String, Model>) -> Vec<Budget> {
-    let mut budget_names = HashSet::new();
+/// `budgets:`, each validated on its own, keeping the names used (a key's
+/// budgets are checked against them too).
+pub(super) fn budgets_named(
+    cx: &mut Ctx,
+    raw_budgets: Vec<serde_yaml::Value>,
+    providers: &[Provider],
+    models: &IndexMap<String, Model>,
+    budget_names: &mut HashSet<String>,
+) -> Vec<Budget> {
     let mut budgets = Vec::new();
     for (i, v) in raw_budgets.into_iter().enumerate() {
         let path = format!("budgets[{i}]");
         let Some(raw) = cx.section(&path, v) else { continue };
-        if let Some(b) = budget_of(cx, &path, raw, &mut budget_names, providers, models) {
+        if let Some(b) = budget_of(cx, &path, raw, budget_names, providers, models) {
             budgets.push(b);
         }
     }
     budgets
 }
 
-fn budget_of(
+pub(super) fn budget_of(
     cx: &mut Ctx,
     path: &str,
     raw: RawBudget,
@@ -61,10 +67,35 @@ fn budget_of(
         cx.err(format!("{path}.warn_at"), format!("must be a fraction of the limit in (0, 1], e.g. 0.8; got {warn_at}"));
     }
     let on_exceed = on_exceed_of(cx, path, raw.on_exceed.as_deref(), raw.downgrade_to, &scope, models);
+    let per_user = match raw.per.as_deref() {
+        None => {
+            if raw.max_users.is_some() {
+                cx.err(format!("{path}.max_users"), "only applies with `per: user` (one budget per distinct user)");
+            }
+            None
+        }
+        Some("user") => match raw.max_users.unwrap_or(DEFAULT_MAX_USERS) {
+            0 => {
+                cx.err(format!("{path}.max_users"), "must be at least 1");
+                None
+            }
+            n => Some(n),
+        },
+        Some(other) => {
+            cx.err(format!("{path}.per"), format!("unknown `per: {other}`; budgets can be kept per `user` (one budget per distinct user)"));
+            None
+        }
+    };
+    if per_user.is_some() && scope.user.is_some() {
+        cx.err(format!("{path}.per"), "`per: user` keeps one budget per user; it cannot also name one user in `scope` (drop one of them)");
+    }
+    if per_user.is_some() && matches!(on_exceed, OnExceed::Downgrade(_)) {
+        cx.err(format!("{path}.on_exceed"), "a per-user budget can `reject` or `warn`; `downgrade` is not supported per user");
+    }
     if cx.errors.len() != before {
         return None;
     }
-    Some(Budget { name: raw.name, scope, window, limits, warn_at, on_exceed })
+    Some(Budget { name: raw.name, scope, window, limits, warn_at, on_exceed, per_user })
 }
 
 /// `scope:` — `global`, or a mapping of provider, model, app and task.
@@ -77,8 +108,8 @@ fn scope_of(cx: &mut Ctx, path: &str, raw: Option<RawScope>, providers: &[Provid
             Scope::default()
         }
         Some(RawScope::Map(m)) => {
-            if m.provider.is_none() && m.model.is_none() && m.app.is_none() && m.task.is_none() {
-                cx.err(format!("{path}.scope"), "an empty scope mapping: name a provider, model, app or task, or write `scope: global`");
+            if m.provider.is_none() && m.model.is_none() && m.app.is_none() && m.task.is_none() && m.key.is_none() && m.user.is_none() {
+                cx.err(format!("{path}.scope"), "an empty scope mapping: name a provider, model, app, task, key or user, or write `scope: global`");
             }
             if let Some(p) = &m.provider {
                 if !providers.iter().any(|x| &x.name == p) {
@@ -92,7 +123,7 @@ fn scope_of(cx: &mut Ctx, path: &str, raw: Option<RawScope>, providers: &[Provid
                     cx.err(format!("{path}.scope.model"), format!("unknown model `{model}`; defined models: {}", known.join(", ")));
                 }
             }
-            Scope { provider: m.provider, model: m.model, app: m.app, task: m.task }
+            Scope { provider: m.provider, model: m.model, app: m.app, task: m.task, key: m.key, user: m.user }
         }
     }
 }
