@@ -9,11 +9,10 @@
 
 mod common;
 
-use std::path::PathBuf;
 use std::time::Duration;
 
 use common::redis::Redis;
-use common::{http_get, metric_sum, Config, Mock, Modelgate, Script};
+use common::{http_get, metric_sum, python, Config, Mock, Modelgate, Script};
 use serde_json::{json, Value};
 
 /// `openai` and `anthropic` on `mock`; gpt-4o and gpt-4o-mini (OpenAI),
@@ -546,15 +545,6 @@ fn config_errors_say_what_to_fix() {
     assert!(out.contains("cache.max_bytes"), "{out}");
     let out = check("models: { m: { provider: p, input_usd_per_mtok: 1, output_usd_per_mtok: 1 } }\nproviders: { p: { kind: openai, base_url: \"http://127.0.0.1:9/v1\" } }\nroutes:\n  - { name: r, target: m, cache: { ttl: 5 } }\n");
     assert!(out.contains("routes[0].cache") && out.contains("ttl"), "{out}");
-}
-
-fn python() -> PathBuf {
-    if let Some(p) = std::env::var_os("MODELGATE_PYTHON") {
-        return p.into();
-    }
-    let p = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(".venv/bin/python");
-    assert!(p.exists(), "{} is missing: run scripts/test, which creates the venv with the openai and anthropic SDKs", p.display());
-    p
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -13,7 +13,7 @@ mod common;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use common::{http_get, Config, Mock, Modelgate, Script};
+use common::{http_get, python, Config, Mock, Modelgate, Script};
 use jiff::Timestamp;
 use serde_json::{json, Value};
 
@@ -54,15 +54,6 @@ fn config(mock: &Mock, extra: &str) -> String {
 
 fn root() -> &'static Path {
     Path::new(env!("CARGO_MANIFEST_DIR"))
-}
-
-fn python() -> PathBuf {
-    if let Some(p) = std::env::var_os("MODELGATE_PYTHON") {
-        return p.into();
-    }
-    let p = root().join(".venv/bin/python");
-    assert!(p.exists(), "{} is missing: run scripts/test, which creates the venv (with websocket-client for the browser test)", p.display());
-    p
 }
 
 fn chromium_present() {

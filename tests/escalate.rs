@@ -11,9 +11,7 @@
 
 mod common;
 
-use std::path::PathBuf;
-
-use common::{metric_sum, Config, Mock, Modelgate};
+use common::{metric_sum, python, Config, Mock, Modelgate};
 use serde_json::{json, Value};
 
 const SCHEMA_FAIL: &str = r#"{"city": 5}"#;
@@ -310,7 +308,7 @@ async fn streams_are_checked_only_when_the_route_buffers_them() {
 /// `conf/examples/complexity-tiers.yaml` on `mock` (its providers'
 /// URLs replaced, its `listen:` dropped).
 fn shipped_tiers(mock: &Mock) -> String {
-    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("conf/examples/complexity-tiers.yaml");
+    let path = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("conf/examples/complexity-tiers.yaml");
     let text = std::fs::read_to_string(path).unwrap();
     let mut out = String::new();
     let mut in_listen = false;
@@ -433,15 +431,6 @@ async fn config_errors_name_the_yaml_path() {
     assert!(check(&fixed).contains("routes[0].escalate_on: this route names no model stronger"), "{}", check(&fixed));
     let shadow = conf(&mock, "escalate_on: [refusal], shadow: true").build();
     assert!(check(&shadow).contains("a shadow route forwards requests unchanged"));
-}
-
-fn python() -> PathBuf {
-    if let Some(p) = std::env::var_os("MODELGATE_PYTHON") {
-        return p.into();
-    }
-    let p = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(".venv/bin/python");
-    assert!(p.exists(), "{} is missing: run scripts/test, which creates the venv with the openai and anthropic SDKs", p.display());
-    p
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

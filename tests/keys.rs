@@ -398,10 +398,7 @@ async fn official_sdks_get_401_for_unknown_keys_and_429_for_rate_limits() {
     let mock = Mock::start().await;
     let keys = format!("auth: {{ mode: known_keys }}\nkeys:\n  - {{ name: sdk, key_sha256: \"{}\", rate_limits: {{ rpm: 2 }} }}\n", hash("mg-sdk-key"));
     let mg = start(&mock, &keys);
-    let python = std::env::var_os("MODELGATE_PYTHON")
-        .map(std::path::PathBuf::from)
-        .unwrap_or_else(|| std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(".venv/bin/python"));
-    let out = tokio::process::Command::new(python)
+    let out = tokio::process::Command::new(common::python())
         .arg(format!("{}/tests/sdk/sdk_keys.py", env!("CARGO_MANIFEST_DIR")))
         .env("MG_GATEWAY", &mg.gateway)
         .env("MG_ADMIN", &mg.admin)

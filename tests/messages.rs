@@ -6,20 +6,10 @@
 
 mod common;
 
-use std::path::PathBuf;
 use std::process::Command;
 
-use common::{Config, Mock, Modelgate, Script};
+use common::{python, Config, Mock, Modelgate, Script};
 use serde_json::{json, Value};
-
-fn python() -> PathBuf {
-    if let Some(p) = std::env::var_os("MODELGATE_PYTHON") {
-        return p.into();
-    }
-    let p = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(".venv/bin/python");
-    assert!(p.exists(), "{} is missing: run scripts/test, which creates the venv with the openai and anthropic SDKs", p.display());
-    p
-}
 
 /// Run a Python snippet (the official SDKs) against `mg`; its last stdout
 /// line is JSON.
@@ -291,7 +281,7 @@ fn config_errors_say_what_was_expected() {
     assert!(!ok);
     assert!(!out.contains("untagged") && !out.contains("variant"), "{out}");
     assert!(out.contains("routes[0].match.complexity: invalid type: sequence, expected a number such as 5, or a range in quotes such as \"<=3\""), "{out}");
-    assert!(out.contains("budgets[0].scope: invalid type: sequence, expected `global`, or a mapping of provider, model, app and/or task"), "{out}");
+    assert!(out.contains("budgets[0].scope: invalid type: sequence, expected `global`, or a mapping of provider, model, app, task, key and/or user"), "{out}");
     assert!(out.contains("unknown field `team`, expected one of `provider`, `model`, `app`, `task`"), "{out}");
 
     // Aliases that would swallow other models are refused, each saying why.

@@ -4,18 +4,7 @@
 
 mod common;
 
-use std::path::PathBuf;
-
-use common::{standard, Config, Kind, Mock, Modelgate};
-
-fn python() -> PathBuf {
-    if let Some(p) = std::env::var_os("MODELGATE_PYTHON") {
-        return p.into();
-    }
-    let p = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(".venv/bin/python");
-    assert!(p.exists(), "{} is missing: run scripts/test, which creates the venv with the openai and anthropic SDKs", p.display());
-    p
-}
+use common::{python, standard, Config, Kind, Mock, Modelgate};
 
 /// Run `tests/sdk/<script>` against `mg`; fails the test if it fails.
 async fn run_script(script: &str, mg: &Modelgate) -> String {

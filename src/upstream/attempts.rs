@@ -358,15 +358,7 @@ impl<'g> Attempts<'g> {
         key: Cred<'_>,
         answer: &cache::entry::Answer,
     ) -> Result<Option<(Hold, Option<(Wire, translate::Chat)>, Response)>, GatewayError> {
-        let f = q.facts;
-        let c = Charge {
-            provider: &provider.name,
-            model: attempt.model.map(|m| m.name.as_str()),
-            app: &f.app,
-            task: f.task.as_deref(),
-            key: f.key_name(),
-            user: f.user.as_deref(),
-        };
+        let c = charge(q, attempt, provider);
         let hold = match q.snap.budgets.iter().any(|b| b.scope.matches(&c)) {
             false => self.budgets.no_hold(),
             true => match self.budgets.admit_hit(&c).await {
@@ -429,20 +421,18 @@ impl<'g> Attempts<'g> {
     /// (see `budget::worst_case`; admission counts tokens itself when the
     /// free byte bound does not fit); nothing at all when no budget applies.
     async fn admit(&self, q: &Request<'_, '_>, a: &Attempt<'_>, p: &Provider, downgraded: bool) -> Verdict {
-        let f = q.facts;
-        let c = Charge {
-            provider: &p.name,
-            model: a.model.map(|m| m.name.as_str()),
-            app: &f.app,
-            task: f.task.as_deref(),
-            key: f.key_name(),
-            user: f.user.as_deref(),
-        };
+        let c = charge(q, a, p);
         if !q.snap.budgets.iter().any(|b| b.scope.matches(&c)) {
             return Verdict::Go(self.budgets.no_hold());
         }
-        self.budgets.admit(&c, &RequestEstimate { facts: f, model: a.model }, downgraded).await
+        self.budgets.admit(&c, &RequestEstimate { facts: q.facts, model: a.model }, downgraded).await
     }
+}
+
+/// Who pays for `a` served by `p`.
+fn charge<'a>(q: &'a Request<'_, '_>, a: &Attempt<'a>, p: &'a Provider) -> Charge<'a> {
+    let f = q.facts;
+    Charge { provider: &p.name, model: a.model.map(|m| m.name.as_str()), app: &f.app, task: f.task.as_deref(), key: f.key_name(), user: f.user.as_deref() }
 }
 
 /// 503 while modelgate shuts down.

@@ -240,3 +240,14 @@ pub fn write_config(dir: &Path, gateway: &str, admin: &str, forward: Option<&str
     std::fs::write(&path, text).unwrap();
     path
 }
+
+/// The Python with the official openai and anthropic SDKs: the `.venv`
+/// scripts/test makes (`MODELGATE_PYTHON` overrides it).
+pub fn python() -> PathBuf {
+    if let Some(p) = std::env::var_os("MODELGATE_PYTHON") {
+        return p.into();
+    }
+    let p = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(".venv/bin/python");
+    assert!(p.exists(), "{} is missing: run scripts/test, which creates the venv with the openai and anthropic SDKs", p.display());
+    p
+}
