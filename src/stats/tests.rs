@@ -128,7 +128,11 @@ fn ratings_count_per_arm_replace_and_survive_a_restart() {
     };
     let ledger = crate::budget::Ledger::new(&state_dir, true);
     ledger.append(&mut ledger.lock(), &usage_line, now).unwrap();
-    let later = Stats::new(Arc::new(ArcSwap::from_pointee(snapshot(dir.path(), ""))), Timestamp::now());
+    // The new process starts after the entry (Stats keeps milliseconds:
+    // within the same one the entry would count as after the start, and
+    // come live instead of from the ledger).
+    let restart = Timestamp::now().max(now + jiff::SignedDuration::from_millis(2));
+    let later = Stats::new(Arc::new(ArcSwap::from_pointee(snapshot(dir.path(), ""))), restart);
     assert_eq!(later.feedback(id, Given::Score(1.0), &state_dir).unwrap_err(), FeedbackError::NotReady);
     later.seed();
     {
