@@ -12,7 +12,7 @@ mod common;
 use std::time::Duration;
 
 use common::redis::Redis;
-use common::{http_get, metric_sum, python, Config, Mock, Modelgate, Script};
+use common::{http_get, metric_sum, Config, Mock, Modelgate, Script};
 use serde_json::{json, Value};
 
 /// `openai` and `anthropic` on `mock`; gpt-4o and gpt-4o-mini (OpenAI),
@@ -552,18 +552,7 @@ async fn official_sdks_get_identical_answers_from_the_cache() {
     let mock = Mock::start().await;
     let conf = conf(&mock, "  ttl_s: 600\n  min_temperature_cacheable: 1").raw("cross_provider_client_keys: true").build();
     let mg = start(&conf);
-    let out = tokio::process::Command::new(python())
-        .arg(format!("{}/tests/sdk/sdk_cache.py", env!("CARGO_MANIFEST_DIR")))
-        .env("MG_GATEWAY", &mg.gateway)
-        .env("MG_ADMIN", &mg.admin)
-        .env_remove("OPENAI_BASE_URL")
-        .env_remove("ANTHROPIC_BASE_URL")
-        .output()
-        .await
-        .expect("run python");
-    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
-    println!("{stdout}");
-    assert!(out.status.success(), "sdk_cache.py failed:\n{stdout}\n{}\nmodelgate stderr:\n{}", String::from_utf8_lossy(&out.stderr), mg.stderr());
+    let stdout = common::run_python("sdk_cache.py", &mg, &[]).await;
     assert!(stdout.contains("all SDK cache checks passed"));
     // Each distinct request reached the provider once (the script counts them).
     let distinct: usize = stdout.lines().find_map(|l| l.strip_prefix("distinct requests: ")).and_then(|n| n.trim().parse().ok()).unwrap();

@@ -11,7 +11,7 @@
 
 mod common;
 
-use common::{metric_sum, python, Config, Mock, Modelgate};
+use common::{metric_sum, Config, Mock, Modelgate};
 use serde_json::{json, Value};
 
 const SCHEMA_FAIL: &str = r#"{"city": 5}"#;
@@ -444,17 +444,7 @@ async fn official_sdks_get_the_escalated_answer() {
         .route(r#"name: claude, match: { model: "claude*" }, target: claude-haiku, escalate_on: [refusal, truncated], escalate_to: [claude-sonnet]"#)
         .build();
     let mg = Modelgate::start(&yaml);
-    let out = tokio::process::Command::new(python())
-        .arg(format!("{}/tests/sdk/sdk_escalate.py", env!("CARGO_MANIFEST_DIR")))
-        .env("MG_GATEWAY", &mg.gateway)
-        .env_remove("OPENAI_BASE_URL")
-        .env_remove("ANTHROPIC_BASE_URL")
-        .output()
-        .await
-        .expect("run python");
-    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
-    println!("{stdout}");
-    assert!(out.status.success(), "sdk_escalate.py failed:\n{stdout}\n{}\nmodelgate stderr:\n{}", String::from_utf8_lossy(&out.stderr), mg.stderr());
+    let stdout = common::run_python("sdk_escalate.py", &mg, &[]).await;
     assert!(stdout.contains("all escalation checks passed"));
     // The SDKs' own requests reached the stronger models after the weak ones.
     let models = upstream_models(&mock);

@@ -173,14 +173,7 @@ async fn a_keys_own_budget_holds_under_300_concurrent_requests() {
             r.status().as_u16()
         }));
     }
-    let mut ok = 0;
-    for t in tasks {
-        match t.await.unwrap() {
-            200 => ok += 1,
-            429 => {}
-            other => panic!("unexpected {other}"),
-        }
-    }
+    let ok = served(tasks).await;
     assert!(ok > 0 && ok < 300, "{ok}");
     let (_, body) = http_get(&format!("{}/admin/budgets", mg.admin)).unwrap();
     let v: Value = serde_json::from_str(&body).unwrap();
@@ -270,14 +263,7 @@ async fn two_sidecars_sharing_redis_enforce_one_rpm_limit() {
             r.status().as_u16()
         }));
     }
-    let mut ok = 0;
-    for t in tasks {
-        match t.await.unwrap() {
-            200 => ok += 1,
-            429 => {}
-            other => panic!("unexpected {other}"),
-        }
-    }
+    let ok = served(tasks).await;
     assert_eq!(ok, 40, "one limit for the fleet");
     assert_eq!(mock.calls(), 40);
 }
@@ -398,17 +384,7 @@ async fn official_sdks_get_401_for_unknown_keys_and_429_for_rate_limits() {
     let mock = Mock::start().await;
     let keys = format!("auth: {{ mode: known_keys }}\nkeys:\n  - {{ name: sdk, key_sha256: \"{}\", rate_limits: {{ rpm: 2 }} }}\n", hash("mg-sdk-key"));
     let mg = start(&mock, &keys);
-    let out = tokio::process::Command::new(common::python())
-        .arg(format!("{}/tests/sdk/sdk_keys.py", env!("CARGO_MANIFEST_DIR")))
-        .env("MG_GATEWAY", &mg.gateway)
-        .env("MG_ADMIN", &mg.admin)
-        .env_remove("OPENAI_BASE_URL")
-        .env_remove("ANTHROPIC_BASE_URL")
-        .output()
-        .await
-        .expect("run python");
-    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
-    assert!(out.status.success(), "sdk_keys.py failed:\n{stdout}\n{}\nmodelgate stderr:\n{}", String::from_utf8_lossy(&out.stderr), mg.stderr());
+    let stdout = common::run_python("sdk_keys.py", &mg, &[]).await;
     assert!(stdout.contains("all SDK key checks passed"));
     // Two served requests (one per SDK); the refused ones never left.
     assert_eq!(mock.calls(), 2);
@@ -448,4 +424,18 @@ async fn a_key_created_or_revoked_on_one_sidecar_is_known_to_the_fleet() {
     let r = client.delete(format!("{}/admin/keys/fleet-key", a.admin)).bearer_auth("admintok").send().await.unwrap();
     assert_eq!(r.status().as_u16(), 200);
     assert!(until(401, &b).await, "sidecar b learns the revocation");
+}
+
+/// How many of `tasks` (response statuses) were served; the others must
+/// be 429.
+async fn served(tasks: Vec<tokio::task::JoinHandle<u16>>) -> usize {
+    let mut ok = 0;
+    for t in tasks {
+        match t.await.unwrap() {
+            200 => ok += 1,
+            429 => {}
+            other => panic!("unexpected {other}"),
+        }
+    }
+    ok
 }

@@ -8,7 +8,7 @@ mod common;
 
 use std::process::Command;
 
-use common::{python, Config, Mock, Modelgate, Script};
+use common::{Config, Mock, Modelgate, Script};
 use serde_json::{json, Value};
 
 /// Run a Python snippet (the official SDKs) against `mg`; its last stdout
@@ -17,16 +17,7 @@ async fn sdk(mg: &Modelgate, code: &str) -> Value {
     let dir = tempfile::tempdir().unwrap();
     let script = dir.path().join("client.py");
     std::fs::write(&script, code).unwrap();
-    let out = tokio::process::Command::new(python())
-        .arg(&script)
-        .env("MG_GATEWAY", &mg.gateway)
-        .env_remove("OPENAI_BASE_URL")
-        .env_remove("ANTHROPIC_BASE_URL")
-        .output()
-        .await
-        .expect("run python");
-    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
-    assert!(out.status.success(), "client.py failed:\n{stdout}\n{}\nmodelgate stderr:\n{}", String::from_utf8_lossy(&out.stderr), mg.stderr());
+    let stdout = common::run_python(&script.to_string_lossy(), mg, &[]).await;
     serde_json::from_str(stdout.lines().last().unwrap_or("")).unwrap_or_else(|e| panic!("{e}: {stdout}"))
 }
 

@@ -4,7 +4,7 @@
 
 mod common;
 
-use common::{python, standard, Config, Kind, Mock, Modelgate};
+use common::{standard, Config, Kind, Mock, Modelgate};
 
 /// Run `tests/sdk/<script>` against `mg`; fails the test if it fails.
 async fn run_script(script: &str, mg: &Modelgate) -> String {
@@ -12,20 +12,7 @@ async fn run_script(script: &str, mg: &Modelgate) -> String {
 }
 
 async fn run_script_with(script: &str, mg: &Modelgate, env: &[(&str, &str)]) -> String {
-    let out = tokio::process::Command::new(python())
-        .arg(format!("{}/tests/sdk/{script}", env!("CARGO_MANIFEST_DIR")))
-        .env("MG_GATEWAY", &mg.gateway)
-        .env("MG_ADMIN", &mg.admin)
-        .env_remove("OPENAI_BASE_URL")
-        .env_remove("ANTHROPIC_BASE_URL")
-        .envs(env.iter().copied())
-        .output()
-        .await
-        .expect("run python");
-    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
-    println!("{stdout}");
-    assert!(out.status.success(), "{script} failed:\n{stdout}\n{}\nmodelgate stderr:\n{}", String::from_utf8_lossy(&out.stderr), mg.stderr());
-    stdout
+    common::run_python(script, mg, env).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

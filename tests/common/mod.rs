@@ -251,3 +251,25 @@ pub fn python() -> PathBuf {
     assert!(p.exists(), "{} is missing: run scripts/test, which creates the venv with the openai and anthropic SDKs", p.display());
     p
 }
+
+/// Run `script` (a path, or the name of a file in tests/sdk/) with the
+/// SDKs' Python against `mg` (`MG_GATEWAY`, `MG_ADMIN`, plus `env`); fails
+/// the test, with both outputs and modelgate's log, when it fails. Returns
+/// what it printed.
+pub async fn run_python(script: &str, mg: &Modelgate, env: &[(&str, &str)]) -> String {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/sdk").join(script);
+    let out = tokio::process::Command::new(python())
+        .arg(&path)
+        .env("MG_GATEWAY", &mg.gateway)
+        .env("MG_ADMIN", &mg.admin)
+        .env_remove("OPENAI_BASE_URL")
+        .env_remove("ANTHROPIC_BASE_URL")
+        .envs(env.iter().copied())
+        .output()
+        .await
+        .expect("run python");
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    println!("{stdout}");
+    assert!(out.status.success(), "{script} failed:\n{stdout}\n{}\nmodelgate stderr:\n{}", String::from_utf8_lossy(&out.stderr), mg.stderr());
+    stdout
+}
