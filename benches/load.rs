@@ -154,6 +154,33 @@ fn stats(p: &mut Phase) -> Stats {
     Stats { p50: pct(0.50), p99: pct(0.99), mean, rps }
 }
 
+/// The same load against the upstream `direct`ly, then against `via`
+/// (its base URL and label): a warm-up, then `n` requests, a row each.
+#[allow(clippy::too_many_arguments)]
+async fn direct_and(
+    client: &reqwest::Client,
+    direct: &str,
+    via: (&str, &str),
+    kind: &str,
+    body: &Bytes,
+    stream: bool,
+    n: usize,
+    concurrency: usize,
+) -> (Stats, Stats) {
+    let mut results = Vec::new();
+    for (label, base) in [("direct", direct), (via.1, via.0)] {
+        let url = format!("{base}/v1/chat/completions");
+        // Warm-up: open pooled connections and fault in code paths.
+        run(client, &url, body, stream, WARMUP, concurrency).await;
+        let mut phase = run(client, &url, body, stream, n, concurrency).await;
+        let s = stats(&mut phase);
+        row(&format!("{kind} {label}"), &phase, &s);
+        results.push(s);
+    }
+    let p = results.pop().expect("two phases");
+    (results.pop().expect("two phases"), p)
+}
+
 fn row(name: &str, p: &Phase, s: &Stats) {
     println!("{name:<22}{:>8.3}{:>9.3}{:>10.3}{:>9.0}{:>7}", s.p50, s.p99, s.mean, s.rps, p.failures.len());
     if let Some(first) = p.failures.first() {
@@ -203,18 +230,7 @@ async fn main() {
     );
     println!("{:<22}{:>8}{:>9}{:>10}{:>9}{:>7}", "phase", "p50 ms", "p99 ms", "mean ms", "req/s", "fail");
     for (kind, stream) in [("json", false), ("stream", true)] {
-        let body = request_body(stream);
-        let mut results = Vec::new();
-        for (label, base) in [("direct", mock.url()), ("via modelgate", mg.gateway.clone())] {
-            let url = format!("{base}/v1/chat/completions");
-            // Warm-up: open pooled connections and fault in code paths.
-            run(&client, &url, &body, stream, WARMUP, concurrency).await;
-            let mut phase = run(&client, &url, &body, stream, n, concurrency).await;
-            let s = stats(&mut phase);
-            row(&format!("{kind} {label}"), &phase, &s);
-            results.push(s);
-        }
-        let (d, p) = (&results[0], &results[1]);
+        let (d, p) = direct_and(&client, &mock.url(), (&mg.gateway, "via modelgate"), kind, &request_body(stream), stream, n, concurrency).await;
         println!("  added latency p50 {:+.3} ms, p99 {:+.3} ms; throughput ratio {:.2}", p.p50 - d.p50, p.p99 - d.p99, p.rps / d.rps);
     }
     let mut traced_calls = 0;
@@ -282,16 +298,7 @@ async fn cache_bench(n: usize, concurrency: usize) {
     println!("{:<22}{:>8}{:>9}{:>10}{:>9}{:>7}", "phase", "p50 ms", "p99 ms", "mean ms", "req/s", "fail");
     for (kind, stream) in [("json", false), ("stream", true)] {
         let body = request_body_n(stream, Some(usize::MAX));
-        let mut results = Vec::new();
-        for (label, base) in [("direct", mock.url()), ("cache hits", mg.gateway.clone())] {
-            let url = format!("{base}/v1/chat/completions");
-            run(&client, &url, &body, stream, WARMUP, concurrency).await;
-            let mut phase = run(&client, &url, &body, stream, n, concurrency).await;
-            let s = stats(&mut phase);
-            row(&format!("{kind} {label}"), &phase, &s);
-            results.push(s);
-        }
-        let (d, p) = (&results[0], &results[1]);
+        let (d, p) = direct_and(&client, &mock.url(), (&mg.gateway, "cache hits"), kind, &body, stream, n, concurrency).await;
         println!("  p50 {:+.3} ms, p99 {:+.3} ms against direct; throughput ratio {:.2}", p.p50 - d.p50, p.p99 - d.p99, p.rps / d.rps);
     }
     let hits = common::metric_sum(&mg.metrics(), "modelgate_cache_requests_total", &[("result", "hit")]);
