@@ -76,6 +76,10 @@ pub fn run(snap: Snapshot, config_path: Option<PathBuf>, upgrade: bool) -> Resul
     let grace = snap.shutdown_grace;
     let threads = snap.threads;
     let state = Arc::new(ArcSwap::from_pointee(snap));
+    {
+        let (budgets, state) = (budgets.clone(), state.clone());
+        keys.on_budgets(move |defs| budgets.set_key_budgets(defs, &state.load()));
+    }
 
     let conf = ServerConf {
         threads,
@@ -187,7 +191,7 @@ fn add_background(
     let state = &s.state;
     server.add_service(background_service("metrics upkeep", crate::metrics::Upkeep(metrics)));
     server.add_service(background_service("cache upkeep", crate::cache::Upkeep(s.cache.clone())));
-    server.add_service(background_service("fleet keys", crate::keys::Refresh(s.keys.clone())));
+    server.add_service(background_service("fleet keys", crate::keys::Refresh(s.keys.clone(), s.state.clone())));
     server.add_service(background_service("memory reclaim", crate::memory::Reclaim));
     server.add_service(background_service("health checks", crate::upstream::health::Checker { state: state.clone(), health: s.health.clone() }));
     if let Some(events) = crate::alerts::channel() {

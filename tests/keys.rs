@@ -243,6 +243,58 @@ async fn keys_created_at_runtime_work_at_once_and_stop_when_revoked() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_runtime_keys_own_budget_holds_under_300_concurrent_requests_and_across_a_restart() {
+    let mock = Mock::start().await;
+    let mut mg = start(&mock, "admin_token_env: MG_ADMIN_TOKEN\nauth: { mode: known_keys }\n");
+    let client = reqwest::Client::new();
+    let create = |body: Value| client.post(format!("{}/admin/keys", mg.admin)).bearer_auth("admintok").json(&body).send();
+    // A budget that does not pass is refused with its path, and no key is made.
+    let r = create(json!({"name": "dave", "budgets": [{"name": "day", "window": "fortnight", "limit_usd": 0.5}]})).await.unwrap();
+    assert_eq!(r.status().as_u16(), 400);
+    let text = r.text().await.unwrap();
+    assert!(text.contains("budgets[0].window") && text.contains("fortnight"), "{text}");
+    let r = create(json!({"name": "dave", "budgets": [{"name": "day", "window": "day", "limit_usd": 0.5}]})).await.unwrap();
+    assert_eq!(r.status().as_u16(), 201);
+    let created: Value = r.json().await.unwrap();
+    assert_eq!(created["budgets"][0]["name"], "key:dave:day", "{created}");
+    let key = created["key"].as_str().unwrap().to_string();
+    let mut tasks = Vec::new();
+    for _ in 0..300 {
+        let (c, url, key) = (client.clone(), format!("{}/v1/chat/completions", mg.gateway), key.clone());
+        tasks.push(tokio::spawn(async move { c.post(url).bearer_auth(key).json(&chat()).send().await.unwrap().status().as_u16() }));
+    }
+    let ok = served(tasks).await;
+    assert!(ok > 0 && ok < 300, "{ok}");
+    let budget = |mg: &Modelgate| {
+        let (_, body) = http_get(&format!("{}/admin/budgets", mg.admin)).unwrap();
+        let v: Value = serde_json::from_str(&body).unwrap();
+        v["budgets"].as_array().unwrap().iter().find(|b| b["name"] == "key:dave:day").cloned().expect("the runtime key's budget is reported")
+    };
+    let b = budget(&mg);
+    let spent = b["spent_usd"].as_f64().unwrap();
+    assert!(spent <= 0.5, "spent {spent}");
+    assert!((spent - ok as f64 * 0.015).abs() < 1e-9, "spent {spent} for {ok}");
+    assert_eq!(b["reserved_usd"].as_f64().unwrap(), 0.0);
+    assert_eq!(b["scope"], "key=dave");
+    // After a restart the key keeps its budget and the spend counted from the ledger.
+    mg.restart();
+    assert_eq!(budget(&mg)["spent_usd"].as_f64().unwrap(), spent);
+    // What is left serves at most its share, then the key is refused.
+    let mut more = 0;
+    let body = loop {
+        let (status, _, body) = openai(&client, &mg, Some(&key)).await;
+        match status {
+            200 => more += 1,
+            429 => break body,
+            other => panic!("{other}: {body}"),
+        }
+        assert!(spent + more as f64 * 0.015 <= 0.5, "the budget was not kept across the restart: {more} more served after {spent}");
+    };
+    assert!(body["error"]["message"].as_str().unwrap().contains("key:dave:day"), "{body}");
+    assert_eq!(budget(&mg)["reserved_usd"].as_f64().unwrap(), 0.0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn two_sidecars_sharing_redis_enforce_one_rpm_limit() {
     let dir = tempfile::tempdir().unwrap();
     let redis = Redis::start(dir.path());
@@ -401,7 +453,13 @@ async fn a_key_created_or_revoked_on_one_sidecar_is_known_to_the_fleet() {
         format!("admin_token_env: MG_ADMIN_TOKEN\nauth: {{ mode: known_keys }}\nbudget_store: {{ kind: redis, url: \"{}\", timeout_ms: 1000 }}\n", redis.url());
     let (a, b) = (start(&mock, &extra), start(&mock, &extra));
     let client = reqwest::Client::new();
-    let r = client.post(format!("{}/admin/keys", a.admin)).bearer_auth("admintok").json(&json!({"name": "fleet-key"})).send().await.unwrap();
+    let r = client
+        .post(format!("{}/admin/keys", a.admin))
+        .bearer_auth("admintok")
+        .json(&json!({"name": "fleet-key", "budgets": [{"name": "day", "window": "day", "limit_usd": 5}]}))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status().as_u16(), 201);
     let key = r.json::<Value>().await.unwrap()["key"].as_str().unwrap().to_string();
     let until = |want: u16, mg: &Modelgate| {
@@ -421,6 +479,13 @@ async fn a_key_created_or_revoked_on_one_sidecar_is_known_to_the_fleet() {
         }
     };
     assert!(until(200, &b).await, "sidecar b learns the key created on a");
+    // And its budget, counted in the shared store: both sidecars report b's call.
+    for mg in [&a, &b] {
+        let (_, body) = http_get(&format!("{}/admin/budgets", mg.admin)).unwrap();
+        let v: Value = serde_json::from_str(&body).unwrap();
+        let day = v["budgets"].as_array().unwrap().iter().find(|x| x["name"] == "key:fleet-key:day").cloned().expect("the key's budget on every sidecar");
+        assert!((day["spent_usd"].as_f64().unwrap() - 0.015).abs() < 1e-9, "{day}");
+    }
     let r = client.delete(format!("{}/admin/keys/fleet-key", a.admin)).bearer_auth("admintok").send().await.unwrap();
     assert_eq!(r.status().as_u16(), 200);
     assert!(until(401, &b).await, "sidecar b learns the revocation");

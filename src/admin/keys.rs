@@ -11,7 +11,7 @@ use super::{error, json_reply, read_body, Admin, Reply};
 use crate::config::{Snapshot, VirtualKey};
 use crate::keys::NewKey;
 
-fn describe(k: &VirtualKey, revoked: bool, now: i64) -> serde_json::Value {
+fn describe(snap: &Snapshot, k: &VirtualKey, revoked: bool, now: i64) -> serde_json::Value {
     let at = |t: Option<i64>| t.and_then(|t| jiff::Timestamp::from_second(t).ok()).map(|t| t.to_string());
     let state = if revoked {
         "revoked"
@@ -30,6 +30,14 @@ fn describe(k: &VirtualKey, revoked: bool, now: i64) -> serde_json::Value {
         "routes": k.routes,
         "rpm": k.limits.rpm,
         "tpm": k.limits.tpm,
+        "budgets": snap.budgets.iter().chain(&k.budgets).filter(|b| b.scope.key.as_deref() == Some(k.name.as_str())).map(|b| json!({
+            "name": b.name,
+            "window": b.window.as_str(),
+            "limit_usd": b.limits.nanos.map(crate::budget::amount::usd),
+            "limit_tokens": b.limits.tokens,
+            "limit_requests": b.limits.requests,
+            "on_exceed": b.on_exceed.as_str(),
+        })).collect::<Vec<_>>(),
         "expires_at": at(k.expires_at),
         "created_at": at(k.created_at),
         "state": state,
@@ -44,8 +52,8 @@ impl Admin {
                 let (runtime, revoked) = self.keys.list();
                 let mut list: Vec<&VirtualKey> = snap.keys.by_hash.values().map(|k| k.as_ref()).collect();
                 list.sort_by(|a, b| a.name.cmp(&b.name));
-                let mut out: Vec<serde_json::Value> = list.iter().map(|k| describe(k, revoked.contains(&k.hash), now)).collect();
-                out.extend(runtime.iter().map(|k| describe(k, revoked.contains(&k.hash), now)));
+                let mut out: Vec<serde_json::Value> = list.iter().map(|k| describe(snap, k, revoked.contains(&k.hash), now)).collect();
+                out.extend(runtime.iter().map(|k| describe(snap, k, revoked.contains(&k.hash), now)));
                 json_reply(StatusCode::OK, json!({"auth": snap.auth.as_str(), "keys": out}))
             }
             (&Method::POST, None) => {
@@ -61,13 +69,13 @@ impl Admin {
                     Err(e) => {
                         return error(
                             StatusCode::BAD_REQUEST,
-                            format!("send a JSON body like {{\"name\": \"alice-laptop\", \"app\": \"billing\", \"user\": \"alice\", \"models\": [\"gpt-4o*\"], \"rpm\": 60, \"tpm\": 100000, \"expires_at\": \"2026-12-31\"}} ({e})"),
+                            format!("send a JSON body like {{\"name\": \"alice-laptop\", \"app\": \"billing\", \"user\": \"alice\", \"models\": [\"gpt-4o*\"], \"rpm\": 60, \"tpm\": 100000, \"expires_at\": \"2026-12-31\", \"budgets\": [{{\"name\": \"daily\", \"window\": \"day\", \"limit_usd\": 5}}]}} ({e})"),
                         )
                     }
                 };
                 match self.keys.create(snap, new).await {
                     Ok((secret, k)) => {
-                        let mut v = describe(&k, false, now);
+                        let mut v = describe(snap, &k, false, now);
                         v["key"] = json!(secret);
                         json_reply(StatusCode::CREATED, v)
                     }

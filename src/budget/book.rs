@@ -144,6 +144,10 @@ pub(super) struct Book {
     /// budget for, and when each was last used (Unix seconds). Their
     /// defs (`TEMPLATE[user]`) follow the config's in `defs`.
     users: HashMap<String, HashMap<String, i64>>,
+    /// The own budgets of keys created at runtime (`POST /admin/keys`),
+    /// kept after the config's in `defs` (a config budget of the same name
+    /// wins).
+    pub(super) runtime: Vec<Budget>,
 }
 
 /// The name of user `u`'s budget of per-user budget `template`.
@@ -334,6 +338,8 @@ impl Book {
         let tz_changed = self.tz.as_ref().map(|t| t.iana_name()) != Some(snap.timezone.iana_name());
         let first = all || !self.loaded || tz_changed;
         self.defs = snap.budgets.clone();
+        let runtime = self.runtime.iter().filter(|r| !snap.budgets.iter().any(|b| b.name == r.name));
+        self.defs.extend(runtime.cloned());
         // Users' budgets of per-user budgets that are still per user.
         self.users.retain(|t, _| snap.budgets.iter().any(|b| &b.name == t && b.per_user.is_some()));
         for b in &snap.budgets {

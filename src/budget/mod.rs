@@ -154,6 +154,17 @@ impl Budgets {
         }
     }
 
+    /// Take the own budgets of the keys created at runtime (all of them,
+    /// replacing the last set): new ones are counted from the ledger, as a
+    /// reload counts a new budget.
+    pub fn set_key_budgets(&self, defs: Vec<crate::config::Budget>, snap: &Snapshot) {
+        if self.inner.book().runtime == defs {
+            return;
+        }
+        self.inner.book().runtime = defs;
+        self.sync(snap);
+    }
+
     /// Add this process's ledger spend back into Redis counters that lost
     /// it; returns the counters (name, window start) handled.
     async fn reseed(&self, shared: &Shared) -> Vec<(String, i64)> {

@@ -70,6 +70,9 @@ pub struct VirtualKey {
     pub source: KeySource,
     /// Created (Unix seconds; admin keys).
     pub created_at: Option<i64>,
+    /// A runtime key's own budgets (`key:NAME:BUDGET`, scoped to the key);
+    /// a config key's are in the snapshot's `budgets`.
+    pub budgets: Vec<crate::config::Budget>,
 }
 
 impl VirtualKey {

@@ -18,7 +18,7 @@ pub use forward::{ForwardProxy, ForwardTimeouts, DEFAULT_INTERCEPT};
 mod interp;
 mod keys;
 pub use keys::*;
-pub use validate::keys::{expiry_of, valid_name};
+pub use validate::keys::{expiry_of, runtime_key_budgets, valid_name};
 mod limits;
 mod observe;
 pub use limits::{ClientTimeouts, PassRule, SizeLimits};

@@ -37,12 +37,27 @@ pub struct StoredKey {
     pub rpm: Option<u64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tpm: Option<u64>,
+    /// The key's own budgets as the admin API took them (checked again
+    /// against the config whenever the keys are loaded).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub budgets: Vec<serde_json::Value>,
     pub created_at: i64,
 }
 
 impl StoredKey {
-    fn key(&self) -> VirtualKey {
-        VirtualKey {
+    /// The key, its budgets checked against `snap`; `None` (logged) when
+    /// they no longer pass (the key is then unknown: refused in
+    /// `known_keys` mode, never served without its budgets).
+    fn key(&self, snap: &Snapshot) -> Option<VirtualKey> {
+        let budgets = match crate::config::runtime_key_budgets(snap, &self.name, &self.budgets) {
+            Ok(b) => b,
+            Err(errors) => {
+                let errors: Vec<String> = errors.iter().map(|e| e.to_string()).collect();
+                tracing::error!(key = %self.name, hash_prefix = &self.hash[..8.min(self.hash.len())], problems = ?errors, "a runtime key's budgets do not pass against this config; the key is not accepted until they do (revoke it and create it again)");
+                return None;
+            }
+        };
+        Some(VirtualKey {
             name: self.name.clone(),
             hash: self.hash.clone(),
             app: self.app.clone(),
@@ -54,7 +69,8 @@ impl StoredKey {
             limits: RateAmounts { rpm: self.rpm, tpm: self.tpm },
             source: KeySource::Admin,
             created_at: Some(self.created_at),
-        }
+            budgets,
+        })
     }
 }
 
@@ -82,13 +98,23 @@ pub struct NewKey {
     pub expires_at: Option<String>,
     pub rpm: Option<u64>,
     pub tpm: Option<u64>,
+    /// The key's own budgets: entries like a `keys:` entry's `budgets:`
+    /// (name, window, limit_usd/limit_tokens/limit_requests, warn_at,
+    /// on_exceed, downgrade_to).
+    #[serde(default)]
+    pub budgets: Vec<serde_json::Value>,
 }
 
 #[derive(Default)]
 struct Table {
+    /// As stored (`keys.json`).
+    stored: Vec<StoredKey>,
     by_hash: HashMap<String, Arc<VirtualKey>>,
     revoked: HashSet<String>,
 }
+
+/// Told the runtime keys' budgets whenever the keys change.
+type BudgetsListener = Box<dyn Fn(Vec<crate::config::Budget>) + Send + Sync>;
 
 #[derive(Clone)]
 pub struct KeyStore {
@@ -103,6 +129,7 @@ struct Inner {
     /// Writers one at a time (file and table agree).
     write: Mutex<()>,
     redis: Option<Redis>,
+    budgets_listener: std::sync::OnceLock<BudgetsListener>,
 }
 
 struct Redis {
@@ -120,7 +147,16 @@ impl Default for KeyStore {
 
 impl KeyStore {
     fn with_file(file: PathBuf, redis: Option<Redis>) -> Self {
-        KeyStore { inner: Arc::new(Inner { table: ArcSwap::from_pointee(Table::default()), empty: AtomicBool::new(true), file, write: Mutex::new(()), redis }) }
+        KeyStore {
+            inner: Arc::new(Inner {
+                table: ArcSwap::from_pointee(Table::default()),
+                empty: AtomicBool::new(true),
+                file,
+                write: Mutex::new(()),
+                redis,
+                budgets_listener: std::sync::OnceLock::new(),
+            }),
+        }
     }
 
     /// Open `state_dir/keys.json` (and the shared store when the budgets
@@ -138,14 +174,32 @@ impl KeyStore {
         };
         let store = KeyStore::with_file(file.clone(), redis);
         let f = read(&file)?;
-        store.install(f.keys, f.revoked.into_iter().collect());
+        store.install(snap, f.keys, f.revoked.into_iter().collect());
         Ok(store)
     }
 
-    fn install(&self, keys: Vec<StoredKey>, revoked: HashSet<String>) {
-        let by_hash: HashMap<String, Arc<VirtualKey>> = keys.iter().map(|k| (k.hash.clone(), Arc::new(k.key()))).collect();
+    /// Tell `listener` the runtime keys' budgets now and after every
+    /// change (the budget book keeps them; set once).
+    pub fn on_budgets(&self, listener: impl Fn(Vec<crate::config::Budget>) + Send + Sync + 'static) {
+        if self.inner.budgets_listener.set(Box::new(listener)).is_ok() {
+            self.tell_budgets();
+        }
+    }
+
+    fn tell_budgets(&self) {
+        if let Some(listen) = self.inner.budgets_listener.get() {
+            let t = self.inner.table.load();
+            let mut keys: Vec<&Arc<VirtualKey>> = t.by_hash.values().collect();
+            keys.sort_by(|a, b| a.name.cmp(&b.name));
+            listen(keys.iter().flat_map(|k| k.budgets.iter().cloned()).collect());
+        }
+    }
+
+    fn install(&self, snap: &Snapshot, stored: Vec<StoredKey>, revoked: HashSet<String>) {
+        let by_hash: HashMap<String, Arc<VirtualKey>> = stored.iter().filter_map(|k| Some((k.hash.clone(), Arc::new(k.key(snap)?)))).collect();
         self.inner.empty.store(by_hash.is_empty() && revoked.is_empty(), Ordering::Relaxed);
-        self.inner.table.store(Arc::new(Table { by_hash, revoked }));
+        self.inner.table.store(Arc::new(Table { stored, by_hash, revoked }));
+        self.tell_budgets();
     }
 
     pub fn is_empty(&self) -> bool {
@@ -172,23 +226,7 @@ impl KeyStore {
 
     fn stored(&self) -> (Vec<StoredKey>, HashSet<String>) {
         let t = self.inner.table.load();
-        let keys = t
-            .by_hash
-            .values()
-            .map(|k| StoredKey {
-                name: k.name.clone(),
-                hash: k.hash.clone(),
-                app: k.app.clone(),
-                user: k.user.clone(),
-                models: k.models.clone(),
-                routes: k.routes.clone(),
-                expires_at: k.expires_at,
-                rpm: k.limits.rpm,
-                tpm: k.limits.tpm,
-                created_at: k.created_at.unwrap_or(0),
-            })
-            .collect();
-        (keys, t.revoked.clone())
+        (t.stored.clone(), t.revoked.clone())
     }
 
     /// Create a key: returns the key itself (shown once, never stored).
@@ -197,7 +235,7 @@ impl KeyStore {
         if !crate::config::valid_name(&new.name) {
             return bad("`name` must be 1-64 letters, digits, `-`, `_` or `.`".into());
         }
-        let taken = snap.keys.by_hash.values().any(|k| k.name == new.name) || self.list().0.iter().any(|k| k.name == new.name);
+        let taken = snap.keys.by_hash.values().any(|k| k.name == new.name) || self.stored().0.iter().any(|k| k.name == new.name);
         if taken {
             return Err((409, format!("a key named `{}` exists already; revoke it first or pick another name", new.name)));
         }
@@ -221,6 +259,10 @@ impl KeyStore {
                 None => return bad(format!("`expires_at`: `{t}` is not a time; write RFC 3339 (2026-12-31T00:00:00Z) or a date (2026-12-31)")),
             },
         };
+        if let Err(errors) = crate::config::runtime_key_budgets(snap, &new.name, &new.budgets) {
+            let errors: Vec<String> = errors.iter().map(|e| e.to_string()).collect();
+            return bad(errors.join("; "));
+        }
         let secret = format!("mg-{}", hex::encode(random_bytes().map_err(|e| (500, e))?));
         let hash = super::hash_key(&secret);
         let stored = StoredKey {
@@ -233,6 +275,7 @@ impl KeyStore {
             expires_at,
             rpm: new.rpm,
             tpm: new.tpm,
+            budgets: new.budgets,
             created_at: jiff::Timestamp::now().as_second(),
         };
         if let Some(r) = &self.inner.redis {
@@ -248,7 +291,7 @@ impl KeyStore {
             let (mut keys, revoked) = self.stored();
             keys.push(stored);
             self.save(&keys, &revoked).map_err(|e| (500, e))?;
-            self.install(keys, revoked);
+            self.install(snap, keys, revoked);
         }
         let key = self.lookup(&hash).ok_or((500, "the key was not stored".to_string()))?;
         tracing::info!(key = %key.name, hash_prefix = key.hash_prefix(), "virtual key created");
@@ -258,8 +301,8 @@ impl KeyStore {
     /// Revoke the key named `name` (runtime or config); returns its hash
     /// prefix.
     pub async fn revoke(&self, snap: &Snapshot, name: &str) -> Result<String, (u16, String)> {
-        let runtime = self.list().0.into_iter().find(|k| k.name == name);
-        let hash = match runtime.map(|k| k.hash.clone()).or_else(|| snap.keys.by_hash.values().find(|k| k.name == name).map(|k| k.hash.clone())) {
+        let runtime = self.stored().0.into_iter().find(|k| k.name == name);
+        let hash = match runtime.map(|k| k.hash).or_else(|| snap.keys.by_hash.values().find(|k| k.name == name).map(|k| k.hash.clone())) {
             Some(h) => h,
             None => return Err((404, format!("no key named `{name}`"))),
         };
@@ -275,7 +318,7 @@ impl KeyStore {
             let (keys, mut revoked) = self.stored();
             revoked.insert(hash.clone());
             self.save(&keys, &revoked).map_err(|e| (500, e))?;
-            self.install(keys, revoked);
+            self.install(snap, keys, revoked);
         }
         tracing::info!(key = %name, hash_prefix = &hash[..8], "virtual key revoked");
         Ok(hash[..8].to_string())
@@ -301,7 +344,7 @@ impl KeyStore {
 
     /// Read the fleet's keys and revocations from Redis (when shared):
     /// keys another sidecar created or revoked become known here.
-    pub async fn refresh(&self) {
+    pub async fn refresh(&self, snap: &Snapshot) {
         let Some(r) = &self.inner.redis else { return };
         let Ok(mut conn) = r.conn().await else { return };
         let read = async {
@@ -328,7 +371,7 @@ impl KeyStore {
             if let Err(e) = self.save(&keys, &revoked) {
                 tracing::warn!(error = %e, "cannot save the fleet's keys locally");
             }
-            self.install(keys, revoked);
+            self.install(snap, keys, revoked);
         }
     }
 }
@@ -359,7 +402,7 @@ fn random_bytes() -> Result<[u8; 24], String> {
 }
 
 /// The background service: refresh the fleet's keys every second.
-pub struct Refresh(pub KeyStore);
+pub struct Refresh(pub KeyStore, pub Arc<ArcSwap<Snapshot>>);
 
 #[async_trait::async_trait]
 impl pingora::services::background::BackgroundService for Refresh {
@@ -371,7 +414,7 @@ impl pingora::services::background::BackgroundService for Refresh {
         loop {
             tokio::select! {
                 _ = shutdown.changed() => return,
-                _ = tick.tick() => self.0.refresh().await,
+                _ = tick.tick() => self.0.refresh(&self.1.load()).await,
             }
         }
     }

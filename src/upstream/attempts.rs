@@ -359,7 +359,7 @@ impl<'g> Attempts<'g> {
         answer: &cache::entry::Answer,
     ) -> Result<Option<(Hold, Option<(Wire, translate::Chat)>, Response)>, GatewayError> {
         let c = charge(q, attempt, provider);
-        let hold = match q.snap.budgets.iter().any(|b| b.scope.matches(&c)) {
+        let hold = match budgeted(q, &c) {
             false => self.budgets.no_hold(),
             true => match self.budgets.admit_hit(&c).await {
                 Verdict::Go(h) => h,
@@ -422,11 +422,16 @@ impl<'g> Attempts<'g> {
     /// free byte bound does not fit); nothing at all when no budget applies.
     async fn admit(&self, q: &Request<'_, '_>, a: &Attempt<'_>, p: &Provider, downgraded: bool) -> Verdict {
         let c = charge(q, a, p);
-        if !q.snap.budgets.iter().any(|b| b.scope.matches(&c)) {
+        if !budgeted(q, &c) {
             return Verdict::Go(self.budgets.no_hold());
         }
         self.budgets.admit(&c, &RequestEstimate { facts: q.facts, model: a.model }, downgraded).await
     }
+}
+
+/// Whether some budget counts `c`: the config's, or the runtime key's own.
+fn budgeted(q: &Request<'_, '_>, c: &Charge<'_>) -> bool {
+    q.snap.budgets.iter().any(|b| b.scope.matches(c)) || q.facts.key.as_ref().is_some_and(|k| !k.budgets.is_empty())
 }
 
 /// Who pays for `a` served by `p`.

@@ -49,6 +49,49 @@ struct RawRateLimit {
     max_buckets: Option<usize>,
 }
 
+/// One of key `key`'s own budgets (`budgets[j]` of a `keys:` entry or of
+/// `POST /admin/keys`): an ordinary budget named `key:KEY:NAME` and
+/// scoped to the key.
+fn key_budget_of(
+    cx: &mut Ctx,
+    path: &str,
+    key: &str,
+    value: serde_yaml::Value,
+    budget_names: &mut HashSet<String>,
+    providers: &[Provider],
+    models: &IndexMap<String, Model>,
+) -> Option<Budget> {
+    let mut raw = cx.section::<super::super::raw::RawBudget>(path, value)?;
+    if raw.scope.is_some() || raw.per.is_some() {
+        cx.err(format!("{path}.scope"), "a key's budget counts that key's requests only; leave `scope` and `per` out (or write the budget under the top-level `budgets:` with scope { key: NAME })");
+        return None;
+    }
+    raw.name = format!("key:{key}:{}", raw.name);
+    let mut b = super::budgets::budget_of(cx, path, raw, budget_names, providers, models)?;
+    b.scope.key = Some(key.to_string());
+    Some(b)
+}
+
+/// The budgets of a key created at runtime (`POST /admin/keys`), checked
+/// against `snap` as a `keys:` entry's are (same fields, same messages,
+/// paths `budgets[N]…`).
+pub fn runtime_key_budgets(snap: &Snapshot, key: &str, raw: &[serde_json::Value]) -> Result<Vec<Budget>, Vec<ConfigError>> {
+    let mut cx = Ctx { idx: Default::default(), errors: Vec::new() };
+    let mut names: HashSet<String> = snap.budgets.iter().map(|b| b.name.clone()).collect();
+    let mut out = Vec::new();
+    for (j, v) in raw.iter().enumerate() {
+        let path = format!("budgets[{j}]");
+        match serde_yaml::to_value(v) {
+            Ok(v) => out.extend(key_budget_of(&mut cx, &path, key, v, &mut names, &snap.providers, &snap.models)),
+            Err(e) => cx.err(path, e.to_string()),
+        }
+    }
+    match cx.errors.is_empty() {
+        true => Ok(out),
+        false => Err(cx.errors),
+    }
+}
+
 /// A key's hash from `key_sha256` (64 hex digits, `sha256:` optional).
 pub(in crate::config) fn hash_of(text: &str) -> Option<String> {
     let hex = text.strip_prefix("sha256:").unwrap_or(text).to_ascii_lowercase();
@@ -143,17 +186,7 @@ pub(super) fn keys_of(
         let limits = k.rate_limits.unwrap_or_default();
         rate_amounts_check(cx, &format!("{path}.rate_limits"), &limits, k.rate_limits.is_some());
         for (j, b) in k.budgets.into_iter().enumerate() {
-            let bpath = format!("{path}.budgets[{j}]");
-            let Some(mut raw) = cx.section::<super::super::raw::RawBudget>(&bpath, b) else { continue };
-            if raw.scope.is_some() || raw.per.is_some() {
-                cx.err(format!("{bpath}.scope"), "a key's budget counts that key's requests only; leave `scope` and `per` out (or write the budget under the top-level `budgets:` with scope { key: NAME })");
-                continue;
-            }
-            raw.name = format!("key:{}:{}", k.name, raw.name);
-            if let Some(mut b) = super::budgets::budget_of(cx, &bpath, raw, budget_names, providers, models) {
-                b.scope.key = Some(k.name.clone());
-                budgets.push(b);
-            }
+            budgets.extend(key_budget_of(cx, &format!("{path}.budgets[{j}]"), &k.name, b, budget_names, providers, models));
         }
         if cx.errors.len() != before {
             continue;
@@ -174,6 +207,7 @@ pub(super) fn keys_of(
             limits,
             source: KeySource::Config,
             created_at: None,
+            budgets: Vec::new(),
         };
         if table.by_hash.insert(hash, Arc::new(key)).is_some() {
             cx.err(format!("{path}.key_sha256"), "this key is listed twice (same hash as another entry of `keys:`)");
@@ -197,6 +231,7 @@ pub(super) fn keys_of(
             limits: RateAmounts::default(),
             source: KeySource::AppKeys,
             created_at: None,
+            budgets: Vec::new(),
         };
         table.by_hash.insert(hash.clone(), Arc::new(key));
     }
