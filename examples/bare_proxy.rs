@@ -5,7 +5,8 @@
 //! Every request goes unchanged to one fixed upstream (`upstream_peer` is
 //! the only callback). Process-level choices are modelgate's, so that
 //! "modelgate ÷ bare" is modelgate's own request path and not an allocator
-//! or buffer setting: mimalloc as the global allocator, freed memory
+//! or buffer setting: mimalloc as the global allocator, no transparent huge
+//! pages, freed memory
 //! returned to the system once a second, a 16 KiB read buffer per client
 //! connection (Pingora's default is 64 KiB; `--read-buf 65536` restores it).
 //!
@@ -102,6 +103,19 @@ fn args() -> Args {
         read_buf: get("--read-buf", "BARE_READ_BUF").map_or(16 * 1024, |v| parse("--read-buf", &v)),
     }
 }
+
+/// As modelgate's `memory::no_huge_pages`, before anything allocates.
+#[used]
+#[unsafe(link_section = ".init_array")]
+static NO_HUGE_PAGES: extern "C" fn() = {
+    extern "C" fn no_huge_pages() {
+        // SAFETY: PR_SET_THP_DISABLE only sets a flag on this process.
+        unsafe {
+            libc::prctl(libc::PR_SET_THP_DISABLE, 1, 0, 0, 0);
+        }
+    }
+    no_huge_pages
+};
 
 fn main() {
     let args = args();

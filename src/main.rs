@@ -13,6 +13,17 @@ use commands::{ca, check, load, route};
 /// closed); mimalloc returns freed pages to the system within moments.
 #[global_allocator]
 static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
+/// `memory::no_huge_pages` before anything allocates: mimalloc's first
+/// arena is touched before `main` runs (a constructor in `.init_array`).
+#[used]
+#[unsafe(link_section = ".init_array")]
+static NO_HUGE_PAGES: extern "C" fn() = {
+    extern "C" fn no_huge_pages() {
+        modelgate::memory::no_huge_pages();
+    }
+    no_huge_pages
+};
 use modelgate::config::{self, ConfigErrors};
 
 #[derive(Parser)]

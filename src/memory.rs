@@ -9,6 +9,19 @@
 
 use std::time::Duration;
 
+/// Called before `main` (see `main.rs`): no transparent huge pages for
+/// this process.
+/// mimalloc commits its arenas eagerly, and where the kernel backs them
+/// with 2 MiB pages (THP `madvise` or `always`) a few bytes used make a
+/// whole 2 MiB resident: idle RSS was 43 MB (26 MB of it huge pages)
+/// against 22 MB without, and 2,000 open streams 357 MB against 180 MB.
+pub fn no_huge_pages() {
+    // SAFETY: PR_SET_THP_DISABLE only sets a flag on this process.
+    unsafe {
+        libc::prctl(libc::PR_SET_THP_DISABLE, 1, 0, 0, 0);
+    }
+}
+
 use async_trait::async_trait;
 use pingora::server::ShutdownWatch;
 use pingora::services::background::BackgroundService;
