@@ -84,6 +84,10 @@ pub struct Record {
     /// a per-user budget or rate limit is configured.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub user: Option<String>,
+    /// Models skipped because they were over a rate limit counted per
+    /// model (comma-separated, in the order tried).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub rate_limited: Option<String>,
 }
 
 /// Lines are batched: a request appends its line to a buffer, which is

@@ -119,7 +119,10 @@ fn describe() {
         "Budget warnings, by budget and level: `warn` (spend passed warn_at) and `exceeded` (first request over the limit in a window)."
     );
     describe_counter!(BUDGET_EXCEEDED, "Requests a used-up budget acted on, by budget and action (reject, downgrade).");
-    describe_counter!(RATE_LIMITED, "Requests refused by a rate limit (429), by limit name and kind (requests, tokens).");
+    describe_counter!(
+        RATE_LIMITED,
+        "Rate-limit refusals by limit name and kind (requests, tokens): a request answered 429, or a model skipped for a limit counted per model."
+    );
     describe_counter!(AUTH_REJECTED, "Requests refused before any upstream call because of their API key (auth.mode: known_keys), by reason (missing, unknown, revoked, expired, model, route).");
     describe_counter!(SPEND_SPIKES, "Spend spikes: the last hour's spend went over spend_spike.factor × the average hour before it.");
     describe_counter!(LEDGER_ERRORS, "Spend-ledger entries that could not be written to state_dir.");
@@ -242,7 +245,7 @@ pub enum Outcome {
     Error,
     /// A 4xx the client caused (bad request, auth, size, unknown endpoint).
     ClientError,
-    /// A budget refused it.
+    /// A budget or one of modelgate's rate limits refused it.
     Rejected,
     ClientClosed,
 }
@@ -265,6 +268,8 @@ impl Outcome {
         match (status, error) {
             (499, _) | (_, Some("client_closed")) => Outcome::ClientClosed,
             (_, Some("budget_exceeded")) => Outcome::Rejected,
+            // modelgate's own rate limits (not a provider's 429).
+            (429, Some("rate_limited" | "rate_limit_exceeded" | "rate_limit_full")) => Outcome::Rejected,
             (200..=399, None) => Outcome::Ok,
             // A stream that broke after its header went out.
             (200..=399, Some(_)) => Outcome::Error,
@@ -668,6 +673,8 @@ mod tests {
         assert_eq!(Outcome::of(503, Some("circuit_open")), Outcome::Error);
         assert_eq!(Outcome::of(429, None), Outcome::Error, "a provider's rate limit");
         assert_eq!(Outcome::of(429, Some("budget_exceeded")), Outcome::Rejected);
+        assert_eq!(Outcome::of(429, Some("rate_limit_exceeded")), Outcome::Rejected, "modelgate's own rate limit");
+        assert_eq!(Outcome::of(429, Some("rate_limited")), Outcome::Rejected, "every model over its rate limit");
         assert_eq!(Outcome::of(400, None), Outcome::ClientError);
         assert_eq!(Outcome::of(499, Some("client_closed")), Outcome::ClientClosed);
         assert_eq!(Outcome::of(200, Some("client_closed")), Outcome::ClientClosed);

@@ -166,6 +166,14 @@ pub struct RateLimit {
     pub max_buckets: usize,
 }
 
+impl RateLimit {
+    /// Counts per model (`scope.model` or `per: model`): admitted for each
+    /// model a request tries, not once for the request.
+    pub fn by_model(&self) -> bool {
+        self.scope.model.is_some() || self.per == Some(Per::Model)
+    }
+}
+
 /// Default bound on distinct users (or keys, apps, models) a per-user
 /// budget or a `per:` rate limit keeps counts for.
 pub const DEFAULT_MAX_USERS: usize = 10_000;

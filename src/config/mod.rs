@@ -305,6 +305,9 @@ pub struct Snapshot {
     pub rate_limits: Vec<RateLimit>,
     /// Some budget or rate limit counts users: requests record theirs.
     pub per_user: bool,
+    /// Some rate limit counts per model ([`RateLimit::by_model`]): each
+    /// model tried is admitted on its own.
+    pub model_rate_limits: bool,
 }
 
 impl Snapshot {

@@ -333,6 +333,7 @@ pub fn validate(text: &str, env: &dyn Fn(&str) -> Option<String>) -> Result<Snap
         keys: Arc::new(key_table),
         per_user: budgets.iter().any(|b| b.per_user.is_some() || b.scope.user.is_some())
             || rate_limits.iter().any(|r| r.per == Some(Per::User) || r.scope.user.is_some()),
+        model_rate_limits: rate_limits.iter().any(RateLimit::by_model),
         rate_limits,
         budgets,
     })

@@ -161,6 +161,7 @@ impl Ctx {
         rec.provider = self.trail.provider.take();
         rec.attempts = self.trail.calls;
         rec.downgraded_by = self.trail.downgraded_by.take();
+        rec.rate_limited = self.trail.rate_limited.take();
         rec.error = self.trail.error.take();
         rec.cache = self.trail.cache;
         rec.route = self.route.clone();

@@ -186,10 +186,17 @@ impl Gateway {
             },
         };
 
-        // Rate limits (model calls only), before any upstream call.
+        // Rate limits (model calls only), before any upstream call; those
+        // counted per model are admitted per attempt.
         if input.json.is_some() {
             let first = decision.attempts.first().and_then(|a| a.model);
-            let who = crate::ratelimit::Who { key: facts.key.as_deref(), app: &facts.app, user: facts.user.as_deref(), model: first.map(|m| m.name.as_str()) };
+            let who = crate::ratelimit::Who {
+                key: facts.key.as_deref(),
+                app: &facts.app,
+                user: facts.user.as_deref(),
+                model: None,
+                part: crate::ratelimit::Part::Request,
+            };
             cx.rate = self.limiter.admit(snap, &who, || crate::budget::worst_case(&facts, first, true).tokens).await?;
         }
 
@@ -206,7 +213,7 @@ impl Gateway {
             key_owner: attempts::key_owner(snap, &input.incoming, input.requested.as_deref()),
             cache: ask.as_deref(),
         };
-        let at = Attempts { connector: &self.connector, health: &self.health, budgets: &self.budgets };
+        let at = Attempts { connector: &self.connector, health: &self.health, budgets: &self.budgets, limiter: &self.limiter };
         let mut served = match at.run(&q, &mut cx.trail, abort).await {
             Outcome::Served(s) => s,
             Outcome::Exhausted(e) => return Err(e.into()),

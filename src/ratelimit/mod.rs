@@ -16,6 +16,14 @@
 //! Redis's clock; if Redis cannot be reached, `budget_store.on_unavailable`
 //! decides (fail_open: count locally meanwhile; fail_closed: 503).
 //!
+//! Limits that count per model (`scope: {model}` or `per: model`) are
+//! admitted apart from the others ([`Part`]): the request's own hold
+//! (key, app, user, global) before the attempts, and one hold per model
+//! the attempt loop tries — fallbacks and escalations included — just
+//! before that model's first call (`upstream::attempts`). A model over
+//! its limit is skipped to the next of the plan; each model's hold is
+//! settled with its own answer's tokens.
+//!
 //! It never runs when no limit applies to a request (no allocation, no
 //! lock): [`Limiter::admit`] returns at once.
 
@@ -36,8 +44,21 @@ pub struct Who<'a> {
     pub key: Option<&'a VirtualKey>,
     pub app: &'a str,
     pub user: Option<&'a str>,
-    /// The configured model routing chose first.
+    /// The configured model tried ([`Part::Model`]).
     pub model: Option<&'a str>,
+    /// Which of the limits that apply are admitted.
+    pub part: Part,
+}
+
+/// The limits one admission takes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Part {
+    /// Once per request, before its attempts: a key's own limits and every
+    /// limit that does not count per model.
+    Request,
+    /// Once per model tried: the limits scoped to a model or kept
+    /// `per: model` ([`RateLimit::by_model`]).
+    Model,
 }
 
 /// One count a request falls under.
@@ -98,8 +119,12 @@ impl Limiter {
     /// when admitted, or the 429 in the client's dialect. `tokens` is asked
     /// only when a token limit applies (it may run the tokenizer).
     pub async fn admit(&self, snap: &Snapshot, who: &Who<'_>, tokens: impl FnOnce() -> u64) -> Result<Option<RateHold>, GatewayError> {
-        let own = who.key.filter(|k| !k.limits.is_empty());
-        if snap.rate_limits.is_empty() && own.is_none() {
+        let own = who.key.filter(|k| who.part == Part::Request && !k.limits.is_empty());
+        let none = match who.part {
+            Part::Request => snap.rate_limits.is_empty() && own.is_none(),
+            Part::Model => !snap.model_rate_limits,
+        };
+        if none {
             return Ok(None);
         }
         let buckets = buckets(&snap.rate_limits, own, who);
@@ -146,16 +171,20 @@ impl Limiter {
     }
 }
 
-/// The counts a request falls under: the key's own limits, then every
-/// `rate_limits:` entry whose scope matches (and, with `per:`, whose
-/// value the request has).
+/// The counts a request (or one model it tries) falls under: the key's
+/// own limits, then every `rate_limits:` entry of `who.part` whose scope
+/// matches (and, with `per:`, whose value the request has).
 fn buckets(limits: &[RateLimit], own: Option<&VirtualKey>, who: &Who<'_>) -> Vec<Bucket> {
     let mut out = Vec::new();
     if let Some(k) = own {
         out.push(Bucket { id: format!("key:{}", k.name), limit: format!("key:{}", k.name), per: None, amounts: k.limits, max_buckets: 1 });
     }
     let key = who.key.map(|k| k.name.as_str());
+    let by_model = who.part == Part::Model;
     for l in limits {
+        if l.by_model() != by_model {
+            continue;
+        }
         let s = &l.scope;
         let ok = s.key.as_deref().is_none_or(|k| Some(k) == key)
             && s.app.as_deref().is_none_or(|a| a == who.app)

@@ -52,6 +52,8 @@ pub struct Answering<'a, 's> {
     /// The answer failed this check and is not delivered: the request
     /// escalated to the model named (settled as spent, counted apart).
     pub discarded: Option<(crate::config::Check, String)>,
+    /// The model's rate-limit hold (limits counted per model).
+    pub rate: Option<crate::ratelimit::RateHold>,
 }
 
 impl<'a, 's> Answering<'a, 's> {
@@ -66,6 +68,7 @@ impl<'a, 's> Answering<'a, 's> {
             breaker: s.breaker,
             cache: s.cache,
             discarded: None,
+            rate: s.rate,
         };
         (a, s.response)
     }

@@ -10,8 +10,10 @@ use crate::usage::RawUsage;
 
 use super::Answering;
 
-/// Settle `a`'s reservation. A non-2xx answer without usage costs nothing
-/// and only releases it. Returns the cost when the model's prices are known.
+/// Settle `a`'s reservation and its model's rate-limit hold (the request's
+/// own, `cx.rate`, with the delivered answer). A non-2xx answer without
+/// usage costs nothing and only releases them (its requests still count).
+/// Returns the cost when the model's prices are known.
 pub async fn settle(
     budgets: &Budgets,
     a: &mut Answering<'_, '_>,
@@ -69,6 +71,9 @@ pub async fn settle(
             ..entry_of(a, &hold, cx)
         };
         let actual = crate::budget::charged(&entry);
+        if let Some(r) = a.rate.take() {
+            r.settle(actual.tokens).await;
+        }
         budgets.settle(hold, actual, &entry).await;
         return cost;
     }
@@ -102,6 +107,9 @@ pub async fn settle(
     };
     let actual = crate::budget::charged(&entry);
     if let Some(r) = cx.rate.take() {
+        r.settle(actual.tokens).await;
+    }
+    if let Some(r) = a.rate.take() {
         r.settle(actual.tokens).await;
     }
     budgets.settle(hold, actual, &entry).await;

@@ -4,9 +4,11 @@
 //! For each model of the plan: may its provider see the client's key
 //! (`Cred`), is it usable now (health check, installed, breaker —
 //! [`Health::usable`]), what does the budget say (a reservation, a
-//! downgrade that replaces the rest of the plan, or a refusal), then up to
-//! `max_attempts` tries under its [`RetryPolicy`]. The first response the
-//! policy accepts is handed back with its reservation; the relay writes it.
+//! downgrade that replaces the rest of the plan, or a refusal), is the
+//! model within its rate limits (those counted per model: over one, it is
+//! skipped like an open breaker), then up to `max_attempts` tries under
+//! its [`RetryPolicy`]. The first response the policy accepts is handed
+//! back with its reservations; the relay writes it.
 //!
 //! It never writes to the client.
 
@@ -25,6 +27,7 @@ use crate::dialect::{ErrorKind, GatewayError, Incoming};
 use crate::drain::AbortSignal;
 use crate::metrics;
 use crate::policy::{self, Attempt, Decision, Facts};
+use crate::ratelimit::{Limiter, Part, RateHold, Who};
 use crate::relay::Response;
 use crate::translate::{self, Wire};
 use crate::upstream::health::{Health, Unusable};
@@ -67,6 +70,9 @@ pub struct Served<'s> {
     pub breaker: Breaker,
     /// Record the answer for the cache, or settle it as a hit.
     pub cache: cache::Note,
+    /// The model's rate-limit hold (limits counted per model), settled
+    /// with this answer's tokens.
+    pub rate: Option<RateHold>,
 }
 
 impl Served<'_> {
@@ -103,6 +109,7 @@ pub struct Attempts<'g> {
     pub connector: &'g Connector,
     pub health: &'g Health,
     pub budgets: &'g Budgets,
+    pub limiter: &'g Limiter,
 }
 
 /// How one model's tries ended.
@@ -223,7 +230,7 @@ impl<'g> Attempts<'g> {
                         trail.cache = Some("hit");
                         trail.error = None;
                         let cache = cache::Note::Hit { usage: answer.usage, cache: ask.cache() };
-                        return ModelEnd::Served(Box::new(Served { attempt, provider, hold, response, translated, breaker, cache }));
+                        return ModelEnd::Served(Box::new(Served { attempt, provider, hold, response, translated, breaker, cache, rate: None }));
                     }
                     // A budget moves the request to another model: not this answer.
                     Ok(None) => {
@@ -239,6 +246,8 @@ impl<'g> Attempts<'g> {
             }
         }
         let mut prepared: Option<Prepared> = None;
+        // The model's rate limits: one request for all its tries.
+        let mut rate = None;
         let mut n = 0;
         loop {
             n += 1;
@@ -247,6 +256,17 @@ impl<'g> Attempts<'g> {
                 Ok(h) => h,
                 Err(end) => return end,
             };
+            if n == 1 && snap.model_rate_limits && q.json.is_some() {
+                match self.rate(q, &attempt).await {
+                    Ok(h) => rate = h,
+                    Err(e) if e.kind == ErrorKind::RateLimited => {
+                        p.rate_limited(&attempt, e, trail);
+                        return ModelEnd::Next;
+                    }
+                    // The shared store is down and fail_closed.
+                    Err(e) => return ModelEnd::Stop(e),
+                }
+            }
             let pr = match &mut prepared {
                 Some(pr) => pr,
                 slot @ None => match prepare(q.incoming, q.client, q.body, q.json, q.stream, &attempt, provider, key, pristine) {
@@ -283,7 +303,7 @@ impl<'g> Attempts<'g> {
                     self.succeeded(label, &provider.name, &breaker, fetched.status(), p, trail);
                     let translated = prepared.take().and_then(|pr| pr.translated);
                     let response = fetched.into();
-                    return ModelEnd::Served(Box::new(Served { attempt, provider, hold, response, translated, breaker, cache: record }));
+                    return ModelEnd::Served(Box::new(Served { attempt, provider, hold, response, translated, breaker, cache: record, rate }));
                 }
                 Err(f) => f,
             };
@@ -344,6 +364,15 @@ impl<'g> Attempts<'g> {
             }
             Verdict::Refuse(e) => Err(ModelEnd::Stop(e)),
         }
+    }
+
+    /// Admit `a`'s model on the rate limits counted per model: its hold
+    /// (`None`: no such limit applies), or the 429 that skips it.
+    async fn rate(&self, q: &Request<'_, '_>, a: &Attempt<'_>) -> Result<Option<RateHold>, GatewayError> {
+        let f = q.facts;
+        let model = a.model.map(|m| m.name.as_str());
+        let who = Who { key: f.key.as_deref(), app: &f.app, user: f.user.as_deref(), model, part: Part::Model };
+        self.limiter.admit(q.snap, &who, || crate::budget::worst_case(f, a.model, true).tokens).await
     }
 
     /// Serve a cached answer at `attempt`: admitted as one request on the

@@ -55,6 +55,8 @@ pub struct Trail {
     pub error: Option<String>,
     /// The budget whose `on_exceed: downgrade` moved this request.
     pub downgraded_by: Option<String>,
+    /// Models skipped for their rate limits (comma-separated).
+    pub rate_limited: Option<String>,
     /// What the response cache did (`hit`, `miss`, `bypass`).
     pub cache: Option<&'static str>,
     /// The request's trace (`telemetry:` on): its tries, and the
@@ -76,6 +78,9 @@ pub(super) struct Progress {
     /// The model the client asked for (how messages name a model the
     /// config does not know).
     pub requested: Option<String>,
+    /// Models were skipped for their rate limits: the 429 that comes back
+    /// soonest.
+    pub rate_refused: Option<GatewayError>,
 }
 
 impl Progress {
@@ -94,9 +99,42 @@ impl Progress {
         self.moved = Some((label.to_string(), reason));
     }
 
-    /// The client's answer when no model served.
+    /// A model skipped because it is over a rate limit (`e`: its 429).
+    pub fn rate_limited(&mut self, a: &Attempt<'_>, e: GatewayError, trail: &mut Trail) {
+        self.skip(a, "rate_limited", e.message.clone(), trail);
+        let shown = self.shown(a);
+        match &mut trail.rate_limited {
+            Some(s) => {
+                s.push(',');
+                s.push_str(&shown);
+            }
+            None => trail.rate_limited = Some(shown),
+        }
+        // One that never fits (no Retry-After) only when none will.
+        let sooner = match (&self.rate_refused, e.retry_after) {
+            (None, _) => true,
+            (Some(r), Some(secs)) => r.retry_after.is_none_or(|w| secs < w),
+            (Some(_), None) => false,
+        };
+        if sooner {
+            self.rate_refused = Some(e);
+        }
+    }
+
+    /// The client's answer when no model served. A model held back by its
+    /// rate limit will serve again: a 429 with the soonest Retry-After,
+    /// whatever the others did.
     pub fn exhausted(self) -> GatewayError {
         let tried = self.tried.join("; ");
+        if let Some(mut e) = self.rate_refused {
+            if self.tried.len() > 1 {
+                e.message = match e.retry_after {
+                    Some(secs) => format!("no model could serve this request within its rate limits; retry in {secs} s (tried: {tried})"),
+                    None => format!("no model could serve this request within its rate limits (tried: {tried})"),
+                };
+            }
+            return e;
+        }
         match (self.last, self.circuit_wait) {
             (Some(f), _) => f.into_error(&tried),
             (None, Some(wait)) => GatewayError::new(
@@ -119,6 +157,24 @@ impl Progress {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn models_over_their_rate_limits_answer_429_with_the_soonest_retry() {
+        let a = |provider| Attempt { model: None, provider, as_requested: false };
+        let e = |secs: Option<u64>| {
+            let e = GatewayError::new(429, ErrorKind::RateLimited, "rate_limit_exceeded", "over");
+            secs.map_or(e.clone(), |s| e.retry_after(s))
+        };
+        let (mut p, mut trail) = (Progress::default(), Trail::default());
+        p.last = Some(Failure::new(crate::upstream::retry::Kind::Connect, "refused"));
+        p.rate_limited(&a(0), e(Some(40)), &mut trail);
+        p.rate_limited(&a(1), e(None), &mut trail);
+        p.rate_limited(&a(2), e(Some(12)), &mut trail);
+        assert_eq!(trail.error.as_deref(), Some("rate_limited"));
+        let out = p.exhausted();
+        assert_eq!((out.status, out.retry_after), (429, Some(12)), "the soonest wait, over the other failure");
+        assert!(out.message.starts_with("no model could serve this request within its rate limits; retry in 12 s (tried: "), "{}", out.message);
+    }
 
     #[test]
     fn a_downgrade_replaces_the_rest_of_the_plan() {
