@@ -97,7 +97,7 @@ impl Record {
     /// (serde_json escapes ~60 strings per line byte by byte, ~9k
     /// instructions of a ~219k request).
     pub fn write_json(&self, out: &mut Vec<u8>) {
-        let mut j = Json { out, first: true };
+        let mut j = crate::jsonline::Json::new(out);
         j.str("ts", &self.ts);
         j.str("request_id", std::str::from_utf8(&self.request_id.hex()).unwrap_or_default());
         j.str("method", &self.method);
@@ -153,71 +153,7 @@ impl Record {
                 j.str(k, v);
             }
         }
-        j.out.push(b'}');
-    }
-}
-
-/// Writes one JSON object's members (field names need no escaping).
-struct Json<'o> {
-    out: &'o mut Vec<u8>,
-    first: bool,
-}
-
-impl Json<'_> {
-    fn key(&mut self, k: &str) {
-        self.out.extend_from_slice(if self.first { b"{\"" } else { b",\"" });
-        self.first = false;
-        self.out.extend_from_slice(k.as_bytes());
-        self.out.extend_from_slice(b"\":");
-    }
-
-    fn raw(&mut self, k: &str, v: &str) {
-        self.key(k);
-        self.out.extend_from_slice(v.as_bytes());
-    }
-
-    fn str(&mut self, k: &str, v: &str) {
-        self.key(k);
-        if v.bytes().all(|b| b >= 0x20 && b != b'"' && b != b'\\') {
-            self.out.push(b'"');
-            self.out.extend_from_slice(v.as_bytes());
-            self.out.push(b'"');
-        } else {
-            // (Writing to a Vec cannot fail.)
-            let _ = serde_json::to_writer(&mut *self.out, v);
-        }
-    }
-
-    fn opt_str(&mut self, k: &str, v: Option<&str>) {
-        match v {
-            Some(v) => self.str(k, v),
-            None => self.raw(k, "null"),
-        }
-    }
-
-    fn num(&mut self, k: &str, v: u64) {
-        self.key(k);
-        self.out.extend_from_slice(itoa::Buffer::new().format(v).as_bytes());
-    }
-
-    fn opt_num(&mut self, k: &str, v: Option<u64>) {
-        match v {
-            Some(v) => self.num(k, v),
-            None => self.raw(k, "null"),
-        }
-    }
-
-    /// As serde_json writes an f64 (`null` when not finite).
-    fn float(&mut self, k: &str, v: f64) {
-        self.key(k);
-        let _ = serde_json::to_writer(&mut *self.out, &v);
-    }
-
-    fn opt_float(&mut self, k: &str, v: Option<f64>) {
-        match v {
-            Some(v) => self.float(k, v),
-            None => self.raw(k, "null"),
-        }
+        j.end();
     }
 }
 

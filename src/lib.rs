@@ -20,6 +20,7 @@ pub mod dialect;
 pub mod drain;
 pub mod escalate;
 pub mod fsutil;
+pub mod jsonline;
 pub mod keys;
 pub mod memory;
 pub mod metrics;

@@ -70,6 +70,60 @@ pub struct Entry {
     pub user: Option<String>,
 }
 
+impl Entry {
+    /// The entry as one JSON object, the same bytes `serde_json` writes
+    /// for it (a unit test holds them equal), without serde.
+    pub fn write_json(&self, out: &mut Vec<u8>) {
+        let mut j = crate::jsonline::Json::new(out);
+        j.str("ts", &self.ts);
+        j.str("app", &self.app);
+        if let Some(v) = &self.task {
+            j.str("task", v);
+        }
+        j.str("route", &self.route);
+        j.str("provider", &self.provider);
+        j.str("model", &self.model);
+        if let Some(v) = &self.requested {
+            j.str("requested", v);
+        }
+        j.num("input", self.input);
+        j.num("cached", self.cached);
+        j.num("cache_write", self.cache_write);
+        j.num("output", self.output);
+        j.float("cost_usd", self.cost_usd);
+        j.float("requested_cost_usd", self.requested_cost_usd);
+        if self.estimated {
+            j.raw("estimated", "true");
+        }
+        for (k, v) in [("downgraded_by", &self.downgraded_by), ("arm", &self.arm)] {
+            if let Some(v) = v {
+                j.str(k, v);
+            }
+        }
+        if self.cache_hit {
+            j.raw("cache_hit", "true");
+        }
+        if !is_zero(&self.cache_saved_usd) {
+            j.float("cache_saved_usd", self.cache_saved_usd);
+        }
+        if let Some(id) = self.request_id {
+            j.str("request_id", std::str::from_utf8(&id.hex()).unwrap_or_default());
+        }
+        for (k, v) in [
+            ("check_failed", &self.check_failed),
+            ("escalated_to", &self.escalated_to),
+            ("escalated", &self.escalated),
+            ("key", &self.key),
+            ("user", &self.user),
+        ] {
+            if let Some(v) = v {
+                j.str(k, v);
+            }
+        }
+        j.end();
+    }
+}
+
 fn lenient_id<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<crate::request_id::RequestId>, D::Error> {
     let v = Option::<serde_json::Value>::deserialize(d)?;
     Ok(v.as_ref().and_then(|v| v.as_str()).and_then(crate::request_id::RequestId::parse))

@@ -65,3 +65,43 @@ fn the_arm_and_request_id_read_back_and_a_bad_id_is_not_damage() {
     let (read, _) = entry::parse_line(odd.as_bytes()).unwrap().unwrap();
     assert_eq!((read.request_id, read.arm.as_deref()), (None, Some("candidate")));
 }
+
+#[test]
+fn the_line_is_what_serde_json_writes() {
+    let own = |e: &Entry| {
+        let mut out = Vec::new();
+        e.write_json(&mut out);
+        String::from_utf8(out).unwrap()
+    };
+    let bare = Entry::default();
+    assert_eq!(own(&bare), serde_json::to_string(&bare).unwrap());
+    let full = Entry {
+        ts: "2026-12-02T04:40:00.123Z".into(),
+        app: "bill\"ing\\\u{7}é".into(),
+        task: Some("extraction".into()),
+        route: "mini".into(),
+        provider: "openai".into(),
+        model: "gpt-4o-mini".into(),
+        requested: Some("gpt-4o".into()),
+        input: 1200,
+        cached: 200,
+        cache_write: 7,
+        output: 300,
+        cost_usd: 0.000123456789,
+        requested_cost_usd: 1e-20,
+        estimated: true,
+        downgraded_by: Some("daily".into()),
+        arm: Some("b".into()),
+        cache_hit: true,
+        cache_saved_usd: 0.25,
+        request_id: crate::request_id::RequestId::parse("00ff00ff00ff00ff"),
+        check_failed: Some("schema_mismatch".into()),
+        escalated_to: Some("gpt-4o".into()),
+        escalated: Some("gpt-4o-mini→gpt-4o:schema_mismatch".into()),
+        key: Some("alice".into()),
+        user: Some("u\n1".into()),
+    };
+    let line = own(&full);
+    assert_eq!(line, serde_json::to_string(&full).unwrap());
+    assert_eq!(serde_json::from_str::<Entry>(&line).unwrap(), full);
+}

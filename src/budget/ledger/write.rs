@@ -92,7 +92,8 @@ impl Ledger {
             **guard = Some((month, f));
         }
         let Some((month, f)) = guard.as_mut() else { return Ok(()) };
-        let mut line = serde_json::to_vec(e).map_err(std::io::Error::other)?;
+        let mut line = Vec::with_capacity(384);
+        e.write_json(&mut line);
         line.push(b'\n');
         f.write_all(&line)?;
         let name = file_name(month);
