@@ -43,6 +43,13 @@ impl BackgroundService for Reclaim {
     }
 }
 
+/// Return this thread's free pages at once, after a large one-off
+/// allocation (a tokenizer's tables) left many behind.
+pub fn release_freed() {
+    // SAFETY: as in Reclaim.
+    unsafe { libmimalloc_sys::mi_collect(true) }
+}
+
 /// A client connection closed on this thread: return this thread's free
 /// pages. mimalloc keeps freed pages per thread until that thread
 /// allocates again, and [`Reclaim`] runs on a thread of its own, so without

@@ -51,10 +51,15 @@ pub fn family(model: Option<&str>) -> (Family, bool) {
 }
 
 fn bpe(f: Family) -> &'static CoreBPE {
-    match f {
+    static LOADED: [std::sync::Once; 2] = [std::sync::Once::new(), std::sync::Once::new()];
+    let bpe = match f {
         Family::O200k => tiktoken_rs::o200k_base_singleton(),
         Family::Cl100k => tiktoken_rs::cl100k_base_singleton(),
-    }
+    };
+    // Building the tables freed as much again (maps that grew); return it
+    // from this thread, which may not allocate again for a long time.
+    LOADED[f as usize].call_once(crate::memory::release_freed);
+    bpe
 }
 
 /// Scale a raw count for the model: exact, or with the safety margin.
