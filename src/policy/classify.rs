@@ -184,9 +184,13 @@ pub fn classify<'a>(
 ) -> Result<Facts<'a>, GatewayError> {
     let (dialect, api) = (incoming.dialect, incoming.api);
     let routing = &snap.routing;
-    let controls = Controls::read(headers)?;
+    // Most requests carry no `x-modelgate-*` header: one look at the
+    // names instead of five lookups that each parse a name.
+    let ours = headers.keys().any(|k| k.as_str().starts_with("x-modelgate-"));
+    let control = |name: &str| if ours { header(headers, name) } else { None };
+    let controls = if ours { Controls::read(headers)? } else { Controls::default() };
 
-    let (app, app_source) = if let Some(a) = header(headers, "x-modelgate-app") {
+    let (app, app_source) = if let Some(a) = control("x-modelgate-app") {
         (a.to_string(), Source::Header)
     } else if let Some(a) = app_from_key(headers, routing) {
         (a, Source::ApiKey)
@@ -199,7 +203,7 @@ pub fn classify<'a>(
     let gemini_config = body.filter(|_| api == Api::GenerateContent).and_then(GeminiConfig::read);
     let response_format = body.is_some_and(has_response_format) || gemini_config.as_ref().is_some_and(GeminiConfig::structured);
 
-    let (task, task_source) = match header(headers, "x-modelgate-task") {
+    let (task, task_source) = match control("x-modelgate-task") {
         Some(t) => (Some(t.to_string()), Source::Header),
         None => task_rule(routing, path, model, &prompt.system, tools, response_format),
     };
