@@ -118,19 +118,8 @@ async fn a_keys_rpm_limit_holds_under_300_concurrent_requests() {
     let mock = Mock::start().await;
     let keys = format!("auth: {{ mode: known_keys }}\nkeys:\n  - {{ name: alice, key_sha256: \"{}\", rate_limits: {{ rpm: 50 }} }}\n", hash(ALICE));
     let mg = start(&mock, &keys);
-    let client = reqwest::Client::new();
-    let mut tasks = Vec::new();
-    for _ in 0..300 {
-        let c = client.clone();
-        let url = format!("{}/v1/chat/completions", mg.gateway);
-        tasks.push(tokio::spawn(async move {
-            let r = c.post(url).bearer_auth(ALICE).json(&chat()).send().await.unwrap();
-            let (s, h) = (r.status().as_u16(), r.headers().clone());
-            (s, h, r.json::<Value>().await.unwrap_or(Value::Null))
-        }));
-    }
     let (mut ok, mut limited) = (0, 0);
-    for t in tasks {
+    for t in burst(&[&mg], Some(ALICE), 300) {
         let (status, h, body) = t.await.unwrap();
         match status {
             200 => ok += 1,
@@ -163,28 +152,16 @@ async fn a_keys_own_budget_holds_under_300_concurrent_requests() {
         hash("mg-bob")
     );
     let mg = start(&mock, &keys);
-    let client = reqwest::Client::new();
-    let mut tasks = Vec::new();
-    for _ in 0..300 {
-        let c = client.clone();
-        let url = format!("{}/v1/chat/completions", mg.gateway);
-        tasks.push(tokio::spawn(async move {
-            let r = c.post(url).bearer_auth(ALICE).json(&chat()).send().await.unwrap();
-            r.status().as_u16()
-        }));
-    }
-    let ok = served(tasks).await;
+    let ok = served(burst(&[&mg], Some(ALICE), 300)).await;
     assert!(ok > 0 && ok < 300, "{ok}");
-    let (_, body) = http_get(&format!("{}/admin/budgets", mg.admin)).unwrap();
-    let v: Value = serde_json::from_str(&body).unwrap();
-    let b = v["budgets"].as_array().unwrap().iter().find(|b| b["name"] == "key:alice:day").cloned().expect("the key's budget is reported");
+    let b = budget(&mg, "key:alice:day");
     let spent = b["spent_usd"].as_f64().unwrap();
     assert!(spent <= 0.5, "spent {spent}");
     assert!((spent - ok as f64 * 0.015).abs() < 1e-9, "spent {spent} for {ok}");
     assert_eq!(b["reserved_usd"].as_f64().unwrap(), 0.0);
     assert_eq!(b["scope"], "key=alice");
     // Another key is not held back by alice's budget.
-    let (status, _, _) = openai(&client, &mg, Some("mg-bob")).await;
+    let (status, _, _) = openai(&reqwest::Client::new(), &mg, Some("mg-bob")).await;
     assert_eq!(status, 200);
 }
 
@@ -258,19 +235,9 @@ async fn a_runtime_keys_own_budget_holds_under_300_concurrent_requests_and_acros
     let created: Value = r.json().await.unwrap();
     assert_eq!(created["budgets"][0]["name"], "key:dave:day", "{created}");
     let key = created["key"].as_str().unwrap().to_string();
-    let mut tasks = Vec::new();
-    for _ in 0..300 {
-        let (c, url, key) = (client.clone(), format!("{}/v1/chat/completions", mg.gateway), key.clone());
-        tasks.push(tokio::spawn(async move { c.post(url).bearer_auth(key).json(&chat()).send().await.unwrap().status().as_u16() }));
-    }
-    let ok = served(tasks).await;
+    let ok = served(burst(&[&mg], Some(&key), 300)).await;
     assert!(ok > 0 && ok < 300, "{ok}");
-    let budget = |mg: &Modelgate| {
-        let (_, body) = http_get(&format!("{}/admin/budgets", mg.admin)).unwrap();
-        let v: Value = serde_json::from_str(&body).unwrap();
-        v["budgets"].as_array().unwrap().iter().find(|b| b["name"] == "key:dave:day").cloned().expect("the runtime key's budget is reported")
-    };
-    let b = budget(&mg);
+    let b = budget(&mg, "key:dave:day");
     let spent = b["spent_usd"].as_f64().unwrap();
     assert!(spent <= 0.5, "spent {spent}");
     assert!((spent - ok as f64 * 0.015).abs() < 1e-9, "spent {spent} for {ok}");
@@ -278,7 +245,7 @@ async fn a_runtime_keys_own_budget_holds_under_300_concurrent_requests_and_acros
     assert_eq!(b["scope"], "key=dave");
     // After a restart the key keeps its budget and the spend counted from the ledger.
     mg.restart();
-    assert_eq!(budget(&mg)["spent_usd"].as_f64().unwrap(), spent);
+    assert_eq!(budget(&mg, "key:dave:day")["spent_usd"].as_f64().unwrap(), spent);
     // What is left serves at most its share, then the key is refused.
     let mut more = 0;
     let body = loop {
@@ -291,7 +258,7 @@ async fn a_runtime_keys_own_budget_holds_under_300_concurrent_requests_and_acros
         assert!(spent + more as f64 * 0.015 <= 0.5, "the budget was not kept across the restart: {more} more served after {spent}");
     };
     assert!(body["error"]["message"].as_str().unwrap().contains("key:dave:day"), "{body}");
-    assert_eq!(budget(&mg)["reserved_usd"].as_f64().unwrap(), 0.0);
+    assert_eq!(budget(&mg, "key:dave:day")["reserved_usd"].as_f64().unwrap(), 0.0);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -305,17 +272,7 @@ async fn two_sidecars_sharing_redis_enforce_one_rpm_limit() {
     );
     let a = start(&mock, &extra);
     let b = start(&mock, &extra);
-    let client = reqwest::Client::new();
-    let mut tasks = Vec::new();
-    for i in 0..200 {
-        let c = client.clone();
-        let gw = if i % 2 == 0 { a.gateway.clone() } else { b.gateway.clone() };
-        tasks.push(tokio::spawn(async move {
-            let r = c.post(format!("{gw}/v1/chat/completions")).json(&chat()).send().await.unwrap();
-            r.status().as_u16()
-        }));
-    }
-    let ok = served(tasks).await;
+    let ok = served(burst(&[&a, &b], None, 200)).await;
     assert_eq!(ok, 40, "one limit for the fleet");
     assert_eq!(mock.calls(), 40);
 }
@@ -374,11 +331,10 @@ async fn per_user_budgets_hold_for_50_users_and_cost_lists_them_by_user() {
     }
     assert_eq!(ok[0], 6);
     assert_eq!(mock.calls(), ok.iter().sum::<usize>());
-    let (_, body) = http_get(&format!("{}/admin/budgets", mg.admin)).unwrap();
-    let v: Value = serde_json::from_str(&body).unwrap();
+    let all = budgets(&mg);
     for (u, n) in ok.iter().enumerate() {
         let name = format!("per-user[user-{u}]");
-        let b = v["budgets"].as_array().unwrap().iter().find(|b| b["name"] == name).unwrap_or_else(|| panic!("no {name}"));
+        let b = find(&all, &name);
         let spent = b["spent_usd"].as_f64().unwrap();
         assert!(spent <= 0.1, "{name}: {spent}");
         assert!((spent - *n as f64 * 0.015).abs() < 1e-9, "{name}: {spent}");
@@ -404,9 +360,7 @@ async fn per_user_budgets_hold_for_50_users_and_cost_lists_them_by_user() {
     mg.restart();
     let r = client.post(format!("{}/v1/chat/completions", mg.gateway)).header("x-modelgate-user", format!("user-{six}")).json(&chat()).send().await.unwrap();
     assert_eq!(r.status().as_u16(), 429, "user-{six}'s budget is still used up after a restart");
-    let (_, body) = http_get(&format!("{}/admin/budgets", mg.admin)).unwrap();
-    let v: Value = serde_json::from_str(&body).unwrap();
-    let b = v["budgets"].as_array().unwrap().iter().find(|b| b["name"] == format!("per-user[user-{six}]")).cloned().unwrap();
+    let b = budget(&mg, &format!("per-user[user-{six}]"));
     assert!((b["spent_usd"].as_f64().unwrap() - 0.09).abs() < 1e-9, "{b}");
 }
 
@@ -481,9 +435,7 @@ async fn a_key_created_or_revoked_on_one_sidecar_is_known_to_the_fleet() {
     assert!(until(200, &b).await, "sidecar b learns the key created on a");
     // And its budget, counted in the shared store: both sidecars report b's call.
     for mg in [&a, &b] {
-        let (_, body) = http_get(&format!("{}/admin/budgets", mg.admin)).unwrap();
-        let v: Value = serde_json::from_str(&body).unwrap();
-        let day = v["budgets"].as_array().unwrap().iter().find(|x| x["name"] == "key:fleet-key:day").cloned().expect("the key's budget on every sidecar");
+        let day = budget(mg, "key:fleet-key:day");
         assert!((day["spent_usd"].as_f64().unwrap() - 0.015).abs() < 1e-9, "{day}");
     }
     let r = client.delete(format!("{}/admin/keys/fleet-key", a.admin)).bearer_auth("admintok").send().await.unwrap();
@@ -491,16 +443,50 @@ async fn a_key_created_or_revoked_on_one_sidecar_is_known_to_the_fleet() {
     assert!(until(401, &b).await, "sidecar b learns the revocation");
 }
 
-/// How many of `tasks` (response statuses) were served; the others must
-/// be 429.
-async fn served(tasks: Vec<tokio::task::JoinHandle<u16>>) -> usize {
+type Answer = (u16, reqwest::header::HeaderMap, Value);
+
+/// `n` chat requests at once, spread over `sidecars`, with `key` if given.
+fn burst(sidecars: &[&Modelgate], key: Option<&str>, n: usize) -> Vec<tokio::task::JoinHandle<Answer>> {
+    let client = reqwest::Client::new();
+    (0..n)
+        .map(|i| {
+            let mut r = client.post(format!("{}/v1/chat/completions", sidecars[i % sidecars.len()].gateway)).json(&chat());
+            if let Some(k) = key {
+                r = r.bearer_auth(k);
+            }
+            tokio::spawn(async move {
+                let r = r.send().await.unwrap();
+                let (s, h) = (r.status().as_u16(), r.headers().clone());
+                (s, h, r.json::<Value>().await.unwrap_or(Value::Null))
+            })
+        })
+        .collect()
+}
+
+/// How many of `tasks` were served; the others must be 429.
+async fn served(tasks: Vec<tokio::task::JoinHandle<Answer>>) -> usize {
     let mut ok = 0;
     for t in tasks {
         match t.await.unwrap() {
-            200 => ok += 1,
-            429 => {}
-            other => panic!("unexpected {other}"),
+            (200, _, _) => ok += 1,
+            (429, _, _) => {}
+            (other, _, body) => panic!("unexpected {other}: {body}"),
         }
     }
     ok
+}
+
+/// `/admin/budgets`' list.
+fn budgets(mg: &Modelgate) -> Value {
+    let (_, body) = http_get(&format!("{}/admin/budgets", mg.admin)).unwrap();
+    serde_json::from_str::<Value>(&body).unwrap()["budgets"].clone()
+}
+
+fn find(budgets: &Value, name: &str) -> Value {
+    budgets.as_array().unwrap().iter().find(|b| b["name"] == name).cloned().unwrap_or_else(|| panic!("no budget {name} in {budgets}"))
+}
+
+/// The budget `name` as `/admin/budgets` reports it.
+fn budget(mg: &Modelgate, name: &str) -> Value {
+    find(&budgets(mg), name)
 }

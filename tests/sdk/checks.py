@@ -1,4 +1,5 @@
-"""Shared by the SDK scripts: the gateway address and one way to assert."""
+"""Shared by the SDK scripts: the gateway address, one way to assert, and
+a counter of the requests an SDK sends (an httpx request hook)."""
 import os
 
 GW = os.environ["MG_GATEWAY"]
@@ -9,3 +10,11 @@ def check(cond, what):
     if not cond:
         raise AssertionError(what)
     print(f"ok - {what}")
+
+
+class Counter:
+    def __init__(self):
+        self.n = 0
+
+    def __call__(self, request):
+        self.n += 1

@@ -10,16 +10,8 @@ import sys
 import anthropic
 import openai
 
-from checks import GW, check
+from checks import GW, Counter, check
 MESSAGES = [{"role": "user", "content": "Say hello"}]
-
-
-class Counter:
-    def __init__(self):
-        self.n = 0
-
-    def __call__(self, request):
-        self.n += 1
 
 
 def openai_tests():

@@ -6,18 +6,10 @@ injected by modelgate.
 import anthropic
 import openai
 
-from checks import GW, check
+from checks import GW, Counter, check
 
 KEY = "mg-sdk-key"
 MESSAGES = [{"role": "user", "content": "Say hello"}]
-
-
-class Counter:
-    def __init__(self):
-        self.n = 0
-
-    def __call__(self, request):
-        self.n += 1
 
 
 def main():
