@@ -223,17 +223,18 @@ impl Gateway {
             served = escalate::checked(&at, esc, &q, served, cx, abort).await;
         }
 
-        // 4. Relay.
-        let (answering, response) = Answering::of(*served, snap, input.json.is_some());
-        let relayed =
-            Relay { connector: &self.connector, health: &self.health, budgets: &self.budgets }.answer(session, response, answering, &facts, cx, abort).await;
-        // `client_escalation: on_retry` remembers what its route answered.
+        // `client_escalation: on_retry` remembers what its route answered,
+        // before the answer goes out: a client that retries the moment it
+        // has read the answer must find it remembered.
         if let Some(r) = decision.route.filter(|r| matches!(r.client_escalation, Some(ClientEscalation::OnRetry { .. }))) {
-            if relayed.is_ok() && (200..300).contains(&cx.rec.status) {
+            if (200..300).contains(&served.status()) {
                 self.conversations.answered(&r.name, &facts);
             }
         }
-        relayed
+
+        // 4. Relay.
+        let (answering, response) = Answering::of(*served, snap, input.json.is_some());
+        Relay { connector: &self.connector, health: &self.health, budgets: &self.budgets }.answer(session, response, answering, &facts, cx, abort).await
     }
 }
 
