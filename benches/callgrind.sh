@@ -19,6 +19,8 @@
 #   bash benches/callgrind.sh
 #
 # Knobs: N1=200 N2=1200 WARM=50 PROXY_CPU=0 LOAD_CPU=1 KEEP_WORK=1
+# MIXES="json stream" TARGETS=modelgate (profiling one side; no table then),
+# VG_EXTRA="--dump-instr=yes" (more valgrind options),
 # MODELGATE_BIN=/path/to/other/modelgate (no cargo build of modelgate then)
 # NO_BUILD=1, MG_BENCH_TRACING=1 (modelgate traces every request:
 # telemetry on, sample_ratio 1.0). About 1-2 minutes on 2 cores.
@@ -53,7 +55,7 @@ SSE_ARGS="--first-ms 0 --gap-ms 1"
 read -r UP_PORT SSE_PORT < <(free_ports 2)
 start_upstream
 
-MIXES=(json stream json-xlat stream-xlat)
+read -r -a MIXES <<<"${MIXES:-json stream json-xlat stream-xlat}"
 declare -A IR
 
 # URL path, body and a string every answer must contain, per target and mix.
@@ -87,7 +89,7 @@ measure() {
   local target="$1" port admin pid mix path body expect url i1 i2
   read -r port admin < <(free_ports 2)
   mkdir -p "$WORK/cg"
-  local vg=(taskset -c "$PROXY_CPU" valgrind --tool=callgrind --callgrind-out-file="$WORK/cg/callgrind.out.%p")
+  local vg=(taskset -c "$PROXY_CPU" valgrind --tool=callgrind --callgrind-out-file="$WORK/cg/callgrind.out.%p" ${VG_EXTRA:-})
   if [ "$target" = modelgate ]; then
     write_modelgate_config "$port" "$admin" "$WORK/mg"
     "${vg[@]}" "$MODELGATE_BIN" run -c "$WORK/mg/conf/modelgate.yaml" >"$WORK/mg.stdout" 2>"$WORK/$target.log" &
@@ -117,9 +119,11 @@ measure() {
 }
 
 echo "callgrind: instructions per request, (Ir(N2=$N2) − Ir(N1=$N1)) / $((N2 - N1)), after $WARM warm-up requests" >&2
-for target in bare modelgate; do
+read -r -a TARGETS <<<"${TARGETS:-bare modelgate}"
+for target in "${TARGETS[@]}"; do
   measure "$target"
 done
+[ "${#TARGETS[@]}" = 2 ] || exit 0
 
 fmt() { sed ':a;s/\B[0-9]\{3\}\>/,&/;ta' <<<"$1"; }
 printf '\n%-13s %-30s %12s %12s %10s\n' mix request bare modelgate 'mg/bare'

@@ -61,6 +61,46 @@ impl<'de> serde::Deserialize<'de> for Fields<'de> {
 
 const DUPLICATE: &str = "duplicate top-level key ";
 
+/// The index just past the closing quote of the JSON string whose opening
+/// quote is at `at`, stepping over escapes; `None` when it is not closed.
+fn string_end(text: &[u8], at: usize) -> Option<usize> {
+    let mut i = at + 1;
+    loop {
+        let j = quote_or_backslash(text, i)?;
+        if text[j] == b'\\' {
+            i = j + 2;
+        } else {
+            return Some(j + 1);
+        }
+    }
+}
+
+/// The first `"` or `\\` at or after `from`. Short strings (keys, roles)
+/// are read 8 bytes at a time; past 64 bytes a SIMD search takes over (it
+/// costs more to start than a short string takes to read).
+fn quote_or_backslash(text: &[u8], from: usize) -> Option<usize> {
+    const ONES: u64 = 0x0101_0101_0101_0101;
+    const HIGH: u64 = 0x8080_8080_8080_8080;
+    let rest = text.get(from..)?;
+    let mut i = 0;
+    while i + 8 <= rest.len().min(64) {
+        let x = u64::from_le_bytes(rest[i..i + 8].try_into().ok()?);
+        let (q, e) = (x ^ (ONES * b'"' as u64), x ^ (ONES * b'\\' as u64));
+        // The classic has-zero-byte test: its lowest hit is exact.
+        let hit = ((q.wrapping_sub(ONES) & !q) | (e.wrapping_sub(ONES) & !e)) & HIGH;
+        if hit != 0 {
+            return Some(from + i + hit.trailing_zeros() as usize / 8);
+        }
+        i += 8;
+    }
+    let found = if rest.len() - i < 8 {
+        rest[i..].iter().position(|&b| b == b'"' || b == b'\\')
+    } else {
+        memchr::memchr2(b'"', b'\\', &rest[i..])
+    };
+    found.map(|k| from + i + k)
+}
+
 /// Whether `body` nests arrays and objects deeper than `max` (one linear
 /// pass; strings, where prompts spend their bytes, skipped with a SIMD
 /// search for their end). Checked before any parser recurses.
@@ -69,20 +109,10 @@ pub fn too_deep(body: &[u8], max: usize) -> bool {
     let mut i = 0;
     while i < body.len() {
         match body[i] {
-            b'"' => {
-                // Skip to the closing quote, stepping over escapes.
-                loop {
-                    let rest = body.get(i + 1..).unwrap_or_default();
-                    match memchr::memchr2(b'"', b'\\', rest) {
-                        None => return false,
-                        Some(j) if rest[j] == b'\\' => i += j + 2,
-                        Some(j) => {
-                            i += j + 1;
-                            break;
-                        }
-                    }
-                }
-            }
+            b'"' => match string_end(body, i) {
+                Some(end) => i = end - 1,
+                None => return false,
+            },
             b'[' | b'{' => {
                 depth += 1;
                 if depth > max {
@@ -97,6 +127,102 @@ pub fn too_deep(body: &[u8], max: usize) -> bool {
     false
 }
 
+/// The raw text of each element of a JSON array (`[...]`), for text the
+/// body parser has already checked is valid JSON: one pass that skips
+/// strings with a SIMD search, instead of parsing the array once more.
+/// Anything but an array has no elements.
+pub fn elements(raw: &str) -> impl Iterator<Item = &str> {
+    let mut c = Cursor::new(raw);
+    let open = c.enter(b'[');
+    std::iter::from_fn(move || if open { c.next() } else { None })
+}
+
+/// The members of a JSON object (`{...}`) already checked to be valid, as
+/// (key, value) raw texts; the key with its quotes. Anything but an object
+/// has no members.
+pub fn members(raw: &str) -> impl Iterator<Item = (&str, &str)> {
+    let mut c = Cursor::new(raw);
+    let open = c.enter(b'{');
+    std::iter::from_fn(move || if open { c.member() } else { None })
+}
+
+/// A place in JSON text already checked to be valid (see `elements`).
+pub struct Cursor<'a> {
+    text: &'a str,
+    at: usize,
+}
+
+impl<'a> Cursor<'a> {
+    pub fn new(text: &'a str) -> Self {
+        Cursor { text, at: 0 }
+    }
+
+    /// Past whitespace and the `,` / `:` between values.
+    fn separators(&mut self) {
+        let b = self.text.as_bytes();
+        while self.at < b.len() && matches!(b[self.at], b' ' | b'\t' | b'\n' | b'\r' | b',' | b':') {
+            self.at += 1;
+        }
+    }
+
+    /// Steps into the array (`[`) or object (`{`) that comes next; false
+    /// (and nothing consumed) when something else comes.
+    pub fn enter(&mut self, open: u8) -> bool {
+        self.separators();
+        let entered = self.text.as_bytes().get(self.at) == Some(&open);
+        self.at += entered as usize;
+        entered
+    }
+
+    /// The next value of the array or object the cursor is in (an object's
+    /// keys are values here too); `None` at its end, which is stepped over.
+    pub fn next(&mut self) -> Option<&'a str> {
+        self.separators();
+        let b = self.text.as_bytes();
+        let start = self.at;
+        let mut depth = 0usize;
+        let mut i = start;
+        while i < b.len() {
+            match b[i] {
+                b'"' => {
+                    i = string_end(b, i)?;
+                    if depth == 0 {
+                        break;
+                    }
+                }
+                b'[' | b'{' => {
+                    depth += 1;
+                    i += 1;
+                }
+                // The end of a number, `true`, `false` or `null`.
+                b']' | b'}' if depth == 0 && i > start => break,
+                b']' | b'}' if depth == 0 => {
+                    // The end of the container: step over it.
+                    self.at = i + 1;
+                    return None;
+                }
+                b']' | b'}' => {
+                    depth -= 1;
+                    i += 1;
+                    if depth == 0 {
+                        break;
+                    }
+                }
+                b',' | b':' | b' ' | b'\t' | b'\n' | b'\r' if depth == 0 => break,
+                _ => i += 1,
+            }
+        }
+        self.at = i;
+        (i > start).then(|| &self.text[start..i])
+    }
+
+    /// The next (key, value) of the object the cursor is in.
+    pub fn member(&mut self) -> Option<(&'a str, &'a str)> {
+        let key = self.next()?;
+        Some((key, self.next()?))
+    }
+}
+
 /// The 400 for a body nested deeper than `max`.
 pub fn too_deep_error(max: usize) -> GatewayError {
     invalid(format!(
@@ -106,7 +232,14 @@ pub fn too_deep_error(max: usize) -> GatewayError {
 
 impl JsonBody {
     pub fn parse(original: Bytes) -> Result<Self, GatewayError> {
-        let Fields(fields) = serde_json::from_slice::<Fields<'_>>(&original).map_err(|e| {
+        // UTF-8 checked once for the whole body (JSON text is UTF-8), so no
+        // field's text is checked again when it is read.
+        let text = std::str::from_utf8(&original).map_err(|e| {
+            invalid(format!(
+                "the request body is not valid UTF-8 ({e}); JSON text must be UTF-8, so send it encoded as UTF-8 with Content-Type: application/json"
+            ))
+        })?;
+        let Fields(fields) = serde_json::from_str::<Fields<'_>>(text).map_err(|e| {
             let text = e.to_string();
             if let Some(at) = text.find(DUPLICATE) {
                 let what = text[at..].split(" at line").next().unwrap_or(DUPLICATE);
@@ -131,8 +264,12 @@ impl JsonBody {
 
     fn raw(&self, key: &str) -> Option<Raw<'_>> {
         let (_, at) = self.fields.iter().find(|(k, _)| k == key)?;
-        // Always in bounds and on char boundaries: the parser read it there.
-        std::str::from_utf8(self.original.get(at.clone())?).ok().map(Raw)
+        let bytes = self.original.get(at.clone())?;
+        // SAFETY: `parse` checked that all of `original` (never changed:
+        // `Bytes` is immutable) is UTF-8, and `at` is where the parser found
+        // this value's text as a `&str` of it, so it starts and ends on char
+        // boundaries.
+        Some(Raw(unsafe { std::str::from_utf8_unchecked(bytes) }))
     }
 
     /// The `model` field. A present but non-string `model` is an error.

@@ -119,6 +119,9 @@ fn bad_bodies_say_what_to_fix() {
     assert!(e.message.contains("duplicate top-level key `model`"), "{}", e.message);
     let b = JsonBody::parse(Bytes::from_static(br#"{"model":"gpt-4o\r\nx: y"}"#)).unwrap();
     assert!(b.model().unwrap_err().message.contains("control characters"));
+    let e = JsonBody::parse(Bytes::from_static(b"{\"model\":\"gpt-4o\",\"x\":\"\xff\"}")).err().unwrap();
+    assert_eq!(e.status, 400);
+    assert!(e.message.contains("not valid UTF-8"), "{}", e.message);
     // A nested duplicate is the provider's business, not a top-level ambiguity.
     assert!(JsonBody::parse(Bytes::from_static(br#"{"a":{"x":1,"x":2}}"#)).is_ok());
 }
@@ -130,4 +133,59 @@ fn depth_is_counted_outside_strings() {
     assert!(!too_deep(br#"{"a":"[[[[[[[[[[\"[[[["}"#, 2));
     let deep = "[".repeat(100_000);
     assert!(too_deep(deep.as_bytes(), 256));
+}
+
+/// Any JSON value: scalars (strings with quotes, escapes and non-ASCII
+/// text), arrays and objects nested a few levels.
+fn json_value() -> impl proptest::strategy::Strategy<Value = serde_json::Value> {
+    use proptest::prelude::*;
+    let leaf = prop_oneof![
+        Just(serde_json::Value::Null),
+        any::<bool>().prop_map(serde_json::Value::from),
+        any::<i64>().prop_map(serde_json::Value::from),
+        (-1e9f64..1e9).prop_map(serde_json::Value::from),
+        "[a-z\"\\\\{}\\[\\],: é\n]{0,8}".prop_map(serde_json::Value::from),
+    ];
+    leaf.prop_recursive(3, 24, 4, |inner| {
+        prop_oneof![
+            proptest::collection::vec(inner.clone(), 0..4).prop_map(serde_json::Value::from),
+            proptest::collection::btree_map("[a-z\"\\\\:,{} ]{0,5}", inner, 0..4).prop_map(|m| serde_json::Value::Object(m.into_iter().collect())),
+        ]
+    })
+}
+
+proptest::proptest! {
+    #[test]
+    fn the_element_and_member_scans_read_what_serde_reads(items in proptest::collection::vec(json_value(), 0..5), pretty in proptest::bool::ANY) {
+        let show = |v: &serde_json::Value| if pretty { serde_json::to_string_pretty(v).unwrap() } else { serde_json::to_string(v).unwrap() };
+        let array = serde_json::Value::from(items.clone());
+        let got: Vec<serde_json::Value> = elements(&show(&array)).map(|e| serde_json::from_str(e).unwrap()).collect();
+        proptest::prop_assert_eq!(&got, &items);
+        let object: serde_json::Map<String, serde_json::Value> = items.iter().enumerate().map(|(i, v)| (format!("k\"{i}:"), v.clone())).collect();
+        let text = show(&serde_json::Value::Object(object.clone()));
+        let got: serde_json::Map<String, serde_json::Value> =
+            members(&text).map(|(k, v)| (serde_json::from_str(k).unwrap(), serde_json::from_str(v).unwrap())).collect();
+        proptest::prop_assert_eq!(got, object);
+        // Neither an array nor an object: nothing.
+        proptest::prop_assert_eq!(elements("\"[1]\"").count() + members("[1]").count() + elements(" null").count(), 0);
+    }
+}
+
+proptest::proptest! {
+    #[test]
+    fn the_string_end_search_agrees_with_a_plain_one(text in proptest::collection::vec(proptest::sample::select(b"\"\\\\aaaaaaaaaaaa".to_vec()), 1..200), at in 0usize..100) {
+        let at = at.min(text.len() - 1);
+        let plain = {
+            let mut i = at + 1;
+            loop {
+                match text.get(i) {
+                    None => break None,
+                    Some(b'"') => break Some(i + 1),
+                    Some(b'\\') => i += 2,
+                    Some(_) => i += 1,
+                }
+            }
+        };
+        proptest::prop_assert_eq!(string_end(&text, at), plain);
+    }
 }

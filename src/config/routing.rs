@@ -212,6 +212,16 @@ pub struct Bump {
     pub add: u8,
 }
 
+/// All keyword groups in one automaton (over lowercased text): pattern `i`
+/// is `owner[i]` = (group, keyword), in group order then keyword order, so
+/// the least pattern found is the first group's first keyword. `None` when
+/// it cannot be built (the scorer then scans keyword by keyword).
+#[derive(Debug, Clone)]
+pub struct KeywordIndex {
+    pub automaton: Option<aho_corasick::AhoCorasick>,
+    pub owner: Vec<(usize, usize)>,
+}
+
 /// The complexity scorer's rules (defaults reproduce the seed's heuristic).
 #[derive(Debug, Clone)]
 pub struct Complexity {
@@ -226,8 +236,9 @@ pub struct Complexity {
     pub many_questions: Bump,
     /// Characters in the last user message.
     pub long_message: Bump,
-    /// One automaton per group over its keywords, built on first use.
-    pub index: std::sync::OnceLock<Vec<Option<aho_corasick::AhoCorasick>>>,
+    /// One automaton over every group's keywords, built on first use
+    /// (`policy::complexity`).
+    pub index: std::sync::OnceLock<KeywordIndex>,
 }
 
 impl Default for Complexity {

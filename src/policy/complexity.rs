@@ -3,7 +3,7 @@
 //! base, then bumps for a long conversation, several questions and a long
 //! message. The rules are `routing.complexity` (`config::Complexity`).
 
-use crate::config::{Complexity, KeywordMatch};
+use crate::config::{Complexity, KeywordIndex, KeywordMatch};
 
 /// The complexity score with what produced it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -35,39 +35,63 @@ pub fn score(rules: &Complexity, message: &str, messages: usize) -> Score {
 }
 
 /// The first group with a keyword in the lowercased message, and the first
-/// of its keywords found. Each group is one automaton (a SIMD scan when
-/// nothing matches, which is most of the text); only the winning group is
-/// searched keyword by keyword.
+/// of its keywords found: the least (group, keyword) found anywhere. One
+/// scan over the message with one automaton of every group's keywords
+/// over the lowercased message (a SIMD prefilter skips text that cannot
+/// match, which is most of it; matching case-insensitively instead would
+/// cost that prefilter).
 fn first_keyword(rules: &Complexity, message: &str) -> Option<(usize, usize)> {
     let ascii = message.is_ascii();
     if rules.keyword_match == KeywordMatch::Word && !ascii {
         return first_word_unicode(rules, message);
     }
-    let lower = if ascii { message.to_ascii_lowercase() } else { message.to_lowercase() };
-    let index = rules.index.get_or_init(|| {
-        // Leftmost-first lets a SIMD prefilter skip text; finding every
-        // overlap (whole words) needs standard semantics.
-        let kind = match rules.keyword_match {
-            KeywordMatch::Substring => aho_corasick::MatchKind::LeftmostFirst,
-            KeywordMatch::Word => aho_corasick::MatchKind::Standard,
-        };
-        let group = |kws: &Vec<String>| aho_corasick::AhoCorasick::builder().match_kind(kind).build(kws).ok();
-        rules.groups.iter().map(|(_, kws)| group(kws)).collect()
-    });
-    let bytes = lower.as_bytes();
-    let is_word = |b: u8| b.is_ascii_alphanumeric() || b == b'\'';
-    let whole_word =
-        |s: usize, e: usize| (s == 0 || !is_word(bytes[s - 1])) && (e == bytes.len() || !is_word(bytes[e])) && bytes[s..e].iter().all(|&b| is_word(b));
-    index.iter().zip(&rules.groups).enumerate().find_map(|(g, (ac, (_, kws)))| {
-        // (Plain strings always build; without an automaton, scan plainly.)
-        let Some(ac) = ac else { return kws.iter().position(|kw| plain_find(rules.keyword_match, &lower, kw)).map(|k| (g, k)) };
-        let k = match rules.keyword_match {
-            KeywordMatch::Substring if ac.is_match(&lower) => kws.iter().position(|kw| memchr::memmem::find(bytes, kw.as_bytes()).is_some()),
-            KeywordMatch::Substring => None,
-            KeywordMatch::Word => ac.find_overlapping_iter(&lower).filter(|m| whole_word(m.start(), m.end())).map(|m| m.pattern().as_usize()).min(),
-        };
-        k.map(|k| (g, k))
-    })
+    let index = rules.index.get_or_init(|| build_index(rules));
+    let text = if ascii { message.to_ascii_lowercase() } else { message.to_lowercase() };
+    let Some(ac) = &index.automaton else {
+        return rules.groups.iter().enumerate().find_map(|(g, (_, kws))| kws.iter().position(|kw| plain_find(rules.keyword_match, &text, kw)).map(|k| (g, k)));
+    };
+    let bytes = text.as_bytes();
+    let least = match rules.keyword_match {
+        // Leftmost-first reports, at each place a keyword starts, the least
+        // pattern starting there; searching on from the next byte visits
+        // every such place (a keyword inside or overlapping another one too).
+        KeywordMatch::Substring => {
+            let mut least: Option<usize> = None;
+            let mut from = 0;
+            while let Some(m) = ac.find(aho_corasick::Input::new(bytes).span(from..bytes.len())) {
+                let p = m.pattern().as_usize();
+                least = Some(least.map_or(p, |l| l.min(p)));
+                if p == 0 {
+                    break;
+                }
+                from = m.start() + 1;
+            }
+            least
+        }
+        KeywordMatch::Word => {
+            let is_word = |b: u8| b.is_ascii_alphanumeric() || b == b'\'';
+            let whole_word = |s: usize, e: usize| {
+                (s == 0 || !is_word(bytes[s - 1])) && (e == bytes.len() || !is_word(bytes[e])) && bytes[s..e].iter().all(|&b| is_word(b))
+            };
+            ac.find_overlapping_iter(bytes).filter(|m| whole_word(m.start(), m.end())).map(|m| m.pattern().as_usize()).min()
+        }
+    };
+    least.map(|p| index.owner[p])
+}
+
+fn build_index(rules: &Complexity) -> KeywordIndex {
+    let owner: Vec<(usize, usize)> = rules.groups.iter().enumerate().flat_map(|(g, (_, kws))| (0..kws.len()).map(move |k| (g, k))).collect();
+    // Leftmost-first lets the prefilter skip text; every overlap (whole
+    // words) needs standard semantics.
+    let kind = match rules.keyword_match {
+        KeywordMatch::Substring => aho_corasick::MatchKind::LeftmostFirst,
+        KeywordMatch::Word => aho_corasick::MatchKind::Standard,
+    };
+    let automaton = aho_corasick::AhoCorasick::builder()
+        .match_kind(kind)
+        .build(rules.groups.iter().flat_map(|(_, kws)| kws))
+        .ok();
+    KeywordIndex { automaton, owner }
 }
 
 /// Whether `kw` is in the lowercased message, keyword by keyword.
@@ -149,6 +173,17 @@ mod tests {
         for rules in [&Complexity::default(), &word] {
             for m in messages {
                 assert_eq!(first_keyword(rules, m), plain(rules, m), "{m:?} ({:?})", rules.keyword_match);
+            }
+            // Keywords inside, overlapping and beside one another, in
+            // either case: the one scan must still see each of them.
+            let kws: Vec<&str> = rules.groups.iter().flat_map(|(_, k)| k.iter().map(String::as_str)).collect();
+            for a in &kws {
+                for b in &kws {
+                    let overlap = (1..a.len().min(b.len())).rev().find(|&n| a.ends_with(&b[..n])).unwrap_or(0);
+                    for m in [format!("{a}{}", &b[overlap..]), format!("x{}{b} {a}", a.to_uppercase()), format!("{b}'{a}")] {
+                        assert_eq!(first_keyword(rules, &m), plain(rules, &m), "{m:?} ({:?})", rules.keyword_match);
+                    }
+                }
             }
         }
         assert_eq!(score(&Complexity::default(), "Pourquoi ? EXPLAIN ça", 1).keyword, Some((2, 3)));

@@ -54,13 +54,39 @@ impl GeminiConfig {
     }
 }
 
-/// One message, with its content left as raw JSON (Gemini: `parts`).
-#[derive(Deserialize)]
-pub(super) struct Msg<'a> {
-    #[serde(borrow, default)]
-    pub role: Option<Cow<'a, str>>,
-    #[serde(borrow, default, alias = "parts")]
-    pub content: Option<&'a RawValue>,
+/// One message: its role and its content's raw JSON (Gemini: `parts`).
+struct Msg<'a> {
+    role: Option<Cow<'a, str>>,
+    content: Option<&'a str>,
+}
+
+/// The messages of a conversation list, read from the body's already
+/// validated JSON in one pass, without parsing it again
+/// (`body::Cursor`). A message that is not an object has no role and no
+/// content.
+fn messages(list: &str) -> Vec<Msg<'_>> {
+    let mut out = Vec::new();
+    let mut c = crate::body::Cursor::new(list);
+    if !c.enter(b'[') {
+        return out;
+    }
+    loop {
+        let mut msg = Msg { role: None, content: None };
+        if c.enter(b'{') {
+            while let Some((key, value)) = c.member() {
+                // (A key written with escapes is decoded to compare it.)
+                let key = if key.contains('\\') { text_of(key) } else { Cow::Borrowed(key.trim_matches('"')) };
+                match &*key {
+                    "role" => msg.role = value.starts_with('"').then(|| text_of(value)),
+                    "content" | "parts" => msg.content = Some(value),
+                    _ => {}
+                }
+            }
+        } else if c.next().is_none() {
+            return out;
+        }
+        out.push(msg);
+    }
 }
 
 #[derive(Deserialize)]
@@ -128,19 +154,19 @@ impl<'a> Prompt<'a> {
             p.last_user = text_of(raw.get());
             p.messages = 1;
         } else if matches!(api, Api::ChatCompletions | Api::Messages | Api::Responses | Api::GenerateContent) {
-            let msgs: Vec<Msg<'_>> = serde_json::from_str(raw.get()).unwrap_or_default();
+            let msgs = messages(raw.get());
             p.messages = msgs.iter().filter(|m| !is_system(m.role.as_deref())).count();
             // The last user message with text (tool results carry none).
             p.last_user = msgs
                 .iter()
                 .rev()
                 .filter(|m| m.role.as_deref() == Some("user"))
-                .filter_map(|m| m.content.map(|c| text_of(c.get())))
+                .filter_map(|m| m.content.map(text_of))
                 .find(|t| !t.is_empty())
                 .unwrap_or_default();
             if want_system {
                 let texts: Vec<Cow<'_, str>> =
-                    msgs.iter().filter(|m| is_system(m.role.as_deref())).filter_map(|m| m.content.map(|c| text_of(c.get()))).collect();
+                    msgs.iter().filter(|m| is_system(m.role.as_deref())).filter_map(|m| m.content.map(text_of)).collect();
                 p.system = texts.join("\n");
             }
         }

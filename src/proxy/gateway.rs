@@ -220,7 +220,10 @@ impl Gateway {
         };
         // The route's answer checks (escalate/), where it has them.
         if let Some(esc) = decision.route.and_then(|r| r.escalate.as_deref()) {
-            served = escalate::checked(&at, esc, &q, served, cx, abort).await;
+            // Boxed: only routes with `escalate:` run it, and it is as large
+            // as the attempts (every request's future would be that much
+            // bigger: memory per in-flight request).
+            served = Box::pin(escalate::checked(&at, esc, &q, served, cx, abort)).await;
         }
 
         // `client_escalation: on_retry` remembers what its route answered,
@@ -259,7 +262,34 @@ impl ProxyHttp for Gateway {
         Err(pingora::Error::explain(pingora::ErrorType::InternalError, "modelgate answers from request_filter"))
     }
 
-    async fn request_filter(&self, session: &mut Session, cx: &mut Box<Ctx>) -> pingora::Result<bool> {
+    /// Written out rather than through `async_trait`, which builds the
+    /// (large: it holds the whole request's state machine) future on the
+    /// stack and then copies it into its box: here it is built in the box.
+    fn request_filter<'life0, 'life1, 'life2, 'async_trait>(
+        &'life0 self,
+        session: &'life1 mut Session,
+        cx: &'life2 mut Box<Ctx>,
+    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = pingora::Result<bool>> + Send + 'async_trait>>
+    where
+        Box<Ctx>: Send + Sync,
+        'life0: 'async_trait,
+        'life1: 'async_trait,
+        'life2: 'async_trait,
+        Self: 'async_trait,
+    {
+        let filter = Box::write(Box::new_uninit(), self.filter(session, cx));
+        Box::into_pin(filter)
+    }
+
+    async fn logging(&self, _session: &mut Session, _e: Option<&pingora::Error>, cx: &mut Box<Ctx>) {
+        cx.account();
+        cx.in_flight = None;
+    }
+}
+
+impl Gateway {
+    /// `request_filter`: every request is answered here.
+    async fn filter(&self, session: &mut Session, cx: &mut Box<Ctx>) -> pingora::Result<bool> {
         // Held until the request is accounted for (a drain waits for it).
         cx.in_flight = Some(self.drain.enter());
         let mut abort = self.drain.signal();
@@ -296,10 +326,5 @@ impl ProxyHttp for Gateway {
             }
         }
         Ok(true)
-    }
-
-    async fn logging(&self, _session: &mut Session, _e: Option<&pingora::Error>, cx: &mut Box<Ctx>) {
-        cx.account();
-        cx.in_flight = None;
     }
 }

@@ -280,7 +280,9 @@ impl RateHold {
     async fn adjust(&self, tokens: u64) {
         let inner = &self.limiter.inner;
         match (&inner.redis, self.remote) {
-            (Some(r), true) => r.adjust(&self.buckets, &self.id, self.worst, tokens).await,
+            // Boxed: only shared limits wait on Redis, and the request's
+            // future need not be sized for it.
+            (Some(r), true) => Box::pin(r.adjust(&self.buckets, &self.id, self.worst, tokens)).await,
             _ => inner.local.adjust(&self.buckets, &self.id, tokens),
         }
     }

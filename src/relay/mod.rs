@@ -176,7 +176,9 @@ impl Relay<'_> {
         }
         if let Some((r, kept)) = recorder {
             let ct = src.header().headers.get(http::header::CONTENT_TYPE).and_then(|v| v.to_str().ok());
-            r.whole(status, ct, &kept, usage).await;
+            // (Boxed here and below: a request's future is not sized for the
+            // cache's write unless a cache is on.)
+            Box::pin(r.whole(status, ct, &kept, usage)).await;
         }
         h.insert(http::header::CONTENT_LENGTH, HeaderValue::from(body.len()));
         session.write_response_header(Box::new(head::response(code, h)), body.is_empty()).await.map_err(|_| Stop::ClientGone)?;
@@ -257,7 +259,7 @@ impl Relay<'_> {
                 if let (Some(r), Some(rec)) = (recorder.take(), pump.rec.take()) {
                     if pump.failed.is_none() && pump.tap.terminal && !pump.tap.error_event && !pump.tap.malformed {
                         let ct = src.header().headers.get(http::header::CONTENT_TYPE).and_then(|v| v.to_str().ok());
-                        r.stream(ct, rec, pump.tap.usage()).await;
+                        Box::pin(r.stream(ct, rec, pump.tap.usage())).await;
                     }
                 }
             }

@@ -25,7 +25,8 @@ pub async fn settle(
 ) -> Option<f64> {
     let hold = std::mem::replace(&mut a.hold, Hold::none());
     if let crate::cache::Note::Hit { usage, cache } = &a.cache {
-        return settle_hit(budgets, a, *usage, cache.clone(), hold, cx).await;
+        // (Boxed: the common path's future is not sized for it.)
+        return Box::pin(settle_hit(budgets, a, *usage, cache.clone(), hold, cx)).await;
     }
     let reported = raw.map(|u| u.normalize(a.provider.kind));
     if !a.model_call || (!ok && reported.is_none()) {
