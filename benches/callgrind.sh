@@ -15,6 +15,8 @@
 # WARM requests, then N1 and N2 requests with a callgrind dump
 # (callgrind_control -d) before and after each; (Ir(N2) − Ir(N1)) / (N2 − N1)
 # removes what does not grow with requests (connection set-up, dumps).
+# Then, per mix, where modelgate's instructions went (benches/cg_breakdown.py
+# over the N2 dump: translation, budgets, access log, Pingora, ...).
 #
 #   bash benches/callgrind.sh
 #
@@ -56,7 +58,7 @@ read -r UP_PORT SSE_PORT < <(free_ports 2)
 start_upstream
 
 read -r -a MIXES <<<"${MIXES:-json stream json-xlat stream-xlat}"
-declare -A IR
+declare -A IR DUMP
 
 # URL path, body and a string every answer must contain, per target and mix.
 mix_request() {
@@ -109,6 +111,7 @@ measure() {
     taskset -c "$LOAD_CPU" python3 "$HELPER" seq "$url" "$WORK/$body" --n "$N2" --expect "$expect"
     i2="$(dump_ir "$pid")"
     IR[$target,$mix]=$(((i2 - i1) / (N2 - N1)))
+    DUMP[$target,$mix]="$(find "$WORK/cg" -name "callgrind.out.$pid.*" | awk -F. '{ print $NF, $0 }' | sort -n | tail -1 | cut -d' ' -f2-)"
     echo "  $target $mix: Ir($N1) $i1, Ir($N2) $i2 → ${IR[$target,$mix]} per request" >&2
   done
   # Idle cost (timers, upkeep) over 3 s, to judge the noise in the above.
@@ -139,3 +142,10 @@ for mix in "${MIXES[@]}"; do
 done
 printf '%-13s %-30s %12s %12s\n' idle "instructions per second" "$(fmt "${IR[bare,idle]}")" "$(fmt "${IR[modelgate,idle]}")"
 echo "(bare forwards the xlat requests unchanged; only modelgate translates them)"
+
+# Where modelgate's instructions go: the last dump of each mix (its N2
+# requests), split into parts (benches/cg_breakdown.py).
+for mix in "${MIXES[@]}"; do
+  printf '\nmodelgate %s, per request:\n' "$mix"
+  python3 benches/cg_breakdown.py "${DUMP[modelgate,$mix]}" "$N2" "${IR[bare,$mix]}"
+done

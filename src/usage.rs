@@ -116,9 +116,30 @@ pub struct ChoiceDelta {
 
 #[derive(Debug, Default, Deserialize)]
 pub struct OpenAiDelta {
-    pub content: Option<String>,
-    pub reasoning_content: Option<String>,
+    pub content: Option<TextLen>,
+    pub reasoning_content: Option<TextLen>,
     pub tool_calls: Option<Vec<ToolCallDelta>>,
+}
+
+/// A JSON string read only for its length (its text decoded, in bytes):
+/// nothing is copied or allocated.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct TextLen(pub u64);
+
+impl<'de> Deserialize<'de> for TextLen {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl serde::de::Visitor<'_> for V {
+            type Value = TextLen;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a string")
+            }
+            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<TextLen, E> {
+                Ok(TextLen(v.len() as u64))
+            }
+        }
+        d.deserialize_str(V)
+    }
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -128,19 +149,19 @@ pub struct ToolCallDelta {
 
 #[derive(Debug, Default, Deserialize)]
 pub struct FunctionDelta {
-    pub arguments: Option<String>,
+    pub arguments: Option<TextLen>,
 }
 
 /// Anthropic `content_block_delta.delta` or a Responses `*.delta` string.
 #[derive(Debug, Deserialize)]
 #[serde(untagged)]
 pub enum EventDelta {
-    Text(String),
+    Text(TextLen),
     /// `stop_reason`: Anthropic `message_delta`.
     Block {
-        text: Option<String>,
-        partial_json: Option<String>,
-        thinking: Option<String>,
+        text: Option<TextLen>,
+        partial_json: Option<TextLen>,
+        thinking: Option<TextLen>,
         stop_reason: Option<String>,
     },
 }
@@ -161,7 +182,7 @@ pub struct CandidateContent {
 
 #[derive(Debug, Default, Deserialize)]
 pub struct CandidatePart {
-    pub text: Option<String>,
+    pub text: Option<TextLen>,
 }
 
 /// The parts of a JSON body or SSE event that carry usage, in any dialect:
@@ -171,13 +192,15 @@ pub struct CandidatePart {
 /// `usageMetadata` (Gemini).
 #[derive(Debug, Default, Deserialize)]
 pub struct UsageCarrier {
-    pub usage: Option<RawUsage>,
+    // (Usage boxed: most events carry none, and four unboxed would make
+    // every parsed event about a kilobyte to fill and move.)
+    pub usage: Option<Box<RawUsage>>,
     #[serde(rename = "usageMetadata")]
-    pub usage_metadata: Option<RawUsage>,
+    pub usage_metadata: Option<Box<RawUsage>>,
     /// Gemini chunks.
     pub candidates: Option<Vec<Candidate>>,
-    pub message: Option<Nested>,
-    pub response: Option<Nested>,
+    pub message: Option<Box<Nested>>,
+    pub response: Option<Box<Nested>>,
     /// Present on OpenAI chunks; empty on the usage-only final chunk.
     pub choices: Option<Vec<ChoiceDelta>>,
     /// Anthropic and Responses event type.
@@ -192,17 +215,18 @@ pub struct UsageCarrier {
 
 #[derive(Debug, Default, Deserialize)]
 pub struct Nested {
-    pub usage: Option<RawUsage>,
+    pub usage: Option<Box<RawUsage>>,
 }
 
 impl UsageCarrier {
     pub fn parse(json: &[u8]) -> Option<Self> {
-        serde_json::from_slice(json).ok()
+        // UTF-8 checked once: parsing a `&str` does not check each string.
+        serde_json::from_str(std::str::from_utf8(json).ok()?).ok()
     }
 
     /// Bytes of answer text (content, reasoning, tool arguments) it adds.
     pub fn text_bytes(&self) -> u64 {
-        let len = |s: &Option<String>| s.as_ref().map_or(0, |s| s.len() as u64);
+        let len = |s: &Option<TextLen>| s.map_or(0, |s| s.0);
         let choices: u64 = self
             .choices
             .iter()
@@ -215,7 +239,7 @@ impl UsageCarrier {
             })
             .sum();
         let delta = match &self.delta {
-            Some(EventDelta::Text(t)) => t.len() as u64,
+            Some(EventDelta::Text(t)) => t.0,
             Some(EventDelta::Block { text, partial_json, thinking, .. }) => len(text) + len(partial_json) + len(thinking),
             None => 0,
         };
@@ -245,10 +269,10 @@ impl UsageCarrier {
     /// All usage objects it carries, outermost last.
     pub fn usages(&self) -> impl Iterator<Item = &RawUsage> {
         [
-            self.message.as_ref().and_then(|m| m.usage.as_ref()),
-            self.response.as_ref().and_then(|r| r.usage.as_ref()),
-            self.usage.as_ref(),
-            self.usage_metadata.as_ref(),
+            self.message.as_ref().and_then(|m| m.usage.as_deref()),
+            self.response.as_ref().and_then(|r| r.usage.as_deref()),
+            self.usage.as_deref(),
+            self.usage_metadata.as_deref(),
         ]
         .into_iter()
         .flatten()

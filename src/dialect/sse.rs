@@ -63,6 +63,9 @@ pub struct StreamTap {
 pub(crate) fn event_end(buf: &[u8], from: usize) -> Option<usize> {
     let mut i = from;
     while i + 1 < buf.len() {
+        // Only a line break can start the delimiter: jump from one to the
+        // next (a SIMD search over the event's data).
+        i += memchr::memchr2(b'\n', b'\r', &buf[i..buf.len() - 1])?;
         match (buf[i], buf[i + 1]) {
             (b'\n', b'\n') | (b'\r', b'\r') => return Some(i + 2),
             (b'\r', b'\n') if buf.get(i + 2..i + 4) == Some(b"\r\n") => return Some(i + 4),
@@ -72,8 +75,16 @@ pub(crate) fn event_end(buf: &[u8], from: usize) -> Option<usize> {
     None
 }
 
-/// The `data:` payload of one event (multiple data lines joined by `\n`).
-pub(crate) fn data_of(event: &[u8]) -> Vec<u8> {
+/// The `data:` payload of one event (multiple data lines joined by `\n`):
+/// borrowed from the event when it has one data line (most have).
+pub(crate) fn data_of(event: &[u8]) -> std::borrow::Cow<'_, [u8]> {
+    let lines = || event.split(|&b| b == b'\n').map(|line| line.strip_suffix(b"\r").unwrap_or(line));
+    let mut data_lines = lines().filter_map(|line| line.strip_prefix(b"data:"));
+    match (data_lines.next(), data_lines.next()) {
+        (None, _) => return std::borrow::Cow::Borrowed(&[]),
+        (Some(d), None) => return std::borrow::Cow::Borrowed(d.strip_prefix(b" ").unwrap_or(d)),
+        _ => {}
+    }
     let mut data = Vec::new();
     for line in event.split(|&b| b == b'\n') {
         let line = line.strip_suffix(b"\r").unwrap_or(line);
@@ -84,7 +95,7 @@ pub(crate) fn data_of(event: &[u8]) -> Vec<u8> {
             data.extend_from_slice(d.strip_prefix(b" ").unwrap_or(d));
         }
     }
-    data
+    std::borrow::Cow::Owned(data)
 }
 
 impl StreamTap {
@@ -258,6 +269,33 @@ mod tests {
     use super::*;
     use crate::dialect::Dialect;
     use crate::usage::Usage;
+
+    proptest::proptest! {
+        #[test]
+        fn the_event_end_search_agrees_with_a_plain_one(buf in proptest::collection::vec(proptest::sample::select(b"\r\n\r\nda".to_vec()), 0..40), from in 0usize..8) {
+            let plain = {
+                let mut i = from;
+                loop {
+                    if i + 1 >= buf.len() {
+                        break None;
+                    }
+                    match (buf[i], buf[i + 1]) {
+                        (b'\n', b'\n') | (b'\r', b'\r') => break Some(i + 2),
+                        (b'\r', b'\n') if buf.get(i + 2..i + 4) == Some(b"\r\n") => break Some(i + 4),
+                        _ => i += 1,
+                    }
+                }
+            };
+            proptest::prop_assert_eq!(event_end(&buf, from), plain);
+        }
+    }
+
+    #[test]
+    fn an_events_data_lines_are_joined() {
+        assert_eq!(&*data_of(b"event: x\ndata: {\"a\":1}\n\n"), b"{\"a\":1}");
+        assert_eq!(&*data_of(b"data:a\r\ndata: b\r\n\r\n"), b"a\nb");
+        assert_eq!(&*data_of(b": comment\n\n"), b"");
+    }
 
     const OPENAI: &str = "data: {\"id\":\"c1\",\"choices\":[{\"index\":0,\"delta\":{\"content\":\"Hi\"}}],\"usage\":null}\n\n\
 data: {\"id\":\"c1\",\"choices\":[],\"usage\":{\"prompt_tokens\":9,\"completion_tokens\":2}}\n\n\

@@ -86,19 +86,23 @@ pub struct Facts<'a> {
     tokens_model: Option<&'a str>,
     /// Raw counts per BPE family, made on first use.
     counts: [OnceLock<u64>; 2],
+    /// `tokens_upper_bound`, made on first use (routing and budgets each ask).
+    upper_bound: OnceLock<u64>,
 }
 
 impl Facts<'_> {
     /// An upper bound on the input tokens that costs nothing: a token is at
     /// least one byte of the body.
     pub fn tokens_upper_bound(&self) -> u64 {
-        // A token is at least one byte of the body, except images (a flat
-        // 1,000 each): with any image the bound is unknown.
-        let has_image = self.body.is_some_and(|b| memchr::memmem::find(b.original(), b"image").is_some());
-        if has_image {
-            return u64::MAX;
-        }
-        tokens::scaled(self.body_len as u64, false).count
+        *self.upper_bound.get_or_init(|| {
+            // A token is at least one byte of the body, except images (a
+            // flat 1,000 each): with any image the bound is unknown.
+            static IMAGE: std::sync::LazyLock<memchr::memmem::Finder<'static>> = std::sync::LazyLock::new(|| memchr::memmem::Finder::new(b"image"));
+            if self.body.is_some_and(|b| IMAGE.find(b.original()).is_some()) {
+                return u64::MAX;
+            }
+            tokens::scaled(self.body_len as u64, false).count
+        })
     }
 
     /// The estimated input tokens for the requested model.
@@ -246,6 +250,7 @@ pub fn classify<'a>(
         body_len,
         tokens_model,
         counts: [OnceLock::new(), OnceLock::new()],
+        upper_bound: OnceLock::new(),
     })
 }
 

@@ -76,7 +76,12 @@ impl Ledger {
     /// its month; `now` (the budgets' clock) for an entry whose `ts` does
     /// not parse.
     pub fn append(&self, guard: &mut MutexGuard<'_, Option<(String, File)>>, e: &Entry, now: Timestamp) -> std::io::Result<()> {
-        let month = month_of(e.at().unwrap_or(now));
+        // An entry's time is RFC 3339 in UTC: its month is its first seven
+        // characters (parsed only when it is not).
+        let month = match e.ts.get(..7) {
+            Some(m) if e.ts.ends_with('Z') && m.as_bytes()[4] == b'-' && m.bytes().filter(u8::is_ascii_digit).count() == 6 => m.to_string(),
+            _ => month_of(e.at().unwrap_or(now)),
+        };
         if guard.as_ref().is_none_or(|(m, _)| *m != month) {
             let f = self.open(&month)?;
             if let Some((old_month, old)) = guard.take() {
@@ -98,7 +103,10 @@ impl Ledger {
         f.write_all(&line)?;
         let name = file_name(month);
         let mut t = self.track();
-        let c = t.written.entry(name.clone()).or_default();
+        let c = match t.written.get_mut(&name) {
+            Some(c) => c,
+            None => t.written.entry(name.clone()).or_default(),
+        };
         c.bytes += line.len() as u64;
         c.entries += 1;
         let c = *c;
