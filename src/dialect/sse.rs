@@ -78,24 +78,26 @@ pub(crate) fn event_end(buf: &[u8], from: usize) -> Option<usize> {
 /// The `data:` payload of one event (multiple data lines joined by `\n`):
 /// borrowed from the event when it has one data line (most have).
 pub(crate) fn data_of(event: &[u8]) -> std::borrow::Cow<'_, [u8]> {
-    let lines = || event.split(|&b| b == b'\n').map(|line| line.strip_suffix(b"\r").unwrap_or(line));
-    let mut data_lines = lines().filter_map(|line| line.strip_prefix(b"data:"));
-    match (data_lines.next(), data_lines.next()) {
-        (None, _) => return std::borrow::Cow::Borrowed(&[]),
-        (Some(d), None) => return std::borrow::Cow::Borrowed(d.strip_prefix(b" ").unwrap_or(d)),
-        _ => {}
-    }
-    let mut data = Vec::new();
-    for line in event.split(|&b| b == b'\n') {
-        let line = line.strip_suffix(b"\r").unwrap_or(line);
-        if let Some(d) = line.strip_prefix(b"data:") {
-            if !data.is_empty() {
-                data.push(b'\n');
+    // Lines found with a SIMD search for their ends.
+    let mut start = 0;
+    let lines = memchr::memchr_iter(b'\n', event).map(Some).chain([None]).map(move |end| {
+        let line = &event[start..end.unwrap_or(event.len())];
+        start = end.map_or(event.len(), |e| e + 1);
+        line.strip_suffix(b"\r").unwrap_or(line)
+    });
+    let mut data = std::borrow::Cow::Borrowed(&[][..]);
+    for (n, d) in lines.filter_map(|line| line.strip_prefix(b"data:")).enumerate() {
+        let d = d.strip_prefix(b" ").unwrap_or(d);
+        match n {
+            0 => data = std::borrow::Cow::Borrowed(d),
+            _ => {
+                let joined = data.to_mut();
+                joined.push(b'\n');
+                joined.extend_from_slice(d);
             }
-            data.extend_from_slice(d.strip_prefix(b" ").unwrap_or(d));
         }
     }
-    std::borrow::Cow::Owned(data)
+    data
 }
 
 impl StreamTap {
@@ -196,9 +198,10 @@ impl StreamTap {
         self.data_events += 1;
         let (carrier, value) = match self.collect {
             // Translated: one parse to a value, which the translator reads.
-            true => match serde_json::from_slice::<Value>(&data) {
-                Ok(v) => (UsageCarrier::deserialize(&v).ok(), Some(v)),
-                Err(_) => return self.broken(),
+            // (UTF-8 checked once: parsing a `&str` does not check each string.)
+            true => match std::str::from_utf8(&data).map(serde_json::from_str::<Value>) {
+                Ok(Ok(v)) => (UsageCarrier::deserialize(&v).ok(), Some(v)),
+                _ => return self.broken(),
             },
             false => match UsageCarrier::parse(&data) {
                 Some(c) => (Some(c), None),

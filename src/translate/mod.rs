@@ -217,7 +217,9 @@ pub(crate) fn bad(message: impl Into<String>) -> GatewayError {
 /// client's wish (Gemini says it in the path, the others in the body).
 /// `default_max` fills Anthropic's required `max_tokens`.
 pub fn request(body: &[u8], from: Wire, to: Wire, model: &str, stream: bool, default_max: u64) -> Result<(Bytes, Chat), GatewayError> {
-    let v: Value = serde_json::from_slice(body).map_err(|e| bad(format!("the request body is not valid JSON: {e}")))?;
+    // (UTF-8 checked once: parsing a `&str` does not check each string.)
+    let text = std::str::from_utf8(body).map_err(|e| bad(format!("the request body is not valid UTF-8: {e}")))?;
+    let v: Value = serde_json::from_str(text).map_err(|e| bad(format!("the request body is not valid JSON: {e}")))?;
     let mut chat = match from {
         Wire::Chat => openai::read_request(&v)?,
         Wire::Responses => responses::read_request(&v)?,
@@ -243,7 +245,7 @@ pub fn request(body: &[u8], from: Wire, to: Wire, model: &str, stream: bool, def
 
 /// Translate a provider's JSON answer into the client's format.
 pub fn answer(body: &[u8], provider: Wire, client: Wire, chat: &Chat) -> Option<Bytes> {
-    let v: Value = serde_json::from_slice(body).ok()?;
+    let v: Value = serde_json::from_str(std::str::from_utf8(body).ok()?).ok()?;
     let mut a = match provider {
         Wire::Chat => openai::read_answer(&v)?,
         Wire::Messages => anthropic::read_answer(&v)?,
