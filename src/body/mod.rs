@@ -93,11 +93,7 @@ fn quote_or_backslash(text: &[u8], from: usize) -> Option<usize> {
         }
         i += 8;
     }
-    let found = if rest.len() - i < 8 {
-        rest[i..].iter().position(|&b| b == b'"' || b == b'\\')
-    } else {
-        memchr::memchr2(b'"', b'\\', &rest[i..])
-    };
+    let found = if rest.len() - i < 8 { rest[i..].iter().position(|&b| b == b'"' || b == b'\\') } else { memchr::memchr2(b'"', b'\\', &rest[i..]) };
     found.map(|k| from + i + k)
 }
 
@@ -134,7 +130,7 @@ pub fn too_deep(body: &[u8], max: usize) -> bool {
 pub fn elements(raw: &str) -> impl Iterator<Item = &str> {
     let mut c = Cursor::new(raw);
     let open = c.enter(b'[');
-    std::iter::from_fn(move || if open { c.next() } else { None })
+    std::iter::from_fn(move || if open { c.value() } else { None })
 }
 
 /// The members of a JSON object (`{...}`) already checked to be valid, as
@@ -176,7 +172,7 @@ impl<'a> Cursor<'a> {
 
     /// The next value of the array or object the cursor is in (an object's
     /// keys are values here too); `None` at its end, which is stepped over.
-    pub fn next(&mut self) -> Option<&'a str> {
+    pub fn value(&mut self) -> Option<&'a str> {
         self.separators();
         let b = self.text.as_bytes();
         let start = self.at;
@@ -218,8 +214,8 @@ impl<'a> Cursor<'a> {
 
     /// The next (key, value) of the object the cursor is in.
     pub fn member(&mut self) -> Option<(&'a str, &'a str)> {
-        let key = self.next()?;
-        Some((key, self.next()?))
+        let key = self.value()?;
+        Some((key, self.value()?))
     }
 }
 

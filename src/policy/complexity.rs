@@ -70,9 +70,8 @@ fn first_keyword(rules: &Complexity, message: &str) -> Option<(usize, usize)> {
         }
         KeywordMatch::Word => {
             let is_word = |b: u8| b.is_ascii_alphanumeric() || b == b'\'';
-            let whole_word = |s: usize, e: usize| {
-                (s == 0 || !is_word(bytes[s - 1])) && (e == bytes.len() || !is_word(bytes[e])) && bytes[s..e].iter().all(|&b| is_word(b))
-            };
+            let whole_word =
+                |s: usize, e: usize| (s == 0 || !is_word(bytes[s - 1])) && (e == bytes.len() || !is_word(bytes[e])) && bytes[s..e].iter().all(|&b| is_word(b));
             ac.find_overlapping_iter(bytes).filter(|m| whole_word(m.start(), m.end())).map(|m| m.pattern().as_usize()).min()
         }
     };
@@ -87,10 +86,7 @@ fn build_index(rules: &Complexity) -> KeywordIndex {
         KeywordMatch::Substring => aho_corasick::MatchKind::LeftmostFirst,
         KeywordMatch::Word => aho_corasick::MatchKind::Standard,
     };
-    let automaton = aho_corasick::AhoCorasick::builder()
-        .match_kind(kind)
-        .build(rules.groups.iter().flat_map(|(_, kws)| kws))
-        .ok();
+    let automaton = aho_corasick::AhoCorasick::builder().match_kind(kind).build(rules.groups.iter().flat_map(|(_, kws)| kws)).ok();
     KeywordIndex { automaton, owner }
 }
 

@@ -82,7 +82,7 @@ fn messages(list: &str) -> Vec<Msg<'_>> {
                     _ => {}
                 }
             }
-        } else if c.next().is_none() {
+        } else if c.value().is_none() {
             return out;
         }
         out.push(msg);
@@ -165,8 +165,7 @@ impl<'a> Prompt<'a> {
                 .find(|t| !t.is_empty())
                 .unwrap_or_default();
             if want_system {
-                let texts: Vec<Cow<'_, str>> =
-                    msgs.iter().filter(|m| is_system(m.role.as_deref())).filter_map(|m| m.content.map(text_of)).collect();
+                let texts: Vec<Cow<'_, str>> = msgs.iter().filter(|m| is_system(m.role.as_deref())).filter_map(|m| m.content.map(text_of)).collect();
                 p.system = texts.join("\n");
             }
         }
