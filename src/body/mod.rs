@@ -123,26 +123,9 @@ pub fn too_deep(body: &[u8], max: usize) -> bool {
     false
 }
 
-/// The raw text of each element of a JSON array (`[...]`), for text the
-/// body parser has already checked is valid JSON: one pass that skips
-/// strings with a SIMD search, instead of parsing the array once more.
-/// Anything but an array has no elements.
-pub fn elements(raw: &str) -> impl Iterator<Item = &str> {
-    let mut c = Cursor::new(raw);
-    let open = c.enter(b'[');
-    std::iter::from_fn(move || if open { c.value() } else { None })
-}
-
-/// The members of a JSON object (`{...}`) already checked to be valid, as
-/// (key, value) raw texts; the key with its quotes. Anything but an object
-/// has no members.
-pub fn members(raw: &str) -> impl Iterator<Item = (&str, &str)> {
-    let mut c = Cursor::new(raw);
-    let open = c.enter(b'{');
-    std::iter::from_fn(move || if open { c.member() } else { None })
-}
-
-/// A place in JSON text already checked to be valid (see `elements`).
+/// A place in JSON text the body parser has already checked is valid: it
+/// steps through arrays and objects value by value, skipping strings with
+/// a SIMD search, so a part of the body is read without parsing it again.
 pub struct Cursor<'a> {
     text: &'a str,
     at: usize,
