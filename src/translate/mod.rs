@@ -425,36 +425,18 @@ pub(crate) fn sse_data(out: &mut BytesMut, v: &Value) {
     out.extend_from_slice(b"\n\n");
 }
 
-/// `v` as JSON text. Written straight into bytes: `Value`'s `Display`
-/// (`to_string`) goes through `fmt` and costs about twice as much.
+/// `v` as JSON text (`jsonline::value`: serde_json's bytes, written
+/// without its serializer's per-token and per-byte work).
 fn json_bytes(v: &Value) -> Bytes {
-    let mut out = BytesMut::with_capacity(512);
-    write_json(&mut out, v);
-    out.freeze()
+    let mut text = Vec::with_capacity(1024);
+    crate::jsonline::value(&mut text, v);
+    Bytes::from(text)
 }
 
 fn write_json(out: &mut BytesMut, v: &Value) {
-    /// serde writes token by token: `extend_from_slice` for each, rather
-    /// than `BufMut::writer`'s general `put_slice` (a tenth of the
-    /// serializing's instructions).
-    struct Extend<'a>(&'a mut BytesMut);
-    impl std::io::Write for Extend<'_> {
-        #[inline]
-        fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
-            self.0.extend_from_slice(b);
-            Ok(b.len())
-        }
-        #[inline]
-        fn write_all(&mut self, b: &[u8]) -> std::io::Result<()> {
-            self.0.extend_from_slice(b);
-            Ok(())
-        }
-        fn flush(&mut self) -> std::io::Result<()> {
-            Ok(())
-        }
-    }
-    // Serializing a `Value` into memory cannot fail (its keys are strings).
-    let _ = serde_json::to_writer(Extend(out), v);
+    let mut text = Vec::with_capacity(256);
+    crate::jsonline::value(&mut text, v);
+    out.extend_from_slice(&text);
 }
 
 pub(crate) fn sse_event(out: &mut BytesMut, name: &str, v: &Value) {
