@@ -287,6 +287,18 @@ async fn bad_requests_get_errors_in_the_clients_dialect() {
     assert!(e["error"]["message"].as_str().unwrap().contains("JSON object"));
     let r = post_json(format!("{}/v1/chat/completions", mg.gateway), &json!({"model": 4})).await;
     assert_eq!(r.status(), 400);
+    // A body that is not UTF-8 (JSON text must be), in both dialects.
+    let latin1 = b"{\"model\":\"gpt-4o\",\"messages\":[{\"role\":\"user\",\"content\":\"caf\xe9\"}]}".to_vec();
+    let r = c.post(format!("{}/v1/chat/completions", mg.gateway)).body(latin1.clone()).send().await.unwrap();
+    assert_eq!(r.status(), 400);
+    let e: Value = r.json().await.unwrap();
+    assert_eq!(e["error"]["type"], "invalid_request_error");
+    assert!(e["error"]["message"].as_str().unwrap().contains("not valid UTF-8"), "{e}");
+    let r = c.post(format!("{}/anthropic/v1/messages", mg.gateway)).body(latin1).send().await.unwrap();
+    assert_eq!(r.status(), 400);
+    let e: Value = r.json().await.unwrap();
+    assert_eq!((e["type"].as_str(), e["error"]["type"].as_str()), (Some("error"), Some("invalid_request_error")));
+    assert!(e["error"]["message"].as_str().unwrap().contains("not valid UTF-8"), "{e}");
     let r = c.get(format!("{}/nope", mg.gateway)).send().await.unwrap();
     assert_eq!(r.status(), 404);
     let e: Value = r.json().await.unwrap();

@@ -154,28 +154,25 @@ fn json_value() -> impl proptest::strategy::Strategy<Value = serde_json::Value> 
     })
 }
 
-/// An array's elements, as `Cursor` reads them.
-fn elements(raw: &str) -> Vec<&str> {
+/// What `Cursor` reads from the array or object `raw` (`open` is its
+/// bracket), item by item with `next`.
+fn read<'a, T>(raw: &'a str, open: u8, next: impl Fn(&mut Cursor<'a>) -> Option<T>) -> Vec<T> {
     let mut c = Cursor::new(raw);
     let mut out = Vec::new();
-    if c.enter(b'[') {
-        while let Some(v) = c.value() {
-            out.push(v);
+    if c.enter(open) {
+        while let Some(item) = next(&mut c) {
+            out.push(item);
         }
     }
     out
 }
 
-/// An object's members, as `Cursor` reads them.
+fn elements(raw: &str) -> Vec<&str> {
+    read(raw, b'[', Cursor::value)
+}
+
 fn members(raw: &str) -> Vec<(&str, &str)> {
-    let mut c = Cursor::new(raw);
-    let mut out = Vec::new();
-    if c.enter(b'{') {
-        while let Some(m) = c.member() {
-            out.push(m);
-        }
-    }
-    out
+    read(raw, b'{', Cursor::member)
 }
 
 proptest::proptest! {
