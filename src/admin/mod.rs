@@ -1,5 +1,6 @@
 //! The admin listener: `/metrics` (Prometheus text), `/healthz` (the process
-//! answers), `/readyz` (a config is loaded and at least one provider exists),
+//! answers), `/readyz` (every listener accepts connections and every route
+//! has a model that can serve),
 //! `/admin/budgets` (spend against each budget), `/admin/usage` (cost,
 //! tokens and savings by provider, model, app, route and split arm),
 //! `/admin/overrides` (runtime route targets), `/admin/route` (explain a
@@ -323,11 +324,12 @@ impl ServeHttp for Admin {
             (Method::GET, "/healthz") => reply(StatusCode::OK, "text/plain", b"ok\n".to_vec()),
             (Method::GET, "/readyz") => {
                 let unservable = self.unservable_routes(&snap);
-                let ready = !snap.providers.is_empty() && unservable.is_empty();
+                let listening = crate::server::listen::listening();
+                let ready = listening && !snap.providers.is_empty() && unservable.is_empty();
                 let status = if ready { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
                 json_reply(
                     status,
-                    json!({"ready": ready, "providers": snap.providers.len(), "models": snap.models.len(), "routes": snap.routes.len(), "unservable_routes": unservable}),
+                    json!({"ready": ready, "listening": listening, "providers": snap.providers.len(), "models": snap.models.len(), "routes": snap.routes.len(), "unservable_routes": unservable}),
                 )
             }
             (Method::GET, "/admin/health") => {

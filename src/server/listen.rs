@@ -5,9 +5,11 @@
 //! lives on serving nothing. So every address is test-bound here first
 //! (bind, then release): a busy or forbidden one ends the start with one
 //! line naming the listener. "listening" is logged, and `READY=1` sent,
-//! only once every listener accepts connections.
+//! only once every listener accepts connections; until then `/readyz`
+//! answers 503 (`"listening": false`).
 
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -46,6 +48,13 @@ pub fn check_free(listen: &Listen) -> Result<(), String> {
     Ok(())
 }
 
+static LISTENING: AtomicBool = AtomicBool::new(false);
+
+/// Whether every listener has accepted a connection (`/readyz`).
+pub fn listening() -> bool {
+    LISTENING.load(Ordering::Relaxed)
+}
+
 /// Waits until every listener accepts connections, then logs "listening"
 /// and tells the service manager (`READY=1`).
 pub struct Announce {
@@ -76,6 +85,7 @@ impl BackgroundService for Announce {
                 }
             }
         }
+        LISTENING.store(true, Ordering::Relaxed);
         tracing::info!(gateway = %self.listen.gateway, admin = %self.listen.admin, forward_proxy = ?self.listen.forward_proxy, "modelgate listening");
         super::notify::ready(self.takes_over);
     }

@@ -126,8 +126,11 @@ impl Modelgate {
                 eprintln!("modelgate exited early:\n{}", self.stderr());
                 return false;
             }
-            let ready = std::net::TcpStream::connect(&self.gateway[7..]).is_ok() && http_get(&format!("{}/readyz", self.admin)).is_some_and(|(s, _)| s == 200);
-            if ready {
+            if http_get(&format!("{}/readyz", self.admin)).is_some_and(|(s, _)| s == 200) {
+                // Ready means serving: every listener accepts from now on.
+                for l in std::iter::once(&self.gateway).chain(&self.forward) {
+                    assert!(std::net::TcpStream::connect(&l[7..]).is_ok(), "/readyz said 200 but {l} refuses connections");
+                }
                 return true;
             }
             std::thread::sleep(Duration::from_millis(50));
