@@ -31,6 +31,19 @@ impl<'o> Json<'o> {
         self.out.extend_from_slice(b"\":");
     }
 
+    /// A member whose value is an object, written through the returned
+    /// writer (close it with [`Json::end`]).
+    pub fn obj(&mut self, k: &str) -> Json<'_> {
+        self.key(k);
+        Json::new(self.out)
+    }
+
+    /// A member whose value the caller writes into the returned buffer.
+    pub fn value_of(&mut self, k: &str) -> &mut Vec<u8> {
+        self.key(k);
+        self.out
+    }
+
     pub fn raw(&mut self, k: &str, v: &str) {
         self.key(k);
         self.out.extend_from_slice(v.as_bytes());

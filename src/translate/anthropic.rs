@@ -1,8 +1,9 @@
 //! Anthropic Messages: request reader/writer, answer reader/writer, stream
 //! reader and writer.
 
-use bytes::BytesMut;
 use serde_json::{json, Map, Value};
+
+use crate::jsonline::Json;
 
 use super::*;
 
@@ -378,7 +379,7 @@ impl AnthropicStream {
         }
     }
 
-    fn start(&mut self, out: &mut BytesMut) {
+    fn start(&mut self, out: &mut Vec<u8>) {
         if self.started {
             return;
         }
@@ -387,20 +388,59 @@ impl AnthropicStream {
             self.id = "msg_modelgate".into();
         }
         let u = self.tail.usage();
-        let m = json!({"type": "message_start", "message": {"id": self.id, "type": "message", "role": "assistant", "model": self.model, "content": [],
-            "stop_reason": null, "stop_sequence": null, "usage": {"input_tokens": u.input, "output_tokens": 1, "cache_read_input_tokens": u.cached_input, "cache_creation_input_tokens": u.cache_write}}});
-        sse_event(out, "message_start", &m);
+        sse_object(out, "message_start", |j| {
+            let mut m = j.obj("message");
+            m.str("id", &self.id);
+            m.str("type", "message");
+            m.str("role", "assistant");
+            m.str("model", &self.model);
+            m.raw("content", "[]");
+            m.raw("stop_reason", "null");
+            m.raw("stop_sequence", "null");
+            usage_members(m.obj("usage"), &Usage { output: 1, ..u });
+            m.end();
+        });
     }
 
-    fn close(&mut self, out: &mut BytesMut) {
+    fn close(&mut self, out: &mut Vec<u8>) {
         if let Some((i, _)) = self.open.take() {
-            sse_event(out, "content_block_stop", &json!({"type": "content_block_stop", "index": i}));
+            sse_object(out, "content_block_stop", |j| j.num("index", i as u64));
         }
+    }
+
+    /// `content_block_start` of block `i`, its `content_block` written by `block`.
+    fn block_start(out: &mut Vec<u8>, i: usize, block: impl FnOnce(&mut Json)) {
+        sse_object(out, "content_block_start", |j| {
+            j.num("index", i as u64);
+            let mut b = j.obj("content_block");
+            block(&mut b);
+            b.end();
+        });
+    }
+
+    /// `content_block_delta` of block `i`: a `kind` delta whose `field` is `text`.
+    fn block_delta(out: &mut Vec<u8>, i: usize, kind: &str, field: &str, text: &str) {
+        sse_object(out, "content_block_delta", |j| {
+            j.num("index", i as u64);
+            let mut d = j.obj("delta");
+            d.str("type", kind);
+            d.str(field, text);
+            d.end();
+        });
     }
 }
 
+/// Anthropic's usage members, in its order.
+fn usage_members(mut j: Json, u: &Usage) {
+    j.num("input_tokens", u.input);
+    j.num("output_tokens", u.output);
+    j.num("cache_read_input_tokens", u.cached_input);
+    j.num("cache_creation_input_tokens", u.cache_write);
+    j.end();
+}
+
 impl super::StreamWriter for AnthropicStream {
-    fn write(&mut self, e: &Event, out: &mut BytesMut) {
+    fn write(&mut self, e: &Event, out: &mut Vec<u8>) {
         match e {
             Event::Start { id, model } => {
                 self.id = if id.starts_with("msg_") { id.clone() } else { format!("msg_{id}") };
@@ -416,10 +456,13 @@ impl super::StreamWriter for AnthropicStream {
                     let i = self.next_block;
                     self.next_block += 1;
                     self.open = Some((i, true));
-                    sse_event(out, "content_block_start", &json!({"type": "content_block_start", "index": i, "content_block": {"type": "text", "text": ""}}));
+                    Self::block_start(out, i, |b| {
+                        b.str("type", "text");
+                        b.str("text", "");
+                    });
                 }
                 let i = self.open.map(|o| o.0).unwrap_or(0);
-                sse_event(out, "content_block_delta", &json!({"type": "content_block_delta", "index": i, "delta": {"type": "text_delta", "text": t}}));
+                Self::block_delta(out, i, "text_delta", "text", t);
             }
             Event::ToolStart { id, name, .. } => {
                 self.start(out);
@@ -429,19 +472,16 @@ impl super::StreamWriter for AnthropicStream {
                 self.open = Some((i, false));
                 self.tool_blocks.push(i);
                 let id = if id.is_empty() { format!("toolu_modelgate_{i}") } else { id.clone() };
-                sse_event(
-                    out,
-                    "content_block_start",
-                    &json!({"type": "content_block_start", "index": i, "content_block": {"type": "tool_use", "id": id, "name": name, "input": {}}}),
-                );
+                Self::block_start(out, i, |b| {
+                    b.str("type", "tool_use");
+                    b.str("id", &id);
+                    b.str("name", name);
+                    b.raw("input", "{}");
+                });
             }
             Event::ToolArgs { index, json } => {
                 let Some(&i) = self.tool_blocks.get(*index) else { return };
-                sse_event(
-                    out,
-                    "content_block_delta",
-                    &json!({"type": "content_block_delta", "index": i, "delta": {"type": "input_json_delta", "partial_json": json}}),
-                );
+                Self::block_delta(out, i, "input_json_delta", "partial_json", json);
             }
             Event::Finish(_) | Event::Usage(_) => self.tail.note(e),
             Event::Error { message, .. } => {
@@ -454,19 +494,20 @@ impl super::StreamWriter for AnthropicStream {
 
     /// Close the open block, then message_delta (stop reason, usage) and
     /// message_stop.
-    fn end(&mut self, out: &mut BytesMut) {
+    fn end(&mut self, out: &mut Vec<u8>) {
         if !self.tail.close() {
             return;
         }
         self.start(out);
         self.close(out);
-        let u = self.tail.usage();
-        sse_event(
-            out,
-            "message_delta",
-            &json!({"type": "message_delta", "delta": {"stop_reason": finish_str(self.tail.finish()), "stop_sequence": null},
-            "usage": {"input_tokens": u.input, "output_tokens": u.output, "cache_read_input_tokens": u.cached_input, "cache_creation_input_tokens": u.cache_write}}),
-        );
-        sse_event(out, "message_stop", &json!({"type": "message_stop"}));
+        let (finish, u) = (self.tail.finish(), self.tail.usage());
+        sse_object(out, "message_delta", |j| {
+            let mut d = j.obj("delta");
+            d.str("stop_reason", finish_str(finish));
+            d.raw("stop_sequence", "null");
+            d.end();
+            usage_members(j.obj("usage"), &u);
+        });
+        sse_object(out, "message_stop", |_| {});
     }
 }

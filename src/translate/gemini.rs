@@ -7,7 +7,6 @@
 //! chunk with a `finishReason` is the last one). Keys are read in camelCase
 //! or snake_case, as Google's REST API accepts both.
 
-use bytes::BytesMut;
 use serde_json::{json, Map, Value};
 
 use super::*;
@@ -575,7 +574,7 @@ impl GeminiStream {
         c
     }
 
-    fn flush_call(&mut self, out: &mut BytesMut) {
+    fn flush_call(&mut self, out: &mut Vec<u8>) {
         if let Some((name, id, args)) = self.call.take() {
             let c = self.chunk(vec![json!({"functionCall": {"id": id, "name": name, "args": args_value(&args)}})], None);
             sse_data(out, &c);
@@ -584,7 +583,7 @@ impl GeminiStream {
 }
 
 impl super::StreamWriter for GeminiStream {
-    fn write(&mut self, e: &Event, out: &mut BytesMut) {
+    fn write(&mut self, e: &Event, out: &mut Vec<u8>) {
         if !matches!(e, Event::ToolArgs { .. } | Event::Usage(_) | Event::Finish(_)) {
             self.flush_call(out);
         }
@@ -615,7 +614,7 @@ impl super::StreamWriter for GeminiStream {
     }
 
     /// The last chunk: finish reason and usage.
-    fn end(&mut self, out: &mut BytesMut) {
+    fn end(&mut self, out: &mut Vec<u8>) {
         if self.tail.done {
             return;
         }

@@ -14,7 +14,7 @@ mod gemini;
 mod openai;
 mod responses;
 
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use serde_json::{json, Value};
 
 use crate::dialect::sse::Data;
@@ -322,9 +322,9 @@ pub(crate) trait StreamReader: Send {
 
 /// Writes neutral [`Event`]s as one client format's stream.
 pub(crate) trait StreamWriter: Send {
-    fn write(&mut self, e: &Event, out: &mut BytesMut);
+    fn write(&mut self, e: &Event, out: &mut Vec<u8>);
     /// The stream ended: close what the client expects closed.
-    fn end(&mut self, out: &mut BytesMut);
+    fn end(&mut self, out: &mut Vec<u8>);
 }
 
 impl Translator {
@@ -363,7 +363,7 @@ impl Translator {
     /// Translate provider events given by their parsed `data:` (as the
     /// stream tap collected them: no second split or parse).
     pub fn feed_data(&mut self, events: Vec<Data>) -> Bytes {
-        let mut out = BytesMut::new();
+        let mut out = Vec::new();
         for data in events {
             let said = match &data {
                 Data::Done => self.reader.done(),
@@ -375,14 +375,14 @@ impl Translator {
                 }
             }
         }
-        out.freeze()
+        Bytes::from(out)
     }
 
     /// The stream ended: close what the client expects closed.
     pub fn finish(&mut self) -> Bytes {
-        let mut out = BytesMut::new();
+        let mut out = Vec::new();
         self.writer.end(&mut out);
-        out.freeze()
+        Bytes::from(out)
     }
 }
 
@@ -419,9 +419,9 @@ impl Tail {
     }
 }
 
-pub(crate) fn sse_data(out: &mut BytesMut, v: &Value) {
+pub(crate) fn sse_data(out: &mut Vec<u8>, v: &Value) {
     out.extend_from_slice(b"data: ");
-    write_json(out, v);
+    crate::jsonline::value(out, v);
     out.extend_from_slice(b"\n\n");
 }
 
@@ -433,13 +433,20 @@ fn json_bytes(v: &Value) -> Bytes {
     Bytes::from(text)
 }
 
-fn write_json(out: &mut BytesMut, v: &Value) {
-    let mut text = Vec::with_capacity(256);
-    crate::jsonline::value(&mut text, v);
-    out.extend_from_slice(&text);
+/// An `event: name` whose data is the object `members` writes (as text,
+/// no `Value` built: the hot stream events).
+pub(crate) fn sse_object(out: &mut Vec<u8>, name: &str, members: impl FnOnce(&mut crate::jsonline::Json)) {
+    out.extend_from_slice(b"event: ");
+    out.extend_from_slice(name.as_bytes());
+    out.extend_from_slice(b"\ndata: ");
+    let mut j = crate::jsonline::Json::new(out);
+    j.str("type", name);
+    members(&mut j);
+    j.end();
+    out.extend_from_slice(b"\n\n");
 }
 
-pub(crate) fn sse_event(out: &mut BytesMut, name: &str, v: &Value) {
+pub(crate) fn sse_event(out: &mut Vec<u8>, name: &str, v: &Value) {
     out.extend_from_slice(b"event: ");
     out.extend_from_slice(name.as_bytes());
     out.extend_from_slice(b"\n");

@@ -1,8 +1,9 @@
 //! OpenAI Chat Completions: request reader/writer, answer reader/writer,
 //! stream reader and writer.
 
-use bytes::BytesMut;
 use serde_json::{json, Map, Value};
+
+use crate::jsonline::Json;
 
 use super::*;
 
@@ -385,66 +386,106 @@ impl super::StreamReader for Reader {
     }
 }
 
-/// Writes neutral events as OpenAI chunks.
+/// Writes neutral events as OpenAI chunks. Each chunk is written as text
+/// (no `Value` built per event): the part before its delta is the same for
+/// the whole stream and is kept.
 pub struct OpenAiStream {
     id: String,
     model: String,
-    created: i64,
+    pub(super) created: i64,
     include_usage: bool,
     started: bool,
+    /// `data: {"id":…,"object":"chat.completion.chunk",…,"choices":[{"index":0,"delta":`
+    head: Vec<u8>,
     tail: Tail,
 }
 
 impl OpenAiStream {
     pub fn new(model: &str, include_usage: bool) -> Self {
-        OpenAiStream { id: String::new(), model: model.to_string(), created: now_secs(), include_usage, started: false, tail: Tail::default() }
-    }
-
-    fn chunk(&self, delta: Value, finish: Option<Finish>) -> Value {
-        let mut c = json!({"id": self.id, "object": "chat.completion.chunk", "created": self.created, "model": self.model,
-            "choices": [{"index": 0, "delta": delta, "logprobs": null, "finish_reason": finish.map(finish_str)}]});
-        if self.include_usage {
-            c["usage"] = Value::Null;
+        OpenAiStream {
+            id: String::new(),
+            model: model.to_string(),
+            created: now_secs(),
+            include_usage,
+            started: false,
+            head: Vec::new(),
+            tail: Tail::default(),
         }
-        c
     }
 
-    fn start(&mut self, out: &mut BytesMut) {
+    /// The members every chunk starts with.
+    fn meta(&self, j: &mut Json) {
+        j.str("id", &self.id);
+        j.str("object", "chat.completion.chunk");
+        j.value_of("created").extend_from_slice(itoa::Buffer::new().format(self.created).as_bytes());
+        j.str("model", &self.model);
+    }
+
+    fn set_head(&mut self) {
+        let mut head = b"data: ".to_vec();
+        let mut j = Json::new(&mut head);
+        self.meta(&mut j);
+        j.value_of("choices").extend_from_slice(b"[{\"index\":0,\"delta\":");
+        self.head = head;
+    }
+
+    /// One chunk: the head, the delta `delta` writes, the rest.
+    fn chunk(&self, out: &mut Vec<u8>, delta: impl FnOnce(&mut Json), finish: Option<Finish>) {
+        out.extend_from_slice(&self.head);
+        let mut d = Json::new(out);
+        delta(&mut d);
+        d.end();
+        out.extend_from_slice(b",\"logprobs\":null,\"finish_reason\":");
+        match finish {
+            Some(f) => crate::jsonline::string(out, finish_str(f)),
+            None => out.extend_from_slice(b"null"),
+        }
+        out.extend_from_slice(if self.include_usage { b"}],\"usage\":null}\n\n" } else { b"}]}\n\n" });
+    }
+
+    fn start(&mut self, out: &mut Vec<u8>) {
         if !self.started {
             self.started = true;
             if self.id.is_empty() {
                 self.id = "chatcmpl-modelgate".into();
             }
-            let c = self.chunk(json!({"role": "assistant", "content": ""}), None);
-            sse_data(out, &c);
+            self.set_head();
+            self.chunk(
+                out,
+                |d| {
+                    d.str("role", "assistant");
+                    d.str("content", "");
+                },
+                None,
+            );
         }
     }
 }
 
 impl super::StreamWriter for OpenAiStream {
-    fn write(&mut self, e: &Event, out: &mut BytesMut) {
+    fn write(&mut self, e: &Event, out: &mut Vec<u8>) {
         match e {
             Event::Start { id, model } => {
                 self.id = if id.starts_with("chatcmpl") { id.clone() } else { format!("chatcmpl-{id}") };
                 if !model.is_empty() {
                     self.model = model.clone();
                 }
+                if self.started {
+                    self.set_head();
+                }
                 self.start(out);
             }
             Event::Text(t) => {
                 self.start(out);
-                let c = self.chunk(json!({"content": t}), None);
-                sse_data(out, &c);
+                self.chunk(out, |d| d.str("content", t), None);
             }
             Event::ToolStart { index, id, name } => {
                 self.start(out);
-                let c = self.chunk(json!({"tool_calls": [{"index": index, "id": id, "type": "function", "function": {"name": name, "arguments": ""}}]}), None);
-                sse_data(out, &c);
+                self.chunk(out, |d| tool_call(d, *index, Some((id, name)), ""), None);
             }
             Event::ToolArgs { index, json } => {
                 self.start(out);
-                let c = self.chunk(json!({"tool_calls": [{"index": index, "function": {"arguments": json}}]}), None);
-                sse_data(out, &c);
+                self.chunk(out, |d| tool_call(d, *index, None, json), None);
             }
             Event::Finish(_) | Event::Usage(_) => self.tail.note(e),
             Event::Error { message, .. } => {
@@ -456,20 +497,42 @@ impl super::StreamWriter for OpenAiStream {
     }
 
     /// Finish chunk, usage chunk (when asked for), `[DONE]`.
-    fn end(&mut self, out: &mut BytesMut) {
+    fn end(&mut self, out: &mut Vec<u8>) {
         if !self.tail.close() {
             return;
         }
         self.start(out);
-        let c = self.chunk(json!({}), Some(self.tail.finish()));
-        sse_data(out, &c);
+        self.chunk(out, |_| {}, Some(self.tail.finish()));
         if self.include_usage {
-            let u = self.tail.usage();
-            sse_data(
-                out,
-                &json!({"id": self.id, "object": "chat.completion.chunk", "created": self.created, "model": self.model, "choices": [], "usage": usage_json(&u)}),
-            );
+            out.extend_from_slice(b"data: ");
+            let mut j = Json::new(out);
+            self.meta(&mut j);
+            j.raw("choices", "[]");
+            crate::jsonline::value(j.value_of("usage"), &usage_json(&self.tail.usage()));
+            j.end();
+            out.extend_from_slice(b"\n\n");
         }
         out.extend_from_slice(b"data: [DONE]\n\n");
     }
+}
+
+/// A chunk delta's `tool_calls` with one call: its start (`id`, `name`,
+/// empty arguments) or a piece of its arguments.
+fn tool_call(d: &mut Json, index: usize, start: Option<(&String, &String)>, arguments: &str) {
+    let calls = d.value_of("tool_calls");
+    calls.push(b'[');
+    let mut c = Json::new(calls);
+    c.num("index", index as u64);
+    if let Some((id, _)) = start {
+        c.str("id", id);
+        c.str("type", "function");
+    }
+    let mut f = c.obj("function");
+    if let Some((_, name)) = start {
+        f.str("name", name);
+    }
+    f.str("arguments", arguments);
+    f.end();
+    c.end();
+    calls.push(b']');
 }

@@ -2,7 +2,6 @@
 //! writer (a Responses client served by an Anthropic or Gemini model; an
 //! OpenAI-dialect provider gets the Responses call as it is).
 
-use bytes::BytesMut;
 use serde_json::{json, Value};
 
 use super::*;
@@ -279,7 +278,7 @@ impl ResponsesStream {
         }
     }
 
-    fn emit(&mut self, out: &mut BytesMut, kind: &str, mut v: Value) {
+    fn emit(&mut self, out: &mut Vec<u8>, kind: &str, mut v: Value) {
         v["type"] = json!(kind);
         v["sequence_number"] = json!(self.seq);
         self.seq += 1;
@@ -291,7 +290,7 @@ impl ResponsesStream {
         response(head, &self.chat, status, self.tail.finish.filter(|_| status != "in_progress"), self.done_items.clone(), usage)
     }
 
-    fn start(&mut self, out: &mut BytesMut) {
+    fn start(&mut self, out: &mut Vec<u8>) {
         if self.started {
             return;
         }
@@ -304,7 +303,7 @@ impl ResponsesStream {
         self.emit(out, "response.in_progress", json!({"response": r}));
     }
 
-    fn close(&mut self, out: &mut BytesMut) {
+    fn close(&mut self, out: &mut Vec<u8>) {
         let index = self.done_items.len();
         match self.open.take() {
             Some(Open::Text { item, text }) => {
@@ -326,7 +325,7 @@ impl ResponsesStream {
 }
 
 impl super::StreamWriter for ResponsesStream {
-    fn write(&mut self, e: &Event, out: &mut BytesMut) {
+    fn write(&mut self, e: &Event, out: &mut Vec<u8>) {
         match e {
             Event::Start { id, model } => {
                 self.id = resp_id(id);
@@ -387,7 +386,7 @@ impl super::StreamWriter for ResponsesStream {
     }
 
     /// Close the open item, then `response.completed` (or `.incomplete`).
-    fn end(&mut self, out: &mut BytesMut) {
+    fn end(&mut self, out: &mut Vec<u8>) {
         if !self.tail.close() {
             return;
         }

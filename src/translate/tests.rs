@@ -247,6 +247,79 @@ fn streams_translate_event_by_event_both_ways() {
     assert!(String::from_utf8_lossy(&first).contains("\"content\":\"Hi\""));
 }
 
+/// The data lines of an SSE text.
+fn data_lines(sse: &str) -> Vec<&str> {
+    sse.lines().filter_map(|l| l.strip_prefix("data: ")).collect()
+}
+
+/// The OpenAI and Anthropic stream writers write their events as text; the
+/// bytes are what serde_json writes for the events these clients expect,
+/// member order included.
+#[test]
+fn stream_writers_write_serde_json_bytes_in_the_documented_shape() {
+    let text = "say \"hi\"\\ \u{1}\n\u{e9}\u{4e2d}";
+    let events = vec![
+        Event::Start { id: "abc".into(), model: "gpt-x".into() },
+        Event::Text(text.into()),
+        Event::ToolStart { index: 0, id: "call_1".into(), name: "get\"w".into() },
+        Event::ToolArgs { index: 0, json: "{\"a\":".into() },
+        Event::Finish(Finish::ToolCalls),
+        Event::Usage(Usage { input: 7, cached_input: 2, cache_write: 1, output: 5 }),
+        Event::End,
+    ];
+    let run = |w: &mut dyn StreamWriter| {
+        let mut out = Vec::new();
+        for e in &events {
+            w.write(e, &mut out);
+        }
+        String::from_utf8(out).unwrap()
+    };
+
+    let mut w = OpenAiStream::new("m", true);
+    let created = w.created;
+    let chunk = |delta: Value, finish: Value| {
+        json!({"id": "chatcmpl-abc", "object": "chat.completion.chunk", "created": created, "model": "gpt-x",
+               "choices": [{"index": 0, "delta": delta, "logprobs": null, "finish_reason": finish}], "usage": null})
+        .to_string()
+    };
+    let want = vec![
+        chunk(json!({"role": "assistant", "content": ""}), Value::Null),
+        chunk(json!({"content": text}), Value::Null),
+        chunk(json!({"tool_calls": [{"index": 0, "id": "call_1", "type": "function", "function": {"name": "get\"w", "arguments": ""}}]}), Value::Null),
+        chunk(json!({"tool_calls": [{"index": 0, "function": {"arguments": "{\"a\":"}}]}), Value::Null),
+        chunk(json!({}), json!("tool_calls")),
+        json!({"id": "chatcmpl-abc", "object": "chat.completion.chunk", "created": created, "model": "gpt-x", "choices": [],
+               "usage": {"prompt_tokens": 10, "completion_tokens": 5, "total_tokens": 15, "prompt_tokens_details": {"cached_tokens": 2}}})
+        .to_string(),
+        "[DONE]".to_string(),
+    ];
+    assert_eq!(data_lines(&run(&mut w)), want);
+    // Without include_usage: no `usage` member, no usage chunk.
+    let plain = run(&mut OpenAiStream::new("m", false));
+    assert!(!plain.contains("usage"), "{plain}");
+    assert_eq!(data_lines(&plain).len(), 6);
+
+    let ev = |v: Value| v.to_string();
+    let usage = |i: u64, o: u64| json!({"input_tokens": i, "output_tokens": o, "cache_read_input_tokens": 2, "cache_creation_input_tokens": 1});
+    let want = vec![
+        ev(json!({"type": "message_start", "message": {"id": "msg_abc", "type": "message", "role": "assistant", "model": "gpt-x", "content": [],
+            "stop_reason": null, "stop_sequence": null, "usage": {"input_tokens": 0, "output_tokens": 1, "cache_read_input_tokens": 0, "cache_creation_input_tokens": 0}}})),
+        ev(json!({"type": "content_block_start", "index": 0, "content_block": {"type": "text", "text": ""}})),
+        ev(json!({"type": "content_block_delta", "index": 0, "delta": {"type": "text_delta", "text": text}})),
+        ev(json!({"type": "content_block_stop", "index": 0})),
+        ev(json!({"type": "content_block_start", "index": 1, "content_block": {"type": "tool_use", "id": "call_1", "name": "get\"w", "input": {}}})),
+        ev(json!({"type": "content_block_delta", "index": 1, "delta": {"type": "input_json_delta", "partial_json": "{\"a\":"}})),
+        ev(json!({"type": "content_block_stop", "index": 1})),
+        ev(json!({"type": "message_delta", "delta": {"stop_reason": "tool_use", "stop_sequence": null}, "usage": usage(7, 5)})),
+        ev(json!({"type": "message_stop"})),
+    ];
+    let anthropic = run(&mut AnthropicStream::new("m"));
+    assert_eq!(data_lines(&anthropic), want);
+    let names: Vec<&str> = anthropic.lines().filter_map(|l| l.strip_prefix("event: ")).collect();
+    let types: Vec<String> = want.iter().map(|w| serde_json::from_str::<Value>(w).unwrap()["type"].as_str().unwrap().to_string()).collect();
+    assert_eq!(names, types);
+}
+
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(200))]
 
