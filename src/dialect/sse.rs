@@ -3,14 +3,11 @@
 //! modelgate asked for on the client's behalf. Events are forwarded as soon as
 //! their terminating blank line arrives; nothing waits for the end.
 //!
-//! This is the one SSE splitter, and each event's data is parsed once: to
-//! the usage fields alone when the stream passes through, or to a JSON
-//! value (read for usage, then handed to the translator) when it is
-//! translated.
+//! This is the one SSE splitter. Each event's data is parsed to the usage
+//! fields alone; when the stream is translated, the data is also handed to
+//! the translator, whose reader parses the fields it needs.
 
 use bytes::{Bytes, BytesMut};
-use serde::Deserialize;
-use serde_json::Value;
 
 use super::Dialect;
 use crate::usage::{RawUsage, UsageCarrier};
@@ -20,7 +17,8 @@ use crate::usage::{RawUsage, UsageCarrier};
 pub enum Data {
     /// OpenAI's `data: [DONE]`.
     Done,
-    Json(Value),
+    /// JSON text (valid UTF-8 and valid JSON, checked by the tap).
+    Json(Bytes),
 }
 
 /// Observes (and optionally filters) one SSE response stream.
@@ -196,25 +194,15 @@ impl StreamTap {
             return self.judge_text(&data);
         }
         self.data_events += 1;
-        let (carrier, value) = match self.collect {
-            // Translated: one parse to a value, which the translator reads.
-            // (UTF-8 checked once: parsing a `&str` does not check each string.)
-            true => match std::str::from_utf8(&data).map(serde_json::from_str::<Value>) {
-                Ok(Ok(v)) => (UsageCarrier::deserialize(&v).ok(), Some(v)),
-                _ => return self.broken(),
-            },
-            false => match UsageCarrier::parse(&data) {
-                Some(c) => (Some(c), None),
-                // Valid JSON of an unexpected shape passes; broken JSON does not.
-                None if serde_json::from_slice::<serde::de::IgnoredAny>(&data).is_ok() => (None, None),
-                None => return self.broken(),
-            },
+        let carrier = match UsageCarrier::parse(&data) {
+            Some(c) => Some(c),
+            // Valid JSON of an unexpected shape passes; broken JSON does not.
+            None if serde_json::from_slice::<serde::de::IgnoredAny>(&data).is_ok() => None,
+            None => return self.broken(),
         };
         let keep = carrier.is_none_or(|c| self.judge(&c, &data));
-        if keep {
-            if let Some(v) = value {
-                self.data.push(Data::Json(v));
-            }
+        if keep && self.collect {
+            self.data.push(Data::Json(Bytes::copy_from_slice(&data)));
         }
         keep
     }

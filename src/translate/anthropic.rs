@@ -1,6 +1,8 @@
 //! Anthropic Messages: request reader/writer, answer reader/writer, stream
 //! reader and writer.
 
+use serde::Deserialize;
+use serde_json::value::RawValue;
 use serde_json::{json, Map, Value};
 
 use crate::jsonline::Json;
@@ -295,58 +297,113 @@ pub struct Reader {
     usage: Usage,
 }
 
+/// What the reader takes from an event (typed over the borrowed text:
+/// no `Value` tree per event).
+#[derive(Deserialize)]
+struct StreamEvent<'a> {
+    #[serde(rename = "type", default, borrow)]
+    kind: Lax<'a>,
+    #[serde(borrow)]
+    message: Option<EventMessage<'a>>,
+    #[serde(default, borrow)]
+    index: Lax<'a>,
+    #[serde(borrow)]
+    content_block: Option<EventBlock<'a>>,
+    #[serde(borrow)]
+    delta: Option<EventDelta<'a>>,
+    #[serde(borrow)]
+    usage: Option<&'a RawValue>,
+    #[serde(borrow)]
+    error: Option<&'a RawValue>,
+}
+
+#[derive(Deserialize)]
+struct EventMessage<'a> {
+    #[serde(default, borrow)]
+    id: Lax<'a>,
+    #[serde(default, borrow)]
+    model: Lax<'a>,
+    #[serde(borrow)]
+    usage: Option<&'a RawValue>,
+}
+
+#[derive(Deserialize)]
+struct EventBlock<'a> {
+    #[serde(rename = "type", default, borrow)]
+    kind: Lax<'a>,
+    #[serde(default, borrow)]
+    id: Lax<'a>,
+    #[serde(default, borrow)]
+    name: Lax<'a>,
+    #[serde(default, borrow)]
+    text: Lax<'a>,
+}
+
+#[derive(Deserialize)]
+struct EventDelta<'a> {
+    #[serde(rename = "type", default, borrow)]
+    kind: Lax<'a>,
+    #[serde(default, borrow)]
+    text: Lax<'a>,
+    #[serde(default, borrow)]
+    partial_json: Lax<'a>,
+    #[serde(default, borrow)]
+    stop_reason: Lax<'a>,
+}
+
 impl super::StreamReader for Reader {
-    fn read(&mut self, v: &Value) -> Vec<Event> {
+    fn read(&mut self, data: &str) -> Vec<Event> {
         let mut out = Vec::new();
-        match v["type"].as_str() {
+        let v: StreamEvent = match serde_json::from_str(data) {
+            Ok(v) => v,
+            Err(e) => {
+                tracing::debug!(error = %e, "an Anthropic stream event of an unexpected shape says nothing");
+                return out;
+            }
+        };
+        match v.kind.str() {
             Some("message_start") => {
-                let m = &v["message"];
-                self.usage = usage_of(&m["usage"], Dialect::Anthropic);
-                out.push(Event::Start { id: m["id"].as_str().unwrap_or_default().to_string(), model: m["model"].as_str().unwrap_or_default().to_string() });
+                let m = v.message.as_ref();
+                self.usage = usage_of_raw(m.and_then(|m| m.usage), Dialect::Anthropic).unwrap_or_default();
+                out.push(Event::Start { id: m.map_or("", |m| m.id.text()).to_string(), model: m.map_or("", |m| m.model.text()).to_string() });
             }
             Some("content_block_start") => {
-                let b = &v["content_block"];
-                if b["type"] == "tool_use" {
+                let Some(b) = &v.content_block else { return out };
+                if b.kind.str() == Some("tool_use") {
                     let index = self.tools.len();
-                    self.tools.push((v["index"].as_u64().unwrap_or(0), index));
-                    out.push(Event::ToolStart {
-                        index,
-                        id: b["id"].as_str().unwrap_or_default().to_string(),
-                        name: b["name"].as_str().unwrap_or_default().to_string(),
-                    });
-                } else if let Some(t) = b["text"].as_str().filter(|t| !t.is_empty()) {
+                    self.tools.push((v.index.u64().unwrap_or(0), index));
+                    out.push(Event::ToolStart { index, id: b.id.text().to_string(), name: b.name.text().to_string() });
+                } else if let Some(t) = b.text.str().filter(|t| !t.is_empty()) {
                     out.push(Event::Text(t.to_string()));
                 }
             }
             Some("content_block_delta") => {
-                let d = &v["delta"];
-                match d["type"].as_str() {
-                    Some("text_delta") => out.push(Event::Text(d["text"].as_str().unwrap_or_default().to_string())),
+                let Some(d) = &v.delta else { return out };
+                match d.kind.str() {
+                    Some("text_delta") => out.push(Event::Text(d.text.text().to_string())),
                     Some("input_json_delta") => {
-                        let bi = v["index"].as_u64().unwrap_or(0);
+                        let bi = v.index.u64().unwrap_or(0);
                         if let Some(&(_, index)) = self.tools.iter().find(|(b, _)| *b == bi) {
-                            out.push(Event::ToolArgs { index, json: d["partial_json"].as_str().unwrap_or_default().to_string() });
+                            out.push(Event::ToolArgs { index, json: d.partial_json.text().to_string() });
                         }
                     }
                     _ => {}
                 }
             }
             Some("message_delta") => {
-                let later = usage_of(&v["usage"], Dialect::Anthropic);
+                let later = usage_of_raw(v.usage, Dialect::Anthropic).unwrap_or_default();
                 // message_delta carries cumulative output (and, lately, input) counts.
                 self.usage.output = later.output;
                 if later.total_input() > 0 {
                     self.usage = Usage { output: later.output, ..later };
                 }
-                if let Some(r) = v["delta"]["stop_reason"].as_str() {
+                if let Some(r) = v.delta.as_ref().and_then(|d| d.stop_reason.str()) {
                     out.push(Event::Finish(finish_of(r)));
                 }
                 out.push(Event::Usage(self.usage));
             }
             Some("message_stop") => out.push(Event::End),
-            Some("error") => {
-                out.push(Event::Error { kind: ErrorKind::Upstream, message: v["error"]["message"].as_str().unwrap_or("upstream stream error").to_string() })
-            }
+            Some("error") => out.push(Event::Error { kind: ErrorKind::Upstream, message: error_message(v.error) }),
             _ => {}
         }
         out

@@ -509,7 +509,13 @@ pub struct Reader {
 }
 
 impl super::StreamReader for Reader {
-    fn read(&mut self, v: &Value) -> Vec<Event> {
+    fn read(&mut self, data: &str) -> Vec<Event> {
+        serde_json::from_str(data).map(|v| self.read_value(&v)).unwrap_or_default()
+    }
+}
+
+impl Reader {
+    fn read_value(&mut self, v: &Value) -> Vec<Event> {
         let mut out = Vec::new();
         if let Some(e) = v.get("error") {
             out.push(Event::Error { kind: ErrorKind::Upstream, message: e["message"].as_str().unwrap_or("upstream stream error").to_string() });

@@ -312,8 +312,8 @@ pub struct Translator {
 
 /// Reads one provider dialect's stream events into neutral [`Event`]s.
 pub(crate) trait StreamReader: Send {
-    /// The events one provider event (its `data:`, parsed) says.
-    fn read(&mut self, data: &Value) -> Vec<Event>;
+    /// The events one provider event (its `data:`, JSON text) says.
+    fn read(&mut self, data: &str) -> Vec<Event>;
     /// The events of OpenAI's `data: [DONE]`.
     fn done(&mut self) -> Vec<Event> {
         Vec::new()
@@ -367,7 +367,8 @@ impl Translator {
         for data in events {
             let said = match &data {
                 Data::Done => self.reader.done(),
-                Data::Json(v) => self.reader.read(v),
+                // (The tap checked that it is UTF-8 JSON.)
+                Data::Json(text) => std::str::from_utf8(&text).map(|t| self.reader.read(t)).unwrap_or_default(),
             };
             for e in said {
                 if let Some(e) = self.unwrap_json(e) {
@@ -461,6 +462,103 @@ pub(crate) fn text_of(v: &Value) -> String {
         Value::Null => String::new(),
         other => other.to_string(),
     }
+}
+
+/// A JSON value read the way `Value::as_str` and `Value::as_u64` read
+/// one: a string (borrowed when it has no escapes), a non-negative
+/// integer, or anything else (skipped, never an error). The typed stream
+/// readers use it for every leaf, so an event with a surprising value
+/// somewhere still says what it can.
+#[derive(Debug, Default)]
+pub(crate) enum Lax<'a> {
+    Str(std::borrow::Cow<'a, str>),
+    U64(u64),
+    #[default]
+    Other,
+}
+
+impl<'a> Lax<'a> {
+    pub fn str(&self) -> Option<&str> {
+        match self {
+            Lax::Str(s) => Some(s),
+            _ => None,
+        }
+    }
+
+    /// The string, or "" (`as_str().unwrap_or_default()`).
+    pub fn text(&self) -> &str {
+        self.str().unwrap_or_default()
+    }
+
+    pub fn u64(&self) -> Option<u64> {
+        match self {
+            Lax::U64(n) => Some(*n),
+            _ => None,
+        }
+    }
+}
+
+impl<'de: 'a, 'a> serde::Deserialize<'de> for Lax<'a> {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V<'a>(std::marker::PhantomData<&'a ()>);
+        impl<'de: 'a, 'a> serde::de::Visitor<'de> for V<'a> {
+            type Value = Lax<'a>;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("any JSON value")
+            }
+            fn visit_borrowed_str<E>(self, v: &'de str) -> Result<Lax<'a>, E> {
+                Ok(Lax::Str(std::borrow::Cow::Borrowed(v)))
+            }
+            fn visit_str<E>(self, v: &str) -> Result<Lax<'a>, E> {
+                Ok(Lax::Str(std::borrow::Cow::Owned(v.to_string())))
+            }
+            fn visit_string<E>(self, v: String) -> Result<Lax<'a>, E> {
+                Ok(Lax::Str(std::borrow::Cow::Owned(v)))
+            }
+            fn visit_u64<E>(self, v: u64) -> Result<Lax<'a>, E> {
+                Ok(Lax::U64(v))
+            }
+            fn visit_i64<E>(self, v: i64) -> Result<Lax<'a>, E> {
+                Ok(u64::try_from(v).map_or(Lax::Other, Lax::U64))
+            }
+            fn visit_f64<E>(self, _: f64) -> Result<Lax<'a>, E> {
+                Ok(Lax::Other)
+            }
+            fn visit_bool<E>(self, _: bool) -> Result<Lax<'a>, E> {
+                Ok(Lax::Other)
+            }
+            fn visit_unit<E>(self) -> Result<Lax<'a>, E> {
+                Ok(Lax::Other)
+            }
+            fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<Lax<'a>, A::Error> {
+                while seq.next_element::<serde::de::IgnoredAny>()?.is_some() {}
+                Ok(Lax::Other)
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<Lax<'a>, A::Error> {
+                while map.next_entry::<serde::de::IgnoredAny, serde::de::IgnoredAny>()?.is_some() {}
+                Ok(Lax::Other)
+            }
+        }
+        d.deserialize_any(V(std::marker::PhantomData))
+    }
+}
+
+/// A stream event's usage object (`usage_of` of it when it is an object,
+/// as the `Value` readers did; none when absent).
+pub(crate) fn usage_of_raw(u: Option<&serde_json::value::RawValue>, dialect: Dialect) -> Option<Usage> {
+    let text = u?.get();
+    text.starts_with('{').then(|| serde_json::from_str::<crate::usage::RawUsage>(text).unwrap_or_default().normalize(dialect))
+}
+
+/// The message of a stream's error object, else `upstream stream error`.
+pub(crate) fn error_message(error: Option<&serde_json::value::RawValue>) -> String {
+    #[derive(serde::Deserialize)]
+    struct E<'a> {
+        #[serde(default, borrow)]
+        message: Lax<'a>,
+    }
+    let e = error.and_then(|e| serde_json::from_str::<E>(e.get()).ok());
+    e.as_ref().and_then(|e| e.message.str()).unwrap_or("upstream stream error").to_string()
 }
 
 /// A usage object of `dialect` in neutral counts.

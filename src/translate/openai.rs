@@ -1,6 +1,8 @@
 //! OpenAI Chat Completions: request reader/writer, answer reader/writer,
 //! stream reader and writer.
 
+use serde::Deserialize;
+use serde_json::value::RawValue;
 use serde_json::{json, Map, Value};
 
 use crate::jsonline::Json;
@@ -336,51 +338,107 @@ pub struct Reader {
     tools: Vec<u64>,
 }
 
+/// What the reader takes from a chunk (typed over the borrowed text: no
+/// `Value` tree per event).
+#[derive(Deserialize)]
+struct Chunk<'a> {
+    #[serde(default, borrow)]
+    id: Lax<'a>,
+    #[serde(default, borrow)]
+    model: Lax<'a>,
+    #[serde(default, borrow)]
+    choices: Option<Vec<ChunkChoice<'a>>>,
+    #[serde(borrow)]
+    usage: Option<&'a RawValue>,
+    #[serde(borrow)]
+    error: Option<&'a RawValue>,
+}
+
+#[derive(Deserialize)]
+struct ChunkChoice<'a> {
+    #[serde(borrow)]
+    delta: Option<ChunkDelta<'a>>,
+    #[serde(default, borrow)]
+    finish_reason: Lax<'a>,
+}
+
+#[derive(Deserialize)]
+struct ChunkDelta<'a> {
+    #[serde(default, borrow)]
+    content: Lax<'a>,
+    #[serde(default, borrow)]
+    tool_calls: Option<Vec<ToolCallDelta<'a>>>,
+}
+
+#[derive(Deserialize)]
+struct ToolCallDelta<'a> {
+    #[serde(default, borrow)]
+    index: Lax<'a>,
+    #[serde(default, borrow)]
+    id: Lax<'a>,
+    #[serde(default, borrow)]
+    function: Option<FunctionDelta<'a>>,
+}
+
+#[derive(Deserialize, Default)]
+struct FunctionDelta<'a> {
+    #[serde(default, borrow)]
+    name: Lax<'a>,
+    #[serde(default, borrow)]
+    arguments: Lax<'a>,
+}
+
 impl super::StreamReader for Reader {
     fn done(&mut self) -> Vec<Event> {
         vec![Event::End]
     }
 
-    fn read(&mut self, v: &Value) -> Vec<Event> {
+    fn read(&mut self, data: &str) -> Vec<Event> {
         let mut out = Vec::new();
-        if let Some(e) = v.get("error") {
-            out.push(Event::Error { kind: ErrorKind::Upstream, message: e["message"].as_str().unwrap_or("upstream stream error").to_string() });
+        let c: Chunk = match serde_json::from_str(data) {
+            Ok(c) => c,
+            Err(e) => {
+                tracing::debug!(error = %e, "an OpenAI stream chunk of an unexpected shape says nothing");
+                return out;
+            }
+        };
+        if c.error.is_some() {
+            out.push(Event::Error { kind: ErrorKind::Upstream, message: error_message(c.error) });
             return out;
         }
         if !self.started {
             self.started = true;
-            out.push(Event::Start { id: v["id"].as_str().unwrap_or_default().to_string(), model: v["model"].as_str().unwrap_or_default().to_string() });
+            out.push(Event::Start { id: c.id.text().to_string(), model: c.model.text().to_string() });
         }
-        for ch in v["choices"].as_array().into_iter().flatten() {
-            let d = &ch["delta"];
-            if let Some(t) = d["content"].as_str().filter(|t| !t.is_empty()) {
-                out.push(Event::Text(t.to_string()));
-            }
-            for tc in d["tool_calls"].as_array().into_iter().flatten() {
-                let oi = tc["index"].as_u64().unwrap_or(0);
-                let index = match self.tools.iter().position(|i| *i == oi) {
-                    Some(i) => i,
-                    None => {
-                        self.tools.push(oi);
-                        let index = self.tools.len() - 1;
-                        out.push(Event::ToolStart {
-                            index,
-                            id: tc["id"].as_str().unwrap_or_default().to_string(),
-                            name: tc["function"]["name"].as_str().unwrap_or_default().to_string(),
-                        });
-                        index
+        for ch in c.choices.iter().flatten() {
+            if let Some(d) = &ch.delta {
+                if let Some(t) = d.content.str().filter(|t| !t.is_empty()) {
+                    out.push(Event::Text(t.to_string()));
+                }
+                for tc in d.tool_calls.iter().flatten() {
+                    let oi = tc.index.u64().unwrap_or(0);
+                    let f = tc.function.as_ref();
+                    let index = match self.tools.iter().position(|i| *i == oi) {
+                        Some(i) => i,
+                        None => {
+                            self.tools.push(oi);
+                            let index = self.tools.len() - 1;
+                            let name = f.map_or("", |f| f.name.text());
+                            out.push(Event::ToolStart { index, id: tc.id.text().to_string(), name: name.to_string() });
+                            index
+                        }
+                    };
+                    if let Some(a) = f.and_then(|f| f.arguments.str()).filter(|a| !a.is_empty()) {
+                        out.push(Event::ToolArgs { index, json: a.to_string() });
                     }
-                };
-                if let Some(a) = tc["function"]["arguments"].as_str().filter(|a| !a.is_empty()) {
-                    out.push(Event::ToolArgs { index, json: a.to_string() });
                 }
             }
-            if let Some(f) = ch["finish_reason"].as_str() {
+            if let Some(f) = ch.finish_reason.str() {
                 out.push(Event::Finish(finish_of(f)));
             }
         }
-        if v["usage"].is_object() {
-            out.push(Event::Usage(usage_of(&v["usage"], Dialect::OpenAi)));
+        if let Some(u) = usage_of_raw(c.usage, Dialect::OpenAi) {
+            out.push(Event::Usage(u));
         }
         out
     }

@@ -247,6 +247,43 @@ fn streams_translate_event_by_event_both_ways() {
     assert!(String::from_utf8_lossy(&first).contains("\"content\":\"Hi\""));
 }
 
+/// The typed stream readers read what they can from an event with
+/// surprising values, as reading a `serde_json::Value` did.
+#[test]
+fn stream_readers_take_what_they_can_from_odd_events() {
+    let read = |r: &mut dyn StreamReader, data: &str| r.read(data);
+    let mut o = openai::Reader::default();
+    // A number where the id should be, content as a list of parts, a
+    // negative tool index: the text that is a string still comes through.
+    let e = read(
+        &mut o,
+        r#"{"id":5,"model":"m\u00e9","choices":[{"delta":{"content":[{"type":"text","text":"x"}]},"finish_reason":null},{"delta":{"content":"Hi \"you\""},"finish_reason":"stop"}],"usage":7}"#,
+    );
+    assert_eq!(e, vec![Event::Start { id: "".into(), model: "m\u{e9}".into() }, Event::Text("Hi \"you\"".into()), Event::Finish(Finish::Stop)]);
+    let e = read(
+        &mut o,
+        r#"{"choices":[{"delta":{"tool_calls":[{"index":-1,"id":"c","function":{"name":"f","arguments":"{}"}}]}}],"usage":{"prompt_tokens":3,"completion_tokens":2}}"#,
+    );
+    assert_eq!(e[0], Event::ToolStart { index: 0, id: "c".into(), name: "f".into() });
+    assert_eq!(e[1], Event::ToolArgs { index: 0, json: "{}".into() });
+    assert_eq!(e[2], Event::Usage(Usage { input: 3, output: 2, ..Default::default() }));
+    // An error as a string (some OpenAI-compatible servers) or an object.
+    assert_eq!(read(&mut o, r#"{"error":"overloaded"}"#), vec![Event::Error { kind: ErrorKind::Upstream, message: "upstream stream error".into() }]);
+    assert_eq!(read(&mut o, r#"{"error":{"message":"slow down"}}"#), vec![Event::Error { kind: ErrorKind::Upstream, message: "slow down".into() }]);
+
+    let mut a = anthropic::Reader::default();
+    let e = read(&mut a, r#"{"type":"message_start","message":{"id":"msg_1","model":["x"],"usage":{"input_tokens":9}}}"#);
+    assert_eq!(e, vec![Event::Start { id: "msg_1".into(), model: "".into() }]);
+    assert_eq!(read(&mut a, r#"{"type":"content_block_delta","index":0,"delta":{"type":"text_delta","text":{"a":1}}}"#), vec![Event::Text("".into())]);
+    let e = read(&mut a, r#"{"type":"message_delta","delta":{"stop_reason":"max_tokens"},"usage":{"output_tokens":4}}"#);
+    assert_eq!(e, vec![Event::Finish(Finish::Length), Event::Usage(Usage { input: 9, output: 4, ..Default::default() })]);
+    assert_eq!(read(&mut a, r#"{"type":"error","error":"gone"}"#), vec![Event::Error { kind: ErrorKind::Upstream, message: "upstream stream error".into() }]);
+    assert_eq!(
+        read(&mut a, r#"{"type":"error","error":{"type":"overloaded_error","message":"Overloaded"}}"#)[0],
+        Event::Error { kind: ErrorKind::Upstream, message: "Overloaded".into() }
+    );
+}
+
 /// The data lines of an SSE text.
 fn data_lines(sse: &str) -> Vec<&str> {
     sse.lines().filter_map(|l| l.strip_prefix("data: ")).collect()
