@@ -87,6 +87,32 @@ impl<'o> Json<'o> {
     }
 }
 
+/// Writes one JSON array of objects.
+pub struct List<'o> {
+    out: &'o mut Vec<u8>,
+    first: bool,
+}
+
+impl<'o> List<'o> {
+    pub fn new(out: &'o mut Vec<u8>) -> Self {
+        out.push(b'[');
+        List { out, first: true }
+    }
+
+    /// The next element, an object written through the returned writer
+    /// (close it with [`Json::end`]).
+    pub fn object(&mut self) -> Json<'_> {
+        if !std::mem::replace(&mut self.first, false) {
+            self.out.push(b',');
+        }
+        Json::new(self.out)
+    }
+
+    pub fn end(self) {
+        self.out.push(b']');
+    }
+}
+
 /// `s` as a JSON string, byte for byte as serde_json writes it: copied as
 /// it is when no byte needs escaping (checked 8 bytes at a time), else
 /// through serde_json.

@@ -229,9 +229,9 @@ pub fn request(body: &[u8], from: Wire, to: Wire, model: &str, stream: bool, def
     chat.model = model.to_string();
     chat.stream |= stream;
     let out = match to {
-        Wire::Chat => openai::write_request(&mut chat),
-        Wire::Messages => anthropic::write_request(&chat, default_max)?,
-        Wire::Gemini => gemini::write_request(&mut chat)?,
+        Wire::Chat => Bytes::from(openai::write_request(&chat)),
+        Wire::Messages => json_bytes(&anthropic::write_request(&chat, default_max)?),
+        Wire::Gemini => json_bytes(&gemini::write_request(&mut chat)?),
         Wire::Responses => return Err(bad("requests are never translated into the Responses format")),
     };
     for f in &chat.dropped {
@@ -240,7 +240,7 @@ pub fn request(body: &[u8], from: Wire, to: Wire, model: &str, stream: bool, def
     if !chat.dropped.is_empty() {
         tracing::info!(dropped = ?chat.dropped, "translation dropped fields the target cannot carry");
     }
-    Ok((json_bytes(&out), chat))
+    Ok((out, chat))
 }
 
 /// Translate a provider's JSON answer into the client's format.

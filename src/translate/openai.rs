@@ -3,9 +3,9 @@
 
 use serde::Deserialize;
 use serde_json::value::RawValue;
-use serde_json::{json, Map, Value};
+use serde_json::{json, Value};
 
-use crate::jsonline::Json;
+use crate::jsonline::{Json, List};
 
 use super::*;
 
@@ -173,54 +173,104 @@ fn user_parts(content: &Value) -> Result<Vec<Part>, GatewayError> {
     }
 }
 
-pub fn write_request(c: &mut Chat) -> Value {
-    let mut messages = Vec::new();
+/// The Chat Completions request for `c`, written as JSON text (no `Value`
+/// tree: the messages' text is copied once, into the body).
+pub fn write_request(c: &Chat) -> Vec<u8> {
+    let text: usize = c.messages.iter().flat_map(|m| &m.parts).map(part_len).sum();
+    let mut body = Vec::with_capacity(512 + text + c.system.iter().map(String::len).sum::<usize>());
+    let mut j = Json::new(&mut body);
+    j.str("model", &c.model);
+    let mut messages = List::new(j.value_of("messages"));
     if !c.system.is_empty() {
-        messages.push(json!({"role": "system", "content": c.system.join("\n\n")}));
+        let mut m = messages.object();
+        m.str("role", "system");
+        m.str("content", &c.system.join("\n\n"));
+        m.end();
     }
-    for m in &c.messages {
-        match m.role {
+    for msg in &c.messages {
+        match msg.role {
             Role::Assistant => {
-                let (text, calls) = text_and_calls(&m.parts);
-                let mut msg = json!({"role": "assistant", "content": if text.is_empty() { Value::Null } else { Value::String(text) }});
-                if !calls.is_empty() {
-                    msg["tool_calls"] = Value::Array(calls);
+                let text = answer_text(&msg.parts);
+                let mut m = messages.object();
+                m.str("role", "assistant");
+                m.opt_str("content", (!text.is_empty()).then_some(text.as_str()));
+                let mut calls = msg.parts.iter().filter_map(|p| match p {
+                    Part::ToolCall { id, name, arguments } => Some((id, name, arguments)),
+                    _ => None,
+                });
+                if let Some(first) = calls.next() {
+                    let mut list = List::new(m.value_of("tool_calls"));
+                    for (id, name, arguments) in std::iter::once(first).chain(calls) {
+                        let mut call = list.object();
+                        call.str("id", id);
+                        call.str("type", "function");
+                        let mut f = call.obj("function");
+                        f.str("name", name);
+                        f.str("arguments", arguments);
+                        f.end();
+                        call.end();
+                    }
+                    list.end();
                 }
-                messages.push(msg);
+                m.end();
             }
             Role::User => {
                 // Tool results become `tool` messages; the rest one user message.
-                let mut content = Vec::new();
-                for p in &m.parts {
-                    match p {
-                        Part::ToolResult { id, content: text, .. } => messages.push(json!({"role": "tool", "tool_call_id": id, "content": text})),
-                        Part::Text(t) => content.push(json!({"type": "text", "text": t})),
-                        Part::Image(url) => content.push(json!({"type": "image_url", "image_url": {"url": url}})),
-                        Part::ToolCall { .. } => {}
+                for p in &msg.parts {
+                    if let Part::ToolResult { id, content, .. } = p {
+                        let mut m = messages.object();
+                        m.str("role", "tool");
+                        m.str("tool_call_id", id);
+                        m.str("content", content);
+                        m.end();
                     }
                 }
-                if content.len() == 1 && content[0]["type"] == "text" {
-                    messages.push(json!({"role": "user", "content": content[0]["text"]}));
-                } else if !content.is_empty() {
-                    messages.push(json!({"role": "user", "content": content}));
+                let content: Vec<&Part> = msg.parts.iter().filter(|p| matches!(p, Part::Text(_) | Part::Image(_))).collect();
+                let mut m = match content.as_slice() {
+                    [] => continue,
+                    _ => messages.object(),
+                };
+                m.str("role", "user");
+                match content.as_slice() {
+                    [Part::Text(t)] => m.str("content", t),
+                    parts => {
+                        let mut list = List::new(m.value_of("content"));
+                        for p in parts {
+                            let mut part = list.object();
+                            match p {
+                                Part::Text(t) => {
+                                    part.str("type", "text");
+                                    part.str("text", t);
+                                }
+                                Part::Image(url) => {
+                                    part.str("type", "image_url");
+                                    let mut i = part.obj("image_url");
+                                    i.str("url", url);
+                                    i.end();
+                                }
+                                _ => {}
+                            }
+                            part.end();
+                        }
+                        list.end();
+                    }
                 }
+                m.end();
             }
         }
     }
-    let mut out = Map::new();
-    out.insert("model".into(), json!(c.model));
-    out.insert("messages".into(), Value::Array(messages));
+    messages.end();
     if let Some(n) = c.max_tokens {
-        out.insert("max_tokens".into(), json!(n));
+        j.num("max_tokens", n);
     }
     if let Some(t) = c.temperature {
-        out.insert("temperature".into(), json!(t));
+        j.float("temperature", t);
     }
     if let Some(p) = c.top_p {
-        out.insert("top_p".into(), json!(p));
+        j.float("top_p", p);
     }
     if !c.stop.is_empty() {
-        out.insert("stop".into(), json!(c.stop));
+        crate::jsonline::value(j.value_of("stop"), &json!(c.stop));
     }
     if !c.tools.is_empty() {
         let tools: Vec<Value> = c
@@ -228,33 +278,41 @@ pub fn write_request(c: &mut Chat) -> Value {
             .iter()
             .map(|t| json!({"type": "function", "function": {"name": t.name, "description": t.description, "parameters": t.parameters}}))
             .collect();
-        out.insert("tools".into(), Value::Array(tools));
+        crate::jsonline::value(j.value_of("tools"), &Value::Array(tools));
     }
     if let Some(tc) = &c.tool_choice {
-        out.insert(
-            "tool_choice".into(),
-            match tc {
-                ToolChoice::Auto => json!("auto"),
-                ToolChoice::None => json!("none"),
-                ToolChoice::Required => json!("required"),
-                ToolChoice::Tool(n) => json!({"type": "function", "function": {"name": n}}),
-            },
-        );
+        let choice = match tc {
+            ToolChoice::Auto => json!("auto"),
+            ToolChoice::None => json!("none"),
+            ToolChoice::Required => json!("required"),
+            ToolChoice::Tool(n) => json!({"type": "function", "function": {"name": n}}),
+        };
+        crate::jsonline::value(j.value_of("tool_choice"), &choice);
     }
     if let Some(p) = c.parallel_tool_calls {
-        out.insert("parallel_tool_calls".into(), json!(p));
+        j.raw("parallel_tool_calls", if p { "true" } else { "false" });
     }
     if let Some(u) = &c.user {
-        out.insert("user".into(), json!(u));
+        j.str("user", u);
     }
     if let Some(f) = &c.json {
-        out.insert("response_format".into(), response_format(f));
+        crate::jsonline::value(j.value_of("response_format"), &response_format(f));
     }
     if c.stream {
-        out.insert("stream".into(), json!(true));
-        out.insert("stream_options".into(), json!({"include_usage": true}));
+        j.raw("stream", "true");
+        j.raw("stream_options", r#"{"include_usage":true}"#);
     }
-    Value::Object(out)
+    j.end();
+    body
+}
+
+/// Bytes of text a part carries (for the body's capacity).
+fn part_len(p: &Part) -> usize {
+    match p {
+        Part::Text(t) | Part::Image(t) => t.len(),
+        Part::ToolCall { arguments, .. } => arguments.len(),
+        Part::ToolResult { content, .. } => content.len(),
+    }
 }
 
 fn finish_of(s: &str) -> Finish {

@@ -65,9 +65,7 @@ fn an_anthropic_request_becomes_the_openai_request_it_means() {
     });
     let (body, chat) = request(anthropic.to_string().as_bytes(), Wire::Messages, Wire::Chat, "gpt-4o-mini", false, 4096).unwrap();
     assert_eq!(chat.dropped, vec!["top_k"]);
-    assert_eq!(
-        to_json(&body),
-        json!({
+    let want = json!({
             "model": "gpt-4o-mini",
             "messages": [
                 {"role": "system", "content": "Be brief."},
@@ -80,8 +78,34 @@ fn an_anthropic_request_becomes_the_openai_request_it_means() {
             "tool_choice": {"type": "function", "function": {"name": "look"}},
             "user": "u-9",
             "stream": true, "stream_options": {"include_usage": true}
-        })
-    );
+    });
+    // The body is written as text: serde_json's bytes, member order included.
+    assert_eq!(std::str::from_utf8(&body).unwrap(), want.to_string());
+
+    let anthropic = json!({
+        "model": "claude-x", "max_tokens": 50, "temperature": 0.7, "top_p": 0.25, "stop_sequences": ["END", "\"q\""],
+        "messages": [
+            {"role": "user", "content": "Say \"hi\"\n\u{1}\u{e9}"},
+            {"role": "assistant", "content": [{"type": "tool_use", "id": "t1", "name": "f", "input": {}}]},
+            {"role": "user", "content": [{"type": "tool_result", "tool_use_id": "t1", "content": "ok", "is_error": false}, {"type": "text", "text": "and?"}]}
+        ],
+        "tool_choice": {"type": "auto", "disable_parallel_tool_use": true},
+        "tools": [{"name": "f", "description": "does f", "input_schema": {"type": "object", "properties": {}}}]
+    });
+    let (body, _) = request(anthropic.to_string().as_bytes(), Wire::Messages, Wire::Chat, "m", false, 4096).unwrap();
+    let want = json!({
+        "model": "m",
+        "messages": [
+            {"role": "user", "content": "Say \"hi\"\n\u{1}\u{e9}"},
+            {"role": "assistant", "content": null, "tool_calls": [{"id": "t1", "type": "function", "function": {"name": "f", "arguments": "{}"}}]},
+            {"role": "tool", "tool_call_id": "t1", "content": "ok"},
+            {"role": "user", "content": "and?"}
+        ],
+        "max_tokens": 50, "temperature": 0.7, "top_p": 0.25, "stop": ["END", "\"q\""],
+        "tools": [{"type": "function", "function": {"name": "f", "description": "does f", "parameters": {"type": "object", "properties": {}}}}],
+        "tool_choice": "auto", "parallel_tool_calls": false
+    });
+    assert_eq!(std::str::from_utf8(&body).unwrap(), want.to_string());
 }
 
 #[test]
