@@ -5,7 +5,7 @@ use serde::Deserialize;
 use serde_json::value::RawValue;
 use serde_json::{json, Map, Value};
 
-use crate::jsonline::Json;
+use crate::jsonline::{Json, List};
 
 use super::*;
 
@@ -248,10 +248,6 @@ fn finish_str(f: Finish) -> &'static str {
     }
 }
 
-fn usage_json(u: &Usage) -> Value {
-    json!({"input_tokens": u.input, "output_tokens": u.output, "cache_read_input_tokens": u.cached_input, "cache_creation_input_tokens": u.cache_write})
-}
-
 pub fn read_answer(v: &Value) -> Option<Answer> {
     let mut parts = Vec::new();
     for b in v["content"].as_array()? {
@@ -274,19 +270,43 @@ pub fn read_answer(v: &Value) -> Option<Answer> {
     })
 }
 
-pub fn write_answer(a: &Answer) -> Value {
-    let content: Vec<Value> = a
-        .parts
-        .iter()
-        .filter_map(|p| match p {
-            Part::Text(t) => Some(json!({"type": "text", "text": t})),
-            Part::ToolCall { id, name, arguments } => Some(json!({"type": "tool_use", "id": id, "name": name, "input": args_value(arguments)})),
-            _ => None,
-        })
-        .collect();
-    let id = if a.id.starts_with("msg_") { a.id.clone() } else { format!("msg_{}", a.id) };
-    json!({"id": id, "type": "message", "role": "assistant", "model": a.model, "content": content,
-           "stop_reason": finish_str(a.finish), "stop_sequence": null, "usage": usage_json(&a.usage)})
+/// The Messages answer for `a`, written as JSON text (no `Value` tree).
+pub fn write_answer(a: &Answer) -> Vec<u8> {
+    let mut body = Vec::with_capacity(256 + a.parts.iter().map(part_len).sum::<usize>());
+    let mut j = Json::new(&mut body);
+    match a.id.starts_with("msg_") {
+        true => j.str("id", &a.id),
+        false => j.str("id", &format!("msg_{}", a.id)),
+    }
+    j.str("type", "message");
+    j.str("role", "assistant");
+    j.str("model", &a.model);
+    let mut content = List::new(j.value_of("content"));
+    for p in &a.parts {
+        match p {
+            Part::Text(t) => {
+                let mut b = content.object();
+                b.str("type", "text");
+                b.str("text", t);
+                b.end();
+            }
+            Part::ToolCall { id, name, arguments } => {
+                let mut b = content.object();
+                b.str("type", "tool_use");
+                b.str("id", id);
+                b.str("name", name);
+                crate::jsonline::value(b.value_of("input"), &args_value(arguments));
+                b.end();
+            }
+            _ => {}
+        }
+    }
+    content.end();
+    j.str("stop_reason", finish_str(a.finish));
+    j.raw("stop_sequence", "null");
+    usage_members(j.obj("usage"), &a.usage);
+    j.end();
+    body
 }
 
 /// Reads Anthropic stream events into neutral events.

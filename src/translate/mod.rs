@@ -267,13 +267,12 @@ pub fn answer(body: &[u8], provider: Wire, client: Wire, chat: &Chat) -> Option<
             a.finish = Finish::Stop;
         }
     }
-    let out = match client {
-        Wire::Chat => openai::write_answer(&a),
-        Wire::Responses => responses::write_answer(&a, chat),
-        Wire::Messages => anthropic::write_answer(&a),
-        Wire::Gemini => gemini::write_answer(&a),
-    };
-    Some(json_bytes(&out))
+    Some(match client {
+        Wire::Chat => Bytes::from(openai::write_answer(&a)),
+        Wire::Responses => json_bytes(&responses::write_answer(&a, chat)),
+        Wire::Messages => Bytes::from(anthropic::write_answer(&a)),
+        Wire::Gemini => json_bytes(&gemini::write_answer(&a)),
+    })
 }
 
 /// The message of a provider's error body (all three dialects put it at
@@ -585,6 +584,15 @@ pub(crate) fn parse_args(name: &str, args: &str) -> Result<Value, GatewayError> 
 /// streamed something that is not JSON.
 pub(crate) fn args_value(args: &str) -> Value {
     serde_json::from_str::<Value>(args).ok().filter(Value::is_object).unwrap_or_else(|| json!({}))
+}
+
+/// Bytes of text a part carries (for the body's capacity).
+pub(crate) fn part_len(p: &Part) -> usize {
+    match p {
+        Part::Text(t) | Part::Image(t) => t.len(),
+        Part::ToolCall { arguments, .. } => arguments.len(),
+        Part::ToolResult { content, .. } => content.len(),
+    }
 }
 
 /// The text of a turn's parts, joined.

@@ -306,15 +306,6 @@ pub fn write_request(c: &Chat) -> Vec<u8> {
     body
 }
 
-/// Bytes of text a part carries (for the body's capacity).
-fn part_len(p: &Part) -> usize {
-    match p {
-        Part::Text(t) | Part::Image(t) => t.len(),
-        Part::ToolCall { arguments, .. } => arguments.len(),
-        Part::ToolResult { content, .. } => content.len(),
-    }
-}
-
 fn finish_of(s: &str) -> Finish {
     match s {
         "length" => Finish::Length,
@@ -331,11 +322,6 @@ fn finish_str(f: Finish) -> &'static str {
         Finish::ToolCalls => "tool_calls",
         Finish::ContentFilter => "content_filter",
     }
-}
-
-fn usage_json(u: &Usage) -> Value {
-    let prompt = u.total_input();
-    json!({"prompt_tokens": prompt, "completion_tokens": u.output, "total_tokens": prompt + u.output, "prompt_tokens_details": {"cached_tokens": u.cached_input}})
 }
 
 pub fn read_answer(v: &Value) -> Option<Answer> {
@@ -374,18 +360,46 @@ fn text_and_calls(parts: &[Part]) -> (String, Vec<Value>) {
     (text, calls)
 }
 
-pub fn write_answer(a: &Answer) -> Value {
+/// The Chat Completions answer for `a`, written as JSON text (no `Value`
+/// tree).
+pub fn write_answer(a: &Answer) -> Vec<u8> {
     let (text, calls) = text_and_calls(&a.parts);
-    let mut message =
-        json!({"role": "assistant", "content": if text.is_empty() && !calls.is_empty() { Value::Null } else { Value::String(text) }, "refusal": null});
+    let mut body = Vec::with_capacity(320 + a.parts.iter().map(part_len).sum::<usize>());
+    let mut j = Json::new(&mut body);
+    j.str("id", &a.id);
+    j.str("object", "chat.completion");
+    j.value_of("created").extend_from_slice(itoa::Buffer::new().format(now_secs()).as_bytes());
+    j.str("model", &a.model);
+    let mut choices = List::new(j.value_of("choices"));
+    let mut choice = choices.object();
+    choice.num("index", 0);
+    let mut m = choice.obj("message");
+    m.str("role", "assistant");
+    m.opt_str("content", (!text.is_empty() || calls.is_empty()).then_some(text.as_str()));
+    m.raw("refusal", "null");
     if !calls.is_empty() {
-        message["tool_calls"] = Value::Array(calls);
+        crate::jsonline::value(m.value_of("tool_calls"), &Value::Array(calls));
     }
-    json!({
-        "id": a.id, "object": "chat.completion", "created": now_secs(), "model": a.model,
-        "choices": [{"index": 0, "message": message, "logprobs": null, "finish_reason": finish_str(a.finish)}],
-        "usage": usage_json(&a.usage),
-    })
+    m.end();
+    choice.raw("logprobs", "null");
+    choice.str("finish_reason", finish_str(a.finish));
+    choice.end();
+    choices.end();
+    usage_members(j.obj("usage"), &a.usage);
+    j.end();
+    body
+}
+
+/// OpenAI's usage members (`prompt_tokens` counts cached input too).
+fn usage_members(mut j: Json, u: &Usage) {
+    let prompt = u.total_input();
+    j.num("prompt_tokens", prompt);
+    j.num("completion_tokens", u.output);
+    j.num("total_tokens", prompt + u.output);
+    let mut details = j.obj("prompt_tokens_details");
+    details.num("cached_tokens", u.cached_input);
+    details.end();
+    j.end();
 }
 
 /// Reads OpenAI chunks into neutral events.
@@ -624,7 +638,7 @@ impl super::StreamWriter for OpenAiStream {
             let mut j = Json::new(out);
             self.meta(&mut j);
             j.raw("choices", "[]");
-            crate::jsonline::value(j.value_of("usage"), &usage_json(&self.tail.usage()));
+            usage_members(j.obj("usage"), &self.tail.usage());
             j.end();
             out.extend_from_slice(b"\n\n");
         }

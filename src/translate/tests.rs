@@ -160,13 +160,27 @@ fn answers_and_errors_keep_content_finish_and_usage() {
     let anthropic = json!({"id": "msg_1", "type": "message", "role": "assistant", "model": "claude-x",
         "content": [{"type": "text", "text": "Hi"}, {"type": "tool_use", "id": "toolu_1", "name": "f", "input": {"a": [1, 2]}}],
         "stop_reason": "tool_use", "usage": {"input_tokens": 10, "cache_read_input_tokens": 4, "cache_creation_input_tokens": 2, "output_tokens": 7}});
-    let o = to_json(&answer(anthropic.to_string().as_bytes(), Wire::Messages, Wire::Chat, &Chat::default()).unwrap());
+    let body = answer(anthropic.to_string().as_bytes(), Wire::Messages, Wire::Chat, &Chat::default()).unwrap();
+    let o = to_json(&body);
+    // Written as text: serde_json's bytes, member order included.
+    let want = json!({"id": "msg_1", "object": "chat.completion", "created": o["created"], "model": "claude-x",
+        "choices": [{"index": 0, "message": {"role": "assistant", "content": "Hi", "refusal": null,
+            "tool_calls": [{"id": "toolu_1", "type": "function", "function": {"name": "f", "arguments": "{\"a\":[1,2]}"}}]},
+            "logprobs": null, "finish_reason": "tool_calls"}],
+        "usage": {"prompt_tokens": 16, "completion_tokens": 7, "total_tokens": 23, "prompt_tokens_details": {"cached_tokens": 4}}});
+    assert_eq!(std::str::from_utf8(&body).unwrap(), want.to_string());
     assert_eq!(o["choices"][0]["message"]["content"], "Hi");
     assert_eq!(o["choices"][0]["message"]["tool_calls"][0]["function"]["arguments"], "{\"a\":[1,2]}");
     assert_eq!(o["choices"][0]["finish_reason"], "tool_calls");
     assert_eq!(o["usage"], json!({"prompt_tokens": 16, "completion_tokens": 7, "total_tokens": 23, "prompt_tokens_details": {"cached_tokens": 4}}));
     // And back: the same content and counts (cache writes fold into input on the OpenAI side).
-    let back = to_json(&answer(o.to_string().as_bytes(), Wire::Chat, Wire::Messages, &Chat::default()).unwrap());
+    let body = answer(o.to_string().as_bytes(), Wire::Chat, Wire::Messages, &Chat::default()).unwrap();
+    let want = json!({"id": "msg_1", "type": "message", "role": "assistant", "model": "claude-x",
+        "content": [{"type": "text", "text": "Hi"}, {"type": "tool_use", "id": "toolu_1", "name": "f", "input": {"a": [1, 2]}}],
+        "stop_reason": "tool_use", "stop_sequence": null,
+        "usage": {"input_tokens": 12, "output_tokens": 7, "cache_read_input_tokens": 4, "cache_creation_input_tokens": 0}});
+    assert_eq!(std::str::from_utf8(&body).unwrap(), want.to_string());
+    let back = to_json(&body);
     assert_eq!(back["content"][1]["input"], json!({"a": [1, 2]}));
     assert_eq!(back["stop_reason"], "tool_use");
     assert_eq!(back["usage"], json!({"input_tokens": 12, "output_tokens": 7, "cache_read_input_tokens": 4, "cache_creation_input_tokens": 0}));
