@@ -367,7 +367,7 @@ impl Translator {
             let said = match &data {
                 Data::Done => self.reader.done(),
                 // (The tap checked that it is UTF-8 JSON.)
-                Data::Json(text) => std::str::from_utf8(&text).map(|t| self.reader.read(t)).unwrap_or_default(),
+                Data::Json(text) => std::str::from_utf8(text).map(|t| self.reader.read(t)).unwrap_or_default(),
             };
             for e in said {
                 if let Some(e) = self.unwrap_json(e) {
