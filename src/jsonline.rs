@@ -1,9 +1,11 @@
-//! JSON lines written without serde for the per-request records (the
-//! access log, the ledger): field names are written as they are (the
-//! caller's constants need no escaping) and values are escaped only when
-//! they need it, through serde_json, so the bytes are serde_json's. serde
-//! escapes every string byte by byte: ~60 per access-log line cost ~9k
-//! instructions of a ~219k request.
+//! JSON written without serde where it is written per request or per
+//! stream event: the access log, the ledger, and translated bodies and
+//! events. Field names are written as they are (the caller's constants
+//! need no escaping) and values are escaped only when they need it,
+//! through serde_json, so the bytes are serde_json's. serde escapes every
+//! string byte by byte: ~60 per access-log line cost ~9k instructions of
+//! a ~219k request; a `serde_json::Value` built per translated event cost
+//! more than reading and writing the event.
 
 /// Writes one JSON object's members (field names need no escaping).
 pub struct Json<'o> {
