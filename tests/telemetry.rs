@@ -255,7 +255,8 @@ async fn a_cache_hit_is_a_trace_without_an_attempt_span_and_says_what_it_saved()
     assert_eq!(hit.headers()["x-modelgate-cache"], "hit");
     let hit_id = trace_id_of(&hit);
     let hit_spans = rx.trace(&hit_id, 1).await;
-    assert_eq!(mock.calls(), 1, "the hit never went upstream");
+    let calls: Vec<(String, String)> = mock.requests().into_iter().map(|r| (r.method, r.path)).collect();
+    assert_eq!(calls.len(), 1, "the hit never went upstream: {calls:?}");
 
     let server = |spans: &[Span]| spans.iter().find(|s| s.kind == SpanKind::Server as i32).cloned().expect("a SERVER span");
     assert_eq!(miss_spans.len(), 2, "the miss: request span and its attempt");
