@@ -67,6 +67,13 @@ fn alive(pid: u32) -> bool {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn upgrade_under_load_with_fifty_open_streams_fails_nothing_and_loses_no_ledger_entry() {
+    // It takes ~10 s; it hung once in CI with no socket open (not
+    // reproduced in many reruns), so every await below has a deadline that
+    // names what it waited for, and the whole test has one too.
+    tokio::time::timeout(Duration::from_secs(150), upgrade_under_load()).await.expect("the upgrade test did not finish in 150 s");
+}
+
+async fn upgrade_under_load() {
     let mock = Mock::start().await;
     let yaml = Config::openai_anthropic(&mock)
         .model("gpt-4o-mini", "openai")
@@ -114,7 +121,7 @@ async fn upgrade_under_load_with_fifty_open_streams_fails_nothing_and_loses_no_l
         .map(|_| {
             let (stop, ok, failures, gw) = (stop.clone(), ok.clone(), failures.clone(), old.gateway.clone());
             tokio::spawn(async move {
-                let client = reqwest::Client::builder().pool_max_idle_per_host(0).build().unwrap();
+                let client = reqwest::Client::builder().pool_max_idle_per_host(0).timeout(Duration::from_secs(20)).build().unwrap();
                 while !stop.load(Ordering::Relaxed) {
                     match client.post(format!("{gw}/v1/chat/completions")).json(&chat(false)).send().await {
                         Ok(r) if r.status() == 200 => match r.json::<Value>().await {
@@ -139,7 +146,7 @@ async fn upgrade_under_load_with_fifty_open_streams_fails_nothing_and_loses_no_l
     let new_log = old.dir.path().join("new-stderr.log");
     let config = old.config_path().to_path_buf();
     let notify_env_helper = notify_env.clone();
-    let out = tokio::task::spawn_blocking(move || {
+    let upgrade = tokio::task::spawn_blocking(move || {
         std::process::Command::new(bin())
             .args(["upgrade", "-c"])
             .arg(&config)
@@ -148,9 +155,8 @@ async fn upgrade_under_load_with_fifty_open_streams_fails_nothing_and_loses_no_l
             .stderr(std::fs::File::create(new_log).unwrap())
             .output()
             .unwrap()
-    })
-    .await
-    .unwrap();
+    });
+    let out = tokio::time::timeout(Duration::from_secs(60), upgrade).await.expect("`modelgate upgrade` did not return in 60 s").unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
     let new_log = old.dir.path().join("new-stderr.log");
     let new_stderr = || std::fs::read_to_string(&new_log).unwrap_or_default();
@@ -169,8 +175,9 @@ async fn upgrade_under_load_with_fifty_open_streams_fails_nothing_and_loses_no_l
     for _ in 0..50 {
         mock.release();
     }
-    for s in streams {
-        let (status, body) = s.await.unwrap();
+    for (i, s) in streams.into_iter().enumerate() {
+        let (status, body) =
+            tokio::time::timeout(Duration::from_secs(30), s).await.unwrap_or_else(|_| panic!("stream {i} did not end within 30 s of its release")).unwrap();
         assert_eq!(status, 200, "{body}");
         assert!(body.contains("data: [DONE]"), "a stream did not complete across the upgrade: {body}");
     }
@@ -188,7 +195,7 @@ async fn upgrade_under_load_with_fifty_open_streams_fails_nothing_and_loses_no_l
     tokio::time::sleep(Duration::from_secs(1)).await;
     stop.store(true, Ordering::Relaxed);
     for l in loops {
-        l.await.unwrap();
+        tokio::time::timeout(Duration::from_secs(30), l).await.expect("a load loop did not stop within 30 s (a request hung)").unwrap();
     }
     let total = ok.load(Ordering::Relaxed);
     let failures = failures.lock().unwrap().clone();
