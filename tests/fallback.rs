@@ -623,6 +623,8 @@ async fn the_breaker_opens_skips_the_model_probes_after_cooldown_and_closes() {
     let v: Value = serde_json::from_str(&body).unwrap_or(Value::Null);
     assert_eq!((status, v["ready"].as_bool()), (503, Some(false)), "{body}");
     assert_eq!(v["unservable_routes"], json!(["solo-route"]), "{body}");
+    // Every listener accepts: the 503 is the route's, not a start-up one.
+    assert_eq!(v["listening"], true, "{body}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
