@@ -17,6 +17,7 @@
 //! `Trace` records every step for `modelgate route` and `POST /admin/route`;
 //! on the request path it is off and costs nothing.
 
+pub mod bpe;
 pub mod classify;
 mod complexity;
 pub mod explain;

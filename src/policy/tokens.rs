@@ -15,8 +15,10 @@
 //! and 1,000 tokens per image. Base64 image data is never tokenized.
 
 use serde_json::Value;
+use std::sync::OnceLock;
 use tiktoken_rs::tokenizer::{get_tokenizer, Tokenizer};
-use tiktoken_rs::CoreBPE;
+
+use super::bpe::Bpe;
 
 use crate::body::JsonBody;
 use crate::dialect::Api;
@@ -50,16 +52,19 @@ pub fn family(model: Option<&str>) -> (Family, bool) {
     }
 }
 
-fn bpe(f: Family) -> &'static CoreBPE {
-    static LOADED: [std::sync::Once; 2] = [std::sync::Once::new(), std::sync::Once::new()];
-    let bpe = match f {
-        Family::O200k => tiktoken_rs::o200k_base_singleton(),
-        Family::Cl100k => tiktoken_rs::cl100k_base_singleton(),
-    };
-    // Building the tables freed as much again (maps that grew); return it
-    // from this thread, which may not allocate again for a long time.
-    LOADED[f as usize].call_once(crate::memory::release_freed);
-    bpe
+fn bpe(f: Family) -> &'static Bpe {
+    static LOADED: [OnceLock<Bpe>; 2] = [OnceLock::new(), OnceLock::new()];
+    LOADED[f as usize].get_or_init(|| {
+        let bpe = match f {
+            Family::O200k => Bpe::o200k(),
+            Family::Cl100k => Bpe::cl100k(),
+        };
+        // Reading the vocabulary out of tiktoken's tables freed them (and
+        // more: maps that grew); return that from this thread, which may
+        // not allocate again for a long time.
+        crate::memory::release_freed();
+        bpe
+    })
 }
 
 /// Scale a raw count for the model: exact, or with the safety margin.
@@ -119,7 +124,7 @@ pub fn count(body: &JsonBody, api: Api, family: Family) -> u64 {
         text.push_str(tools.get());
     }
     let framing = if matches!(api, Api::ChatCompletions | Api::Messages | Api::Responses | Api::GenerateContent) { messages * PER_MESSAGE + PRIMER } else { 0 };
-    bpe(family).count_ordinary(&text) as u64 + framing + images * PER_IMAGE
+    bpe(family).count(&text) as u64 + framing + images * PER_IMAGE
 }
 
 #[cfg(test)]
