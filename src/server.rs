@@ -189,6 +189,11 @@ fn add_background(
     listen: Listen,
 ) {
     let state = &s.state;
+    let ids: Vec<String> = state.load().models.values().map(|m| m.id.clone()).collect();
+    let loader = std::thread::Builder::new().name("tokenizer".into()).spawn(move || crate::policy::tokens::preload(ids.iter().map(String::as_str)));
+    if let Err(e) = loader {
+        tracing::warn!(error = %e, "cannot load the tokenizer in the background; the first request that counts tokens loads it");
+    }
     server.add_service(background_service("metrics upkeep", crate::metrics::Upkeep(metrics)));
     server.add_service(background_service("cache upkeep", crate::cache::Upkeep(s.cache.clone())));
     server.add_service(background_service("fleet keys", crate::keys::Refresh(s.keys.clone(), s.state.clone())));

@@ -217,6 +217,42 @@ async fn cut_streams_are_settled_for_what_was_produced() {
     assert_eq!(entries[0]["estimated"], true, "the provider's cut stream carried no usage");
 }
 
+/// A client that goes away while the provider is silent (a model thinking
+/// before its next token) is noticed at once, not at the provider's next
+/// event: modelgate closes the provider's connection (so it stops
+/// generating), settles what was produced and gives the reservation back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_gone_while_the_provider_is_silent_is_settled_at_once() {
+    let mock = Mock::start().await;
+    let mg = Modelgate::start(&models(&mock, "  - { name: all, window: day, limit_usd: 100 }\n"));
+    let client = reqwest::Client::new();
+    let messages = json!({"model": "claude-haiku", "stream": true, "max_tokens": 300, "messages": [{"role": "user", "content": prompt()}]});
+    for (path, body, first_event) in
+        [("/v1/chat/completions", chat("gpt-4o", true), "chat.completion.chunk"), ("/anthropic/v1/messages", messages, "message_start")]
+    {
+        mock.script([Script::Gated]);
+        let before = f(&budget(&mg, "all")["spent_usd"]);
+        let mut resp = client.post(format!("{}{path}", mg.gateway)).json(&body).send().await.unwrap();
+        let first = read_until(&mut resp, |t| t.contains(first_event)).await;
+        assert!(first.contains(first_event), "{first}");
+        assert!(f(&budget(&mg, "all")["reserved_usd"]) > 0.0, "{path}: the stream holds a reservation");
+        assert_eq!(mock.gated_open(), 1);
+        drop(resp);
+        // The provider is never released: it stays silent.
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+        loop {
+            let b = budget(&mg, "all");
+            if f(&b["spent_usd"]) > before && f(&b["reserved_usd"]) == 0.0 && mock.gated_open() == 0 {
+                break;
+            }
+            assert!(std::time::Instant::now() < deadline, "{path}: 5 s after the client left: {b}, provider streams still open: {}", mock.gated_open());
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+    }
+    let (_, metrics) = http_get(&format!("{}/metrics", mg.admin)).unwrap();
+    assert!(metrics.contains("modelgate_stream_errors_total{reason=\"client_closed\"} 2"), "{metrics}");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn restarts_kill_9_and_reloads_keep_the_days_spend() {
     let mock = Mock::start().await;

@@ -52,6 +52,22 @@ fn rss_mb(pid: u32) -> f64 {
     kb / 1024.0
 }
 
+/// Wait until modelgate's start-up tokenizer load is done (its thread,
+/// named `tokenizer`, has ended): the load's tables are part of the idle
+/// process, and while it runs RSS holds what it frees moments later.
+fn wait_tokenizer_loaded(pid: u32) {
+    let loading = || {
+        std::fs::read_dir(format!("/proc/{pid}/task"))
+            .unwrap()
+            .any(|t| std::fs::read_to_string(t.unwrap().path().join("comm")).is_ok_and(|c| c.trim() == "tokenizer"))
+    };
+    let t0 = std::time::Instant::now();
+    while loading() {
+        assert!(t0.elapsed() < Duration::from_secs(60), "the tokenizer took over 60 s to load");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
 /// Wait for the process to exit; its exit status.
 fn wait_exit(mg: &mut Modelgate, limit: Duration) -> Option<std::process::ExitStatus> {
     let deadline = Instant::now() + limit;
@@ -427,6 +443,7 @@ async fn three_thousand_idle_connections_leave_little_memory_behind() {
         let mut buf = vec![0u8; 8192];
         let _ = s.read(&mut buf).await;
     }
+    wait_tokenizer_loaded(mg.pid());
     tokio::time::sleep(Duration::from_millis(500)).await;
     let before = rss_mb(mg.pid());
     let mut conns = Vec::new();
@@ -462,6 +479,7 @@ async fn an_idle_modelgate_stays_small_and_takes_no_huge_pages() {
             r.bytes().await.unwrap();
         }
     }
+    wait_tokenizer_loaded(mg.pid());
     tokio::time::sleep(Duration::from_millis(1500)).await;
     let status = std::fs::read_to_string(format!("/proc/{}/status", mg.pid())).unwrap();
     // (Kernels before 6.x do not print the line; the pages below still tell.)

@@ -41,7 +41,7 @@ pub struct Bpe {
 
 fn pack(off: usize, len: usize, rank: Rank) -> u64 {
     assert!(off < 1 << 32 && len < 1 << 10 && rank < 1 << 22, "token table entry out of range");
-    (off as u64) << 32 | (len as u64) << 22 | rank as u64
+    ((off as u64) << 32) | ((len as u64) << 22) | rank as u64
 }
 
 impl Bpe {

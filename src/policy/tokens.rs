@@ -67,6 +67,23 @@ fn bpe(f: Family) -> &'static Bpe {
     })
 }
 
+/// Load the vocabularies `model_ids` count with (o200k always: every
+/// model without its own is approximated from it), so that no request
+/// waits for a load: building a table takes about half a second, and a
+/// request that needed it would hold its worker thread (and every request
+/// on it) that long. Called once at start, on a thread of its own; a count
+/// that comes first waits for the load in progress rather than starting
+/// another.
+pub fn preload<'a>(model_ids: impl IntoIterator<Item = &'a str>) {
+    let mut families = vec![Family::O200k];
+    if model_ids.into_iter().any(|id| family(Some(id)).0 == Family::Cl100k) {
+        families.push(Family::Cl100k);
+    }
+    for f in families {
+        bpe(f);
+    }
+}
+
 /// Scale a raw count for the model: exact, or with the safety margin.
 pub fn scaled(count: u64, exact: bool) -> Tokens {
     Tokens { count: if exact { count } else { (count as f64 * OTHER_MODEL_FACTOR).ceil() as u64 }, exact }

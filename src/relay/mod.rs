@@ -236,6 +236,15 @@ impl Relay<'_> {
                 None => tokio::select! {
                     c = src.chunk() => c.map(|c| c.map(|c| pump.feed(&c))),
                     _ = abort.fired() => Err(AttemptError::Shutdown),
+                    // Gone while the provider is silent (a model thinking
+                    // before its next token): stop now, not at the next
+                    // write, so the provider stops generating and the
+                    // request is settled and its reservation given back.
+                    () = client_gone(session) => {
+                        metrics::stream_error("client_closed");
+                        cx.trail.error = Some("client_closed".into());
+                        break;
+                    }
                 },
             };
             let (out, last) = match chunk {
@@ -314,6 +323,18 @@ impl Relay<'_> {
             format!("the answer from {} broke off: {why}", a.attempt.shown(cx.rec.requested_model.as_deref())),
         );
         let _ = session.write_response_body(Some(stream_error_event(cx.dialect, &err)), true).await;
+    }
+}
+
+/// Resolves once the client has closed its connection (HTTP/1: the read
+/// side ends or fails; HTTP/2: it reset the stream); pends while it is
+/// there. The request body was read before, so anything read now is a
+/// close (or, on a pipelining HTTP/1 connection, the next request, which
+/// Pingora keeps for it and then this pends). Cancel-safe: dropping it
+/// mid-read loses nothing.
+async fn client_gone(session: &mut Session) {
+    if session.as_downstream_mut().read_body_or_idle(true).await.is_ok() {
+        std::future::pending::<()>().await;
     }
 }
 

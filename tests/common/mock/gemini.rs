@@ -6,7 +6,6 @@ use std::sync::Arc;
 
 use axum::response::Response;
 use serde_json::{json, Value};
-use tokio::sync::Semaphore;
 
 use super::{data, json_response, sse, Script, CACHED_TOKENS, COMPLETION_TOKENS, PROMPT_TOKENS};
 
@@ -64,7 +63,7 @@ fn response(model: &str, parts: Value, finish: Option<&str>, usage: Value) -> Va
 /// whole call in one chunk then a closing one; only the last chunk has the
 /// finishReason and the full usage. Without `alt=sse` the stream is a JSON
 /// array of the chunks, as the real API sends it.
-pub(super) fn answer(model: &str, stream: bool, sse_alt: bool, tool: Option<&str>, script: Script, gate: Arc<Semaphore>) -> Response {
+pub(super) fn answer(model: &str, stream: bool, sse_alt: bool, tool: Option<&str>, script: Script, gate: Arc<super::Gate>) -> Response {
     let text = |t: &str| json!([{"text": t}]);
     let (whole, first, rest) = match tool {
         Some(t) => {

@@ -207,14 +207,14 @@ impl AsyncWrite for Conn {
 pub struct Mock {
     pub addr: SocketAddr,
     inner: Arc<Mutex<Inner>>,
-    gate: Arc<Semaphore>,
+    gate: Arc<Gate>,
 }
 
 impl Mock {
     pub async fn start() -> Mock {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind mock");
         let addr = listener.local_addr().unwrap();
-        let mock = Mock { addr, inner: Arc::default(), gate: Arc::new(Semaphore::new(0)) };
+        let mock = Mock { addr, inner: Arc::default(), gate: Arc::default() };
         let app = axum::Router::new().fallback(handle).layer(axum::extract::DefaultBodyLimit::disable()).with_state(mock.clone());
         tokio::spawn(async move {
             axum::serve(ResettableListener(listener), app.into_make_service_with_connect_info::<Kill>()).await.ok();
@@ -280,16 +280,50 @@ impl Mock {
 
     /// Let one gated stream continue.
     pub fn release(&self) {
-        self.gate.add_permits(1);
+        self.gate.permits.add_permits(1);
+    }
+
+    /// Gated streams waiting for `release()` whose connection is still
+    /// open (one whose caller closed the connection is dropped).
+    pub fn gated_open(&self) -> usize {
+        self.gate.waiting.load(std::sync::atomic::Ordering::SeqCst)
     }
 }
 
-fn sse(events: Vec<String>, script: Script, gate: Arc<Semaphore>) -> Response {
+/// Holds gated streams (`Script::Gated`) until `Mock::release()`.
+pub struct Gate {
+    permits: Semaphore,
+    waiting: std::sync::atomic::AtomicUsize,
+}
+
+impl Default for Gate {
+    fn default() -> Self {
+        Gate { permits: Semaphore::new(0), waiting: Default::default() }
+    }
+}
+
+impl Gate {
+    /// Wait for a permit; counted as waiting until it comes or the stream
+    /// is dropped.
+    async fn pass(&self) -> bool {
+        struct Waiting<'a>(&'a std::sync::atomic::AtomicUsize);
+        impl Drop for Waiting<'_> {
+            fn drop(&mut self) {
+                self.0.fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
+            }
+        }
+        self.waiting.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        let _w = Waiting(&self.waiting);
+        self.permits.acquire().await.map(|p| p.forget()).is_ok()
+    }
+}
+
+fn sse(events: Vec<String>, script: Script, gate: Arc<Gate>) -> Response {
     let stream = async_stream(events, script, gate);
     Response::builder().header("content-type", "text/event-stream").header("cache-control", "no-cache").body(Body::from_stream(stream)).unwrap()
 }
 
-fn async_stream(events: Vec<String>, script: Script, gate: Arc<Semaphore>) -> impl futures_util::Stream<Item = Result<Bytes, std::io::Error>> {
+fn async_stream(events: Vec<String>, script: Script, gate: Arc<Gate>) -> impl futures_util::Stream<Item = Result<Bytes, std::io::Error>> {
     futures_util::stream::unfold((0usize, events, script, gate), |(i, events, script, gate)| async move {
         if i >= events.len() {
             return None;
@@ -297,7 +331,9 @@ fn async_stream(events: Vec<String>, script: Script, gate: Arc<Semaphore>) -> im
         if i == 1 {
             match script {
                 Script::Gated => {
-                    gate.acquire().await.ok()?.forget();
+                    if !gate.pass().await {
+                        return None;
+                    }
                 }
                 Script::Cut => {
                     // Let the first event reach the client before the cut.
@@ -371,7 +407,7 @@ fn error_response(code: u16, path: &str, retry_after: Option<u64>) -> Response {
 }
 
 /// A 200 stream whose first event is the provider's error event.
-fn error_event(path: &str, gate: Arc<Semaphore>) -> Response {
+fn error_event(path: &str, gate: Arc<Gate>) -> Response {
     let e = match Dialect::of(path) {
         Dialect::Anthropic => anthropic::error_event(),
         Dialect::Gemini => gemini::error_event(),
