@@ -46,30 +46,38 @@ fn pack(off: usize, len: usize, rank: Rank) -> u64 {
 
 impl Bpe {
     pub fn o200k() -> Bpe {
-        Self::from_core(tiktoken_rs::o200k_base().expect("o200k_base is embedded"), tiktoken_rs::O200K_BASE_PAT_STR)
+        Self::from_core(|| tiktoken_rs::o200k_base().expect("o200k_base is embedded"), tiktoken_rs::O200K_BASE_PAT_STR)
     }
 
     pub fn cl100k() -> Bpe {
-        Self::from_core(tiktoken_rs::cl100k_base().expect("cl100k_base is embedded"), CL100K_PAT_STR)
+        Self::from_core(|| tiktoken_rs::cl100k_base().expect("cl100k_base is embedded"), CL100K_PAT_STR)
     }
 
     /// Copy the regular tokens (ranks 0.. until the first gap, where the
-    /// special tokens start) out of tiktoken's tables, which are then dropped.
-    fn from_core(core: tiktoken_rs::CoreBPE, pattern: &str) -> Bpe {
-        let mut tokens = Vec::new();
-        while let Ok(bytes) = core.decode_bytes(&[tokens.len() as Rank]) {
-            tokens.push(bytes);
+    /// special tokens start) out of tiktoken's tables, which are then
+    /// dropped. What is kept is allocated before tiktoken's tables (the
+    /// pattern) or in two large blocks (arena, table), never among their
+    /// many small allocations, so that their pages are wholly free again
+    /// once they are dropped.
+    fn from_core(load: impl FnOnce() -> tiktoken_rs::CoreBPE, pattern: &str) -> Bpe {
+        let split = Regex::new(pattern).expect("tiktoken's pattern compiles");
+        let core = load();
+        let token = |rank: usize| core.decode_bytes(&[rank as Rank]).ok();
+        let (mut n, mut bytes) = (0, 0);
+        while let Some(t) = token(n) {
+            n += 1;
+            bytes += t.len();
+        }
+        let hasher = DefaultHashBuilder::default();
+        let mut arena = Vec::with_capacity(bytes);
+        let mut table = HashTable::with_capacity(n);
+        for rank in 0..n {
+            let t = token(rank).expect("read above");
+            let entry = pack(arena.len(), t.len(), rank as Rank);
+            arena.extend_from_slice(&t);
+            table.insert_unique(hasher.hash_one(t.as_slice()), entry, |e| hasher.hash_one(slice(&arena, *e)));
         }
         drop(core);
-        let hasher = DefaultHashBuilder::default();
-        let mut arena = Vec::with_capacity(tokens.iter().map(Vec::len).sum());
-        let mut table = HashTable::with_capacity(tokens.len());
-        for (rank, bytes) in tokens.iter().enumerate() {
-            let entry = pack(arena.len(), bytes.len(), rank as Rank);
-            arena.extend_from_slice(bytes);
-            table.insert_unique(hasher.hash_one(bytes.as_slice()), entry, |e| hasher.hash_one(slice(&arena, *e)));
-        }
-        let split = Regex::new(pattern).expect("tiktoken's pattern compiles");
         Bpe { arena: arena.into_boxed_slice(), table, hasher, split }
     }
 
