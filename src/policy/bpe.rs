@@ -45,12 +45,12 @@ fn pack(off: usize, len: usize, rank: Rank) -> u64 {
 }
 
 impl Bpe {
-    pub fn o200k() -> Bpe {
-        Self::from_core(|| tiktoken_rs::o200k_base().expect("o200k_base is embedded"), tiktoken_rs::O200K_BASE_PAT_STR)
+    pub fn o200k() -> Result<Bpe, String> {
+        Self::from_core(|| tiktoken_rs::o200k_base().map_err(|e| e.to_string()), tiktoken_rs::O200K_BASE_PAT_STR)
     }
 
-    pub fn cl100k() -> Bpe {
-        Self::from_core(|| tiktoken_rs::cl100k_base().expect("cl100k_base is embedded"), CL100K_PAT_STR)
+    pub fn cl100k() -> Result<Bpe, String> {
+        Self::from_core(|| tiktoken_rs::cl100k_base().map_err(|e| e.to_string()), CL100K_PAT_STR)
     }
 
     /// Copy the regular tokens (ranks 0.. until the first gap, where the
@@ -59,9 +59,9 @@ impl Bpe {
     /// pattern) or in two large blocks (arena, table), never among their
     /// many small allocations, so that their pages are wholly free again
     /// once they are dropped.
-    fn from_core(load: impl FnOnce() -> tiktoken_rs::CoreBPE, pattern: &str) -> Bpe {
-        let split = Regex::new(pattern).expect("tiktoken's pattern compiles");
-        let core = load();
+    fn from_core(load: impl FnOnce() -> Result<tiktoken_rs::CoreBPE, String>, pattern: &str) -> Result<Bpe, String> {
+        let split = Regex::new(pattern).map_err(|e| e.to_string())?;
+        let core = load()?;
         let token = |rank: usize| core.decode_bytes(&[rank as Rank]).ok();
         let (mut n, mut bytes) = (0, 0);
         while let Some(t) = token(n) {
@@ -72,13 +72,13 @@ impl Bpe {
         let mut arena = Vec::with_capacity(bytes);
         let mut table = HashTable::with_capacity(n);
         for rank in 0..n {
-            let t = token(rank).expect("read above");
+            let t = token(rank).ok_or_else(|| format!("token {rank} could not be read twice"))?;
             let entry = pack(arena.len(), t.len(), rank as Rank);
             arena.extend_from_slice(&t);
             table.insert_unique(hasher.hash_one(t.as_slice()), entry, |e| hasher.hash_one(slice(&arena, *e)));
         }
         drop(core);
-        Bpe { arena: arena.into_boxed_slice(), table, hasher, split }
+        Ok(Bpe { arena: arena.into_boxed_slice(), table, hasher, split })
     }
 
     /// The number of tokens `text` encodes to (no special tokens).
@@ -209,8 +209,8 @@ mod tests {
     use proptest::prelude::*;
     use std::sync::LazyLock;
 
-    static O200K: LazyLock<Bpe> = LazyLock::new(Bpe::o200k);
-    static CL100K: LazyLock<Bpe> = LazyLock::new(Bpe::cl100k);
+    static O200K: LazyLock<Bpe> = LazyLock::new(|| Bpe::o200k().unwrap());
+    static CL100K: LazyLock<Bpe> = LazyLock::new(|| Bpe::cl100k().unwrap());
 
     fn same(text: &str) {
         let o = tiktoken_rs::o200k_base_singleton().encode_ordinary(text).len();

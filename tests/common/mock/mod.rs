@@ -330,11 +330,7 @@ fn async_stream(events: Vec<String>, script: Script, gate: Arc<Gate>) -> impl fu
         }
         if i == 1 {
             match script {
-                Script::Gated => {
-                    if !gate.pass().await {
-                        return None;
-                    }
-                }
+                Script::Gated if !gate.pass().await => return None,
                 Script::Cut => {
                     // Let the first event reach the client before the cut.
                     tokio::time::sleep(Duration::from_millis(100)).await;
