@@ -101,6 +101,12 @@ proc_ticks() {
 
 rss_kib() { helper rss "$1"; }
 
+# modelgate loads its tokenizer on a thread of its own at start (seconds,
+# about a minute under valgrind): wait until that thread of pid $1 ended.
+wait_tokenizer_loaded() {
+  while grep -qx tokenizer /proc/"$1"/task/*/comm 2>/dev/null; do sleep 0.2; done
+}
+
 # The request bodies: ~2 KB OpenAI chat (JSON and stream), a stream that the
 # SSE upstream holds open, and the Anthropic Messages forms.
 make_bodies() {

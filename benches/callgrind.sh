@@ -101,9 +101,7 @@ measure() {
   pid=$!
   track "$pid"
   wait_ready "http://127.0.0.1:$port/v1/chat/completions" "$WORK/chat.json" usage 300 "$pid"
-  # modelgate loads its tokenizer on a thread of its own at start (about a
-  # minute under valgrind): count once that thread has ended.
-  while grep -qx tokenizer /proc/"$pid"/task/*/comm 2>/dev/null; do sleep 0.5; done
+  wait_tokenizer_loaded "$pid"
   for mix in "${MIXES[@]}"; do
     read -r path body expect < <(mix_request "$target" "$mix")
     url="http://127.0.0.1:$port$path"

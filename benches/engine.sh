@@ -192,9 +192,7 @@ measure_target() {
   start_target "$t"
   [ -n "$T_PID" ] && [ "$t" != nginx ] && mem=1
   if [ -n "$mem" ]; then
-    # modelgate loads its tokenizer on a thread of its own at start: idle
-    # is once that thread has ended.
-    while grep -qx tokenizer /proc/"$T_PID"/task/*/comm 2>/dev/null; do sleep 0.1; done
+    wait_tokenizer_loaded "$T_PID"
     sleep 2
     record "$t" rss_idle "$(rss_kib "$T_PID")"
     # MEM_REQUESTS requests at c=32 (wrk stops at the count; the time limit

@@ -77,12 +77,9 @@ fn bpe(f: Family) -> Option<&'static Bpe> {
 /// that comes first waits for the load in progress rather than starting
 /// another.
 pub fn preload<'a>(model_ids: impl IntoIterator<Item = &'a str>) {
-    let mut families = vec![Family::O200k];
+    bpe(Family::O200k);
     if model_ids.into_iter().any(|id| family(Some(id)).0 == Family::Cl100k) {
-        families.push(Family::Cl100k);
-    }
-    for f in families {
-        bpe(f);
+        bpe(Family::Cl100k);
     }
 }
 
