@@ -152,7 +152,8 @@ fn add_listeners(server: &mut Server, s: &Shared, listen: Listen, metrics: Prome
     }
     let mut http = pingora_proxy::HttpProxy::new(gateway, server.configuration.clone());
     http.handle_init_modules();
-    let mut gateway = Service::new("gateway".to_string(), crate::proxy::conn::GatewayApp { http: Arc::new(http), state: s.state.clone() });
+    let mut gateway =
+        Service::new("gateway".to_string(), crate::proxy::conn::GatewayApp { http: Arc::new(http), state: s.state.clone(), drain: s.drain.clone() });
     // Pingora's default 64 KiB read buffer per connection made 3,000 idle
     // clients cost ~300 MB; request heads and JSON bodies read fine in 16 KiB.
     let buffers = pingora::protocols::l4::stream::L4BufferSettings::new(16 * 1024, pingora::protocols::l4::stream::DEFAULT_L4_WRITE_BUFFER_SIZE);

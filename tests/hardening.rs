@@ -175,6 +175,67 @@ async fn sigint_ends_streams_at_once_but_still_settles_them() {
     assert_eq!(ledger(&mg).len(), 5);
 }
 
+/// A chat request on a raw HTTP/1.1 connection (kept alive by default).
+fn raw_chat() -> Vec<u8> {
+    let body = chat("gpt-4o-mini", false).to_string();
+    let mut r =
+        format!("POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n", body.len()).into_bytes();
+    r.extend_from_slice(body.as_bytes());
+    r
+}
+
+/// One response with a Content-Length body, read off a kept-alive connection.
+fn read_one_response(s: &mut TcpStream) -> String {
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let mut got = Vec::new();
+    let mut buf = [0u8; 4096];
+    loop {
+        if let Some(end) = got.windows(4).position(|w| w == b"\r\n\r\n") {
+            let head = String::from_utf8_lossy(&got[..end]).to_ascii_lowercase();
+            let length: usize = head
+                .lines()
+                .find_map(|l| l.strip_prefix("content-length:"))
+                .and_then(|v| v.trim().parse().ok())
+                .unwrap_or_else(|| panic!("no content-length: {head}"));
+            if got.len() >= end + 4 + length {
+                return String::from_utf8_lossy(&got).into_owned();
+            }
+        }
+        let n = s.read(&mut buf).unwrap_or_else(|e| panic!("reading a response: {e}; so far: {}", String::from_utf8_lossy(&got)));
+        assert!(n > 0, "closed mid-response: {}", String::from_utf8_lossy(&got));
+        got.extend_from_slice(&buf[..n]);
+    }
+}
+
+/// The window every graceful stop has: a client connected just before
+/// SIGTERM (the listener accepted it) and sends its request just after.
+/// It is answered, with `Connection: close`; a kept-alive connection that
+/// sits idle at SIGTERM is closed without a byte; the process then exits 0.
+/// (Found as a rare failed request in the upgrade test.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_connection_accepted_just_before_sigterm_is_still_answered() {
+    let mock = Mock::start().await;
+    let mut mg = Modelgate::start(&mini(&mock).build());
+    let mut kept = TcpStream::connect(host(&mg.gateway)).unwrap();
+    kept.write_all(&raw_chat()).unwrap();
+    let first = read_one_response(&mut kept);
+    assert!(first.starts_with("HTTP/1.1 200") && !first.to_ascii_lowercase().contains("connection: close"), "{first}");
+    let mut fresh = TcpStream::connect(host(&mg.gateway)).unwrap();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    mg.signal("TERM");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(TcpStream::connect(host(&mg.gateway)).is_err(), "still accepting new connections after SIGTERM");
+    fresh.write_all(&raw_chat()).unwrap_or_else(|e| panic!("the accepted connection was dropped at SIGTERM: {e}\n{}", mg.stderr()));
+    let (_, answer) = read_until_closed(&mut fresh, Duration::from_secs(5));
+    assert!(answer.starts_with("HTTP/1.1 200"), "the request on a connection accepted before SIGTERM: {answer:?}\n{}", mg.stderr());
+    assert!(answer.contains("\"choices\"") && answer.to_ascii_lowercase().contains("connection: close"), "{answer}");
+    let (took, idle) = read_until_closed(&mut kept, Duration::from_secs(5));
+    assert!(idle.is_empty() && took < Duration::from_secs(4), "the idle kept-alive connection: {idle:?} after {took:?}");
+    let status = wait_exit(&mut mg, Duration::from_secs(5)).expect("modelgate did not exit after the drain");
+    assert!(status.success(), "{status:?}\n{}", mg.stderr());
+    assert_eq!(ledger(&mg).len(), 2, "both requests are settled in the ledger");
+}
+
 // === 4. Timeouts where a client can stall ===
 
 const TIMEOUTS: &str = "client_timeouts: { header_ms: 1000, body_idle_ms: 800, body_total_ms: 1500, keepalive_ms: 1000 }\n";

@@ -111,17 +111,19 @@ async fn upgrade_under_load() {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 
-    // Continuous load: 6 client loops, each request on a new connection
-    // (a kept-alive idle connection the old process closes at the end of
-    // the hand-over is a race every HTTP server has; SDKs retry it).
+    // Continuous load: 6 client loops, three with a new connection per
+    // request, three keeping their connection alive (the old process
+    // answers with `Connection: close` once the hand-over has begun, so
+    // they move to a new connection before it closes idle ones).
     let stop = Arc::new(AtomicBool::new(false));
     let ok = Arc::new(AtomicUsize::new(0));
     let failures = Arc::new(Mutex::new(Vec::<String>::new()));
     let loops: Vec<_> = (0..6)
-        .map(|_| {
+        .map(|i| {
             let (stop, ok, failures, gw) = (stop.clone(), ok.clone(), failures.clone(), old.gateway.clone());
             tokio::spawn(async move {
-                let client = reqwest::Client::builder().pool_max_idle_per_host(0).timeout(Duration::from_secs(20)).build().unwrap();
+                let pooled = if i % 2 == 0 { usize::MAX } else { 0 };
+                let client = reqwest::Client::builder().pool_max_idle_per_host(pooled).timeout(Duration::from_secs(20)).build().unwrap();
                 while !stop.load(Ordering::Relaxed) {
                     match client.post(format!("{gw}/v1/chat/completions")).json(&chat(false)).send().await {
                         Ok(r) if r.status() == 200 => match r.json::<Value>().await {

@@ -9,6 +9,13 @@
 //! and total limits and the keep-alive idle time are set per request by
 //! the gateway (`set_read_timeout`, `set_keepalive`, a total deadline).
 //! HTTP/2 connections are framed by the h2 library and pass unwatched.
+//!
+//! At shutdown (or a hand-over) Pingora stops the listener and then closes
+//! every connection waiting for a request, among them one it accepted a
+//! moment ago whose request is still on the way. Each connection is
+//! therefore [`Fresh`] until its first answer starts; the listener's
+//! cleanup gives such connections a moment to send their request first,
+//! and the drain counts them as running.
 
 use std::fmt;
 use std::future::Future;
@@ -28,19 +35,22 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::time::{Instant, Sleep};
 
 use crate::config::Snapshot;
+use crate::drain::{Drain, Fresh};
 use crate::proxy::gateway::Gateway;
 
 /// The gateway listener: each connection guarded, then Pingora's HTTP.
 pub struct GatewayApp {
     pub http: Arc<HttpProxy<Gateway>>,
     pub state: Arc<ArcSwap<Snapshot>>,
+    pub drain: Drain,
 }
 
 #[async_trait]
 impl ServerApp for GatewayApp {
     async fn process_new(self: &Arc<Self>, io: Stream, shutdown: &ShutdownWatch) -> Option<Stream> {
         let header = self.state.load().client_timeouts.header;
-        let reused = self.http.process_new(Box::new(Guarded::new(io, header)), shutdown).await;
+        let conn = Guarded::new(io, header).fresh(self.drain.fresh());
+        let reused = self.http.process_new(Box::new(conn), shutdown).await;
         if reused.is_none() {
             crate::memory::connection_closed();
         }
@@ -48,6 +58,7 @@ impl ServerApp for GatewayApp {
     }
 
     async fn cleanup(&self) {
+        self.drain.settle_fresh().await;
         self.http.cleanup().await;
     }
 }
@@ -65,12 +76,27 @@ pub struct Guarded {
     /// The last bytes of the head read so far (a `\r\n\r\n` may straddle reads).
     tail: [u8; 3],
     timer: Pin<Box<Sleep>>,
+    /// Until the first answer starts (see the module's doc).
+    fresh: Option<Fresh>,
 }
 
 impl Guarded {
     pub fn new(inner: Stream, limit: Duration) -> Self {
         let due = Instant::now() + limit;
-        Guarded { inner, limit, due: Some(due), in_head: true, tail: [0; 3], timer: Box::pin(tokio::time::sleep_until(due)) }
+        Guarded { inner, limit, due: Some(due), in_head: true, tail: [0; 3], timer: Box::pin(tokio::time::sleep_until(due)), fresh: None }
+    }
+
+    fn fresh(mut self, fresh: Fresh) -> Self {
+        self.fresh = Some(fresh);
+        self
+    }
+
+    /// An answer is being written: the next bytes read start a new request
+    /// head, and the connection's first request has entered.
+    fn answering(&mut self) {
+        self.in_head = true;
+        self.due = None;
+        self.fresh = None;
     }
 
     /// Look through freshly read head bytes for the blank line that ends it.
@@ -134,8 +160,7 @@ impl AsyncRead for Guarded {
 impl AsyncWrite for Guarded {
     fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, data: &[u8]) -> Poll<io::Result<usize>> {
         // A response going out: whatever is read next is a new request head.
-        self.in_head = true;
-        self.due = None;
+        self.answering();
         Pin::new(&mut self.inner).poll_write(cx, data)
     }
 
@@ -148,8 +173,7 @@ impl AsyncWrite for Guarded {
     }
 
     fn poll_write_vectored(mut self: Pin<&mut Self>, cx: &mut Context<'_>, bufs: &[io::IoSlice<'_>]) -> Poll<io::Result<usize>> {
-        self.in_head = true;
-        self.due = None;
+        self.answering();
         Pin::new(&mut self.inner).poll_write_vectored(cx, bufs)
     }
 

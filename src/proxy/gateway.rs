@@ -296,7 +296,11 @@ impl Gateway {
         // One snapshot for the whole request, even if a reload happens meanwhile.
         let snap = self.state.load_full();
         session.set_read_timeout(Some(snap.client_timeouts.body_idle));
-        if session.get_keepalive().is_some() {
+        if self.drain.closing() {
+            // Shutting down or handing over: the client's next request goes
+            // on a new connection (to the new process after a hand-over).
+            session.set_keepalive(None);
+        } else if session.get_keepalive().is_some() {
             // (None means Pingora is shutting down: leave it closed.)
             session.set_keepalive(Some(snap.client_timeouts.keepalive.as_secs().max(1)));
         }
