@@ -63,6 +63,8 @@ pub struct Modelgate {
     /// `forward_proxy:` section.
     pub forward: Option<String>,
     env: Vec<(String, String)>,
+    /// Where this run's lines start in stderr.log (a restart appends).
+    log_from: usize,
 }
 
 fn spawn(config: &Path, dir: &Path, env: &[(&str, &str)]) -> Child {
@@ -115,6 +117,7 @@ impl Modelgate {
             admin: format!("http://127.0.0.1:{a}"),
             forward: f.map(|f| format!("http://127.0.0.1:{f}")),
             env: env.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
+            log_from: 0,
         };
         mg.wait_ready().then_some(mg)
     }
@@ -126,7 +129,12 @@ impl Modelgate {
                 eprintln!("modelgate exited early:\n{}", self.stderr());
                 return false;
             }
-            if http_get(&format!("{}/readyz", self.admin)).is_some_and(|(s, _)| s == 200) {
+            // Ports are picked by binding :0 and released, so another
+            // test's process may hold one of them and answer /readyz; only
+            // this process's "listening" line (all its listeners bound)
+            // makes a 200 its own.
+            let listening = self.stderr().get(self.log_from..).is_some_and(|s| s.contains("modelgate listening"));
+            if listening && http_get(&format!("{}/readyz", self.admin)).is_some_and(|(s, _)| s == 200) {
                 // Ready means serving: every listener accepts from now on.
                 for l in std::iter::once(&self.gateway).chain(&self.forward) {
                     assert!(std::net::TcpStream::connect(&l[7..]).is_ok(), "/readyz said 200 but {l} refuses connections");
@@ -145,6 +153,7 @@ impl Modelgate {
         let _ = self.child.kill();
         let _ = self.child.wait();
         let env: Vec<(&str, &str)> = self.env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+        self.log_from = self.stderr().len();
         self.child = spawn(&self.config, self.dir.path(), &env);
         assert!(self.wait_ready(), "modelgate did not come back after a restart");
     }
