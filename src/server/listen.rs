@@ -5,8 +5,9 @@
 //! lives on serving nothing. So every address is test-bound here first
 //! (bind, then release): a busy or forbidden one ends the start with one
 //! line naming the listener. "listening" is logged, and `READY=1` sent,
-//! only once every listener accepts connections; until then `/readyz`
-//! answers 503 (`"listening": false`).
+//! only once every listener accepts connections and is this process's
+//! own (another process may take an address between that check and
+//! Pingora's bind); until then `/readyz` answers 503 (`"listening": false`).
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -72,8 +73,13 @@ impl BackgroundService for Announce {
         for (name, addr) in &all {
             let probe = if addr.ip().is_unspecified() { SocketAddr::new(loopback(addr), addr.port()) } else { *addr };
             loop {
+                // Something accepts there, and it is this process: another
+                // process may have taken the address between the check at
+                // start and Pingora's bind (which then retries for 30 s).
                 if let Ok(Ok(_)) = tokio::time::timeout(Duration::from_secs(1), tokio::net::TcpStream::connect(probe)).await {
-                    break;
+                    if held_here(addr) != Some(false) {
+                        break;
+                    }
                 }
                 if !warned && started.elapsed() > Duration::from_secs(10) {
                     warned = true;
@@ -91,10 +97,76 @@ impl BackgroundService for Announce {
     }
 }
 
+/// Whether this process holds a socket listening on `addr` (read from
+/// Linux's /proc); `None` where that cannot be read.
+fn held_here(addr: &SocketAddr) -> Option<bool> {
+    let table = std::fs::read_to_string(if addr.is_ipv6() { "/proc/self/net/tcp6" } else { "/proc/self/net/tcp" }).ok()?;
+    // Rows: sl, local address, remote address, state (0A: listening), …, inode (10th).
+    let inodes: Vec<&str> = table
+        .lines()
+        .skip(1)
+        .filter_map(|row| {
+            let f: Vec<&str> = row.split_whitespace().collect();
+            (f.get(3) == Some(&"0A") && f.get(1).and_then(|l| proc_addr(l)) == Some(*addr)).then(|| f.get(9).copied()).flatten()
+        })
+        .collect();
+    if inodes.is_empty() {
+        return Some(false);
+    }
+    let fds = std::fs::read_dir("/proc/self/fd").ok()?;
+    Some(fds.flatten().any(|fd| {
+        let target = std::fs::read_link(fd.path()).unwrap_or_default();
+        target.to_str().and_then(|t| t.strip_prefix("socket:[")?.strip_suffix(']')).is_some_and(|i| inodes.contains(&i))
+    }))
+}
+
+/// A local address as /proc/net/tcp{,6} writes it: the address's 32-bit
+/// words in hex, each in the machine's byte order, then `:` and the port.
+fn proc_addr(text: &str) -> Option<SocketAddr> {
+    let (ip, port) = text.split_once(':')?;
+    let word = |i: usize| u32::from_str_radix(ip.get(i * 8..i * 8 + 8)?, 16).ok().map(u32::to_ne_bytes);
+    let ip: std::net::IpAddr = match ip.len() {
+        8 => std::net::Ipv4Addr::from(word(0)?).into(),
+        32 => {
+            let mut b = [0u8; 16];
+            for i in 0..4 {
+                b[i * 4..i * 4 + 4].copy_from_slice(&word(i)?);
+            }
+            std::net::Ipv6Addr::from(b).into()
+        }
+        _ => return None,
+    };
+    Some(SocketAddr::new(ip, u16::from_str_radix(port, 16).ok()?))
+}
+
 fn loopback(addr: &SocketAddr) -> std::net::IpAddr {
     if addr.is_ipv6() {
         std::net::Ipv6Addr::LOCALHOST.into()
     } else {
         std::net::Ipv4Addr::LOCALHOST.into()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn proc_addresses_read_as_the_kernel_writes_them() {
+        assert_eq!(proc_addr("0100007F:1F90"), Some("127.0.0.1:8080".parse().unwrap()));
+        assert_eq!(proc_addr("00000000:0050"), Some("0.0.0.0:80".parse().unwrap()));
+        assert_eq!(proc_addr("00000000000000000000000001000000:1F90"), Some("[::1]:8080".parse().unwrap()));
+        assert_eq!(proc_addr("zz:1"), None);
+    }
+
+    #[test]
+    fn a_listener_is_found_held_here_and_a_free_address_is_not() {
+        for any in ["127.0.0.1:0", "[::1]:0"] {
+            let Ok(l) = std::net::TcpListener::bind(any) else { continue };
+            let addr = l.local_addr().unwrap();
+            assert_eq!(held_here(&addr), Some(true), "{addr}");
+            drop(l);
+            assert_eq!(held_here(&addr), Some(false), "{addr} after it was closed");
+        }
     }
 }

@@ -25,7 +25,17 @@ impl config::Upstream for &Mock {
 
 /// A free loopback port (bound on 127.0.0.1:0, then released).
 pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    // Never the same port twice in one test process: two tests running
+    // side by side must not both be told to listen on it.
+    static GIVEN: std::sync::Mutex<Vec<u16>> = std::sync::Mutex::new(Vec::new());
+    loop {
+        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let mut given = GIVEN.lock().unwrap();
+        if !given.contains(&port) {
+            given.push(port);
+            return port;
+        }
+    }
 }
 
 /// Transparent mode: providers that answer for api.openai.com and
