@@ -6,7 +6,7 @@
 //! text, API keys or unbounded ids.
 
 use std::cell::RefCell;
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, HashSet};
 use std::fmt::Write;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, LazyLock, Mutex, RwLock};
@@ -193,12 +193,12 @@ pub struct RequestLabels<'a> {
 /// (see the module doc), so a cache stays as small as the registry.
 struct Cache<T> {
     buf: String,
-    map: HashMap<String, T>,
+    map: hashbrown::HashMap<String, T>,
 }
 
 impl<T> Cache<T> {
     fn new() -> Self {
-        Cache { buf: String::new(), map: HashMap::new() }
+        Cache { buf: String::new(), map: hashbrown::HashMap::new() }
     }
 
     fn with<R>(&mut self, key: &[&str], make: impl FnOnce() -> T, f: impl FnOnce(&mut T) -> R) -> R {

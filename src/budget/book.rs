@@ -122,7 +122,7 @@ pub(super) struct UsageWindow {
     pub(super) end: i64,
     /// By `provider␟model␟app␟route␟task␟arm` (`task` `none` without one,
     /// `arm` empty outside a split).
-    pub(super) cells: HashMap<String, Cell>,
+    pub(super) cells: hashbrown::HashMap<String, Cell>,
 }
 
 /// The windows of the usage report, in [`USAGE_WINDOWS`] order.
@@ -264,7 +264,7 @@ impl Book {
             let s = now.as_second();
             if s >= u.end || s < u.start {
                 let (start, end) = window::bounds(w, &tz, now);
-                *u = UsageWindow { start, end, cells: HashMap::new() };
+                *u = UsageWindow { start, end, cells: hashbrown::HashMap::new() };
             }
         }
         &mut self.usage
