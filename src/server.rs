@@ -146,7 +146,7 @@ fn add_listeners(server: &mut Server, s: &Shared, listen: Listen, metrics: Prome
             .forward();
         let mut http = pingora_proxy::HttpProxy::new(gw, server.configuration.clone());
         http.handle_init_modules();
-        let mut svc = Service::new("forward proxy".to_string(), Forward::new(s.state.clone(), http, ca));
+        let mut svc = Service::new("forward proxy".to_string(), Forward::new(s.state.clone(), http, ca, s.drain.clone()));
         svc.add_tcp(&addr.to_string());
         server.add_service(svc);
     }

@@ -166,6 +166,47 @@ async fn proxy_auth_and_plain_http_proxying() {
     assert!(ok && head.to_ascii_lowercase().contains("x-modelgate-model: gpt-4o-mini"), "{head}{out}");
 }
 
+/// As on the gateway: a client connected to the forward proxy just before
+/// SIGTERM whose request arrives just after is still answered, then the
+/// process exits 0.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_proxy_connection_accepted_just_before_sigterm_is_still_answered() {
+    use std::io::{Read, Write};
+    let mock = Mock::start().await;
+    let mock_host = mock.addr.to_string();
+    let plain = config(&mock, NO_TUNNEL).replace("hosts: [api.openai.com]", "hosts: [api.openai.com, \"127.0.0.1\"]");
+    let mut mg = Modelgate::start(&plain);
+    let forward = mg.forward.clone().unwrap();
+    let mut s = std::net::TcpStream::connect(&forward["http://".len()..]).unwrap();
+    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    mg.signal("TERM");
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    let body = r#"{"model":"gpt-4o","messages":[{"role":"user","content":"hi"}]}"#;
+    let head = format!(
+        "POST http://{mock_host}/v1/chat/completions HTTP/1.1\r\nHost: {mock_host}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n",
+        body.len()
+    );
+    s.write_all(format!("{head}{body}").as_bytes()).unwrap_or_else(|e| panic!("the accepted connection was dropped at SIGTERM: {e}\n{}", mg.stderr()));
+    s.set_read_timeout(Some(std::time::Duration::from_secs(5))).unwrap();
+    let mut got = Vec::new();
+    let _ = s.read_to_end(&mut got);
+    let answer = String::from_utf8_lossy(&got);
+    assert!(
+        answer.starts_with("HTTP/1.1 200") && answer.contains("\"choices\""),
+        "the request on a connection accepted before SIGTERM: {answer:?}\n{}",
+        mg.stderr()
+    );
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    let status = loop {
+        if let Some(st) = mg.try_wait() {
+            break st;
+        }
+        assert!(std::time::Instant::now() < deadline, "modelgate did not exit after the drain:\n{}", mg.stderr());
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    };
+    assert!(status.success(), "{status:?}\n{}", mg.stderr());
+}
+
 #[test]
 fn an_open_proxy_is_refused_at_start() {
     let dir = tempfile::tempdir().unwrap();

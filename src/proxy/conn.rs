@@ -78,15 +78,22 @@ pub struct Guarded {
     timer: Pin<Box<Sleep>>,
     /// Until the first answer starts (see the module's doc).
     fresh: Option<Fresh>,
+    /// Whether heads have a deadline (the forward proxy times its own).
+    timed: bool,
 }
 
 impl Guarded {
     pub fn new(inner: Stream, limit: Duration) -> Self {
         let due = Instant::now() + limit;
-        Guarded { inner, limit, due: Some(due), in_head: true, tail: [0; 3], timer: Box::pin(tokio::time::sleep_until(due)), fresh: None }
+        Guarded { inner, limit, due: Some(due), in_head: true, tail: [0; 3], timer: Box::pin(tokio::time::sleep_until(due)), fresh: None, timed: true }
     }
 
-    fn fresh(mut self, fresh: Fresh) -> Self {
+    /// A connection whose heads have no deadline here (only [`Fresh`]).
+    pub fn untimed(inner: Stream) -> Self {
+        Guarded { due: None, timed: false, ..Self::new(inner, Duration::ZERO) }
+    }
+
+    pub fn fresh(mut self, fresh: Fresh) -> Self {
         self.fresh = Some(fresh);
         self
     }
@@ -131,7 +138,7 @@ impl AsyncRead for Guarded {
         let before = buf.filled().len();
         match Pin::new(&mut self.inner).poll_read(cx, buf) {
             Poll::Ready(Ok(())) => {
-                if self.in_head {
+                if self.in_head && self.timed {
                     self.saw(&buf.filled()[before..]);
                 }
                 Poll::Ready(Ok(()))

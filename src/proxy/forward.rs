@@ -33,6 +33,8 @@ use tokio::time::Instant;
 
 use crate::ca::Ca;
 use crate::config::{ForwardProxy, Snapshot};
+use crate::drain::{Drain, Fresh};
+use crate::proxy::conn::Guarded;
 use crate::proxy::gateway::Gateway;
 use crate::proxy::target::{self, Host};
 use crate::proxy::tunnel::{open_tunnel, relay, Refusal};
@@ -47,6 +49,7 @@ pub struct Forward {
     /// The gateway in forward mode, for decrypted and plain requests.
     http: Arc<HttpProxy<Gateway>>,
     acceptor: Acceptor,
+    drain: Drain,
 }
 
 /// What the first bytes of a proxy connection are.
@@ -59,15 +62,17 @@ enum Head {
 }
 
 impl Forward {
-    pub fn new(state: Arc<ArcSwap<Snapshot>>, http: HttpProxy<Gateway>, ca: Arc<Ca>) -> Self {
+    pub fn new(state: Arc<ArcSwap<Snapshot>>, http: HttpProxy<Gateway>, ca: Arc<Ca>, drain: Drain) -> Self {
         pingora::tls::install_default_crypto_provider();
         let resolver = Resolver { ca, state: state.clone() };
         let mut cfg = ServerConfig::builder().with_no_client_auth().with_cert_resolver(Arc::new(resolver));
         cfg.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
-        Forward { state, http: Arc::new(http), acceptor: Acceptor::from_server_config(Arc::new(cfg)) }
+        Forward { state, http: Arc::new(http), acceptor: Acceptor::from_server_config(Arc::new(cfg)), drain }
     }
 
-    async fn connect(&self, mut io: Box<L4Stream>, head: &[u8], fp: &ForwardProxy, shutdown: &ShutdownWatch) -> Option<Stream> {
+    /// `fresh` (see `proxy::conn`) goes with the connection into the
+    /// pipeline when the host is intercepted; a blind tunnel is no request.
+    async fn connect(&self, mut io: Box<L4Stream>, head: &[u8], fp: &ForwardProxy, shutdown: &ShutdownWatch, fresh: Fresh) -> Option<Stream> {
         let mut headers = [httparse::EMPTY_HEADER; 64];
         let mut req = httparse::Request::new(&mut headers);
         if !matches!(req.parse(head), Ok(httparse::Status::Complete(_))) {
@@ -108,7 +113,7 @@ impl Forward {
                     return None;
                 }
             };
-            return self.http.process_new(Box::new(tls), shutdown).await;
+            return self.http.process_new(Box::new(Guarded::untimed(Box::new(tls)).fresh(fresh)), shutdown).await;
         }
         if !fp.tunnel {
             return respond(io, 403, &format!("{name} is not on forward_proxy.intercept and forward_proxy.tunnel is off")).await;
@@ -127,6 +132,7 @@ impl Forward {
             Ok(Err(Refusal::Unreachable(why))) => return respond(io, 502, &format!("cannot connect to {target}: {why}")).await,
             Err(_) => return respond(io, 504, &format!("connecting to {target} timed out")).await,
         };
+        drop(fresh);
         if !established(&mut io).await {
             return None;
         }
@@ -143,6 +149,7 @@ impl Forward {
 #[async_trait]
 impl ServerApp for Forward {
     async fn process_new(self: &Arc<Self>, io: Stream, shutdown: &ShutdownWatch) -> Option<Stream> {
+        let fresh = self.drain.fresh();
         let snap = self.state.load_full();
         let fp = &snap.forward_proxy;
         let peer = io.get_socket_digest().and_then(|d| d.peer_addr().and_then(|a| a.as_inet()).map(|a| a.ip()));
@@ -160,8 +167,8 @@ impl ServerApp for Forward {
         };
         let deadline = Instant::now() + fp.timeouts.head;
         match read_head(&mut io, deadline).await {
-            Ok(Head::Plain) => self.http.process_new(io, shutdown).await,
-            Ok(Head::Connect(head)) => self.connect(io, &head, fp, shutdown).await,
+            Ok(Head::Plain) => self.http.process_new(Box::new(Guarded::untimed(io).fresh(fresh)), shutdown).await,
+            Ok(Head::Connect(head)) => self.connect(io, &head, fp, shutdown, fresh).await,
             Err(HeadError::Closed) => None,
             Err(HeadError::TooLarge) => respond(io, 400, &format!("CONNECT request head over {MAX_HEAD} bytes")).await,
             Err(HeadError::Timeout) => {
@@ -170,6 +177,11 @@ impl ServerApp for Forward {
                 respond(io, 408, &format!("no complete request head within {ms} ms")).await
             }
         }
+    }
+
+    async fn cleanup(&self) {
+        self.drain.settle_fresh().await;
+        self.http.cleanup().await;
     }
 }
 
