@@ -528,31 +528,38 @@ async fn three_thousand_idle_connections_leave_little_memory_behind() {
     );
 }
 
+/// Idle RSS is the median of three processes (the method: this
+/// box is noisy, and one process's RSS varies by ~±2 MB with how its
+/// start-up tokenizer load interleaved with the first requests).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_idle_modelgate_stays_small_and_takes_no_huge_pages() {
     let mock = Mock::start().await;
-    let mg = Modelgate::start(&mini(&mock).build());
     let client = reqwest::Client::new();
-    for stream in [false, true] {
-        for _ in 0..20 {
-            let r = client.post(format!("{}/v1/chat/completions", mg.gateway)).json(&chat("gpt-4o-mini", stream)).send().await.unwrap();
-            assert_eq!(r.status().as_u16(), 200);
-            r.bytes().await.unwrap();
+    let mut rss = Vec::new();
+    for _ in 0..3 {
+        let mg = Modelgate::start(&mini(&mock).build());
+        for stream in [false, true] {
+            for _ in 0..20 {
+                let r = client.post(format!("{}/v1/chat/completions", mg.gateway)).json(&chat("gpt-4o-mini", stream)).send().await.unwrap();
+                assert_eq!(r.status().as_u16(), 200);
+                r.bytes().await.unwrap();
+            }
         }
+        wait_tokenizer_loaded(mg.pid());
+        tokio::time::sleep(Duration::from_millis(1500)).await;
+        let status = std::fs::read_to_string(format!("/proc/{}/status", mg.pid())).unwrap();
+        // (Kernels before 6.x do not print the line; the pages below still tell.)
+        if let Some(line) = status.lines().find(|l| l.starts_with("THP_enabled:")) {
+            assert!(line.ends_with('0'), "transparent huge pages are not disabled for modelgate: {line}");
+        }
+        let rollup = std::fs::read_to_string(format!("/proc/{}/smaps_rollup", mg.pid())).unwrap();
+        let huge = rollup.lines().find(|l| l.starts_with("AnonHugePages:")).unwrap();
+        assert_eq!(huge.split_whitespace().nth(1), Some("0"), "{huge}");
+        rss.push(rss_mb(mg.pid()));
     }
-    wait_tokenizer_loaded(mg.pid());
-    tokio::time::sleep(Duration::from_millis(1500)).await;
-    let status = std::fs::read_to_string(format!("/proc/{}/status", mg.pid())).unwrap();
-    // (Kernels before 6.x do not print the line; the pages below still tell.)
-    if let Some(line) = status.lines().find(|l| l.starts_with("THP_enabled:")) {
-        assert!(line.ends_with('0'), "transparent huge pages are not disabled for modelgate: {line}");
-    }
-    let rollup = std::fs::read_to_string(format!("/proc/{}/smaps_rollup", mg.pid())).unwrap();
-    let huge = rollup.lines().find(|l| l.starts_with("AnonHugePages:")).unwrap();
-    assert_eq!(huge.split_whitespace().nth(1), Some("0"), "{huge}");
-    let rss = rss_mb(mg.pid());
-    eprintln!("idle RSS {rss:.1} MB");
-    assert!(rss < 40.0, "idle RSS {rss:.1} MB");
+    rss.sort_by(f64::total_cmp);
+    eprintln!("idle RSS of three processes: {rss:.1?} MB");
+    assert!(rss[1] < 40.0, "idle RSS, median of three processes: {:.1} MB ({rss:.1?})", rss[1]);
 }
 
 // === 6. Safe upstream paths and bodies ===

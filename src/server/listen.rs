@@ -100,23 +100,29 @@ impl BackgroundService for Announce {
 /// Whether this process holds a socket listening on `addr` (read from
 /// Linux's /proc); `None` where that cannot be read.
 fn held_here(addr: &SocketAddr) -> Option<bool> {
-    let table = std::fs::read_to_string(if addr.is_ipv6() { "/proc/self/net/tcp6" } else { "/proc/self/net/tcp" }).ok()?;
-    // Rows: sl, local address, remote address, state (0A: listening), …, inode (10th).
-    let inodes: Vec<&str> = table
-        .lines()
-        .skip(1)
-        .filter_map(|row| {
-            let f: Vec<&str> = row.split_whitespace().collect();
-            (f.get(3) == Some(&"0A") && f.get(1).and_then(|l| proc_addr(l)) == Some(*addr)).then(|| f.get(9).copied()).flatten()
-        })
-        .collect();
+    use std::io::BufRead;
+    let table = std::fs::File::open(if addr.is_ipv6() { "/proc/self/net/tcp6" } else { "/proc/self/net/tcp" }).ok()?;
+    // Rows: sl, local address, remote address, state (0A: listening), …,
+    // inode (10th). Read a row at a time: on a busy host the table holds
+    // every socket of the network namespace.
+    let mut inodes = Vec::new();
+    let mut rows = std::io::BufReader::new(table);
+    let mut row = String::new();
+    while rows.read_line(&mut row).ok()? > 0 {
+        let mut f = row.split_whitespace();
+        let (local, state, inode) = (f.nth(1), f.nth(1), f.nth(5));
+        if state == Some("0A") && local.and_then(proc_addr) == Some(*addr) {
+            inodes.extend(inode.and_then(|i| i.parse::<u64>().ok()));
+        }
+        row.clear();
+    }
     if inodes.is_empty() {
         return Some(false);
     }
     let fds = std::fs::read_dir("/proc/self/fd").ok()?;
     Some(fds.flatten().any(|fd| {
         let target = std::fs::read_link(fd.path()).unwrap_or_default();
-        target.to_str().and_then(|t| t.strip_prefix("socket:[")?.strip_suffix(']')).is_some_and(|i| inodes.contains(&i))
+        target.to_str().and_then(|t| t.strip_prefix("socket:[")?.strip_suffix(']')?.parse::<u64>().ok()).is_some_and(|i| inodes.contains(&i))
     }))
 }
 
