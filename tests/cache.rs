@@ -459,12 +459,7 @@ async fn a_persisted_cache_survives_a_restart() {
     let body = chat(json!({}));
     assert_eq!(send(&mg, CHAT, &[], &body).await.cache(), "miss");
     mg.signal("TERM");
-    for _ in 0..100 {
-        if mg.try_wait().is_some() {
-            break;
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    mg.wait_exit(Duration::from_secs(5));
     assert!(mg.dir.path().join("state/cache.bin").exists(), "{}", mg.stderr());
     mg.restart();
     assert_eq!(send(&mg, CHAT, &[], &body).await.cache(), "hit");

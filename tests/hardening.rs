@@ -68,18 +68,6 @@ fn wait_tokenizer_loaded(pid: u32) {
     }
 }
 
-/// Wait for the process to exit; its exit status.
-fn wait_exit(mg: &mut Modelgate, limit: Duration) -> Option<std::process::ExitStatus> {
-    let deadline = Instant::now() + limit;
-    while Instant::now() < deadline {
-        if let Some(s) = mg.try_wait() {
-            return Some(s);
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    None
-}
-
 /// Open a streamed chat call and read it to its end: (body, ended cleanly).
 async fn stream_all(gateway: String, model: &str) -> (u16, String) {
     let r = reqwest::Client::new().post(format!("{gateway}/v1/chat/completions")).json(&chat(model, true)).send().await;
@@ -128,7 +116,7 @@ async fn fifty_streams_then_sigterm(grace_s: u64, release: bool) {
             errored += 1;
         }
     }
-    let status = wait_exit(&mut mg, Duration::from_secs(grace_s + 8)).expect("modelgate did not exit after the drain");
+    let status = mg.wait_exit(Duration::from_secs(grace_s + 8)).expect("modelgate did not exit after the drain");
     assert!(status.success(), "exit status {status:?}\n{}", mg.stderr());
     if release {
         assert_eq!((clean, errored), (50, 0), "released streams finish within the grace period");
@@ -171,7 +159,7 @@ async fn sigint_ends_streams_at_once_but_still_settles_them() {
         let (_, body) = c.await.unwrap();
         assert!(body.contains("shutting down") && !body.contains("[DONE]"), "{body}");
     }
-    assert!(wait_exit(&mut mg, Duration::from_secs(5)).is_some_and(|s| s.success()), "{}", mg.stderr());
+    assert!(mg.wait_exit(Duration::from_secs(5)).is_some_and(|s| s.success()), "{}", mg.stderr());
     assert_eq!(ledger(&mg).len(), 5);
 }
 
@@ -231,7 +219,7 @@ async fn a_connection_accepted_just_before_sigterm_is_still_answered() {
     assert!(answer.contains("\"choices\"") && answer.to_ascii_lowercase().contains("connection: close"), "{answer}");
     let (took, idle) = read_until_closed(&mut kept, Duration::from_secs(5));
     assert!(idle.is_empty() && took < Duration::from_secs(4), "the idle kept-alive connection: {idle:?} after {took:?}");
-    let status = wait_exit(&mut mg, Duration::from_secs(5)).expect("modelgate did not exit after the drain");
+    let status = mg.wait_exit(Duration::from_secs(5)).expect("modelgate did not exit after the drain");
     assert!(status.success(), "{status:?}\n{}", mg.stderr());
     assert_eq!(ledger(&mg).len(), 2, "both requests are settled in the ledger");
 }

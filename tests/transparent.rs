@@ -196,14 +196,7 @@ async fn a_proxy_connection_accepted_just_before_sigterm_is_still_answered() {
         "the request on a connection accepted before SIGTERM: {answer:?}\n{}",
         mg.stderr()
     );
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
-    let status = loop {
-        if let Some(st) = mg.try_wait() {
-            break st;
-        }
-        assert!(std::time::Instant::now() < deadline, "modelgate did not exit after the drain:\n{}", mg.stderr());
-        std::thread::sleep(std::time::Duration::from_millis(20));
-    };
+    let status = mg.wait_exit(std::time::Duration::from_secs(5)).unwrap_or_else(|| panic!("modelgate did not exit after the drain:\n{}", mg.stderr()));
     assert!(status.success(), "{status:?}\n{}", mg.stderr());
 }
 

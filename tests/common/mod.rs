@@ -199,6 +199,18 @@ impl Modelgate {
         self.child.try_wait().ok().flatten()
     }
 
+    /// Wait up to `limit` for the process to exit; its exit status.
+    pub fn wait_exit(&mut self, limit: Duration) -> Option<std::process::ExitStatus> {
+        let deadline = Instant::now() + limit;
+        while Instant::now() < deadline {
+            if let Some(s) = self.try_wait() {
+                return Some(s);
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        None
+    }
+
     pub fn pid(&self) -> u32 {
         self.child.id()
     }
