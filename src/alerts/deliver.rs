@@ -63,7 +63,7 @@ pub async fn post(connector: &Connector, sink: &Sink, body: &Bytes) -> Result<u1
     }
     let t = Timeouts { connect: sink.timeout.min(Duration::from_secs(5)), first_byte: sink.timeout, idle: sink.timeout, total: sink.timeout };
     let mut ex = upstream::send(connector, &sink.endpoint, &t, &req, body).await.map_err(|e| fail(true, e.to_string()))?;
-    let status = ex.header.status.as_u16();
+    let status = ex.header().status.as_u16();
     let mut answer = Vec::new();
     loop {
         match ex.chunk().await {

@@ -133,7 +133,7 @@ impl Gateway {
         // 2. Decide.
         let overrides = self.overrides.load();
         // An owned copy, so the classification can live across the writes.
-        let mut client = session.req_header().clone();
+        let mut client = crate::proxy::head::owned_request(session.req_header());
         if key.as_ref().is_some_and(|k| k.source != crate::config::KeySource::AppKeys) {
             // A virtual key is modelgate's, never a provider's: not sent on.
             for h in crate::dialect::wire::AUTH_HEADERS {
@@ -305,7 +305,7 @@ impl Gateway {
             session.set_keepalive(Some(snap.client_timeouts.keepalive.as_secs().max(1)));
         }
         let head = session.req_header();
-        cx.rec.method = head.method.to_string();
+        cx.rec.method = head.method.as_str().to_string();
         cx.rec.path = head.uri.path().to_string();
         if let Some(t) = &snap.telemetry {
             let trace = crate::telemetry::Trace::start(t, &head.headers);

@@ -53,3 +53,16 @@ pub fn response(status: StatusCode, headers: HeaderMap) -> ResponseHeader {
     parts.headers = headers;
     ResponseHeader::from(parts)
 }
+
+/// An owned copy of the client's request head: method, target, version and
+/// headers, without Pingora's case-preserving copy of the names (upstream
+/// requests are built from names and values; standard names go out in
+/// title case).
+pub fn owned_request(client: &pingora::http::RequestHeader) -> pingora::http::RequestHeader {
+    let (mut parts, ()) = http::Request::new(()).into_parts();
+    parts.method = client.method.clone();
+    parts.uri = client.uri.clone();
+    parts.version = client.version;
+    parts.headers = client.headers.clone();
+    pingora::http::RequestHeader::from(parts)
+}

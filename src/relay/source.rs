@@ -12,7 +12,7 @@ use pingora::http::ResponseHeader;
 
 use crate::dialect::sse::StreamTap;
 use crate::upstream::retry::Fetched;
-use crate::upstream::{AttemptError, Exchange};
+use crate::upstream::{AttemptError, Exchange, Live};
 use crate::usage::RawUsage;
 
 /// Where a relayed response's bytes come from.
@@ -31,7 +31,7 @@ pub trait Source: Send {
 #[async_trait]
 impl Source for Exchange {
     fn header(&self) -> &ResponseHeader {
-        &self.header
+        Live::header(self)
     }
     async fn chunk(&mut self) -> Result<Option<Bytes>, AttemptError> {
         Exchange::chunk(self).await

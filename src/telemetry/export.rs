@@ -187,7 +187,7 @@ impl HttpClient for Client {
         let t = self.timeout;
         let limits = Timeouts { connect: t.min(Duration::from_secs(5)), first_byte: t, idle: t, total: t };
         let mut ex = upstream::send(&self.connector, &self.endpoint, &limits, &req, &body).await.map_err(|e| e.to_string())?;
-        let status = ex.header.status;
+        let status = ex.header().status;
         let mut answer = Vec::new();
         loop {
             match ex.chunk().await {

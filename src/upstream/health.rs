@@ -224,7 +224,7 @@ async fn check(connector: &Connector, p: &Provider, hc: &HealthCheck) -> Checked
         Ok(ex) => ex,
         Err(e) => return fail(format!("GET {}: {e}", hc.path)),
     };
-    let status = ex.header.status.as_u16();
+    let status = ex.header().status.as_u16();
     let mut body = Vec::new();
     while let Ok(Some(c)) = ex.chunk().await {
         if body.len() + c.len() > 4 * 1024 * 1024 {

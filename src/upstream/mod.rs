@@ -81,9 +81,9 @@ pub struct Exchange(Box<Live>);
 
 /// The connection and response head behind an [`Exchange`].
 pub struct Live {
-    session: Option<HttpSession>,
+    /// Its response header is read (`send` returns no exchange otherwise).
+    session: HttpSession,
     peer: HttpPeer,
-    pub header: ResponseHeader,
     idle: Duration,
     deadline: Instant,
     pub started: Instant,
@@ -132,10 +132,10 @@ pub async fn send(connector: &Connector, endpoint: &Endpoint, t: &Timeouts, req:
             Ok(Err(e)) => return Err(AttemptError::Io(e.to_string())),
             Ok(Ok(())) => {}
         }
-        let Some(header) = session.response_header().cloned() else {
+        if session.response_header().is_none() {
             return Err(AttemptError::Io("response without header".into()));
-        };
-        return Ok(Exchange(Box::new(Live { session: Some(session), peer, header, idle: t.idle, deadline, started })));
+        }
+        return Ok(Exchange(Box::new(Live { session, peer, idle: t.idle, deadline, started })));
     }
 }
 
@@ -152,11 +152,25 @@ impl std::ops::DerefMut for Exchange {
     }
 }
 
+impl Live {
+    /// The response header (read by Pingora's client session; not copied).
+    pub fn header(&self) -> &ResponseHeader {
+        self.session.response_header().unwrap_or(&NO_HEADER)
+    }
+}
+
+/// Never shown: an exchange exists only once its header was read.
+static NO_HEADER: std::sync::LazyLock<ResponseHeader> = std::sync::LazyLock::new(|| {
+    let (mut parts, ()) = http::Response::new(()).into_parts();
+    parts.status = http::StatusCode::BAD_GATEWAY;
+    ResponseHeader::from(parts)
+});
+
 impl Exchange {
     /// Next body chunk; `None` at the end of the body.
     pub async fn chunk(&mut self) -> Result<Option<Bytes>, AttemptError> {
         let live = &mut *self.0;
-        let Some(session) = live.session.as_mut() else { return Ok(None) };
+        let session = &mut live.session;
         let left = live.deadline.saturating_duration_since(Instant::now());
         let wait = live.idle.min(left);
         match timeout(wait, session.read_response_body()).await {
@@ -170,14 +184,14 @@ impl Exchange {
     /// Return the connection to the pool when its response was read to the
     /// end; otherwise it is closed (dropping a half-read connection is the
     /// only safe choice).
-    pub async fn finish(mut self, connector: &Connector) {
-        match self.session.take() {
-            Some(HttpSession::H1(mut h1)) => match h1.is_body_done() {
-                true => connector.release_http_session(h1, &self.peer, Some(POOL_IDLE)).await,
+    pub async fn finish(self, connector: &Connector) {
+        let Live { session, peer, .. } = *self.0;
+        match session {
+            HttpSession::H1(mut h1) => match h1.is_body_done() {
+                true => connector.release_http_session(h1, &peer, Some(POOL_IDLE)).await,
                 false => h1.shutdown().await,
             },
-            Some(mut session) => session.shutdown().await,
-            None => {}
+            mut session => session.shutdown().await,
         }
     }
 }

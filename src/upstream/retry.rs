@@ -154,7 +154,7 @@ pub enum Fetched {
 impl Fetched {
     pub fn status(&self) -> u16 {
         match self {
-            Fetched::Body { ex, .. } | Fetched::Stream { ex, .. } => ex.header.status.as_u16(),
+            Fetched::Body { ex, .. } | Fetched::Stream { ex, .. } => ex.header().status.as_u16(),
         }
     }
 }
@@ -184,21 +184,21 @@ impl RetryPolicy<'_> {
     /// event.
     /// A stream is read through `tap` (the relay goes on with it).
     pub async fn judge(&self, mut ex: Exchange, tap: StreamTap, connector: &Connector) -> Result<Fetched, Failure> {
-        let status = ex.header.status.as_u16();
+        let status = ex.header().status.as_u16();
         let ok = (200..300).contains(&status);
         if self.retry.on_status.contains(&status) {
-            let retry_after = retry_after(&ex.header);
+            let retry_after = retry_after(ex.header());
             let body = read_body_of(&mut ex, 64 * 1024).await.unwrap_or_default();
             ex.finish(connector).await;
             let mut f = Failure::new(Kind::Status(status), excerpt(&translate::upstream_message(&body)));
             f.retry_after = retry_after;
             return Err(f);
         }
-        if ok && is_sse(&ex.header) {
+        if ok && is_sse(ex.header()) {
             return self.first_event(ex, tap, connector).await;
         }
         let max = self.limits.max_answer_bytes;
-        let declared = ex.header.headers.get(http::header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()?.parse::<usize>().ok());
+        let declared = ex.header().headers.get(http::header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()?.parse::<usize>().ok());
         if declared.is_some_and(|n| n > max) {
             return Err(Failure::invalid(format!("the response is larger than {max} bytes (limits.max_answer_bytes)")));
         }
