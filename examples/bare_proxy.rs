@@ -7,11 +7,12 @@
 //! "modelgate ÷ bare" is modelgate's own request path and not an allocator
 //! or buffer setting: mimalloc as the global allocator, no transparent huge
 //! pages, freed memory
-//! returned to the system once a second, a 16 KiB read buffer per client
-//! connection (Pingora's default is 64 KiB; `--read-buf 65536` restores it).
+//! returned to the system once a second, no read buffer under Pingora's own
+//! per client connection (Pingora's default is 64 KiB; `--read-buf 65536`
+//! restores it).
 //!
 //! ```text
-//! cargo run --release --example bare_proxy -- --listen 127.0.0.1:8000 --upstream 127.0.0.1:9000 [--threads 1] [--read-buf 16384]
+//! cargo run --release --example bare_proxy -- --listen 127.0.0.1:8000 --upstream 127.0.0.1:9000 [--threads 1] [--read-buf 0]
 //! ```
 //!
 //! Each option may also come from the environment: BARE_LISTEN,
@@ -100,7 +101,7 @@ fn args() -> Args {
         listen: parse("--listen", &required("--listen", "BARE_LISTEN")),
         upstream: parse("--upstream", &required("--upstream", "BARE_UPSTREAM")),
         threads: get("--threads", "BARE_THREADS").map_or(1, |v| parse("--threads", &v)),
-        read_buf: get("--read-buf", "BARE_READ_BUF").map_or(16 * 1024, |v| parse("--read-buf", &v)),
+        read_buf: get("--read-buf", "BARE_READ_BUF").map_or(0, |v| parse("--read-buf", &v)),
     }
 }
 
