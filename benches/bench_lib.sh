@@ -87,13 +87,14 @@ wait_ready() {
   done
 }
 
-# Sum of utime+stime (clock ticks) of the given pids and their children.
+# Sum of utime+stime (clock ticks) of the given pids and their children;
+# with PROC_TICKS=sys, stime (time in the kernel) only.
 proc_ticks() {
   local total=0 pid t
   for pid in "$@"; do
     for t in $pid $(pgrep -P "$pid" || true); do
       [ -r "/proc/$t/stat" ] || continue
-      total=$((total + $(awk '{ sub(/^.*\) /, ""); print $12 + $13 }' "/proc/$t/stat")))
+      total=$((total + $(awk -v sys="${PROC_TICKS:-}" '{ sub(/^.*\) /, ""); print (sys == "sys" ? 0 : $12) + $13 }' "/proc/$t/stat")))
     done
   done
   echo "$total"

@@ -11,7 +11,7 @@
 #     each concurrency: rps, rps ÷ nginx proxy and ÷ bare of the same round,
 #     p50/p99 latency, added p50 over the upstream called directly, and CPU
 #     µs per request of the proxy process (utime+stime from /proc, over the
-#     requests wrk counted);
+#     requests wrk counted; "in kernel" is the stime part);
 #   - streaming: time to the first event (the upstream sends it after
 #     50 ms), sequential requests on one keep-alive connection;
 #   - memory (bare and modelgate): RSS idle, after MEM_REQUESTS requests
@@ -205,8 +205,10 @@ measure_target() {
   for c in $CONCURRENCY; do
     run_wrk "$T_JSON" "$c" "$WARMUP"
     t0="$([ -n "$T_PID" ] && proc_ticks "$T_PID" || echo 0)"
+    s0="$([ -n "$T_PID" ] && PROC_TICKS=sys proc_ticks "$T_PID" || echo 0)"
     run_wrk "$T_JSON" "$c" "$DURATION"
     t1="$([ -n "$T_PID" ] && proc_ticks "$T_PID" || echo 0)"
+    s1="$([ -n "$T_PID" ] && PROC_TICKS=sys proc_ticks "$T_PID" || echo 0)"
     read -r req dur err p50 p99 <<<"$WRK_RES"
     ((req > 0)) || { echo "$t c=$c: no request completed" >&2; return 1; }
     record "$t" "rps@$c" "$(awk -v r="$req" -v d="$dur" 'BEGIN { printf "%.1f", r / (d / 1e6) }')"
@@ -214,6 +216,7 @@ measure_target() {
     record "$t" "p99@$c" "$p99"
     record "$t" "errors@$c" "$err"
     [ -n "$T_PID" ] && record "$t" "cpu@$c" "$(awk -v a="$t0" -v b="$t1" -v r="$req" -v hz="$CLK_TCK" 'BEGIN { printf "%.2f", (b - a) * 1e6 / hz / r }')"
+    [ -n "$T_PID" ] && record "$t" "sys@$c" "$(awk -v a="$s0" -v b="$s1" -v r="$req" -v hz="$CLK_TCK" 'BEGIN { printf "%.2f", (b - a) * 1e6 / hz / r }')"
     echo "  $t c=$c: $req requests, $err errors, p50 ${p50} µs" >&2
   done
   line="$(helper ttfb "$T_STREAM" "$WORK/chat-stream.json" --n "$TTFB_N")"

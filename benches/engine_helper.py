@@ -445,6 +445,7 @@ def report(args):
                 ("p99", f"p99@{c}", f0),
                 ("+p50", f"added_p50@{c}", signed),
                 ("CPU/req", f"cpu@{c}", f1),
+                ("in kernel", f"sys@{c}", f1),
                 ("errors", f"errors@{c}", f0),
             ],
         )
