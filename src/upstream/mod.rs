@@ -160,11 +160,8 @@ impl Live {
 }
 
 /// Never shown: an exchange exists only once its header was read.
-static NO_HEADER: std::sync::LazyLock<ResponseHeader> = std::sync::LazyLock::new(|| {
-    let (mut parts, ()) = http::Response::new(()).into_parts();
-    parts.status = http::StatusCode::BAD_GATEWAY;
-    ResponseHeader::from(parts)
-});
+static NO_HEADER: std::sync::LazyLock<ResponseHeader> =
+    std::sync::LazyLock::new(|| crate::proxy::head::response(http::StatusCode::BAD_GATEWAY, http::HeaderMap::new()));
 
 impl Exchange {
     /// Next body chunk; `None` at the end of the body.
