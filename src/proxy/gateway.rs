@@ -214,7 +214,11 @@ impl Gateway {
             cache: ask.as_deref(),
         };
         let at = Attempts { connector: &self.connector, health: &self.health, budgets: &self.budgets, limiter: &self.limiter };
-        let mut served = match at.run(&q, &mut cx.trail, abort).await {
+        // Built in a box of its own: the attempts' state (connecting,
+        // sending, reading the first answer) is the largest part of a
+        // request's future and is over when the answer is relayed; boxed,
+        // a stream being relayed does not keep room for it.
+        let mut served = match Box::into_pin(Box::write(Box::new_uninit(), at.run(&q, &mut cx.trail, abort))).await {
             Outcome::Served(s) => s,
             Outcome::Exhausted(e) => return Err(e.into()),
         };
